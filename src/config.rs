@@ -1,0 +1,716 @@
+//! `config.toml` → a typed, validated [`Config`].
+//!
+//! Loading happens in two phases: serde reads the file into raw structs (unknown keys are
+//! rejected there), then [`validate`] turns raw strings into `Url`, `Duration`, `Tz` and
+//! friends, collecting every problem it finds. Every error names the key and its line and
+//! column, so an admin can fix the whole file in one pass.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::NaiveTime;
+use chrono_tz::Tz;
+use serde::Deserialize;
+use toml::Spanned;
+use url::Url;
+
+/// The configuration shipped with Tidings; `tidings check-config --example` prints it.
+pub const EXAMPLE: &str = include_str!("../config.toml");
+
+/// Name of the environment variable that holds the SMTP password.
+pub const SMTP_PASSWORD_ENV: &str = "TIDINGS_SMTP_PASSWORD";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was loaded from; relative paths inside it resolve against its folder.
+    pub path: PathBuf,
+    pub database: PathBuf,
+    pub poll: PollSettings,
+    pub digest: DigestSettings,
+    pub mail: MailSettings,
+    pub feeds: Vec<FeedConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PollSettings {
+    /// Interval for feeds that do not set their own.
+    pub interval: Duration,
+    /// On a feed's first poll, only items published this recently can match.
+    pub initial_backlog: Duration,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    /// Largest response body accepted, counted after decompression.
+    pub max_body_bytes: usize,
+    /// Feeds polled at once.
+    pub concurrency: usize,
+    pub user_agent: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct DigestSettings {
+    /// Local time at which daily digests go out.
+    pub daily_at: NaiveTime,
+    pub timezone: Tz,
+}
+
+#[derive(Debug, Clone)]
+pub struct MailSettings {
+    /// `From:` of every digest, e.g. `Tidings <alerts@example.org>`.
+    pub from: String,
+    pub transport: MailTransport,
+    pub send_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum MailTransport {
+    /// Write each message as an `.eml` file into this folder.
+    File {
+        folder: PathBuf,
+    },
+    Smtp(SmtpSettings),
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub username: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Implicit TLS from the first byte (usually port 465).
+    Tls,
+    /// Plain connection upgraded with STARTTLS, which is required (usually port 587).
+    Starttls,
+    /// No encryption at all: only for a relay on the same host or in tests.
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedConfig {
+    pub id: String,
+    pub name: String,
+    pub url: Url,
+    pub tags: Vec<String>,
+    pub interval: Duration,
+}
+
+/// Everything wrong with a config file, each with its position.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.path.display(),
+                p.line,
+                p.column,
+                p.message
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading config {}: {e}", path.display()))?;
+        Ok(Config::parse(&text, path)?)
+    }
+
+    /// Parses `text` as if it were the file at `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            problems: vec![problem_at(
+                text,
+                e.span().unwrap_or(0..0),
+                e.message().trim(),
+            )],
+        })?;
+        validate(raw, text, path)
+    }
+
+    pub fn feed(&self, id: &str) -> Option<&FeedConfig> {
+        self.feeds.iter().find(|f| f.id == id)
+    }
+}
+
+// ---- phase one: raw values, exactly as written --------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    database: Option<Spanned<String>>,
+    #[serde(default)]
+    poll: RawPoll,
+    #[serde(default)]
+    digest: RawDigest,
+    #[serde(default)]
+    mail: RawMail,
+    #[serde(default)]
+    feeds: Vec<RawFeed>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPoll {
+    interval: Option<Spanned<String>>,
+    initial_backlog: Option<Spanned<String>>,
+    connect_timeout: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    max_body_mib: Option<Spanned<u32>>,
+    concurrency: Option<Spanned<u32>>,
+    user_agent: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDigest {
+    daily_at: Option<Spanned<String>>,
+    timezone: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMail {
+    from: Option<Spanned<String>>,
+    transport: Option<Spanned<String>>,
+    folder: Option<String>,
+    send_timeout: Option<Spanned<String>>,
+    smtp: Option<Spanned<RawSmtp>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmtp {
+    host: Spanned<String>,
+    port: Option<u16>,
+    tls: Option<TlsMode>,
+    username: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFeed {
+    id: Spanned<String>,
+    url: Spanned<String>,
+    name: Option<String>,
+    #[serde(default)]
+    tags: Vec<Spanned<String>>,
+    interval: Option<Spanned<String>>,
+}
+
+// ---- phase two: validated values ----------------------------------------------------------
+
+fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let mut problems = Vec::new();
+    let mut report = |span: Range<usize>, message: String| {
+        problems.push(problem_at(text, span, &message));
+    };
+    let base = path.parent().unwrap_or(Path::new("."));
+
+    let database = match &raw.database {
+        Some(db) if db.get_ref().trim().is_empty() => {
+            report(db.span(), "`database` must not be empty".into());
+            PathBuf::new()
+        }
+        Some(db) => base.join(db.get_ref()),
+        None => base.join("tidings.db"),
+    };
+
+    let mut duration = |value: &Option<Spanned<String>>, key: &str, default: Duration| match value {
+        None => default,
+        Some(v) => match parse_duration(v.get_ref()) {
+            Ok(d) => d,
+            Err(e) => {
+                report(v.span(), format!("`{key}`: {e}"));
+                default
+            }
+        },
+    };
+    let interval = duration(
+        &raw.poll.interval,
+        "poll.interval",
+        Duration::from_secs(15 * 60),
+    );
+    let initial_backlog = duration(
+        &raw.poll.initial_backlog,
+        "poll.initial_backlog",
+        Duration::from_secs(24 * 3600),
+    );
+    let connect_timeout = duration(
+        &raw.poll.connect_timeout,
+        "poll.connect_timeout",
+        Duration::from_secs(10),
+    );
+    let timeout = duration(&raw.poll.timeout, "poll.timeout", Duration::from_secs(30));
+    let send_timeout = duration(
+        &raw.mail.send_timeout,
+        "mail.send_timeout",
+        Duration::from_secs(60),
+    );
+
+    let mut positive = |value: &Option<Spanned<u32>>, key: &str, default: u32| match value {
+        Some(v) if *v.get_ref() == 0 => {
+            report(v.span(), format!("`{key}` must be at least 1"));
+            default
+        }
+        Some(v) => *v.get_ref(),
+        None => default,
+    };
+    let max_body_mib = positive(&raw.poll.max_body_mib, "poll.max_body_mib", 10);
+    let concurrency = positive(&raw.poll.concurrency, "poll.concurrency", 16);
+
+    let daily_at = match &raw.digest.daily_at {
+        None => NaiveTime::from_hms_opt(8, 0, 0).unwrap_or_default(),
+        Some(v) => NaiveTime::parse_from_str(v.get_ref(), "%H:%M").unwrap_or_else(|_| {
+            report(
+                v.span(),
+                format!(
+                    "`digest.daily_at`: expected a time like \"07:30\", found {:?}",
+                    v.get_ref()
+                ),
+            );
+            NaiveTime::default()
+        }),
+    };
+    let timezone = match &raw.digest.timezone {
+        None => Tz::UTC,
+        Some(v) => v.get_ref().parse::<Tz>().unwrap_or_else(|_| {
+            report(
+                v.span(),
+                format!(
+                    "`digest.timezone`: unknown time zone {:?} (use an IANA name like \"America/New_York\")",
+                    v.get_ref()
+                ),
+            );
+            Tz::UTC
+        }),
+    };
+
+    let from = match &raw.mail.from {
+        None => "Tidings <tidings@localhost>".to_string(),
+        Some(v) => {
+            if !looks_like_mailbox(v.get_ref()) {
+                report(
+                    v.span(),
+                    format!(
+                        "`mail.from`: expected an address like \"Tidings <alerts@example.org>\", found {:?}",
+                        v.get_ref()
+                    ),
+                );
+            }
+            v.get_ref().clone()
+        }
+    };
+    let folder = base.join(raw.mail.folder.as_deref().unwrap_or("mail"));
+    let transport = match raw
+        .mail
+        .transport
+        .as_ref()
+        .map(|t| (t.get_ref().as_str(), t.span()))
+    {
+        None | Some(("file", _)) => MailTransport::File { folder },
+        Some(("smtp", span)) => match &raw.mail.smtp {
+            None => {
+                report(
+                    span,
+                    "`mail.transport = \"smtp\"` needs a [mail.smtp] table".into(),
+                );
+                MailTransport::File { folder }
+            }
+            Some(smtp) => {
+                let smtp = smtp.get_ref();
+                if smtp.host.get_ref().trim().is_empty() {
+                    report(
+                        smtp.host.span(),
+                        "`mail.smtp.host` must not be empty".into(),
+                    );
+                }
+                let tls = smtp.tls.unwrap_or(TlsMode::Starttls);
+                let port = smtp.port.unwrap_or(match tls {
+                    TlsMode::Tls => 465,
+                    TlsMode::Starttls => 587,
+                    TlsMode::None => 25,
+                });
+                MailTransport::Smtp(SmtpSettings {
+                    host: smtp.host.get_ref().trim().to_string(),
+                    port,
+                    tls,
+                    username: smtp.username.clone(),
+                })
+            }
+        },
+        Some((other, span)) => {
+            report(
+                span,
+                format!("`mail.transport`: expected \"file\" or \"smtp\", found {other:?}"),
+            );
+            MailTransport::File { folder }
+        }
+    };
+
+    let mut feeds = Vec::with_capacity(raw.feeds.len());
+    let mut seen_ids: HashMap<String, usize> = HashMap::new();
+    let mut seen_urls: HashMap<String, usize> = HashMap::new();
+    for feed in &raw.feeds {
+        let id = feed.id.get_ref().trim().to_string();
+        if !is_identifier(&id) {
+            report(
+                feed.id.span(),
+                format!(
+                    "feed id {id:?} must be 1-64 characters of lowercase letters, digits, '-' or '_'"
+                ),
+            );
+        } else if let Some(line) = seen_ids.insert(id.clone(), line_of(text, feed.id.span().start))
+        {
+            report(
+                feed.id.span(),
+                format!("duplicate feed id {id:?} (first used on line {line})"),
+            );
+        }
+
+        let url = match Url::parse(feed.url.get_ref().trim()) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
+            Ok(u) => {
+                report(
+                    feed.url.span(),
+                    format!("feed {id:?}: url must be http or https with a host, found {u}"),
+                );
+                None
+            }
+            Err(e) => {
+                report(
+                    feed.url.span(),
+                    format!("feed {id:?}: bad url {:?}: {e}", feed.url.get_ref()),
+                );
+                None
+            }
+        };
+        if let Some(u) = &url
+            && let Some(line) =
+                seen_urls.insert(u.to_string(), line_of(text, feed.url.span().start))
+        {
+            report(
+                feed.url.span(),
+                format!("duplicate feed url {u} (first used on line {line})"),
+            );
+        }
+
+        let mut tags = Vec::new();
+        for tag in &feed.tags {
+            let t = tag.get_ref().trim().to_lowercase();
+            if is_identifier(&t) {
+                tags.push(t);
+            } else {
+                report(
+                    tag.span(),
+                    format!("feed {id:?}: tag {t:?} must be lowercase letters, digits, '-' or '_'"),
+                );
+            }
+        }
+
+        let interval = match &feed.interval {
+            None => interval,
+            Some(v) => match parse_duration(v.get_ref()) {
+                Ok(d) if d < Duration::from_secs(60) => {
+                    report(
+                        v.span(),
+                        format!("feed {id:?}: interval must be at least 1m"),
+                    );
+                    d
+                }
+                Ok(d) => d,
+                Err(e) => {
+                    report(v.span(), format!("feed {id:?}: interval: {e}"));
+                    interval
+                }
+            },
+        };
+
+        if let Some(url) = url {
+            feeds.push(FeedConfig {
+                name: feed
+                    .name
+                    .clone()
+                    .filter(|n| !n.trim().is_empty())
+                    .unwrap_or_else(|| id.clone()),
+                id,
+                url,
+                tags,
+                interval,
+            });
+        }
+    }
+
+    if !problems.is_empty() {
+        return Err(ConfigError {
+            path: path.to_path_buf(),
+            problems,
+        });
+    }
+    Ok(Config {
+        path: path.to_path_buf(),
+        database,
+        poll: PollSettings {
+            interval,
+            initial_backlog,
+            connect_timeout,
+            timeout,
+            max_body_bytes: max_body_mib as usize * 1024 * 1024,
+            concurrency: concurrency as usize,
+            user_agent: raw.poll.user_agent.unwrap_or_else(default_user_agent),
+        },
+        digest: DigestSettings { daily_at, timezone },
+        mail: MailSettings {
+            from,
+            transport,
+            send_timeout,
+        },
+        feeds,
+    })
+}
+
+fn default_user_agent() -> String {
+    format!(
+        "Tidings/{} (feed notifier; +https://crates.io/crates/tidings)",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// `"15m"`, `"1h 30m"`, `"2d"`: humantime syntax, at least one second.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) if d.as_secs() == 0 => Err(format!("{text:?} is shorter than a second")),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!(
+            "bad duration {text:?} ({e}); write e.g. \"15m\", \"2h\", \"1d\""
+        )),
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// A light check; the mail stage parses the address for real when it builds a message.
+fn looks_like_mailbox(s: &str) -> bool {
+    let addr = match (s.find('<'), s.rfind('>')) {
+        (Some(l), Some(r)) if l < r => &s[l + 1..r],
+        (None, None) => s,
+        _ => return false,
+    };
+    let addr = addr.trim();
+    matches!(addr.split_once('@'), Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !addr.contains(char::is_whitespace))
+}
+
+fn problem_at(text: &str, span: Range<usize>, message: &str) -> Problem {
+    let start = span.start.min(text.len());
+    let before = &text[..start];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    Problem {
+        line,
+        column,
+        message: message.to_string(),
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    problem_at(text, offset..offset, "").line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/tidings/config.toml"))
+    }
+
+    fn problems(text: &str) -> Vec<Problem> {
+        match parse(text) {
+            Ok(_) => panic!("expected an error for:\n{text}"),
+            Err(e) => e.problems,
+        }
+    }
+
+    #[test]
+    fn shipped_config_is_valid() {
+        let config = parse(EXAMPLE).expect("shipped config.toml must be valid");
+        assert!(config.feeds.len() >= 5, "ships real immigration feeds");
+        assert_eq!(config.database, Path::new("/etc/tidings/tidings.db"));
+        assert!(matches!(config.mail.transport, MailTransport::File { .. }));
+    }
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let config = parse("").unwrap();
+        assert_eq!(config.database, Path::new("/etc/tidings/tidings.db"));
+        assert_eq!(config.poll.interval, Duration::from_secs(900));
+        assert_eq!(config.poll.initial_backlog, Duration::from_secs(86400));
+        match config.mail.transport {
+            MailTransport::File { folder } => assert_eq!(folder, Path::new("/etc/tidings/mail")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_key_line_and_column() {
+        // (name, config text, line, column, words the message must contain)
+        let cases: &[(&str, &str, usize, usize, &str)] = &[
+            (
+                "unknown top-level key",
+                "databse = \"x.db\"\n",
+                1,
+                1,
+                "databse",
+            ),
+            (
+                "unknown feed key",
+                "[[feeds]]\nid = \"a\"\nurl = \"https://a.example/feed\"\nintervall = \"5m\"\n",
+                4,
+                1,
+                "intervall",
+            ),
+            (
+                "bad url",
+                "[[feeds]]\nid = \"a\"\nurl = \"not a url\"\n",
+                3,
+                7,
+                "bad url",
+            ),
+            (
+                "non-http url",
+                "[[feeds]]\nid = \"a\"\nurl = \"ftp://a.example/x\"\n",
+                3,
+                7,
+                "http or https",
+            ),
+            (
+                "bad duration",
+                "[[feeds]]\nid = \"a\"\nurl = \"https://a.example/\"\ninterval = \"soon\"\n",
+                4,
+                12,
+                "bad duration",
+            ),
+            (
+                "duplicate id",
+                "[[feeds]]\nid = \"a\"\nurl = \"https://a.example/1\"\n[[feeds]]\nid = \"a\"\nurl = \"https://a.example/2\"\n",
+                5,
+                6,
+                "duplicate feed id \"a\" (first used on line 2)",
+            ),
+            (
+                "duplicate url",
+                "[[feeds]]\nid = \"a\"\nurl = \"https://a.example/1\"\n[[feeds]]\nid = \"b\"\nurl = \"https://a.example/1\"\n",
+                6,
+                7,
+                "duplicate feed url",
+            ),
+            (
+                "bad time zone",
+                "[digest]\ntimezone = \"Mars/Base\"\n",
+                2,
+                12,
+                "unknown time zone",
+            ),
+            (
+                "bad daily time",
+                "[digest]\ndaily_at = \"8am\"\n",
+                2,
+                12,
+                "07:30",
+            ),
+            (
+                "bad transport",
+                "[mail]\ntransport = \"pigeon\"\n",
+                2,
+                13,
+                "pigeon",
+            ),
+            (
+                "smtp without table",
+                "[mail]\ntransport = \"smtp\"\n",
+                2,
+                13,
+                "[mail.smtp]",
+            ),
+            ("bad from", "[mail]\nfrom = \"nobody\"\n", 2, 8, "mail.from"),
+            ("syntax error", "[[feeds]\n", 1, 9, "expected `]`"),
+            ("wrong type", "[poll]\nconcurrency = \"many\"\n", 2, 15, ""),
+        ];
+        for (name, text, line, column, words) in cases {
+            let found = problems(text);
+            let p = &found[0];
+            assert_eq!((p.line, p.column), (*line, *column), "{name}: {p:?}");
+            assert!(
+                p.message.contains(words),
+                "{name}: {:?} lacks {words:?}",
+                p.message
+            );
+        }
+    }
+
+    #[test]
+    fn all_problems_are_reported_at_once() {
+        let text = "[[feeds]]\nid = \"Bad Id\"\nurl = \"nope\"\ninterval = \"x\"\n";
+        assert_eq!(problems(text).len(), 3);
+    }
+
+    #[test]
+    fn error_display_is_path_line_column() {
+        let err = parse("bogus = 1\n").unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with("/etc/tidings/config.toml:1:1: "),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn smtp_settings() {
+        let config =
+            parse("[mail]\ntransport = \"smtp\"\nfrom = \"a@b.org\"\n[mail.smtp]\nhost = \"mx.example\"\ntls = \"tls\"\n")
+                .unwrap();
+        match config.mail.transport {
+            MailTransport::Smtp(s) => {
+                assert_eq!(
+                    (s.host.as_str(), s.port, s.tls),
+                    ("mx.example", 465, TlsMode::Tls)
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! The `tidings` command: parses arguments, loads the config, calls into the library.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use chrono::Utc;
+use clap::{Parser, Subcommand};
+use tidings::config::{Config, MailTransport};
+use tidings::digest::{Frequency, next_digest_at};
+use tidings::matcher::Query;
+use tidings::{App, mail, poll_feeds, scheduler, send_digests};
+use tracing_subscriber::EnvFilter;
+
+/// Feed notifier: polls RSS/Atom/JSON feeds, matches keyword subscriptions, emails digests.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The configuration file; relative paths inside it resolve against its folder.
+    #[arg(
+        long,
+        short,
+        global = true,
+        default_value = "config.toml",
+        env = "TIDINGS_CONFIG"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: poll feeds and send digests on schedule until Ctrl-C or SIGTERM.
+    Run,
+    /// Poll every active feed once (including those not yet due), then exit.
+    Poll,
+    /// Queue and send the digests that are due, then exit.
+    Digest {
+        /// Send every subscriber their pending matches now, whatever their schedule.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Check the configuration file and print a summary; exit code 2 on errors.
+    CheckConfig,
+    /// Manage subscribers and their keyword queries.
+    #[command(subcommand)]
+    Subscriber(SubscriberCommand),
+    /// Show each feed's health.
+    #[command(subcommand)]
+    Feeds(FeedsCommand),
+}
+
+#[derive(Subcommand)]
+enum SubscriberCommand {
+    /// Subscribe EMAIL to a query (adding to any queries they already have).
+    Add {
+        email: String,
+        /// What to look for, e.g. 'asylum OR "H-1B"', '"green card" -lottery'.
+        #[arg(long, short)]
+        query: String,
+        /// immediate (after each poll that finds something) or daily (at [digest].daily_at).
+        #[arg(long, short, default_value = "immediate")]
+        frequency: Frequency,
+    },
+    /// List subscribers, their schedule and queries.
+    List,
+    /// Remove a subscriber and all their queries.
+    Remove { email: String },
+}
+
+#[derive(Subcommand)]
+enum FeedsCommand {
+    /// One line per feed: last result, error, failures, next poll, items stored.
+    Status,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("TIDINGS_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(execute(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn execute(cli: Cli) -> Result<()> {
+    let config = Config::load(&cli.config)?;
+    match cli.command {
+        Command::CheckConfig => check_config(&config),
+        Command::Run => {
+            let app = App::open(config)?;
+            scheduler::run(app, scheduler::shutdown_signal(), Duration::from_secs(10)).await
+        }
+        Command::Poll => {
+            let app = App::open(config)?;
+            let s = poll_feeds(&app, Utc::now(), false).await?;
+            println!(
+                "polled {} feeds: {} updated, {} not modified, {} failed; {} new items, {} matches",
+                s.feeds, s.updated, s.not_modified, s.failed, s.new_items, s.matches
+            );
+            Ok(())
+        }
+        Command::Digest { all } => {
+            let app = App::open(config)?;
+            let s = send_digests(&app, Utc::now(), all).await?;
+            println!(
+                "queued {} digests; sent {}, retrying {}, failed {}",
+                s.queued, s.delivery.sent, s.delivery.retrying, s.delivery.failed
+            );
+            Ok(())
+        }
+        Command::Subscriber(command) => subscriber(App::open(config)?, command),
+        Command::Feeds(FeedsCommand::Status) => feeds_status(&App::open(config)?),
+    }
+}
+
+fn check_config(config: &Config) -> Result<()> {
+    println!("{}: ok", config.path.display());
+    println!("  database: {}", config.database.display());
+    match &config.mail.transport {
+        MailTransport::File { folder } => println!("  mail: .eml files in {}", folder.display()),
+        MailTransport::Smtp(s) => println!(
+            "  mail: SMTP {}:{} ({:?}){}",
+            s.host,
+            s.port,
+            s.tls,
+            s.username
+                .as_ref()
+                .map(|u| format!(" as {u}"))
+                .unwrap_or_default()
+        ),
+    }
+    println!(
+        "  digests: daily at {} {}",
+        config.digest.daily_at.format("%H:%M"),
+        config.digest.timezone
+    );
+    println!("  feeds: {}", config.feeds.len());
+    for feed in &config.feeds {
+        println!(
+            "    {:<24} every {:<6} {}",
+            feed.id,
+            humantime::format_duration(feed.interval).to_string(),
+            feed.url
+        );
+    }
+    Ok(())
+}
+
+fn subscriber(app: App, command: SubscriberCommand) -> Result<()> {
+    let now = Utc::now();
+    match command {
+        SubscriberCommand::Add {
+            email,
+            query,
+            frequency,
+        } => {
+            let email = mail::check_address(&email)?;
+            Query::parse(&query).map_err(|e| anyhow::anyhow!("bad query {query:?}: {e}"))?;
+            let next = next_digest_at(
+                frequency,
+                now,
+                app.config.digest.daily_at,
+                app.config.digest.timezone,
+            );
+            let added = app
+                .store
+                .add_subscription(&email, query.trim(), frequency, next, now)?;
+            if added {
+                println!(
+                    "{email} now gets {} digests for: {}",
+                    frequency.as_str(),
+                    query.trim()
+                );
+            } else {
+                println!(
+                    "{email} already has that query ({} digests)",
+                    frequency.as_str()
+                );
+            }
+        }
+        SubscriberCommand::List => {
+            for s in app.store.subscribers()? {
+                let next = s
+                    .next_digest_at
+                    .map(|d| format!(", next {}", d.format("%Y-%m-%d %H:%M UTC")));
+                println!(
+                    "{} ({}{})",
+                    s.email,
+                    s.frequency.as_str(),
+                    next.unwrap_or_default()
+                );
+                for q in &s.queries {
+                    println!("    {q}");
+                }
+            }
+        }
+        SubscriberCommand::Remove { email } => {
+            if !app.store.remove_subscriber(email.trim())? {
+                bail!("no subscriber {email}");
+            }
+            println!("removed {email}");
+        }
+    }
+    Ok(())
+}
+
+fn feeds_status(app: &App) -> Result<()> {
+    let statuses = app.store.feed_statuses().context("reading feed status")?;
+    println!(
+        "{:<24} {:<13} {:>5} {:>8} {:<17} {:<17} ERROR",
+        "FEED", "STATUS", "FAILS", "ITEMS", "LAST SUCCESS", "NEXT POLL"
+    );
+    let when = |d: Option<chrono::DateTime<Utc>>| {
+        d.map_or("never".to_string(), |d| {
+            d.format("%Y-%m-%d %H:%M").to_string()
+        })
+    };
+    for f in statuses {
+        let status = match (f.active, f.last_status.as_deref()) {
+            (false, _) => "inactive",
+            (true, None) => "new",
+            (true, Some(s)) => s,
+        };
+        let error = match (&f.last_error_kind, &f.last_error) {
+            (Some(k), Some(e)) => format!("{k}: {e}"),
+            _ => String::new(),
+        };
+        println!(
+            "{:<24} {:<13} {:>5} {:>8} {:<17} {:<17} {}",
+            f.id,
+            status,
+            f.consecutive_failures,
+            f.items,
+            when(f.last_success_at),
+            when(Some(f.next_poll_at)),
+            error
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,681 @@
+//! The only place with SQL: the SQLite database, its migrations, and a small set of
+//! domain operations the pipeline is built from.
+//!
+//! Every operation that crosses a crash boundary is one `IMMEDIATE` transaction:
+//! [`Store::store_items`] writes new items *and* their matches; [`Store::take_digest`]
+//! writes an outbox row *and* marks the matches it holds as taken. Work that several
+//! workers could share (polling a feed, sending a message) is claimed with a lease
+//! (`claimed_until`). Methods block: async callers run them with `spawn_blocking`.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite_migration::{M, Migrations};
+
+use crate::config::FeedConfig;
+use crate::digest::{DigestEntry, Frequency, Rendered};
+use crate::parse::Item;
+
+/// The migrations, in order. Each file in `migrations/` must be listed here.
+const MIGRATIONS: &[(&str, &str)] =
+    &[("0001_init.sql", include_str!("../migrations/0001_init.sql"))];
+
+/// A handle to the database; cheap to clone, safe to share between threads.
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+}
+
+/// What the poller needs to know about a feed it is about to fetch.
+#[derive(Debug, Clone)]
+pub struct FeedToPoll {
+    pub id: String,
+    pub url: String,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    /// `None` until the first successful poll: that poll is the baseline.
+    pub baseline_at: Option<DateTime<Utc>>,
+}
+
+/// What one successful poll changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stored {
+    pub new_items: usize,
+    pub matches: usize,
+}
+
+/// A feed's health, for `tidings feeds` and for tests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedStatus {
+    pub id: String,
+    pub name: String,
+    pub url: String,
+    pub active: bool,
+    pub last_status: Option<String>,
+    pub last_error: Option<String>,
+    pub last_error_kind: Option<String>,
+    pub consecutive_failures: u32,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub next_poll_at: DateTime<Utc>,
+    pub items: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subscriber {
+    pub id: i64,
+    pub email: String,
+    pub frequency: Frequency,
+    pub next_digest_at: Option<DateTime<Utc>>,
+    pub queries: Vec<String>,
+}
+
+/// A rendered digest waiting in (or gone from) the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxMessage {
+    pub id: i64,
+    pub recipient: String,
+    pub message_id: String,
+    pub subject: String,
+    pub body_text: String,
+    pub body_html: String,
+    pub created_at: DateTime<Utc>,
+    pub status: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating folder {}", dir.display()))?;
+        }
+        let mut conn = Connection::open(path)
+            .with_context(|| format!("opening database {}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let migrations = Migrations::new(MIGRATIONS.iter().map(|(_, sql)| M::up(sql)).collect());
+        migrations
+            .to_latest(&mut conn)
+            .with_context(|| format!("migrating database {}", path.display()))?;
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written (transactions
+        // roll back on drop), so a poisoned lock is safe to keep using.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    // ---- feeds ---------------------------------------------------------------------------
+
+    /// Makes the feeds table agree with the config: new feeds are added (due now),
+    /// changed ones updated, and feeds no longer configured are marked inactive (their
+    /// items stay). A feed whose URL changed starts over with a fresh baseline.
+    pub fn sync_feeds(&self, feeds: &[FeedConfig]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute("UPDATE feeds SET active = 0", [])?;
+        for feed in feeds {
+            let url = feed.url.as_str();
+            let tags = feed.tags.join(",");
+            let old_url: Option<String> = tx
+                .query_row("SELECT url FROM feeds WHERE id = ?1", [&feed.id], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            match old_url {
+                None => {
+                    tx.execute(
+                        "INSERT INTO feeds (id, url, name, tags) VALUES (?1, ?2, ?3, ?4)",
+                        params![feed.id, url, feed.name, tags],
+                    )?;
+                }
+                Some(old) if old != url => {
+                    tx.execute(
+                        "UPDATE feeds SET url = ?2, name = ?3, tags = ?4, active = 1, etag = NULL,
+                         last_modified = NULL, baseline_at = NULL, next_poll_at = 0,
+                         consecutive_failures = 0 WHERE id = ?1",
+                        params![feed.id, url, feed.name, tags],
+                    )?;
+                }
+                Some(_) => {
+                    tx.execute(
+                        "UPDATE feeds SET name = ?2, tags = ?3, active = 1 WHERE id = ?1",
+                        params![feed.id, feed.name, tags],
+                    )?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Claims active feeds for polling until `now + lease`: all of them, or only those due.
+    /// A feed another worker holds a lease on is skipped.
+    pub fn claim_feeds(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        only_due: bool,
+    ) -> Result<Vec<FeedToPoll>> {
+        let now_s = now.timestamp();
+        let until = now_s + lease.as_secs() as i64;
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let feeds = {
+            let mut stmt = tx.prepare(
+                "UPDATE feeds SET claimed_until = ?2
+                 WHERE active = 1 AND (claimed_until IS NULL OR claimed_until <= ?1)
+                   AND (?3 = 0 OR next_poll_at <= ?1)
+                 RETURNING id, url, etag, last_modified, baseline_at",
+            )?;
+            stmt.query_map(params![now_s, until, only_due], |r| {
+                Ok(FeedToPoll {
+                    id: r.get(0)?,
+                    url: r.get(1)?,
+                    etag: r.get(2)?,
+                    last_modified: r.get(3)?,
+                    baseline_at: r.get::<_, Option<i64>>(4)?.and_then(from_unix),
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        tx.commit()?;
+        Ok(feeds)
+    }
+
+    /// Stores a successful poll: new items and their matches in one transaction, then the
+    /// feed's new validators and schedule. `find_matches` is called for each *new* item
+    /// that may match (on the baseline poll, only those published after `baseline_cutoff`)
+    /// and returns the ids of the subscriptions it matches.
+    pub fn store_items(
+        &self,
+        feed: &FeedToPoll,
+        items: &[Item],
+        etag: Option<&str>,
+        last_modified: Option<&str>,
+        now: DateTime<Utc>,
+        next_poll_at: DateTime<Utc>,
+        baseline_cutoff: DateTime<Utc>,
+        mut find_matches: impl FnMut(&Item) -> Vec<i64>,
+    ) -> Result<Stored> {
+        let now_s = now.timestamp();
+        let is_baseline = feed.baseline_at.is_none();
+        let mut stored = Stored::default();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut insert_item = tx.prepare(
+                "INSERT INTO items (feed_id, key, guid, link, title, summary, content, published_at, first_seen_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (feed_id, key) DO NOTHING",
+            )?;
+            let mut insert_match = tx.prepare(
+                "INSERT INTO matches (subscription_id, item_id, matched_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO NOTHING",
+            )?;
+            for item in items {
+                let inserted = insert_item.execute(params![
+                    feed.id,
+                    item.key,
+                    item.guid,
+                    item.link,
+                    item.title,
+                    item.summary,
+                    item.content,
+                    item.published.map(|d| d.timestamp()),
+                    now_s,
+                ])?;
+                if inserted == 0 {
+                    continue;
+                }
+                stored.new_items += 1;
+                if is_baseline && item.published.is_none_or(|p| p < baseline_cutoff) {
+                    continue;
+                }
+                let item_id = tx.last_insert_rowid();
+                for subscription in find_matches(item) {
+                    stored.matches +=
+                        insert_match.execute(params![subscription, item_id, now_s])?;
+                }
+            }
+        }
+        tx.execute(
+            "UPDATE feeds SET etag = ?2, last_modified = ?3, baseline_at = COALESCE(baseline_at, ?4),
+             next_poll_at = ?5, last_poll_at = ?4, last_success_at = ?4, last_status = 'ok',
+             last_error = NULL, last_error_kind = NULL, consecutive_failures = 0, claimed_until = NULL
+             WHERE id = ?1",
+            params![feed.id, etag, last_modified, now_s, next_poll_at.timestamp()],
+        )?;
+        tx.commit()?;
+        Ok(stored)
+    }
+
+    /// Records a 304 (or an unchanged body): the feed is fine and nothing is new.
+    pub fn record_not_modified(
+        &self,
+        feed_id: &str,
+        now: DateTime<Utc>,
+        next_poll_at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.conn().execute(
+            "UPDATE feeds SET next_poll_at = ?3, last_poll_at = ?2, last_success_at = ?2,
+             last_status = 'not-modified', last_error = NULL, last_error_kind = NULL,
+             consecutive_failures = 0, claimed_until = NULL WHERE id = ?1",
+            params![feed_id, now.timestamp(), next_poll_at.timestamp()],
+        )?;
+        Ok(())
+    }
+
+    /// Records a failed poll on the feed. Nothing about its items changes.
+    pub fn record_failure(
+        &self,
+        feed_id: &str,
+        now: DateTime<Utc>,
+        kind: &str,
+        error: &str,
+        next_poll_at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.conn().execute(
+            "UPDATE feeds SET next_poll_at = ?5, last_poll_at = ?2, last_status = 'error',
+             last_error = ?4, last_error_kind = ?3, consecutive_failures = consecutive_failures + 1,
+             claimed_until = NULL WHERE id = ?1",
+            params![
+                feed_id,
+                now.timestamp(),
+                kind,
+                error,
+                next_poll_at.timestamp()
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn consecutive_failures(&self, feed_id: &str) -> Result<u32> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT consecutive_failures FROM feeds WHERE id = ?1",
+                [feed_id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    pub fn feed_statuses(&self) -> Result<Vec<FeedStatus>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT f.id, f.name, f.url, f.active, f.last_status, f.last_error, f.last_error_kind,
+                    f.consecutive_failures, f.last_success_at, f.next_poll_at,
+                    (SELECT COUNT(*) FROM items i WHERE i.feed_id = f.id)
+             FROM feeds f ORDER BY f.active DESC, f.id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(FeedStatus {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                url: r.get(2)?,
+                active: r.get(3)?,
+                last_status: r.get(4)?,
+                last_error: r.get(5)?,
+                last_error_kind: r.get(6)?,
+                consecutive_failures: r.get(7)?,
+                last_success_at: r.get::<_, Option<i64>>(8)?.and_then(from_unix),
+                next_poll_at: from_unix(r.get(9)?).unwrap_or_default(),
+                items: r.get(10)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    // ---- subscribers ---------------------------------------------------------------------
+
+    /// Adds `query` for `email`, creating the subscriber if needed (and updating its
+    /// frequency if given). The query must already have been validated by the caller.
+    /// Returns false when the subscriber already had exactly this query.
+    pub fn add_subscription(
+        &self,
+        email: &str,
+        query: &str,
+        frequency: Frequency,
+        next_digest_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let subscriber_id: i64 = tx.query_row(
+            "INSERT INTO subscribers (email, frequency, next_digest_at, created_at)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (email) DO UPDATE SET frequency = excluded.frequency,
+                next_digest_at = excluded.next_digest_at
+             RETURNING id",
+            params![
+                email,
+                frequency.as_str(),
+                next_digest_at.map(|d| d.timestamp()),
+                now.timestamp()
+            ],
+            |r| r.get(0),
+        )?;
+        let added = tx.execute(
+            "INSERT INTO subscriptions (subscriber_id, query, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT DO NOTHING",
+            params![subscriber_id, query, now.timestamp()],
+        )?;
+        tx.commit()?;
+        Ok(added == 1)
+    }
+
+    /// Removes a subscriber, their subscriptions and pending matches. Mail already in
+    /// the outbox is kept (and still sent). Returns false if there was no such subscriber.
+    pub fn remove_subscriber(&self, email: &str) -> Result<bool> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM subscribers WHERE email = ?1", [email])?
+            == 1)
+    }
+
+    pub fn subscribers(&self) -> Result<Vec<Subscriber>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT s.id, s.email, s.frequency, s.next_digest_at, q.query
+             FROM subscribers s LEFT JOIN subscriptions q ON q.subscriber_id = s.id
+             ORDER BY s.email, q.id",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut out: Vec<Subscriber> = Vec::new();
+        while let Some(r) = rows.next()? {
+            let id: i64 = r.get(0)?;
+            let query: Option<String> = r.get(4)?;
+            if out.last().is_none_or(|s| s.id != id) {
+                let frequency: String = r.get(2)?;
+                out.push(Subscriber {
+                    id,
+                    email: r.get(1)?,
+                    frequency: frequency.parse().map_err(anyhow::Error::msg)?,
+                    next_digest_at: r.get::<_, Option<i64>>(3)?.and_then(from_unix),
+                    queries: Vec::new(),
+                });
+            }
+            if let (Some(q), Some(last)) = (query, out.last_mut()) {
+                last.queries.push(q);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every subscription as (id, query text), for compiling the matcher.
+    pub fn subscriptions(&self) -> Result<Vec<(i64, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id, query FROM subscriptions ORDER BY id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    // ---- digests -------------------------------------------------------------------------
+
+    /// Subscribers with pending matches whose digest is due at `now` (immediate ones
+    /// always are); with `ignore_schedule`, every subscriber with pending matches.
+    pub fn due_digests(&self, now: DateTime<Utc>, ignore_schedule: bool) -> Result<Vec<i64>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT DISTINCT s.id FROM subscribers s
+             JOIN subscriptions q ON q.subscriber_id = s.id
+             JOIN matches m ON m.subscription_id = q.id AND m.outbox_id IS NULL
+             WHERE ?2 OR s.frequency = 'immediate' OR s.next_digest_at IS NULL OR s.next_digest_at <= ?1
+             ORDER BY s.id",
+        )?;
+        let rows = stmt.query_map(params![now.timestamp(), ignore_schedule], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// In one transaction: loads the subscriber's pending matches, renders them with
+    /// `render`, writes the result to the outbox, marks those matches as taken and moves
+    /// the subscriber's next digest time on. Returns the outbox id, or `None` when there
+    /// was nothing to send. The `Message-ID` is fixed here, so a resend carries the same one.
+    pub fn take_digest(
+        &self,
+        subscriber_id: i64,
+        now: DateTime<Utc>,
+        message_domain: &str,
+        render: impl FnOnce(&Subscriber, &[DigestEntry]) -> Rendered,
+        next_digest_at: impl FnOnce(Frequency) -> Option<DateTime<Utc>>,
+    ) -> Result<Option<i64>> {
+        let now_s = now.timestamp();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let subscriber = tx
+            .query_row(
+                "SELECT id, email, frequency, next_digest_at FROM subscribers WHERE id = ?1",
+                [subscriber_id],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<i64>>(3)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((id, email, frequency, next)) = subscriber else {
+            return Ok(None);
+        };
+        let frequency: Frequency = frequency.parse().map_err(anyhow::Error::msg)?;
+        let entries = {
+            let mut stmt = tx.prepare(
+                "SELECT q.id, q.query, i.id, f.id, f.name, i.title, i.link, i.summary, i.content,
+                        i.published_at, i.first_seen_at
+                 FROM matches m
+                 JOIN subscriptions q ON q.id = m.subscription_id
+                 JOIN items i ON i.id = m.item_id
+                 JOIN feeds f ON f.id = i.feed_id
+                 WHERE q.subscriber_id = ?1 AND m.outbox_id IS NULL
+                 ORDER BY q.id, COALESCE(i.published_at, i.first_seen_at) DESC, i.id",
+            )?;
+            stmt.query_map([id], |r| {
+                let first_seen: i64 = r.get(10)?;
+                Ok(DigestEntry {
+                    subscription_id: r.get(0)?,
+                    query: r.get(1)?,
+                    item_id: r.get(2)?,
+                    feed_id: r.get(3)?,
+                    feed_name: r.get(4)?,
+                    title: r.get(5)?,
+                    link: r.get(6)?,
+                    summary: r.get(7)?,
+                    content: r.get(8)?,
+                    published: r.get::<_, Option<i64>>(9)?.and_then(from_unix),
+                    first_seen: from_unix(first_seen).unwrap_or_default(),
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        let queries = entries.iter().map(|e| e.query.clone()).collect::<Vec<_>>();
+        let subscriber = Subscriber {
+            id,
+            email: email.clone(),
+            frequency,
+            next_digest_at: next.and_then(from_unix),
+            queries,
+        };
+        let rendered = render(&subscriber, &entries);
+
+        // The row id is part of the Message-ID, so insert first with a placeholder.
+        tx.execute(
+            "INSERT INTO outbox (subscriber_id, recipient, message_id, subject, body_text, body_html,
+                                 created_at, next_attempt_at)
+             VALUES (?1, ?2, 'pending:' || hex(randomblob(16)), ?3, ?4, ?5, ?6, ?6)",
+            params![id, email, rendered.subject, rendered.text, rendered.html, now_s],
+        )?;
+        let outbox_id = tx.last_insert_rowid();
+        let message_id = format!("<digest.{outbox_id}.{id}.{now_s}@{message_domain}>");
+        tx.execute(
+            "UPDATE outbox SET message_id = ?2 WHERE id = ?1",
+            params![outbox_id, message_id],
+        )?;
+        let taken = tx.execute(
+            "UPDATE matches SET outbox_id = ?2
+             WHERE outbox_id IS NULL AND subscription_id IN (SELECT id FROM subscriptions WHERE subscriber_id = ?1)",
+            params![id, outbox_id],
+        )?;
+        if taken != entries.len() {
+            bail!(
+                "digest for subscriber {id}: took {taken} matches but rendered {}",
+                entries.len()
+            );
+        }
+        tx.execute(
+            "UPDATE subscribers SET next_digest_at = ?2 WHERE id = ?1",
+            params![id, next_digest_at(frequency).map(|d| d.timestamp())],
+        )?;
+        tx.commit()?;
+        Ok(Some(outbox_id))
+    }
+
+    // ---- outbox --------------------------------------------------------------------------
+
+    /// Claims up to `limit` pending messages whose next attempt is due, for `lease`.
+    pub fn claim_mail(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<OutboxMessage>> {
+        let now_s = now.timestamp();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let messages = {
+            let mut stmt = tx.prepare(&format!(
+                "UPDATE outbox SET claimed_until = ?2
+                 WHERE id IN (SELECT id FROM outbox
+                              WHERE status = 'pending' AND next_attempt_at <= ?1
+                                AND (claimed_until IS NULL OR claimed_until <= ?1)
+                              ORDER BY id LIMIT ?3)
+                 RETURNING {OUTBOX_COLUMNS}"
+            ))?;
+            stmt.query_map(
+                params![now_s, now_s + lease.as_secs() as i64, limit as i64],
+                outbox_row,
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        tx.commit()?;
+        let mut messages = messages;
+        messages.sort_by_key(|m| m.id);
+        Ok(messages)
+    }
+
+    pub fn mark_sent(&self, outbox_id: i64, now: DateTime<Utc>) -> Result<()> {
+        self.conn().execute(
+            "UPDATE outbox SET status = 'sent', sent_at = ?2, attempts = attempts + 1,
+             last_error = NULL, claimed_until = NULL WHERE id = ?1",
+            params![outbox_id, now.timestamp()],
+        )?;
+        Ok(())
+    }
+
+    /// A temporary failure: try again at `retry_at`.
+    pub fn mark_retry(&self, outbox_id: i64, error: &str, retry_at: DateTime<Utc>) -> Result<()> {
+        self.conn().execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3,
+             claimed_until = NULL WHERE id = ?1",
+            params![outbox_id, error, retry_at.timestamp()],
+        )?;
+        Ok(())
+    }
+
+    /// A permanent failure: the server's answer is kept; the message is not retried.
+    pub fn mark_failed(&self, outbox_id: i64, error: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?2,
+             claimed_until = NULL WHERE id = ?1",
+            params![outbox_id, error],
+        )?;
+        Ok(())
+    }
+
+    pub fn outbox(&self) -> Result<Vec<OutboxMessage>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox ORDER BY id"))?;
+        let rows = stmt.query_map([], outbox_row)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+}
+
+const OUTBOX_COLUMNS: &str = "id, recipient, message_id, subject, body_text, body_html, created_at, status, attempts, last_error";
+
+fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxMessage> {
+    Ok(OutboxMessage {
+        id: r.get(0)?,
+        recipient: r.get(1)?,
+        message_id: r.get(2)?,
+        subject: r.get(3)?,
+        body_text: r.get(4)?,
+        body_html: r.get(5)?,
+        created_at: from_unix(r.get(6)?).unwrap_or_default(),
+        status: r.get(7)?,
+        attempts: r.get(8)?,
+        last_error: r.get(9)?,
+    })
+}
+
+fn from_unix(secs: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(secs, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn every_migration_file_is_embedded() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        files.sort();
+        let embedded: Vec<&str> = MIGRATIONS.iter().map(|(name, _)| *name).collect();
+        assert_eq!(files, embedded);
+    }
+
+    #[test]
+    fn migrations_are_valid_and_reopening_is_a_no_op() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = Store::open(&path).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();
+        store
+            .add_subscription("a@x.example", "asylum", Frequency::Immediate, None, now)
+            .unwrap();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.subscribers().unwrap().len(),
+            1,
+            "data survives reopening"
+        );
+        let version: i64 = store
+            .conn()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+    }
+}
