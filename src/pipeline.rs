@@ -22,7 +22,7 @@ use crate::fetch::{FetchOutcome, Fetcher, Validators};
 use crate::mail::{self, Delivery, Mailer};
 use crate::matcher::{Document, Matcher, Query};
 use crate::parse::{Item, parse_feed};
-use crate::store::{FeedToPoll, Store};
+use crate::store::{FeedToPoll, Store, SuccessfulPoll};
 
 /// How long a worker may hold a feed it claimed before another may take it.
 const POLL_LEASE: Duration = Duration::from_secs(5 * 60);
@@ -202,16 +202,15 @@ pub async fn refresh_feed(
     let feed_id = feed.id.clone();
     let baseline = feed.baseline_at.is_none();
     let stored = tokio::task::spawn_blocking(move || {
-        store.store_items(
-            &feed,
-            &parsed.items,
-            fetched.validators.etag.as_deref(),
-            fetched.validators.last_modified.as_deref(),
+        let poll = SuccessfulPoll {
+            items: &parsed.items,
+            etag: fetched.validators.etag.as_deref(),
+            last_modified: fetched.validators.last_modified.as_deref(),
             now,
             next_poll_at,
             baseline_cutoff,
-            |item| matcher.find_matches(&document(item)),
-        )
+        };
+        store.store_items(&feed, &poll, |item| matcher.find_matches(&document(item)))
     })
     .await??;
     info!(feed = %feed_id, status = "ok", baseline, new = stored.new_items, matched = stored.matches,

@@ -41,6 +41,18 @@ pub struct FeedToPoll {
     pub baseline_at: Option<DateTime<Utc>>,
 }
 
+/// A successful fetch and parse, ready to be stored.
+#[derive(Debug, Clone, Copy)]
+pub struct SuccessfulPoll<'a> {
+    pub items: &'a [Item],
+    pub etag: Option<&'a str>,
+    pub last_modified: Option<&'a str>,
+    pub now: DateTime<Utc>,
+    pub next_poll_at: DateTime<Utc>,
+    /// On the baseline poll, only items published after this can match.
+    pub baseline_cutoff: DateTime<Utc>,
+}
+
 /// What one successful poll changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stored {
@@ -201,14 +213,17 @@ impl Store {
     pub fn store_items(
         &self,
         feed: &FeedToPoll,
-        items: &[Item],
-        etag: Option<&str>,
-        last_modified: Option<&str>,
-        now: DateTime<Utc>,
-        next_poll_at: DateTime<Utc>,
-        baseline_cutoff: DateTime<Utc>,
+        poll: &SuccessfulPoll<'_>,
         mut find_matches: impl FnMut(&Item) -> Vec<i64>,
     ) -> Result<Stored> {
+        let SuccessfulPoll {
+            items,
+            etag,
+            last_modified,
+            now,
+            next_poll_at,
+            baseline_cutoff,
+        } = *poll;
         let now_s = now.timestamp();
         let is_baseline = feed.baseline_at.is_none();
         let mut stored = Stored::default();

@@ -1,0 +1,320 @@
+//! The `tidings` binary as an admin and an operator use it: check-config, subscriber
+//! management, one-shot poll/digest, and the daemon stopping cleanly on SIGTERM.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{FeedServer, Route, SmtpServer};
+
+fn tidings(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(args)
+        .env_remove("TIDINGS_CONFIG")
+        .env("TIDINGS_LOG", "info")
+        .output()
+        .expect("run tidings")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn shipped_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml")
+}
+
+fn write(dir: &Path, name: &str, body: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, body).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn check_config_summarizes_the_shipped_file() {
+    let shipped = shipped_config();
+    let out = tidings(&["check-config", "--config", shipped.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains(": ok"), "{stdout}");
+    for id in [
+        "uscis-news",
+        "federal-register-uscis",
+        "visaverge",
+        "immigration-impact",
+        "govuk-visas",
+    ] {
+        assert!(stdout.contains(id), "{id} listed: {stdout}");
+    }
+    // --config also works before the subcommand.
+    let before = tidings(&["--config", shipped.to_str().unwrap(), "check-config"]);
+    assert_eq!(text(&before.stdout), stdout);
+}
+
+#[test]
+fn check_config_reports_every_error_with_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "config.toml",
+        "[[feeds]]\nid = \"a\"\nurl = \"https://a.example/feed\"\n\n[[feeds]]\nid = \"a\"\nurl = \"not a url\"\ninterval = \"often\"\n",
+    );
+    let out = tidings(&["check-config", "--config", &path]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    for expected in [
+        "config.toml:6:6: duplicate feed id \"a\" (first used on line 2)",
+        "config.toml:7:7: feed \"a\": bad url",
+        "config.toml:8:12: feed \"a\": interval: bad duration",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} in:\n{stderr}");
+    }
+
+    let unknown = write(dir.path(), "unknown.toml", "[poll]\nintervall = \"5m\"\n");
+    let out = tidings(&["check-config", "--config", &unknown]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("unknown.toml:2:1: unknown field `intervall`"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = tidings(&["check-config", "--config", "/nonexistent/config.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("/nonexistent/config.toml"));
+}
+
+#[test]
+fn subscribers_are_added_listed_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "config.toml", "");
+    let add = |email: &str, query: &str, freq: &str| {
+        tidings(&[
+            "subscriber",
+            "add",
+            email,
+            "--query",
+            query,
+            "--frequency",
+            freq,
+            "--config",
+            &config,
+        ])
+    };
+    let out = add("ana@example.org", "asylum OR \"H-1B\"", "immediate");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        add("ana@example.org", "TPS -Honduras", "daily")
+            .status
+            .success()
+    );
+    assert!(
+        add("ben@example.org", "\"green card\"", "immediate")
+            .status
+            .success()
+    );
+
+    let bad = add("cy@example.org", "\"green card", "immediate");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("unclosed quote"),
+        "{}",
+        text(&bad.stderr)
+    );
+    let bad = add("not-an-address", "asylum", "immediate");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("not an email address"),
+        "{}",
+        text(&bad.stderr)
+    );
+    let bad = add("cy@example.org", "asylum", "hourly");
+    assert_eq!(bad.status.code(), Some(2));
+
+    let list = text(&tidings(&["subscriber", "list", "--config", &config]).stdout);
+    assert!(list.contains("ana@example.org (daily"), "{list}");
+    assert!(
+        list.contains("asylum OR \"H-1B\"") && list.contains("TPS -Honduras"),
+        "{list}"
+    );
+    assert!(list.contains("ben@example.org (immediate)"), "{list}");
+    assert!(
+        !list.contains("cy@example.org"),
+        "rejected subscriber not stored: {list}"
+    );
+
+    assert!(
+        tidings(&[
+            "subscriber",
+            "remove",
+            "ana@example.org",
+            "--config",
+            &config
+        ])
+        .status
+        .success()
+    );
+    let list = text(&tidings(&["subscriber", "list", "--config", &config]).stdout);
+    assert!(
+        !list.contains("ana@example.org") && list.contains("ben@example.org"),
+        "{list}"
+    );
+    let again = tidings(&[
+        "subscriber",
+        "remove",
+        "ana@example.org",
+        "--config",
+        &config,
+    ]);
+    assert_eq!(again.status.code(), Some(2));
+}
+
+fn feed_config(dir: &Path, feed_url: &str, smtp_port: u16) -> String {
+    write(
+        dir,
+        "config.toml",
+        &format!(
+            "[poll]\ninitial_backlog = \"3650d\"\n[mail]\nfrom = \"alerts@tidings.test\"\ntransport = \"smtp\"\n\
+             [mail.smtp]\nhost = \"127.0.0.1\"\nport = {smtp_port}\ntls = \"none\"\n\
+             [[feeds]]\nid = \"uscis\"\nname = \"USCIS\"\nurl = \"{feed_url}\"\n"
+        ),
+    )
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_shot_poll_and_digest_then_feeds_status() {
+    let feeds = FeedServer::start().await;
+    let smtp = SmtpServer::start().await;
+    feeds.set(
+        "/uscis.xml",
+        Route::feed("application/rss+xml", fixture("uscis.xml")),
+    );
+    feeds.set("/gone.xml", Route::status(404, "gone"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = feed_config(dir.path(), &feeds.url("/uscis.xml"), smtp.port());
+    let run = |args: Vec<String>| {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+            all.extend(["--config", &config]);
+            tidings(&all)
+        })
+    };
+    let out = run(vec![
+        "subscriber".into(),
+        "add".into(),
+        "ana@example.org".into(),
+        "-q".into(),
+        "TPS".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let poll = run(vec!["poll".into()]).await.unwrap();
+    assert!(poll.status.success(), "{}", text(&poll.stderr));
+    assert!(
+        text(&poll.stdout).contains("1 updated"),
+        "{}",
+        text(&poll.stdout)
+    );
+    let log = text(&poll.stderr);
+    assert!(
+        log.contains("feed polled") && log.contains("feed=uscis") && log.contains("new=4"),
+        "one log line per feed: {log}"
+    );
+
+    let digest = run(vec!["digest".into()]).await.unwrap();
+    assert!(digest.status.success(), "{}", text(&digest.stderr));
+    assert!(
+        text(&digest.stdout).contains("sent 1"),
+        "{}",
+        text(&digest.stdout)
+    );
+    let got = smtp.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].rcpt_to, ["ana@example.org"]);
+
+    let status = run(vec!["feeds".into(), "status".into()]).await.unwrap();
+    let table = text(&status.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("uscis") && l.contains(" ok ")),
+        "{table}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_delivers_then_stops_cleanly_on_sigterm() {
+    let feeds = FeedServer::start().await;
+    let smtp = SmtpServer::start().await;
+    feeds.set(
+        "/uscis.xml",
+        Route::feed("application/rss+xml", fixture("uscis.xml")),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = feed_config(dir.path(), &feeds.url("/uscis.xml"), smtp.port());
+    let add = tidings(&[
+        "subscriber",
+        "add",
+        "ana@example.org",
+        "--query",
+        "\"H-1B\"",
+        "--config",
+        &config,
+    ]);
+    assert!(add.status.success(), "{}", text(&add.stderr));
+
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["run", "--config", &config])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let got = smtp.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(
+        got.len(),
+        1,
+        "the daemon polls at start and mails immediate subscribers"
+    );
+    assert!(text(&got[0].data).contains("H-1B"));
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = daemon.kill();
+            panic!("daemon did not stop after SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut log = String::new();
+    use std::io::Read;
+    daemon
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(status.success(), "exit {status:?}; log:\n{log}");
+    assert!(log.contains("stopped cleanly"), "{log}");
+    assert_eq!(smtp.messages().len(), 1, "sent once");
+}
