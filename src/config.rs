@@ -139,6 +139,7 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("reading config {}: {e}", path.display()))?;
         Ok(Config::parse(&text, path)?)
