@@ -63,8 +63,9 @@ enum SubscriberCommand {
         #[arg(long, short)]
         query: String,
         /// immediate (after each poll that finds something) or daily (at [digest].daily_at).
-        #[arg(long, short, default_value = "immediate")]
-        frequency: Frequency,
+        /// Default: the subscriber's current frequency, or immediate for a new subscriber.
+        #[arg(long, short)]
+        frequency: Option<Frequency>,
     },
     /// List subscribers, their schedule and queries.
     List,
@@ -178,6 +179,15 @@ fn subscriber(app: App, command: SubscriberCommand) -> Result<()> {
         } => {
             let email = mail::check_address(&email)?;
             Query::parse(&query).map_err(|e| anyhow::anyhow!("bad query {query:?}: {e}"))?;
+            let frequency = match frequency {
+                Some(f) => f,
+                None => app
+                    .store
+                    .subscribers()?
+                    .into_iter()
+                    .find(|s| s.email.eq_ignore_ascii_case(&email))
+                    .map_or(Frequency::Immediate, |s| s.frequency),
+            };
             let next = next_digest_at(
                 frequency,
                 now,

@@ -422,6 +422,24 @@ mod tests {
     }
 
     #[test]
+    fn rss_1_0_and_0_91() {
+        let rdf = r#"<?xml version="1.0"?>
+<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" xmlns="http://purl.org/rss/1.0/">
+  <channel rdf:about="https://r.example/"><title>R</title><link>https://r.example/</link><description>d</description></channel>
+  <item rdf:about="https://r.example/1"><title>Parole program ends</title><link>https://r.example/1</link><description>Details</description></item>
+</rdf:RDF>"#;
+        let feed = parse(rdf.as_bytes()).unwrap();
+        assert_eq!(feed.items[0].title, "Parole program ends");
+        assert_eq!(feed.items[0].link.as_deref(), Some("https://r.example/1"));
+
+        let rss091 = r#"<rss version="0.91"><channel><title>Old</title><link>https://o.example/</link><description>d</description>
+  <item><title>Visa bulletin for December</title><link>https://o.example/vb</link><description>Dates</description></item></channel></rss>"#;
+        let feed = parse(rss091.as_bytes()).unwrap();
+        assert_eq!(feed.items[0].title, "Visa bulletin for December");
+        assert_eq!(feed.items[0].summary, "Dates");
+    }
+
+    #[test]
     fn legacy_encodings_come_out_right() {
         // (name, bytes, content type, expected title)
         let latin1_declared: Vec<u8> = [

@@ -14,6 +14,7 @@ fn tidings(args: &[&str]) -> Output {
         .args(args)
         .env_remove("TIDINGS_CONFIG")
         .env("TIDINGS_LOG", "info")
+        .env("TIDINGS_SMTP_PASSWORD", "s3cret")
         .output()
         .expect("run tidings")
 }
@@ -177,7 +178,7 @@ fn feed_config(dir: &Path, feed_url: &str, smtp_port: u16) -> String {
         "config.toml",
         &format!(
             "[poll]\ninitial_backlog = \"3650d\"\n[mail]\nfrom = \"alerts@tidings.test\"\ntransport = \"smtp\"\n\
-             [mail.smtp]\nhost = \"127.0.0.1\"\nport = {smtp_port}\ntls = \"none\"\n\
+             [mail.smtp]\nhost = \"127.0.0.1\"\nport = {smtp_port}\ntls = \"none\"\nusername = \"tidings-bot\"\n\
              [[feeds]]\nid = \"uscis\"\nname = \"USCIS\"\nurl = \"{feed_url}\"\n"
         ),
     )
@@ -244,6 +245,22 @@ async fn one_shot_poll_and_digest_then_feeds_status() {
     );
     let got = smtp.wait_for(1, Duration::from_secs(10)).await;
     assert_eq!(got[0].rcpt_to, ["ana@example.org"]);
+    assert_eq!(
+        smtp.credentials(),
+        [("tidings-bot".to_string(), "s3cret".to_string())],
+        "user from config, password from TIDINGS_SMTP_PASSWORD"
+    );
+    let no_password = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["digest", "--config", &config])
+        .env_remove("TIDINGS_SMTP_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(no_password.status.code(), Some(2));
+    assert!(
+        text(&no_password.stderr).contains("TIDINGS_SMTP_PASSWORD is not"),
+        "{}",
+        text(&no_password.stderr)
+    );
 
     let status = run(vec!["feeds".into(), "status".into()]).await.unwrap();
     let table = text(&status.stdout);
@@ -278,6 +295,7 @@ async fn daemon_delivers_then_stops_cleanly_on_sigterm() {
 
     let mut daemon = Command::new(env!("CARGO_BIN_EXE_tidings"))
         .args(["run", "--config", &config])
+        .env("TIDINGS_SMTP_PASSWORD", "s3cret")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
