@@ -44,8 +44,14 @@ pub struct PollSettings {
     pub timeout: Duration,
     /// Largest response body accepted, counted after decompression.
     pub max_body_bytes: usize,
-    /// Feeds polled at once.
+    /// Feeds polled at once, in all.
     pub concurrency: usize,
+    /// Requests to one host at once.
+    pub per_host: usize,
+    /// Longest wait between polls of a failing feed.
+    pub max_backoff: Duration,
+    /// A full, unconditional fetch at least this often, for servers that send stale 304s.
+    pub full_fetch_every: Duration,
     pub user_agent: String,
 }
 
@@ -188,6 +194,9 @@ struct RawPoll {
     timeout: Option<Spanned<String>>,
     max_body_mib: Option<Spanned<u32>>,
     concurrency: Option<Spanned<u32>>,
+    per_host: Option<Spanned<u32>>,
+    max_backoff: Option<Spanned<String>>,
+    full_fetch_every: Option<Spanned<String>>,
     user_agent: Option<String>,
 }
 
@@ -272,6 +281,16 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
         Duration::from_secs(10),
     );
     let timeout = duration(&raw.poll.timeout, "poll.timeout", Duration::from_secs(30));
+    let max_backoff = duration(
+        &raw.poll.max_backoff,
+        "poll.max_backoff",
+        Duration::from_secs(24 * 3600),
+    );
+    let full_fetch_every = duration(
+        &raw.poll.full_fetch_every,
+        "poll.full_fetch_every",
+        Duration::from_secs(12 * 3600),
+    );
     let send_timeout = duration(
         &raw.mail.send_timeout,
         "mail.send_timeout",
@@ -288,6 +307,7 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
     };
     let max_body_mib = positive(&raw.poll.max_body_mib, "poll.max_body_mib", 10);
     let concurrency = positive(&raw.poll.concurrency, "poll.concurrency", 16);
+    let per_host = positive(&raw.poll.per_host, "poll.per_host", 2);
 
     let daily_at = match &raw.digest.daily_at {
         None => NaiveTime::from_hms_opt(8, 0, 0).unwrap_or_default(),
@@ -487,6 +507,9 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
             timeout,
             max_body_bytes: max_body_mib as usize * 1024 * 1024,
             concurrency: concurrency as usize,
+            per_host: per_host as usize,
+            max_backoff,
+            full_fetch_every,
             user_agent: raw.poll.user_agent.unwrap_or_else(default_user_agent),
         },
         digest: DigestSettings { daily_at, timezone },

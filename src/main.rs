@@ -75,8 +75,13 @@ enum SubscriberCommand {
 
 #[derive(Subcommand)]
 enum FeedsCommand {
-    /// One line per feed: last result, error, failures, next poll, items stored.
-    Status,
+    /// One line per feed: last result, error, failures, next poll, items stored,
+    /// and whether it moved or is gone.
+    Status {
+        /// Print JSON (one array of objects) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -132,7 +137,7 @@ async fn execute(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Subscriber(command) => subscriber(App::open(config)?, command),
-        Command::Feeds(FeedsCommand::Status) => feeds_status(&App::open(config)?),
+        Command::Feeds(FeedsCommand::Status { json }) => feeds_status(&App::open(config)?, json),
     }
 }
 
@@ -236,10 +241,14 @@ fn subscriber(app: App, command: SubscriberCommand) -> Result<()> {
     Ok(())
 }
 
-fn feeds_status(app: &App) -> Result<()> {
+fn feeds_status(app: &App, json: bool) -> Result<()> {
     let statuses = app.store.feed_statuses().context("reading feed status")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&statuses)?);
+        return Ok(());
+    }
     println!(
-        "{:<24} {:<13} {:>5} {:>8} {:<17} {:<17} ERROR",
+        "{:<24} {:<13} {:>5} {:>7} {:<16} {:<16} NOTE",
         "FEED", "STATUS", "FAILS", "ITEMS", "LAST SUCCESS", "NEXT POLL"
     );
     let when = |d: Option<chrono::DateTime<Utc>>| {
@@ -248,24 +257,36 @@ fn feeds_status(app: &App) -> Result<()> {
         })
     };
     for f in statuses {
-        let status = match (f.active, f.last_status.as_deref()) {
-            (false, _) => "inactive",
-            (true, None) => "new",
-            (true, Some(s)) => s,
+        let status = match (f.active, f.gone, f.last_status.as_deref()) {
+            (false, _, _) => "inactive",
+            (true, true, _) => "gone",
+            (true, false, None) => "new",
+            (true, false, Some(s)) => s,
         };
-        let error = match (&f.last_error_kind, &f.last_error) {
-            (Some(k), Some(e)) => format!("{k}: {e}"),
-            _ => String::new(),
+        let mut notes = Vec::new();
+        if let (Some(k), Some(e)) = (&f.last_error_kind, &f.last_error) {
+            notes.push(format!("{k}: {e}"));
+        }
+        if let Some(to) = &f.moved_to {
+            notes.push(format!("moved to {to}"));
+        }
+        if !f.repairs.is_empty() {
+            notes.push(format!("repaired: {}", f.repairs.join("; ")));
+        }
+        let next = if f.gone || !f.active {
+            "-".to_string()
+        } else {
+            when(Some(f.next_poll_at))
         };
         println!(
-            "{:<24} {:<13} {:>5} {:>8} {:<17} {:<17} {}",
+            "{:<24} {:<13} {:>5} {:>7} {:<16} {:<16} {}",
             f.id,
             status,
             f.consecutive_failures,
             f.items,
             when(f.last_success_at),
-            when(Some(f.next_poll_at)),
-            error
+            next,
+            notes.join(" | ")
         );
     }
     Ok(())

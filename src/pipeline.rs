@@ -6,6 +6,7 @@
 //! The CLI's one-shots (`tidings poll`, `tidings digest`) and the scheduler's ticks call
 //! these same functions; tests call them too, with the clock as a parameter.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,7 @@ use url::Url;
 
 use crate::config::Config;
 use crate::digest::{next_digest_at, render_digest};
-use crate::fetch::{FetchOutcome, Fetcher, Validators};
+use crate::fetch::{FetchError, FetchOutcome, Fetcher, Validators};
 use crate::mail::{self, Delivery, Mailer};
 use crate::matcher::{Document, Matcher, Query};
 use crate::parse::{Item, parse_feed};
@@ -26,8 +27,6 @@ use crate::store::{FeedToPoll, Store, SuccessfulPoll};
 
 /// How long a worker may hold a feed it claimed before another may take it.
 const POLL_LEASE: Duration = Duration::from_secs(5 * 60);
-/// Failing feeds back off exponentially up to this.
-const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
 
 /// Everything a job needs: the config and the three edges (database, HTTP, mail).
 #[derive(Clone)]
@@ -65,19 +64,29 @@ pub struct PollSummary {
     pub not_modified: usize,
     pub failed: usize,
     pub new_items: usize,
+    pub updated_items: usize,
     pub matches: usize,
 }
 
 /// How one feed's poll went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FeedOutcome {
-    Updated { new_items: usize, matches: usize },
+    Updated {
+        new_items: usize,
+        updated_items: usize,
+        matches: usize,
+    },
     NotModified,
-    Failed { kind: String, error: String },
+    Failed {
+        kind: String,
+        error: String,
+    },
 }
 
-/// Polls the active feeds (all of them, or only those due) at most
-/// `poll.concurrency` at a time. One feed failing never stops the others.
+/// Polls the active feeds (all of them, or only those due), at most
+/// `poll.concurrency` at a time and `poll.per_host` per host. A task waits for its
+/// host's permit before it takes a global one, so one slow host never holds up the
+/// others. One feed failing never stops the others.
 pub async fn poll_feeds(app: &App, now: DateTime<Utc>, only_due: bool) -> Result<PollSummary> {
     let store = app.store.clone();
     let feeds =
@@ -91,12 +100,22 @@ pub async fn poll_feeds(app: &App, now: DateTime<Utc>, only_due: bool) -> Result
     }
     let matcher = Arc::new(load_matcher(&app.store).await?);
 
-    let limit = Arc::new(Semaphore::new(app.config.poll.concurrency));
+    let global = Arc::new(Semaphore::new(app.config.poll.concurrency));
+    let mut hosts: HashMap<String, Arc<Semaphore>> = HashMap::new();
     let mut jobs = JoinSet::new();
     for feed in feeds {
-        let (app, matcher, limit) = (app.clone(), matcher.clone(), limit.clone());
+        let host = Url::parse(&feed.url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+            .unwrap_or_default();
+        let per_host = hosts
+            .entry(host)
+            .or_insert_with(|| Arc::new(Semaphore::new(app.config.poll.per_host)))
+            .clone();
+        let (app, matcher, global) = (app.clone(), matcher.clone(), global.clone());
         jobs.spawn(async move {
-            let _permit = limit.acquire_owned().await;
+            let _host = per_host.acquire_owned().await;
+            let _slot = global.acquire_owned().await;
             let id = feed.id.clone();
             let outcome = refresh_feed(&app, feed, &matcher, now).await;
             (id, outcome)
@@ -104,9 +123,17 @@ pub async fn poll_feeds(app: &App, now: DateTime<Utc>, only_due: bool) -> Result
     }
     while let Some(joined) = jobs.join_next().await {
         match joined {
-            Ok((_, Ok(FeedOutcome::Updated { new_items, matches }))) => {
+            Ok((
+                _,
+                Ok(FeedOutcome::Updated {
+                    new_items,
+                    updated_items,
+                    matches,
+                }),
+            )) => {
                 summary.updated += 1;
                 summary.new_items += new_items;
+                summary.updated_items += updated_items;
                 summary.matches += matches;
             }
             Ok((_, Ok(FeedOutcome::NotModified))) => summary.not_modified += 1,
@@ -139,7 +166,9 @@ pub async fn load_matcher(store: &Store) -> Result<Matcher> {
     Ok(Matcher::new(compiled))
 }
 
-/// One feed, start to finish. Fetch and parse failures are recorded on the feed and
+/// One feed, start to finish: conditional GET (unconditional every
+/// `poll.full_fetch_every`) → not modified? → parse → store new items and their matches
+/// → feed state and next poll time. Fetch and parse failures are recorded on the feed and
 /// returned as [`FeedOutcome::Failed`]; only a database failure is an `Err`.
 pub async fn refresh_feed(
     app: &App,
@@ -148,36 +177,79 @@ pub async fn refresh_feed(
     now: DateTime<Utc>,
 ) -> Result<FeedOutcome> {
     let started = Instant::now();
+    let poll = &app.config.poll;
     let interval = app
         .config
         .feed(&feed.id)
-        .map_or(app.config.poll.interval, |f| f.interval);
-    let next_poll_at = now + jittered(interval, &feed.id, now);
-    let validators = Validators {
-        etag: feed.etag.clone(),
-        last_modified: feed.last_modified.clone(),
+        .map_or(poll.interval, |f| f.interval);
+    let full_fetch = feed.last_full_fetch_at.is_none_or(|t| {
+        now - t
+            >= chrono::Duration::from_std(poll.full_fetch_every).unwrap_or(chrono::Duration::MAX)
+    });
+    let validators = if full_fetch {
+        Validators::default()
+    } else {
+        Validators {
+            etag: feed.etag.clone(),
+            last_modified: feed.last_modified.clone(),
+        }
     };
 
     let fetched = match Url::parse(&feed.url) {
-        Err(e) => Err(("config".to_string(), format!("bad url: {e}"))),
-        Ok(url) => app
-            .fetcher
-            .fetch_feed(&url, &validators)
-            .await
-            .map_err(|e| (e.kind().to_string(), e.to_string())),
+        Err(e) => {
+            let error = format!("bad url: {e}");
+            return record_failure(app, &feed, now, "config", error, None, started).await;
+        }
+        Ok(url) => app.fetcher.fetch_feed(&url, &validators).await,
     };
     let fetched = match fetched {
-        Ok(FetchOutcome::NotModified) => {
+        Ok(FetchOutcome::NotModified(meta)) => {
+            let next_poll_at = now
+                + next_interval(
+                    interval,
+                    meta.max_age,
+                    None,
+                    poll.max_backoff,
+                    &feed.id,
+                    now,
+                );
+            let moved_to = meta.moved_to.as_ref().map(Url::to_string);
             let store = app.store.clone();
             let id = feed.id.clone();
-            tokio::task::spawn_blocking(move || store.record_not_modified(&id, now, next_poll_at))
-                .await??;
+            tokio::task::spawn_blocking(move || {
+                store.record_not_modified(&id, now, next_poll_at, moved_to.as_deref())
+            })
+            .await??;
+            report_move(&feed, meta.moved_to.as_ref());
             info!(feed = %feed.id, status = "not-modified", new = 0, matched = 0,
                   ms = started.elapsed().as_millis() as u64, "feed polled");
             return Ok(FeedOutcome::NotModified);
         }
         Ok(FetchOutcome::Fetched(f)) => f,
-        Err((kind, error)) => return record_failure(app, &feed, now, kind, error, started).await,
+        Err(FetchError::Gone) => {
+            let store = app.store.clone();
+            let id = feed.id.clone();
+            let error = FetchError::Gone.to_string();
+            let message = error.clone();
+            tokio::task::spawn_blocking(move || store.record_gone(&id, now, &message)).await??;
+            error!(feed = %feed.id, url = %feed.url, status = "gone",
+                   "feed is gone (HTTP 410): polling stopped; remove it or give it a new url");
+            return Ok(FeedOutcome::Failed {
+                kind: "gone".into(),
+                error,
+            });
+        }
+        Err(e) => {
+            let retry_at = match &e {
+                FetchError::Throttled {
+                    retry_after: Some(r),
+                    ..
+                } => Some(r.at(now)),
+                _ => None,
+            };
+            let kind = e.kind().to_string();
+            return record_failure(app, &feed, now, &kind, e.to_string(), retry_at, started).await;
+        }
     };
 
     let parsed = {
@@ -190,22 +262,38 @@ pub async fn refresh_feed(
     let parsed = match parsed {
         Ok(p) => p,
         Err(e) => {
-            return record_failure(app, &feed, now, "parse".into(), e.to_string(), started).await;
+            return record_failure(app, &feed, now, "parse", e.to_string(), None, started).await;
         }
     };
 
-    let baseline_cutoff = now
-        - chrono::Duration::from_std(app.config.poll.initial_backlog)
-            .unwrap_or(chrono::Duration::days(1));
+    let ttl: Option<Duration> = None; // TODO(parse): parsed.ttl
+    let next_poll_at = now
+        + next_interval(
+            interval,
+            fetched.meta.max_age,
+            ttl,
+            poll.max_backoff,
+            &feed.id,
+            now,
+        );
+    let baseline_cutoff =
+        now - chrono::Duration::from_std(poll.initial_backlog).unwrap_or(chrono::Duration::days(1));
+    report_move(&feed, fetched.meta.moved_to.as_ref());
+    let moved_to = fetched.meta.moved_to.as_ref().map(Url::to_string);
     let store = app.store.clone();
     let matcher = matcher.clone();
     let feed_id = feed.id.clone();
     let baseline = feed.baseline_at.is_none();
+    let repair_notes: Vec<String> = Vec::new(); // TODO(parse): parsed.repairs
+    let repairs = repair_notes.len();
     let stored = tokio::task::spawn_blocking(move || {
         let poll = SuccessfulPoll {
             items: &parsed.items,
             etag: fetched.validators.etag.as_deref(),
             last_modified: fetched.validators.last_modified.as_deref(),
+            full_fetch,
+            moved_to: moved_to.as_deref(),
+            repairs: &repair_notes,
             now,
             next_poll_at,
             baseline_cutoff,
@@ -213,12 +301,21 @@ pub async fn refresh_feed(
         store.store_items(&feed, &poll, |item| matcher.find_matches(&document(item)))
     })
     .await??;
-    info!(feed = %feed_id, status = "ok", baseline, new = stored.new_items, matched = stored.matches,
+    info!(feed = %feed_id, status = "ok", baseline, full = full_fetch, new = stored.new_items,
+          updated = stored.updated_items, matched = stored.matches, repairs,
           ms = started.elapsed().as_millis() as u64, "feed polled");
     Ok(FeedOutcome::Updated {
         new_items: stored.new_items,
+        updated_items: stored.updated_items,
         matches: stored.matches,
     })
+}
+
+fn report_move(feed: &FeedToPoll, moved_to: Option<&Url>) {
+    if let Some(to) = moved_to {
+        warn!(feed = %feed.id, from = %feed.url, to = %to,
+              "feed moved permanently: update its url in config.toml");
+    }
 }
 
 /// The text a subscription is matched against.
@@ -231,40 +328,85 @@ fn document(item: &Item) -> Document {
     Document::new(&item.title, &body)
 }
 
+/// Records a failed poll and schedules the next try: exponential backoff with jitter,
+/// capped at `poll.max_backoff`, and never before a server's Retry-After.
 async fn record_failure(
     app: &App,
     feed: &FeedToPoll,
     now: DateTime<Utc>,
-    kind: String,
+    kind: &str,
     error: String,
+    retry_at: Option<DateTime<Utc>>,
     started: Instant,
 ) -> Result<FeedOutcome> {
-    let store = app.store.clone();
-    let id = feed.id.clone();
+    let poll = &app.config.poll;
     let interval = app
         .config
         .feed(&feed.id)
-        .map_or(app.config.poll.interval, |f| f.interval);
-    let (k, e) = (kind.clone(), error.clone());
-    let failures = tokio::task::spawn_blocking(move || -> Result<u32> {
-        let failures = store.consecutive_failures(&id)? + 1;
-        let next = now + backoff(interval, failures) + jittered(Duration::ZERO, &id, now);
-        store.record_failure(&id, now, &k, &e, next)?;
-        Ok(failures)
-    })
-    .await??;
+        .map_or(poll.interval, |f| f.interval);
+    let failures = feed.consecutive_failures + 1;
+    let next_poll_at = next_after_failure(
+        interval,
+        failures,
+        poll.max_backoff,
+        retry_at,
+        &feed.id,
+        now,
+    );
+    let store = app.store.clone();
+    let (id, k, e) = (feed.id.clone(), kind.to_string(), error.clone());
+    tokio::task::spawn_blocking(move || store.record_failure(&id, now, &k, &e, next_poll_at))
+        .await??;
     warn!(feed = %feed.id, status = "error", kind = %kind, error = %error, failures,
+          next_poll = %next_poll_at.format("%Y-%m-%d %H:%M:%S"),
           ms = started.elapsed().as_millis() as u64, "feed poll failed");
-    Ok(FeedOutcome::Failed { kind, error })
+    Ok(FeedOutcome::Failed {
+        kind: kind.to_string(),
+        error,
+    })
 }
 
-/// `interval × 2^(failures-1)`, capped at [`MAX_BACKOFF`].
-fn backoff(interval: Duration, failures: u32) -> chrono::Duration {
-    let factor = 1u32 << failures.saturating_sub(1).min(16);
-    let d = interval
+/// When a feed that just failed for the `failures`-th time in a row is tried again:
+/// `interval × 2^(failures-1)` plus up to 10% jitter, capped at `max_backoff`, but never
+/// before `retry_at` (itself capped at `max_backoff`, so a hostile date cannot park a
+/// feed for years).
+fn next_after_failure(
+    interval: Duration,
+    failures: u32,
+    max_backoff: Duration,
+    retry_at: Option<DateTime<Utc>>,
+    feed_id: &str,
+    now: DateTime<Utc>,
+) -> DateTime<Utc> {
+    let factor = 1u32 << failures.saturating_sub(1).min(20);
+    let base = interval
         .saturating_mul(factor)
-        .min(MAX_BACKOFF)
-        .max(interval);
+        .min(max_backoff)
+        .max(interval.min(max_backoff));
+    let backoff = (now + jittered(base, feed_id, now)).min(now + to_chrono(max_backoff));
+    match retry_at {
+        Some(at) => backoff.max(at.min(now + to_chrono(max_backoff))),
+        None => backoff,
+    }
+}
+
+/// The wait before the next poll of a healthy feed: its interval, lengthened (never
+/// shortened) by the feed's `<ttl>` or the server's `Cache-Control: max-age`, at most
+/// `max_backoff`, plus jitter.
+fn next_interval(
+    interval: Duration,
+    max_age: Option<Duration>,
+    ttl: Option<Duration>,
+    max_backoff: Duration,
+    feed_id: &str,
+    now: DateTime<Utc>,
+) -> chrono::Duration {
+    let hinted = max_age.into_iter().chain(ttl).max().unwrap_or_default();
+    let wait = interval.max(hinted.min(max_backoff));
+    jittered(wait, feed_id, now)
+}
+
+fn to_chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(1))
 }
 
@@ -277,8 +419,7 @@ fn jittered(base: Duration, feed_id: &str, now: DateTime<Utc>) -> chrono::Durati
         .fold(now.timestamp() as u64 ^ 0x9E37_79B9_7F4A_7C15, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3)
         });
-    chrono::Duration::from_std(base).unwrap_or_default()
-        + chrono::Duration::seconds((seed % spread) as i64)
+    to_chrono(base) + chrono::Duration::seconds((seed % spread) as i64)
 }
 
 /// What one digest round did.
@@ -329,14 +470,94 @@ pub async fn send_digests(
 mod tests {
     use super::*;
 
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
     #[test]
-    fn backoff_doubles_and_caps() {
+    fn failing_feeds_back_off_exponentially_with_a_cap_and_respect_retry_after() {
+        let now = at("2026-11-28T12:00:00Z");
         let fifteen = Duration::from_secs(900);
-        let minutes: Vec<i64> = [1, 2, 3, 4, 10]
-            .iter()
-            .map(|&f| backoff(fifteen, f).num_minutes())
-            .collect();
-        assert_eq!(minutes, [15, 30, 60, 120, 1440]);
+        let day = Duration::from_secs(86400);
+        // (name, failures, retry_at, max_backoff, expected wait in minutes: low..=high)
+        let cases = [
+            ("first failure waits one interval", 1, None, day, 15, 16),
+            ("second doubles", 2, None, day, 30, 33),
+            ("fourth", 4, None, day, 120, 132),
+            ("capped at max_backoff", 12, None, day, 1440, 1440),
+            ("custom cap", 12, None, Duration::from_secs(3600), 60, 60),
+            (
+                "retry-after later than backoff wins",
+                1,
+                Some(at("2026-11-28T14:00:00Z")),
+                day,
+                120,
+                120,
+            ),
+            (
+                "retry-after sooner than backoff is not used",
+                3,
+                Some(at("2026-11-28T12:01:00Z")),
+                day,
+                60,
+                66,
+            ),
+            (
+                "retry-after years away is capped",
+                1,
+                Some(at("2030-01-01T00:00:00Z")),
+                day,
+                1440,
+                1440,
+            ),
+        ];
+        for (name, failures, retry_at, cap, low, high) in cases {
+            let next = next_after_failure(fifteen, failures, cap, retry_at, "feed", now);
+            let minutes = (next - now).num_minutes();
+            assert!((low..=high).contains(&minutes), "{name}: {minutes} min");
+        }
+    }
+
+    #[test]
+    fn ttl_and_max_age_lengthen_but_never_shorten_the_interval() {
+        let now = at("2026-11-28T12:00:00Z");
+        let mins = |m: u64| Duration::from_secs(m * 60);
+        let day = mins(1440);
+        // (name, interval, max_age, ttl, expected base minutes before jitter)
+        let cases = [
+            ("no hints", mins(15), None, None, 15),
+            ("ttl lengthens", mins(15), None, Some(mins(60)), 60),
+            ("max-age lengthens", mins(15), Some(mins(30)), None, 30),
+            (
+                "the longer hint wins",
+                mins(15),
+                Some(mins(30)),
+                Some(mins(45)),
+                45,
+            ),
+            (
+                "short hints never shorten",
+                mins(60),
+                Some(mins(5)),
+                Some(mins(1)),
+                60,
+            ),
+            (
+                "hints capped at max_backoff",
+                mins(15),
+                None,
+                Some(mins(10_000)),
+                1440,
+            ),
+        ];
+        for (name, interval, max_age, ttl, base) in cases {
+            let wait = next_interval(interval, max_age, ttl, day, "feed", now).num_seconds();
+            let base = base as i64 * 60;
+            assert!(
+                wait >= base && wait <= base + (base / 10).max(30),
+                "{name}: {wait} s"
+            );
+        }
     }
 
     #[test]

@@ -21,8 +21,13 @@ use crate::digest::{DigestEntry, Frequency, Rendered};
 use crate::parse::Item;
 
 /// The migrations, in order. Each file in `migrations/` must be listed here.
-const MIGRATIONS: &[(&str, &str)] =
-    &[("0001_init.sql", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init.sql", include_str!("../migrations/0001_init.sql")),
+    (
+        "0002_fetch_state.sql",
+        include_str!("../migrations/0002_fetch_state.sql"),
+    ),
+];
 
 /// A handle to the database; cheap to clone, safe to share between threads.
 #[derive(Clone)]
@@ -39,6 +44,9 @@ pub struct FeedToPoll {
     pub last_modified: Option<String>,
     /// `None` until the first successful poll: that poll is the baseline.
     pub baseline_at: Option<DateTime<Utc>>,
+    /// The last unconditional GET (stale-304 servers are caught by fetching in full).
+    pub last_full_fetch_at: Option<DateTime<Utc>>,
+    pub consecutive_failures: u32,
 }
 
 /// A successful fetch and parse, ready to be stored.
@@ -47,6 +55,12 @@ pub struct SuccessfulPoll<'a> {
     pub items: &'a [Item],
     pub etag: Option<&'a str>,
     pub last_modified: Option<&'a str>,
+    /// This was an unconditional GET.
+    pub full_fetch: bool,
+    /// The feed answered from a new home after permanent redirects.
+    pub moved_to: Option<&'a str>,
+    /// What the parser had to repair to read it.
+    pub repairs: &'a [String],
     pub now: DateTime<Utc>,
     pub next_poll_at: DateTime<Utc>,
     /// On the baseline poll, only items published after this can match.
@@ -57,23 +71,33 @@ pub struct SuccessfulPoll<'a> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stored {
     pub new_items: usize,
+    /// Known items whose title or text changed materially.
+    pub updated_items: usize,
     pub matches: usize,
 }
 
-/// A feed's health, for `tidings feeds` and for tests.
-#[derive(Debug, Clone, PartialEq)]
+/// A feed's health, for `tidings feeds status` and for tests.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct FeedStatus {
     pub id: String,
     pub name: String,
     pub url: String,
     pub active: bool,
+    /// `ok`, `not-modified`, `error` or `gone`; `None` before the first poll.
     pub last_status: Option<String>,
     pub last_error: Option<String>,
     pub last_error_kind: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
     pub consecutive_failures: u32,
+    pub last_poll_at: Option<DateTime<Utc>>,
     pub last_success_at: Option<DateTime<Utc>>,
     pub next_poll_at: DateTime<Utc>,
     pub items: i64,
+    /// Where a permanent redirect pointed: update `config.toml`.
+    pub moved_to: Option<String>,
+    pub gone: bool,
+    /// What the parser had to repair on the last successful poll.
+    pub repairs: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -156,7 +180,8 @@ impl Store {
                     tx.execute(
                         "UPDATE feeds SET url = ?2, name = ?3, tags = ?4, active = 1, etag = NULL,
                          last_modified = NULL, baseline_at = NULL, next_poll_at = 0,
-                         consecutive_failures = 0 WHERE id = ?1",
+                         consecutive_failures = 0, gone_at = NULL, moved_to = NULL,
+                         last_full_fetch_at = NULL, last_status = NULL WHERE id = ?1",
                         params![feed.id, url, feed.name, tags],
                     )?;
                 }
@@ -187,9 +212,11 @@ impl Store {
         let feeds = {
             let mut stmt = tx.prepare(
                 "UPDATE feeds SET claimed_until = ?2
-                 WHERE active = 1 AND (claimed_until IS NULL OR claimed_until <= ?1)
+                 WHERE active = 1 AND gone_at IS NULL
+                   AND (claimed_until IS NULL OR claimed_until <= ?1)
                    AND (?3 = 0 OR next_poll_at <= ?1)
-                 RETURNING id, url, etag, last_modified, baseline_at",
+                 RETURNING id, url, etag, last_modified, baseline_at, last_full_fetch_at,
+                           consecutive_failures",
             )?;
             stmt.query_map(params![now_s, until, only_due], |r| {
                 Ok(FeedToPoll {
@@ -198,6 +225,8 @@ impl Store {
                     etag: r.get(2)?,
                     last_modified: r.get(3)?,
                     baseline_at: r.get::<_, Option<i64>>(4)?.and_then(from_unix),
+                    last_full_fetch_at: r.get::<_, Option<i64>>(5)?.and_then(from_unix),
+                    consecutive_failures: r.get(6)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?
@@ -220,6 +249,9 @@ impl Store {
             items,
             etag,
             last_modified,
+            full_fetch,
+            moved_to,
+            repairs,
             now,
             next_poll_at,
             baseline_cutoff,
@@ -231,15 +263,24 @@ impl Store {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut insert_item = tx.prepare(
-                "INSERT INTO items (feed_id, key, guid, link, title, summary, content, published_at, first_seen_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                "INSERT INTO items (feed_id, key, guid, link, title, summary, content, published_at,
+                                    first_seen_at, content_hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (feed_id, key) DO NOTHING",
             )?;
+            let mut known_hash =
+                tx.prepare("SELECT id, content_hash FROM items WHERE feed_id = ?1 AND key = ?2")?;
+            let mut update_item = tx.prepare(
+                "UPDATE items SET title = ?2, summary = ?3, content = ?4, link = ?5,
+                    content_hash = ?6, updated_at = ?7 WHERE id = ?1",
+            )?;
+            let mut set_hash = tx.prepare("UPDATE items SET content_hash = ?2 WHERE id = ?1")?;
             let mut insert_match = tx.prepare(
                 "INSERT INTO matches (subscription_id, item_id, matched_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT DO NOTHING",
             )?;
             for item in items {
+                let hash = fingerprint(item);
                 let inserted = insert_item.execute(params![
                     feed.id,
                     item.key,
@@ -250,8 +291,30 @@ impl Store {
                     item.content,
                     item.published.map(|d| d.timestamp()),
                     now_s,
+                    hash,
                 ])?;
                 if inserted == 0 {
+                    // Seen before: never new again, but a material edit is recorded.
+                    let (id, old): (i64, Option<String>) = known_hash
+                        .query_row(params![feed.id, item.key], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    match old {
+                        Some(old) if old != hash => {
+                            update_item.execute(params![
+                                id,
+                                item.title,
+                                item.summary,
+                                item.content,
+                                item.link,
+                                hash,
+                                now_s
+                            ])?;
+                            stored.updated_items += 1;
+                        }
+                        None => {
+                            set_hash.execute(params![id, hash])?;
+                        }
+                        Some(_) => {}
+                    }
                     continue;
                 }
                 stored.new_items += 1;
@@ -268,9 +331,20 @@ impl Store {
         tx.execute(
             "UPDATE feeds SET etag = ?2, last_modified = ?3, baseline_at = COALESCE(baseline_at, ?4),
              next_poll_at = ?5, last_poll_at = ?4, last_success_at = ?4, last_status = 'ok',
-             last_error = NULL, last_error_kind = NULL, consecutive_failures = 0, claimed_until = NULL
+             last_error = NULL, last_error_kind = NULL, consecutive_failures = 0, claimed_until = NULL,
+             last_full_fetch_at = CASE WHEN ?6 THEN ?4 ELSE last_full_fetch_at END,
+             moved_to = ?7, repairs = ?8
              WHERE id = ?1",
-            params![feed.id, etag, last_modified, now_s, next_poll_at.timestamp()],
+            params![
+                feed.id,
+                etag,
+                last_modified,
+                now_s,
+                next_poll_at.timestamp(),
+                full_fetch,
+                moved_to,
+                (!repairs.is_empty()).then(|| repairs.join("\n")),
+            ],
         )?;
         tx.commit()?;
         Ok(stored)
@@ -282,12 +356,13 @@ impl Store {
         feed_id: &str,
         now: DateTime<Utc>,
         next_poll_at: DateTime<Utc>,
+        moved_to: Option<&str>,
     ) -> Result<()> {
         self.conn().execute(
             "UPDATE feeds SET next_poll_at = ?3, last_poll_at = ?2, last_success_at = ?2,
              last_status = 'not-modified', last_error = NULL, last_error_kind = NULL,
-             consecutive_failures = 0, claimed_until = NULL WHERE id = ?1",
-            params![feed_id, now.timestamp(), next_poll_at.timestamp()],
+             consecutive_failures = 0, claimed_until = NULL, moved_to = ?4 WHERE id = ?1",
+            params![feed_id, now.timestamp(), next_poll_at.timestamp(), moved_to],
         )?;
         Ok(())
     }
@@ -303,8 +378,8 @@ impl Store {
     ) -> Result<()> {
         self.conn().execute(
             "UPDATE feeds SET next_poll_at = ?5, last_poll_at = ?2, last_status = 'error',
-             last_error = ?4, last_error_kind = ?3, consecutive_failures = consecutive_failures + 1,
-             claimed_until = NULL WHERE id = ?1",
+             last_error = ?4, last_error_kind = ?3, last_error_at = ?2,
+             consecutive_failures = consecutive_failures + 1, claimed_until = NULL WHERE id = ?1",
             params![
                 feed_id,
                 now.timestamp(),
@@ -312,6 +387,17 @@ impl Store {
                 error,
                 next_poll_at.timestamp()
             ],
+        )?;
+        Ok(())
+    }
+
+    /// Records a 410: the feed is not polled again until its URL changes in the config.
+    pub fn record_gone(&self, feed_id: &str, now: DateTime<Utc>, error: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE feeds SET gone_at = ?2, last_poll_at = ?2, last_status = 'gone',
+             last_error = ?3, last_error_kind = 'gone', last_error_at = ?2,
+             consecutive_failures = consecutive_failures + 1, claimed_until = NULL WHERE id = ?1",
+            params![feed_id, now.timestamp(), error],
         )?;
         Ok(())
     }
@@ -328,12 +414,24 @@ impl Store {
             .unwrap_or(0))
     }
 
+    /// Items of a feed as (title, updated_at), newest first: for tests and inspection.
+    pub fn feed_items(&self, feed_id: &str) -> Result<Vec<(String, Option<DateTime<Utc>>)>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT title, updated_at FROM items WHERE feed_id = ?1 ORDER BY id DESC")?;
+        let rows = stmt.query_map([feed_id], |r| {
+            Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.and_then(from_unix)))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
     pub fn feed_statuses(&self) -> Result<Vec<FeedStatus>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT f.id, f.name, f.url, f.active, f.last_status, f.last_error, f.last_error_kind,
                     f.consecutive_failures, f.last_success_at, f.next_poll_at,
-                    (SELECT COUNT(*) FROM items i WHERE i.feed_id = f.id)
+                    (SELECT COUNT(*) FROM items i WHERE i.feed_id = f.id),
+                    f.last_error_at, f.last_poll_at, f.moved_to, f.gone_at, f.repairs
              FROM feeds f ORDER BY f.active DESC, f.id",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -349,6 +447,14 @@ impl Store {
                 last_success_at: r.get::<_, Option<i64>>(8)?.and_then(from_unix),
                 next_poll_at: from_unix(r.get(9)?).unwrap_or_default(),
                 items: r.get(10)?,
+                last_error_at: r.get::<_, Option<i64>>(11)?.and_then(from_unix),
+                last_poll_at: r.get::<_, Option<i64>>(12)?.and_then(from_unix),
+                moved_to: r.get(13)?,
+                gone: r.get::<_, Option<i64>>(14)?.is_some(),
+                repairs: r
+                    .get::<_, Option<String>>(15)?
+                    .map(|s| s.lines().map(str::to_string).collect())
+                    .unwrap_or_default(),
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -647,6 +753,29 @@ fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxMessage> {
         attempts: r.get(8)?,
         last_error: r.get(9)?,
     })
+}
+
+/// Identity of an item's visible text: an edit that changes only whitespace, case or
+/// punctuation is not material; one that changes a word of the title or text is.
+fn fingerprint(item: &Item) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for field in [&item.title, &item.summary, &item.content] {
+        for c in field
+            .chars()
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_lowercase)
+        {
+            let mut buf = [0u8; 4];
+            h.update(c.encode_utf8(&mut buf).as_bytes());
+        }
+        h.update([0u8]);
+    }
+    h.finalize()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn from_unix(secs: i64) -> Option<DateTime<Utc>> {

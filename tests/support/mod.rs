@@ -56,6 +56,8 @@ pub struct Route {
     pub last_modified: Option<String>,
     /// Wait before answering.
     pub delay: Duration,
+    /// When set, the body is sent one byte at a time with this pause between bytes.
+    pub drip: Option<Duration>,
 }
 
 impl Route {
@@ -73,6 +75,7 @@ impl Route {
             last_modified: Some(FEED_LAST_MODIFIED.to_owned()),
             body,
             delay: Duration::ZERO,
+            drip: None,
         }
     }
 
@@ -85,6 +88,7 @@ impl Route {
             etag: None,
             last_modified: None,
             delay: Duration::ZERO,
+            drip: None,
         }
     }
 
@@ -97,6 +101,19 @@ impl Route {
     /// Waits `d` before answering.
     pub fn delay(mut self, d: Duration) -> Route {
         self.delay = d;
+        self
+    }
+
+    /// Sends the body one byte every `pause` (a server that drips).
+    pub fn drip(mut self, pause: Duration) -> Route {
+        self.drip = Some(pause);
+        self
+    }
+
+    /// Replaces the validator: a server that keeps its old ETag while the body changes
+    /// answers 304 forever to a client that sends the old one (a stale-304 server).
+    pub fn etag(mut self, etag: &str) -> Route {
+        self.etag = Some(etag.to_owned());
         self
     }
 
@@ -144,6 +161,16 @@ impl Route {
         }
         let body = if not_modified {
             Body::empty()
+        } else if let Some(pause) = self.drip {
+            let bytes = self.body;
+            Body::from_stream(futures_util::stream::unfold(0usize, move |i| {
+                let byte = bytes.get(i).copied();
+                async move {
+                    let byte = byte?;
+                    tokio::time::sleep(pause).await;
+                    Some((Ok::<_, io::Error>(vec![byte]), i + 1))
+                }
+            }))
         } else {
             Body::from(self.body)
         };
