@@ -32,6 +32,8 @@ pub struct Config {
     pub digest: DigestSettings,
     pub mail: MailSettings,
     pub feeds: Vec<FeedConfig>,
+    /// Feed id → position in `feeds`.
+    feed_index: HashMap<String, usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -165,7 +167,7 @@ impl Config {
     }
 
     pub fn feed(&self, id: &str) -> Option<&FeedConfig> {
-        self.feeds.iter().find(|f| f.id == id)
+        self.feed_index.get(id).and_then(|&i| self.feeds.get(i))
     }
 }
 
@@ -518,6 +520,11 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
             transport,
             send_timeout,
         },
+        feed_index: feeds
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.id.clone(), i))
+            .collect(),
         feeds,
     })
 }
