@@ -270,6 +270,45 @@ async fn one_shot_poll_and_digest_then_feeds_status() {
             .any(|l| l.starts_with("uscis") && l.contains(" ok ")),
         "{table}"
     );
+
+    // Break the feed: the table and the JSON both say what is wrong and when it is retried.
+    feeds.set(
+        "/uscis.xml",
+        Route::status(503, "down").header("retry-after", "600"),
+    );
+    let poll = run(vec!["poll".into()]).await.unwrap();
+    assert!(
+        poll.status.success(),
+        "a failing feed is not a failing command"
+    );
+    let table = text(
+        &run(vec!["feeds".into(), "status".into()])
+            .await
+            .unwrap()
+            .stdout,
+    );
+    assert!(
+        table.contains("throttled: HTTP 503 Service Unavailable (retry after 600 s)"),
+        "{table}"
+    );
+    let json = run(vec!["feeds".into(), "status".into(), "--json".into()])
+        .await
+        .unwrap();
+    let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).expect("valid JSON");
+    let feed = &parsed[0];
+    assert_eq!(feed["id"], "uscis");
+    assert_eq!(feed["last_status"], "error");
+    assert_eq!(feed["last_error_kind"], "throttled");
+    assert_eq!(feed["consecutive_failures"], 1);
+    assert_eq!(feed["items"], 4);
+    assert_eq!(feed["gone"], false);
+    assert!(
+        feed["next_poll_at"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("20")),
+        "{feed}"
+    );
+    assert!(feed["last_success_at"].is_string());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
