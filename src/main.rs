@@ -11,7 +11,9 @@ use chrono::Utc;
 use clap::{Parser, Subcommand};
 use tidings::config::{Config, MailTransport};
 use tidings::digest::{Frequency, next_digest_at};
+use tidings::fetch::{FetchOutcome, Fetcher, Validators};
 use tidings::matcher::Query;
+use tidings::parse::{ParseError, discover_feeds, parse_feed};
 use tidings::{App, mail, poll_feeds, scheduler, send_digests};
 use tracing_subscriber::EnvFilter;
 
@@ -82,6 +84,8 @@ enum FeedsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Fetch URL and print the feeds it advertises (or confirm it is a feed itself).
+    Discover { url: url::Url },
 }
 
 fn main() -> ExitCode {
@@ -138,6 +142,7 @@ async fn execute(cli: Cli) -> Result<()> {
         }
         Command::Subscriber(command) => subscriber(App::open(config)?, command),
         Command::Feeds(FeedsCommand::Status { json }) => feeds_status(&App::open(config)?, json),
+        Command::Feeds(FeedsCommand::Discover { url }) => discover(&config, &url).await,
     }
 }
 
@@ -239,6 +244,49 @@ fn subscriber(app: App, command: SubscriberCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+async fn discover(config: &Config, url: &url::Url) -> Result<()> {
+    let fetcher = Fetcher::new(&config.poll)?;
+    let fetched = match fetcher
+        .fetch_feed(url, &Validators::default())
+        .await
+        .with_context(|| format!("fetching {url}"))?
+    {
+        FetchOutcome::Fetched(f) => f,
+        FetchOutcome::NotModified(_) => bail!("{url} answered 304 to an unconditional request"),
+    };
+    let ct = fetched.content_type.as_deref();
+    match parse_feed(&fetched.body, ct, &fetched.final_url, Utc::now()) {
+        Ok(feed) => {
+            println!(
+                "{} is a feed: {} ({} items)",
+                fetched.final_url,
+                feed.title.as_deref().unwrap_or("untitled"),
+                feed.items.len()
+            );
+            Ok(())
+        }
+        Err(ParseError::NotAFeed { .. }) => {
+            let links = discover_feeds(&fetched.body, ct, &fetched.final_url);
+            if links.is_empty() {
+                bail!(
+                    "{} is a web page that advertises no feed",
+                    fetched.final_url
+                );
+            }
+            for link in links {
+                println!(
+                    "{:<5} {}  {}",
+                    link.kind,
+                    link.url,
+                    link.title.unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        Err(e) => Err(anyhow::anyhow!("{}: {e}", fetched.final_url)),
+    }
 }
 
 fn feeds_status(app: &App, json: bool) -> Result<()> {

@@ -266,7 +266,9 @@ pub async fn refresh_feed(
         }
     };
 
-    let ttl: Option<Duration> = None; // TODO(parse): parsed.ttl
+    let ttl = parsed
+        .ttl
+        .map(|minutes| Duration::from_secs(u64::from(minutes) * 60));
     let next_poll_at = now
         + next_interval(
             interval,
@@ -284,8 +286,7 @@ pub async fn refresh_feed(
     let matcher = matcher.clone();
     let feed_id = feed.id.clone();
     let baseline = feed.baseline_at.is_none();
-    let repair_notes: Vec<String> = Vec::new(); // TODO(parse): parsed.repairs
-    let repairs = repair_notes.len();
+    let repairs = parsed.repairs.len();
     let stored = tokio::task::spawn_blocking(move || {
         let poll = SuccessfulPoll {
             items: &parsed.items,
@@ -293,7 +294,7 @@ pub async fn refresh_feed(
             last_modified: fetched.validators.last_modified.as_deref(),
             full_fetch,
             moved_to: moved_to.as_deref(),
-            repairs: &repair_notes,
+            repairs: &parsed.repairs,
             now,
             next_poll_at,
             baseline_cutoff,

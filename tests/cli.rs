@@ -375,3 +375,61 @@ async fn daemon_delivers_then_stops_cleanly_on_sigterm() {
     assert!(log.contains("stopped cleanly"), "{log}");
     assert_eq!(smtp.messages().len(), 1, "sent once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feeds_discover_lists_what_a_page_advertises() {
+    let feeds = FeedServer::start().await;
+    feeds.set(
+        "/",
+        Route::feed(
+            "text/html",
+            "<!DOCTYPE html><html><head><title>USCIS</title>\
+             <link rel=\"alternate\" type=\"application/rss+xml\" title=\"News releases\" href=\"/news.xml\">\
+             <link rel=\"alternate\" type=\"application/atom+xml\" href=\"https://example.org/alerts.atom\">\
+             </head><body>Home</body></html>",
+        ),
+    );
+    feeds.set(
+        "/news.xml",
+        Route::feed("application/rss+xml", fixture("uscis.xml")),
+    );
+    feeds.set(
+        "/plain",
+        Route::feed("text/html", "<html><body>nothing here</body></html>"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "config.toml", "");
+    let discover = |url: String| {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            tidings(&["feeds", "discover", &url, "--config", &config])
+        })
+    };
+
+    let page = discover(feeds.url("/")).await.unwrap();
+    assert!(page.status.success(), "{}", text(&page.stderr));
+    let out = text(&page.stdout);
+    assert!(
+        out.contains(&format!("rss   {}  News releases", feeds.url("/news.xml"))),
+        "{out}"
+    );
+    assert!(
+        out.contains("atom  https://example.org/alerts.atom"),
+        "{out}"
+    );
+
+    let feed = discover(feeds.url("/news.xml")).await.unwrap();
+    assert!(
+        text(&feed.stdout).contains("is a feed: USCIS News Releases (4 items)"),
+        "{}",
+        text(&feed.stdout)
+    );
+
+    let none = discover(feeds.url("/plain")).await.unwrap();
+    assert_eq!(none.status.code(), Some(2));
+    assert!(
+        text(&none.stderr).contains("advertises no feed"),
+        "{}",
+        text(&none.stderr)
+    );
+}

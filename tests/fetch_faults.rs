@@ -445,7 +445,7 @@ async fn html_page_names_the_feeds_it_advertises() {
                 ),
             )
         },
-        Expect { kind: "parse", error: "HTML page", next_poll: (15, 17) },
+        Expect { kind: "parse", error: "links to these feeds: http://127.0.0.1:", next_poll: (15, 17) },
     )
     .await;
 }
@@ -678,5 +678,42 @@ async fn one_slow_host_does_not_stall_the_others() {
     assert!(
         started.elapsed() >= Duration::from_millis(4400),
         "6 feeds × 1.5 s / 2 at a time"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_but_readable_feeds_are_repaired_and_say_so() {
+    let h = Harness::start().await;
+    // Undeclared windows-1252, a bare '&', <rss> without version, an odd date.
+    let mut body = b"<rss><channel><title>Noticias</title><ttl>120</ttl>\
+        <item><title>Asylum & parole: "
+        .to_vec();
+    body.push(0x93); // windows-1252 left double quote
+    body.extend_from_slice(b"new rules");
+    body.push(0x94);
+    body.extend_from_slice(
+        b"</title><guid>n-1</guid><pubDate>Sun, 29 Nov 2026 12:15 PM</pubDate></item></channel></rss>",
+    );
+    h.feeds
+        .set("/flaky", Route::feed("application/rss+xml", body));
+    let now = at(T0) + minutes(20);
+    let poll = poll_feeds(&h.app, now, true).await.unwrap();
+    assert_eq!((poll.failed, poll.new_items), (0, 1), "{poll:?}");
+    let s = h.status("flaky");
+    assert_eq!(s.last_status.as_deref(), Some("ok"));
+    let repairs = s.repairs.join("; ");
+    for note in ["windows-1252", "bare '&'", "version"] {
+        assert!(repairs.contains(note), "{note} in {repairs}");
+    }
+    let items = h.app.store.feed_items("flaky").unwrap();
+    assert_eq!(items[0].0, "Asylum & parole: \u{201c}new rules\u{201d}");
+    // <ttl>120</ttl> lengthens the 15-minute interval to two hours.
+    let wait = (s.next_poll_at - now).num_minutes();
+    assert!((120..=132).contains(&wait), "{wait}");
+    send_digests(&h.app, now, false).await.unwrap();
+    let mail = h.smtp.wait_for(2, WAIT).await;
+    assert!(
+        String::from_utf8_lossy(&mail[1].data).contains("parole"),
+        "repaired item delivered"
     );
 }
