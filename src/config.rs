@@ -32,6 +32,8 @@ pub struct Config {
     pub digest: DigestSettings,
     pub mail: MailSettings,
     pub feeds: Vec<FeedConfig>,
+    /// Synonym groups: a query term equal to any member matches every member.
+    pub synonyms: Vec<Vec<String>>,
     /// Feed id → position in `feeds`.
     feed_index: HashMap<String, usize>,
 }
@@ -185,6 +187,8 @@ struct RawConfig {
     mail: RawMail,
     #[serde(default)]
     feeds: Vec<RawFeed>,
+    #[serde(default)]
+    synonyms: std::collections::BTreeMap<String, Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -493,6 +497,22 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
         }
     }
 
+    let mut synonyms = Vec::with_capacity(raw.synonyms.len());
+    for (term, others) in &raw.synonyms {
+        let mut group = vec![term.trim().to_string()];
+        for other in others {
+            if other.get_ref().trim().is_empty() {
+                report(other.span(), format!("synonyms of {term:?}: empty synonym"));
+            } else {
+                group.push(other.get_ref().trim().to_string());
+            }
+        }
+        if term.trim().is_empty() {
+            report(0..0, "[synonyms]: empty term".into());
+        }
+        synonyms.push(group);
+    }
+
     if !problems.is_empty() {
         return Err(ConfigError {
             path: path.to_path_buf(),
@@ -526,6 +546,7 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
             .map(|(i, f)| (f.id.clone(), i))
             .collect(),
         feeds,
+        synonyms,
     })
 }
 
@@ -602,6 +623,12 @@ mod tests {
         assert!(config.feeds.len() >= 5, "ships real immigration feeds");
         assert_eq!(config.database, Path::new("/etc/tidings/tidings.db"));
         assert!(matches!(config.mail.transport, MailTransport::File { .. }));
+        let green = config
+            .synonyms
+            .iter()
+            .find(|g| g[0] == "green card")
+            .expect("synonyms");
+        assert!(green.contains(&"permanent resident".to_string()));
     }
 
     #[test]
@@ -698,6 +725,13 @@ mod tests {
                 "[mail.smtp]",
             ),
             ("bad from", "[mail]\nfrom = \"nobody\"\n", 2, 8, "mail.from"),
+            (
+                "empty synonym",
+                "[synonyms]\n\"green card\" = [\"LPR\", \" \"]\n",
+                2,
+                24,
+                "empty synonym",
+            ),
             ("syntax error", "[[feeds]\n", 1, 9, "expected `]`"),
             ("wrong type", "[poll]\nconcurrency = \"many\"\n", 2, 15, ""),
         ];

@@ -109,6 +109,20 @@ pub struct Subscriber {
     pub queries: Vec<String>,
 }
 
+/// A stored item with its feed, as `tidings match` previews it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredItem {
+    pub feed_id: String,
+    pub feed_name: String,
+    pub tags: Vec<String>,
+    pub title: String,
+    pub summary: String,
+    pub content: String,
+    pub link: Option<String>,
+    pub published: Option<DateTime<Utc>>,
+    pub first_seen: DateTime<Utc>,
+}
+
 /// A rendered digest waiting in (or gone from) the outbox.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxMessage {
@@ -534,6 +548,37 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Items first seen at or after `since`, newest first.
+    pub fn items_since(&self, since: DateTime<Utc>) -> Result<Vec<StoredItem>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT f.id, f.name, f.tags, i.title, i.summary, i.content, i.link, i.published_at,
+                    i.first_seen_at
+             FROM items i JOIN feeds f ON f.id = i.feed_id
+             WHERE i.first_seen_at >= ?1
+             ORDER BY COALESCE(i.published_at, i.first_seen_at) DESC, i.id DESC",
+        )?;
+        let rows = stmt.query_map([since.timestamp()], |r| {
+            let tags: String = r.get(2)?;
+            Ok(StoredItem {
+                feed_id: r.get(0)?,
+                feed_name: r.get(1)?,
+                tags: tags
+                    .split(',')
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                title: r.get(3)?,
+                summary: r.get(4)?,
+                content: r.get(5)?,
+                link: r.get(6)?,
+                published: r.get::<_, Option<i64>>(7)?.and_then(from_unix),
+                first_seen: from_unix(r.get(8)?).unwrap_or_default(),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
     /// Every subscription as (id, query text), for compiling the matcher.
