@@ -244,6 +244,75 @@ pub fn render_digest(entries: &[DigestEntry], tz: Tz) -> Rendered {
     }
 }
 
+/// A window of at most about `max_chars` characters of `text` around its first highlighted
+/// range, cut at word boundaries and marked with "…" where cut. `ranges` are byte ranges
+/// into `text` (sorted, non-overlapping); those inside the window come back re-based onto
+/// the excerpt.
+pub fn excerpt(
+    text: &str,
+    ranges: &[std::ops::Range<usize>],
+    max_chars: usize,
+) -> (String, Vec<std::ops::Range<usize>>) {
+    let valid = |r: &&std::ops::Range<usize>| {
+        r.start < r.end
+            && r.end <= text.len()
+            && text.is_char_boundary(r.start)
+            && text.is_char_boundary(r.end)
+    };
+    let mut ranges: Vec<_> = ranges.iter().filter(valid).cloned().collect();
+    ranges.sort_by_key(|r| r.start);
+    let mut last_end = 0;
+    ranges.retain(|r| {
+        let keep = r.start >= last_end;
+        if keep {
+            last_end = r.end;
+        }
+        keep
+    });
+    if text.chars().count() <= max_chars {
+        return (text.to_string(), ranges);
+    }
+    // Start a little before the first hit, at a word start.
+    let first = ranges.first().map_or(0, |r| r.start);
+    let lead = max_chars / 4;
+    let mut start = text[..first]
+        .char_indices()
+        .rev()
+        .nth(lead)
+        .map_or(0, |(i, _)| i);
+    if start > 0 {
+        start = text[start..]
+            .find(' ')
+            .map_or(start, |sp| start + sp + 1)
+            .min(first);
+    }
+    let mut end = text[start..]
+        .char_indices()
+        .nth(max_chars)
+        .map_or(text.len(), |(i, _)| start + i);
+    if end < text.len() {
+        end = text[start..end]
+            .rfind(' ')
+            .map_or(end, |sp| start + sp)
+            .max(first.min(end));
+        // Never cut a highlighted word in half.
+        if let Some(r) = ranges.iter().find(|r| r.start < end && r.end > end) {
+            end = r.end;
+        }
+    }
+    let prefix = if start > 0 { "…" } else { "" };
+    let suffix = if end < text.len() { "…" } else { "" };
+    let shift = prefix.len();
+    let out = format!("{prefix}{}{suffix}", text[start..end].trim_end());
+    let kept = ranges
+        .iter()
+        .filter(|r| r.start >= start && r.end <= end)
+        .map(|r| r.start - start + shift..r.end - start + shift)
+        .filter(|r| r.end <= out.len())
+        .collect();
+    (out, kept)
+}
+
 /// The first `SNIPPET_CHARS` characters, cut at a word boundary.
 fn snippet(text: &str) -> String {
     let text = one_line(text);
@@ -418,6 +487,26 @@ mod tests {
         assert!(!r.html.contains("<img"), "{}", r.html);
         assert!(!r.subject.contains('\n') && !r.subject.contains('\r'));
         assert!(!r.text.contains("\r\nBcc"), "title flattened to one line");
+    }
+
+    #[test]
+    fn excerpts_keep_the_highlights() {
+        let text = format!(
+            "{} the H-1B lottery opens {}",
+            "word ".repeat(100),
+            "tail ".repeat(100)
+        );
+        let at = text.find("H-1B").unwrap();
+        let (out, ranges) = excerpt(&text, &[at..at + 4], 60);
+        assert!(out.starts_with('…') && out.ends_with('…'), "{out}");
+        assert_eq!(ranges.len(), 1);
+        assert_eq!(&out[ranges[0].clone()], "H-1B");
+        assert!(out.chars().count() <= 64, "{out}");
+
+        // Short text: unchanged; bad ranges are dropped, never panic.
+        let (out, ranges) = excerpt("José pide asilo", &[0..5, 6..99, 1..2], 100);
+        assert_eq!(out, "José pide asilo");
+        assert_eq!(ranges, [0..5]);
     }
 
     #[test]
