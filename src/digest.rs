@@ -497,7 +497,7 @@ mod tests {
             "tail ".repeat(100)
         );
         let at = text.find("H-1B").unwrap();
-        let (out, ranges) = excerpt(&text, &[at..at + 4], 60);
+        let (out, ranges) = excerpt(&text, std::slice::from_ref(&(at..at + 4)), 60);
         assert!(out.starts_with('…') && out.ends_with('…'), "{out}");
         assert_eq!(ranges.len(), 1);
         assert_eq!(&out[ranges[0].clone()], "H-1B");
@@ -506,7 +506,8 @@ mod tests {
         // Short text: unchanged; bad ranges are dropped, never panic.
         let (out, ranges) = excerpt("José pide asilo", &[0..5, 6..99, 1..2], 100);
         assert_eq!(out, "José pide asilo");
-        assert_eq!(ranges, [0..5]);
+        assert_eq!(ranges.len(), 1);
+        assert_eq!(ranges[0], 0..5);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tidings::digest::{Frequency, next_digest_at};
 use tidings::fetch::{FetchOutcome, Fetcher, Validators};
 use tidings::matcher::Query;
 use tidings::parse::{ParseError, discover_feeds, parse_feed};
+use tidings::store::Store;
 use tidings::{App, mail, poll_feeds, scheduler, send_digests};
 use tracing_subscriber::EnvFilter;
 
@@ -140,8 +141,11 @@ async fn execute(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Subscriber(command) => subscriber(App::open(config)?, command),
-        Command::Feeds(FeedsCommand::Status { json }) => feeds_status(&App::open(config)?, json),
+        Command::Subscriber(command) => {
+            let store = open_store(&config)?;
+            subscriber(&config, &store, command)
+        }
+        Command::Feeds(FeedsCommand::Status { json }) => feeds_status(&open_store(&config)?, json),
         Command::Feeds(FeedsCommand::Discover { url }) => discover(&config, &url).await,
     }
 }
@@ -179,7 +183,15 @@ fn check_config(config: &Config) -> Result<()> {
     Ok(())
 }
 
-fn subscriber(app: App, command: SubscriberCommand) -> Result<()> {
+/// The database alone, for admin commands that neither fetch nor mail (so they work
+/// without, say, the SMTP password in the environment).
+fn open_store(config: &Config) -> Result<Store> {
+    let store = Store::open(&config.database)?;
+    store.sync_feeds(&config.feeds)?;
+    Ok(store)
+}
+
+fn subscriber(config: &Config, store: &Store, command: SubscriberCommand) -> Result<()> {
     let now = Utc::now();
     match command {
         SubscriberCommand::Add {
@@ -191,8 +203,7 @@ fn subscriber(app: App, command: SubscriberCommand) -> Result<()> {
             Query::parse(&query).map_err(|e| anyhow::anyhow!("bad query {query:?}: {e}"))?;
             let frequency = match frequency {
                 Some(f) => f,
-                None => app
-                    .store
+                None => store
                     .subscribers()?
                     .into_iter()
                     .find(|s| s.email.eq_ignore_ascii_case(&email))
@@ -201,12 +212,10 @@ fn subscriber(app: App, command: SubscriberCommand) -> Result<()> {
             let next = next_digest_at(
                 frequency,
                 now,
-                app.config.digest.daily_at,
-                app.config.digest.timezone,
+                config.digest.daily_at,
+                config.digest.timezone,
             );
-            let added = app
-                .store
-                .add_subscription(&email, query.trim(), frequency, next, now)?;
+            let added = store.add_subscription(&email, query.trim(), frequency, next, now)?;
             if added {
                 println!(
                     "{email} now gets {} digests for: {}",
@@ -221,7 +230,7 @@ fn subscriber(app: App, command: SubscriberCommand) -> Result<()> {
             }
         }
         SubscriberCommand::List => {
-            for s in app.store.subscribers()? {
+            for s in store.subscribers()? {
                 let next = s
                     .next_digest_at
                     .map(|d| format!(", next {}", d.format("%Y-%m-%d %H:%M UTC")));
@@ -237,7 +246,7 @@ fn subscriber(app: App, command: SubscriberCommand) -> Result<()> {
             }
         }
         SubscriberCommand::Remove { email } => {
-            if !app.store.remove_subscriber(email.trim())? {
+            if !store.remove_subscriber(email.trim())? {
                 bail!("no subscriber {email}");
             }
             println!("removed {email}");
@@ -289,8 +298,8 @@ async fn discover(config: &Config, url: &url::Url) -> Result<()> {
     }
 }
 
-fn feeds_status(app: &App, json: bool) -> Result<()> {
-    let statuses = app.store.feed_statuses().context("reading feed status")?;
+fn feeds_status(store: &Store, json: bool) -> Result<()> {
+    let statuses = store.feed_statuses().context("reading feed status")?;
     if json {
         println!("{}", serde_json::to_string_pretty(&statuses)?);
         return Ok(());
