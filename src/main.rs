@@ -10,9 +10,11 @@ use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use clap::{Parser, Subcommand};
 use tidings::config::{Config, MailTransport};
+use tidings::digest::excerpt;
 use tidings::digest::{Frequency, next_digest_at};
 use tidings::fetch::{FetchOutcome, Fetcher, Validators};
-use tidings::matcher::Query;
+use tidings::matcher::{Document, Field, Query, Synonyms};
+use tidings::parse::body_text;
 use tidings::parse::{ParseError, discover_feeds, parse_feed};
 use tidings::store::Store;
 use tidings::{App, mail, poll_feeds, scheduler, send_digests};
@@ -49,12 +51,37 @@ enum Command {
     },
     /// Check the configuration file and print a summary; exit code 2 on errors.
     CheckConfig,
+    /// Preview what QUERY would have matched among stored items, with the matched words
+    /// highlighted.
+    Match {
+        query: String,
+        /// How far back to look, e.g. 7d, 24h.
+        #[arg(long, default_value = "7d")]
+        since: humantime::Duration,
+        /// Show at most this many items (all are counted).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
     /// Manage subscribers and their keyword queries.
     #[command(subcommand)]
     Subscriber(SubscriberCommand),
     /// Show each feed's health.
     #[command(subcommand)]
     Feeds(FeedsCommand),
+    /// List mail that is pending or failed (add --all for sent mail too), or requeue one.
+    Outbox {
+        #[command(subcommand)]
+        command: Option<OutboxCommand>,
+        /// Include mail already sent.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum OutboxCommand {
+    /// Put a failed (or deferred) message back in the queue, to be sent on the next round.
+    Retry { id: i64 },
 }
 
 #[derive(Subcommand)]
@@ -141,6 +168,27 @@ async fn execute(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Match {
+            query,
+            since,
+            limit,
+        } => {
+            let store = open_store(&config)?;
+            preview_matches(&config, &store, &query, since.into(), limit)
+        }
+        Command::Outbox { command, all } => {
+            let store = open_store(&config)?;
+            match command {
+                Some(OutboxCommand::Retry { id }) => {
+                    if !store.requeue(id, Utc::now())? {
+                        bail!("no message {id} in the outbox");
+                    }
+                    println!("message {id} requeued; `tidings digest` or the daemon sends it");
+                    Ok(())
+                }
+                None => list_outbox(&store, all),
+            }
+        }
         Command::Subscriber(command) => {
             let store = open_store(&config)?;
             subscriber(&config, &store, command)
@@ -179,6 +227,131 @@ fn check_config(config: &Config) -> Result<()> {
             humantime::format_duration(feed.interval).to_string(),
             feed.url
         );
+    }
+    Ok(())
+}
+
+/// `tidings match`: runs one query over stored items and prints each hit with its
+/// matched words marked (bold on a terminal, `**…**` otherwise).
+fn preview_matches(
+    config: &Config,
+    store: &Store,
+    query: &str,
+    since: Duration,
+    limit: usize,
+) -> Result<()> {
+    let parsed = Query::parse(query).map_err(|e| anyhow::anyhow!("bad query {query:?}: {e}"))?;
+    let synonyms = Synonyms::new(config.synonyms.clone()).map_err(anyhow::Error::msg)?;
+    let since_at = Utc::now() - chrono::Duration::from_std(since)?;
+    let (open, close) = if std::io::stdout().is_terminal() {
+        ("\x1b[1;33m", "\x1b[0m")
+    } else {
+        ("**", "**")
+    };
+    let mark = |text: &str, ranges: &[std::ops::Range<usize>]| {
+        let mut out = String::with_capacity(text.len() + ranges.len() * 8);
+        let mut at = 0;
+        for r in ranges {
+            out.push_str(&text[at..r.start]);
+            out.push_str(open);
+            out.push_str(&text[r.clone()]);
+            out.push_str(close);
+            at = r.end;
+        }
+        out.push_str(&text[at..]);
+        out
+    };
+    let mut matched = 0;
+    let items = store.items_since(since_at)?;
+    let scanned = items.len();
+    for item in items {
+        let body = body_text(&item.summary, &item.content);
+        let doc = Document::new(&item.title, &body).with_source(&item.feed_id, &item.tags);
+        let Some(hits) = parsed.explain(&doc, &synonyms) else {
+            continue;
+        };
+        matched += 1;
+        if matched > limit {
+            continue;
+        }
+        let in_field = |field: Field| -> Vec<std::ops::Range<usize>> {
+            hits.iter()
+                .filter(|h| h.field == field)
+                .map(|h| h.range.clone())
+                .collect()
+        };
+        let (snippet, ranges) = excerpt(&body, &in_field(Field::Body), 240);
+        let date = item
+            .published
+            .unwrap_or(item.first_seen)
+            .format("%Y-%m-%d %H:%M");
+        println!("{}", mark(&item.title, &in_field(Field::Title)));
+        println!("  {} · {date}", item.feed_name);
+        if !snippet.is_empty() {
+            println!("  {}", mark(&snippet, &ranges));
+        }
+        if let Some(link) = &item.link {
+            println!("  {link}");
+        }
+        println!();
+    }
+    let shown = matched.min(limit);
+    println!(
+        "{matched} of {scanned} items from the last {} match {query}{}",
+        humantime::format_duration(since),
+        if shown < matched {
+            format!(" ({shown} shown)")
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+fn list_outbox(store: &Store, all: bool) -> Result<()> {
+    let rows: Vec<_> = store
+        .outbox()?
+        .into_iter()
+        .filter(|m| all || m.status != "sent")
+        .collect();
+    if rows.is_empty() {
+        println!(
+            "outbox empty{}",
+            if all {
+                ""
+            } else {
+                " (nothing pending or failed)"
+            }
+        );
+        return Ok(());
+    }
+    println!(
+        "{:>6} {:<8} {:>8} {:<16} {:<16} {:<28} SUBJECT / LAST ERROR",
+        "ID", "STATUS", "ATTEMPTS", "CREATED", "NEXT / SENT", "TO"
+    );
+    for m in rows {
+        let when = |d: chrono::DateTime<Utc>| d.format("%Y-%m-%d %H:%M").to_string();
+        let next = match (m.status.as_str(), m.sent_at) {
+            ("sent", Some(t)) => when(t),
+            ("pending", _) => when(m.next_attempt_at),
+            _ => "-".to_string(),
+        };
+        println!(
+            "{:>6} {:<8} {:>8} {:<16} {:<16} {:<28} {}",
+            m.id,
+            m.status,
+            m.attempts,
+            when(m.created_at),
+            next,
+            m.recipient,
+            m.subject
+        );
+        if let Some(e) = &m.last_error {
+            println!(
+                "{:>6} {:<8} {:>8} {:<16} {:<16} {:<28} ↳ {e}",
+                "", "", "", "", "", ""
+            );
+        }
     }
     Ok(())
 }

@@ -41,6 +41,17 @@ pub struct Item {
     pub published: Option<DateTime<Utc>>,
 }
 
+/// The body a subscription is matched against: summary and content, once each.
+pub fn body_text(summary: &str, content: &str) -> String {
+    if content.is_empty() || content == summary {
+        summary.to_string()
+    } else if summary.is_empty() {
+        content.to_string()
+    } else {
+        format!("{summary}\n{content}")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParsedFeed {
     pub title: Option<String>,

@@ -21,26 +21,34 @@ use crate::config::Config;
 use crate::digest::{next_digest_at, render_digest};
 use crate::fetch::{FetchError, FetchOutcome, Fetcher, Validators};
 use crate::mail::{self, Delivery, Mailer};
-use crate::matcher::{Document, Matcher, Query};
-use crate::parse::{Item, parse_feed};
+use crate::matcher::{Document, Matcher, Query, Synonyms};
+use crate::parse::{Item, body_text, parse_feed};
 use crate::store::{FeedToPoll, Store, SuccessfulPoll};
 
 /// How long a worker may hold a feed it claimed before another may take it.
 const POLL_LEASE: Duration = Duration::from_secs(5 * 60);
 
+/// A compiled matcher and the subscriptions version it was built from.
+type CompiledMatcher = ((i64, i64, i64), Arc<Matcher>);
+
 /// Everything a job needs: the config and the three edges (database, HTTP, mail).
 #[derive(Clone)]
 pub struct App {
     pub config: Arc<Config>,
+    pub synonyms: Arc<Synonyms>,
     pub store: Store,
     pub fetcher: Fetcher,
     pub mailer: Mailer,
+    /// The compiled matcher and the subscriptions version it was built from.
+    matcher: Arc<std::sync::Mutex<Option<CompiledMatcher>>>,
 }
 
 impl App {
     /// Opens the database (migrating it), makes its feed list match the config, and
     /// builds the HTTP client and the mailer.
     pub fn open(config: Config) -> Result<App> {
+        let synonyms = Synonyms::new(config.synonyms.clone())
+            .map_err(|e| anyhow::anyhow!("{}: [synonyms]: {e}", config.path.display()))?;
         let store = Store::open(&config.database)?;
         store
             .sync_feeds(&config.feeds)
@@ -49,10 +57,32 @@ impl App {
         let mailer = Mailer::new(&config.mail)?;
         Ok(App {
             config: Arc::new(config),
+            synonyms: Arc::new(synonyms),
             store,
             fetcher,
             mailer,
+            matcher: Arc::default(),
         })
+    }
+}
+
+impl App {
+    /// The matcher over all subscriptions, compiled again only when they changed.
+    pub async fn current_matcher(&self) -> Result<Arc<Matcher>> {
+        let store = self.store.clone();
+        let version = tokio::task::spawn_blocking(move || store.subscriptions_version()).await??;
+        if let Some((v, m)) = self
+            .matcher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            && *v == version
+        {
+            return Ok(m.clone());
+        }
+        let compiled = Arc::new(load_matcher(&self.store, &self.synonyms).await?);
+        *self.matcher.lock().unwrap_or_else(|p| p.into_inner()) = Some((version, compiled.clone()));
+        Ok(compiled)
     }
 }
 
@@ -98,7 +128,7 @@ pub async fn poll_feeds(app: &App, now: DateTime<Utc>, only_due: bool) -> Result
     if feeds.is_empty() {
         return Ok(summary);
     }
-    let matcher = Arc::new(load_matcher(&app.store).await?);
+    let matcher = app.current_matcher().await?;
 
     let global = Arc::new(Semaphore::new(app.config.poll.concurrency));
     let mut hosts: HashMap<String, Arc<Semaphore>> = HashMap::new();
@@ -153,7 +183,7 @@ pub async fn poll_feeds(app: &App, now: DateTime<Utc>, only_due: bool) -> Result
 
 /// Compiles every stored subscription. A query that no longer parses (written by an
 /// older version, say) is skipped with a warning rather than stopping all matching.
-pub async fn load_matcher(store: &Store) -> Result<Matcher> {
+pub async fn load_matcher(store: &Store, synonyms: &Synonyms) -> Result<Matcher> {
     let store = store.clone();
     let rows = tokio::task::spawn_blocking(move || store.subscriptions()).await??;
     let mut compiled = Vec::with_capacity(rows.len());
@@ -163,7 +193,7 @@ pub async fn load_matcher(store: &Store) -> Result<Matcher> {
             Err(e) => warn!(subscription = id, query = %text, error = %e, "skipping bad query"),
         }
     }
-    Ok(Matcher::new(compiled))
+    Ok(Matcher::new(compiled, synonyms))
 }
 
 /// One feed, start to finish: conditional GET (unconditional every
@@ -287,6 +317,11 @@ pub async fn refresh_feed(
     let feed_id = feed.id.clone();
     let baseline = feed.baseline_at.is_none();
     let repairs = parsed.repairs.len();
+    let tags = app
+        .config
+        .feed(&feed.id)
+        .map(|f| f.tags.clone())
+        .unwrap_or_default();
     let stored = tokio::task::spawn_blocking(move || {
         let poll = SuccessfulPoll {
             items: &parsed.items,
@@ -299,7 +334,9 @@ pub async fn refresh_feed(
             next_poll_at,
             baseline_cutoff,
         };
-        store.store_items(&feed, &poll, |item| matcher.find_matches(&document(item)))
+        store.store_items(&feed, &poll, |item| {
+            matcher.find_matches(&document(item, &feed.id, &tags))
+        })
     })
     .await??;
     info!(feed = %feed_id, status = "ok", baseline, full = full_fetch, new = stored.new_items,
@@ -319,14 +356,9 @@ fn report_move(feed: &FeedToPoll, moved_to: Option<&Url>) {
     }
 }
 
-/// The text a subscription is matched against.
-fn document(item: &Item) -> Document {
-    let body = if item.content.is_empty() || item.content == item.summary {
-        item.summary.clone()
-    } else {
-        format!("{}\n{}", item.summary, item.content)
-    };
-    Document::new(&item.title, &body)
+/// What a subscription is matched against: the item's text, its feed and the feed's tags.
+fn document(item: &Item, feed_id: &str, tags: &[String]) -> Document {
+    Document::new(&item.title, &body_text(&item.summary, &item.content)).with_source(feed_id, tags)
 }
 
 /// Records a failed poll and schedules the next try: exponential backoff with jitter,

@@ -136,6 +136,8 @@ pub struct OutboxMessage {
     pub status: String,
     pub attempts: u32,
     pub last_error: Option<String>,
+    pub next_attempt_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
 }
 
 impl Store {
@@ -581,6 +583,16 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
+    /// Changes whenever a subscription is added or removed, so a compiled matcher can be
+    /// reused until then.
+    pub fn subscriptions_version(&self) -> Result<(i64, i64, i64)> {
+        Ok(self.conn().query_row(
+            "SELECT COUNT(*), COALESCE(MAX(id), 0), COALESCE(SUM(id), 0) FROM subscriptions",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?)
+    }
+
     /// Every subscription as (id, query text), for compiling the matcher.
     pub fn subscriptions(&self) -> Result<Vec<(i64, String)>> {
         let conn = self.conn();
@@ -775,6 +787,31 @@ impl Store {
         Ok(())
     }
 
+    /// Puts a failed (or pending) message back in the queue to be sent at `now`, with its
+    /// attempts reset. Sent mail cannot be requeued. Returns false if there is no such row.
+    pub fn requeue(&self, outbox_id: i64, now: DateTime<Utc>) -> Result<bool> {
+        let conn = self.conn();
+        let status: Option<String> = conn
+            .query_row(
+                "SELECT status FROM outbox WHERE id = ?1",
+                [outbox_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match status.as_deref() {
+            None => Ok(false),
+            Some("sent") => bail!("message {outbox_id} was already sent"),
+            Some(_) => {
+                conn.execute(
+                    "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?2,
+                     created_at = ?2, claimed_until = NULL WHERE id = ?1",
+                    params![outbox_id, now.timestamp()],
+                )?;
+                Ok(true)
+            }
+        }
+    }
+
     pub fn outbox(&self) -> Result<Vec<OutboxMessage>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox ORDER BY id"))?;
@@ -783,7 +820,8 @@ impl Store {
     }
 }
 
-const OUTBOX_COLUMNS: &str = "id, recipient, message_id, subject, body_text, body_html, created_at, status, attempts, last_error";
+const OUTBOX_COLUMNS: &str = "id, recipient, message_id, subject, body_text, body_html, created_at, \
+     status, attempts, last_error, next_attempt_at, sent_at";
 
 fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxMessage> {
     Ok(OutboxMessage {
@@ -797,6 +835,8 @@ fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxMessage> {
         status: r.get(7)?,
         attempts: r.get(8)?,
         last_error: r.get(9)?,
+        next_attempt_at: from_unix(r.get(10)?).unwrap_or_default(),
+        sent_at: r.get::<_, Option<i64>>(11)?.and_then(from_unix),
     })
 }
 

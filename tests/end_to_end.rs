@@ -613,3 +613,111 @@ async fn file_transport_writes_eml_next_to_the_config() {
         Some("bob@example.org")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scopes_synonyms_and_compounds_reach_the_right_people() {
+    let feeds = FeedServer::start().await;
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    feeds.set("/uscis.xml", Route::feed("application/rss+xml", fixture("uscis.xml")));
+    feeds.set("/govuk.atom", Route::feed("application/atom+xml", fixture("govuk.atom")));
+    feeds.set(
+        "/law.xml",
+        Route::feed(
+            "application/rss+xml",
+            "<rss version=\"2.0\"><channel><title>Law</title>\
+             <item><title>Becoming a lawful permanent resident after asylum</title><guid>law-1</guid>\
+             <link>https://law.example/lpr</link><pubDate>Sat, 28 Nov 2026 10:00:00 GMT</pubDate></item>\
+             <item><title>I485 filing tips</title><guid>law-2</guid><link>https://law.example/i485</link>\
+             <pubDate>Sat, 28 Nov 2026 10:00:00 GMT</pubDate></item></channel></rss>",
+        ),
+    );
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[mail]\nfrom = \"alerts@tidings.test\"\ntransport = \"smtp\"\n\
+             [mail.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
+             [synonyms]\n\"green card\" = [\"permanent resident\", \"LPR\"]\n\
+             [[feeds]]\nid = \"uscis\"\nurl = \"{}\"\ntags = [\"us\", \"official\"]\n\
+             [[feeds]]\nid = \"govuk\"\nurl = \"{}\"\ntags = [\"uk\", \"official\"]\n\
+             [[feeds]]\nid = \"law\"\nurl = \"{}\"\ntags = [\"us\"]\n",
+            smtp.port(),
+            feeds.url("/uscis.xml"),
+            feeds.url("/govuk.atom"),
+            feeds.url("/law.xml")
+        ),
+    )
+    .unwrap();
+    let app = App::open(Config::load(&path).unwrap()).unwrap();
+    let now = at("2026-11-28T12:00:00Z");
+    // (subscriber, query, titles they must get; nobody gets anything else)
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("uk@example.org", "tag:uk", &["Asylum accommodation: update for November", "Skilled Worker visa fees change"]),
+        ("card@example.org", "\"green card\"", &["Becoming a lawful permanent resident after asylum"]),
+        ("form@example.org", "I-485", &["I485 filing tips"]),
+        (
+            "official-asylum@example.org",
+            "asylum tag:official -feed:govuk",
+            &[],
+        ),
+        ("title@example.org", "title:asylum", &["Asylum accommodation: update for November", "Becoming a lawful permanent resident after asylum"]),
+    ];
+    for (email, query, _) in cases {
+        subscribe(&app, email, query, Frequency::Immediate, now);
+    }
+    poll_feeds(&app, now, false).await.unwrap();
+    send_digests(&app, now, false).await.unwrap();
+    let expected_mails = cases.iter().filter(|(_, _, titles)| !titles.is_empty()).count();
+    let mail = by_recipient(&smtp.wait_for(expected_mails, WAIT).await);
+    assert_eq!(mail.len(), expected_mails, "{:?}", mail.keys().collect::<Vec<_>>());
+    let all_titles = [
+        "Asylum accommodation: update for November",
+        "Skilled Worker visa fees change",
+        "Becoming a lawful permanent resident after asylum",
+        "I485 filing tips",
+        "TPS Extended for Venezuela",
+        "USCIS Announces New H-1B Registration Period",
+    ];
+    for (email, query, titles) in cases {
+        let Some(got) = mail.get(*email) else {
+            assert!(titles.is_empty(), "{email} ({query}) got nothing");
+            continue;
+        };
+        for title in all_titles {
+            assert_eq!(got.text.contains(title), titles.contains(&title), "{email} ({query}): {title}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_added_or_removed_between_polls_take_effect() {
+    let feeds = FeedServer::start().await;
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    feeds.set("/f.xml", Route::feed("application/rss+xml", fixture("uscis.xml")));
+    let config = write_config(dir.path(), &[("f", feeds.url("/f.xml"))], smtp.port());
+    let now = at("2026-11-28T12:00:00Z");
+    let app = App::open(config).unwrap();
+    subscribe(&app, "old@example.org", "police", Frequency::Immediate, now);
+    poll_feeds(&app, now, false).await.unwrap();
+
+    // Same App (its compiled matcher is cached): a new subscriber is matched from now on,
+    // a removed one no longer is.
+    subscribe(&app, "new@example.org", "asylum", Frequency::Immediate, now);
+    assert!(app.store.remove_subscriber("old@example.org").unwrap());
+    let body = String::from_utf8(fixture("uscis.xml")).unwrap().replacen(
+        "<item>",
+        "<item><title>Asylum and police cooperation</title><guid>fresh</guid>\
+         <pubDate>Sat, 28 Nov 2026 12:30:00 GMT</pubDate></item><item>",
+        1,
+    );
+    feeds.set("/f.xml", Route::feed("application/rss+xml", body));
+    let later = at("2026-11-28T13:00:00Z");
+    let poll = poll_feeds(&app, later, false).await.unwrap();
+    assert_eq!((poll.new_items, poll.matches), (1, 1), "{poll:?}");
+    send_digests(&app, later, false).await.unwrap();
+    let got = smtp.wait_for(1, WAIT).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].rcpt_to, ["new@example.org"]);
+}
