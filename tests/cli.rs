@@ -240,12 +240,25 @@ async fn one_shot_poll_and_digest_then_feeds_status() {
     let preview = run(vec!["match".into(), "H1B".into()]).await.unwrap();
     assert!(preview.status.success(), "{}", text(&preview.stderr));
     let out = text(&preview.stdout);
-    assert!(out.contains("USCIS Announces New **H-1B** Registration Period"), "{out}");
-    assert!(out.contains("The **H-1B** cap registration period"), "{out}");
-    assert!(out.contains("1 of 4 items from the last 7days match H1B"), "{out}");
+    assert!(
+        out.contains("USCIS Announces New **H-1B** Registration Period"),
+        "{out}"
+    );
+    assert!(
+        out.contains("The **H-1B** cap registration period"),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 of 4 items from the last 7days match H1B"),
+        "{out}"
+    );
     let bad = run(vec!["match".into(), "(asylum".into()]).await.unwrap();
     assert_eq!(bad.status.code(), Some(2));
-    assert!(text(&bad.stderr).contains("column"), "{}", text(&bad.stderr));
+    assert!(
+        text(&bad.stderr).contains("column"),
+        "{}",
+        text(&bad.stderr)
+    );
 
     let digest = run(vec!["digest".into()]).await.unwrap();
     assert!(digest.status.success(), "{}", text(&digest.stderr));
@@ -449,7 +462,10 @@ async fn feeds_discover_lists_what_a_page_advertises() {
 async fn outbox_lists_failed_mail_and_retry_requeues_it() {
     let feeds = FeedServer::start().await;
     let smtp = SmtpServer::start().await;
-    feeds.set("/uscis.xml", Route::feed("application/rss+xml", fixture("uscis.xml")));
+    feeds.set(
+        "/uscis.xml",
+        Route::feed("application/rss+xml", fixture("uscis.xml")),
+    );
     let dir = tempfile::tempdir().unwrap();
     let config = feed_config(dir.path(), &feeds.url("/uscis.xml"), smtp.port());
     let run = |args: &[&str]| {
@@ -459,25 +475,51 @@ async fn outbox_lists_failed_mail_and_retry_requeues_it() {
             tidings(&all.iter().map(String::as_str).collect::<Vec<_>>())
         })
     };
-    assert!(run(&["subscriber", "add", "ana@example.org", "-q", "TPS"]).await.unwrap().status.success());
+    assert!(
+        run(&["subscriber", "add", "ana@example.org", "-q", "TPS"])
+            .await
+            .unwrap()
+            .status
+            .success()
+    );
     assert!(run(&["poll"]).await.unwrap().status.success());
     smtp.fail_next(1, 554, "message rejected as spam");
     let digest = run(&["digest"]).await.unwrap();
-    assert!(text(&digest.stdout).contains("failed 1"), "{}", text(&digest.stdout));
+    assert!(
+        text(&digest.stdout).contains("failed 1"),
+        "{}",
+        text(&digest.stdout)
+    );
 
     let listing = text(&run(&["outbox"]).await.unwrap().stdout);
-    let row = listing.lines().find(|l| l.contains("ana@example.org")).unwrap_or_else(|| panic!("{listing}"));
+    let row = listing
+        .lines()
+        .find(|l| l.contains("ana@example.org"))
+        .unwrap_or_else(|| panic!("{listing}"));
     assert!(row.contains("failed"), "{listing}");
-    assert!(listing.contains("554") && listing.contains("message rejected as spam"), "{listing}");
+    assert!(
+        listing.contains("554") && listing.contains("message rejected as spam"),
+        "{listing}"
+    );
     let id = row.split_whitespace().next().unwrap().to_string();
 
     let retry = run(&["outbox", "retry", &id]).await.unwrap();
     assert!(retry.status.success(), "{}", text(&retry.stderr));
     let digest = run(&["digest"]).await.unwrap();
-    assert!(text(&digest.stdout).contains("sent 1"), "{}", text(&digest.stdout));
+    assert!(
+        text(&digest.stdout).contains("sent 1"),
+        "{}",
+        text(&digest.stdout)
+    );
     assert_eq!(smtp.wait_for(1, Duration::from_secs(10)).await.len(), 1);
     assert!(text(&run(&["outbox"]).await.unwrap().stdout).contains("nothing pending or failed"));
     let sent_again = run(&["outbox", "retry", &id]).await.unwrap();
-    assert_eq!(sent_again.status.code(), Some(2), "sent mail is not requeued");
-    assert!(text(&run(&["outbox", "retry", "999"]).await.unwrap().stderr).contains("no message 999"));
+    assert_eq!(
+        sent_again.status.code(),
+        Some(2),
+        "sent mail is not requeued"
+    );
+    assert!(
+        text(&run(&["outbox", "retry", "999"]).await.unwrap().stderr).contains("no message 999")
+    );
 }

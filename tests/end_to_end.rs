@@ -619,8 +619,14 @@ async fn scopes_synonyms_and_compounds_reach_the_right_people() {
     let feeds = FeedServer::start().await;
     let smtp = SmtpServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    feeds.set("/uscis.xml", Route::feed("application/rss+xml", fixture("uscis.xml")));
-    feeds.set("/govuk.atom", Route::feed("application/atom+xml", fixture("govuk.atom")));
+    feeds.set(
+        "/uscis.xml",
+        Route::feed("application/rss+xml", fixture("uscis.xml")),
+    );
+    feeds.set(
+        "/govuk.atom",
+        Route::feed("application/atom+xml", fixture("govuk.atom")),
+    );
     feeds.set(
         "/law.xml",
         Route::feed(
@@ -653,24 +659,50 @@ async fn scopes_synonyms_and_compounds_reach_the_right_people() {
     let now = at("2026-11-28T12:00:00Z");
     // (subscriber, query, titles they must get; nobody gets anything else)
     let cases: &[(&str, &str, &[&str])] = &[
-        ("uk@example.org", "tag:uk", &["Asylum accommodation: update for November", "Skilled Worker visa fees change"]),
-        ("card@example.org", "\"green card\"", &["Becoming a lawful permanent resident after asylum"]),
+        (
+            "uk@example.org",
+            "tag:uk",
+            &[
+                "Asylum accommodation: update for November",
+                "Skilled Worker visa fees change",
+            ],
+        ),
+        (
+            "card@example.org",
+            "\"green card\"",
+            &["Becoming a lawful permanent resident after asylum"],
+        ),
         ("form@example.org", "I-485", &["I485 filing tips"]),
         (
             "official-asylum@example.org",
             "asylum tag:official -feed:govuk",
             &[],
         ),
-        ("title@example.org", "title:asylum", &["Asylum accommodation: update for November", "Becoming a lawful permanent resident after asylum"]),
+        (
+            "title@example.org",
+            "title:asylum",
+            &[
+                "Asylum accommodation: update for November",
+                "Becoming a lawful permanent resident after asylum",
+            ],
+        ),
     ];
     for (email, query, _) in cases {
         subscribe(&app, email, query, Frequency::Immediate, now);
     }
     poll_feeds(&app, now, false).await.unwrap();
     send_digests(&app, now, false).await.unwrap();
-    let expected_mails = cases.iter().filter(|(_, _, titles)| !titles.is_empty()).count();
+    let expected_mails = cases
+        .iter()
+        .filter(|(_, _, titles)| !titles.is_empty())
+        .count();
     let mail = by_recipient(&smtp.wait_for(expected_mails, WAIT).await);
-    assert_eq!(mail.len(), expected_mails, "{:?}", mail.keys().collect::<Vec<_>>());
+    assert_eq!(
+        mail.len(),
+        expected_mails,
+        "{:?}",
+        mail.keys().collect::<Vec<_>>()
+    );
     let all_titles = [
         "Asylum accommodation: update for November",
         "Skilled Worker visa fees change",
@@ -685,7 +717,11 @@ async fn scopes_synonyms_and_compounds_reach_the_right_people() {
             continue;
         };
         for title in all_titles {
-            assert_eq!(got.text.contains(title), titles.contains(&title), "{email} ({query}): {title}");
+            assert_eq!(
+                got.text.contains(title),
+                titles.contains(&title),
+                "{email} ({query}): {title}"
+            );
         }
     }
 }
@@ -695,7 +731,10 @@ async fn subscriptions_added_or_removed_between_polls_take_effect() {
     let feeds = FeedServer::start().await;
     let smtp = SmtpServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    feeds.set("/f.xml", Route::feed("application/rss+xml", fixture("uscis.xml")));
+    feeds.set(
+        "/f.xml",
+        Route::feed("application/rss+xml", fixture("uscis.xml")),
+    );
     let config = write_config(dir.path(), &[("f", feeds.url("/f.xml"))], smtp.port());
     let now = at("2026-11-28T12:00:00Z");
     let app = App::open(config).unwrap();
