@@ -760,3 +760,57 @@ async fn subscriptions_added_or_removed_between_polls_take_effect() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].rcpt_to, ["new@example.org"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digests_wait_out_a_mail_server_outage_and_all_arrive() {
+    let feeds = FeedServer::start().await;
+    let smtp = SmtpServer::start().await;
+    let port = smtp.port();
+    drop(smtp); // the mail server goes down before anything is sent
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &serve_fixtures(&feeds).await, port);
+    let now = at("2026-11-28T12:00:00Z");
+    let app = App::open(config).unwrap();
+    subscribe(
+        &app,
+        "alice@example.org",
+        "asylum",
+        Frequency::Immediate,
+        now,
+    );
+    subscribe(&app, "bob@example.org", "TPS", Frequency::Immediate, now);
+    poll_feeds(&app, now, false).await.unwrap();
+
+    // Down for a while: every round defers both digests, nothing is lost or duplicated.
+    let mut t = now;
+    for _ in 0..3 {
+        let round = send_digests(&app, t, false).await.unwrap();
+        assert_eq!(round.delivery.sent, 0);
+        t += chrono::Duration::minutes(10);
+    }
+    let outbox = app.store.outbox().unwrap();
+    assert_eq!(outbox.len(), 2, "one digest each, not one per round");
+    assert!(
+        outbox
+            .iter()
+            .all(|m| m.status == "pending" && m.attempts >= 2),
+        "{outbox:?}"
+    );
+
+    // Back up on the same port: both arrive, once.
+    let smtp = SmtpServer::start_on(port).await;
+    let round = send_digests(&app, t + chrono::Duration::hours(1), false)
+        .await
+        .unwrap();
+    assert_eq!(round.delivery.sent, 2, "{round:?}");
+    let got = smtp.wait_for(2, WAIT).await;
+    let mut to: Vec<_> = got.iter().map(|m| m.rcpt_to.join(",")).collect();
+    to.sort();
+    assert_eq!(to, ["alice@example.org", "bob@example.org"]);
+    let again = send_digests(&app, t + chrono::Duration::hours(2), false)
+        .await
+        .unwrap();
+    assert_eq!(again.delivery.sent, 0);
+    assert_eq!(smtp.messages().len(), 2);
+}

@@ -353,9 +353,15 @@ pub struct SmtpServer {
 impl SmtpServer {
     /// Binds `127.0.0.1:0` and starts accepting on the current runtime.
     pub async fn start() -> SmtpServer {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        SmtpServer::start_on(0).await
+    }
+
+    /// Binds `127.0.0.1:port` (e.g. the port of a server that was stopped, to bring
+    /// "the mail server" back) and starts accepting.
+    pub async fn start_on(port: u16) -> SmtpServer {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
             .await
-            .expect("SmtpServer: bind 127.0.0.1:0");
+            .expect("SmtpServer: bind 127.0.0.1");
         let addr = listener.local_addr().expect("SmtpServer: local_addr");
         let shared = Arc::new(SmtpShared::default());
         let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
