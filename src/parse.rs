@@ -250,6 +250,26 @@ fn convert(entry: &Entry, now: DateTime<Utc>) -> Item {
     }
 }
 
+impl Item {
+    /// Identity of the item's visible text, to tell an edit from a re-send: a change of
+    /// whitespace, case or punctuation is not material; a changed word of the title or
+    /// text is.
+    pub fn fingerprint(&self) -> String {
+        let normalize = |field: &str| -> String {
+            field
+                .chars()
+                .filter(|c| c.is_alphanumeric())
+                .flat_map(char::to_lowercase)
+                .collect()
+        };
+        hash(&[
+            &normalize(&self.title),
+            &normalize(&self.summary),
+            &normalize(&self.content),
+        ])
+    }
+}
+
 fn hash(parts: &[&str]) -> String {
     let mut h = Sha256::new();
     for p in parts {

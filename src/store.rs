@@ -296,7 +296,7 @@ impl Store {
                  ON CONFLICT DO NOTHING",
             )?;
             for item in items {
-                let hash = fingerprint(item);
+                let hash = item.fingerprint();
                 let inserted = insert_item.execute(params![
                     feed.id,
                     item.key,
@@ -838,29 +838,6 @@ fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxMessage> {
         next_attempt_at: from_unix(r.get(10)?).unwrap_or_default(),
         sent_at: r.get::<_, Option<i64>>(11)?.and_then(from_unix),
     })
-}
-
-/// Identity of an item's visible text: an edit that changes only whitespace, case or
-/// punctuation is not material; one that changes a word of the title or text is.
-fn fingerprint(item: &Item) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for field in [&item.title, &item.summary, &item.content] {
-        for c in field
-            .chars()
-            .filter(|c| c.is_alphanumeric())
-            .flat_map(char::to_lowercase)
-        {
-            let mut buf = [0u8; 4];
-            h.update(c.encode_utf8(&mut buf).as_bytes());
-        }
-        h.update([0u8]);
-    }
-    h.finalize()
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn from_unix(secs: i64) -> Option<DateTime<Utc>> {

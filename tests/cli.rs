@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{FeedServer, Route, SmtpServer};
+use support::{FeedServer, Route, SmtpServer, fixture};
 
 fn tidings(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tidings"))
@@ -182,15 +182,6 @@ fn feed_config(dir: &Path, feed_url: &str, smtp_port: u16) -> String {
              [[feeds]]\nid = \"uscis\"\nname = \"USCIS\"\nurl = \"{feed_url}\"\n"
         ),
     )
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name),
-    )
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,25 +10,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use mail_parser::MessageParser;
-use support::{FeedServer, Received, Route, SmtpServer};
+use support::{FeedServer, Received, Route, SmtpServer, at, fixture};
 use tidings::config::Config;
 use tidings::digest::{Frequency, next_digest_at};
 use tidings::{App, poll_feeds, send_digests};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name),
-    )
-    .expect("fixture")
-}
-
-fn at(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-}
 
 /// Writes a config.toml into `dir` that polls `feeds` (id, url) and mails through
 /// `smtp_port` on loopback, and loads it.

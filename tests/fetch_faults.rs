@@ -6,30 +6,15 @@
 mod support;
 
 use std::io::Write;
-use std::path::Path;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use support::{FeedServer, Route, SmtpServer};
+use support::{FeedServer, Route, SmtpServer, at, fixture};
 use tidings::config::Config;
 use tidings::digest::Frequency;
 use tidings::store::FeedStatus;
 use tidings::{App, poll_feeds, send_digests};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name),
-    )
-    .expect("fixture")
-}
-
-fn at(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-}
 
 fn minutes(m: i64) -> chrono::Duration {
     chrono::Duration::minutes(m)

@@ -32,6 +32,21 @@ use tokio::task::{JoinHandle, JoinSet};
 /// `Last-Modified` value used by [`Route::feed`].
 pub const FEED_LAST_MODIFIED: &str = "Mon, 01 Jan 2024 00:00:00 GMT";
 
+/// The bytes of `tests/fixtures/NAME`.
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+/// A UTC time written in RFC 3339, for tests that pass the clock explicitly.
+pub fn at(rfc3339: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .expect("RFC 3339 time")
+        .with_timezone(&chrono::Utc)
+}
+
 /// Locks a mutex, ignoring poisoning (a panicking test must not hide others' results).
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
