@@ -22,7 +22,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use tidings::config::Config;
-use tidings::digest::Frequency;
+use tidings::digest::Schedule;
 use tidings::{App, poll_feeds};
 
 const HOSTS: usize = 128;
@@ -214,8 +214,8 @@ async fn bench(args: Args) {
             .add_subscription(
                 &format!("bench{i}@example.org"),
                 q,
-                Frequency::Immediate,
-                None,
+                Schedule::Immediate,
+                chrono_tz::Tz::UTC,
                 now,
             )
             .unwrap();

@@ -20,6 +20,9 @@ use url::Url;
 /// The configuration shipped with Tidings; `tidings check-config --example` prints it.
 pub const EXAMPLE: &str = include_str!("../config.toml");
 
+/// Links in mail point here until `[web].base_url` says otherwise.
+pub const DEFAULT_BASE_URL: &str = "http://localhost:8080/";
+
 /// Name of the environment variable that holds the SMTP password.
 pub const SMTP_PASSWORD_ENV: &str = "TIDINGS_SMTP_PASSWORD";
 
@@ -31,6 +34,7 @@ pub struct Config {
     pub poll: PollSettings,
     pub digest: DigestSettings,
     pub mail: MailSettings,
+    pub web: WebSettings,
     pub feeds: Vec<FeedConfig>,
     /// Synonym groups: a query term equal to any member matches every member.
     pub synonyms: Vec<Vec<String>>,
@@ -59,9 +63,10 @@ pub struct PollSettings {
     pub user_agent: String,
 }
 
+/// Defaults for subscribers who do not choose their own.
 #[derive(Debug, Clone)]
 pub struct DigestSettings {
-    /// Local time at which daily digests go out.
+    /// Local time at which daily (and weekly) digests go out.
     pub daily_at: NaiveTime,
     pub timezone: Tz,
 }
@@ -72,6 +77,26 @@ pub struct MailSettings {
     pub from: String,
     pub transport: MailTransport,
     pub send_timeout: Duration,
+    /// Temporary failures are retried until a message is this old.
+    pub max_age: Duration,
+    /// Messages per minute at most; `None` for no limit.
+    pub rate_limit: Option<u32>,
+    /// Messages sent at once (over pooled SMTP connections).
+    pub concurrency: usize,
+    /// A subscriber whose mail is rejected permanently this many times in a row is
+    /// paused; `None` never pauses.
+    pub pause_after_bounces: Option<u32>,
+}
+
+/// Where subscribers reach Tidings on the web (unsubscribe links), and the secret that
+/// signs their links.
+#[derive(Debug, Clone)]
+pub struct WebSettings {
+    /// Public base URL, e.g. `https://alerts.example.org/`; links in mail start with it.
+    pub base_url: Url,
+    /// File holding the signing key, created (mode 0600) on first run. The
+    /// `TIDINGS_SECRET` environment variable, if set, is used instead.
+    pub secret_file: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -186,6 +211,8 @@ struct RawConfig {
     #[serde(default)]
     mail: RawMail,
     #[serde(default)]
+    web: RawWeb,
+    #[serde(default)]
     feeds: Vec<RawFeed>,
     #[serde(default)]
     synonyms: std::collections::BTreeMap<String, Vec<Spanned<String>>>,
@@ -220,7 +247,18 @@ struct RawMail {
     transport: Option<Spanned<String>>,
     folder: Option<String>,
     send_timeout: Option<Spanned<String>>,
+    max_age: Option<Spanned<String>>,
+    rate_limit: Option<u32>,
+    concurrency: Option<Spanned<u32>>,
+    pause_after_bounces: Option<u32>,
     smtp: Option<Spanned<RawSmtp>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWeb {
+    base_url: Option<Spanned<String>>,
+    secret_file: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -302,6 +340,11 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
         "mail.send_timeout",
         Duration::from_secs(60),
     );
+    let max_age = duration(
+        &raw.mail.max_age,
+        "mail.max_age",
+        Duration::from_secs(3 * 24 * 3600),
+    );
 
     let mut positive = |value: &Option<Spanned<u32>>, key: &str, default: u32| match value {
         Some(v) if *v.get_ref() == 0 => {
@@ -312,6 +355,7 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
         None => default,
     };
     let max_body_mib = positive(&raw.poll.max_body_mib, "poll.max_body_mib", 10);
+    let mail_concurrency = positive(&raw.mail.concurrency, "mail.concurrency", 4);
     let concurrency = positive(&raw.poll.concurrency, "poll.concurrency", 16);
     let per_host = positive(&raw.poll.per_host, "poll.per_host", 2);
 
@@ -402,6 +446,28 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
             );
             MailTransport::File { folder }
         }
+    };
+
+    let default_base_url = || Url::parse(DEFAULT_BASE_URL).expect("the default URL is valid");
+    let base_url = match &raw.web.base_url {
+        None => default_base_url(),
+        Some(v) => match Url::parse(v.get_ref().trim()) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
+            Ok(_) | Err(_) => {
+                report(
+                    v.span(),
+                    format!(
+                        "`web.base_url`: expected an http(s) URL like \"https://alerts.example.org/\", found {:?}",
+                        v.get_ref()
+                    ),
+                );
+                default_base_url()
+            }
+        },
+    };
+    let secret_file = match &raw.web.secret_file {
+        Some(f) => base.join(f),
+        None => database.parent().unwrap_or(base).join("tidings.secret"),
     };
 
     let mut feeds = Vec::with_capacity(raw.feeds.len());
@@ -539,6 +605,14 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
             from,
             transport,
             send_timeout,
+            max_age,
+            rate_limit: raw.mail.rate_limit.filter(|&r| r > 0),
+            concurrency: mail_concurrency as usize,
+            pause_after_bounces: raw.mail.pause_after_bounces.or(Some(3)).filter(|&n| n > 0),
+        },
+        web: WebSettings {
+            base_url,
+            secret_file,
         },
         feed_index: feeds
             .iter()
@@ -637,10 +711,30 @@ mod tests {
         assert_eq!(config.database, Path::new("/etc/tidings/tidings.db"));
         assert_eq!(config.poll.interval, Duration::from_secs(900));
         assert_eq!(config.poll.initial_backlog, Duration::from_secs(86400));
+        assert_eq!(config.mail.max_age, Duration::from_secs(3 * 86400));
+        assert_eq!(config.mail.concurrency, 4);
+        assert_eq!(config.mail.rate_limit, None);
+        assert_eq!(config.mail.pause_after_bounces, Some(3));
+        assert_eq!(config.web.base_url.as_str(), DEFAULT_BASE_URL);
+        assert_eq!(
+            config.web.secret_file,
+            Path::new("/etc/tidings/tidings.secret"),
+            "beside the database"
+        );
         match config.mail.transport {
             MailTransport::File { folder } => assert_eq!(folder, Path::new("/etc/tidings/mail")),
             other => panic!("{other:?}"),
         }
+        let tuned = parse(
+            "database = \"/var/lib/tidings/t.db\"\n[mail]\nrate_limit = 120\npause_after_bounces = 0\n",
+        )
+        .unwrap();
+        assert_eq!(tuned.mail.rate_limit, Some(120));
+        assert_eq!(tuned.mail.pause_after_bounces, None, "0 never pauses");
+        assert_eq!(
+            tuned.web.secret_file,
+            Path::new("/var/lib/tidings/tidings.secret")
+        );
     }
 
     #[test]
@@ -702,6 +796,27 @@ mod tests {
                 2,
                 12,
                 "unknown time zone",
+            ),
+            (
+                "bad base url",
+                "[web]\nbase_url = \"alerts.example.org\"\n",
+                2,
+                12,
+                "`web.base_url`: expected an http(s) URL",
+            ),
+            (
+                "bad mail max age",
+                "[mail]\nmax_age = \"forever\"\n",
+                2,
+                11,
+                "`mail.max_age`: bad duration",
+            ),
+            (
+                "zero mail concurrency",
+                "[mail]\nconcurrency = 0\n",
+                2,
+                15,
+                "`mail.concurrency` must be at least 1",
             ),
             (
                 "bad daily time",

@@ -1,76 +1,235 @@
-//! Digests: which subscriber is due when, and pending matches → one rendered message
-//! (subject, plain text, HTML).
+//! Digests: when each subscriber is due ([`Schedule`]), and pending matches → one
+//! rendered message (subject, plain text, HTML) from the templates in `templates/`.
 //!
 //! Pure: no I/O. The store hands over the matches inside the transaction that takes
 //! them, and writes what [`render_digest`] returns to the outbox.
+//!
+//! Everything that came from a feed reaches the HTML only through the template's
+//! autoescaping or, for the highlighted title and snippet, through an ammonia pass that
+//! lets nothing but `<mark>` survive.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
-use std::str::FromStr;
+use std::fmt;
+use std::ops::Range;
+use std::sync::LazyLock;
 
-use chrono::{DateTime, Days, NaiveTime, TimeZone, Utc};
+use chrono::{
+    DateTime, Datelike, Days, DurationRound, LocalResult, NaiveDate, NaiveTime, TimeZone, Timelike,
+    Utc, Weekday,
+};
 use chrono_tz::Tz;
+use minijinja::{AutoEscape, Environment, Value, context};
 
-/// How often a subscriber hears from us.
+use crate::matcher::{Document, Field, Query, Synonyms};
+use crate::parse::body_text;
+
+// ---- schedules ------------------------------------------------------------------------------
+
+/// When a subscriber hears from us. Times are local to the subscriber's time zone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Frequency {
-    /// After every poll cycle that found something.
+pub enum Schedule {
+    /// After every poll cycle that found something, batched into one message.
     Immediate,
-    /// Once a day at `[digest].daily_at`.
-    Daily,
+    /// At the top of every local hour that has something.
+    Hourly,
+    /// Once a day at `at`.
+    Daily { at: NaiveTime },
+    /// Once a week on `day` at `at`.
+    Weekly { day: Weekday, at: NaiveTime },
 }
 
-impl Frequency {
-    pub fn as_str(self) -> &'static str {
+const WEEKDAYS: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
+
+impl Schedule {
+    /// The stored frequency: `immediate`, `hourly`, `daily` or `weekly`.
+    pub fn frequency(self) -> &'static str {
         match self {
-            Frequency::Immediate => "immediate",
-            Frequency::Daily => "daily",
+            Schedule::Immediate => "immediate",
+            Schedule::Hourly => "hourly",
+            Schedule::Daily { .. } => "daily",
+            Schedule::Weekly { .. } => "weekly",
         }
     }
-}
 
-impl FromStr for Frequency {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "immediate" => Ok(Frequency::Immediate),
-            "daily" => Ok(Frequency::Daily),
+    /// The local time of day of a daily or weekly digest.
+    pub fn time(self) -> Option<NaiveTime> {
+        match self {
+            Schedule::Daily { at } | Schedule::Weekly { at, .. } => Some(at),
+            Schedule::Immediate | Schedule::Hourly => None,
+        }
+    }
+
+    /// The day of a weekly digest.
+    pub fn weekday(self) -> Option<Weekday> {
+        match self {
+            Schedule::Weekly { day, .. } => Some(day),
+            _ => None,
+        }
+    }
+
+    /// Reads a schedule as people write it: `immediate`, `hourly`, `daily`,
+    /// `daily 07:30`, `weekly`, `weekly fri`, `weekly on Friday at 17:00`. A daily or
+    /// weekly schedule without a time gets `default_at`; a weekly one without a day, Monday.
+    pub fn parse(text: &str, default_at: NaiveTime) -> Result<Schedule, String> {
+        let words: Vec<String> = text
+            .split_whitespace()
+            .map(str::to_lowercase)
+            .filter(|w| !matches!(w.as_str(), "at" | "on" | "every"))
+            .collect();
+        let Some((frequency, rest)) = words.split_first() else {
+            return Err("empty schedule (expected immediate, hourly, daily or weekly)".into());
+        };
+        let mut at = None;
+        let mut day = None;
+        for word in rest {
+            if word.contains(':') {
+                let time = NaiveTime::parse_from_str(word, "%H:%M")
+                    .map_err(|_| format!("{word:?} is not a time like 07:30"))?;
+                if at.replace(time).is_some() {
+                    return Err("more than one time given".into());
+                }
+            } else {
+                let weekday = word.parse::<Weekday>().map_err(|_| {
+                    format!("{word:?} is neither a time like 07:30 nor a weekday like mon")
+                })?;
+                if day.replace(weekday).is_some() {
+                    return Err("more than one weekday given".into());
+                }
+            }
+        }
+        let at_or_default = at.unwrap_or(default_at);
+        match frequency.as_str() {
+            "immediate" | "hourly" if at.is_some() || day.is_some() => Err(format!(
+                "{frequency} digests take no time or weekday (only daily and weekly do)"
+            )),
+            "immediate" => Ok(Schedule::Immediate),
+            "hourly" => Ok(Schedule::Hourly),
+            "daily" if day.is_some() => {
+                Err("daily digests take no weekday (use `weekly mon 08:00` for one a week)".into())
+            }
+            "daily" => Ok(Schedule::Daily { at: at_or_default }),
+            "weekly" => Ok(Schedule::Weekly {
+                day: day.unwrap_or(Weekday::Mon),
+                at: at_or_default,
+            }),
             other => Err(format!(
-                "unknown frequency {other:?} (expected immediate or daily)"
+                "unknown frequency {other:?} (expected immediate, hourly, daily or weekly)"
             )),
         }
     }
-}
 
-/// When a subscriber's next digest is due: `None` for immediate delivery, else the next
-/// `daily_at` in `tz` strictly after `now`. On a DST gap day the digest goes out at the
-/// first valid local time after `daily_at`.
-pub fn next_digest_at(
-    frequency: Frequency,
-    now: DateTime<Utc>,
-    daily_at: NaiveTime,
-    tz: Tz,
-) -> Option<DateTime<Utc>> {
-    match frequency {
-        Frequency::Immediate => None,
-        Frequency::Daily => {
-            let today = now.with_timezone(&tz).date_naive();
-            (0..=2u64).find_map(|d| {
-                let day = today.checked_add_days(Days::new(d))?;
-                let local = day.and_time(daily_at);
-                let at = tz
-                    .from_local_datetime(&local)
-                    .earliest()
-                    .or_else(|| {
-                        tz.from_local_datetime(&(local + chrono::Duration::hours(1)))
-                            .earliest()
-                    })?
-                    .with_timezone(&Utc);
-                (at > now).then_some(at)
-            })
+    /// Rebuilds a schedule from its stored columns: frequency, `HH:MM` time and weekday
+    /// (0 = Monday).
+    pub fn from_parts(
+        frequency: &str,
+        time: Option<&str>,
+        weekday: Option<u32>,
+    ) -> Result<Schedule, String> {
+        let at = || {
+            let time = time.ok_or_else(|| format!("{frequency} schedule without a time"))?;
+            NaiveTime::parse_from_str(time, "%H:%M").map_err(|e| format!("time {time:?}: {e}"))
+        };
+        match frequency {
+            "immediate" => Ok(Schedule::Immediate),
+            "hourly" => Ok(Schedule::Hourly),
+            "daily" => Ok(Schedule::Daily { at: at()? }),
+            "weekly" => {
+                let day = weekday
+                    .and_then(|d| Weekday::try_from(u8::try_from(d).ok()?).ok())
+                    .ok_or_else(|| format!("weekly schedule with weekday {weekday:?}"))?;
+                Ok(Schedule::Weekly { day, at: at()? })
+            }
+            other => Err(format!("unknown frequency {other:?}")),
+        }
+    }
+
+    /// When the next digest is due: `None` for immediate delivery, else the first
+    /// scheduled moment strictly after `now` in `tz`.
+    ///
+    /// Computed from `now`, never from the previous due time, so a daemon that was down
+    /// for a week sends one overdue digest, not seven. On DST change days: a local time
+    /// that happens twice is used the first time only; one that does not exist (the
+    /// spring-forward gap) is moved to the end of the gap. Neither skips nor repeats a
+    /// digest.
+    pub fn next_after(self, now: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
+        match self {
+            Schedule::Immediate => None,
+            Schedule::Hourly => {
+                // Local hours start on a quarter hour of UTC in every zone in use; check
+                // the next eight quarters for the one that is a local :00.
+                let quarter = chrono::Duration::minutes(15);
+                let base = now.duration_trunc(quarter).unwrap_or(now);
+                (1..=8)
+                    .map(|k| base + quarter * k)
+                    .find(|t| t.with_timezone(&tz).minute() == 0)
+                    .or(Some(base + chrono::Duration::hours(1)))
+            }
+            Schedule::Daily { at } => {
+                let today = now.with_timezone(&tz).date_naive();
+                (0..=2u64).find_map(|d| {
+                    let t = local_moment(tz, today.checked_add_days(Days::new(d))?, at)?;
+                    (t > now).then_some(t)
+                })
+            }
+            Schedule::Weekly { day, at } => {
+                let today = now.with_timezone(&tz).date_naive();
+                (0..=8u64).find_map(|d| {
+                    let date = today.checked_add_days(Days::new(d))?;
+                    if date.weekday() != day {
+                        return None;
+                    }
+                    let t = local_moment(tz, date, at)?;
+                    (t > now).then_some(t)
+                })
+            }
         }
     }
 }
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Schedule::Immediate => f.write_str("immediate"),
+            Schedule::Hourly => f.write_str("hourly"),
+            Schedule::Daily { at } => write!(f, "daily at {}", at.format("%H:%M")),
+            Schedule::Weekly { day, at } => write!(
+                f,
+                "weekly on {} at {}",
+                WEEKDAYS[day.num_days_from_monday() as usize],
+                at.format("%H:%M")
+            ),
+        }
+    }
+}
+
+/// `date` at `time` in `tz`: the first of two if the clock went back, the end of the
+/// gap if it jumped over `time`.
+fn local_moment(tz: Tz, date: NaiveDate, time: NaiveTime) -> Option<DateTime<Utc>> {
+    let local = date.and_time(time);
+    match tz.from_local_datetime(&local) {
+        LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => Some(t.with_timezone(&Utc)),
+        LocalResult::None => (1..=16).find_map(|k| {
+            tz.from_local_datetime(&(local + chrono::Duration::minutes(15 * k)))
+                .earliest()
+                .map(|t| {
+                    // The first valid quarter hour after the gap is its end; `time` had
+                    // a minute offset into the gap that the clock skipped too.
+                    let t = t.with_timezone(&Utc);
+                    t.duration_trunc(chrono::Duration::minutes(15)).unwrap_or(t)
+                })
+        }),
+    }
+}
+
+// ---- content --------------------------------------------------------------------------------
 
 /// One pending match, as the store hands it over.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,12 +239,37 @@ pub struct DigestEntry {
     pub item_id: i64,
     pub feed_id: String,
     pub feed_name: String,
+    /// The feed's tags, so `tag:` queries explain (and highlight) as they matched.
+    pub tags: Vec<String>,
     pub title: String,
     pub link: Option<String>,
     pub summary: String,
     pub content: String,
     pub published: Option<DateTime<Utc>>,
     pub first_seen: DateTime<Utc>,
+    /// The item was in an earlier digest and has changed since.
+    pub updated: bool,
+}
+
+/// A feed that has been failing, named in the footer so silence is not read as "no news".
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailingFeed {
+    pub name: String,
+    /// The last success, or the first failure when it never worked.
+    pub since: DateTime<Utc>,
+    pub error: String,
+}
+
+/// Who the digest is for and what goes around the items.
+#[derive(Debug, Clone, Copy)]
+pub struct DigestContext<'a> {
+    pub recipient: &'a str,
+    pub schedule: Schedule,
+    /// Dates are shown in this zone.
+    pub timezone: Tz,
+    pub synonyms: &'a Synonyms,
+    pub failing_feeds: &'a [FailingFeed],
+    pub unsubscribe_url: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,11 +281,51 @@ pub struct Rendered {
 
 /// Longest snippet, in characters.
 const SNIPPET_CHARS: usize = 280;
+/// Subscriptions named in a subject before "+N more".
+const SUBJECT_QUERIES: usize = 4;
+/// Longest query shown in a subject, in characters.
+const SUBJECT_QUERY_CHARS: usize = 40;
+/// Highlight style: inline, so Gmail and Outlook (which drop `<style>`) show it.
+const MARK_OPEN: &str = "<mark style=\"background-color:#fff0a8;color:#222222;padding:0 1px;\">";
+
+static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    // HTML-escape strings like minijinja does, but leave `/` alone so links read as
+    // links in the source (some mail clients do not decode `&#x2f;` in `href`).
+    env.set_formatter(|out, state, value| match value.as_str() {
+        Some(s) if state.auto_escape() == AutoEscape::Html && !value.is_safe() => {
+            out.write_str(&escape(s)).map_err(minijinja::Error::from)
+        }
+        _ => minijinja::escape_formatter(out, state, value),
+    });
+    // The templates are compiled into the binary; a unit test renders both.
+    for (name, source) in [
+        ("digest.html", include_str!("../templates/digest.html")),
+        ("digest.txt", include_str!("../templates/digest.txt")),
+    ] {
+        if let Err(e) = env.add_template(name, source) {
+            panic!("template {name} does not compile: {e}");
+        }
+    }
+    env
+});
+
+/// Lets through `<mark>` and nothing else: the last word on what feed text becomes.
+static SANITIZER: LazyLock<ammonia::Builder<'static>> = LazyLock::new(|| {
+    let mut builder = ammonia::Builder::empty();
+    builder.add_tags(["mark"]);
+    builder
+});
 
 /// Renders one digest. Entries arrive grouped by subscription; a story (same canonical
 /// link, or same item) appears once, under the first subscription that matched it, with
 /// the other feeds that carried it listed as "also in".
-pub fn render_digest(entries: &[DigestEntry], tz: Tz) -> Rendered {
+pub fn render_digest(
+    entries: &[DigestEntry],
+    cx: &DigestContext<'_>,
+) -> Result<Rendered, minijinja::Error> {
     struct Story<'a> {
         entry: &'a DigestEntry,
         also_in: Vec<&'a str>,
@@ -133,115 +357,213 @@ pub fn render_digest(entries: &[DigestEntry], tz: Tz) -> Rendered {
         });
     }
 
-    let total: usize = groups.iter().map(|(_, s)| s.len()).sum();
-    let breakdown = groups
+    let stories = groups.iter().flat_map(|(_, s)| s);
+    let updated = stories.clone().filter(|s| s.entry.updated).count();
+    let new = stories.count() - updated;
+    let subject = subject(new, updated, &groups, |(q, s)| (*q, s.len()));
+    let intro = match (new, updated) {
+        (n, 0) => format!("{n} new {} for your Tidings alerts.", plural(n, "item")),
+        (0, u) => format!("{u} updated {} for your Tidings alerts.", plural(u, "item")),
+        (n, u) => format!(
+            "{n} new and {u} updated {} for your Tidings alerts.",
+            plural(n + u, "item")
+        ),
+    };
+
+    let mut queries: HashMap<&str, Option<Query>> = HashMap::new();
+    let groups: Vec<Value> = groups
         .iter()
-        .map(|(q, s)| format!("{} ({})", one_line(q), s.len()))
-        .collect::<Vec<_>>();
-    let subject = format!("Tidings: {total} new — {}", breakdown.join(", "));
-
-    let mut text = String::new();
-    let mut html = String::from(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"></head>\n\
-         <body style=\"margin:0;padding:16px;background:#f6f6f6;font-family:Arial,Helvetica,sans-serif;color:#222\">\n\
-         <div style=\"max-width:640px;margin:0 auto;background:#ffffff;padding:16px 20px\">\n",
-    );
-    let _ = writeln!(
-        html,
-        "<p style=\"font-size:14px;color:#555;margin:0 0 12px\">{total} new {} matching your Tidings subscriptions.</p>",
-        if total == 1 { "item" } else { "items" }
-    );
-    let _ = writeln!(
-        text,
-        "{total} new {} matching your Tidings subscriptions.",
-        if total == 1 { "item" } else { "items" }
-    );
-    for (query, stories) in &groups {
-        let _ = writeln!(text, "\n== {} ({}) ==\n", one_line(query), stories.len());
-        let _ = writeln!(
-            html,
-            "<h2 style=\"font-size:16px;margin:20px 0 8px;padding-bottom:4px;border-bottom:1px solid #ddd\">{} <span style=\"color:#777;font-weight:normal\">({})</span></h2>",
-            escape(query),
-            stories.len()
-        );
-        for story in stories {
-            let e = story.entry;
-            let title = if e.title.is_empty() {
-                "(untitled)"
-            } else {
-                &e.title
-            };
-            let date = e
-                .published
-                .unwrap_or(e.first_seen)
-                .with_timezone(&tz)
-                .format("%b %-d, %Y %H:%M %Z")
-                .to_string();
-            let snippet = snippet(if e.summary.is_empty() {
-                &e.content
-            } else {
-                &e.summary
-            });
-            let also = if story.also_in.is_empty() {
-                String::new()
-            } else {
-                format!(" · also in: {}", story.also_in.join(", "))
-            };
-
-            let _ = writeln!(text, "* {}", one_line(title));
-            let _ = writeln!(text, "  {} · {date}{also}", e.feed_name);
-            if !snippet.is_empty() {
-                let _ = writeln!(text, "  {snippet}");
+        .map(|(query, stories)| {
+            let parsed = queries
+                .entry(query)
+                .or_insert_with(|| Query::parse(query).ok())
+                .as_ref();
+            let stories: Vec<Value> = stories
+                .iter()
+                .map(|story| story_value(story.entry, &story.also_in, parsed, cx))
+                .collect();
+            context! { query => one_line(query), stories }
+        })
+        .collect();
+    let failing: Vec<Value> = cx
+        .failing_feeds
+        .iter()
+        .map(|f| {
+            context! {
+                name => one_line(&f.name),
+                since => local_date(f.since, cx.timezone),
+                error => truncate(&one_line(&f.error), 120),
             }
-            if let Some(link) = &e.link {
-                let _ = writeln!(text, "  {link}");
-            }
-            text.push('\n');
-
-            html.push_str("<div style=\"margin:0 0 16px\">\n");
-            match &e.link {
-                Some(link) => {
-                    let _ = writeln!(
-                        html,
-                        "<a href=\"{}\" style=\"font-size:15px;font-weight:bold;color:#1a4f9c;text-decoration:none\">{}</a>",
-                        escape(link),
-                        escape(title)
-                    );
-                }
-                None => {
-                    let _ = writeln!(
-                        html,
-                        "<span style=\"font-size:15px;font-weight:bold\">{}</span>",
-                        escape(title)
-                    );
-                }
-            }
-            let _ = writeln!(
-                html,
-                "<div style=\"font-size:12px;color:#777;margin:2px 0 4px\">{} · {}{}</div>",
-                escape(&e.feed_name),
-                escape(&date),
-                escape(&also)
-            );
-            if !snippet.is_empty() {
-                let _ = writeln!(
-                    html,
-                    "<div style=\"font-size:14px;line-height:1.4\">{}</div>",
-                    escape(&snippet)
-                );
-            }
-            html.push_str("</div>\n");
-        }
-    }
-    text.push_str("-- \nYou get this because you subscribed to Tidings alerts.\n");
-    html.push_str(
-        "<p style=\"font-size:12px;color:#999;border-top:1px solid #ddd;padding-top:8px;margin-top:24px\">You get this because you subscribed to Tidings alerts.</p>\n</div></body></html>\n",
-    );
-    Rendered {
+        })
+        .collect();
+    let page = context! {
+        subject => &subject,
+        intro,
+        groups,
+        failing,
+        recipient => cx.recipient,
+        schedule => cx.schedule.to_string(),
+        unsubscribe_url => cx.unsubscribe_url,
+    };
+    let html = TEMPLATES.get_template("digest.html")?.render(&page)?;
+    let mut text = TEMPLATES.get_template("digest.txt")?.render(&page)?;
+    text.push('\n');
+    Ok(Rendered {
         subject,
         text,
-        html,
+        html: html + "\n",
+    })
+}
+
+fn story_value(
+    e: &DigestEntry,
+    also_in: &[&str],
+    query: Option<&Query>,
+    cx: &DigestContext<'_>,
+) -> Value {
+    let title = if e.title.trim().is_empty() {
+        "(untitled)".to_string()
+    } else {
+        one_line(&e.title)
+    };
+    let body = body_text(&e.summary, &e.content);
+    let hits = query
+        .and_then(|q| {
+            let doc = Document::new(&title, &body).with_source(&e.feed_id, &e.tags);
+            q.explain(&doc, cx.synonyms)
+        })
+        .unwrap_or_default();
+    let ranges_in = |field| {
+        hits.iter()
+            .filter(|h| h.field == field)
+            .map(|h| h.range.clone())
+            .collect::<Vec<_>>()
+    };
+    let title_ranges = ranges_in(Field::Title);
+    let (snippet, snippet_ranges) = excerpt(&body, &ranges_in(Field::Body), SNIPPET_CHARS);
+    let title_parts = segments(&title, &title_ranges);
+    let snippet_parts = segments(&snippet, &snippet_ranges);
+    let date = e
+        .published
+        .unwrap_or(e.first_seen)
+        .with_timezone(&cx.timezone);
+    context! {
+        title,
+        title_html => Value::from_safe_string(highlighted_html(&title_parts)),
+        link => e.link.as_deref(),
+        source => one_line(&e.feed_name),
+        date => date.format("%b %-d, %Y %H:%M %Z").to_string(),
+        also_in => also_in.iter().map(|s| one_line(s)).collect::<Vec<_>>(),
+        snippet_html => Value::from_safe_string(highlighted_html(&snippet_parts)),
+        snippet_text => highlighted_text(&snippet_parts),
+        updated => e.updated,
     }
+}
+
+/// `Tidings: 5 new — asylum (3), H-1B (2)`, naming at most a few subscriptions.
+fn subject<G>(
+    new: usize,
+    updated: usize,
+    groups: &[G],
+    name_and_count: impl Fn(&G) -> (&str, usize),
+) -> String {
+    let counts = match (new, updated) {
+        (n, 0) => format!("{n} new"),
+        (0, u) => format!("{u} updated"),
+        (n, u) => format!("{n} new, {u} updated"),
+    };
+    let mut named: Vec<String> = groups
+        .iter()
+        .take(SUBJECT_QUERIES)
+        .map(|g| {
+            let (query, count) = name_and_count(g);
+            format!(
+                "{} ({count})",
+                truncate(&one_line(query), SUBJECT_QUERY_CHARS)
+            )
+        })
+        .collect();
+    if groups.len() > SUBJECT_QUERIES {
+        named.push(format!("+{} more", groups.len() - SUBJECT_QUERIES));
+    }
+    format!("Tidings: {counts} — {}", named.join(", "))
+}
+
+/// `text` cut into (piece, highlighted) runs at `ranges`, with whitespace runs
+/// (newlines included) collapsed to single spaces.
+fn segments(text: &str, ranges: &[Range<usize>]) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for r in ranges {
+        if r.start < at || r.end > text.len() {
+            continue;
+        }
+        if r.start > at {
+            out.push((collapse(&text[at..r.start]), false));
+        }
+        out.push((collapse(&text[r.clone()]), true));
+        at = r.end;
+    }
+    if at < text.len() {
+        out.push((collapse(&text[at..]), false));
+    }
+    out
+}
+
+fn collapse(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut space = false;
+    for c in s.chars() {
+        if c.is_whitespace() || c.is_control() {
+            space = true;
+        } else {
+            if space {
+                out.push(' ');
+                space = false;
+            }
+            out.push(c);
+        }
+    }
+    if space {
+        out.push(' ');
+    }
+    out
+}
+
+/// Escaped text with `<mark>` around the highlights, passed through ammonia.
+fn highlighted_html(parts: &[(String, bool)]) -> String {
+    let mut html = String::new();
+    for (piece, marked) in parts {
+        if *marked {
+            html.push_str("<mark>");
+            html.push_str(&escape(piece));
+            html.push_str("</mark>");
+        } else {
+            html.push_str(&escape(piece));
+        }
+    }
+    SANITIZER
+        .clean(html.trim())
+        .to_string()
+        .replace("<mark>", MARK_OPEN)
+}
+
+/// The snippet for the plain-text part: highlights as `*word*`, wrapped and indented.
+fn highlighted_text(parts: &[(String, bool)]) -> String {
+    let mut text = String::new();
+    for (piece, marked) in parts {
+        if *marked {
+            text.push('*');
+            text.push_str(piece);
+            text.push('*');
+        } else {
+            text.push_str(piece);
+        }
+    }
+    let options = textwrap::Options::new(74)
+        .initial_indent("  ")
+        .subsequent_indent("  ");
+    textwrap::fill(text.trim(), options)
 }
 
 /// A window of at most about `max_chars` characters of `text` around its first highlighted
@@ -250,10 +572,10 @@ pub fn render_digest(entries: &[DigestEntry], tz: Tz) -> Rendered {
 /// the excerpt.
 pub fn excerpt(
     text: &str,
-    ranges: &[std::ops::Range<usize>],
+    ranges: &[Range<usize>],
     max_chars: usize,
-) -> (String, Vec<std::ops::Range<usize>>) {
-    let valid = |r: &&std::ops::Range<usize>| {
+) -> (String, Vec<Range<usize>>) {
+    let valid = |r: &&Range<usize>| {
         r.start < r.end
             && r.end <= text.len()
             && text.is_char_boundary(r.start)
@@ -313,18 +635,28 @@ pub fn excerpt(
     (out, kept)
 }
 
-/// The first `SNIPPET_CHARS` characters, cut at a word boundary.
-fn snippet(text: &str) -> String {
-    let text = one_line(text);
-    if text.chars().count() <= SNIPPET_CHARS {
-        return text;
-    }
-    let cut: String = text.chars().take(SNIPPET_CHARS).collect();
-    let cut = cut.rsplit_once(' ').map_or(cut.as_str(), |(head, _)| head);
-    format!("{}…", cut.trim_end_matches([',', '.', ';', ':', ' ']))
+fn local_date(t: DateTime<Utc>, tz: Tz) -> String {
+    t.with_timezone(&tz).format("%b %-d %H:%M %Z").to_string()
 }
 
-/// Text safe for one line of a header or list: control characters become spaces.
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        word.to_string()
+    } else {
+        format!("{word}s")
+    }
+}
+
+fn truncate(s: &str, max_chars: usize) -> String {
+    if s.chars().count() <= max_chars {
+        return s.to_string();
+    }
+    let cut: String = s.chars().take(max_chars - 1).collect();
+    format!("{}…", cut.trim_end())
+}
+
+/// Text safe for one line of a header or list: control characters and runs of
+/// whitespace become single spaces.
 fn one_line(s: &str) -> String {
     s.split(|c: char| c.is_control() || c.is_whitespace())
         .filter(|w| !w.is_empty())
@@ -350,9 +682,14 @@ fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono_tz::{America, Asia, Australia, Europe};
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn hm(h: u32, m: u32) -> NaiveTime {
+        NaiveTime::from_hms_opt(h, m, 0).unwrap()
     }
 
     fn entry(
@@ -369,17 +706,328 @@ mod tests {
             item_id: item,
             feed_id: feed.into(),
             feed_name: format!("{feed} news"),
+            tags: vec!["us".into()],
             title: title.into(),
             link: link.map(Into::into),
             summary: format!("Summary of {title}"),
             content: String::new(),
             published: Some(at("2026-11-27T15:00:00Z")),
             first_seen: at("2026-11-28T12:00:00Z"),
+            updated: false,
         }
     }
 
+    fn render(entries: &[DigestEntry]) -> Rendered {
+        render_with(entries, Tz::UTC, &[], None)
+    }
+
+    fn render_with(
+        entries: &[DigestEntry],
+        timezone: Tz,
+        failing_feeds: &[FailingFeed],
+        unsubscribe_url: Option<&str>,
+    ) -> Rendered {
+        let synonyms = Synonyms::new(vec![vec![
+            "TPS".into(),
+            "temporary protected status".into(),
+        ]])
+        .unwrap();
+        let cx = DigestContext {
+            recipient: "ana@example.org",
+            schedule: Schedule::Daily { at: hm(8, 0) },
+            timezone,
+            synonyms: &synonyms,
+            failing_feeds,
+            unsubscribe_url,
+        };
+        render_digest(entries, &cx).unwrap()
+    }
+
     #[test]
-    fn subject_counts_stories_per_subscription() {
+    fn schedules_read_as_people_write_them() {
+        let eight = hm(8, 0);
+        let ok = [
+            ("immediate", Schedule::Immediate),
+            ("Hourly", Schedule::Hourly),
+            ("daily", Schedule::Daily { at: eight }),
+            ("daily 07:30", Schedule::Daily { at: hm(7, 30) }),
+            ("daily at 7:05", Schedule::Daily { at: hm(7, 5) }),
+            (
+                "weekly",
+                Schedule::Weekly {
+                    day: Weekday::Mon,
+                    at: eight,
+                },
+            ),
+            (
+                "weekly fri",
+                Schedule::Weekly {
+                    day: Weekday::Fri,
+                    at: eight,
+                },
+            ),
+            (
+                "weekly on Friday at 17:00",
+                Schedule::Weekly {
+                    day: Weekday::Fri,
+                    at: hm(17, 0),
+                },
+            ),
+            (
+                "every weekly 06:00 sun",
+                Schedule::Weekly {
+                    day: Weekday::Sun,
+                    at: hm(6, 0),
+                },
+            ),
+        ];
+        for (text, expected) in ok {
+            assert_eq!(Schedule::parse(text, eight), Ok(expected), "{text}");
+            // What is stored reads back the same.
+            let back = Schedule::from_parts(
+                expected.frequency(),
+                expected
+                    .time()
+                    .map(|t| t.format("%H:%M").to_string())
+                    .as_deref(),
+                expected.weekday().map(|d| d.num_days_from_monday()),
+            );
+            assert_eq!(back, Ok(expected), "{text} round trip");
+        }
+        let bad = [
+            ("", "empty schedule"),
+            ("monthly", "unknown frequency \"monthly\""),
+            ("daily 25:00", "\"25:00\" is not a time"),
+            ("daily mon", "daily digests take no weekday"),
+            ("hourly 08:00", "hourly digests take no time"),
+            ("weekly mon tue", "more than one weekday"),
+            ("weekly funday", "neither a time like 07:30 nor a weekday"),
+        ];
+        for (text, message) in bad {
+            let err = Schedule::parse(text, eight).unwrap_err();
+            assert!(err.contains(message), "{text:?}: {err}");
+        }
+        assert_eq!(
+            Schedule::Weekly {
+                day: Weekday::Wed,
+                at: hm(9, 15)
+            }
+            .to_string(),
+            "weekly on Wednesday at 09:15"
+        );
+    }
+
+    #[test]
+    fn next_digest_times() {
+        let ny = America::New_York;
+        let daily8 = Schedule::Daily { at: hm(8, 0) };
+        let monday8 = Schedule::Weekly {
+            day: Weekday::Mon,
+            at: hm(8, 0),
+        };
+        // (name, schedule, zone, now, expected)
+        let cases = [
+            (
+                "immediate has no schedule",
+                Schedule::Immediate,
+                ny,
+                "2026-11-28T12:00:00Z",
+                None,
+            ),
+            (
+                "later today",
+                daily8,
+                ny,
+                "2026-11-28T12:00:00Z",
+                Some("2026-11-28T13:00:00Z"),
+            ),
+            (
+                "already passed today",
+                daily8,
+                ny,
+                "2026-11-28T14:00:00Z",
+                Some("2026-11-29T13:00:00Z"),
+            ),
+            (
+                "exactly at the time moves on",
+                daily8,
+                ny,
+                "2026-11-28T13:00:00Z",
+                Some("2026-11-29T13:00:00Z"),
+            ),
+            (
+                "spring forward keeps 08:00 local",
+                daily8,
+                ny,
+                "2026-03-07T14:00:00Z",
+                Some("2026-03-08T12:00:00Z"),
+            ),
+            (
+                "fall back keeps 08:00 local",
+                daily8,
+                ny,
+                "2026-10-31T13:00:00Z",
+                Some("2026-11-01T13:00:00Z"),
+            ),
+            (
+                "weekly: Saturday → Monday",
+                monday8,
+                ny,
+                "2026-11-28T12:00:00Z",
+                Some("2026-11-30T13:00:00Z"),
+            ),
+            (
+                "weekly: Monday before the time",
+                monday8,
+                ny,
+                "2026-11-30T12:59:59Z",
+                Some("2026-11-30T13:00:00Z"),
+            ),
+            (
+                "weekly: Monday after the time → a week on",
+                monday8,
+                ny,
+                "2026-11-30T13:00:00Z",
+                Some("2026-12-07T13:00:00Z"),
+            ),
+            (
+                "hourly: next top of the hour",
+                Schedule::Hourly,
+                ny,
+                "2026-11-28T12:20:00Z",
+                Some("2026-11-28T13:00:00Z"),
+            ),
+            (
+                "hourly in a half-hour zone",
+                Schedule::Hourly,
+                Asia::Kolkata,
+                "2026-11-28T12:20:00Z",
+                Some("2026-11-28T12:30:00Z"),
+            ),
+            (
+                "hourly in a 45-minute zone",
+                Schedule::Hourly,
+                Asia::Kathmandu,
+                "2026-11-28T12:20:00Z",
+                Some("2026-11-28T13:15:00Z"),
+            ),
+            // Overdue: the daemon was down for three days; the next one is simply the
+            // next future slot, so only one digest goes out for the missed days.
+            (
+                "overdue daily",
+                daily8,
+                ny,
+                "2026-12-01T20:00:00Z",
+                Some("2026-12-02T13:00:00Z"),
+            ),
+            (
+                "02:30 does not exist on 2026-03-08: end of the gap",
+                Schedule::Daily { at: hm(2, 30) },
+                ny,
+                "2026-03-07T12:00:00Z",
+                Some("2026-03-08T07:00:00Z"),
+            ),
+            (
+                "01:30 happens twice on 2026-11-01: the first",
+                Schedule::Daily { at: hm(1, 30) },
+                ny,
+                "2026-10-31T12:00:00Z",
+                Some("2026-11-01T05:30:00Z"),
+            ),
+            (
+                "after the first 01:30, not the second but tomorrow's",
+                Schedule::Daily { at: hm(1, 30) },
+                ny,
+                "2026-11-01T05:30:10Z",
+                Some("2026-11-02T06:30:00Z"),
+            ),
+        ];
+        for (name, schedule, tz, now, expected) in cases {
+            assert_eq!(schedule.next_after(at(now), tz), expected.map(at), "{name}");
+        }
+    }
+
+    /// Walks a daemon through two years, sending each digest the moment it is due, and
+    /// checks that every local day (or week) gets exactly one, across every DST change.
+    #[test]
+    fn a_year_of_digests_neither_skips_nor_repeats_across_dst() {
+        let zones = [
+            ny_zone(),
+            Europe::London,
+            Australia::Sydney,
+            Australia::Lord_Howe,
+            Asia::Kolkata,
+        ];
+        for tz in zones {
+            for time in [
+                hm(0, 30),
+                hm(1, 30),
+                hm(2, 0),
+                hm(2, 30),
+                hm(8, 0),
+                hm(23, 45),
+            ] {
+                let schedule = Schedule::Daily { at: time };
+                let mut now = at("2026-01-01T00:00:00Z");
+                let mut days = Vec::new();
+                while now < at("2028-01-01T00:00:00Z") {
+                    let next = schedule.next_after(now, tz).unwrap();
+                    assert!(next > now);
+                    let local = next.with_timezone(&tz);
+                    days.push(local.date_naive());
+                    // Off the wanted time only by a DST gap, never more.
+                    let off = (local.time() - time).num_minutes().abs();
+                    assert!(off <= 60, "{tz} {time}: sent at {local}");
+                    now = next + chrono::Duration::seconds(30);
+                }
+                for pair in days.windows(2) {
+                    assert_eq!(
+                        pair[1] - pair[0],
+                        chrono::Duration::days(1),
+                        "{tz} daily at {time}: {} then {}",
+                        pair[0],
+                        pair[1]
+                    );
+                }
+            }
+            let weekly = Schedule::Weekly {
+                day: Weekday::Sun,
+                at: hm(2, 30),
+            };
+            let mut now = at("2026-01-01T00:00:00Z");
+            let mut last: Option<NaiveDate> = None;
+            for _ in 0..104 {
+                let next = weekly.next_after(now, tz).unwrap();
+                let date = next.with_timezone(&tz).date_naive();
+                assert_eq!(date.weekday(), Weekday::Sun, "{tz}");
+                if let Some(last) = last {
+                    assert_eq!(date - last, chrono::Duration::days(7), "{tz}");
+                }
+                last = Some(date);
+                now = next;
+            }
+            let mut now = at("2026-01-01T00:00:00Z");
+            for _ in 0..(24 * 400) {
+                let next = Schedule::Hourly.next_after(now, tz).unwrap();
+                assert_eq!(next.with_timezone(&tz).minute(), 0, "{tz}");
+                // Lord Howe's clocks move by half an hour: its local :00s are 90
+                // minutes apart once a year.
+                let most = if tz == Australia::Lord_Howe { 90 } else { 60 };
+                assert!(
+                    next - now <= chrono::Duration::minutes(most),
+                    "{tz}: {now} → {next}"
+                );
+                now = next;
+            }
+        }
+    }
+
+    fn ny_zone() -> Tz {
+        America::New_York
+    }
+
+    #[test]
+    fn subject_says_what_is_inside() {
         let entries = vec![
             entry(
                 1,
@@ -406,8 +1054,37 @@ mod tests {
                 Some("https://x.example/3"),
             ),
         ];
-        let r = render_digest(&entries, Tz::UTC);
-        assert_eq!(r.subject, "Tidings: 3 new — asylum (2), \"H-1B\" (1)");
+        assert_eq!(
+            render(&entries).subject,
+            "Tidings: 3 new — asylum (2), \"H-1B\" (1)"
+        );
+
+        let mut updated = entries.clone();
+        updated[1].updated = true;
+        assert_eq!(
+            render(&updated).subject,
+            "Tidings: 2 new, 1 updated — asylum (2), \"H-1B\" (1)"
+        );
+
+        let many: Vec<DigestEntry> = (0..6i64)
+            .map(|i| {
+                let q = format!(
+                    "query number {i} {}",
+                    "with a very long tail ".repeat(i as usize)
+                );
+                entry(
+                    i,
+                    &q,
+                    100 + i,
+                    "a",
+                    "T",
+                    Some(&format!("https://x.example/{i}")),
+                )
+            })
+            .collect();
+        let subject = render(&many).subject;
+        assert!(subject.ends_with(", +2 more"), "{subject}");
+        assert!(subject.chars().count() < 200, "{subject}");
     }
 
     #[test]
@@ -438,9 +1115,10 @@ mod tests {
                 Some("https://x.example/s"),
             ),
         ];
-        let r = render_digest(&entries, Tz::UTC);
-        assert_eq!(r.text.matches("* Same story").count(), 1, "{}", r.text);
+        let r = render(&entries);
+        assert_eq!(r.text.matches("\nSame story\n").count(), 1, "{}", r.text);
         assert!(r.text.contains("also in: b news"), "{}", r.text);
+        assert!(r.html.contains("also in: b news"), "{}", r.html);
         assert_eq!(r.subject, "Tidings: 1 new — asylum (1)");
     }
 
@@ -454,20 +1132,74 @@ mod tests {
             "TPS for Venezuela",
             Some("https://u.example/tps?a=1&b=2"),
         )];
-        let r = render_digest(&entries, chrono_tz::America::New_York);
+        let r = render_with(&entries, America::New_York, &[], None);
         for part in [&r.text, &r.html] {
-            assert!(part.contains("TPS for Venezuela"));
-            assert!(part.contains("uscis news"));
+            assert!(part.contains("uscis news"), "{part}");
             assert!(
                 part.contains("Nov 27, 2026 10:00 EST"),
-                "date in the configured zone: {part}"
+                "date in the subscriber's zone: {part}"
             );
-            assert!(part.contains("Summary of TPS for Venezuela"));
+            assert!(part.contains("daily at 08:00"), "{part}");
+            assert!(part.contains("ana@example.org"), "{part}");
         }
-        assert!(r.text.contains("https://u.example/tps?a=1&b=2"));
+        assert!(r.text.contains("\nTPS for Venezuela\n"), "{}", r.text);
+        assert!(
+            r.text.contains("  Summary of *TPS* for Venezuela"),
+            "{}",
+            r.text
+        );
+        assert!(
+            r.text.contains("  https://u.example/tps?a=1&b=2\n"),
+            "{}",
+            r.text
+        );
         assert!(
             r.html
-                .contains("href=\"https://u.example/tps?a=1&amp;b=2\"")
+                .contains("href=\"https://u.example/tps?a=1&amp;b=2\""),
+            "{}",
+            r.html
+        );
+        assert!(
+            r.html
+                .contains(&format!("{MARK_OPEN}TPS</mark> for Venezuela</a>")),
+            "title highlighted: {}",
+            r.html
+        );
+        assert!(
+            r.html
+                .contains(&format!("Summary of {MARK_OPEN}TPS</mark> for Venezuela")),
+            "snippet highlighted: {}",
+            r.html
+        );
+        assert!(
+            r.text.ends_with("\n") && !r.text.contains("\n\n\n\n"),
+            "{:?}",
+            r.text
+        );
+    }
+
+    #[test]
+    fn synonyms_and_scopes_highlight_what_matched() {
+        let mut e = entry(
+            1,
+            "tag:us TPS",
+            10,
+            "uscis",
+            "Notice",
+            Some("https://u.example/n"),
+        );
+        e.summary = "Extension of Temporary Protected Status for Haiti.".into();
+        let r = render(&[e]);
+        assert!(
+            r.html
+                .contains(&format!("{MARK_OPEN}Temporary Protected Status</mark>")),
+            "{}",
+            r.html
+        );
+        assert!(
+            r.text.contains("*Temporary Protected Status*"),
+            "{}",
+            r.text
         );
     }
 
@@ -478,15 +1210,78 @@ mod tests {
             "asylum",
             10,
             "a",
-            "<script>alert(1)</script>\r\nBcc: victim@x.example",
+            "<script>alert(1)</script> asylum\r\nBcc: victim@x.example",
             Some("https://x.example/\"><script>"),
         );
-        e.summary = "<img src=x onerror=alert(1)>".into();
-        let r = render_digest(&[e], Tz::UTC);
-        assert!(!r.html.contains("<script>"), "{}", r.html);
-        assert!(!r.html.contains("<img"), "{}", r.html);
+        e.summary = "<img src=x onerror=alert(1)> asylum <mark onclick=x>".into();
+        e.feed_name = "<b onmouseover=x>Feed</b>".into();
+        let r = render(&[e]);
+        // Parsed as a browser would: only the template's own elements, no handlers.
+        let page = scraper::Html::parse_document(&r.html);
+        let allowed = [
+            "html", "head", "meta", "title", "body", "table", "tbody", "tr", "td", "div", "span",
+            "a", "mark", "strong", "br",
+        ];
+        for element in page.root_element().descendent_elements() {
+            let el = element.value();
+            assert!(
+                allowed.contains(&el.name()),
+                "<{}> in {}",
+                el.name(),
+                r.html
+            );
+            for (name, _) in el.attrs() {
+                assert!(!name.starts_with("on"), "{name} on <{}>", el.name());
+            }
+        }
+        assert!(
+            r.html.contains("&lt;script&gt;"),
+            "shown as text: {}",
+            r.html
+        );
+        assert!(
+            r.html
+                .contains("href=\"https://x.example/&quot;&gt;&lt;script&gt;\""),
+            "the link stays inside its attribute: {}",
+            r.html
+        );
         assert!(!r.subject.contains('\n') && !r.subject.contains('\r'));
         assert!(!r.text.contains("\r\nBcc"), "title flattened to one line");
+    }
+
+    #[test]
+    fn updated_items_and_failing_feeds_are_marked() {
+        let mut e = entry(
+            1,
+            "asylum",
+            10,
+            "a",
+            "Asylum rule",
+            Some("https://x.example/1"),
+        );
+        e.updated = true;
+        let failing = [FailingFeed {
+            name: "USCIS News".into(),
+            since: at("2026-11-26T09:00:00Z"),
+            error: "HTTP 503 Service Unavailable".into(),
+        }];
+        let r = render_with(&[e], Tz::UTC, &failing, Some("https://t.example/u/1.abc"));
+        assert!(r.text.contains("[Updated] Asylum rule"), "{}", r.text);
+        assert!(r.html.contains(">Updated</span>"), "{}", r.html);
+        assert_eq!(r.subject, "Tidings: 1 updated — asylum (1)");
+        for part in [&r.text, &r.html] {
+            assert!(
+                part.contains(
+                    "USCIS News: failing since Nov 26 09:00 UTC (HTTP 503 Service Unavailable)"
+                ),
+                "{part}"
+            );
+            assert!(part.contains("https://t.example/u/1.abc"), "{part}");
+        }
+        // Without failing feeds or an unsubscribe URL, neither section appears.
+        let quiet = render(&[entry(1, "asylum", 10, "a", "A", None)]);
+        assert!(!quiet.text.contains("could not read"), "{}", quiet.text);
+        assert!(!quiet.html.contains("Unsubscribe"), "{}", quiet.html);
     }
 
     #[test]
@@ -511,62 +1306,26 @@ mod tests {
     }
 
     #[test]
-    fn long_text_is_cut_at_a_word() {
-        let long = "word ".repeat(200);
-        let s = snippet(&long);
-        assert!(s.chars().count() <= SNIPPET_CHARS + 1);
-        assert!(s.ends_with("word…"), "{s}");
-    }
-
-    #[test]
-    fn next_digest_times() {
-        let eight = NaiveTime::from_hms_opt(8, 0, 0).unwrap();
-        let ny = chrono_tz::America::New_York;
-        // (name, frequency, now, expected)
-        let cases = [
-            (
-                "immediate has no schedule",
-                Frequency::Immediate,
-                "2026-11-28T12:00:00Z",
-                None,
-            ),
-            (
-                "later today",
-                Frequency::Daily,
-                "2026-11-28T12:00:00Z",
-                Some("2026-11-28T13:00:00Z"),
-            ),
-            (
-                "already passed today",
-                Frequency::Daily,
-                "2026-11-28T14:00:00Z",
-                Some("2026-11-29T13:00:00Z"),
-            ),
-            (
-                "exactly at the time moves on",
-                Frequency::Daily,
-                "2026-11-28T13:00:00Z",
-                Some("2026-11-29T13:00:00Z"),
-            ),
-            (
-                "across the DST change",
-                Frequency::Daily,
-                "2026-03-07T14:00:00Z",
-                Some("2026-03-08T12:00:00Z"),
-            ),
-        ];
-        for (name, freq, now, expected) in cases {
-            assert_eq!(
-                next_digest_at(freq, at(now), eight, ny),
-                expected.map(at),
-                "{name}"
-            );
-        }
-        // 02:30 does not exist in New York on 2026-03-08: sent at 03:30 EDT.
-        let gap = NaiveTime::from_hms_opt(2, 30, 0).unwrap();
-        assert_eq!(
-            next_digest_at(Frequency::Daily, at("2026-03-07T12:00:00Z"), gap, ny),
-            Some(at("2026-03-08T07:30:00Z"))
+    fn long_snippets_are_cut_around_the_match_and_wrapped() {
+        let mut e = entry(1, "lottery", 10, "a", "Long one", None);
+        e.summary = format!(
+            "{} the H-1B lottery opens {}",
+            "word ".repeat(200),
+            "tail ".repeat(200)
         );
+        let r = render(&[e]);
+        let snippet: Vec<&str> = r
+            .text
+            .lines()
+            .skip_while(|l| !l.starts_with("  …"))
+            .take_while(|l| l.starts_with("  "))
+            .collect();
+        assert!(snippet.join(" ").contains("*lottery*"), "{}", r.text);
+        assert!(
+            snippet.iter().all(|l| l.chars().count() <= 74),
+            "{snippet:#?}"
+        );
+        let chars: usize = snippet.iter().map(|l| l.trim().chars().count() + 1).sum();
+        assert!(chars <= SNIPPET_CHARS + 12, "{chars}: {snippet:#?}");
     }
 }

@@ -17,6 +17,7 @@
 //! | [`mail`]      | outbox → SMTP or `.eml` files, retries (lettre)                       |
 //! | [`pipeline`]  | the jobs: [`pipeline::poll_feeds`], [`pipeline::send_digests`]        |
 //! | [`scheduler`] | the daemon: cron ticks driving the jobs, shutdown                     |
+//! | [`token`]     | signed per-subscriber tokens and the links that carry them            |
 //!
 //! `parse`, `matcher` and `digest` are plain functions over plain data: no I/O, no async.
 #![forbid(unsafe_code)]
@@ -30,6 +31,7 @@ pub mod parse;
 pub mod pipeline;
 pub mod scheduler;
 pub mod store;
+pub mod token;
 
 pub use config::Config;
 pub use pipeline::{App, poll_feeds, send_digests};

@@ -6,10 +6,13 @@
 //! mark the row failed with the server's answer.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt as _;
+use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -17,13 +20,11 @@ use tracing::{info, warn};
 
 use crate::config::{MailSettings, MailTransport, SMTP_PASSWORD_ENV, TlsMode};
 use crate::store::{OutboxMessage, Store};
+use crate::token::Links;
 
-/// How long a claimed message stays ours before another worker may try it.
-const CLAIM_LEASE: Duration = Duration::from_secs(10 * 60);
-/// Messages claimed per round.
-const BATCH: usize = 50;
-/// Temporary failures are retried until the message is this old, then marked failed.
-const MAX_AGE: chrono::Duration = chrono::Duration::days(3);
+/// Besides the send timeout and rate-limit waits, how long a claimed batch stays ours
+/// before another worker (or this one, restarted after a crash) may try it again.
+const CLAIM_MARGIN: Duration = Duration::from_secs(10);
 
 /// Why one delivery failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,11 +40,17 @@ pub struct Mailer {
     from: Mailbox,
     transport: Transport,
     timeout: Duration,
+    max_age: chrono::Duration,
+    concurrency: usize,
+    pause_after_bounces: Option<u32>,
+    pacer: Option<Arc<Pacer>>,
+    links: Option<Links>,
 }
 
 #[derive(Clone)]
 enum Transport {
     File(PathBuf),
+    /// lettre keeps a pool of connections behind this handle.
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
 }
 
@@ -53,10 +60,40 @@ pub struct Delivery {
     pub sent: usize,
     pub retrying: usize,
     pub failed: usize,
+    /// Subscribers paused by this round's bounces.
+    pub paused: usize,
+}
+
+/// Spaces sends out to at most one per `interval`, across every task sharing it.
+#[derive(Debug)]
+struct Pacer {
+    interval: Duration,
+    next: tokio::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Pacer {
+    fn per_minute(rate: u32) -> Pacer {
+        Pacer {
+            interval: Duration::from_secs(60) / rate.max(1),
+            next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// Waits for this sender's slot.
+    async fn wait(&self) {
+        let slot = {
+            let mut next = self.next.lock().await;
+            let slot = (*next).max(tokio::time::Instant::now());
+            *next = slot + self.interval;
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
 }
 
 impl Mailer {
-    pub fn new(settings: &MailSettings) -> Result<Mailer> {
+    /// `links` adds `List-Unsubscribe` headers (and is what digests link to).
+    pub fn new(settings: &MailSettings, links: Option<Links>) -> Result<Mailer> {
         let from: Mailbox = settings
             .from
             .parse()
@@ -73,7 +110,12 @@ impl Mailer {
                         AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host)
                     }
                 };
-                let mut builder = builder.port(smtp.port).timeout(Some(settings.send_timeout));
+                let pool = lettre::transport::smtp::PoolConfig::new()
+                    .max_size(settings.concurrency.max(1) as u32);
+                let mut builder = builder
+                    .port(smtp.port)
+                    .timeout(Some(settings.send_timeout))
+                    .pool_config(pool);
                 if let Some(user) = &smtp.username {
                     let password = std::env::var(SMTP_PASSWORD_ENV).with_context(|| {
                         format!("mail.smtp.username is set but {SMTP_PASSWORD_ENV} is not")
@@ -87,6 +129,12 @@ impl Mailer {
             from,
             transport,
             timeout: settings.send_timeout,
+            max_age: chrono::Duration::from_std(settings.max_age)
+                .unwrap_or(chrono::Duration::days(3)),
+            concurrency: settings.concurrency.max(1),
+            pause_after_bounces: settings.pause_after_bounces,
+            pacer: settings.rate_limit.map(|r| Arc::new(Pacer::per_minute(r))),
+            links,
         })
     }
 
@@ -95,18 +143,42 @@ impl Mailer {
         self.from.email.domain().to_string()
     }
 
-    /// Builds the MIME message for an outbox row.
+    /// Builds the MIME message for an outbox row: both parts, our `Message-ID` and
+    /// `Date`, and the list headers that let mail clients offer one-click unsubscribe.
+    /// Every header value is either ours or goes through lettre's encoder, so nothing
+    /// from a feed can add a header.
     pub fn build_message(&self, row: &OutboxMessage) -> Result<Message, SendError> {
         let to: Mailbox = row
             .recipient
             .parse()
             .map_err(|e| SendError::Permanent(format!("bad recipient {:?}: {e}", row.recipient)))?;
-        Message::builder()
+        let mut builder = Message::builder()
             .from(self.from.clone())
             .to(to)
             .subject(row.subject.clone())
             .message_id(Some(row.message_id.clone()))
             .date(SystemTime::from(row.created_at))
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("List-Id"),
+                format!("Tidings alerts <alerts.{}>", self.message_domain()),
+            ));
+        if let (Some(links), Some(subscriber)) = (&self.links, row.subscriber_id) {
+            let token = links.unsubscribe_token(subscriber, &row.recipient);
+            builder = builder
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("List-Unsubscribe"),
+                    format!(
+                        "<{}>, <mailto:{}?subject=unsubscribe%20{token}>",
+                        links.unsubscribe_url(subscriber, &row.recipient),
+                        self.from.email
+                    ),
+                ))
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                    "List-Unsubscribe=One-Click".to_string(),
+                ));
+        }
+        builder
             .multipart(MultiPart::alternative_plain_html(
                 row.body_text.clone(),
                 row.body_html.clone(),
@@ -130,6 +202,21 @@ impl Mailer {
                 }
             }
         }
+    }
+
+    /// Messages claimed at once: as many as are sent at once.
+    fn batch(&self) -> usize {
+        self.concurrency
+    }
+
+    /// How long a claimed batch may take: every message waiting for its rate-limit slot,
+    /// then the slowest send.
+    fn claim_lease(&self) -> Duration {
+        let pacing = self
+            .pacer
+            .as_ref()
+            .map_or(Duration::ZERO, |p| p.interval * self.batch() as u32);
+        self.timeout + pacing + CLAIM_MARGIN
     }
 }
 
@@ -164,47 +251,92 @@ fn retry_delay(attempts: u32) -> chrono::Duration {
     chrono::Duration::minutes(1i64 << attempts.min(6)).min(chrono::Duration::hours(1))
 }
 
-/// Sends every pending outbox message that is due, until none are left.
+/// Sends every pending outbox message that is due, until none are left: a batch at a
+/// time, the messages of a batch concurrently (each within the send timeout and its
+/// rate-limit slot), each outcome recorded as soon as it is known.
+///
+/// A batch is claimed with a lease, so if this process dies mid-send the messages are
+/// sent again once the lease runs out, with the same `Message-ID`.
 pub async fn send_due(store: &Store, mailer: &Mailer, now: DateTime<Utc>) -> Result<Delivery> {
     let mut done = Delivery::default();
+    let started = std::time::Instant::now();
     loop {
+        // `now` is the round's clock; leases must cover real time spent since.
+        let clock = now + chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
         let claim = store.clone();
-        let batch = tokio::task::spawn_blocking(move || claim.claim_mail(now, CLAIM_LEASE, BATCH))
-            .await??;
-        if batch.is_empty() {
+        let (lease, batch) = (mailer.claim_lease(), mailer.batch());
+        let rows =
+            tokio::task::spawn_blocking(move || claim.claim_mail(clock, lease, batch)).await??;
+        if rows.is_empty() {
             return Ok(done);
         }
-        for row in batch {
-            let outcome = mailer.deliver(&row).await;
-            let store = store.clone();
-            let id = row.id;
-            let recipient = row.recipient.clone();
-            match &outcome {
-                Ok(()) => {
-                    info!(outbox = id, to = %recipient, subject = %row.subject, "mail sent");
-                    done.sent += 1;
+        let mut sends = futures_util::stream::iter(rows)
+            .map(|row| async move {
+                if let Some(pacer) = &mailer.pacer {
+                    pacer.wait().await;
                 }
-                Err(SendError::Transient(e)) if now - row.created_at < MAX_AGE => {
-                    warn!(outbox = id, to = %recipient, error = %e, "mail deferred; will retry");
-                    done.retrying += 1;
-                }
-                Err(SendError::Transient(e) | SendError::Permanent(e)) => {
-                    warn!(outbox = id, to = %recipient, error = %e, "mail failed");
-                    done.failed += 1;
-                }
-            }
-            let attempts = row.attempts;
-            let created_at = row.created_at;
-            tokio::task::spawn_blocking(move || match outcome {
-                Ok(()) => store.mark_sent(id, now),
-                Err(SendError::Transient(e)) if now - created_at < MAX_AGE => {
-                    store.mark_retry(id, &e, now + retry_delay(attempts))
-                }
-                Err(SendError::Transient(e) | SendError::Permanent(e)) => store.mark_failed(id, &e),
+                let outcome = mailer.deliver(&row).await;
+                (row, outcome)
             })
-            .await??;
+            .buffer_unordered(mailer.concurrency);
+        while let Some((row, outcome)) = sends.next().await {
+            record(store, mailer, now, row, outcome, &mut done).await?;
         }
     }
+}
+
+/// Logs and stores what happened to one message.
+async fn record(
+    store: &Store,
+    mailer: &Mailer,
+    now: DateTime<Utc>,
+    row: OutboxMessage,
+    outcome: Result<(), SendError>,
+    done: &mut Delivery,
+) -> Result<()> {
+    let (id, to) = (row.id, row.recipient.clone());
+    let young = now - row.created_at < mailer.max_age;
+    let store = store.clone();
+    let pause_after = mailer.pause_after_bounces;
+    match outcome {
+        Ok(()) => {
+            info!(outbox = id, to = %to, subject = %row.subject, "mail sent");
+            done.sent += 1;
+            tokio::task::spawn_blocking(move || store.mark_sent(id, now)).await??;
+        }
+        Err(SendError::Transient(e)) if young => {
+            warn!(outbox = id, to = %to, error = %e, "mail deferred; will retry");
+            done.retrying += 1;
+            let retry_at = now + retry_delay(row.attempts);
+            tokio::task::spawn_blocking(move || store.mark_retry(id, &e, retry_at)).await??;
+        }
+        Err(SendError::Transient(e)) => {
+            let e = format!("gave up after {} attempts: {e}", row.attempts + 1);
+            warn!(outbox = id, to = %to, error = %e, "mail failed");
+            done.failed += 1;
+            tokio::task::spawn_blocking(move || store.mark_failed(id, &e)).await??;
+        }
+        Err(SendError::Permanent(e)) => {
+            warn!(outbox = id, to = %to, error = %e, "mail rejected");
+            done.failed += 1;
+            let paused = match pause_after {
+                Some(limit) => {
+                    tokio::task::spawn_blocking(move || store.mark_bounced(id, &e, limit, now))
+                        .await??
+                }
+                None => {
+                    tokio::task::spawn_blocking(move || store.mark_failed(id, &e)).await??;
+                    None
+                }
+            };
+            if let Some(email) = paused {
+                warn!(to = %email, bounces = pause_after.unwrap_or_default(),
+                      "subscriber paused after repeated bounces; `tidings subscriber resume` undoes it");
+                done.paused += 1;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -215,5 +347,26 @@ mod tests {
     fn retry_delay_grows_and_is_capped() {
         let minutes: Vec<i64> = (0..9).map(|a| retry_delay(a).num_minutes()).collect();
         assert_eq!(minutes, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+    }
+
+    /// Rate-limit slots are spaced evenly, however many tasks ask at once.
+    #[tokio::test(start_paused = true)]
+    async fn pacer_spaces_sends_out() {
+        let pacer = Arc::new(Pacer::per_minute(120)); // one per 500 ms
+        let start = tokio::time::Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..5 {
+            let pacer = pacer.clone();
+            tasks.push(tokio::spawn(async move {
+                pacer.wait().await;
+                tokio::time::Instant::now() - start
+            }));
+        }
+        let mut times = Vec::new();
+        for t in tasks {
+            times.push(t.await.unwrap().as_millis());
+        }
+        times.sort_unstable();
+        assert_eq!(times, [0, 500, 1000, 1500, 2000]);
     }
 }

@@ -10,8 +10,7 @@ use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use clap::{Parser, Subcommand};
 use tidings::config::{Config, MailTransport};
-use tidings::digest::excerpt;
-use tidings::digest::{Frequency, next_digest_at};
+use tidings::digest::{Schedule, excerpt};
 use tidings::fetch::{FetchOutcome, Fetcher, Validators};
 use tidings::matcher::{Document, Field, Query, Synonyms};
 use tidings::parse::body_text;
@@ -92,15 +91,23 @@ enum SubscriberCommand {
         /// What to look for, e.g. 'asylum OR "H-1B"', '"green card" -lottery'.
         #[arg(long, short)]
         query: String,
-        /// immediate (after each poll that finds something) or daily (at [digest].daily_at).
-        /// Default: the subscriber's current frequency, or immediate for a new subscriber.
+        /// When digests go out: "immediate" (after each poll that finds something),
+        /// "hourly", "daily [HH:MM]" or "weekly [DAY] [HH:MM]", e.g. "weekly fri 17:00".
+        /// A missing time is [digest].daily_at; a missing day, Monday. Default: the
+        /// subscriber's current schedule, or immediate for a new subscriber.
         #[arg(long, short)]
-        frequency: Option<Frequency>,
+        frequency: Option<String>,
+        /// The subscriber's IANA time zone, e.g. Europe/London. Default: their current
+        /// one, or [digest].timezone for a new subscriber.
+        #[arg(long)]
+        tz: Option<String>,
     },
     /// List subscribers, their schedule and queries.
     List,
     /// Remove a subscriber and all their queries.
     Remove { email: String },
+    /// Send digests again to a subscriber paused after repeated bounces.
+    Resume { email: String },
 }
 
 #[derive(Subcommand)]
@@ -215,9 +222,10 @@ fn check_config(config: &Config) -> Result<()> {
         ),
     }
     println!(
-        "  digests: daily at {} {}",
+        "  new subscribers: digests at {} {}; links to {}",
         config.digest.daily_at.format("%H:%M"),
-        config.digest.timezone
+        config.digest.timezone,
+        config.web.base_url
     );
     println!("  feeds: {}", config.feeds.len());
     for feed in &config.feeds {
@@ -371,52 +379,65 @@ fn subscriber(config: &Config, store: &Store, command: SubscriberCommand) -> Res
             email,
             query,
             frequency,
+            tz,
         } => {
             let email = mail::check_address(&email)?;
             Query::parse(&query).map_err(|e| anyhow::anyhow!("bad query {query:?}: {e}"))?;
-            let frequency = match frequency {
-                Some(f) => f,
-                None => store
-                    .subscribers()?
-                    .into_iter()
-                    .find(|s| s.email.eq_ignore_ascii_case(&email))
-                    .map_or(Frequency::Immediate, |s| s.frequency),
+            let current = store.subscriber(&email)?;
+            let schedule = match (&frequency, &current) {
+                (Some(f), _) => Schedule::parse(f, config.digest.daily_at)
+                    .map_err(|e| anyhow::anyhow!("bad --frequency {f:?}: {e}"))?,
+                (None, Some(s)) => s.schedule,
+                (None, None) => Schedule::Immediate,
             };
-            let next = next_digest_at(
-                frequency,
-                now,
-                config.digest.daily_at,
-                config.digest.timezone,
-            );
-            let added = store.add_subscription(&email, query.trim(), frequency, next, now)?;
+            let timezone = match (&tz, &current) {
+                (Some(tz), _) => tz.parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "unknown time zone {tz:?} (use an IANA name like \"America/New_York\")"
+                    )
+                })?,
+                (None, Some(s)) => s.timezone,
+                (None, None) => config.digest.timezone,
+            };
+            let added = store.add_subscription(&email, query.trim(), schedule, timezone, now)?;
             if added {
                 println!(
-                    "{email} now gets {} digests for: {}",
-                    frequency.as_str(),
+                    "{email} now gets {schedule} digests ({timezone}) for: {}",
                     query.trim()
                 );
             } else {
-                println!(
-                    "{email} already has that query ({} digests)",
-                    frequency.as_str()
-                );
+                println!("{email} already has that query ({schedule} digests, {timezone})");
             }
         }
         SubscriberCommand::List => {
             for s in store.subscribers()? {
-                let next = s
-                    .next_digest_at
-                    .map(|d| format!(", next {}", d.format("%Y-%m-%d %H:%M UTC")));
+                let next = s.next_digest_at.map(|d| {
+                    format!(
+                        ", next {}",
+                        d.with_timezone(&s.timezone).format("%Y-%m-%d %H:%M %Z")
+                    )
+                });
+                let paused = s
+                    .paused_at
+                    .map(|_| format!(", PAUSED after {} bounces", s.bounces));
                 println!(
-                    "{} ({}{})",
+                    "{} ({}, {}{}{})",
                     s.email,
-                    s.frequency.as_str(),
-                    next.unwrap_or_default()
+                    s.schedule,
+                    s.timezone,
+                    next.unwrap_or_default(),
+                    paused.unwrap_or_default()
                 );
                 for q in &s.queries {
                     println!("    {q}");
                 }
             }
+        }
+        SubscriberCommand::Resume { email } => {
+            if !store.resume_subscriber(email.trim())? {
+                bail!("no subscriber {email}");
+            }
+            println!("{email} gets digests again");
         }
         SubscriberCommand::Remove { email } => {
             if !store.remove_subscriber(email.trim())? {

@@ -18,12 +18,13 @@ use tracing::{error, info, warn};
 use url::Url;
 
 use crate::config::Config;
-use crate::digest::{next_digest_at, render_digest};
+use crate::digest::{DigestContext, render_digest};
 use crate::fetch::{FetchError, FetchOutcome, Fetcher, Validators};
 use crate::mail::{self, Delivery, Mailer};
 use crate::matcher::{Document, Matcher, Query, Synonyms};
 use crate::parse::{Item, body_text, parse_feed};
 use crate::store::{FeedToPoll, Store, SuccessfulPoll};
+use crate::token::{Links, Signer};
 
 /// How long a worker may hold a feed it claimed before another may take it.
 const POLL_LEASE: Duration = Duration::from_secs(5 * 60);
@@ -39,6 +40,8 @@ pub struct App {
     pub store: Store,
     pub fetcher: Fetcher,
     pub mailer: Mailer,
+    /// Signed links for mail (unsubscribe).
+    pub links: Links,
     /// The compiled matcher and the subscriptions version it was built from.
     matcher: Arc<std::sync::Mutex<Option<CompiledMatcher>>>,
 }
@@ -54,8 +57,11 @@ impl App {
             .sync_feeds(&config.feeds)
             .context("syncing feeds from config")?;
         let fetcher = Fetcher::new(&config.poll)?;
-        let mailer = Mailer::new(&config.mail)?;
+        let signer = Signer::load_or_create(&config.web.secret_file)?;
+        let links = Links::new(config.web.base_url.clone(), signer);
+        let mailer = Mailer::new(&config.mail, Some(links.clone()))?;
         Ok(App {
+            links,
             config: Arc::new(config),
             synonyms: Arc::new(synonyms),
             store,
@@ -462,6 +468,9 @@ pub struct DigestSummary {
     pub delivery: Delivery,
 }
 
+/// A feed that failed this many times in a row is named in digest footers.
+pub const FAILING_AFTER: u32 = 3;
+
 /// Writes a digest to the outbox for every due subscriber (every subscriber with
 /// pending matches, with `ignore_schedule`), then delivers what the outbox holds.
 pub async fn send_digests(
@@ -470,23 +479,32 @@ pub async fn send_digests(
     ignore_schedule: bool,
 ) -> Result<DigestSummary> {
     let store = app.store.clone();
-    let due =
-        tokio::task::spawn_blocking(move || store.due_digests(now, ignore_schedule)).await??;
+    let (due, failing) = tokio::task::spawn_blocking(move || {
+        anyhow::Ok((
+            store.due_digests(now, ignore_schedule)?,
+            store.failing_feeds(FAILING_AFTER)?,
+        ))
+    })
+    .await??;
+    let failing = Arc::new(failing);
     let mut summary = DigestSummary::default();
     let domain = app.mailer.message_domain();
     for subscriber in due {
-        let store = app.store.clone();
-        let config = app.config.clone();
-        let domain = domain.clone();
+        let (app, domain, failing) = (app.clone(), domain.clone(), failing.clone());
         let queued = tokio::task::spawn_blocking(move || {
-            let tz = config.digest.timezone;
-            store.take_digest(
-                subscriber,
-                now,
-                &domain,
-                |_, entries| render_digest(entries, tz),
-                |frequency| next_digest_at(frequency, now, config.digest.daily_at, tz),
-            )
+            app.store
+                .take_digest(subscriber, now, &domain, |s, entries| {
+                    let unsubscribe = app.links.unsubscribe_url(s.id, &s.email);
+                    let cx = DigestContext {
+                        recipient: &s.email,
+                        schedule: s.schedule,
+                        timezone: s.timezone,
+                        synonyms: &app.synonyms,
+                        failing_feeds: &failing,
+                        unsubscribe_url: Some(&unsubscribe),
+                    };
+                    Ok(render_digest(entries, &cx)?)
+                })
         })
         .await?
         .with_context(|| format!("queueing digest for subscriber {subscriber}"))?;

@@ -13,11 +13,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use rusqlite_migration::{M, Migrations};
 
 use crate::config::FeedConfig;
-use crate::digest::{DigestEntry, Frequency, Rendered};
+use crate::digest::{DigestEntry, FailingFeed, Rendered, Schedule};
 use crate::parse::Item;
 
 /// The migrations, in order. Each file in `migrations/` must be listed here.
@@ -26,6 +27,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0002_fetch_state.sql",
         include_str!("../migrations/0002_fetch_state.sql"),
+    ),
+    (
+        "0003_digest_schedules.sql",
+        include_str!("../migrations/0003_digest_schedules.sql"),
     ),
 ];
 
@@ -104,8 +109,13 @@ pub struct FeedStatus {
 pub struct Subscriber {
     pub id: i64,
     pub email: String,
-    pub frequency: Frequency,
+    pub schedule: Schedule,
+    pub timezone: Tz,
     pub next_digest_at: Option<DateTime<Utc>>,
+    /// Permanent delivery failures in a row.
+    pub bounces: u32,
+    /// Set when `bounces` reached the limit: no digests until resumed.
+    pub paused_at: Option<DateTime<Utc>>,
     pub queries: Vec<String>,
 }
 
@@ -127,6 +137,8 @@ pub struct StoredItem {
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxMessage {
     pub id: i64,
+    /// `None` once the subscriber was removed (the mail is still sent).
+    pub subscriber_id: Option<i64>,
     pub recipient: String,
     pub message_id: String,
     pub subject: String,
@@ -152,11 +164,19 @@ impl Store {
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        let migrations = Migrations::new(MIGRATIONS.iter().map(|(_, sql)| M::up(sql)).collect());
+        // Off while migrating, so a table rebuild does not cascade; each migration is
+        // checked for dangling references before it commits.
+        conn.pragma_update(None, "foreign_keys", "OFF")?;
+        let migrations = Migrations::new(
+            MIGRATIONS
+                .iter()
+                .map(|(_, sql)| M::up(sql).foreign_key_check())
+                .collect(),
+        );
         migrations
             .to_latest(&mut conn)
             .with_context(|| format!("migrating database {}", path.display()))?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -197,7 +217,8 @@ impl Store {
                         "UPDATE feeds SET url = ?2, name = ?3, tags = ?4, active = 1, etag = NULL,
                          last_modified = NULL, baseline_at = NULL, next_poll_at = 0,
                          consecutive_failures = 0, gone_at = NULL, moved_to = NULL,
-                         last_full_fetch_at = NULL, last_status = NULL WHERE id = ?1",
+                         last_full_fetch_at = NULL, last_status = NULL, failing_since = NULL
+                         WHERE id = ?1",
                         params![feed.id, url, feed.name, tags],
                     )?;
                 }
@@ -254,7 +275,9 @@ impl Store {
     /// Stores a successful poll: new items and their matches in one transaction, then the
     /// feed's new validators and schedule. `find_matches` is called for each *new* item
     /// that may match (on the baseline poll, only those published after `baseline_cutoff`)
-    /// and returns the ids of the subscriptions it matches.
+    /// and for each known item whose text changed materially, and returns the ids of the
+    /// subscriptions it matches. A changed item is sent again (marked updated) only to
+    /// subscriptions it was already sent to, so an edit never floods anyone with old news.
     pub fn store_items(
         &self,
         feed: &FeedToPoll,
@@ -295,6 +318,12 @@ impl Store {
                 "INSERT INTO matches (subscription_id, item_id, matched_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT DO NOTHING",
             )?;
+            // An edited item goes out again, marked updated, to the subscriptions it was
+            // already sent to and still matches; one still pending just shows the new text.
+            let mut resend_match = tx.prepare(
+                "UPDATE matches SET outbox_id = NULL, updated = 1, matched_at = ?3
+                 WHERE subscription_id = ?1 AND item_id = ?2 AND outbox_id IS NOT NULL",
+            )?;
             for item in items {
                 let hash = item.fingerprint();
                 let inserted = insert_item.execute(params![
@@ -325,6 +354,10 @@ impl Store {
                                 now_s
                             ])?;
                             stored.updated_items += 1;
+                            for subscription in find_matches(item) {
+                                stored.matches +=
+                                    resend_match.execute(params![subscription, id, now_s])?;
+                            }
                         }
                         None => {
                             set_hash.execute(params![id, hash])?;
@@ -347,7 +380,8 @@ impl Store {
         tx.execute(
             "UPDATE feeds SET etag = ?2, last_modified = ?3, baseline_at = COALESCE(baseline_at, ?4),
              next_poll_at = ?5, last_poll_at = ?4, last_success_at = ?4, last_status = 'ok',
-             last_error = NULL, last_error_kind = NULL, consecutive_failures = 0, claimed_until = NULL,
+             last_error = NULL, last_error_kind = NULL, consecutive_failures = 0, failing_since = NULL,
+             claimed_until = NULL,
              last_full_fetch_at = CASE WHEN ?6 THEN ?4 ELSE last_full_fetch_at END,
              moved_to = ?7, repairs = ?8
              WHERE id = ?1",
@@ -377,7 +411,8 @@ impl Store {
         self.conn().execute(
             "UPDATE feeds SET next_poll_at = ?3, last_poll_at = ?2, last_success_at = ?2,
              last_status = 'not-modified', last_error = NULL, last_error_kind = NULL,
-             consecutive_failures = 0, claimed_until = NULL, moved_to = ?4 WHERE id = ?1",
+             consecutive_failures = 0, failing_since = NULL, claimed_until = NULL, moved_to = ?4
+             WHERE id = ?1",
             params![feed_id, now.timestamp(), next_poll_at.timestamp(), moved_to],
         )?;
         Ok(())
@@ -395,6 +430,7 @@ impl Store {
         self.conn().execute(
             "UPDATE feeds SET next_poll_at = ?5, last_poll_at = ?2, last_status = 'error',
              last_error = ?4, last_error_kind = ?3, last_error_at = ?2,
+             failing_since = COALESCE(failing_since, ?2),
              consecutive_failures = consecutive_failures + 1, claimed_until = NULL WHERE id = ?1",
             params![
                 feed_id,
@@ -412,6 +448,7 @@ impl Store {
         self.conn().execute(
             "UPDATE feeds SET gone_at = ?2, last_poll_at = ?2, last_status = 'gone',
              last_error = ?3, last_error_kind = 'gone', last_error_at = ?2,
+             failing_since = COALESCE(failing_since, ?2),
              consecutive_failures = consecutive_failures + 1, claimed_until = NULL WHERE id = ?1",
             params![feed_id, now.timestamp(), error],
         )?;
@@ -478,29 +515,41 @@ impl Store {
 
     // ---- subscribers ---------------------------------------------------------------------
 
-    /// Adds `query` for `email`, creating the subscriber if needed (and updating its
-    /// frequency if given). The query must already have been validated by the caller.
-    /// Returns false when the subscriber already had exactly this query.
+    /// Adds `query` for `email`, creating the subscriber if needed, and sets their
+    /// schedule and time zone. Their next digest time moves only when the schedule or zone
+    /// changed. The query must already have been validated by the caller. Returns false
+    /// when the subscriber already had exactly this query.
     pub fn add_subscription(
         &self,
         email: &str,
         query: &str,
-        frequency: Frequency,
-        next_digest_at: Option<DateTime<Utc>>,
+        schedule: Schedule,
+        timezone: Tz,
         now: DateTime<Utc>,
     ) -> Result<bool> {
+        let next = schedule.next_after(now, timezone).map(|d| d.timestamp());
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let subscriber_id: i64 = tx.query_row(
-            "INSERT INTO subscribers (email, frequency, next_digest_at, created_at)
-             VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (email) DO UPDATE SET frequency = excluded.frequency,
-                next_digest_at = excluded.next_digest_at
+            "INSERT INTO subscribers (email, frequency, digest_time, digest_weekday, timezone,
+                                      next_digest_at, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (email) DO UPDATE SET
+                next_digest_at = CASE WHEN frequency IS excluded.frequency
+                                        AND digest_time IS excluded.digest_time
+                                        AND digest_weekday IS excluded.digest_weekday
+                                        AND timezone IS excluded.timezone
+                                      THEN next_digest_at ELSE excluded.next_digest_at END,
+                frequency = excluded.frequency, digest_time = excluded.digest_time,
+                digest_weekday = excluded.digest_weekday, timezone = excluded.timezone
              RETURNING id",
             params![
                 email,
-                frequency.as_str(),
-                next_digest_at.map(|d| d.timestamp()),
+                schedule.frequency(),
+                schedule.time().map(|t| t.format("%H:%M").to_string()),
+                schedule.weekday().map(|d| d.num_days_from_monday()),
+                timezone.name(),
+                next,
                 now.timestamp()
             ],
             |r| r.get(0),
@@ -523,33 +572,42 @@ impl Store {
             == 1)
     }
 
+    /// Lets a paused subscriber receive digests again (bounce count reset). Returns false
+    /// if there is no such subscriber.
+    pub fn resume_subscriber(&self, email: &str) -> Result<bool> {
+        Ok(self.conn().execute(
+            "UPDATE subscribers SET paused_at = NULL, bounces = 0 WHERE email = ?1",
+            [email],
+        )? == 1)
+    }
+
     pub fn subscribers(&self) -> Result<Vec<Subscriber>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT s.id, s.email, s.frequency, s.next_digest_at, q.query
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {SUBSCRIBER_COLUMNS}, q.query
              FROM subscribers s LEFT JOIN subscriptions q ON q.subscriber_id = s.id
-             ORDER BY s.email, q.id",
-        )?;
+             ORDER BY s.email, q.id"
+        ))?;
         let mut rows = stmt.query([])?;
         let mut out: Vec<Subscriber> = Vec::new();
         while let Some(r) = rows.next()? {
             let id: i64 = r.get(0)?;
-            let query: Option<String> = r.get(4)?;
             if out.last().is_none_or(|s| s.id != id) {
-                let frequency: String = r.get(2)?;
-                out.push(Subscriber {
-                    id,
-                    email: r.get(1)?,
-                    frequency: frequency.parse().map_err(anyhow::Error::msg)?,
-                    next_digest_at: r.get::<_, Option<i64>>(3)?.and_then(from_unix),
-                    queries: Vec::new(),
-                });
+                out.push(subscriber_row(r)?);
             }
-            if let (Some(q), Some(last)) = (query, out.last_mut()) {
+            if let (Some(q), Some(last)) = (r.get::<_, Option<String>>(9)?, out.last_mut()) {
                 last.queries.push(q);
             }
         }
         Ok(out)
+    }
+
+    /// The subscriber with this address (any case), with their queries.
+    pub fn subscriber(&self, email: &str) -> Result<Option<Subscriber>> {
+        Ok(self
+            .subscribers()?
+            .into_iter()
+            .find(|s| s.email.eq_ignore_ascii_case(email.trim())))
     }
 
     /// Items first seen at or after `since`, newest first.
@@ -567,11 +625,7 @@ impl Store {
             Ok(StoredItem {
                 feed_id: r.get(0)?,
                 feed_name: r.get(1)?,
-                tags: tags
-                    .split(',')
-                    .filter(|t| !t.is_empty())
-                    .map(str::to_string)
-                    .collect(),
+                tags: split_tags(&tags),
                 title: r.get(3)?,
                 summary: r.get(4)?,
                 content: r.get(5)?,
@@ -603,58 +657,83 @@ impl Store {
 
     // ---- digests -------------------------------------------------------------------------
 
-    /// Subscribers with pending matches whose digest is due at `now` (immediate ones
-    /// always are); with `ignore_schedule`, every subscriber with pending matches.
+    /// Subscribers whose digest round is due at `now`: immediate ones with pending
+    /// matches, and scheduled ones whose time has come (with or without matches: taking
+    /// an empty digest moves their next time on). With `ignore_schedule`, every subscriber
+    /// with pending matches. Paused subscribers are left out.
     pub fn due_digests(&self, now: DateTime<Utc>, ignore_schedule: bool) -> Result<Vec<i64>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT DISTINCT s.id FROM subscribers s
-             JOIN subscriptions q ON q.subscriber_id = s.id
-             JOIN matches m ON m.subscription_id = q.id AND m.outbox_id IS NULL
-             WHERE ?2 OR s.frequency = 'immediate' OR s.next_digest_at IS NULL OR s.next_digest_at <= ?1
+            "SELECT s.id FROM subscribers s
+             WHERE s.paused_at IS NULL AND (
+                 (s.frequency <> 'immediate' AND NOT ?2
+                  AND (s.next_digest_at IS NULL OR s.next_digest_at <= ?1))
+                 OR ((s.frequency = 'immediate' OR ?2) AND EXISTS (
+                     SELECT 1 FROM subscriptions q
+                     JOIN matches m ON m.subscription_id = q.id AND m.outbox_id IS NULL
+                     WHERE q.subscriber_id = s.id)))
              ORDER BY s.id",
         )?;
         let rows = stmt.query_map(params![now.timestamp(), ignore_schedule], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
+    /// Active feeds that have failed `min_failures` times in a row (or are gone), for
+    /// digest footers.
+    pub fn failing_feeds(&self, min_failures: u32) -> Result<Vec<FailingFeed>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT name, COALESCE(failing_since, last_error_at, 0), COALESCE(last_error, '')
+             FROM feeds
+             WHERE active = 1 AND (consecutive_failures >= ?1 OR gone_at IS NOT NULL)
+             ORDER BY name",
+        )?;
+        let rows = stmt.query_map([min_failures], |r| {
+            Ok(FailingFeed {
+                name: r.get(0)?,
+                since: from_unix(r.get(1)?).unwrap_or_default(),
+                error: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
     /// In one transaction: loads the subscriber's pending matches, renders them with
     /// `render`, writes the result to the outbox, marks those matches as taken and moves
-    /// the subscriber's next digest time on. Returns the outbox id, or `None` when there
-    /// was nothing to send. The `Message-ID` is fixed here, so a resend carries the same one.
+    /// the subscriber's next digest time on (to the first slot after `now`, so a digest
+    /// that was overdue for days goes out once). Returns the outbox id, or `None` when there
+    /// was nothing to send (the schedule still moves on). The `Message-ID` is fixed here,
+    /// so a resend carries the same one.
     pub fn take_digest(
         &self,
         subscriber_id: i64,
         now: DateTime<Utc>,
         message_domain: &str,
-        render: impl FnOnce(&Subscriber, &[DigestEntry]) -> Rendered,
-        next_digest_at: impl FnOnce(Frequency) -> Option<DateTime<Utc>>,
+        render: impl FnOnce(&Subscriber, &[DigestEntry]) -> Result<Rendered>,
     ) -> Result<Option<i64>> {
         let now_s = now.timestamp();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let subscriber = tx
             .query_row(
-                "SELECT id, email, frequency, next_digest_at FROM subscribers WHERE id = ?1",
+                &format!("SELECT {SUBSCRIBER_COLUMNS} FROM subscribers s WHERE s.id = ?1"),
                 [subscriber_id],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, Option<i64>>(3)?,
-                    ))
-                },
+                |r| Ok(subscriber_row(r)),
             )
-            .optional()?;
-        let Some((id, email, frequency, next)) = subscriber else {
+            .optional()?
+            .transpose()?;
+        let Some(mut subscriber) = subscriber else {
             return Ok(None);
         };
-        let frequency: Frequency = frequency.parse().map_err(anyhow::Error::msg)?;
+        let next = subscriber.schedule.next_after(now, subscriber.timezone);
+        tx.execute(
+            "UPDATE subscribers SET next_digest_at = ?2 WHERE id = ?1",
+            params![subscriber.id, next.map(|d| d.timestamp())],
+        )?;
         let entries = {
             let mut stmt = tx.prepare(
-                "SELECT q.id, q.query, i.id, f.id, f.name, i.title, i.link, i.summary, i.content,
-                        i.published_at, i.first_seen_at
+                "SELECT q.id, q.query, i.id, f.id, f.name, f.tags, i.title, i.link, i.summary,
+                        i.content, i.published_at, i.first_seen_at, m.updated
                  FROM matches m
                  JOIN subscriptions q ON q.id = m.subscription_id
                  JOIN items i ON i.id = m.item_id
@@ -662,46 +741,53 @@ impl Store {
                  WHERE q.subscriber_id = ?1 AND m.outbox_id IS NULL
                  ORDER BY q.id, COALESCE(i.published_at, i.first_seen_at) DESC, i.id",
             )?;
-            stmt.query_map([id], |r| {
-                let first_seen: i64 = r.get(10)?;
+            stmt.query_map([subscriber.id], |r| {
+                let tags: String = r.get(5)?;
                 Ok(DigestEntry {
                     subscription_id: r.get(0)?,
                     query: r.get(1)?,
                     item_id: r.get(2)?,
                     feed_id: r.get(3)?,
                     feed_name: r.get(4)?,
-                    title: r.get(5)?,
-                    link: r.get(6)?,
-                    summary: r.get(7)?,
-                    content: r.get(8)?,
-                    published: r.get::<_, Option<i64>>(9)?.and_then(from_unix),
-                    first_seen: from_unix(first_seen).unwrap_or_default(),
+                    tags: split_tags(&tags),
+                    title: r.get(6)?,
+                    link: r.get(7)?,
+                    summary: r.get(8)?,
+                    content: r.get(9)?,
+                    published: r.get::<_, Option<i64>>(10)?.and_then(from_unix),
+                    first_seen: from_unix(r.get(11)?).unwrap_or_default(),
+                    updated: r.get(12)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?
         };
         if entries.is_empty() {
+            tx.commit()?;
             return Ok(None);
         }
-        let queries = entries.iter().map(|e| e.query.clone()).collect::<Vec<_>>();
-        let subscriber = Subscriber {
-            id,
-            email: email.clone(),
-            frequency,
-            next_digest_at: next.and_then(from_unix),
-            queries,
-        };
-        let rendered = render(&subscriber, &entries);
+        subscriber.queries = entries.iter().map(|e| e.query.clone()).collect();
+        subscriber.queries.dedup();
+        let rendered = render(&subscriber, &entries)?;
 
         // The row id is part of the Message-ID, so insert first with a placeholder.
         tx.execute(
             "INSERT INTO outbox (subscriber_id, recipient, message_id, subject, body_text, body_html,
                                  created_at, next_attempt_at)
              VALUES (?1, ?2, 'pending:' || hex(randomblob(16)), ?3, ?4, ?5, ?6, ?6)",
-            params![id, email, rendered.subject, rendered.text, rendered.html, now_s],
+            params![
+                subscriber.id,
+                subscriber.email,
+                rendered.subject,
+                rendered.text,
+                rendered.html,
+                now_s
+            ],
         )?;
         let outbox_id = tx.last_insert_rowid();
-        let message_id = format!("<digest.{outbox_id}.{id}.{now_s}@{message_domain}>");
+        let message_id = format!(
+            "<digest.{outbox_id}.{}.{now_s}@{message_domain}>",
+            subscriber.id
+        );
         tx.execute(
             "UPDATE outbox SET message_id = ?2 WHERE id = ?1",
             params![outbox_id, message_id],
@@ -709,18 +795,15 @@ impl Store {
         let taken = tx.execute(
             "UPDATE matches SET outbox_id = ?2
              WHERE outbox_id IS NULL AND subscription_id IN (SELECT id FROM subscriptions WHERE subscriber_id = ?1)",
-            params![id, outbox_id],
+            params![subscriber.id, outbox_id],
         )?;
         if taken != entries.len() {
             bail!(
-                "digest for subscriber {id}: took {taken} matches but rendered {}",
+                "digest for subscriber {}: took {taken} matches but rendered {}",
+                subscriber.id,
                 entries.len()
             );
         }
-        tx.execute(
-            "UPDATE subscribers SET next_digest_at = ?2 WHERE id = ?1",
-            params![id, next_digest_at(frequency).map(|d| d.timestamp())],
-        )?;
         tx.commit()?;
         Ok(Some(outbox_id))
     }
@@ -758,12 +841,21 @@ impl Store {
         Ok(messages)
     }
 
+    /// Delivered: the row is done, and the subscriber's bounce count starts over.
     pub fn mark_sent(&self, outbox_id: i64, now: DateTime<Utc>) -> Result<()> {
-        self.conn().execute(
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
             "UPDATE outbox SET status = 'sent', sent_at = ?2, attempts = attempts + 1,
              last_error = NULL, claimed_until = NULL WHERE id = ?1",
             params![outbox_id, now.timestamp()],
         )?;
+        tx.execute(
+            "UPDATE subscribers SET bounces = 0
+             WHERE bounces > 0 AND id = (SELECT subscriber_id FROM outbox WHERE id = ?1)",
+            [outbox_id],
+        )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -777,7 +869,7 @@ impl Store {
         Ok(())
     }
 
-    /// A permanent failure: the server's answer is kept; the message is not retried.
+    /// A failure for good: the server's answer is kept; the message is not retried.
     pub fn mark_failed(&self, outbox_id: i64, error: &str) -> Result<()> {
         self.conn().execute(
             "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?2,
@@ -785,6 +877,38 @@ impl Store {
             params![outbox_id, error],
         )?;
         Ok(())
+    }
+
+    /// A permanent rejection (a bounce): the message fails, and its subscriber is paused
+    /// once they have bounced `pause_after` times in a row. Returns the address when this
+    /// bounce paused them.
+    pub fn mark_bounced(
+        &self,
+        outbox_id: i64,
+        error: &str,
+        pause_after: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?2,
+             claimed_until = NULL WHERE id = ?1",
+            params![outbox_id, error],
+        )?;
+        let paused = tx
+            .query_row(
+                "UPDATE subscribers SET bounces = bounces + 1,
+                    paused_at = CASE WHEN paused_at IS NULL AND bounces + 1 >= ?2 THEN ?3
+                                     ELSE paused_at END
+                 WHERE id = (SELECT subscriber_id FROM outbox WHERE id = ?1)
+                 RETURNING email, paused_at IS ?3",
+                params![outbox_id, pause_after, now.timestamp()],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?)),
+            )
+            .optional()?;
+        tx.commit()?;
+        Ok(paused.and_then(|(email, paused)| paused.then_some(email)))
     }
 
     /// Puts a failed (or pending) message back in the queue to be sent at `now`, with its
@@ -821,10 +945,41 @@ impl Store {
 }
 
 const OUTBOX_COLUMNS: &str = "id, recipient, message_id, subject, body_text, body_html, created_at, \
-     status, attempts, last_error, next_attempt_at, sent_at";
+     status, attempts, last_error, next_attempt_at, sent_at, subscriber_id";
+
+const SUBSCRIBER_COLUMNS: &str = "s.id, s.email, s.frequency, s.digest_time, s.digest_weekday, \
+     s.timezone, s.next_digest_at, s.bounces, s.paused_at";
+
+/// A subscriber from [`SUBSCRIBER_COLUMNS`], without queries.
+fn subscriber_row(r: &rusqlite::Row<'_>) -> Result<Subscriber> {
+    let frequency: String = r.get(2)?;
+    let time: Option<String> = r.get(3)?;
+    let timezone: String = r.get(5)?;
+    Ok(Subscriber {
+        id: r.get(0)?,
+        email: r.get(1)?,
+        schedule: Schedule::from_parts(&frequency, time.as_deref(), r.get(4)?)
+            .map_err(anyhow::Error::msg)?,
+        timezone: timezone
+            .parse()
+            .map_err(|e| anyhow::anyhow!("time zone {timezone:?}: {e}"))?,
+        next_digest_at: r.get::<_, Option<i64>>(6)?.and_then(from_unix),
+        bounces: r.get(7)?,
+        paused_at: r.get::<_, Option<i64>>(8)?.and_then(from_unix),
+        queries: Vec::new(),
+    })
+}
+
+fn split_tags(tags: &str) -> Vec<String> {
+    tags.split(',')
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect()
+}
 
 fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxMessage> {
     Ok(OutboxMessage {
+        subscriber_id: r.get(12)?,
         id: r.get(0)?,
         recipient: r.get(1)?,
         message_id: r.get(2)?,
@@ -869,7 +1024,7 @@ mod tests {
         let store = Store::open(&path).unwrap();
         let now = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();
         store
-            .add_subscription("a@x.example", "asylum", Frequency::Immediate, None, now)
+            .add_subscription("a@x.example", "asylum", Schedule::Immediate, Tz::UTC, now)
             .unwrap();
         drop(store);
         let store = Store::open(&path).unwrap();
@@ -883,5 +1038,62 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, MIGRATIONS.len() as i64);
+    }
+
+    /// Version 3 rebuilds `subscribers`; their subscriptions, matches and mail must survive
+    /// (a rebuild with foreign keys on would cascade-delete them).
+    #[test]
+    fn upgrading_from_version_2_keeps_subscribers_and_their_subscriptions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let v2 = Migrations::new(MIGRATIONS[..2].iter().map(|(_, sql)| M::up(sql)).collect());
+            v2.to_latest(&mut conn).unwrap();
+            conn.execute_batch(
+                "PRAGMA foreign_keys = ON;
+                 INSERT INTO feeds (id, url, name) VALUES ('f', 'https://f.example/', 'F');
+                 INSERT INTO items (id, feed_id, key, title, summary, content, first_seen_at)
+                     VALUES (1, 'f', 'k', 'T', '', '', 0);
+                 INSERT INTO subscribers (id, email, frequency, next_digest_at, created_at)
+                     VALUES (7, 'd@x.example', 'daily', 100, 0), (8, 'i@x.example', 'immediate', NULL, 0);
+                 INSERT INTO subscriptions (id, subscriber_id, query, created_at)
+                     VALUES (1, 7, 'asylum', 0), (2, 8, 'parole', 0);
+                 INSERT INTO matches (subscription_id, item_id, matched_at) VALUES (1, 1, 0), (2, 1, 0);",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let subscribers = store.subscribers().unwrap();
+        assert_eq!(subscribers.len(), 2);
+        assert_eq!(subscribers[0].email, "d@x.example");
+        assert_eq!(
+            subscribers[0].schedule,
+            Schedule::Daily {
+                at: chrono::NaiveTime::from_hms_opt(8, 0, 0).unwrap()
+            }
+        );
+        assert_eq!(subscribers[0].queries, ["asylum"]);
+        assert_eq!(subscribers[1].schedule, Schedule::Immediate);
+        assert_eq!(subscribers[1].queries, ["parole"]);
+        let pending: i64 = store
+            .conn()
+            .query_row(
+                "SELECT COUNT(*) FROM matches WHERE outbox_id IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(pending, 2);
+        // Foreign keys are on again and still point at the rebuilt table.
+        assert!(store.remove_subscriber("i@x.example").unwrap());
+        let left: i64 = store
+            .conn()
+            .query_row("SELECT COUNT(*) FROM subscriptions", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            left, 1,
+            "removing a subscriber cascades to their subscriptions"
+        );
     }
 }

@@ -131,8 +131,44 @@ fn subscribers_are_added_listed_and_removed() {
         "{}",
         text(&bad.stderr)
     );
-    let bad = add("cy@example.org", "asylum", "hourly");
+    let bad = add("cy@example.org", "asylum", "monthly");
     assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("unknown frequency \"monthly\""),
+        "{}",
+        text(&bad.stderr)
+    );
+    let weekly = tidings(&[
+        "subscriber",
+        "add",
+        "dee@example.org",
+        "-q",
+        "parole",
+        "-f",
+        "weekly fri 17:30",
+        "--tz",
+        "Europe/London",
+        "--config",
+        &config,
+    ]);
+    assert!(weekly.status.success(), "{}", text(&weekly.stderr));
+    let bad_zone = tidings(&[
+        "subscriber",
+        "add",
+        "cy@example.org",
+        "-q",
+        "parole",
+        "--tz",
+        "Mars/Olympus",
+        "--config",
+        &config,
+    ]);
+    assert_eq!(bad_zone.status.code(), Some(2));
+    assert!(
+        text(&bad_zone.stderr).contains("unknown time zone"),
+        "{}",
+        text(&bad_zone.stderr)
+    );
 
     let list = text(&tidings(&["subscriber", "list", "--config", &config]).stdout);
     assert!(list.contains("ana@example.org (daily"), "{list}");
@@ -140,7 +176,16 @@ fn subscribers_are_added_listed_and_removed() {
         list.contains("asylum OR \"H-1B\"") && list.contains("TPS -Honduras"),
         "{list}"
     );
-    assert!(list.contains("ben@example.org (immediate)"), "{list}");
+    assert!(list.contains("ben@example.org (immediate, UTC)"), "{list}");
+    assert!(
+        list.contains("dee@example.org (weekly on Friday at 17:30, Europe/London, next "),
+        "{list}"
+    );
+    // The next Friday 17:30 in London, shown in London time.
+    assert!(
+        list.contains(" 17:30 GMT)") || list.contains(" 17:30 BST)"),
+        "{list}"
+    );
     assert!(
         !list.contains("cy@example.org"),
         "rejected subscriber not stored: {list}"
@@ -478,8 +523,9 @@ async fn outbox_lists_failed_mail_and_retry_requeues_it() {
     let digest = run(&["digest"]).await.unwrap();
     assert!(
         text(&digest.stdout).contains("failed 1"),
-        "{}",
-        text(&digest.stdout)
+        "{}{}",
+        text(&digest.stdout),
+        text(&digest.stderr)
     );
 
     let listing = text(&run(&["outbox"]).await.unwrap().stdout);

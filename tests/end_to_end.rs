@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use mail_parser::MessageParser;
 use support::{FeedServer, Received, Route, SmtpServer, at, fixture};
 use tidings::config::Config;
-use tidings::digest::{Frequency, next_digest_at};
+use tidings::digest::Schedule;
 use tidings::{App, poll_feeds, send_digests};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -49,16 +49,14 @@ tls = "none"
     Config::load(&path).unwrap()
 }
 
-fn subscribe(app: &App, email: &str, query: &str, frequency: Frequency, now: DateTime<Utc>) {
-    let next = next_digest_at(
-        frequency,
-        now,
-        app.config.digest.daily_at,
-        app.config.digest.timezone,
-    );
+/// Subscribes `email` to `query` on `schedule` ("immediate", "daily 07:30", …) in the
+/// config's default time zone.
+fn subscribe(app: &App, email: &str, query: &str, schedule: &str, now: DateTime<Utc>) {
+    let schedule = Schedule::parse(schedule, app.config.digest.daily_at).unwrap();
+    let tz = app.config.digest.timezone;
     assert!(
         app.store
-            .add_subscription(email, query, frequency, next, now)
+            .add_subscription(email, query, schedule, tz, now)
             .unwrap()
     );
 }
@@ -89,6 +87,14 @@ fn decode(received: &Received) -> Mail {
             .trim()
             .to_string(),
     }
+}
+
+/// The text a reader sees in an HTML part (tags such as highlights removed).
+fn visible_text(html: &str) -> String {
+    scraper::Html::parse_document(html)
+        .root_element()
+        .text()
+        .collect()
 }
 
 fn by_recipient(messages: &[Received]) -> BTreeMap<String, Mail> {
@@ -142,35 +148,11 @@ async fn each_subscriber_gets_the_right_items_exactly_once() {
     let now = at("2026-11-28T12:00:00Z");
 
     let app = App::open(config.clone()).unwrap();
-    subscribe(
-        &app,
-        "alice@example.org",
-        "asylum",
-        Frequency::Immediate,
-        now,
-    );
-    subscribe(
-        &app,
-        "bob@example.org",
-        "\"H-1B\" OR TPS",
-        Frequency::Immediate,
-        now,
-    );
-    subscribe(
-        &app,
-        "carol@example.org",
-        "jose asilo",
-        Frequency::Immediate,
-        now,
-    );
-    subscribe(&app, "dave@example.org", "ICE", Frequency::Immediate, now);
-    subscribe(
-        &app,
-        "erin@example.org",
-        "\"skilled worker\"",
-        Frequency::Daily,
-        now,
-    );
+    subscribe(&app, "alice@example.org", "asylum", "immediate", now);
+    subscribe(&app, "bob@example.org", "\"H-1B\" OR TPS", "immediate", now);
+    subscribe(&app, "carol@example.org", "jose asilo", "immediate", now);
+    subscribe(&app, "dave@example.org", "ICE", "immediate", now);
+    subscribe(&app, "erin@example.org", "\"skilled worker\"", "daily", now);
 
     // First poll: every item is stored as the baseline; only recent ones can match.
     let poll = poll_feeds(&app, now, false).await.unwrap();
@@ -203,7 +185,7 @@ async fn each_subscriber_gets_the_right_items_exactly_once() {
     assert!(
         alice
             .text
-            .contains("Changes to asylum support & accommodation."),
+            .contains("Changes to *asylum* support & accommodation."),
         "{}",
         alice.text
     );
@@ -250,8 +232,19 @@ async fn each_subscriber_gets_the_right_items_exactly_once() {
             "{title} once in:\n{}",
             bob.text
         );
-        assert!(bob.html.contains(title), "{title} in the HTML part");
+        assert_eq!(
+            visible_text(&bob.html).matches(title).count(),
+            1,
+            "{title} once in the HTML part"
+        );
     }
+    assert!(
+        bob.html.contains(
+            "<mark style=\"background-color:#fff0a8;color:#222222;padding:0 1px;\">H-1B</mark>"
+        ),
+        "matched words highlighted: {}",
+        bob.html
+    );
     assert!(bob.subject.starts_with("Tidings: 4 new"), "{}", bob.subject);
     assert!(
         !bob.html.contains("<script"),
@@ -370,7 +363,7 @@ async fn broken_feeds_are_recorded_while_the_others_go_on() {
     );
     let now = at("2026-11-28T12:00:00Z");
     let app = App::open(config).unwrap();
-    subscribe(&app, "bob@example.org", "TPS", Frequency::Immediate, now);
+    subscribe(&app, "bob@example.org", "TPS", "immediate", now);
 
     let poll = poll_feeds(&app, now, false).await.unwrap();
     assert_eq!(
@@ -444,7 +437,7 @@ async fn failed_fetches_never_make_old_items_new() {
     let config = write_config(dir.path(), &[("f", feeds.url("/f.xml"))], smtp.port());
     let now = at("2026-11-28T12:00:00Z");
     let app = App::open(config).unwrap();
-    subscribe(&app, "bob@example.org", "TPS", Frequency::Immediate, now);
+    subscribe(&app, "bob@example.org", "TPS", "immediate", now);
     poll_feeds(&app, now, false).await.unwrap();
     send_digests(&app, now, false).await.unwrap();
     assert_eq!(smtp.wait_for(1, WAIT).await.len(), 1);
@@ -485,14 +478,8 @@ async fn smtp_failures_are_retried_or_failed_and_nothing_is_lost() {
     let config = write_config(dir.path(), &[("f", feeds.url("/f.xml"))], smtp.port());
     let now = at("2026-11-28T12:00:00Z");
     let app = App::open(config).unwrap();
-    subscribe(&app, "bob@example.org", "TPS", Frequency::Immediate, now);
-    subscribe(
-        &app,
-        "nobody@example.org",
-        "H-1B",
-        Frequency::Immediate,
-        now,
-    );
+    subscribe(&app, "bob@example.org", "TPS", "immediate", now);
+    subscribe(&app, "nobody@example.org", "H-1B", "immediate", now);
     smtp.fail_next(1, 451, "greylisted, try later");
     smtp.reject_rcpt("nobody@example.org", 550, "no such user");
     poll_feeds(&app, now, false).await.unwrap();
@@ -570,7 +557,7 @@ async fn file_transport_writes_eml_next_to_the_config() {
     let config = Config::load(&path).unwrap();
     let now = at("2026-11-28T12:00:00Z");
     let app = App::open(config).unwrap();
-    subscribe(&app, "bob@example.org", "TPS", Frequency::Immediate, now);
+    subscribe(&app, "bob@example.org", "TPS", "immediate", now);
     poll_feeds(&app, now, false).await.unwrap();
     let digests = send_digests(&app, now, false).await.unwrap();
     assert_eq!(digests.delivery.sent, 1);
@@ -675,7 +662,7 @@ async fn scopes_synonyms_and_compounds_reach_the_right_people() {
         ),
     ];
     for (email, query, _) in cases {
-        subscribe(&app, email, query, Frequency::Immediate, now);
+        subscribe(&app, email, query, "immediate", now);
     }
     poll_feeds(&app, now, false).await.unwrap();
     send_digests(&app, now, false).await.unwrap();
@@ -725,12 +712,12 @@ async fn subscriptions_added_or_removed_between_polls_take_effect() {
     let config = write_config(dir.path(), &[("f", feeds.url("/f.xml"))], smtp.port());
     let now = at("2026-11-28T12:00:00Z");
     let app = App::open(config).unwrap();
-    subscribe(&app, "old@example.org", "police", Frequency::Immediate, now);
+    subscribe(&app, "old@example.org", "police", "immediate", now);
     poll_feeds(&app, now, false).await.unwrap();
 
     // Same App (its compiled matcher is cached): a new subscriber is matched from now on,
     // a removed one no longer is.
-    subscribe(&app, "new@example.org", "asylum", Frequency::Immediate, now);
+    subscribe(&app, "new@example.org", "asylum", "immediate", now);
     assert!(app.store.remove_subscriber("old@example.org").unwrap());
     let body = String::from_utf8(fixture("uscis.xml")).unwrap().replacen(
         "<item>",
@@ -759,14 +746,8 @@ async fn digests_wait_out_a_mail_server_outage_and_all_arrive() {
     let config = write_config(dir.path(), &serve_fixtures(&feeds).await, port);
     let now = at("2026-11-28T12:00:00Z");
     let app = App::open(config).unwrap();
-    subscribe(
-        &app,
-        "alice@example.org",
-        "asylum",
-        Frequency::Immediate,
-        now,
-    );
-    subscribe(&app, "bob@example.org", "TPS", Frequency::Immediate, now);
+    subscribe(&app, "alice@example.org", "asylum", "immediate", now);
+    subscribe(&app, "bob@example.org", "TPS", "immediate", now);
     poll_feeds(&app, now, false).await.unwrap();
 
     // Down for a while: every round defers both digests, nothing is lost or duplicated.

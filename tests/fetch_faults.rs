@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use support::{FeedServer, Route, SmtpServer, at, fixture};
 use tidings::config::Config;
-use tidings::digest::Frequency;
+use tidings::digest::Schedule;
 use tidings::store::FeedStatus;
 use tidings::{App, poll_feeds, send_digests};
 
@@ -64,8 +64,8 @@ impl Harness {
             .add_subscription(
                 "ana@example.org",
                 "asylum OR TPS",
-                Frequency::Immediate,
-                None,
+                Schedule::Immediate,
+                chrono_tz::Tz::UTC,
                 now,
             )
             .unwrap();
