@@ -5,89 +5,16 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use mail_parser::MessageParser;
-use support::{FeedServer, Received, Route, SmtpServer, at, fixture};
+use support::{
+    FeedServer, Mail, Received, Route, SmtpServer, at, decode, fixture, subscribe, write_config,
+};
 use tidings::config::Config;
-use tidings::digest::Schedule;
 use tidings::{App, poll_feeds, send_digests};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// Writes a config.toml into `dir` that polls `feeds` (id, url) and mails through
-/// `smtp_port` on loopback, and loads it.
-fn write_config(dir: &Path, feeds: &[(&str, String)], smtp_port: u16) -> Config {
-    let mut text = format!(
-        r#"
-database = "data/tidings.db"
-[poll]
-initial_backlog = "24h"
-timeout = "5s"
-[digest]
-daily_at = "08:00"
-timezone = "America/New_York"
-[mail]
-from = "Tidings <alerts@tidings.test>"
-transport = "smtp"
-send_timeout = "5s"
-[mail.smtp]
-host = "127.0.0.1"
-port = {smtp_port}
-tls = "none"
-"#
-    );
-    for (id, url) in feeds {
-        text.push_str(&format!(
-            "\n[[feeds]]\nid = \"{id}\"\nname = \"{id} feed\"\nurl = \"{url}\"\n"
-        ));
-    }
-    let path = dir.join("config.toml");
-    std::fs::write(&path, text).unwrap();
-    Config::load(&path).unwrap()
-}
-
-/// Subscribes `email` to `query` on `schedule` ("immediate", "daily 07:30", …) in the
-/// config's default time zone.
-fn subscribe(app: &App, email: &str, query: &str, schedule: &str, now: DateTime<Utc>) {
-    let schedule = Schedule::parse(schedule, app.config.digest.daily_at).unwrap();
-    let tz = app.config.digest.timezone;
-    assert!(
-        app.store
-            .add_subscription(email, query, schedule, tz, now)
-            .unwrap()
-    );
-}
-
-/// A received message, decoded: (recipient, subject, text part, html part, Message-ID).
-struct Mail {
-    to: String,
-    subject: String,
-    text: String,
-    html: String,
-    message_id: String,
-    content_type: String,
-}
-
-fn decode(received: &Received) -> Mail {
-    let message = MessageParser::default()
-        .parse(&received.data)
-        .expect("a MIME message");
-    Mail {
-        to: received.rcpt_to.join(","),
-        subject: message.subject().unwrap_or_default().to_string(),
-        text: message.body_text(0).unwrap_or_default().into_owned(),
-        html: message.body_html(0).unwrap_or_default().into_owned(),
-        message_id: message.message_id().unwrap_or_default().to_string(),
-        content_type: message
-            .header_raw("Content-Type")
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
-    }
-}
 
 /// The text a reader sees in an HTML part (tags such as highlights removed).
 fn visible_text(html: &str) -> String {

@@ -47,6 +47,148 @@ pub fn at(rfc3339: &str) -> chrono::DateTime<chrono::Utc> {
         .with_timezone(&chrono::Utc)
 }
 
+// ---------------------------------------------------------------------------
+// Tidings: config, subscribers, received mail
+// ---------------------------------------------------------------------------
+
+/// Writes a config.toml into `dir` that polls `feeds` (id, url) and mails through
+/// `smtp_port` on loopback, and loads it.
+pub fn write_config(
+    dir: &std::path::Path,
+    feeds: &[(&str, String)],
+    smtp_port: u16,
+) -> tidings::config::Config {
+    write_config_with(dir, feeds, smtp_port, "", "")
+}
+
+/// [`write_config`] with extra `[mail]` keys (`mail_keys`) and extra tables (`tables`,
+/// e.g. a `[web]` section).
+pub fn write_config_with(
+    dir: &std::path::Path,
+    feeds: &[(&str, String)],
+    smtp_port: u16,
+    mail_keys: &str,
+    tables: &str,
+) -> tidings::config::Config {
+    let mut text = format!(
+        r#"
+database = "data/tidings.db"
+[poll]
+initial_backlog = "24h"
+timeout = "5s"
+[digest]
+daily_at = "08:00"
+timezone = "America/New_York"
+[mail]
+from = "Tidings <alerts@tidings.test>"
+transport = "smtp"
+send_timeout = "5s"
+{mail_keys}
+[mail.smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+tls = "none"
+{tables}
+"#
+    );
+    for (id, url) in feeds {
+        text.push_str(&format!(
+            "\n[[feeds]]\nid = \"{id}\"\nname = \"{id} feed\"\nurl = \"{url}\"\n"
+        ));
+    }
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    tidings::config::Config::load(&path).unwrap()
+}
+
+/// Subscribes `email` to `query` on `schedule` ("immediate", "daily 07:30", …) in the
+/// config's default time zone.
+pub fn subscribe(
+    app: &tidings::App,
+    email: &str,
+    query: &str,
+    schedule: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    subscribe_in(app, email, query, schedule, app.config.digest.timezone, now);
+}
+
+/// [`subscribe`] in time zone `tz`.
+pub fn subscribe_in(
+    app: &tidings::App,
+    email: &str,
+    query: &str,
+    schedule: &str,
+    tz: chrono_tz::Tz,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    let schedule = tidings::digest::Schedule::parse(schedule, app.config.digest.daily_at).unwrap();
+    assert!(
+        app.store
+            .add_subscription(email, query, schedule, tz, now)
+            .unwrap()
+    );
+}
+
+/// A received message, decoded with a real MIME parser.
+pub struct Mail {
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    /// Without angle brackets.
+    pub message_id: String,
+    pub content_type: String,
+    /// Every header as (name, unfolded raw value), in order.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Mail {
+    /// The first header called `name` (any case), unfolded and trimmed.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub fn decode(received: &Received) -> Mail {
+    let message = mail_parser::MessageParser::default()
+        .parse(&received.data)
+        .expect("a MIME message");
+    let raw = |name: &str| {
+        message
+            .header_raw(name)
+            .unwrap_or_default()
+            .split(['\r', '\n'])
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+            .trim()
+            .to_string()
+    };
+    let headers = message
+        .headers()
+        .iter()
+        .map(|h| {
+            let name = h.name().to_string();
+            let value = raw(&name);
+            (name, value)
+        })
+        .collect();
+    Mail {
+        to: received.rcpt_to.join(","),
+        subject: message.subject().unwrap_or_default().to_string(),
+        text: message.body_text(0).unwrap_or_default().into_owned(),
+        html: message.body_html(0).unwrap_or_default().into_owned(),
+        message_id: message.message_id().unwrap_or_default().to_string(),
+        content_type: raw("Content-Type"),
+        headers,
+    }
+}
+
 /// Locks a mutex, ignoring poisoning (a panicking test must not hide others' results).
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -350,6 +492,7 @@ struct SmtpState {
     rcpt_rejects: HashMap<String, (u16, String)>,
     auth_lines: Vec<String>,
     credentials: Vec<(String, String)>,
+    data_delay: Duration,
 }
 
 #[derive(Default)]
@@ -420,6 +563,12 @@ impl SmtpServer {
         lock(&self.shared.state)
             .data_replies
             .extend(std::iter::repeat_n(reply, times));
+    }
+
+    /// Holds the reply to each message's end of data for `pause` (the message is already
+    /// recorded, as a real server may have queued it before a client vanishes).
+    pub fn set_data_delay(&self, pause: Duration) {
+        lock(&self.shared.state).data_delay = pause;
     }
 
     /// Answers every `RCPT TO` for `address` (case-insensitive) with `code text`.
@@ -682,6 +831,10 @@ impl SmtpSession {
             reply
         };
         self.shared.arrived.notify_waiters();
+        let pause = lock(&self.shared.state).data_delay;
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
         self.reply(code, &text).await?;
         Ok(true)
     }
