@@ -560,3 +560,115 @@ async fn outbox_lists_failed_mail_and_retry_requeues_it() {
         text(&run(&["outbox", "retry", "999"]).await.unwrap().stderr).contains("no message 999")
     );
 }
+
+/// The daemon killed with SIGKILL in the middle of sending: after a restart every digest
+/// arrives, and a digest that went out twice (the server had it, the daemon died before
+/// recording that) carries the same Message-ID both times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_sending_loses_nothing_and_duplicates_keep_their_message_id() {
+    const SUBSCRIBERS: usize = 24;
+    let feeds = FeedServer::start().await;
+    let smtp = SmtpServer::start().await;
+    // Slow acknowledgements keep sends in flight when the kill lands.
+    smtp.set_data_delay(Duration::from_millis(250));
+    feeds.set(
+        "/uscis.xml",
+        Route::feed("application/rss+xml", fixture("uscis.xml")),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "config.toml",
+        &format!(
+            "[poll]\ninitial_backlog = \"3650d\"\n[mail]\nfrom = \"alerts@tidings.test\"\n\
+             transport = \"smtp\"\nsend_timeout = \"2s\"\n\
+             [mail.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
+             [[feeds]]\nid = \"uscis\"\nname = \"USCIS\"\nurl = \"{}\"\n",
+            smtp.port(),
+            feeds.url("/uscis.xml")
+        ),
+    );
+    {
+        let loaded = tidings::config::Config::load(Path::new(&config)).unwrap();
+        let store = tidings::store::Store::open(&loaded.database).unwrap();
+        let now = chrono::Utc::now();
+        for n in 0..SUBSCRIBERS {
+            store
+                .add_subscription(
+                    &format!("s{n:02}@example.org"),
+                    "\"H-1B\"",
+                    tidings::digest::Schedule::Immediate,
+                    chrono_tz::Tz::UTC,
+                    now,
+                )
+                .unwrap();
+        }
+    }
+    let daemon = || {
+        Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .args(["run", "--config", &config])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+
+    let mut first = daemon();
+    let before = smtp.wait_for(6, Duration::from_secs(30)).await.len();
+    assert!(before >= 6, "the daemon started sending");
+    let killed = Command::new("kill")
+        .args(["-KILL", &first.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    first.wait().unwrap();
+    let at_kill = smtp.messages().len();
+    assert!(
+        at_kill < SUBSCRIBERS,
+        "killed mid-way ({at_kill} of {SUBSCRIBERS} sent)"
+    );
+
+    // Restarted: the claimed batch is retried once its lease (send timeout + 10 s) is up,
+    // until the outbox has every digest marked sent.
+    let store = tidings::store::Store::open(&dir.path().join("tidings.db")).unwrap();
+    let unsent = || {
+        let outbox = store.outbox().unwrap();
+        assert_eq!(outbox.len(), SUBSCRIBERS, "one digest each, queued once");
+        outbox.iter().filter(|m| m.status != "sent").count()
+    };
+    assert!(unsent() > 0, "the kill left mail to send");
+    let mut second = daemon();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while unsent() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} digests still unsent after the restart",
+            unsent()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let everyone = smtp.messages();
+    let _ = Command::new("kill")
+        .args(["-TERM", &second.id().to_string()])
+        .status();
+    second.wait().unwrap();
+
+    let mut ids: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for m in &everyone {
+        let mail = support::decode(m);
+        ids.entry(mail.to).or_default().push(mail.message_id);
+    }
+    assert_eq!(ids.len(), SUBSCRIBERS);
+    for (to, ids) in &ids {
+        assert!(
+            ids.iter().all(|id| id == &ids[0]),
+            "{to} got different Message-IDs: {ids:?}"
+        );
+    }
+    let duplicates = everyone.len() - SUBSCRIBERS;
+    eprintln!("{at_kill} sent before the kill; {duplicates} sent twice");
+    assert!(
+        duplicates <= 4,
+        "at most the in-flight batch is sent twice, got {duplicates}"
+    );
+}
