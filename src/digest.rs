@@ -625,12 +625,17 @@ pub fn excerpt(
     let prefix = if start > 0 { "…" } else { "" };
     let suffix = if end < text.len() { "…" } else { "" };
     let shift = prefix.len();
-    let out = format!("{prefix}{}{suffix}", text[start..end].trim_end());
+    let mut body = text[start..end].trim_end();
+    if !suffix.is_empty() {
+        // "authorities.…" reads badly: the ellipsis replaces the punctuation.
+        body = body.trim_end_matches(['.', ',', ';', ':']);
+    }
+    let out = format!("{prefix}{body}{suffix}");
     let kept = ranges
         .iter()
         .filter(|r| r.start >= start && r.end <= end)
         .map(|r| r.start - start + shift..r.end - start + shift)
-        .filter(|r| r.end <= out.len())
+        .filter(|r| r.end <= shift + body.len())
         .collect();
     (out, kept)
 }
@@ -1297,6 +1302,11 @@ mod tests {
         assert_eq!(ranges.len(), 1);
         assert_eq!(&out[ranges[0].clone()], "H-1B");
         assert!(out.chars().count() <= 64, "{out}");
+
+        // Cut after a full stop: the ellipsis replaces it.
+        let text = format!("{} the end. {}", "word ".repeat(8), "more ".repeat(20));
+        let (out, _) = excerpt(&text, &[], 52);
+        assert!(out.ends_with(" end…"), "{out}");
 
         // Short text: unchanged; bad ranges are dropped, never panic.
         let (out, ranges) = excerpt("José pide asilo", &[0..5, 6..99, 1..2], 100);
