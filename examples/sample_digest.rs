@@ -225,6 +225,7 @@ fn main() -> Result<()> {
         synonyms: &synonyms,
         failing_feeds: &failing,
         unsubscribe_url: Some(&unsubscribe),
+        cache: None,
     };
     let rendered = render_digest(&entries, &cx)?;
 

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use chrono::{
     DateTime, Datelike, Days, DurationRound, LocalResult, NaiveDate, NaiveTime, TimeZone, Timelike,
@@ -270,6 +270,24 @@ pub struct DigestContext<'a> {
     pub synonyms: &'a Synonyms,
     pub failing_feeds: &'a [FailingFeed],
     pub unsubscribe_url: Option<&'a str>,
+    /// Shared by the digests of one round, so an item's highlighted title and snippet
+    /// for a query are made once, not once per subscriber.
+    pub cache: Option<&'a StoryCache>,
+}
+
+/// Highlighted title and snippets of items, by (item, query), for one digest round.
+#[derive(Debug, Default)]
+pub struct StoryCache {
+    parts: std::sync::Mutex<HashMap<(i64, String), Arc<StoryParts>>>,
+}
+
+/// What the highlighting of one item for one query produces.
+#[derive(Debug)]
+struct StoryParts {
+    title: String,
+    title_html: String,
+    snippet_html: String,
+    snippet_text: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -421,6 +439,46 @@ fn story_value(
     query: Option<&Query>,
     cx: &DigestContext<'_>,
 ) -> Value {
+    let parts = match cx.cache {
+        Some(cache) => {
+            let key = (e.item_id, e.query.clone());
+            let cached = cache
+                .parts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key)
+                .cloned();
+            cached.unwrap_or_else(|| {
+                let parts = Arc::new(story_parts(e, query, cx.synonyms));
+                cache
+                    .parts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key, parts.clone());
+                parts
+            })
+        }
+        None => Arc::new(story_parts(e, query, cx.synonyms)),
+    };
+    let date = e
+        .published
+        .unwrap_or(e.first_seen)
+        .with_timezone(&cx.timezone);
+    context! {
+        title => &parts.title,
+        title_html => Value::from_safe_string(parts.title_html.clone()),
+        link => e.link.as_deref(),
+        source => one_line(&e.feed_name),
+        date => date.format("%b %-d, %Y %H:%M %Z").to_string(),
+        also_in => also_in.iter().map(|s| one_line(s)).collect::<Vec<_>>(),
+        snippet_html => Value::from_safe_string(parts.snippet_html.clone()),
+        snippet_text => &parts.snippet_text,
+        updated => e.updated,
+    }
+}
+
+/// The title and a snippet of `e` with what `query` matched highlighted.
+fn story_parts(e: &DigestEntry, query: Option<&Query>, synonyms: &Synonyms) -> StoryParts {
     let title = if e.title.trim().is_empty() {
         "(untitled)".to_string()
     } else {
@@ -430,7 +488,7 @@ fn story_value(
     let hits = query
         .and_then(|q| {
             let doc = Document::new(&title, &body).with_source(&e.feed_id, &e.tags);
-            q.explain(&doc, cx.synonyms)
+            q.explain(&doc, synonyms)
         })
         .unwrap_or_default();
     let ranges_in = |field| {
@@ -439,24 +497,14 @@ fn story_value(
             .map(|h| h.range.clone())
             .collect::<Vec<_>>()
     };
-    let title_ranges = ranges_in(Field::Title);
     let (snippet, snippet_ranges) = excerpt(&body, &ranges_in(Field::Body), SNIPPET_CHARS);
-    let title_parts = segments(&title, &title_ranges);
+    let title_parts = segments(&title, &ranges_in(Field::Title));
     let snippet_parts = segments(&snippet, &snippet_ranges);
-    let date = e
-        .published
-        .unwrap_or(e.first_seen)
-        .with_timezone(&cx.timezone);
-    context! {
+    StoryParts {
+        title_html: highlighted_html(&title_parts),
+        snippet_html: highlighted_html(&snippet_parts),
+        snippet_text: highlighted_text(&snippet_parts),
         title,
-        title_html => Value::from_safe_string(highlighted_html(&title_parts)),
-        link => e.link.as_deref(),
-        source => one_line(&e.feed_name),
-        date => date.format("%b %-d, %Y %H:%M %Z").to_string(),
-        also_in => also_in.iter().map(|s| one_line(s)).collect::<Vec<_>>(),
-        snippet_html => Value::from_safe_string(highlighted_html(&snippet_parts)),
-        snippet_text => highlighted_text(&snippet_parts),
-        updated => e.updated,
     }
 }
 
@@ -744,6 +792,7 @@ mod tests {
             synonyms: &synonyms,
             failing_feeds,
             unsubscribe_url,
+            cache: None,
         };
         render_digest(entries, &cx).unwrap()
     }
@@ -1287,6 +1336,41 @@ mod tests {
         let quiet = render(&[entry(1, "asylum", 10, "a", "A", None)]);
         assert!(!quiet.text.contains("could not read"), "{}", quiet.text);
         assert!(!quiet.html.contains("Unsubscribe"), "{}", quiet.html);
+    }
+
+    #[test]
+    fn the_round_cache_changes_nothing_but_the_work() {
+        let synonyms = Synonyms::default();
+        let cache = StoryCache::default();
+        let mut e = entry(
+            1,
+            "asylum",
+            10,
+            "a",
+            "Asylum rule",
+            Some("https://x.example/1"),
+        );
+        e.summary = "The asylum rule changes.".into();
+        let render = |cache: Option<&StoryCache>, recipient: &str| {
+            let cx = DigestContext {
+                recipient,
+                schedule: Schedule::Immediate,
+                timezone: Tz::UTC,
+                synonyms: &synonyms,
+                failing_feeds: &[],
+                unsubscribe_url: None,
+                cache,
+            };
+            render_digest(std::slice::from_ref(&e), &cx).unwrap()
+        };
+        for recipient in ["a@x.example", "b@x.example"] {
+            assert_eq!(render(Some(&cache), recipient), render(None, recipient));
+        }
+        assert_eq!(
+            cache.parts.lock().unwrap().len(),
+            1,
+            "made once, used twice"
+        );
     }
 
     #[test]

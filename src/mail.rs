@@ -64,6 +64,15 @@ pub struct Delivery {
     pub paused: usize,
 }
 
+impl std::ops::AddAssign for Delivery {
+    fn add_assign(&mut self, other: Delivery) {
+        self.sent += other.sent;
+        self.retrying += other.retrying;
+        self.failed += other.failed;
+        self.paused += other.paused;
+    }
+}
+
 /// Spaces sends out to at most one per `interval`, across every task sharing it.
 #[derive(Debug)]
 struct Pacer {

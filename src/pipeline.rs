@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 use url::Url;
 
 use crate::config::Config;
-use crate::digest::{DigestContext, render_digest};
+use crate::digest::{DigestContext, FailingFeed, StoryCache, render_digest};
 use crate::fetch::{FetchError, FetchOutcome, Fetcher, Validators};
 use crate::mail::{self, Delivery, Mailer};
 use crate::matcher::{Document, Matcher, Query, Synonyms};
@@ -472,7 +472,9 @@ pub struct DigestSummary {
 pub const FAILING_AFTER: u32 = 3;
 
 /// Writes a digest to the outbox for every due subscriber (every subscriber with
-/// pending matches, with `ignore_schedule`), then delivers what the outbox holds.
+/// pending matches, with `ignore_schedule`) and delivers what the outbox holds. Delivery
+/// starts while digests are still being queued, so the mail server's round trips overlap
+/// the rendering; a last pass after the queueing sends what is left.
 pub async fn send_digests(
     app: &App,
     now: DateTime<Utc>,
@@ -487,11 +489,44 @@ pub async fn send_digests(
     })
     .await??;
     let failing = Arc::new(failing);
-    let mut summary = DigestSummary::default();
+    let queueing_done = std::sync::atomic::AtomicBool::new(false);
+    let queue = async {
+        let result = queue_digests(app, now, due, failing).await;
+        queueing_done.store(true, std::sync::atomic::Ordering::Release);
+        result
+    };
+    let deliver = async {
+        let mut delivery = Delivery::default();
+        loop {
+            let last_pass = queueing_done.load(std::sync::atomic::Ordering::Acquire);
+            let round = mail::send_due(&app.store, &app.mailer, now).await?;
+            delivery += round;
+            if last_pass {
+                return anyhow::Ok(delivery);
+            }
+            if round == Delivery::default() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let (queued, delivery) = tokio::try_join!(queue, deliver)?;
+    Ok(DigestSummary { queued, delivery })
+}
+
+/// Renders and queues the digests of `due` subscribers, one transaction each.
+async fn queue_digests(
+    app: &App,
+    now: DateTime<Utc>,
+    due: Vec<i64>,
+    failing: Arc<Vec<FailingFeed>>,
+) -> Result<usize> {
     let domain = app.mailer.message_domain();
+    let cache = Arc::new(StoryCache::default());
+    let mut queued = 0;
     for subscriber in due {
         let (app, domain, failing) = (app.clone(), domain.clone(), failing.clone());
-        let queued = tokio::task::spawn_blocking(move || {
+        let cache = cache.clone();
+        let outbox = tokio::task::spawn_blocking(move || {
             app.store
                 .take_digest(subscriber, now, &domain, |s, entries| {
                     let unsubscribe = app.links.unsubscribe_url(s.id, &s.email);
@@ -502,19 +537,19 @@ pub async fn send_digests(
                         synonyms: &app.synonyms,
                         failing_feeds: &failing,
                         unsubscribe_url: Some(&unsubscribe),
+                        cache: Some(&cache),
                     };
                     Ok(render_digest(entries, &cx)?)
                 })
         })
         .await?
         .with_context(|| format!("queueing digest for subscriber {subscriber}"))?;
-        if let Some(outbox) = queued {
+        if let Some(outbox) = outbox {
             info!(subscriber, outbox, "digest queued");
-            summary.queued += 1;
+            queued += 1;
         }
     }
-    summary.delivery = mail::send_due(&app.store, &app.mailer, now).await?;
-    Ok(summary)
+    Ok(queued)
 }
 
 #[cfg(test)]

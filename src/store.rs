@@ -715,23 +715,20 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let subscriber = tx
-            .query_row(
-                &format!("SELECT {SUBSCRIBER_COLUMNS} FROM subscribers s WHERE s.id = ?1"),
-                [subscriber_id],
-                |r| Ok(subscriber_row(r)),
-            )
+            .prepare_cached(&format!(
+                "SELECT {SUBSCRIBER_COLUMNS} FROM subscribers s WHERE s.id = ?1"
+            ))?
+            .query_row([subscriber_id], |r| Ok(subscriber_row(r)))
             .optional()?
             .transpose()?;
         let Some(mut subscriber) = subscriber else {
             return Ok(None);
         };
         let next = subscriber.schedule.next_after(now, subscriber.timezone);
-        tx.execute(
-            "UPDATE subscribers SET next_digest_at = ?2 WHERE id = ?1",
-            params![subscriber.id, next.map(|d| d.timestamp())],
-        )?;
+        tx.prepare_cached("UPDATE subscribers SET next_digest_at = ?2 WHERE id = ?1")?
+            .execute(params![subscriber.id, next.map(|d| d.timestamp())])?;
         let entries = {
-            let mut stmt = tx.prepare(
+            let mut stmt = tx.prepare_cached(
                 "SELECT q.id, q.query, i.id, f.id, f.name, f.tags, i.title, i.link, i.summary,
                         i.content, i.published_at, i.first_seen_at, m.updated
                  FROM matches m
@@ -770,33 +767,31 @@ impl Store {
         let rendered = render(&subscriber, &entries)?;
 
         // The row id is part of the Message-ID, so insert first with a placeholder.
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO outbox (subscriber_id, recipient, message_id, subject, body_text, body_html,
                                  created_at, next_attempt_at)
              VALUES (?1, ?2, 'pending:' || hex(randomblob(16)), ?3, ?4, ?5, ?6, ?6)",
-            params![
+        )?
+        .execute(params![
                 subscriber.id,
                 subscriber.email,
                 rendered.subject,
                 rendered.text,
                 rendered.html,
                 now_s
-            ],
-        )?;
+            ])?;
         let outbox_id = tx.last_insert_rowid();
         let message_id = format!(
             "<digest.{outbox_id}.{}.{now_s}@{message_domain}>",
             subscriber.id
         );
-        tx.execute(
-            "UPDATE outbox SET message_id = ?2 WHERE id = ?1",
-            params![outbox_id, message_id],
-        )?;
-        let taken = tx.execute(
+        tx.prepare_cached("UPDATE outbox SET message_id = ?2 WHERE id = ?1")?
+            .execute(params![outbox_id, message_id])?;
+        let taken = tx.prepare_cached(
             "UPDATE matches SET outbox_id = ?2
              WHERE outbox_id IS NULL AND subscription_id IN (SELECT id FROM subscriptions WHERE subscriber_id = ?1)",
-            params![subscriber.id, outbox_id],
-        )?;
+        )?
+        .execute(params![subscriber.id, outbox_id])?;
         if taken != entries.len() {
             bail!(
                 "digest for subscriber {}: took {taken} matches but rendered {}",
@@ -810,7 +805,8 @@ impl Store {
 
     // ---- outbox --------------------------------------------------------------------------
 
-    /// Claims up to `limit` pending messages whose next attempt is due, for `lease`.
+    /// Claims up to `limit` pending messages whose next attempt is due, for `lease`:
+    /// the longest-waiting first.
     pub fn claim_mail(
         &self,
         now: DateTime<Utc>,
@@ -826,7 +822,9 @@ impl Store {
                  WHERE id IN (SELECT id FROM outbox
                               WHERE status = 'pending' AND next_attempt_at <= ?1
                                 AND (claimed_until IS NULL OR claimed_until <= ?1)
-                              ORDER BY id LIMIT ?3)
+                              -- The order of `outbox_pending`: no sort, and the scan stops
+                              -- after LIMIT rows instead of reading every pending body.
+                              ORDER BY next_attempt_at, id LIMIT ?3)
                  RETURNING {OUTBOX_COLUMNS}"
             ))?;
             stmt.query_map(
