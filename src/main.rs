@@ -227,6 +227,12 @@ fn check_config(config: &Config) -> Result<()> {
         config.digest.timezone,
         config.web.base_url
     );
+    if config.web.base_url.scheme() != "https" {
+        println!(
+            "  note: web.base_url is not https; mail clients offer one-click unsubscribe \
+             (RFC 8058) only for https links: set it to this server's public https address"
+        );
+    }
     println!("  feeds: {}", config.feeds.len());
     for feed in &config.feeds {
         println!(

@@ -49,6 +49,11 @@ fn check_config_summarizes_the_shipped_file() {
     ] {
         assert!(stdout.contains(id), "{id} listed: {stdout}");
     }
+    assert!(
+        stdout.contains("links to http://localhost:8080/")
+            && stdout.contains("note: web.base_url is not https"),
+        "{stdout}"
+    );
     // --config also works before the subcommand.
     let before = tidings(&["--config", shipped.to_str().unwrap(), "check-config"]);
     assert_eq!(text(&before.stdout), stdout);
