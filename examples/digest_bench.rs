@@ -51,6 +51,9 @@
 //! subscriber's outbox row; and every subject counts the stories that subscriber's
 //! queries match. Any failure is listed and the exit code is 1.
 
+mod common;
+
+use common::{peak_rss_mib, reset_peak_rss};
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -527,21 +530,6 @@ fn email_of(i: usize) -> String {
 }
 
 // ---- measurement helpers -------------------------------------------------------------------
-
-/// Peak resident set size of this process, from /proc (Linux).
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-/// Resets the peak RSS counter so the timed part is measured on its own.
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
 
 /// CPU time (user + system) of this process so far, in seconds.
 fn cpu_seconds() -> f64 {

@@ -12,6 +12,9 @@
 //! (127.0.1.0–127.0.1.127) so that the per-host limit applies as it would to 128
 //! publishers.
 
+mod common;
+
+use common::{peak_rss_mib, reset_peak_rss};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -149,21 +152,6 @@ fn feed_document(n: usize, items: usize) -> String {
     }
     s.push_str("</channel></rss>");
     s
-}
-
-/// Peak resident set size of this process, from /proc (Linux).
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-/// Resets the peak RSS counter so the next cycle is measured on its own.
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 async fn bench(args: Args) {
