@@ -18,6 +18,7 @@
 //! | [`pipeline`]  | the jobs: [`pipeline::poll_feeds`], [`pipeline::send_digests`]        |
 //! | [`scheduler`] | the daemon: cron ticks driving the jobs, shutdown                     |
 //! | [`token`]     | signed per-subscriber tokens and the links that carry them            |
+//! | [`progress`]  | progress of interactive commands: a bar on a terminal, lines if not   |
 //!
 //! `parse`, `matcher` and `digest` are plain functions over plain data: no I/O, no async.
 #![forbid(unsafe_code)]
@@ -29,6 +30,7 @@ pub mod mail;
 pub mod matcher;
 pub mod parse;
 pub mod pipeline;
+pub mod progress;
 pub mod scheduler;
 pub mod store;
 pub mod token;
