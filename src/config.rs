@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -35,6 +36,7 @@ pub struct Config {
     pub digest: DigestSettings,
     pub mail: MailSettings,
     pub web: WebSettings,
+    pub service: ServiceSettings,
     pub feeds: Vec<FeedConfig>,
     /// Synonym groups: a query term equal to any member matches every member.
     pub synonyms: Vec<Vec<String>>,
@@ -98,6 +100,20 @@ pub struct WebSettings {
     /// `TIDINGS_SECRET` environment variable, if set, is used instead.
     pub secret_file: PathBuf,
 }
+
+/// How the daemon runs as a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSettings {
+    /// Where the admin HTTP listener (`/healthz`, `/metrics`) listens; `None` = off.
+    pub admin_listen: Option<SocketAddr>,
+    /// On SIGTERM/SIGINT, work in progress gets this long to finish.
+    pub shutdown_timeout: Duration,
+    /// Reload the config when its file changes on disk (SIGHUP always reloads).
+    pub watch_config: bool,
+}
+
+/// The admin listener's address unless `[service].admin_listen` says otherwise.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9108";
 
 #[derive(Debug, Clone)]
 pub enum MailTransport {
@@ -213,6 +229,8 @@ struct RawConfig {
     #[serde(default)]
     web: RawWeb,
     #[serde(default)]
+    service: RawService,
+    #[serde(default)]
     feeds: Vec<RawFeed>,
     #[serde(default)]
     synonyms: std::collections::BTreeMap<String, Vec<Spanned<String>>>,
@@ -259,6 +277,14 @@ struct RawMail {
 struct RawWeb {
     base_url: Option<Spanned<String>>,
     secret_file: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    admin_listen: Option<Spanned<String>>,
+    shutdown_timeout: Option<Spanned<String>>,
+    watch_config: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -344,6 +370,11 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
         &raw.mail.max_age,
         "mail.max_age",
         Duration::from_secs(3 * 24 * 3600),
+    );
+    let shutdown_timeout = duration(
+        &raw.service.shutdown_timeout,
+        "service.shutdown_timeout",
+        Duration::from_secs(10),
     );
 
     let mut positive = |value: &Option<Spanned<u32>>, key: &str, default: u32| match value {
@@ -468,6 +499,24 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
     let secret_file = match &raw.web.secret_file {
         Some(f) => base.join(f),
         None => database.parent().unwrap_or(base).join("tidings.secret"),
+    };
+
+    let admin_listen = match &raw.service.admin_listen {
+        None => DEFAULT_ADMIN_LISTEN.parse().ok(),
+        Some(v) if v.get_ref().trim().is_empty() => None,
+        Some(v) => v.get_ref().trim().parse::<SocketAddr>().map_or_else(
+            |_| {
+                report(
+                    v.span(),
+                    format!(
+                        "`service.admin_listen`: expected an address and port like \"127.0.0.1:9108\" (or \"\" for none), found {:?}",
+                        v.get_ref()
+                    ),
+                );
+                None
+            },
+            Some,
+        ),
     };
 
     let mut feeds = Vec::with_capacity(raw.feeds.len());
@@ -614,6 +663,11 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
             base_url,
             secret_file,
         },
+        service: ServiceSettings {
+            admin_listen,
+            shutdown_timeout,
+            watch_config: raw.service.watch_config.unwrap_or(true),
+        },
         feed_index: feeds
             .iter()
             .enumerate()
@@ -732,6 +786,23 @@ mod tests {
         assert_eq!(tuned.mail.rate_limit, Some(120));
         assert_eq!(tuned.mail.pause_after_bounces, None, "0 never pauses");
         assert_eq!(
+            config.service,
+            ServiceSettings {
+                admin_listen: Some("127.0.0.1:9108".parse().unwrap()),
+                shutdown_timeout: Duration::from_secs(10),
+                watch_config: true,
+            },
+            "admin listener on loopback only by default"
+        );
+        let service = parse(
+            "[service]\nadmin_listen = \"\"\nshutdown_timeout = \"30s\"\nwatch_config = false\n",
+        )
+        .unwrap()
+        .service;
+        assert_eq!(service.admin_listen, None, "an empty address turns it off");
+        assert_eq!(service.shutdown_timeout, Duration::from_secs(30));
+        assert!(!service.watch_config);
+        assert_eq!(
             tuned.web.secret_file,
             Path::new("/var/lib/tidings/tidings.secret")
         );
@@ -846,6 +917,20 @@ mod tests {
                 2,
                 24,
                 "empty synonym",
+            ),
+            (
+                "bad admin address",
+                "[service]\nadmin_listen = \"localhost\"\n",
+                2,
+                16,
+                "`service.admin_listen`",
+            ),
+            (
+                "bad shutdown timeout",
+                "[service]\nshutdown_timeout = \"a while\"\n",
+                2,
+                20,
+                "`service.shutdown_timeout`: bad duration",
             ),
             ("syntax error", "[[feeds]\n", 1, 9, "expected `]`"),
             ("wrong type", "[poll]\nconcurrency = \"many\"\n", 2, 15, ""),

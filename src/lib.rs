@@ -16,18 +16,22 @@
 //! | [`store`]     | the only SQL: migrations and domain operations (rusqlite)             |
 //! | [`mail`]      | outbox → SMTP or `.eml` files, retries (lettre)                       |
 //! | [`pipeline`]  | the jobs: [`pipeline::poll_feeds`], [`pipeline::send_digests`]        |
-//! | [`scheduler`] | the daemon: cron ticks driving the jobs, shutdown                     |
+//! | [`scheduler`] | the daemon: cron ticks driving the jobs, reload, shutdown             |
+//! | [`admin`]     | the admin HTTP listener: `/healthz`, `/metrics` (axum)                 |
+//! | [`metrics`]   | counters and gauges in the Prometheus text format                     |
 //! | [`token`]     | signed per-subscriber tokens and the links that carry them            |
 //! | [`progress`]  | progress of interactive commands: a bar on a terminal, lines if not   |
 //!
 //! `parse`, `matcher` and `digest` are plain functions over plain data: no I/O, no async.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod digest;
 pub mod fetch;
 pub mod mail;
 pub mod matcher;
+pub mod metrics;
 pub mod parse;
 pub mod pipeline;
 pub mod progress;

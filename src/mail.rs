@@ -16,6 +16,7 @@ use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{MailSettings, MailTransport, SMTP_PASSWORD_ENV, TlsMode};
@@ -265,11 +266,17 @@ fn retry_delay(attempts: u32) -> chrono::Duration {
 /// rate-limit slot), each outcome recorded as soon as it is known.
 ///
 /// A batch is claimed with a lease, so if this process dies mid-send the messages are
-/// sent again once the lease runs out, with the same `Message-ID`.
-pub async fn send_due(store: &Store, mailer: &Mailer, now: DateTime<Utc>) -> Result<Delivery> {
+/// sent again once the lease runs out, with the same `Message-ID`. Once `draining` is
+/// cancelled no further batch is claimed; the one in flight finishes.
+pub async fn send_due(
+    store: &Store,
+    mailer: &Mailer,
+    now: DateTime<Utc>,
+    draining: &CancellationToken,
+) -> Result<Delivery> {
     let mut done = Delivery::default();
     let started = std::time::Instant::now();
-    loop {
+    while !draining.is_cancelled() {
         // `now` is the round's clock; leases must cover real time spent since.
         let clock = now + chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
         let claim = store.clone();
@@ -292,6 +299,7 @@ pub async fn send_due(store: &Store, mailer: &Mailer, now: DateTime<Utc>) -> Res
             record(store, mailer, now, row, outcome, &mut done).await?;
         }
     }
+    Ok(done)
 }
 
 /// Logs and stores what happened to one message.

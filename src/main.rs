@@ -15,8 +15,10 @@ use tidings::fetch::{FetchOutcome, Fetcher, Validators};
 use tidings::matcher::{Document, Field, Query, Synonyms};
 use tidings::parse::body_text;
 use tidings::parse::{ParseError, discover_feeds, parse_feed};
+use tidings::pipeline::{FeedOutcome, PollObserver, poll_feeds_observed};
+use tidings::progress::Progress;
 use tidings::store::Store;
-use tidings::{App, mail, poll_feeds, scheduler, send_digests};
+use tidings::{App, mail, scheduler, send_digests};
 use tracing_subscriber::EnvFilter;
 
 /// Feed notifier: polls RSS/Atom/JSON feeds, matches keyword subscriptions, emails digests.
@@ -32,8 +34,18 @@ struct Cli {
         env = "TIDINGS_CONFIG"
     )]
     config: PathBuf,
+    /// Log lines as readable text, or as one JSON object per line for log collectors.
+    /// Levels come from TIDINGS_LOG or RUST_LOG (e.g. "debug", "info,tidings=debug").
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "TIDINGS_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -125,14 +137,10 @@ enum FeedsCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("TIDINGS_LOG")
-                .unwrap_or_else(|_| EnvFilter::new("info,tokio_cron_scheduler=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    // `poll` reports each feed itself (a progress bar or one line each): its own logs
+    // would repeat that, so by default they show warnings only.
+    let quiet = matches!(cli.command, Command::Poll);
+    init_logging(cli.log_format, if quiet { "warn" } else { "info" });
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -140,12 +148,34 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(execute(cli)) {
+    let result = runtime.block_on(execute(cli));
+    // A database write still in progress gets a moment; nothing else is waited for.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Logs go to stderr, as text (coloured on a terminal) or JSON lines. The level filter
+/// is TIDINGS_LOG, else RUST_LOG, else `level`.
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = EnvFilter::try_from_env("TIDINGS_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},tokio_cron_scheduler=warn")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
     }
 }
 
@@ -155,11 +185,13 @@ async fn execute(cli: Cli) -> Result<()> {
         Command::CheckConfig => check_config(&config),
         Command::Run => {
             let app = App::open(config)?;
-            scheduler::run(app, scheduler::shutdown_signal(), Duration::from_secs(10)).await
+            scheduler::run(app, scheduler::shutdown_signal()).await
         }
         Command::Poll => {
             let app = App::open(config)?;
-            let s = poll_feeds(&app, Utc::now(), false).await?;
+            let progress = PollProgress::default();
+            let s = poll_feeds_observed(&app, Utc::now(), false, &progress).await?;
+            progress.finish();
             println!(
                 "polled {} feeds: {} updated, {} not modified, {} failed; {} new items, {} matches",
                 s.feeds, s.updated, s.not_modified, s.failed, s.new_items, s.matches
@@ -202,6 +234,42 @@ async fn execute(cli: Cli) -> Result<()> {
         }
         Command::Feeds(FeedsCommand::Status { json }) => feeds_status(&open_store(&config)?, json),
         Command::Feeds(FeedsCommand::Discover { url }) => discover(&config, &url).await,
+    }
+}
+
+/// `tidings poll` on a terminal: a bar over the feeds; elsewhere: one line per feed.
+#[derive(Default)]
+struct PollProgress {
+    progress: std::sync::OnceLock<Progress>,
+}
+
+impl PollObserver for PollProgress {
+    fn started(&self, feeds: usize) {
+        let _ = self.progress.set(Progress::new(feeds as u64, "polling"));
+    }
+
+    fn finished(&self, feed: &str, outcome: Option<&FeedOutcome>) {
+        let line = match outcome {
+            Some(FeedOutcome::Updated {
+                new_items, matches, ..
+            }) => format!("{feed}: ok, {new_items} new, {matches} matches"),
+            Some(FeedOutcome::NotModified) => format!("{feed}: not modified"),
+            Some(FeedOutcome::Failed { kind, error }) => {
+                format!("{feed}: failed ({kind}): {error}")
+            }
+            None => format!("{feed}: skipped"),
+        };
+        if let Some(p) = self.progress.get() {
+            p.step(&line);
+        }
+    }
+}
+
+impl PollProgress {
+    fn finish(&self) {
+        if let Some(p) = self.progress.get() {
+            p.finish();
+        }
     }
 }
 

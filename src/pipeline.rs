@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use url::Url;
 
@@ -22,6 +23,7 @@ use crate::digest::{DigestContext, FailingFeed, StoryCache, render_digest};
 use crate::fetch::{FetchError, FetchOutcome, Fetcher, Validators};
 use crate::mail::{self, Delivery, Mailer};
 use crate::matcher::{Document, Matcher, Query, Synonyms};
+use crate::metrics::{Metrics, PollResult};
 use crate::parse::{Item, body_text, parse_feed};
 use crate::store::{FeedToPoll, Store, SuccessfulPoll};
 use crate::token::{Links, Signer};
@@ -36,6 +38,10 @@ type CompiledMatcher = ((i64, i64, i64), Arc<Matcher>);
 #[derive(Clone)]
 pub struct App {
     pub config: Arc<Config>,
+    /// Counters the admin listener exports; shared across config reloads.
+    pub metrics: Arc<Metrics>,
+    /// Tells the jobs to wind down; shared across config reloads.
+    pub shutdown: Shutdown,
     pub synonyms: Arc<Synonyms>,
     pub store: Store,
     pub fetcher: Fetcher,
@@ -68,9 +74,71 @@ impl App {
             fetcher,
             mailer,
             matcher: Arc::default(),
+            metrics: Arc::default(),
+            shutdown: Shutdown::default(),
+        })
+    }
+
+    /// The same database, signing key, metrics and shutdown signal with a new config:
+    /// the feed table is synced (added feeds are due now, removed ones stop), a feed
+    /// whose interval got shorter is due no later than its last poll plus the new
+    /// interval, and the HTTP client, mailer and matcher are rebuilt. The database and
+    /// the signing key cannot move while running: their old values are kept (the caller
+    /// warns about that).
+    pub fn reconfigure(&self, mut config: Config) -> Result<App> {
+        config.database = self.config.database.clone();
+        config.web.secret_file = self.config.web.secret_file.clone();
+        let synonyms = Synonyms::new(config.synonyms.clone())
+            .map_err(|e| anyhow::anyhow!("{}: [synonyms]: {e}", config.path.display()))?;
+        let fetcher = Fetcher::new(&config.poll)?;
+        let links = self.links.with_base_url(config.web.base_url.clone());
+        let mailer = Mailer::new(&config.mail, Some(links.clone()))?;
+        self.store
+            .sync_feeds(&config.feeds)
+            .context("syncing feeds from config")?;
+        for feed in &config.feeds {
+            let old = self.config.feed(&feed.id);
+            if old.is_some_and(|old| old.url == feed.url && feed.interval < old.interval)
+                && let Some(last) = self.store.last_poll_at(&feed.id)?
+            {
+                self.store
+                    .poll_no_later_than(&feed.id, last + to_chrono(feed.interval))?;
+            }
+        }
+        Ok(App {
+            config: Arc::new(config),
+            metrics: self.metrics.clone(),
+            shutdown: self.shutdown.clone(),
+            synonyms: Arc::new(synonyms),
+            store: self.store.clone(),
+            fetcher,
+            mailer,
+            links,
+            matcher: Arc::default(),
         })
     }
 }
+
+/// The two steps of a shutdown. `draining`: start nothing new (feeds not yet fetched
+/// are released, no further digest is queued or mail claimed) and let work in progress
+/// finish. `abort`: the deadline passed; fetches still running are dropped and their
+/// feeds released. Every database write is one transaction, so either leaves the
+/// database consistent.
+#[derive(Clone, Default)]
+pub struct Shutdown {
+    pub draining: CancellationToken,
+    pub abort: CancellationToken,
+}
+
+/// Sees each feed of a poll cycle as it finishes (a progress bar, say).
+pub trait PollObserver: Sync {
+    /// The cycle claimed this many feeds.
+    fn started(&self, _feeds: usize) {}
+    /// One feed is done (`None`: skipped because of shutdown).
+    fn finished(&self, _feed: &str, _outcome: Option<&FeedOutcome>) {}
+}
+
+impl PollObserver for () {}
 
 impl App {
     /// The matcher over all subscriptions, compiled again only when they changed.
@@ -96,6 +164,8 @@ impl App {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PollSummary {
     pub feeds: usize,
+    /// Claimed but not polled because the daemon is shutting down.
+    pub skipped: usize,
     pub updated: usize,
     pub not_modified: usize,
     pub failed: usize,
@@ -124,6 +194,17 @@ pub enum FeedOutcome {
 /// host's permit before it takes a global one, so one slow host never holds up the
 /// others. One feed failing never stops the others.
 pub async fn poll_feeds(app: &App, now: DateTime<Utc>, only_due: bool) -> Result<PollSummary> {
+    poll_feeds_observed(app, now, only_due, &()).await
+}
+
+/// [`poll_feeds`], telling `observer` about each feed as it finishes. On shutdown
+/// ([`Shutdown`]), feeds still waiting for a connection slot are released unpolled.
+pub async fn poll_feeds_observed(
+    app: &App,
+    now: DateTime<Utc>,
+    only_due: bool,
+    observer: &dyn PollObserver,
+) -> Result<PollSummary> {
     let store = app.store.clone();
     let feeds =
         tokio::task::spawn_blocking(move || store.claim_feeds(now, POLL_LEASE, only_due)).await??;
@@ -134,6 +215,7 @@ pub async fn poll_feeds(app: &App, now: DateTime<Utc>, only_due: bool) -> Result
     if feeds.is_empty() {
         return Ok(summary);
     }
+    observer.started(feeds.len());
     let matcher = app.current_matcher().await?;
 
     let global = Arc::new(Semaphore::new(app.config.poll.concurrency));
@@ -150,31 +232,60 @@ pub async fn poll_feeds(app: &App, now: DateTime<Utc>, only_due: bool) -> Result
             .clone();
         let (app, matcher, global) = (app.clone(), matcher.clone(), global.clone());
         jobs.spawn(async move {
-            let _host = per_host.acquire_owned().await;
-            let _slot = global.acquire_owned().await;
             let id = feed.id.clone();
-            let outcome = refresh_feed(&app, feed, &matcher, now).await;
+            let Shutdown { draining, abort } = app.shutdown.clone();
+            let work = async {
+                let _host = tokio::select! {
+                    biased;
+                    _ = draining.cancelled() => return None,
+                    p = per_host.acquire_owned() => p,
+                };
+                let _slot = tokio::select! {
+                    biased;
+                    _ = draining.cancelled() => return None,
+                    p = global.acquire_owned() => p,
+                };
+                tokio::select! {
+                    biased;
+                    _ = abort.cancelled() => None,
+                    outcome = refresh_feed(&app, feed, &matcher, now) => Some(outcome),
+                }
+            };
+            let outcome = work.await;
+            if outcome.is_none() {
+                // Not polled: due again at once on the next start, not after the lease.
+                let (store, ids) = (app.store.clone(), vec![id.clone()]);
+                match tokio::task::spawn_blocking(move || store.release_claims(&ids)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => warn!(feed = %id, error = %format!("{e:#}"), "releasing feed"),
+                    Err(e) => warn!(feed = %id, error = %e, "releasing feed"),
+                }
+            }
             (id, outcome)
         });
     }
     while let Some(joined) = jobs.join_next().await {
+        if let Ok((id, outcome)) = &joined {
+            observer.finished(id, outcome.as_ref().and_then(|o| o.as_ref().ok()));
+        }
         match joined {
+            Ok((_, None)) => summary.skipped += 1,
             Ok((
                 _,
-                Ok(FeedOutcome::Updated {
+                Some(Ok(FeedOutcome::Updated {
                     new_items,
                     updated_items,
                     matches,
-                }),
+                })),
             )) => {
                 summary.updated += 1;
                 summary.new_items += new_items;
                 summary.updated_items += updated_items;
                 summary.matches += matches;
             }
-            Ok((_, Ok(FeedOutcome::NotModified))) => summary.not_modified += 1,
-            Ok((_, Ok(FeedOutcome::Failed { .. }))) => summary.failed += 1,
-            Ok((id, Err(e))) => {
+            Ok((_, Some(Ok(FeedOutcome::NotModified)))) => summary.not_modified += 1,
+            Ok((_, Some(Ok(FeedOutcome::Failed { .. })))) => summary.failed += 1,
+            Ok((id, Some(Err(e)))) => {
                 error!(feed = %id, error = %format!("{e:#}"), "could not record poll");
                 summary.failed += 1;
             }
@@ -259,6 +370,13 @@ pub async fn refresh_feed(
             report_move(&feed, meta.moved_to.as_ref());
             info!(feed = %feed.id, status = "not-modified", new = 0, matched = 0,
                   ms = started.elapsed().as_millis() as u64, "feed polled");
+            app.metrics.poll(
+                PollResult::NotModified,
+                started.elapsed().as_secs_f64(),
+                0,
+                0,
+                0,
+            );
             return Ok(FeedOutcome::NotModified);
         }
         Ok(FetchOutcome::Fetched(f)) => f,
@@ -270,6 +388,8 @@ pub async fn refresh_feed(
             tokio::task::spawn_blocking(move || store.record_gone(&id, now, &message)).await??;
             error!(feed = %feed.id, url = %feed.url, status = "gone",
                    "feed is gone (HTTP 410): polling stopped; remove it or give it a new url");
+            app.metrics
+                .poll(PollResult::Failed, started.elapsed().as_secs_f64(), 0, 0, 0);
             return Ok(FeedOutcome::Failed {
                 kind: "gone".into(),
                 error,
@@ -348,6 +468,13 @@ pub async fn refresh_feed(
     info!(feed = %feed_id, status = "ok", baseline, full = full_fetch, new = stored.new_items,
           updated = stored.updated_items, matched = stored.matches, repairs,
           ms = started.elapsed().as_millis() as u64, "feed polled");
+    app.metrics.poll(
+        PollResult::Updated,
+        started.elapsed().as_secs_f64(),
+        stored.new_items,
+        stored.updated_items,
+        stored.matches,
+    );
     Ok(FeedOutcome::Updated {
         new_items: stored.new_items,
         updated_items: stored.updated_items,
@@ -399,6 +526,8 @@ async fn record_failure(
     warn!(feed = %feed.id, status = "error", kind = %kind, error = %error, failures,
           next_poll = %next_poll_at.format("%Y-%m-%d %H:%M:%S"),
           ms = started.elapsed().as_millis() as u64, "feed poll failed");
+    app.metrics
+        .poll(PollResult::Failed, started.elapsed().as_secs_f64(), 0, 0, 0);
     Ok(FeedOutcome::Failed {
         kind: kind.to_string(),
         error,
@@ -499,9 +628,10 @@ pub async fn send_digests(
         let mut delivery = Delivery::default();
         loop {
             let last_pass = queueing_done.load(std::sync::atomic::Ordering::Acquire);
-            let round = mail::send_due(&app.store, &app.mailer, now).await?;
+            let round =
+                mail::send_due(&app.store, &app.mailer, now, &app.shutdown.draining).await?;
             delivery += round;
-            if last_pass {
+            if last_pass || app.shutdown.draining.is_cancelled() {
                 return anyhow::Ok(delivery);
             }
             if round == Delivery::default() {
@@ -510,6 +640,8 @@ pub async fn send_digests(
         }
     };
     let (queued, delivery) = tokio::try_join!(queue, deliver)?;
+    app.metrics
+        .digests(queued, delivery.sent, delivery.retrying, delivery.failed);
     Ok(DigestSummary { queued, delivery })
 }
 
@@ -524,6 +656,10 @@ async fn queue_digests(
     let cache = Arc::new(StoryCache::default());
     let mut queued = 0;
     for subscriber in due {
+        if app.shutdown.draining.is_cancelled() {
+            // The rest stay due; the next start queues them.
+            break;
+        }
         let (app, domain, failing) = (app.clone(), domain.clone(), failing.clone());
         let cache = cache.clone();
         let outbox = tokio::task::spawn_blocking(move || {

@@ -1,42 +1,72 @@
-//! The daemon: cron ticks that drive the jobs in [`crate::pipeline`], and a clean shutdown.
+//! The daemon: cron ticks that drive the jobs in [`crate::pipeline`], config reloads, the
+//! admin listener and a clean shutdown.
 //!
 //! tokio-cron-scheduler only fires two global ticks (poll dispatch, digest dispatch);
 //! per-feed and per-subscriber due times live in SQLite. A tick never starts a second
 //! run of its job while one is going: ticks go into a channel of one slot, so extra
-//! ticks while busy coalesce. On shutdown no new run starts, and the run in progress
-//! gets `grace` to finish; what it does not finish stays in the database for next time.
+//! ticks while busy coalesce.
+//!
+//! The current [`App`] lives in a `watch` channel: each run of a job takes the latest
+//! one, so a reload (SIGHUP, or the config file changing) applies from the next run while
+//! runs in progress finish on the config they started with. A config with errors is
+//! logged with its line and column and changes nothing.
+//!
+//! On SIGTERM/SIGINT nothing new starts ([`crate::pipeline::Shutdown::draining`]); work in progress gets
+//! `[service].shutdown_timeout`; then fetches still running are dropped and their feeds
+//! released ([`crate::pipeline::Shutdown::abort`]). What is left stays in the database for next time.
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use chrono::Utc;
-use tokio::sync::mpsc;
+use notify::{RecursiveMode, Watcher};
+use sd_notify::NotifyState;
+use tokio::sync::{mpsc, watch};
 use tokio_cron_scheduler::{Job, JobScheduler};
-use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::config::Config;
 use crate::pipeline::{App, poll_feeds, send_digests};
 
 /// Every 15 seconds: poll the feeds that are due.
 const POLL_TICK: &str = "*/15 * * * * *";
 /// Every 30 seconds (offset from polling): queue due digests and send the outbox.
 const DIGEST_TICK: &str = "5/30 * * * * *";
+/// Changes to the config file closer together than this are one reload (editors write
+/// a file in several steps).
+const RELOAD_SETTLE: Duration = Duration::from_millis(300);
 
-/// Runs until `shutdown` completes, then waits up to `grace` for work in progress.
-pub async fn run(app: App, shutdown: impl Future<Output = ()>, grace: Duration) -> Result<()> {
-    let cancel = CancellationToken::new();
+/// What asked for a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    Signal,
+    FileChanged,
+}
+
+/// Runs until `shutdown` completes, then winds down within `[service].shutdown_timeout`.
+pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
     let (poll_tx, poll_rx) = mpsc::channel::<()>(1);
     let (digest_tx, digest_rx) = mpsc::channel::<()>(1);
+    let stopped = app.shutdown.clone();
+    let metrics = app.metrics.clone();
+    metrics.last_tick.set(Utc::now().timestamp());
 
     let mut scheduler = JobScheduler::new().await.context("starting scheduler")?;
     for (schedule, tx) in [
         (POLL_TICK, poll_tx.clone()),
         (DIGEST_TICK, digest_tx.clone()),
     ] {
+        let metrics = metrics.clone();
         let job = Job::new_async(schedule, move |_, _| {
-            let tx = tx.clone();
+            let (tx, metrics) = (tx.clone(), metrics.clone());
             Box::pin(async move {
+                metrics.last_tick.set(Utc::now().timestamp());
+                // Proof of life for systemd's watchdog (WatchdogSec=), when enabled.
+                if sd_notify::watchdog_enabled().is_some() {
+                    let _ = sd_notify::notify(&[NotifyState::Watchdog]);
+                }
                 // Full channel = a run is already pending; this tick merges into it.
                 let _ = tx.try_send(());
             })
@@ -44,53 +74,74 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>, grace: Duration) 
         .with_context(|| format!("scheduling {schedule}"))?;
         scheduler.add(job).await?;
     }
+
+    let (current, app_rx) = watch::channel(app.clone());
+    let admin_stop = tokio_util::sync::CancellationToken::new();
+    if let Some(addr) = app.config.service.admin_listen {
+        crate::admin::serve(addr, app_rx.clone(), admin_stop.clone()).await?;
+    }
     scheduler.start().await.context("starting scheduler")?;
 
-    let poller = tokio::spawn(poll_loop(
-        app.clone(),
-        poll_rx,
-        digest_tx.clone(),
-        cancel.clone(),
-    ));
-    let sender = tokio::spawn(digest_loop(app.clone(), digest_rx, cancel.clone()));
+    let (reload_tx, reload_rx) = mpsc::channel::<Trigger>(1);
+    let _watcher = watch_file(&app.config.path, reload_tx.clone());
+    let signals = tokio::spawn(reload_on_sighup(reload_tx));
+    let reloader = tokio::spawn(reload_loop(current, reload_rx, poll_tx.clone()));
+    let poller = tokio::spawn(poll_loop(app_rx.clone(), poll_rx, digest_tx.clone()));
+    let sender = tokio::spawn(digest_loop(app_rx.clone(), digest_rx));
     // Start right away rather than at the first tick.
     let _ = poll_tx.try_send(());
     let _ = digest_tx.try_send(());
     info!(feeds = app.config.feeds.len(), database = %app.config.database.display(), "tidings running");
+    let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status("running")]);
 
     shutdown.await;
+    let _ = sd_notify::notify(&[NotifyState::Stopping]);
+    let grace = app_rx.borrow().config.service.shutdown_timeout;
     info!(
-        grace_secs = grace.as_secs(),
+        timeout_secs = grace.as_secs_f64(),
         "shutting down: finishing work in progress"
     );
-    cancel.cancel();
+    stopped.draining.cancel();
+    signals.abort();
+    reloader.abort();
     if let Err(e) = scheduler.shutdown().await {
         warn!(error = %e, "stopping scheduler");
     }
-    let finished = tokio::time::timeout(grace, async {
+    // Keep a little of the deadline for dropped fetches to release their feeds.
+    let margin = (grace / 5).min(Duration::from_secs(1));
+    let jobs = async {
         let _ = poller.await;
         let _ = sender.await;
-    })
-    .await;
-    match finished {
-        Ok(()) => info!("stopped cleanly"),
-        Err(_) => warn!("work still running after the grace period; it resumes on next start"),
+    };
+    tokio::pin!(jobs);
+    let finished = tokio::time::timeout(grace - margin, &mut jobs).await;
+    if finished.is_err() {
+        warn!("work still running at the shutdown deadline: dropping it; it resumes on next start");
+        stopped.abort.cancel();
+        let _ = tokio::time::timeout(margin, &mut jobs).await;
+    }
+    admin_stop.cancel();
+    if finished.is_ok() {
+        info!("stopped cleanly");
+    } else {
+        info!("stopped at the deadline");
     }
     Ok(())
 }
 
 async fn poll_loop(
-    app: App,
+    app: watch::Receiver<App>,
     mut ticks: mpsc::Receiver<()>,
     digest: mpsc::Sender<()>,
-    cancel: CancellationToken,
 ) {
+    let draining = app.borrow().shutdown.draining.clone();
     loop {
         tokio::select! {
             biased;
-            _ = cancel.cancelled() => return,
+            _ = draining.cancelled() => return,
             tick = ticks.recv() => if tick.is_none() { return },
         }
+        let app = app.borrow().clone();
         match poll_feeds(&app, Utc::now(), true).await {
             Ok(s) if s.feeds > 0 => {
                 info!(
@@ -98,6 +149,7 @@ async fn poll_loop(
                     updated = s.updated,
                     not_modified = s.not_modified,
                     failed = s.failed,
+                    skipped = s.skipped,
                     new = s.new_items,
                     matched = s.matches,
                     "poll cycle done"
@@ -113,13 +165,15 @@ async fn poll_loop(
     }
 }
 
-async fn digest_loop(app: App, mut ticks: mpsc::Receiver<()>, cancel: CancellationToken) {
+async fn digest_loop(app: watch::Receiver<App>, mut ticks: mpsc::Receiver<()>) {
+    let draining = app.borrow().shutdown.draining.clone();
     loop {
         tokio::select! {
             biased;
-            _ = cancel.cancelled() => return,
+            _ = draining.cancelled() => return,
             tick = ticks.recv() => if tick.is_none() { return },
         }
+        let app = app.borrow().clone();
         match send_digests(&app, Utc::now(), false).await {
             Ok(s) if s.queued + s.delivery.sent + s.delivery.retrying + s.delivery.failed > 0 => {
                 info!(
@@ -132,6 +186,167 @@ async fn digest_loop(app: App, mut ticks: mpsc::Receiver<()>, cancel: Cancellati
             }
             Ok(_) => {}
             Err(e) => error!(error = %format!("{e:#}"), "digest round failed"),
+        }
+    }
+}
+
+/// Reloads the config on each trigger. A file that does not load is logged (every
+/// problem, with line and column) and changes nothing; a good one replaces the current
+/// [`App`] and starts a poll, so added feeds are fetched at once.
+async fn reload_loop(
+    current: watch::Sender<App>,
+    mut triggers: mpsc::Receiver<Trigger>,
+    poll: mpsc::Sender<()>,
+) {
+    let mut last_text = std::fs::read_to_string(&current.borrow().config.path).ok();
+    while let Some(mut trigger) = triggers.recv().await {
+        // Let a burst of file events settle into one reload.
+        tokio::time::sleep(RELOAD_SETTLE).await;
+        while let Ok(t) = triggers.try_recv() {
+            if t == Trigger::Signal {
+                trigger = t;
+            }
+        }
+        let app = current.borrow().clone();
+        let path = app.config.path.clone();
+        if trigger == Trigger::FileChanged {
+            if !app.config.service.watch_config {
+                continue;
+            }
+            // Saving without changes, or a write we already loaded: nothing to do.
+            let text = std::fs::read_to_string(&path).ok();
+            if text.is_none() || text == last_text {
+                continue;
+            }
+        }
+        let _ = sd_notify::notify(&[
+            NotifyState::Reloading,
+            NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Status("reloading")),
+        ]);
+        let text = std::fs::read_to_string(&path).ok();
+        match reload(&app, &path).await {
+            Ok(new) => {
+                last_text = text;
+                current.send_replace(new);
+                app.metrics.reload(true);
+                let _ = poll.try_send(());
+            }
+            Err(e) => {
+                app.metrics.reload(false);
+                // One line per problem: each names the file, line and column.
+                for problem in format!("{e:#}").lines() {
+                    error!(trigger = ?trigger, error = %problem, "config reload failed");
+                }
+                warn!("still running on the last good config");
+            }
+        }
+        let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status("running")]);
+    }
+}
+
+/// Loads the config at `path` and builds the [`App`] for it, logging what changed.
+async fn reload(app: &App, path: &Path) -> Result<App> {
+    let path = path.to_path_buf();
+    let config = tokio::task::spawn_blocking(move || Config::load(&path)).await??;
+    let old = app.config.clone();
+    for (what, changed) in [
+        ("database", config.database != old.database),
+        (
+            "web.secret_file",
+            config.web.secret_file != old.web.secret_file,
+        ),
+        (
+            "service.admin_listen",
+            config.service.admin_listen != old.service.admin_listen,
+        ),
+    ] {
+        if changed {
+            warn!(
+                setting = what,
+                "changed in the config: takes effect at the next restart"
+            );
+        }
+    }
+    let added: Vec<&str> = config
+        .feeds
+        .iter()
+        .filter(|f| old.feed(&f.id).is_none())
+        .map(|f| f.id.as_str())
+        .collect();
+    let removed: Vec<&str> = old
+        .feeds
+        .iter()
+        .filter(|f| config.feed(&f.id).is_none())
+        .map(|f| f.id.as_str())
+        .collect();
+    let changed: Vec<&str> = config
+        .feeds
+        .iter()
+        .filter(|f| old.feed(&f.id).is_some_and(|o| o != *f))
+        .map(|f| f.id.as_str())
+        .collect();
+    let summary = format!(
+        "feeds={} added={} removed={} changed={}",
+        config.feeds.len(),
+        added.join(","),
+        removed.join(","),
+        changed.join(",")
+    );
+    let base = app.clone();
+    let new = tokio::task::spawn_blocking(move || base.reconfigure(config)).await??;
+    info!(%summary, "config reloaded");
+    Ok(new)
+}
+
+/// Forwards each SIGHUP as a reload trigger.
+async fn reload_on_sighup(tx: mpsc::Sender<Trigger>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                while hup.recv().await.is_some() {
+                    info!("SIGHUP: reloading the config");
+                    let _ = tx.try_send(Trigger::Signal);
+                }
+            }
+            Err(e) => error!(error = %e, "cannot listen for SIGHUP"),
+        }
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+}
+
+/// Watches the folder holding the config file (editors replace files by renaming, which a
+/// watch on the file itself would miss) and sends a trigger when the file may have
+/// changed. Returns the watcher, which stops when dropped; `None` if the platform refused.
+fn watch_file(path: &Path, tx: mpsc::Sender<Trigger>) -> Option<notify::RecommendedWatcher> {
+    let folder = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let name = path.file_name()?.to_owned();
+    let handler = move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && !event.kind.is_access()
+            && event
+                .paths
+                .iter()
+                .any(|p| p.file_name() == Some(name.as_os_str()))
+        {
+            let _ = tx.try_send(Trigger::FileChanged);
+        }
+    };
+    let watching = notify::recommended_watcher(handler).and_then(|mut w| {
+        w.watch(&folder, RecursiveMode::NonRecursive)?;
+        Ok(w)
+    });
+    match watching {
+        Ok(w) => Some(w),
+        Err(e) => {
+            warn!(folder = %folder.display(), error = %e,
+                  "cannot watch the config file; reload with SIGHUP");
+            None
         }
     }
 }

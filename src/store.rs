@@ -455,6 +455,46 @@ impl Store {
         Ok(())
     }
 
+    /// Lets go of feeds this worker claimed but will not poll (shutting down), so they
+    /// are due again at once instead of after the lease.
+    pub fn release_claims(&self, feed_ids: &[String]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut release = tx.prepare("UPDATE feeds SET claimed_until = NULL WHERE id = ?1")?;
+            for id in feed_ids {
+                release.execute([id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Brings a healthy feed's next poll forward to `latest` if it was later: after its
+    /// interval was shortened in the config, the new interval counts from its last poll.
+    pub fn poll_no_later_than(&self, feed_id: &str, latest: DateTime<Utc>) -> Result<bool> {
+        let changed = self.conn().execute(
+            "UPDATE feeds SET next_poll_at = ?2
+             WHERE id = ?1 AND next_poll_at > ?2 AND consecutive_failures = 0",
+            params![feed_id, latest.timestamp()],
+        )?;
+        Ok(changed > 0)
+    }
+
+    /// When a feed was last polled, if ever.
+    pub fn last_poll_at(&self, feed_id: &str) -> Result<Option<DateTime<Utc>>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT last_poll_at FROM feeds WHERE id = ?1",
+                [feed_id],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .optional()?
+            .flatten()
+            .and_then(from_unix))
+    }
+
     pub fn consecutive_failures(&self, feed_id: &str) -> Result<u32> {
         Ok(self
             .conn()
@@ -940,6 +980,48 @@ impl Store {
         let rows = stmt.query_map([], outbox_row)?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
+
+    // ---- service -------------------------------------------------------------------------
+
+    /// Answers when the database does: a trivial query through the shared connection.
+    pub fn ping(&self) -> Result<()> {
+        self.conn().query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// Counts for health and metrics, read in one snapshot.
+    pub fn service_stats(&self) -> Result<ServiceStats> {
+        Ok(self.conn().query_row(
+            "SELECT (SELECT COUNT(*) FROM outbox WHERE status = 'pending'),
+                    (SELECT MIN(created_at) FROM outbox WHERE status = 'pending'),
+                    (SELECT COUNT(*) FROM feeds WHERE active = 1),
+                    (SELECT COUNT(*) FROM feeds WHERE active = 1
+                        AND (consecutive_failures > 0 OR gone_at IS NOT NULL)),
+                    (SELECT COUNT(*) FROM subscribers)",
+            [],
+            |r| {
+                Ok(ServiceStats {
+                    outbox_pending: r.get(0)?,
+                    oldest_pending: r.get::<_, Option<i64>>(1)?.and_then(from_unix),
+                    feeds_active: r.get(2)?,
+                    feeds_failing: r.get(3)?,
+                    subscribers: r.get(4)?,
+                })
+            },
+        )?)
+    }
+}
+
+/// What `/metrics` and `/healthz` report about stored state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceStats {
+    pub outbox_pending: i64,
+    /// When the oldest pending message was queued.
+    pub oldest_pending: Option<DateTime<Utc>>,
+    pub feeds_active: i64,
+    /// Active feeds whose last poll failed, or that are gone.
+    pub feeds_failing: i64,
+    pub subscribers: i64,
 }
 
 const OUTBOX_COLUMNS: &str = "id, recipient, message_id, subject, body_text, body_html, created_at, \

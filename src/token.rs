@@ -111,6 +111,14 @@ impl Links {
         Links { base_url, signer }
     }
 
+    /// The same signing key with another public base URL (after a config reload).
+    pub fn with_base_url(&self, base_url: Url) -> Links {
+        Links {
+            base_url,
+            signer: self.signer.clone(),
+        }
+    }
+
     /// The one-click unsubscribe token of a subscriber.
     pub fn unsubscribe_token(&self, id: i64, email: &str) -> String {
         self.signer.token(UNSUBSCRIBE, id, email)

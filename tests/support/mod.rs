@@ -62,7 +62,8 @@ pub fn write_config(
 }
 
 /// [`write_config`] with extra `[mail]` keys (`mail_keys`) and extra tables (`tables`,
-/// e.g. a `[web]` section).
+/// e.g. a `[web]` section). The admin listener is on an ephemeral port unless `tables`
+/// has a `[service]` table.
 pub fn write_config_with(
     dir: &std::path::Path,
     feeds: &[(&str, String)],
@@ -70,6 +71,13 @@ pub fn write_config_with(
     mail_keys: &str,
     tables: &str,
 ) -> tidings::config::Config {
+    // Tests run side by side: the admin listener takes any free port unless a test
+    // sets its own [service] table.
+    let service = if tables.contains("[service]") {
+        ""
+    } else {
+        "[service]\nadmin_listen = \"127.0.0.1:0\"\n"
+    };
     let mut text = format!(
         r#"
 database = "data/tidings.db"
@@ -88,7 +96,7 @@ send_timeout = "5s"
 host = "127.0.0.1"
 port = {smtp_port}
 tls = "none"
-{tables}
+{service}{tables}
 "#
     );
     for (id, url) in feeds {

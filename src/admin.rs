@@ -1,0 +1,120 @@
+//! The admin HTTP listener (axum): `GET /healthz` and `GET /metrics`.
+//!
+//! `/healthz` answers 200 when the database answers and the scheduler has ticked
+//! recently, 503 (with the reason) otherwise, including while shutting down. `/metrics`
+//! is [`crate::metrics`] in the OpenMetrics text format, with the gauges that describe
+//! stored state read from the database at scrape time. It listens on loopback unless
+//! `[service].admin_listen` says otherwise, and has no authentication of its own.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::Utc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::metrics::CONTENT_TYPE;
+use crate::pipeline::App;
+
+/// The scheduler ticks every 15 s; this many seconds without a tick is unhealthy.
+pub const STALE_TICK_SECS: i64 = 90;
+/// How long the database may take to answer a health check.
+const DB_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Binds `addr` and serves the admin routes until `stop` is cancelled. Returns the
+/// address actually bound (useful with port 0).
+pub async fn serve(
+    addr: SocketAddr,
+    app: watch::Receiver<App>,
+    stop: CancellationToken,
+) -> Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await.with_context(|| {
+        format!("admin listener on {addr} (set [service].admin_listen, or \"\" to turn it off)")
+    })?;
+    let bound = listener.local_addr()?;
+    let router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(app);
+    tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            warn!(error = %e, "admin listener stopped");
+        }
+    });
+    info!(address = %bound, "admin listener: /healthz, /metrics");
+    Ok(bound)
+}
+
+async fn healthz(State(app): State<watch::Receiver<App>>) -> Response {
+    let app = app.borrow().clone();
+    let mut problems = Vec::new();
+    if app.shutdown.draining.is_cancelled() {
+        problems.push("shutting down".to_string());
+    }
+    let store = app.store.clone();
+    match tokio::time::timeout(
+        DB_TIMEOUT,
+        tokio::task::spawn_blocking(move || store.ping()),
+    )
+    .await
+    {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => problems.push(format!("database: {e:#}")),
+        Ok(Err(e)) => problems.push(format!("database: {e}")),
+        Err(_) => problems.push(format!(
+            "database: no answer within {} s",
+            DB_TIMEOUT.as_secs()
+        )),
+    }
+    let since_tick = Utc::now().timestamp() - app.metrics.last_tick.get();
+    if since_tick > STALE_TICK_SECS {
+        problems.push(format!("scheduler: no tick for {since_tick} s"));
+    }
+    if problems.is_empty() {
+        (
+            StatusCode::OK,
+            format!("ok\nscheduler: last tick {since_tick} s ago\n"),
+        )
+            .into_response()
+    } else {
+        warn!(problems = %problems.join("; "), "health check failing");
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy\n{}\n", problems.join("\n")),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(app): State<watch::Receiver<App>>) -> Response {
+    let app = app.borrow().clone();
+    let store = app.store.clone();
+    match tokio::task::spawn_blocking(move || store.service_stats()).await {
+        Ok(Ok(stats)) => {
+            let m = &app.metrics;
+            m.outbox_pending.set(stats.outbox_pending);
+            let age = stats.oldest_pending.map_or(0.0, |t| {
+                (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
+            });
+            m.oldest_pending_seconds.set(age);
+            m.feeds_active.set(stats.feeds_active);
+            m.feeds_failing.set(stats.feeds_failing);
+            m.subscribers.set(stats.subscribers);
+        }
+        // Counters are still worth serving; the stored-state gauges keep their last value.
+        Ok(Err(e)) => warn!(error = %format!("{e:#}"), "metrics: reading stored state"),
+        Err(e) => warn!(error = %e, "metrics: reading stored state"),
+    }
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], app.metrics.encode()).into_response()
+}

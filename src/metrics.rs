@@ -1,0 +1,239 @@
+//! What the daemon counts, in the Prometheus/OpenMetrics text format (`GET /metrics`).
+//!
+//! Counters and the fetch-duration histogram are updated by the jobs as they run; the
+//! gauges that describe stored state (outbox depth, oldest pending mail, failing feeds)
+//! are read from the database at scrape time by [`Metrics::encode`]'s caller, so they are
+//! right even after a restart.
+
+use std::sync::atomic::{AtomicI64, AtomicU64};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+/// The content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Result_ {
+    result: &'static str,
+}
+
+/// Every metric Tidings exports. Cheap to share: clone the `Arc` it lives in.
+pub struct Metrics {
+    registry: Registry,
+    polls: Family<Result_, Counter>,
+    fetch_seconds: Histogram,
+    items_new: Counter,
+    items_updated: Counter,
+    matches: Counter,
+    digests_queued: Counter,
+    mail: Family<Result_, Counter>,
+    reloads: Family<Result_, Counter>,
+    /// Read from the database at scrape time.
+    pub outbox_pending: Gauge,
+    pub oldest_pending_seconds: Gauge<f64, AtomicU64>,
+    pub feeds_active: Gauge,
+    pub feeds_failing: Gauge,
+    pub subscribers: Gauge,
+    /// Unix time of the scheduler's last tick.
+    pub last_tick: Gauge<i64, AtomicI64>,
+}
+
+/// How one feed poll ended, as the `result` label of `tidings_polls_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollResult {
+    Updated,
+    NotModified,
+    Failed,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("tidings");
+        let polls = Family::<Result_, Counter>::default();
+        registry.register(
+            "polls",
+            "Feed polls by result (updated, not_modified, failed)",
+            polls.clone(),
+        );
+        // 50 ms … ~51 s: loopback feeds to slow publishers at the timeout.
+        let fetch_seconds = Histogram::new(exponential_buckets(0.05, 2.0, 11));
+        registry.register_with_unit(
+            "fetch_duration",
+            "Time to fetch, parse and store one feed",
+            Unit::Seconds,
+            fetch_seconds.clone(),
+        );
+        let items_new = Counter::default();
+        registry.register("items_ingested", "New items stored", items_new.clone());
+        let items_updated = Counter::default();
+        registry.register(
+            "items_updated",
+            "Known items whose text changed materially",
+            items_updated.clone(),
+        );
+        let matches = Counter::default();
+        registry.register(
+            "matches",
+            "Item-subscription matches recorded",
+            matches.clone(),
+        );
+        let digests_queued = Counter::default();
+        registry.register(
+            "digests_queued",
+            "Digests rendered into the outbox",
+            digests_queued.clone(),
+        );
+        let mail = Family::<Result_, Counter>::default();
+        registry.register(
+            "mail",
+            "Delivery attempts by result (sent, retrying, failed)",
+            mail.clone(),
+        );
+        let reloads = Family::<Result_, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config reloads by result (ok, error)",
+            reloads.clone(),
+        );
+        let outbox_pending = Gauge::default();
+        registry.register(
+            "outbox_pending",
+            "Messages waiting to be sent",
+            outbox_pending.clone(),
+        );
+        let oldest_pending_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "outbox_oldest_pending_age",
+            "Age of the oldest message waiting to be sent (0 when none)",
+            Unit::Seconds,
+            oldest_pending_seconds.clone(),
+        );
+        let feeds_active = Gauge::default();
+        registry.register("feeds", "Feeds being polled", feeds_active.clone());
+        let feeds_failing = Gauge::default();
+        registry.register(
+            "feeds_failing",
+            "Feeds whose last poll failed, or gone (HTTP 410)",
+            feeds_failing.clone(),
+        );
+        let subscribers = Gauge::default();
+        registry.register("subscribers", "Subscribers", subscribers.clone());
+        let last_tick = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "scheduler_last_tick_timestamp",
+            "Unix time of the scheduler's last tick",
+            last_tick.clone(),
+        );
+        Metrics {
+            registry,
+            polls,
+            fetch_seconds,
+            items_new,
+            items_updated,
+            matches,
+            digests_queued,
+            mail,
+            reloads,
+            outbox_pending,
+            oldest_pending_seconds,
+            feeds_active,
+            feeds_failing,
+            subscribers,
+            last_tick,
+        }
+    }
+
+    /// One feed polled: its result, how long it took, what it stored.
+    pub fn poll(
+        &self,
+        result: PollResult,
+        seconds: f64,
+        new_items: usize,
+        updated: usize,
+        matches: usize,
+    ) {
+        let result = match result {
+            PollResult::Updated => "updated",
+            PollResult::NotModified => "not_modified",
+            PollResult::Failed => "failed",
+        };
+        self.polls.get_or_create(&Result_ { result }).inc();
+        self.fetch_seconds.observe(seconds);
+        self.items_new.inc_by(new_items as u64);
+        self.items_updated.inc_by(updated as u64);
+        self.matches.inc_by(matches as u64);
+    }
+
+    /// A digest round: digests queued and what delivery did.
+    pub fn digests(&self, queued: usize, sent: usize, retrying: usize, failed: usize) {
+        self.digests_queued.inc_by(queued as u64);
+        for (result, n) in [("sent", sent), ("retrying", retrying), ("failed", failed)] {
+            self.mail
+                .get_or_create(&Result_ { result })
+                .inc_by(n as u64);
+        }
+    }
+
+    /// A config reload was tried.
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.reloads.get_or_create(&Result_ { result }).inc();
+    }
+
+    /// The whole registry in the OpenMetrics text format ([`CONTENT_TYPE`]).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_units_and_labels() {
+        let m = Metrics::new();
+        m.poll(PollResult::Updated, 0.2, 3, 1, 2);
+        m.poll(PollResult::Failed, 1.5, 0, 0, 0);
+        m.digests(2, 1, 1, 0);
+        m.reload(false);
+        m.outbox_pending.set(4);
+        let text = m.encode();
+        for line in [
+            "tidings_polls_total{result=\"updated\"} 1",
+            "tidings_polls_total{result=\"failed\"} 1",
+            "tidings_items_ingested_total 3",
+            "tidings_items_updated_total 1",
+            "tidings_matches_total 2",
+            "tidings_digests_queued_total 2",
+            "tidings_mail_total{result=\"sent\"} 1",
+            "tidings_mail_total{result=\"retrying\"} 1",
+            "tidings_config_reloads_total{result=\"error\"} 1",
+            "tidings_outbox_pending 4",
+            "tidings_fetch_duration_seconds_count 2",
+            "tidings_fetch_duration_seconds_bucket{le=\"0.2\"} 1",
+            "tidings_fetch_duration_seconds_bucket{le=\"1.6\"} 2",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
