@@ -307,7 +307,10 @@ async fn reload_on_sighup(tx: mpsc::Sender<Trigger>) {
             Ok(mut hup) => {
                 while hup.recv().await.is_some() {
                     info!("SIGHUP: reloading the config");
-                    let _ = tx.try_send(Trigger::Signal);
+                    // Waits if a file event is queued: a signal is never dropped.
+                    if tx.send(Trigger::Signal).await.is_err() {
+                        return;
+                    }
                 }
             }
             Err(e) => error!(error = %e, "cannot listen for SIGHUP"),

@@ -1,0 +1,657 @@
+//! The daemon as an operator runs it: the real binary, reloading its config on SIGHUP
+//! and on file changes, stopping within its deadline on SIGTERM, answering /healthz and
+//! /metrics, logging JSON, and telling systemd (a notify socket) where it is.
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::{FeedServer, Route, SmtpServer, fixture};
+
+/// A running `tidings run` whose stderr is collected as it is written.
+struct Daemon {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    fn start(config: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tidings"));
+        command
+            .args(extra_args)
+            .args(["run", "--config"])
+            .arg(config)
+            .env_remove("TIDINGS_CONFIG")
+            .env_remove("NOTIFY_SOCKET")
+            .env("TIDINGS_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("start tidings run");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Daemon { child, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until a log line satisfies `pred`; returns that line.
+    async fn wait_log(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let started = Instant::now();
+        loop {
+            if let Some(line) = self.log().lines().find(|l| pred(l)) {
+                return line.to_string();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no log line {what} within 30 s; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The admin listener's address, from its startup log line.
+    async fn admin(&self) -> String {
+        let line = self
+            .wait_log("admin listener", |l| l.contains("admin listener"))
+            .await;
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("address="))
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        format!("http://{addr}")
+    }
+
+    fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Waits for the process to exit; returns its status and how long that took.
+    async fn wait_exit(&mut self, limit: Duration) -> (ExitStatus, Duration) {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, started.elapsed());
+            }
+            if started.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!("daemon still running after {limit:?}; log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A config polling `feeds` (id, url, interval) and mailing through `smtp_port`, with the
+/// admin listener on an ephemeral port; `service` adds keys to `[service]`.
+fn write_config(
+    path: &Path,
+    feeds: &[(&str, &str, &str)],
+    smtp_port: u16,
+    service: &str,
+) -> PathBuf {
+    let mut text = format!(
+        "[poll]\ninitial_backlog = \"3650d\"\n\
+         [mail]\nfrom = \"alerts@tidings.test\"\ntransport = \"smtp\"\nsend_timeout = \"5s\"\n\
+         [mail.smtp]\nhost = \"127.0.0.1\"\nport = {smtp_port}\ntls = \"none\"\n\
+         [service]\nadmin_listen = \"127.0.0.1:0\"\n{service}\n"
+    );
+    for (id, url, interval) in feeds {
+        text.push_str(&format!(
+            "\n[[feeds]]\nid = \"{id}\"\nname = \"{id}\"\nurl = \"{url}\"\ninterval = \"{interval}\"\n"
+        ));
+    }
+    std::fs::write(path, text).unwrap();
+    path.to_path_buf()
+}
+
+/// `tidings feeds status --json`, by feed id.
+fn feed_status(config: &Path) -> HashMap<String, serde_json::Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["feeds", "status", "--json", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    all.into_iter()
+        .map(|f| (f["id"].as_str().unwrap().to_string(), f))
+        .collect()
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !cond() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Parses the OpenMetrics text format into `name{labels}` → value, checking every
+/// sample line is well formed.
+fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    assert!(text.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
+    let mut samples = HashMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (key, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad line {line:?}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        assert!(key.starts_with("tidings_"), "{line}");
+        samples.insert(key.to_string(), value);
+    }
+    samples
+}
+
+async fn get(url: &str) -> (u16, String, String) {
+    let response = reqwest::get(url).await.unwrap();
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, content_type, response.text().await.unwrap())
+}
+
+/// Collects what the daemon sends to `NOTIFY_SOCKET`, as systemd would receive it.
+struct NotifySocket {
+    path: PathBuf,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl NotifySocket {
+    fn bind(dir: &Path) -> NotifySocket {
+        let path = dir.join("notify.sock");
+        let socket = tokio::net::UnixDatagram::bind(&path).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buf).await {
+                let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+                sink.lock().unwrap().push(message);
+            }
+        });
+        NotifySocket { path, seen }
+    }
+
+    fn saw(&self, state: &str) -> bool {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| m.lines().any(|l| l == state))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_a_valid_config_and_keeps_running_on_an_invalid_one() {
+    let feeds = FeedServer::start().await;
+    let smtp = SmtpServer::start().await;
+    feeds.set(
+        "/a.xml",
+        Route::feed("application/rss+xml", fixture("uscis.xml")),
+    );
+    feeds.set(
+        "/b.atom",
+        Route::feed("application/atom+xml", fixture("govuk.atom")),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let notify = NotifySocket::bind(dir.path());
+    let (a, b) = (feeds.url("/a.xml"), feeds.url("/b.atom"));
+    // Only SIGHUP reloads here: the file watch is off.
+    let config = write_config(
+        &dir.path().join("config.toml"),
+        &[("a", &a, "1h")],
+        smtp.port(),
+        "watch_config = false",
+    );
+    let notify_path = notify.path.to_string_lossy().into_owned();
+    let mut daemon = Daemon::start(&config, &[], &[("NOTIFY_SOCKET", &notify_path)]);
+    let admin = daemon.admin().await;
+    wait_until("first poll of a", || feeds.hits("/a.xml") == 1).await;
+    wait_until("READY=1", || notify.saw("READY=1")).await;
+    daemon
+        .wait_log("a polled", |l| {
+            l.contains("feed polled") && l.contains("feed=a")
+        })
+        .await;
+    let next_a = |config: &Path| {
+        let s = feed_status(config);
+        let next =
+            chrono::DateTime::parse_from_rfc3339(s["a"]["next_poll_at"].as_str().unwrap()).unwrap();
+        (next.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_seconds()
+    };
+    assert!(
+        next_a(&config) > 50 * 60,
+        "hourly feed: next poll in about an hour"
+    );
+
+    // A valid change: feed b added, a's interval shortened. Nothing happens until SIGHUP.
+    write_config(
+        &config,
+        &[("a", &a, "1m"), ("b", &b, "1h")],
+        smtp.port(),
+        "watch_config = false",
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        feeds.hits("/b.atom"),
+        0,
+        "no reload without SIGHUP when watch_config is off"
+    );
+    daemon.signal("HUP");
+    daemon
+        .wait_log("reloaded", |l| {
+            l.contains("config reloaded") && l.contains("added=b")
+        })
+        .await;
+    wait_until("b polled right after the reload", || {
+        feeds.hits("/b.atom") == 1
+    })
+    .await;
+    assert!(
+        next_a(&config) <= 2 * 60,
+        "the shorter interval counts from a's last poll: next in {} s",
+        next_a(&config)
+    );
+    wait_until("RELOADING=1", || notify.saw("RELOADING=1")).await;
+
+    // Feed a removed: it stops (kept, inactive, its items stay).
+    write_config(
+        &config,
+        &[("b", &b, "1h")],
+        smtp.port(),
+        "watch_config = false",
+    );
+    daemon.signal("HUP");
+    daemon
+        .wait_log("a removed", |l| {
+            l.contains("config reloaded") && l.contains("removed=a")
+        })
+        .await;
+    let status = feed_status(&config);
+    assert_eq!(status["a"]["active"], false, "{:?}", status["a"]);
+    assert!(status["a"]["items"].as_i64().unwrap() > 0, "a's items stay");
+
+    // An invalid file: logged with line and column, nothing changes, still running.
+    let good = std::fs::read_to_string(&config).unwrap();
+    let broken = good.replace(&format!("url = \"{b}\""), "url = \"not a url\"");
+    std::fs::write(&config, &broken).unwrap();
+    let bad_line = broken
+        .lines()
+        .position(|l| l.contains("not a url"))
+        .unwrap()
+        + 1;
+    daemon.signal("HUP");
+    let error = daemon
+        .wait_log("reload error", |l| l.contains("config reload failed"))
+        .await;
+    assert!(
+        error.contains(&format!("config.toml:{bad_line}:7: feed \"b\": bad url")),
+        "error names file, line and column: {error}"
+    );
+    daemon
+        .wait_log("kept", |l| {
+            l.contains("still running on the last good config")
+        })
+        .await;
+    assert!(daemon.is_running());
+    let (code, _, body) = get(&format!("{admin}/healthz")).await;
+    assert_eq!((code, body.lines().next()), (200, Some("ok")), "{body}");
+    let metrics = parse_metrics(&get(&format!("{admin}/metrics")).await.2);
+    assert_eq!(metrics["tidings_config_reloads_total{result=\"ok\"}"], 2.0);
+    assert_eq!(
+        metrics["tidings_config_reloads_total{result=\"error\"}"],
+        1.0
+    );
+    assert_eq!(
+        metrics["tidings_feeds"], 1.0,
+        "b only: the bad file changed nothing"
+    );
+
+    daemon.signal("TERM");
+    let (status, _) = daemon.wait_exit(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status:?}\n{}", daemon.log());
+    assert!(notify.saw("STOPPING=1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_replaced_on_disk_is_picked_up_without_a_signal() {
+    let feeds = FeedServer::start().await;
+    let smtp = SmtpServer::start().await;
+    feeds.set(
+        "/a.xml",
+        Route::feed("application/rss+xml", fixture("uscis.xml")),
+    );
+    feeds.set(
+        "/b.atom",
+        Route::feed("application/atom+xml", fixture("govuk.atom")),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (feeds.url("/a.xml"), feeds.url("/b.atom"));
+    let config = write_config(
+        &dir.path().join("config.toml"),
+        &[("a", &a, "1h")],
+        smtp.port(),
+        "",
+    );
+    let daemon = Daemon::start(&config, &[], &[]);
+    wait_until("first poll of a", || feeds.hits("/a.xml") == 1).await;
+    daemon
+        .wait_log("a polled", |l| {
+            l.contains("feed polled") && l.contains("feed=a")
+        })
+        .await;
+
+    // As editors save: write a temporary file, then rename it over the config.
+    let staged = dir.path().join(".config.toml.swp");
+    write_config(
+        &staged,
+        &[("a", &a, "1h"), ("b", &b, "1h")],
+        smtp.port(),
+        "",
+    );
+    std::fs::rename(&staged, &config).unwrap();
+    daemon
+        .wait_log("reloaded", |l| {
+            l.contains("config reloaded") && l.contains("added=b")
+        })
+        .await;
+    wait_until("b polled after the file changed", || {
+        feeds.hits("/b.atom") == 1
+    })
+    .await;
+    assert_eq!(feeds.hits("/a.xml"), 1, "a is not due again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_poll_stops_within_the_deadline_and_leaves_the_database_consistent() {
+    let feeds = FeedServer::start().await;
+    let smtp = SmtpServer::start().await;
+    // A publisher that takes a minute to answer, and others queued behind it.
+    feeds.set(
+        "/slow.xml",
+        Route::feed("application/rss+xml", fixture("uscis.xml")).delay(Duration::from_secs(60)),
+    );
+    for n in 0..5 {
+        feeds.set(
+            &format!("/queued-{n}.xml"),
+            Route::feed("application/rss+xml", fixture("uscis.xml")),
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let slow = feeds.url("/slow.xml");
+    let queued: Vec<(String, String)> = (0..5)
+        .map(|n| (format!("q{n}"), feeds.url(&format!("/queued-{n}.xml"))))
+        .collect();
+    let mut list: Vec<(&str, &str, &str)> = vec![("slow", &slow, "1h")];
+    list.extend(
+        queued
+            .iter()
+            .map(|(id, url)| (id.as_str(), url.as_str(), "1h")),
+    );
+    let config = write_config(
+        &dir.path().join("config.toml"),
+        &list,
+        smtp.port(),
+        "shutdown_timeout = \"2s\"",
+    );
+    // One fetch at a time: whatever is queued behind the slow feed waits for its slot.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[poll]\n", "[poll]\nconcurrency = 1\ntimeout = \"90s\"\n");
+    std::fs::write(&config, text).unwrap();
+
+    let mut daemon = Daemon::start(&config, &[], &[]);
+    let admin = daemon.admin().await;
+    wait_until("the slow fetch in flight", || feeds.hits("/slow.xml") == 1).await;
+    let before: usize = (0..5)
+        .map(|n| feeds.hits(&format!("/queued-{n}.xml")))
+        .sum();
+
+    daemon.signal("TERM");
+    let sent = Instant::now();
+    // While it drains, health says so.
+    let (code, _, body) = get(&format!("{admin}/healthz")).await;
+    if sent.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(code, 503, "{body}");
+        assert!(body.contains("shutting down"), "{body}");
+    }
+    let (status, _) = daemon.wait_exit(Duration::from_secs(20)).await;
+    let took = sent.elapsed();
+    assert!(status.success(), "exit 0: {status:?}\n{}", daemon.log());
+    // The deadline is 2 s; the runtime may take up to one more second for a database
+    // write in progress. The slow fetch alone would have taken a minute.
+    assert!(
+        took < Duration::from_secs(4),
+        "stopped in {took:?}, deadline 2 s\n{}",
+        daemon.log()
+    );
+    let log = daemon.log();
+    assert!(log.contains("shutdown deadline"), "{log}");
+    let after: usize = (0..5)
+        .map(|n| feeds.hits(&format!("/queued-{n}.xml")))
+        .sum();
+    assert_eq!(after, before, "no new fetch started after SIGTERM");
+
+    // Consistent: integrity and references check out, and no feed is left claimed
+    // (the next start polls them at once instead of waiting out a lease).
+    let db = rusqlite::Connection::open(dir.path().join("tidings.db")).unwrap();
+    let integrity: String = db
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    let dangling: i64 = db
+        .query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(dangling, 0);
+    let claimed: Vec<String> = db
+        .prepare("SELECT id FROM feeds WHERE claimed_until IS NOT NULL")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(claimed.is_empty(), "still claimed: {claimed:?}");
+    let slow_polled: Option<i64> = db
+        .query_row(
+            "SELECT last_poll_at FROM feeds WHERE id = 'slow'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        slow_polled, None,
+        "the dropped fetch recorded nothing, not even an error"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_health_report_polls_mail_and_failures_in_json_logs() {
+    let feeds = FeedServer::start().await;
+    let smtp = SmtpServer::start().await;
+    feeds.set(
+        "/uscis.xml",
+        Route::feed("application/rss+xml", fixture("uscis.xml")),
+    );
+    feeds.set("/broken.xml", Route::status(500, "oops"));
+    let dir = tempfile::tempdir().unwrap();
+    let (uscis, broken) = (feeds.url("/uscis.xml"), feeds.url("/broken.xml"));
+    let config = write_config(
+        &dir.path().join("config.toml"),
+        &[("uscis", &uscis, "1h")],
+        smtp.port(),
+        "",
+    );
+    let add = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args([
+            "subscriber",
+            "add",
+            "ana@example.org",
+            "-q",
+            "\"H-1B\"",
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(add.status.success());
+
+    let daemon = Daemon::start(&config, &["--log-format", "json"], &[]);
+    let started = daemon
+        .wait_log("admin listener", |l| l.contains("admin listener"))
+        .await;
+    let started: serde_json::Value = serde_json::from_str(&started).expect("JSON log line");
+    let admin = format!("http://{}", started["address"].as_str().unwrap());
+    smtp.wait_for(1, Duration::from_secs(30)).await;
+    daemon
+        .wait_log("mail sent", |l| l.contains("\"mail sent\""))
+        .await;
+
+    let (code, content_type, body) = get(&format!("{admin}/metrics")).await;
+    assert_eq!(code, 200);
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let m = parse_metrics(&body);
+    assert_eq!(m["tidings_polls_total{result=\"updated\"}"], 1.0, "{body}");
+    assert_eq!(m["tidings_items_ingested_total"], 4.0);
+    assert_eq!(m["tidings_matches_total"], 1.0);
+    assert_eq!(m["tidings_mail_total{result=\"sent\"}"], 1.0);
+    assert_eq!(m["tidings_digests_queued_total"], 1.0);
+    assert_eq!(m["tidings_fetch_duration_seconds_count"], 1.0);
+    assert_eq!(m["tidings_outbox_pending"], 0.0);
+    assert_eq!(m["tidings_outbox_oldest_pending_age_seconds"], 0.0);
+    assert_eq!(m["tidings_feeds"], 1.0);
+    assert_eq!(m["tidings_feeds_failing"], 0.0);
+    assert_eq!(m["tidings_subscribers"], 1.0);
+    let (code, _, health) = get(&format!("{admin}/healthz")).await;
+    assert_eq!(code, 200, "{health}");
+
+    // A failing feed joins (by reload) and the mail server goes away: the numbers move.
+    drop(smtp);
+    write_config(
+        &config,
+        &[("uscis", &uscis, "1h"), ("broken", &broken, "1h")],
+        0,
+        "",
+    );
+    daemon
+        .wait_log("broken polled", |l| l.contains("\"feed poll failed\""))
+        .await;
+    let m = parse_metrics(&get(&format!("{admin}/metrics")).await.2);
+    assert_eq!(m["tidings_polls_total{result=\"failed\"}"], 1.0);
+    assert_eq!(m["tidings_polls_total{result=\"updated\"}"], 1.0);
+    assert_eq!(m["tidings_fetch_duration_seconds_count"], 2.0);
+    assert_eq!(m["tidings_feeds"], 2.0);
+    assert_eq!(m["tidings_feeds_failing"], 1.0);
+
+    // Every log line is one JSON object with a level and a message.
+    for line in daemon.log().lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["message"].is_string(), "{line}");
+    }
+    let polled = daemon
+        .wait_log("feed polled", |l| l.contains("\"feed polled\""))
+        .await;
+    let polled: serde_json::Value = serde_json::from_str(&polled).unwrap();
+    assert_eq!(
+        (polled["feed"].as_str(), polled["new"].as_u64()),
+        (Some("uscis"), Some(4)),
+        "fields are top-level keys: {polled}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_shot_poll_prints_a_line_per_feed_when_not_on_a_terminal() {
+    let feeds = FeedServer::start().await;
+    feeds.set(
+        "/uscis.xml",
+        Route::feed("application/rss+xml", fixture("uscis.xml")),
+    );
+    feeds.set("/missing.xml", Route::status(404, "no"));
+    let dir = tempfile::tempdir().unwrap();
+    let (uscis, missing) = (feeds.url("/uscis.xml"), feeds.url("/missing.xml"));
+    let config = write_config(
+        &dir.path().join("config.toml"),
+        &[("uscis", &uscis, "1h"), ("missing", &missing, "1h")],
+        25,
+        "",
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .args(["poll", "--config"])
+            .arg(&config)
+            .env_remove("TIDINGS_LOG")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.lines().any(|l| l == "uscis: ok, 4 new, 0 matches"),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("missing: failed (http)")),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("feed polled"),
+        "info logs stay quiet by default, the lines say it: {stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("polled 2 feeds"));
+}
