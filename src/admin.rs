@@ -56,6 +56,31 @@ pub async fn serve(
     Ok(bound)
 }
 
+/// `tidings health`: asks the admin listener at `addr` for `/healthz` (an unspecified
+/// address like `0.0.0.0` is asked on loopback). Returns whether it is healthy and what
+/// it said. For container health checks, where no HTTP client is installed.
+pub async fn probe(addr: SocketAddr) -> Result<(bool, String)> {
+    let mut target = addr;
+    if target.ip().is_unspecified() {
+        target.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let url = format!("http://{target}/healthz");
+    let client = reqwest::Client::builder()
+        .timeout(DB_TIMEOUT + Duration::from_secs(2))
+        .no_proxy()
+        .build()?;
+    let response = client
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("asking {url} (is `tidings run` running?)"))?;
+    let healthy = response.status() == StatusCode::OK;
+    Ok((healthy, response.text().await.unwrap_or_default()))
+}
+
 async fn healthz(State(app): State<watch::Receiver<App>>) -> Response {
     let app = app.borrow().clone();
     let mut problems = Vec::new();

@@ -62,6 +62,9 @@ enum Command {
     },
     /// Check the configuration file and print a summary; exit code 2 on errors.
     CheckConfig,
+    /// Ask the running daemon's admin listener for /healthz; exit code 0 when healthy,
+    /// 1 when not (for container health checks).
+    Health,
     /// Preview what QUERY would have matched among stored items, with the matched words
     /// highlighted.
     Match {
@@ -183,6 +186,18 @@ async fn execute(cli: Cli) -> Result<()> {
     let config = Config::load(&cli.config)?;
     match cli.command {
         Command::CheckConfig => check_config(&config),
+        Command::Health => {
+            let addr = config
+                .service
+                .admin_listen
+                .context("[service].admin_listen is off: nothing to ask")?;
+            let (healthy, body) = tidings::admin::probe(addr).await?;
+            print!("{body}");
+            if !healthy {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Run => {
             let app = App::open(config)?;
             scheduler::run(app, scheduler::shutdown_signal()).await
@@ -301,6 +316,19 @@ fn check_config(config: &Config) -> Result<()> {
              (RFC 8058) only for https links: set it to this server's public https address"
         );
     }
+    match config.service.admin_listen {
+        Some(addr) => println!("  admin: http://{addr}/healthz and /metrics"),
+        None => println!("  admin: off"),
+    }
+    println!(
+        "  reload: on SIGHUP{}; shutdown waits up to {}",
+        if config.service.watch_config {
+            " and when this file changes"
+        } else {
+            ""
+        },
+        humantime::format_duration(config.service.shutdown_timeout)
+    );
     println!("  feeds: {}", config.feeds.len());
     for feed in &config.feeds {
         println!(

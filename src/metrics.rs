@@ -131,9 +131,10 @@ impl Metrics {
         let subscribers = Gauge::default();
         registry.register("subscribers", "Subscribers", subscribers.clone());
         let last_tick = Gauge::<i64, AtomicI64>::default();
-        registry.register(
+        registry.register_with_unit(
             "scheduler_last_tick_timestamp",
             "Unix time of the scheduler's last tick",
+            Unit::Seconds,
             last_tick.clone(),
         );
         Metrics {
@@ -225,6 +226,7 @@ mod tests {
             "tidings_mail_total{result=\"retrying\"} 1",
             "tidings_config_reloads_total{result=\"error\"} 1",
             "tidings_outbox_pending 4",
+            "tidings_scheduler_last_tick_timestamp_seconds 0",
             "tidings_fetch_duration_seconds_count 2",
             "tidings_fetch_duration_seconds_bucket{le=\"0.2\"} 1",
             "tidings_fetch_duration_seconds_bucket{le=\"1.6\"} 2",

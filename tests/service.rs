@@ -574,6 +574,33 @@ async fn metrics_and_health_report_polls_mail_and_failures_in_json_logs() {
     assert_eq!(m["tidings_subscribers"], 1.0);
     let (code, _, health) = get(&format!("{admin}/healthz")).await;
     assert_eq!(code, 200, "{health}");
+    // `tidings health` (the container health check) asks the same listener. Its config
+    // names port 0, so point it at the port the daemon bound.
+    let probe_config = dir.path().join("probe.toml");
+    std::fs::write(
+        &probe_config,
+        format!(
+            "[service]\nadmin_listen = \"{}\"\n",
+            started["address"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let probe = |config: PathBuf| {
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_tidings"))
+                .args(["health", "--config"])
+                .arg(config)
+                .output()
+                .unwrap()
+        })
+    };
+    let healthy = probe(probe_config.clone()).await.unwrap();
+    assert_eq!(healthy.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&healthy.stdout).starts_with("ok\n"));
+    std::fs::write(&probe_config, "[service]\nadmin_listen = \"127.0.0.1:1\"\n").unwrap();
+    let nobody = probe(probe_config).await.unwrap();
+    assert_eq!(nobody.status.code(), Some(2), "no daemon there is an error");
+    assert!(String::from_utf8_lossy(&nobody.stderr).contains("is `tidings run` running?"));
 
     // A failing feed joins (by reload) and the mail server goes away: the numbers move.
     drop(smtp);
