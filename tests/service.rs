@@ -682,3 +682,86 @@ async fn one_shot_poll_prints_a_line_per_feed_when_not_on_a_terminal() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("polled 2 feeds"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_sending_finishes_the_mail_in_flight_and_claims_no_more() {
+    const SUBSCRIBERS: usize = 12;
+    let feeds = FeedServer::start().await;
+    let smtp = SmtpServer::start().await;
+    // Each message takes 700 ms to be accepted: a SIGTERM lands mid-batch.
+    smtp.set_data_delay(Duration::from_millis(700));
+    feeds.set(
+        "/uscis.xml",
+        Route::feed("application/rss+xml", fixture("uscis.xml")),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let uscis = feeds.url("/uscis.xml");
+    let config = write_config(
+        &dir.path().join("config.toml"),
+        &[("uscis", &uscis, "1h")],
+        smtp.port(),
+        "shutdown_timeout = \"5s\"",
+    );
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[mail]\n", "[mail]\nconcurrency = 2\n");
+    std::fs::write(&config, text).unwrap();
+    {
+        let loaded = tidings::config::Config::load(&config).unwrap();
+        let store = tidings::store::Store::open(&loaded.database).unwrap();
+        for n in 0..SUBSCRIBERS {
+            store
+                .add_subscription(
+                    &format!("s{n:02}@example.org"),
+                    "\"H-1B\"",
+                    tidings::digest::Schedule::Immediate,
+                    chrono_tz::Tz::UTC,
+                    chrono::Utc::now(),
+                )
+                .unwrap();
+        }
+    }
+
+    let mut daemon = Daemon::start(&config, &[], &[]);
+    smtp.wait_for(1, Duration::from_secs(30)).await;
+    daemon.signal("TERM");
+    let (status, _) = daemon.wait_exit(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status:?}\n{}", daemon.log());
+    assert!(daemon.log().contains("stopped cleanly"), "{}", daemon.log());
+    let received = smtp.messages().len();
+    assert!(
+        received < SUBSCRIBERS,
+        "the stop came mid-delivery ({received} of {SUBSCRIBERS} sent)"
+    );
+
+    // Every message the server accepted is recorded sent; the rest wait, unclaimed, so
+    // the next start sends them at once and nothing is sent twice.
+    let db = rusqlite::Connection::open(dir.path().join("tidings.db")).unwrap();
+    let count =
+        |sql: &str| -> usize { db.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap() as usize };
+    assert_eq!(
+        count("SELECT COUNT(*) FROM outbox WHERE status = 'sent'"),
+        received
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM outbox WHERE claimed_until IS NOT NULL"),
+        0,
+        "no message left claimed by the stopped process"
+    );
+    let queued = count("SELECT COUNT(*) FROM outbox");
+    let pending_matches = count("SELECT COUNT(*) FROM matches WHERE outbox_id IS NULL");
+    assert_eq!(
+        queued + pending_matches,
+        SUBSCRIBERS,
+        "each subscriber's match is in the outbox or still pending"
+    );
+    drop(db);
+
+    let _again = Daemon::start(&config, &[], &[]);
+    let all = smtp.wait_for(SUBSCRIBERS, Duration::from_secs(60)).await;
+    let mut recipients: Vec<String> = all.iter().flat_map(|m| m.rcpt_to.clone()).collect();
+    recipients.sort();
+    recipients.dedup();
+    assert_eq!(all.len(), SUBSCRIBERS, "nothing sent twice");
+    assert_eq!(recipients.len(), SUBSCRIBERS, "everyone once");
+}
