@@ -204,6 +204,7 @@ async fn execute(cli: Cli) -> Result<()> {
         }
         Command::Poll => {
             let app = App::open(config)?;
+            stop_on_signal(&app);
             let progress = PollProgress::default();
             let s = poll_feeds_observed(&app, Utc::now(), false, &progress).await?;
             progress.finish();
@@ -211,10 +212,14 @@ async fn execute(cli: Cli) -> Result<()> {
                 "polled {} feeds: {} updated, {} not modified, {} failed; {} new items, {} matches",
                 s.feeds, s.updated, s.not_modified, s.failed, s.new_items, s.matches
             );
+            if s.skipped > 0 {
+                println!("stopped early: {} feeds not polled", s.skipped);
+            }
             Ok(())
         }
         Command::Digest { all } => {
             let app = App::open(config)?;
+            stop_on_signal(&app);
             let s = send_digests(&app, Utc::now(), all).await?;
             println!(
                 "queued {} digests; sent {}, retrying {}, failed {}",
@@ -250,6 +255,30 @@ async fn execute(cli: Cli) -> Result<()> {
         Command::Feeds(FeedsCommand::Status { json }) => feeds_status(&open_store(&config)?, json),
         Command::Feeds(FeedsCommand::Discover { url }) => discover(&config, &url).await,
     }
+}
+
+/// One-shots stop like the daemon: on Ctrl-C/SIGTERM nothing new starts and work in
+/// progress gets `[service].shutdown_timeout`; a second signal, or the deadline, drops it.
+fn stop_on_signal(app: &App) {
+    let shutdown = app.shutdown.clone();
+    let timeout = app.config.service.shutdown_timeout;
+    tokio::spawn(async move {
+        scheduler::shutdown_signal().await;
+        eprintln!(
+            "stopping: finishing work in progress (up to {}; again to stop now)",
+            humantime::format_duration(timeout)
+        );
+        shutdown.draining.cancel();
+        tokio::select! {
+            _ = scheduler::shutdown_signal() => {},
+            _ = tokio::time::sleep(timeout) => {},
+        }
+        shutdown.abort.cancel();
+        // Dropped fetches release their feeds at once; mail in flight keeps its lease
+        // and is sent again after it, as after a crash.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        std::process::exit(130);
+    });
 }
 
 /// `tidings poll` on a terminal: a bar over the feeds; elsewhere: one line per feed.

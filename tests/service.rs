@@ -765,3 +765,65 @@ async fn sigterm_while_sending_finishes_the_mail_in_flight_and_claims_no_more() 
     assert_eq!(all.len(), SUBSCRIBERS, "nothing sent twice");
     assert_eq!(recipients.len(), SUBSCRIBERS, "everyone once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_shot_poll_stops_on_sigterm_and_releases_what_it_did_not_poll() {
+    let feeds = FeedServer::start().await;
+    feeds.set(
+        "/slow.xml",
+        Route::feed("application/rss+xml", fixture("uscis.xml")).delay(Duration::from_secs(60)),
+    );
+    feeds.set(
+        "/fast.xml",
+        Route::feed("application/rss+xml", fixture("uscis.xml")),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (slow, fast) = (feeds.url("/slow.xml"), feeds.url("/fast.xml"));
+    let config = write_config(
+        &dir.path().join("config.toml"),
+        &[("slow", &slow, "1h"), ("fast", &fast, "1h")],
+        25,
+        "shutdown_timeout = \"1s\"",
+    );
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[poll]\n", "[poll]\ntimeout = \"90s\"\n");
+    std::fs::write(&config, text).unwrap();
+    let mut poll = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["poll", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the slow fetch in flight", || feeds.hits("/slow.xml") == 1).await;
+    let sent = Command::new("kill")
+        .args(["-TERM", &poll.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let started = Instant::now();
+    while poll.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "poll did not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let out = poll.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("stopped early: 1 feeds not polled"),
+        "{stdout}"
+    );
+    let db = rusqlite::Connection::open(dir.path().join("tidings.db")).unwrap();
+    let claimed: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM feeds WHERE claimed_until IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(claimed, 0, "the slow feed is released, due again at once");
+}
