@@ -696,7 +696,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-fn is_identifier(s: &str) -> bool {
+/// What a feed id or tag may be: 1-64 lowercase ASCII letters, digits, `-` or `_`.
+pub(crate) fn is_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes()

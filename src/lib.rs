@@ -21,8 +21,10 @@
 //! | [`metrics`]   | counters and gauges in the Prometheus text format                     |
 //! | [`token`]     | signed per-subscriber tokens and the links that carry them            |
 //! | [`progress`]  | progress of interactive commands: a bar on a terminal, lines if not   |
+//! | [`opml`]      | OPML in (new `[[feeds]]` in the config text, layout kept) and out     |
 //!
-//! `parse`, `matcher` and `digest` are plain functions over plain data: no I/O, no async.
+//! `parse`, `matcher`, `digest` and `opml` are plain functions over plain data: no I/O, no
+//! async.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -32,6 +34,7 @@ pub mod fetch;
 pub mod mail;
 pub mod matcher;
 pub mod metrics;
+pub mod opml;
 pub mod parse;
 pub mod pipeline;
 pub mod progress;

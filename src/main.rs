@@ -2,7 +2,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use tidings::config::{Config, MailTransport};
 use tidings::digest::{Schedule, excerpt};
 use tidings::fetch::{FetchOutcome, Fetcher, Validators};
 use tidings::matcher::{Document, Field, Query, Synonyms};
+use tidings::opml::{self, Entry, Outcome};
 use tidings::parse::body_text;
 use tidings::parse::{ParseError, discover_feeds, parse_feed};
 use tidings::pipeline::{FeedOutcome, PollObserver, poll_feeds_observed};
@@ -79,7 +80,7 @@ enum Command {
     /// Manage subscribers and their keyword queries.
     #[command(subcommand)]
     Subscriber(SubscriberCommand),
-    /// Show each feed's health.
+    /// Show each feed's health, find feeds, import and export them as OPML.
     #[command(subcommand)]
     Feeds(FeedsCommand),
     /// List mail that is pending or failed (add --all for sent mail too), or requeue one.
@@ -136,6 +137,22 @@ enum FeedsCommand {
     },
     /// Fetch URL and print the feeds it advertises (or confirm it is a feed itself).
     Discover { url: url::Url },
+    /// Add the feeds of an OPML file (another reader's export) to the config file as
+    /// [[feeds]] tables, leaving its comments and layout as they are. Folders become tags;
+    /// feeds already configured, repeated or with a bad URL are skipped and reported.
+    Import {
+        /// The OPML file.
+        file: PathBuf,
+        /// Print what would be added; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write the configured feeds as OPML 2.0, in folders named after their first tag.
+    Export {
+        /// Write to FILE instead of standard output.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -254,6 +271,21 @@ async fn execute(cli: Cli) -> Result<()> {
         }
         Command::Feeds(FeedsCommand::Status { json }) => feeds_status(&open_store(&config)?, json),
         Command::Feeds(FeedsCommand::Discover { url }) => discover(&config, &url).await,
+        Command::Feeds(FeedsCommand::Import { file, dry_run }) => {
+            import_opml(&config, &file, dry_run)
+        }
+        Command::Feeds(FeedsCommand::Export { output }) => {
+            let xml = opml::export(&config, Utc::now());
+            match output {
+                None => print!("{xml}"),
+                Some(path) => {
+                    std::fs::write(&path, xml)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!("wrote {} feeds to {}", config.feeds.len(), path.display());
+                }
+            }
+            Ok(())
+        }
     }
 }
 
@@ -315,6 +347,107 @@ impl PollProgress {
             p.finish();
         }
     }
+}
+
+/// `tidings feeds import`: adds the feeds of an OPML file to the config file in place.
+fn import_opml(config: &Config, file: &Path, dry_run: bool) -> Result<()> {
+    let opml_text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let config_text = std::fs::read_to_string(&config.path)
+        .with_context(|| format!("reading {}", config.path.display()))?;
+    let import = opml::import(&config_text, &config.path, &opml_text)
+        .with_context(|| format!("importing {}", file.display()))?;
+
+    // The work is done by now, so a bar would only flash: one plain line per feed.
+    let progress = Progress::with_terminal(import.entries.len() as u64, "import", false);
+    for entry in &import.entries {
+        progress.step(&describe(entry, dry_run));
+    }
+    progress.finish();
+
+    let (added, skipped) = (import.added(), import.skipped());
+    let config_name = config.path.display();
+    if dry_run {
+        println!(
+            "dry run: would have imported {added} feeds, skipped {skipped}; {config_name} not changed"
+        );
+    } else if added == 0 {
+        println!("imported {added} feeds, skipped {skipped}; {config_name} not changed");
+    } else {
+        write_replacing(&config.path, &import.config_text)?;
+        println!(
+            "imported {added} feeds, skipped {skipped} into {config_name} (a running daemon reloads it)"
+        );
+    }
+    Ok(())
+}
+
+/// One line about one feed of an import.
+fn describe(entry: &Entry, dry_run: bool) -> String {
+    let name = if entry.name.is_empty() {
+        String::new()
+    } else {
+        format!("{:?} ", entry.name)
+    };
+    let url = &entry.url;
+    match &entry.outcome {
+        Outcome::Added { id, tags, .. } => format!(
+            "{} {id}: {name}{url}{}",
+            if dry_run { "would add" } else { "added" },
+            if tags.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", tags.join(", "))
+            }
+        ),
+        Outcome::InConfig { id } => format!("skipped {name}{url}: already in the config as {id}"),
+        Outcome::Duplicate { id } => {
+            format!("skipped {name}{url}: listed twice in the file (the same feed as {id})")
+        }
+        Outcome::BadUrl(why) => format!("skipped {name}{url}: {why}"),
+    }
+}
+
+/// Replaces the file at `path` with `text` atomically: a temporary file in the same
+/// folder, with the old file's permissions (and owner, where that is allowed), renamed
+/// over it. A symlink is followed, so the file it points to is the one replaced.
+fn write_replacing(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+
+    let path =
+        std::fs::canonicalize(path).with_context(|| format!("finding {}", path.display()))?;
+    let old = std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?;
+    let folder = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let temp = folder.join(format!(".{name}.tidings-{}.tmp", std::process::id()));
+    let write = || -> Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)?;
+        file.set_permissions(old.permissions())?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let new = file.metadata()?;
+            if (new.uid(), new.gid()) != (old.uid(), old.gid()) {
+                std::os::unix::fs::fchown(&file, Some(old.uid()), Some(old.gid()))
+                    .context("keeping the file's owner")?;
+            }
+        }
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&temp, &path)?;
+        // Make the rename itself durable, where the system allows syncing a folder.
+        if let Ok(folder) = std::fs::File::open(folder) {
+            let _ = folder.sync_all();
+        }
+        Ok(())
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&temp);
+        e.context(format!("writing {}", path.display()))
+    })
 }
 
 fn check_config(config: &Config) -> Result<()> {
