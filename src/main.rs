@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use clap::{Parser, Subcommand};
+use futures_util::StreamExt as _;
 use tidings::config::{Config, MailTransport};
 use tidings::digest::{Schedule, excerpt};
 use tidings::fetch::{FetchOutcome, Fetcher, Validators};
@@ -146,6 +147,9 @@ enum FeedsCommand {
         /// Print what would be added; change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Fetch each new feed first and leave out those that fail (with the reason).
+        #[arg(long)]
+        check: bool,
     },
     /// Write the configured feeds as OPML 2.0, in folders named after their first tag.
     Export {
@@ -271,9 +275,11 @@ async fn execute(cli: Cli) -> Result<()> {
         }
         Command::Feeds(FeedsCommand::Status { json }) => feeds_status(&open_store(&config)?, json),
         Command::Feeds(FeedsCommand::Discover { url }) => discover(&config, &url).await,
-        Command::Feeds(FeedsCommand::Import { file, dry_run }) => {
-            import_opml(&config, &file, dry_run)
-        }
+        Command::Feeds(FeedsCommand::Import {
+            file,
+            dry_run,
+            check,
+        }) => import_opml(&config, &file, dry_run, check).await,
         Command::Feeds(FeedsCommand::Export { output }) => {
             let xml = opml::export(&config, Utc::now());
             match output {
@@ -350,20 +356,28 @@ impl PollProgress {
 }
 
 /// `tidings feeds import`: adds the feeds of an OPML file to the config file in place.
-fn import_opml(config: &Config, file: &Path, dry_run: bool) -> Result<()> {
+/// With `check`, each new feed is fetched and parsed first (a progress bar on a
+/// terminal); those that fail are left out.
+async fn import_opml(config: &Config, file: &Path, dry_run: bool, check: bool) -> Result<()> {
     let opml_text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let config_text = std::fs::read_to_string(&config.path)
         .with_context(|| format!("reading {}", config.path.display()))?;
-    let import = opml::import(&config_text, &config.path, &opml_text)
+    let mut entries = opml::plan(&config_text, &config.path, &opml_text)
         .with_context(|| format!("importing {}", file.display()))?;
-
-    // The work is done by now, so a bar would only flash: one plain line per feed.
-    let progress = Progress::with_terminal(import.entries.len() as u64, "import", false);
-    for entry in &import.entries {
-        progress.step(&describe(entry, dry_run));
+    if check {
+        check_feeds(config, &mut entries).await?;
     }
-    progress.finish();
+    let import = opml::Import {
+        config_text: opml::apply(&config_text, &config.path, &entries)
+            .with_context(|| format!("importing {}", file.display()))?,
+        entries,
+    };
+
+    // The report: one plain line per feed (a bar would only flash; the work is done).
+    for entry in &import.entries {
+        eprintln!("{}", describe(entry, dry_run));
+    }
 
     let (added, skipped) = (import.added(), import.skipped());
     let config_name = config.path.display();
@@ -405,7 +419,49 @@ fn describe(entry: &Entry, dry_run: bool) -> String {
             format!("skipped {name}{url}: listed twice in the file (the same feed as {id})")
         }
         Outcome::BadUrl(why) => format!("skipped {name}{url}: {why}"),
+        Outcome::Unreachable(why) => format!("skipped {name}{url}: check failed: {why}"),
     }
+}
+
+/// `feeds import --check`: fetches and parses every feed the import would add,
+/// `poll.concurrency` at a time, and marks those that fail as unreachable.
+async fn check_feeds(config: &Config, entries: &mut [Entry]) -> Result<()> {
+    let fetcher = Fetcher::new(&config.poll)?;
+    let todo: Vec<(usize, url::Url)> = entries
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match &e.outcome {
+            Outcome::Added { url, .. } => Some((i, url.clone())),
+            _ => None,
+        })
+        .collect();
+    let progress = Progress::new(todo.len() as u64, "checking");
+    let fetcher = &fetcher;
+    let mut checks = futures_util::stream::iter(todo)
+        .map(|(i, url)| async move {
+            let result = match fetcher.fetch_feed(&url, &Validators::default()).await {
+                Ok(FetchOutcome::Fetched(f)) => {
+                    parse_feed(&f.body, f.content_type.as_deref(), &f.final_url, Utc::now())
+                        .map(|feed| feed.items.len())
+                        .map_err(|e| e.to_string())
+                }
+                Ok(FetchOutcome::NotModified(_)) => Ok(0),
+                Err(e) => Err(e.to_string()),
+            };
+            (i, url, result)
+        })
+        .buffer_unordered(config.poll.concurrency);
+    while let Some((i, url, result)) = checks.next().await {
+        match result {
+            Ok(items) => progress.step(&format!("ok {url}: {items} items")),
+            Err(why) => {
+                progress.step(&format!("failed {url}: {why}"));
+                entries[i].outcome = Outcome::Unreachable(why);
+            }
+        }
+    }
+    progress.finish();
+    Ok(())
 }
 
 /// Replaces the file at `path` with `text` atomically: a temporary file in the same

@@ -78,6 +78,8 @@ pub enum Outcome {
     Duplicate { id: String },
     /// Skipped: `xmlUrl` is not an absolute http(s) URL; says why.
     BadUrl(String),
+    /// Skipped: `feeds import --check` fetched it and it failed; says why.
+    Unreachable(String),
 }
 
 /// Adds the feeds of `opml_text` to `config_text`, the file at `config_path`.
@@ -90,6 +92,18 @@ pub enum Outcome {
 /// end; nothing else in the text changes. The result is validated like any config:
 /// an error means nothing should be written.
 pub fn import(config_text: &str, config_path: &Path, opml_text: &str) -> Result<Import> {
+    let entries = plan(config_text, config_path, opml_text)?;
+    let config_text = apply(config_text, config_path, &entries)?;
+    Ok(Import {
+        config_text,
+        entries,
+    })
+}
+
+/// The first half of [`import`]: what would happen to each feed outline, without
+/// touching the config text. A caller may turn `Added` entries into `Unreachable` ones
+/// (after fetching them) before [`apply`].
+pub fn plan(config_text: &str, config_path: &Path, opml_text: &str) -> Result<Vec<Entry>> {
     let config = Config::parse(config_text, config_path)?;
     let outlines = read_outlines(opml_text)?;
     let mut found = Vec::new();
@@ -144,14 +158,17 @@ pub fn import(config_text: &str, config_path: &Path, opml_text: &str) -> Result<
         });
     }
 
-    let config_text = append_feeds(config_text, &entries)?;
+    Ok(entries)
+}
+
+/// The second half of [`import`]: `config_text` with the `Added` entries appended,
+/// checked to be a valid config.
+pub fn apply(config_text: &str, config_path: &Path, entries: &[Entry]) -> Result<String> {
+    let config_text = append_feeds(config_text, entries)?;
     Config::parse(&config_text, config_path).map_err(|e| {
         anyhow!("with the new feeds the config would not be valid, so nothing was written:\n{e}")
     })?;
-    Ok(Import {
-        config_text,
-        entries,
-    })
+    Ok(config_text)
 }
 
 /// The configured feeds as an OPML 2.0 document, for another reader or another Tidings.

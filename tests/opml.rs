@@ -8,6 +8,8 @@ use std::process::{Command, Output};
 
 use tidings::Config;
 
+mod support;
+
 const SHIPPED_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
 const FEEDLY_EXPORT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -297,4 +299,66 @@ fn a_symlinked_config_stays_a_symlink() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(leftovers, ["config.toml"], "no temporary file left behind");
+}
+
+/// `--check` fetches each new feed from a real server on loopback first: the ones that
+/// answer with a feed are added, a 404 and an HTML page are left out with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_check_leaves_out_feeds_that_do_not_answer_with_a_feed() {
+    let feeds = support::FeedServer::start().await;
+    feeds.set(
+        "/uscis.xml",
+        support::Route::feed("application/rss+xml", support::fixture("uscis.xml")),
+    );
+    feeds.set("/gone.xml", support::Route::status(404, "no such feed"));
+    feeds.set(
+        "/page.html",
+        support::Route::feed("text/html", "<html><body>not a feed</body></html>"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "# my feeds\n").unwrap();
+    let opml = dir.path().join("list.opml");
+    std::fs::write(
+        &opml,
+        format!(
+            r#"<?xml version="1.0"?><opml version="2.0"><head><title>x</title></head><body>
+<outline text="USCIS" xmlUrl="{}"/>
+<outline text="Gone" xmlUrl="{}"/>
+<outline text="Page" xmlUrl="{}"/>
+</body></opml>"#,
+            feeds.url("/uscis.xml"),
+            feeds.url("/gone.xml"),
+            feeds.url("/page.html")
+        ),
+    )
+    .unwrap();
+    let (config_arg, opml_arg) = (config.clone(), opml.to_string_lossy().into_owned());
+    let out = tokio::task::spawn_blocking(move || import(&config_arg, &opml_arg, &["--check"]))
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("ok http://"), "{stderr}");
+    assert!(
+        stderr.contains("\"Gone\"") && stderr.contains("check failed: HTTP 404"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("\"Page\"") && stderr.contains("check failed:"),
+        "{stderr}"
+    );
+    assert!(
+        text(&out.stdout).contains("imported 1 feeds, skipped 2"),
+        "{}",
+        text(&out.stdout)
+    );
+    let loaded = Config::load(&config).unwrap();
+    let urls: Vec<String> = loaded.feeds.iter().map(|f| f.url.to_string()).collect();
+    assert_eq!(urls, vec![feeds.url("/uscis.xml")]);
+    assert!(
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .starts_with("# my feeds\n")
+    );
 }
