@@ -298,17 +298,29 @@ async fn execute(cli: Cli) -> Result<()> {
 /// One-shots stop like the daemon: on Ctrl-C/SIGTERM nothing new starts and work in
 /// progress gets `[service].shutdown_timeout`; a second signal, or the deadline, drops it.
 fn stop_on_signal(app: &App) {
+    use tokio::signal::unix::{SignalKind, signal};
     let shutdown = app.shutdown.clone();
     let timeout = app.config.service.shutdown_timeout;
+    // Installed now, and each stream read twice, so the second signal is a new one.
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
     tokio::spawn(async move {
-        scheduler::shutdown_signal().await;
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
+        }
         eprintln!(
             "stopping: finishing work in progress (up to {}; again to stop now)",
             humantime::format_duration(timeout)
         );
         shutdown.draining.cancel();
         tokio::select! {
-            _ = scheduler::shutdown_signal() => {},
+            _ = int.recv() => {},
+            _ = term.recv() => {},
             _ = tokio::time::sleep(timeout) => {},
         }
         shutdown.abort.cancel();
