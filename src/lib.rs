@@ -15,7 +15,7 @@
 //! | [`digest`]    | pending matches → rendered digest; digest schedules                   |
 //! | [`store`]     | the only SQL: migrations and domain operations (rusqlite)             |
 //! | [`mail`]      | outbox → SMTP or `.eml` files, retries (lettre)                       |
-//! | [`pipeline`]  | the jobs: [`pipeline::poll_feeds`], [`pipeline::send_digests`]        |
+//! | [`pipeline`]  | the jobs: [`poll_feeds`], [`send_digests`], [`prune`]                 |
 //! | [`scheduler`] | the daemon: cron ticks driving the jobs, shutdown                     |
 //! | [`token`]     | signed per-subscriber tokens and the links that carry them            |
 //! | [`progress`]  | progress of interactive commands: a bar on a terminal, lines if not   |
@@ -36,4 +36,4 @@ pub mod store;
 pub mod token;
 
 pub use config::Config;
-pub use pipeline::{App, poll_feeds, send_digests};
+pub use pipeline::{App, poll_feeds, prune, send_digests};

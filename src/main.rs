@@ -15,6 +15,7 @@ use tidings::fetch::{FetchOutcome, Fetcher, Validators};
 use tidings::matcher::{Document, Field, Query, Synonyms};
 use tidings::parse::body_text;
 use tidings::parse::{ParseError, discover_feeds, parse_feed};
+use tidings::pipeline::prune_store;
 use tidings::store::Store;
 use tidings::{App, mail, poll_feeds, scheduler, send_digests};
 use tracing_subscriber::EnvFilter;
@@ -67,6 +68,9 @@ enum Command {
     /// Show each feed's health.
     #[command(subcommand)]
     Feeds(FeedsCommand),
+    /// Prune what is older than `retention` once, then exit: items no digest still needs
+    /// (a marker stays so they never come back as new) and sent or failed mail.
+    Prune,
     /// List mail that is pending or failed (add --all for sent mail too), or requeue one.
     Outbox {
         #[command(subcommand)]
@@ -175,6 +179,17 @@ async fn execute(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Prune => {
+            let store = open_store(&config)?;
+            let p = prune_store(&store, config.retention, Utc::now()).await?;
+            println!(
+                "pruned {} items first seen more than {} ago and {} sent or failed messages",
+                p.items,
+                in_days(config.retention),
+                p.outbox
+            );
+            Ok(())
+        }
         Command::Match {
             query,
             since,
@@ -207,7 +222,11 @@ async fn execute(cli: Cli) -> Result<()> {
 
 fn check_config(config: &Config) -> Result<()> {
     println!("{}: ok", config.path.display());
-    println!("  database: {}", config.database.display());
+    println!(
+        "  database: {} (items and sent mail kept {})",
+        config.database.display(),
+        in_days(config.retention)
+    );
     match &config.mail.transport {
         MailTransport::File { folder } => println!("  mail: .eml files in {}", folder.display()),
         MailTransport::Smtp(s) => println!(
@@ -368,6 +387,15 @@ fn list_outbox(store: &Store, all: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A retention as people write it: "90d" rather than humantime's "2months 29days 7h…".
+fn in_days(d: Duration) -> String {
+    if d.as_secs().is_multiple_of(86400) {
+        format!("{}d", d.as_secs() / 86400)
+    } else {
+        humantime::format_duration(d).to_string()
+    }
 }
 
 /// The database alone, for admin commands that neither fetch nor mail (so they work
