@@ -71,6 +71,14 @@ enum Command {
     /// Prune what is older than `retention` once, then exit: items no digest still needs
     /// (a marker stays so they never come back as new) and sent or failed mail.
     Prune,
+    /// Copy the database to PATH, consistently, even while the daemon is writing to it.
+    Backup {
+        /// Where the copy goes; written under a temporary name, then renamed.
+        path: PathBuf,
+        /// Replace PATH if it exists.
+        #[arg(long)]
+        force: bool,
+    },
     /// List mail that is pending or failed (add --all for sent mail too), or requeue one.
     Outbox {
         #[command(subcommand)]
@@ -190,6 +198,7 @@ async fn execute(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Backup { path, force } => backup(&config, &path, force),
         Command::Match {
             query,
             since,
@@ -396,6 +405,39 @@ fn in_days(d: Duration) -> String {
     } else {
         humantime::format_duration(d).to_string()
     }
+}
+
+/// `tidings backup`: a consistent copy of the database at `path`, with what it holds.
+fn backup(config: &Config, path: &std::path::Path, force: bool) -> Result<()> {
+    if !config.database.exists() {
+        bail!("no database at {}", config.database.display());
+    }
+    if !force && path.exists() {
+        bail!(
+            "{} already exists (pass --force to replace it)",
+            path.display()
+        );
+    }
+    if std::fs::canonicalize(path).ok() == std::fs::canonicalize(&config.database).ok() {
+        bail!("{} is the database itself", path.display());
+    }
+    // Its own connection, and no sync with the config: a backup writes nothing.
+    let store = Store::open(&config.database)?;
+    let s = store
+        .backup_to(path, force)
+        .with_context(|| format!("backing up to {}", path.display()))?;
+    println!(
+        "backed up {} to {}: {:.1} MiB; {} feeds, {} items ({} pruned), {} subscribers, {} outbox messages",
+        config.database.display(),
+        path.display(),
+        s.bytes as f64 / (1024.0 * 1024.0),
+        s.feeds,
+        s.items,
+        s.pruned_items,
+        s.subscribers,
+        s.outbox
+    );
+    Ok(())
 }
 
 /// The database alone, for admin commands that neither fetch nor mail (so they work

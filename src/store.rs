@@ -16,6 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
+use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use rusqlite_migration::{M, Migrations};
 
@@ -148,6 +149,21 @@ pub struct Pruned {
     pub outbox: usize,
     /// Matches deleted with them (every one long since taken by a digest).
     pub matches: usize,
+}
+
+/// What a backup made by [`Store::backup_to`] holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackupSummary {
+    /// Size of the copy.
+    pub bytes: u64,
+    pub feeds: i64,
+    /// Live items (tombstones not counted).
+    pub items: i64,
+    /// Tombstones of pruned items.
+    pub pruned_items: i64,
+    pub subscribers: i64,
+    /// Messages in the outbox, whatever their status.
+    pub outbox: i64,
 }
 
 /// A rendered digest waiting in (or gone from) the outbox.
@@ -968,7 +984,7 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    // ---- retention -----------------------------------------------------------------------
+    // ---- retention and backup ------------------------------------------------------------
 
     /// Prunes what is older than `cutoff`:
     /// - sent and failed mail created before `cutoff` is deleted, with the matches it
@@ -1093,6 +1109,118 @@ impl Store {
         check_pending(&tx, pending_before)?;
         tx.commit()?;
         Ok(Some((pruned, last)))
+    }
+
+    /// Copies the database to `path` while other connections (the daemon) may be writing
+    /// to it, with SQLite's online backup. The copy goes to a temporary file next to
+    /// `path`, must pass `PRAGMA integrity_check`, and only then takes the name `path`,
+    /// so `path` is never half-written. An existing `path` is replaced only with
+    /// `overwrite`. The copy is a plain rollback-journal file, complete on its own.
+    pub fn backup_to(&self, path: &Path, overwrite: bool) -> Result<BackupSummary> {
+        let name = path
+            .file_name()
+            .with_context(|| format!("{} is not a file name", path.display()))?;
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !overwrite && path.exists() {
+            bail!("{} already exists", path.display());
+        }
+        let tmp = dir.join(format!(
+            ".{}.tmp-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        let copied = self.copy_into(&tmp).and_then(|summary| {
+            std::fs::File::open(&tmp)?.sync_all()?;
+            if overwrite {
+                std::fs::rename(&tmp, path)?;
+            } else {
+                // A link fails if `path` appeared meanwhile: never replaced by accident.
+                std::fs::hard_link(&tmp, path)
+                    .with_context(|| format!("creating {}", path.display()))?;
+                std::fs::remove_file(&tmp)?;
+            }
+            std::fs::File::open(dir)?.sync_all()?;
+            Ok(summary)
+        });
+        if copied.is_err() {
+            for suffix in ["", "-journal", "-wal", "-shm"] {
+                let mut leftover = tmp.clone().into_os_string();
+                leftover.push(suffix);
+                let _ = std::fs::remove_file(leftover);
+            }
+        }
+        let mut summary = copied?;
+        summary.bytes = std::fs::metadata(path)?.len();
+        Ok(summary)
+    }
+
+    /// The backup proper: every page into the (empty) database at `tmp`, then checks.
+    fn copy_into(&self, tmp: &Path) -> Result<BackupSummary> {
+        let mut copy =
+            Connection::open(tmp).with_context(|| format!("opening {}", tmp.display()))?;
+        {
+            let source = self.conn();
+            let backup = Backup::new(&source, &mut copy)?;
+            // All pages in one step, under one read transaction: a consistent snapshot
+            // that writers in WAL mode go on around. (Copying a few pages per step
+            // starts over whenever another connection writes, maybe forever.)
+            let mut waits = 0;
+            loop {
+                match backup.step(-1)? {
+                    StepResult::Done => break,
+                    StepResult::More => {}
+                    _ if waits < 100 => {
+                        waits += 1;
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    other => bail!("the database stayed locked ({other:?})"),
+                }
+            }
+        }
+        // The copy carries the source's WAL flag; a backup is better as one file.
+        let mode: String = copy.query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))?;
+        if mode != "delete" {
+            bail!("could not take the copy out of WAL mode ({mode})");
+        }
+        let problems = {
+            let mut stmt = copy.prepare("PRAGMA integrity_check")?;
+            stmt.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        if problems != ["ok"] {
+            bail!(
+                "the copy failed its integrity check: {}",
+                problems.join("; ")
+            );
+        }
+        let summary = copy.query_row(
+            "SELECT (SELECT COUNT(*) FROM feeds),
+                    (SELECT COUNT(*) FROM items WHERE pruned_at IS NULL),
+                    (SELECT COUNT(*) FROM items WHERE pruned_at IS NOT NULL),
+                    (SELECT COUNT(*) FROM subscribers),
+                    (SELECT COUNT(*) FROM outbox)",
+            [],
+            |r| {
+                Ok(BackupSummary {
+                    bytes: 0,
+                    feeds: r.get(0)?,
+                    items: r.get(1)?,
+                    pruned_items: r.get(2)?,
+                    subscribers: r.get(3)?,
+                    outbox: r.get(4)?,
+                })
+            },
+        )?;
+        copy.close().map_err(|(_, e)| e)?;
+        Ok(summary)
     }
 }
 
