@@ -24,6 +24,12 @@ pub const EXAMPLE: &str = include_str!("../config.toml");
 /// Links in mail point here until `[web].base_url` says otherwise.
 pub const DEFAULT_BASE_URL: &str = "http://localhost:8080/";
 
+/// How long items and sent mail are kept unless `retention` says otherwise.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// Shorter than a day would prune items while daily digests still need them.
+const MIN_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
 /// Name of the environment variable that holds the SMTP password.
 pub const SMTP_PASSWORD_ENV: &str = "TIDINGS_SMTP_PASSWORD";
 
@@ -32,6 +38,9 @@ pub struct Config {
     /// The file this was loaded from; relative paths inside it resolve against its folder.
     pub path: PathBuf,
     pub database: PathBuf,
+    /// Items first seen longer ago than this are pruned (unless a digest still needs
+    /// them), and so is sent or failed mail older than this.
+    pub retention: Duration,
     pub poll: PollSettings,
     pub digest: DigestSettings,
     pub mail: MailSettings,
@@ -220,6 +229,7 @@ impl Config {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     database: Option<Spanned<String>>,
+    retention: Option<Spanned<String>>,
     #[serde(default)]
     poll: RawPoll,
     #[serde(default)]
@@ -323,6 +333,26 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
         }
         Some(db) => base.join(db.get_ref()),
         None => base.join("tidings.db"),
+    };
+    let retention = match &raw.retention {
+        None => DEFAULT_RETENTION,
+        Some(v) => match parse_duration(v.get_ref()) {
+            Ok(d) if d < MIN_RETENTION => {
+                report(
+                    v.span(),
+                    format!(
+                        "`retention` must be at least 1 day (\"1d\"), found {:?}",
+                        v.get_ref()
+                    ),
+                );
+                DEFAULT_RETENTION
+            }
+            Ok(d) => d,
+            Err(e) => {
+                report(v.span(), format!("`retention`: {e}"));
+                DEFAULT_RETENTION
+            }
+        },
     };
 
     let mut duration = |value: &Option<Spanned<String>>, key: &str, default: Duration| match value {
@@ -637,6 +667,7 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
     Ok(Config {
         path: path.to_path_buf(),
         database,
+        retention,
         poll: PollSettings {
             interval,
             initial_backlog,
@@ -764,6 +795,7 @@ mod tests {
     fn defaults_and_relative_paths() {
         let config = parse("").unwrap();
         assert_eq!(config.database, Path::new("/etc/tidings/tidings.db"));
+        assert_eq!(config.retention, Duration::from_secs(90 * 86400));
         assert_eq!(config.poll.interval, Duration::from_secs(900));
         assert_eq!(config.poll.initial_backlog, Duration::from_secs(86400));
         assert_eq!(config.mail.max_age, Duration::from_secs(3 * 86400));
@@ -781,9 +813,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let tuned = parse(
-            "database = \"/var/lib/tidings/t.db\"\n[mail]\nrate_limit = 120\npause_after_bounces = 0\n",
+            "database = \"/var/lib/tidings/t.db\"\nretention = \"180d\"\n[mail]\nrate_limit = 120\npause_after_bounces = 0\n",
         )
         .unwrap();
+        assert_eq!(tuned.retention, Duration::from_secs(180 * 86400));
         assert_eq!(tuned.mail.rate_limit, Some(120));
         assert_eq!(tuned.mail.pause_after_bounces, None, "0 never pauses");
         assert_eq!(
@@ -875,6 +908,20 @@ mod tests {
                 2,
                 12,
                 "`web.base_url`: expected an http(s) URL",
+            ),
+            (
+                "retention shorter than a day",
+                "database = \"t.db\"\nretention = \"12h\"\n",
+                2,
+                13,
+                "`retention` must be at least 1 day (\"1d\"), found \"12h\"",
+            ),
+            (
+                "bad retention",
+                "retention = \"forever\"\n",
+                1,
+                13,
+                "`retention`: bad duration",
             ),
             (
                 "bad mail max age",

@@ -15,7 +15,7 @@
 //! | [`digest`]    | pending matches → rendered digest; digest schedules                   |
 //! | [`store`]     | the only SQL: migrations and domain operations (rusqlite)             |
 //! | [`mail`]      | outbox → SMTP or `.eml` files, retries (lettre)                       |
-//! | [`pipeline`]  | the jobs: [`pipeline::poll_feeds`], [`pipeline::send_digests`]        |
+//! | [`pipeline`]  | the jobs: [`poll_feeds`], [`send_digests`], [`prune`]                 |
 //! | [`scheduler`] | the daemon: cron ticks driving the jobs, reload, shutdown             |
 //! | [`admin`]     | the admin HTTP listener: `/healthz`, `/metrics` (axum)                 |
 //! | [`metrics`]   | counters and gauges in the Prometheus text format                     |
@@ -43,4 +43,4 @@ pub mod store;
 pub mod token;
 
 pub use config::Config;
-pub use pipeline::{App, poll_feeds, send_digests};
+pub use pipeline::{App, poll_feeds, prune, send_digests};

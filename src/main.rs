@@ -17,7 +17,7 @@ use tidings::matcher::{Document, Field, Query, Synonyms};
 use tidings::opml::{self, Entry, Outcome};
 use tidings::parse::body_text;
 use tidings::parse::{ParseError, discover_feeds, parse_feed};
-use tidings::pipeline::{FeedOutcome, PollObserver, poll_feeds_observed};
+use tidings::pipeline::{FeedOutcome, PollObserver, poll_feeds_observed, prune_store};
 use tidings::progress::Progress;
 use tidings::store::Store;
 use tidings::{App, mail, scheduler, send_digests};
@@ -84,6 +84,17 @@ enum Command {
     /// Show each feed's health, find feeds, import and export them as OPML.
     #[command(subcommand)]
     Feeds(FeedsCommand),
+    /// Prune what is older than `retention` once, then exit: items no digest still needs
+    /// (a marker stays so they never come back as new) and sent or failed mail.
+    Prune,
+    /// Copy the database to PATH, consistently, even while the daemon is writing to it.
+    Backup {
+        /// Where the copy goes; written under a temporary name, then renamed.
+        path: PathBuf,
+        /// Replace PATH if it exists.
+        #[arg(long)]
+        force: bool,
+    },
     /// List mail that is pending or failed (add --all for sent mail too), or requeue one.
     Outbox {
         #[command(subcommand)]
@@ -248,6 +259,18 @@ async fn execute(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Prune => {
+            let store = open_store(&config)?;
+            let p = prune_store(&store, config.retention, Utc::now()).await?;
+            println!(
+                "pruned {} items first seen more than {} ago and {} sent or failed messages",
+                p.items,
+                in_days(config.retention),
+                p.outbox
+            );
+            Ok(())
+        }
+        Command::Backup { path, force } => backup(&config, &path, force),
         Command::Match {
             query,
             since,
@@ -520,7 +543,11 @@ fn write_replacing(path: &Path, text: &str) -> Result<()> {
 
 fn check_config(config: &Config) -> Result<()> {
     println!("{}: ok", config.path.display());
-    println!("  database: {}", config.database.display());
+    println!(
+        "  database: {} (items and sent mail kept {})",
+        config.database.display(),
+        in_days(config.retention)
+    );
     match &config.mail.transport {
         MailTransport::File { folder } => println!("  mail: .eml files in {}", folder.display()),
         MailTransport::Smtp(s) => println!(
@@ -693,6 +720,48 @@ fn list_outbox(store: &Store, all: bool) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// A retention as people write it: "90d" rather than humantime's "2months 29days 7h…".
+fn in_days(d: Duration) -> String {
+    if d.as_secs().is_multiple_of(86400) {
+        format!("{}d", d.as_secs() / 86400)
+    } else {
+        humantime::format_duration(d).to_string()
+    }
+}
+
+/// `tidings backup`: a consistent copy of the database at `path`, with what it holds.
+fn backup(config: &Config, path: &std::path::Path, force: bool) -> Result<()> {
+    if !config.database.exists() {
+        bail!("no database at {}", config.database.display());
+    }
+    if !force && path.exists() {
+        bail!(
+            "{} already exists (pass --force to replace it)",
+            path.display()
+        );
+    }
+    if std::fs::canonicalize(path).ok() == std::fs::canonicalize(&config.database).ok() {
+        bail!("{} is the database itself", path.display());
+    }
+    // Its own connection, and no sync with the config: a backup writes nothing.
+    let store = Store::open(&config.database)?;
+    let s = store
+        .backup_to(path, force)
+        .with_context(|| format!("backing up to {}", path.display()))?;
+    println!(
+        "backed up {} to {}: {:.1} MiB; {} feeds, {} items ({} pruned), {} subscribers, {} outbox messages",
+        config.database.display(),
+        path.display(),
+        s.bytes as f64 / (1024.0 * 1024.0),
+        s.feeds,
+        s.items,
+        s.pruned_items,
+        s.subscribers,
+        s.outbox
+    );
     Ok(())
 }
 

@@ -1,7 +1,8 @@
 //! The jobs, each reading top to bottom as the data flow in DESIGN.md:
 //! [`poll_feeds`] (claim due feeds → [`refresh_feed`] each: conditional GET → not
-//! modified? → parse → store new items and their matches → feed state) and
-//! [`send_digests`] (due subscribers → digest into the outbox → mail).
+//! modified? → parse → store new items and their matches → feed state),
+//! [`send_digests`] (due subscribers → digest into the outbox → mail) and [`prune`]
+//! (what is past `retention`: old items to tombstones, old mail deleted).
 //!
 //! The CLI's one-shots (`tidings poll`, `tidings digest`) and the scheduler's ticks call
 //! these same functions; tests call them too, with the clock as a parameter.
@@ -25,7 +26,7 @@ use crate::mail::{self, Delivery, Mailer};
 use crate::matcher::{Document, Matcher, Query, Synonyms};
 use crate::metrics::{Metrics, PollResult};
 use crate::parse::{Item, body_text, parse_feed};
-use crate::store::{FeedToPoll, Store, SuccessfulPoll};
+use crate::store::{FeedToPoll, Pruned, Store, SuccessfulPoll};
 use crate::token::{Links, Signer};
 
 /// How long a worker may hold a feed it claimed before another may take it.
@@ -686,6 +687,25 @@ async fn queue_digests(
         }
     }
     Ok(queued)
+}
+
+/// Prunes what is older than `retention` at `now` (see [`Store::prune`]): old items become
+/// tombstones once no digest still needs them, and old sent or failed mail is deleted.
+/// Meant to run daily in the daemon; `tidings prune` runs it once.
+pub async fn prune(app: &App, now: DateTime<Utc>) -> Result<Pruned> {
+    prune_store(&app.store, app.config.retention, now).await
+}
+
+/// [`prune`] with only the database, for commands that need neither HTTP nor mail.
+pub async fn prune_store(store: &Store, retention: Duration, now: DateTime<Utc>) -> Result<Pruned> {
+    let cutoff = now - to_chrono(retention);
+    let store = store.clone();
+    let pruned = tokio::task::spawn_blocking(move || store.prune(cutoff, now))
+        .await?
+        .context("pruning the database")?;
+    info!(items = pruned.items, outbox = pruned.outbox, matches = pruned.matches,
+          cutoff = %cutoff.format("%Y-%m-%d %H:%M:%S"), "pruned");
+    Ok(pruned)
 }
 
 #[cfg(test)]

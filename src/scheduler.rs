@@ -1,10 +1,10 @@
 //! The daemon: cron ticks that drive the jobs in [`crate::pipeline`], config reloads, the
 //! admin listener and a clean shutdown.
 //!
-//! tokio-cron-scheduler only fires two global ticks (poll dispatch, digest dispatch);
-//! per-feed and per-subscriber due times live in SQLite. A tick never starts a second
-//! run of its job while one is going: ticks go into a channel of one slot, so extra
-//! ticks while busy coalesce.
+//! tokio-cron-scheduler only fires three global ticks (poll dispatch, digest dispatch,
+//! the daily prune); per-feed and per-subscriber due times live in SQLite. A tick never
+//! starts a second run of its job while one is going: ticks go into a channel of one
+//! slot, so extra ticks while busy coalesce.
 //!
 //! The current [`App`] lives in a `watch` channel: each run of a job takes the latest
 //! one, so a reload (SIGHUP, or the config file changing) applies from the next run while
@@ -28,12 +28,14 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::pipeline::{App, poll_feeds, send_digests};
+use crate::pipeline::{App, poll_feeds, prune, send_digests};
 
 /// Every 15 seconds: poll the feeds that are due.
 const POLL_TICK: &str = "*/15 * * * * *";
 /// Every 30 seconds (offset from polling): queue due digests and send the outbox.
 const DIGEST_TICK: &str = "5/30 * * * * *";
+/// Daily at 03:17 UTC (and once at start): prune what is older than `retention`.
+const PRUNE_TICK: &str = "0 17 3 * * *";
 /// Changes to the config file closer together than this are one reload (editors write
 /// a file in several steps).
 const RELOAD_SETTLE: Duration = Duration::from_millis(300);
@@ -49,6 +51,7 @@ enum Trigger {
 pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
     let (poll_tx, poll_rx) = mpsc::channel::<()>(1);
     let (digest_tx, digest_rx) = mpsc::channel::<()>(1);
+    let (prune_tx, prune_rx) = mpsc::channel::<()>(1);
     let stopped = app.shutdown.clone();
     let metrics = app.metrics.clone();
     metrics.last_tick.set(Utc::now().timestamp());
@@ -57,6 +60,7 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
     for (schedule, tx) in [
         (POLL_TICK, poll_tx.clone()),
         (DIGEST_TICK, digest_tx.clone()),
+        (PRUNE_TICK, prune_tx.clone()),
     ] {
         let metrics = metrics.clone();
         let job = Job::new_async(schedule, move |_, _| {
@@ -88,9 +92,11 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
     let reloader = tokio::spawn(reload_loop(current, reload_rx, poll_tx.clone()));
     let poller = tokio::spawn(poll_loop(app_rx.clone(), poll_rx, digest_tx.clone()));
     let sender = tokio::spawn(digest_loop(app_rx.clone(), digest_rx));
+    let pruner = tokio::spawn(prune_loop(app_rx.clone(), prune_rx));
     // Start right away rather than at the first tick.
     let _ = poll_tx.try_send(());
     let _ = digest_tx.try_send(());
+    let _ = prune_tx.try_send(());
     info!(feeds = app.config.feeds.len(), database = %app.config.database.display(), "tidings running");
     let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status("running")]);
 
@@ -112,6 +118,7 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
     let jobs = async {
         let _ = poller.await;
         let _ = sender.await;
+        let _ = pruner.await;
     };
     tokio::pin!(jobs);
     let finished = tokio::time::timeout(grace - margin, &mut jobs).await;
@@ -186,6 +193,23 @@ async fn digest_loop(app: watch::Receiver<App>, mut ticks: mpsc::Receiver<()>) {
             }
             Ok(_) => {}
             Err(e) => error!(error = %format!("{e:#}"), "digest round failed"),
+        }
+    }
+}
+
+async fn prune_loop(app: watch::Receiver<App>, mut ticks: mpsc::Receiver<()>) {
+    let draining = app.borrow().shutdown.draining.clone();
+    loop {
+        tokio::select! {
+            biased;
+            _ = draining.cancelled() => return,
+            tick = ticks.recv() => if tick.is_none() { return },
+        }
+        let app = app.borrow().clone();
+        // `prune` logs what it did; its batches are short transactions, so a poll or a
+        // digest round waits at most one batch for the database.
+        if let Err(e) = prune(&app, Utc::now()).await {
+            error!(error = %format!("{e:#}"), "prune failed");
         }
     }
 }

@@ -827,3 +827,82 @@ async fn one_shot_poll_stops_on_sigterm_and_releases_what_it_did_not_poll() {
         .unwrap();
     assert_eq!(claimed, 0, "the slow feed is released, due again at once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_prunes_at_start_and_pruned_items_never_come_back() {
+    let feeds = FeedServer::start().await;
+    feeds.set(
+        "/uscis.xml",
+        Route::feed("application/rss+xml", fixture("uscis.xml")),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let uscis = feeds.url("/uscis.xml");
+    let config = write_config(
+        &dir.path().join("config.toml"),
+        &[("uscis", &uscis, "1m")],
+        25,
+        "",
+    );
+    let config_arg = config.clone();
+    let poll = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .args(["poll", "--config"])
+            .arg(&config_arg)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(poll.status.success());
+    // The stored items were first seen 100 days ago (retention is 90 days), and the feed
+    // is not due yet, so the prune at start comes first.
+    let db_path = dir.path().join("tidings.db");
+    let db = rusqlite::Connection::open(&db_path).unwrap();
+    let aged = db
+        .execute(
+            "UPDATE items SET first_seen_at = first_seen_at - 100 * 86400",
+            [],
+        )
+        .unwrap();
+    assert_eq!(aged, 4);
+    db.execute("UPDATE feeds SET next_poll_at = 4102444800", [])
+        .unwrap();
+
+    let daemon = Daemon::start(&config, &[], &[]);
+    daemon
+        .wait_log("pruned", |l| {
+            l.contains(" pruned ") && l.contains("items=4")
+        })
+        .await;
+    // Now the feed is due and answers in full: its four items are in it again.
+    db.execute(
+        "UPDATE feeds SET next_poll_at = 0, etag = NULL, last_modified = NULL",
+        [],
+    )
+    .unwrap();
+    daemon.signal("HUP"); // a reload starts a poll at once
+    daemon
+        .wait_log("polled again", |l| {
+            l.contains("feed polled") && l.contains("feed=uscis") && l.contains("baseline=false")
+        })
+        .await;
+    let polled = daemon.log();
+    let line = polled
+        .lines()
+        .find(|l| l.contains("feed polled") && l.contains("baseline=false"))
+        .unwrap();
+    assert!(
+        line.contains("new=0") && line.contains("updated=0"),
+        "{line}"
+    );
+    let db = rusqlite::Connection::open(&db_path).unwrap();
+    let (live, tombstones): (i64, i64) = db
+        .query_row(
+            "SELECT COUNT(*) FILTER (WHERE pruned_at IS NULL),
+                    COUNT(*) FILTER (WHERE pruned_at IS NOT NULL) FROM items",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((live, tombstones), (0, 4), "pruned items stay tombstones");
+}
