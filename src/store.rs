@@ -1070,8 +1070,9 @@ impl Store {
     /// database consistent, with a pause between them: the first prune of a large
     /// database took seconds as one transaction (200,000 items and 6,000 messages of
     /// ~30 KB, 6.7 s in a debug build), and every writer, in this process or another,
-    /// would have waited for it; batches hold the lock ~0.15 s at most. Nothing pending is lost and nothing sent becomes pending again: each batch
-    /// checks that the number of pending matches did not change, or rolls back.
+    /// would have waited for it; batches hold the lock ~0.15 s at most. Nothing pending
+    /// is lost and nothing sent becomes pending again: each batch checks that the number
+    /// of pending matches did not change, or rolls back.
     pub fn prune(&self, cutoff: DateTime<Utc>, now: DateTime<Utc>) -> Result<Pruned> {
         let mut pruned = Pruned::default();
         loop {
