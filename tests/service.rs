@@ -906,3 +906,38 @@ async fn the_daemon_prunes_at_start_and_pruned_items_never_come_back() {
         .unwrap();
     assert_eq!((live, tombstones), (0, 4), "pruned items stay tombstones");
 }
+
+/// The unhealthy answers, without waiting for a real scheduler to stall: the admin
+/// listener in process, over an `App` whose last tick is set back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_is_503_when_the_scheduler_stalls_or_the_daemon_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&dir.path().join("config.toml"), &[], 25, "");
+    let app = tidings::App::open(tidings::Config::load(&config).unwrap()).unwrap();
+    let now = chrono::Utc::now().timestamp();
+    app.metrics.last_tick.set(now);
+    let (_current, app_rx) = tokio::sync::watch::channel(app.clone());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let addr = tidings::admin::serve("127.0.0.1:0".parse().unwrap(), app_rx, stop.clone())
+        .await
+        .unwrap();
+    let healthz = format!("http://{addr}/healthz");
+
+    let (code, _, body) = get(&healthz).await;
+    assert_eq!(code, 200, "{body}");
+    app.metrics
+        .last_tick
+        .set(now - tidings::admin::STALE_TICK_SECS - 30);
+    let (code, _, body) = get(&healthz).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("scheduler: no tick for"), "{body}");
+    app.metrics.last_tick.set(now);
+    app.shutdown.draining.cancel();
+    let (code, _, body) = get(&healthz).await;
+    assert_eq!(
+        (code, body.contains("shutting down")),
+        (503, true),
+        "{body}"
+    );
+    stop.cancel();
+}
