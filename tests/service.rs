@@ -463,6 +463,7 @@ async fn sigterm_during_a_poll_stops_within_the_deadline_and_leaves_the_database
     }
     let (status, _) = daemon.wait_exit(Duration::from_secs(20)).await;
     let took = sent.elapsed();
+    eprintln!("stopped {took:?} after SIGTERM (shutdown_timeout 2 s)");
     assert!(status.success(), "exit 0: {status:?}\n{}", daemon.log());
     // The deadline is 2 s; the runtime may take up to one more second for a database
     // write in progress. The slow fetch alone would have taken a minute.
