@@ -136,19 +136,23 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
     Ok(())
 }
 
+/// Waits for the next tick of a job; returns the current [`App`] to run it with, or
+/// `None` once the daemon is stopping.
+async fn next_run(current: &watch::Receiver<App>, ticks: &mut mpsc::Receiver<()>) -> Option<App> {
+    let draining = current.borrow().shutdown.draining.clone();
+    tokio::select! {
+        biased;
+        _ = draining.cancelled() => None,
+        tick = ticks.recv() => tick.map(|()| current.borrow().clone()),
+    }
+}
+
 async fn poll_loop(
-    app: watch::Receiver<App>,
+    current: watch::Receiver<App>,
     mut ticks: mpsc::Receiver<()>,
     digest: mpsc::Sender<()>,
 ) {
-    let draining = app.borrow().shutdown.draining.clone();
-    loop {
-        tokio::select! {
-            biased;
-            _ = draining.cancelled() => return,
-            tick = ticks.recv() => if tick.is_none() { return },
-        }
-        let app = app.borrow().clone();
+    while let Some(app) = next_run(&current, &mut ticks).await {
         match poll_feeds(&app, Utc::now(), true).await {
             Ok(s) if s.feeds > 0 => {
                 info!(
@@ -172,15 +176,8 @@ async fn poll_loop(
     }
 }
 
-async fn digest_loop(app: watch::Receiver<App>, mut ticks: mpsc::Receiver<()>) {
-    let draining = app.borrow().shutdown.draining.clone();
-    loop {
-        tokio::select! {
-            biased;
-            _ = draining.cancelled() => return,
-            tick = ticks.recv() => if tick.is_none() { return },
-        }
-        let app = app.borrow().clone();
+async fn digest_loop(current: watch::Receiver<App>, mut ticks: mpsc::Receiver<()>) {
+    while let Some(app) = next_run(&current, &mut ticks).await {
         match send_digests(&app, Utc::now(), false).await {
             Ok(s) if s.queued + s.delivery.sent + s.delivery.retrying + s.delivery.failed > 0 => {
                 info!(
@@ -197,15 +194,8 @@ async fn digest_loop(app: watch::Receiver<App>, mut ticks: mpsc::Receiver<()>) {
     }
 }
 
-async fn prune_loop(app: watch::Receiver<App>, mut ticks: mpsc::Receiver<()>) {
-    let draining = app.borrow().shutdown.draining.clone();
-    loop {
-        tokio::select! {
-            biased;
-            _ = draining.cancelled() => return,
-            tick = ticks.recv() => if tick.is_none() { return },
-        }
-        let app = app.borrow().clone();
+async fn prune_loop(current: watch::Receiver<App>, mut ticks: mpsc::Receiver<()>) {
+    while let Some(app) = next_run(&current, &mut ticks).await {
         // `prune` logs what it did; its batches are short transactions, so a poll or a
         // digest round waits at most one batch for the database.
         if let Err(e) = prune(&app, Utc::now()).await {
