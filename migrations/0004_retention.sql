@@ -1,12 +1,18 @@
 -- Retention: old items and old mail are pruned (Store::prune).
 
--- A pruned item is a tombstone: its text, link and guid are cleared, but the row stays
--- (feed_id, key, content_hash) so the feed's UNIQUE (feed_id, key) keeps treating it as
--- seen and it never comes back as new. Tombstones are kept forever. NULL = live.
-ALTER TABLE items ADD COLUMN pruned_at INTEGER;
--- Live items by age: what pruning scans, and what `tidings match` reads.
-CREATE INDEX items_live_first_seen ON items(first_seen_at) WHERE pruned_at IS NULL;
+-- A pruned item leaves a tombstone: its feed and key, so an item the feed still carries
+-- is recognised as seen and never comes back as new. Its `items` row is deleted (clearing
+-- the row in place would keep its page: a ~2 KB item fills one, and the file would grow
+-- by a page per item forever). Tombstones are kept forever: a few dozen bytes each.
+CREATE TABLE item_tombstones (
+    feed_id   TEXT NOT NULL REFERENCES feeds(id),
+    key       TEXT NOT NULL,
+    pruned_at INTEGER NOT NULL,
+    PRIMARY KEY (feed_id, key)
+) WITHOUT ROWID;
 
+-- Items by age: what pruning scans.
+CREATE INDEX items_first_seen ON items(first_seen_at);
 -- "Does a pending match still need this item?", and deleting an item's matches.
 CREATE INDEX matches_item ON matches(item_id);
 -- The matches of an outbox row: deleted before the row itself (its ON DELETE SET NULL

@@ -340,9 +340,10 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (feed_id, key) DO NOTHING",
             )?;
-            let mut known_hash = tx.prepare(
-                "SELECT id, content_hash, pruned_at IS NOT NULL FROM items
-                 WHERE feed_id = ?1 AND key = ?2",
+            let mut known_hash =
+                tx.prepare("SELECT id, content_hash FROM items WHERE feed_id = ?1 AND key = ?2")?;
+            let mut pruned = tx.prepare(
+                "SELECT EXISTS (SELECT 1 FROM item_tombstones WHERE feed_id = ?1 AND key = ?2)",
             )?;
             let mut update_item = tx.prepare(
                 "UPDATE items SET title = ?2, summary = ?3, content = ?4, link = ?5,
@@ -360,6 +361,10 @@ impl Store {
                  WHERE subscription_id = ?1 AND item_id = ?2 AND outbox_id IS NOT NULL",
             )?;
             for item in items {
+                if pruned.query_row(params![feed.id, item.key], |r| r.get::<_, bool>(0))? {
+                    // Past retention and pruned: old news, whatever the feed says now.
+                    continue;
+                }
                 let hash = item.fingerprint();
                 let inserted = insert_item.execute(params![
                     feed.id,
@@ -375,14 +380,8 @@ impl Store {
                 ])?;
                 if inserted == 0 {
                     // Seen before: never new again, but a material edit is recorded.
-                    let (id, old, pruned): (i64, Option<String>, bool) = known_hash
-                        .query_row(params![feed.id, item.key], |r| {
-                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                        })?;
-                    if pruned {
-                        // Past retention and already pruned: an edit is old news too.
-                        continue;
-                    }
+                    let (id, old): (i64, Option<String>) = known_hash
+                        .query_row(params![feed.id, item.key], |r| Ok((r.get(0)?, r.get(1)?)))?;
                     match old {
                         Some(old) if old != hash => {
                             update_item.execute(params![
@@ -551,10 +550,8 @@ impl Store {
     /// Live items of a feed as (title, updated_at), newest first: for tests and inspection.
     pub fn feed_items(&self, feed_id: &str) -> Result<Vec<(String, Option<DateTime<Utc>>)>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT title, updated_at FROM items WHERE feed_id = ?1 AND pruned_at IS NULL
-             ORDER BY id DESC",
-        )?;
+        let mut stmt = conn
+            .prepare("SELECT title, updated_at FROM items WHERE feed_id = ?1 ORDER BY id DESC")?;
         let rows = stmt.query_map([feed_id], |r| {
             Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.and_then(from_unix)))
         })?;
@@ -566,7 +563,7 @@ impl Store {
         let mut stmt = conn.prepare(
             "SELECT f.id, f.name, f.url, f.active, f.last_status, f.last_error, f.last_error_kind,
                     f.consecutive_failures, f.last_success_at, f.next_poll_at,
-                    (SELECT COUNT(*) FROM items i WHERE i.feed_id = f.id AND i.pruned_at IS NULL),
+                    (SELECT COUNT(*) FROM items i WHERE i.feed_id = f.id),
                     f.last_error_at, f.last_poll_at, f.moved_to, f.gone_at, f.repairs
              FROM feeds f ORDER BY f.active DESC, f.id",
         )?;
@@ -700,7 +697,7 @@ impl Store {
             "SELECT f.id, f.name, f.tags, i.title, i.summary, i.content, i.link, i.published_at,
                     i.first_seen_at
              FROM items i JOIN feeds f ON f.id = i.feed_id
-             WHERE i.first_seen_at >= ?1 AND i.pruned_at IS NULL
+             WHERE i.first_seen_at >= ?1
              ORDER BY COALESCE(i.published_at, i.first_seen_at) DESC, i.id DESC",
         )?;
         let rows = stmt.query_map([since.timestamp()], |r| {
@@ -1059,9 +1056,9 @@ impl Store {
     /// Prunes what is older than `cutoff`:
     /// - sent and failed mail created before `cutoff` is deleted, with the matches it
     ///   carried (pending mail is never touched);
-    /// - items first seen before `cutoff` that no pending match needs become tombstones
-    ///   (text, link and guid cleared, `pruned_at = now`), and their matches, all long
-    ///   since taken, are deleted.
+    /// - items first seen before `cutoff` that no pending match needs are deleted, with
+    ///   their matches (all long since taken), leaving a tombstone: their feed and key in
+    ///   `item_tombstones`. Deleting the row, rather than clearing it, frees its page.
     ///
     /// Tombstones are kept forever: a few dozen bytes each, they are what keeps an item
     /// the feed still carries from coming back as new ([`Store::store_items`] skips them).
@@ -1129,7 +1126,7 @@ impl Store {
         Ok(pruned)
     }
 
-    /// Looks at up to [`PRUNE_ITEM_BATCH`] live items first seen before `cutoff`, after
+    /// Looks at up to [`PRUNE_ITEM_BATCH`] items first seen before `cutoff`, after
     /// `after` in (first_seen_at, id) order, and turns those no pending match needs into
     /// tombstones. Returns what it pruned and where it stopped; `None` when there was
     /// nothing left to look at.
@@ -1146,7 +1143,7 @@ impl Store {
         let candidates = tx
             .prepare_cached(
                 "SELECT first_seen_at, id FROM items
-                 WHERE pruned_at IS NULL AND first_seen_at < ?1 AND (first_seen_at, id) > (?2, ?3)
+                 WHERE first_seen_at < ?1 AND (first_seen_at, id) > (?2, ?3)
                  ORDER BY first_seen_at, id LIMIT ?4",
             )?
             .query_map(
@@ -1164,16 +1161,19 @@ impl Store {
         };
         {
             let mut tombstone = tx.prepare_cached(
-                "UPDATE items SET title = '', summary = '', content = '', link = NULL,
-                    guid = NULL, pruned_at = ?2
+                "INSERT INTO item_tombstones (feed_id, key, pruned_at)
+                 SELECT feed_id, key, ?2 FROM items i
                  WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM matches m
-                                               WHERE m.item_id = ?1 AND m.outbox_id IS NULL)",
+                                               WHERE m.item_id = ?1 AND m.outbox_id IS NULL)
+                 ON CONFLICT DO UPDATE SET pruned_at = excluded.pruned_at",
             )?;
             let mut delete_matches = tx.prepare_cached("DELETE FROM matches WHERE item_id = ?1")?;
+            let mut delete_item = tx.prepare_cached("DELETE FROM items WHERE id = ?1")?;
             for (_, id) in candidates {
                 if tombstone.execute(params![id, now.timestamp()])? == 1 {
                     pruned.items += 1;
                     pruned.matches += delete_matches.execute([id])?;
+                    delete_item.execute([id])?;
                 }
             }
         }
@@ -1274,8 +1274,8 @@ impl Store {
         }
         let summary = copy.query_row(
             "SELECT (SELECT COUNT(*) FROM feeds),
-                    (SELECT COUNT(*) FROM items WHERE pruned_at IS NULL),
-                    (SELECT COUNT(*) FROM items WHERE pruned_at IS NOT NULL),
+                    (SELECT COUNT(*) FROM items),
+                    (SELECT COUNT(*) FROM item_tombstones),
                     (SELECT COUNT(*) FROM subscribers),
                     (SELECT COUNT(*) FROM outbox)",
             [],

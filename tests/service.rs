@@ -899,8 +899,7 @@ async fn the_daemon_prunes_at_start_and_pruned_items_never_come_back() {
     let db = rusqlite::Connection::open(&db_path).unwrap();
     let (live, tombstones): (i64, i64) = db
         .query_row(
-            "SELECT COUNT(*) FILTER (WHERE pruned_at IS NULL),
-                    COUNT(*) FILTER (WHERE pruned_at IS NOT NULL) FROM items",
+            "SELECT (SELECT COUNT(*) FROM items), (SELECT COUNT(*) FROM item_tombstones)",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
