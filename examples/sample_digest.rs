@@ -208,6 +208,7 @@ fn main() -> Result<()> {
     let synonyms = Synonyms::new(config.synonyms.clone()).map_err(anyhow::Error::msg)?;
     let links = Links::new(config.web.base_url.clone(), Signer::new(SAMPLE_SECRET)?);
     let unsubscribe = links.unsubscribe_url(SUBSCRIBER_ID, RECIPIENT);
+    let manage = links.manage_url(SUBSCRIBER_ID, RECIPIENT);
     let sent_at = at(SENT_AT)?;
 
     let entries = entries(&config, sent_at)?;
@@ -225,6 +226,7 @@ fn main() -> Result<()> {
         synonyms: &synonyms,
         failing_feeds: &failing,
         unsubscribe_url: Some(&unsubscribe),
+        manage_url: Some(&manage),
         cache: None,
     };
     let rendered = render_digest(&entries, &cx)?;

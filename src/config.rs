@@ -105,6 +105,9 @@ pub struct MailSettings {
 pub struct WebSettings {
     /// Public base URL, e.g. `https://alerts.example.org/`; links in mail start with it.
     pub base_url: Url,
+    /// Where the subscriber pages listen (unsubscribe, manage); `None` = off. Put a TLS
+    /// proxy serving `base_url` in front of it.
+    pub listen: Option<SocketAddr>,
     /// File holding the signing key, created (mode 0600) on first run. The
     /// `TIDINGS_SECRET` environment variable, if set, is used instead.
     pub secret_file: PathBuf,
@@ -120,6 +123,9 @@ pub struct ServiceSettings {
     /// Reload the config when its file changes on disk (SIGHUP always reloads).
     pub watch_config: bool,
 }
+
+/// The subscriber pages' address unless `[web].listen` says otherwise.
+pub const DEFAULT_WEB_LISTEN: &str = "127.0.0.1:8080";
 
 /// The admin listener's address unless `[service].admin_listen` says otherwise.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9108";
@@ -286,6 +292,7 @@ struct RawMail {
 #[serde(deny_unknown_fields)]
 struct RawWeb {
     base_url: Option<Spanned<String>>,
+    listen: Option<Spanned<String>>,
     secret_file: Option<String>,
 }
 
@@ -531,15 +538,16 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
         None => database.parent().unwrap_or(base).join("tidings.secret"),
     };
 
-    let admin_listen = match &raw.service.admin_listen {
-        None => DEFAULT_ADMIN_LISTEN.parse().ok(),
+    let mut listen = |value: &Option<Spanned<String>>, key: &str, default: &str| {
+        match value {
+        None => default.parse().ok(),
         Some(v) if v.get_ref().trim().is_empty() => None,
         Some(v) => v.get_ref().trim().parse::<SocketAddr>().map_or_else(
             |_| {
                 report(
                     v.span(),
                     format!(
-                        "`service.admin_listen`: expected an address and port like \"127.0.0.1:9108\" (or \"\" for none), found {:?}",
+                        "`{key}`: expected an address and port like \"{default}\" (or \"\" for none), found {:?}",
                         v.get_ref()
                     ),
                 );
@@ -547,7 +555,14 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
             },
             Some,
         ),
+    }
     };
+    let admin_listen = listen(
+        &raw.service.admin_listen,
+        "service.admin_listen",
+        DEFAULT_ADMIN_LISTEN,
+    );
+    let web_listen = listen(&raw.web.listen, "web.listen", DEFAULT_WEB_LISTEN);
 
     let mut feeds = Vec::with_capacity(raw.feeds.len());
     let mut seen_ids: HashMap<String, usize> = HashMap::new();
@@ -692,6 +707,7 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
         },
         web: WebSettings {
             base_url,
+            listen: web_listen,
             secret_file,
         },
         service: ServiceSettings {

@@ -194,6 +194,22 @@ impl Schedule {
     }
 }
 
+impl Schedule {
+    /// The schedule as [`Schedule::parse`] reads it (`weekly fri 17:00`), for forms.
+    pub fn spec(&self) -> String {
+        match self {
+            Schedule::Immediate => "immediate".into(),
+            Schedule::Hourly => "hourly".into(),
+            Schedule::Daily { at } => format!("daily {}", at.format("%H:%M")),
+            Schedule::Weekly { day, at } => format!(
+                "weekly {} {}",
+                day.to_string().to_lowercase(),
+                at.format("%H:%M")
+            ),
+        }
+    }
+}
+
 impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -270,6 +286,8 @@ pub struct DigestContext<'a> {
     pub synonyms: &'a Synonyms,
     pub failing_feeds: &'a [FailingFeed],
     pub unsubscribe_url: Option<&'a str>,
+    /// The subscriber's own page (searches, schedule), linked in the footer.
+    pub manage_url: Option<&'a str>,
     /// Shared by the digests of one round, so an item's highlighted title and snippet
     /// for a query are made once, not once per subscriber.
     pub cache: Option<&'a StoryCache>,
@@ -306,18 +324,27 @@ const SUBJECT_QUERY_CHARS: usize = 40;
 /// Highlight style: inline, so Gmail and Outlook (which drop `<style>`) show it.
 const MARK_OPEN: &str = "<mark style=\"background-color:#fff0a8;color:#222222;padding:0 1px;\">";
 
-static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
-    let mut env = Environment::new();
-    env.set_trim_blocks(true);
-    env.set_lstrip_blocks(true);
-    // HTML-escape strings like minijinja does, but leave `/` alone so links read as
-    // links in the source (some mail clients do not decode `&#x2f;` in `href`).
-    env.set_formatter(|out, state, value| match value.as_str() {
+/// HTML-escapes strings like minijinja does, but leaves `/` alone so links read as links
+/// in the source (some mail clients do not decode `&#x2f;` in `href`). The web pages use
+/// it too.
+pub(crate) fn html_formatter(
+    out: &mut minijinja::Output<'_>,
+    state: &minijinja::State<'_, '_>,
+    value: &Value,
+) -> Result<(), minijinja::Error> {
+    match value.as_str() {
         Some(s) if state.auto_escape() == AutoEscape::Html && !value.is_safe() => {
             out.write_str(&escape(s)).map_err(minijinja::Error::from)
         }
         _ => minijinja::escape_formatter(out, state, value),
-    });
+    }
+}
+
+static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.set_formatter(html_formatter);
     // The templates are compiled into the binary; a unit test renders both.
     for (name, source) in [
         ("digest.html", include_str!("../templates/digest.html")),
@@ -422,6 +449,7 @@ pub fn render_digest(
         recipient => cx.recipient,
         schedule => cx.schedule.to_string(),
         unsubscribe_url => cx.unsubscribe_url,
+        manage_url => cx.manage_url,
     };
     let html = TEMPLATES.get_template("digest.html")?.render(&page)?;
     let mut text = TEMPLATES.get_template("digest.txt")?.render(&page)?;
@@ -792,9 +820,25 @@ mod tests {
             synonyms: &synonyms,
             failing_feeds,
             unsubscribe_url,
+            manage_url: unsubscribe_url.map(|_| "https://alerts.example.org/manage/1.ab"),
             cache: None,
         };
         render_digest(entries, &cx).unwrap()
+    }
+
+    #[test]
+    fn a_schedule_spec_parses_back_to_the_same_schedule() {
+        for text in [
+            "immediate",
+            "hourly",
+            "daily 07:30",
+            "weekly fri 17:00",
+            "weekly sun 00:05",
+        ] {
+            let schedule = Schedule::parse(text, hm(8, 0)).unwrap();
+            assert_eq!(schedule.spec(), text);
+            assert_eq!(Schedule::parse(&schedule.spec(), hm(8, 0)), Ok(schedule));
+        }
     }
 
     #[test]
@@ -1359,6 +1403,7 @@ mod tests {
                 synonyms: &synonyms,
                 failing_feeds: &[],
                 unsubscribe_url: None,
+                manage_url: None,
                 cache,
             };
             render_digest(std::slice::from_ref(&e), &cx).unwrap()

@@ -20,6 +20,7 @@
 //! | [`admin`]     | the admin HTTP listener: `/healthz`, `/metrics` (axum)                 |
 //! | [`metrics`]   | counters and gauges in the Prometheus text format                     |
 //! | [`token`]     | signed per-subscriber tokens and the links that carry them            |
+//! | [`web`]       | subscriber pages: one-click unsubscribe, manage searches (axum)       |
 //! | [`progress`]  | progress of interactive commands: a bar on a terminal, lines if not   |
 //! | [`opml`]      | OPML in (new `[[feeds]]` in the config text, layout kept) and out     |
 //!
@@ -41,6 +42,7 @@ pub mod progress;
 pub mod scheduler;
 pub mod store;
 pub mod token;
+pub mod web;
 
 pub use config::Config;
 pub use pipeline::{App, poll_feeds, prune, send_digests};

@@ -573,6 +573,13 @@ fn check_config(config: &Config) -> Result<()> {
              (RFC 8058) only for https links: set it to this server's public https address"
         );
     }
+    match config.web.listen {
+        Some(addr) => println!(
+            "  subscriber pages: http://{addr}/ (public at {})",
+            config.web.base_url
+        ),
+        None => println!("  subscriber pages: off"),
+    }
     match config.service.admin_listen {
         Some(addr) => println!("  admin: http://{addr}/healthz and /metrics"),
         None => println!("  admin: off"),

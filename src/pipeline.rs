@@ -667,6 +667,7 @@ async fn queue_digests(
             app.store
                 .take_digest(subscriber, now, &domain, |s, entries| {
                     let unsubscribe = app.links.unsubscribe_url(s.id, &s.email);
+                    let manage = app.links.manage_url(s.id, &s.email);
                     let cx = DigestContext {
                         recipient: &s.email,
                         schedule: s.schedule,
@@ -674,6 +675,7 @@ async fn queue_digests(
                         synonyms: &app.synonyms,
                         failing_feeds: &failing,
                         unsubscribe_url: Some(&unsubscribe),
+                        manage_url: Some(&manage),
                         cache: Some(&cache),
                     };
                     Ok(render_digest(entries, &cx)?)

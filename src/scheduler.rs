@@ -80,9 +80,12 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
     }
 
     let (current, app_rx) = watch::channel(app.clone());
-    let admin_stop = tokio_util::sync::CancellationToken::new();
+    let listeners_stop = tokio_util::sync::CancellationToken::new();
     if let Some(addr) = app.config.service.admin_listen {
-        crate::admin::serve(addr, app_rx.clone(), admin_stop.clone()).await?;
+        crate::admin::serve(addr, app_rx.clone(), listeners_stop.clone()).await?;
+    }
+    if let Some(addr) = app.config.web.listen {
+        crate::web::serve(addr, app_rx.clone(), listeners_stop.clone()).await?;
     }
     scheduler.start().await.context("starting scheduler")?;
 
@@ -127,7 +130,7 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
         stopped.abort.cancel();
         let _ = tokio::time::timeout(margin, &mut jobs).await;
     }
-    admin_stop.cancel();
+    listeners_stop.cancel();
     if finished.is_ok() {
         info!("stopped cleanly");
     } else {
@@ -273,6 +276,7 @@ async fn reload(app: &App, path: &Path) -> Result<App> {
             "service.admin_listen",
             config.service.admin_listen != old.service.admin_listen,
         ),
+        ("web.listen", config.web.listen != old.web.listen),
     ] {
         if changed {
             warn!(

@@ -39,6 +39,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_retention.sql",
         include_str!("../migrations/0004_retention.sql"),
     ),
+    ("0005_web.sql", include_str!("../migrations/0005_web.sql")),
 ];
 
 /// A handle to the database; cheap to clone, safe to share between threads.
@@ -649,6 +650,112 @@ impl Store {
         Ok(self
             .conn()
             .execute("DELETE FROM subscribers WHERE email = ?1", [email])?
+            == 1)
+    }
+
+    /// The subscriber with this id, with their queries.
+    pub fn subscriber_by_id(&self, id: i64) -> Result<Option<Subscriber>> {
+        let conn = self.conn();
+        let subscriber = conn
+            .query_row(
+                &format!("SELECT {SUBSCRIBER_COLUMNS} FROM subscribers s WHERE s.id = ?1"),
+                [id],
+                |r| Ok(subscriber_row(r)),
+            )
+            .optional()?
+            .transpose()?;
+        let Some(mut subscriber) = subscriber else {
+            return Ok(None);
+        };
+        subscriber.queries = self
+            .subscriptions_of_locked(&conn, id)?
+            .into_iter()
+            .map(|(_, q)| q)
+            .collect();
+        Ok(Some(subscriber))
+    }
+
+    /// A subscriber's subscriptions as (id, query), oldest first.
+    pub fn subscriptions_of(&self, subscriber_id: i64) -> Result<Vec<(i64, String)>> {
+        self.subscriptions_of_locked(&self.conn(), subscriber_id)
+    }
+
+    fn subscriptions_of_locked(
+        &self,
+        conn: &Connection,
+        subscriber_id: i64,
+    ) -> Result<Vec<(i64, String)>> {
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, query FROM subscriptions WHERE subscriber_id = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([subscriber_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Removes one of a subscriber's subscriptions (and its pending matches). Returns false
+    /// if they had no such subscription.
+    pub fn remove_subscription(&self, subscriber_id: i64, subscription_id: i64) -> Result<bool> {
+        Ok(self.conn().execute(
+            "DELETE FROM subscriptions WHERE id = ?1 AND subscriber_id = ?2",
+            params![subscription_id, subscriber_id],
+        )? == 1)
+    }
+
+    /// Changes a subscriber's schedule and time zone; their next digest is computed anew
+    /// from `now`. Returns false if there is no such subscriber.
+    pub fn set_schedule(
+        &self,
+        subscriber_id: i64,
+        schedule: Schedule,
+        timezone: Tz,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let next = schedule.next_after(now, timezone).map(|d| d.timestamp());
+        Ok(self.conn().execute(
+            "UPDATE subscribers SET frequency = ?2, digest_time = ?3, digest_weekday = ?4,
+                timezone = ?5, next_digest_at = ?6
+             WHERE id = ?1",
+            params![
+                subscriber_id,
+                schedule.frequency(),
+                schedule.time().map(|t| t.format("%H:%M").to_string()),
+                schedule.weekday().map(|d| d.num_days_from_monday()),
+                timezone.name(),
+                next,
+            ],
+        )? == 1)
+    }
+
+    /// Unsubscribes the subscriber with this id from the web: removes them, as
+    /// [`Store::remove_subscriber`], and remembers the `token` used, so the link keeps
+    /// answering "unsubscribed".
+    pub fn unsubscribe(&self, id: i64, token: &str, now: DateTime<Utc>) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute("DELETE FROM subscribers WHERE id = ?1", [id])?;
+        tx.execute(
+            "INSERT INTO unsubscribed (token, at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            params![token, now.timestamp()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Whether this unsubscribe token was already used.
+    pub fn was_unsubscribed(&self, token: &str) -> Result<bool> {
+        Ok(self.conn().query_row(
+            "SELECT EXISTS (SELECT 1 FROM unsubscribed WHERE token = ?1)",
+            [token],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Removes the subscriber with this id, as [`Store::remove_subscriber`]. Returns false
+    /// if there was none (already removed: unsubscribing twice is fine).
+    pub fn remove_subscriber_by_id(&self, id: i64) -> Result<bool> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM subscribers WHERE id = ?1", [id])?
             == 1)
     }
 

@@ -126,13 +126,7 @@ impl Links {
 
     /// `<base_url>/unsubscribe/<token>`: GET shows a confirm page, POST unsubscribes.
     pub fn unsubscribe_url(&self, id: i64, email: &str) -> String {
-        let mut url = self.base_url.clone();
-        if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty()
-                .push("unsubscribe")
-                .push(&self.unsubscribe_token(id, email));
-        }
-        url.to_string()
+        self.url("unsubscribe", &self.unsubscribe_token(id, email))
     }
 
     /// The subscriber an unsubscribe token is for, if genuine.
@@ -143,9 +137,46 @@ impl Links {
     ) -> Option<i64> {
         self.signer.verify(UNSUBSCRIBE, token, lookup)
     }
+
+    /// `<base_url>/manage/<token>`: the subscriber's own page (queries, schedule).
+    pub fn manage_url(&self, id: i64, email: &str) -> String {
+        self.url("manage", &self.signer.token(MANAGE, id, email))
+    }
+
+    /// The subscriber a manage token is for, if genuine.
+    pub fn verify_manage(
+        &self,
+        token: &str,
+        lookup: impl FnOnce(i64) -> Option<String>,
+    ) -> Option<i64> {
+        self.signer.verify(MANAGE, token, lookup)
+    }
+
+    /// The anti-forgery value the subscriber's forms carry: only a page rendered for
+    /// them holds it, so another site cannot post on their behalf.
+    pub fn csrf_token(&self, id: i64, email: &str) -> String {
+        self.signer.token(CSRF, id, email)
+    }
+
+    /// Whether `value` is the subscriber's anti-forgery value.
+    pub fn verify_csrf(&self, id: i64, email: &str, value: &str) -> bool {
+        self.signer
+            .verify(CSRF, value, |i| (i == id).then(|| email.to_string()))
+            == Some(id)
+    }
+
+    fn url(&self, page: &str, token: &str) -> String {
+        let mut url = self.base_url.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().push(page).push(token);
+        }
+        url.to_string()
+    }
 }
 
 const UNSUBSCRIBE: &str = "unsubscribe";
+const MANAGE: &str = "manage";
+const CSRF: &str = "csrf";
 
 fn create_secret(path: &Path) -> Result<Signer> {
     let mut bytes = [0u8; 32];

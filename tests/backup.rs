@@ -133,7 +133,8 @@ async fn backups_taken_while_the_daemon_polls_are_consistent_and_the_last_is_com
     let dir = tempfile::tempdir().unwrap();
     let mut config = String::from(
         "database = \"tidings.db\"\n[poll]\ninitial_backlog = \"3650d\"\nper_host = 4\n\
-         [mail]\ntransport = \"file\"\nfolder = \"mail\"\n",
+         [mail]\ntransport = \"file\"\nfolder = \"mail\"\n\
+         [service]\nadmin_listen = \"127.0.0.1:0\"\n[web]\nlisten = \"127.0.0.1:0\"\n",
     );
     for n in 0..FEEDS {
         // The second half answers slowly, so polling goes on while backups are taken.

@@ -227,7 +227,7 @@ fn feed_config(dir: &Path, feed_url: &str, smtp_port: u16) -> String {
         dir,
         "config.toml",
         &format!(
-            "[service]\nadmin_listen = \"127.0.0.1:0\"\n[poll]\ninitial_backlog = \"3650d\"\n[mail]\nfrom = \"alerts@tidings.test\"\ntransport = \"smtp\"\n\
+            "[service]\nadmin_listen = \"127.0.0.1:0\"\n[web]\nlisten = \"127.0.0.1:0\"\n[poll]\ninitial_backlog = \"3650d\"\n[mail]\nfrom = \"alerts@tidings.test\"\ntransport = \"smtp\"\n\
              [mail.smtp]\nhost = \"127.0.0.1\"\nport = {smtp_port}\ntls = \"none\"\nusername = \"tidings-bot\"\n\
              [[feeds]]\nid = \"uscis\"\nname = \"USCIS\"\nurl = \"{feed_url}\"\n"
         ),
@@ -585,7 +585,7 @@ async fn sigkill_while_sending_loses_nothing_and_duplicates_keep_their_message_i
         dir.path(),
         "config.toml",
         &format!(
-            "[service]\nadmin_listen = \"127.0.0.1:0\"\n[poll]\ninitial_backlog = \"3650d\"\n[mail]\nfrom = \"alerts@tidings.test\"\n\
+            "[service]\nadmin_listen = \"127.0.0.1:0\"\n[web]\nlisten = \"127.0.0.1:0\"\n[poll]\ninitial_backlog = \"3650d\"\n[mail]\nfrom = \"alerts@tidings.test\"\n\
              transport = \"smtp\"\nsend_timeout = \"2s\"\n\
              [mail.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
              [[feeds]]\nid = \"uscis\"\nname = \"USCIS\"\nurl = \"{}\"\n",

@@ -106,6 +106,18 @@ X-Evil: 1</title><link>https://agency.example/a2</link>
         "{}",
         mail.html
     );
+    // So is the subscriber's own page, signed for them alone.
+    let manage = mail
+        .text
+        .lines()
+        .find_map(|l| l.strip_prefix("Change your searches or schedule: "))
+        .unwrap_or_else(|| panic!("no manage link in {}", mail.text));
+    let manage_token = manage
+        .strip_prefix("https://alerts.tidings.test/u/manage/")
+        .unwrap_or_else(|| panic!("{manage}"));
+    assert_eq!(app.links.verify_manage(manage_token, lookup), Some(ana.id));
+    assert_eq!(app.links.verify_unsubscribe(manage_token, lookup), None);
+    assert!(mail.html.contains(&format!("href=\"{manage}\"")));
 
     // Nothing from a feed became a header.
     assert!(mail.header("Bcc").is_none() && mail.header("X-Evil").is_none());

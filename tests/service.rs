@@ -127,7 +127,7 @@ fn write_config(
         "[poll]\ninitial_backlog = \"3650d\"\n\
          [mail]\nfrom = \"alerts@tidings.test\"\ntransport = \"smtp\"\nsend_timeout = \"5s\"\n\
          [mail.smtp]\nhost = \"127.0.0.1\"\nport = {smtp_port}\ntls = \"none\"\n\
-         [service]\nadmin_listen = \"127.0.0.1:0\"\n{service}\n"
+         [web]\nlisten = \"127.0.0.1:0\"\n[service]\nadmin_listen = \"127.0.0.1:0\"\n{service}\n"
     );
     for (id, url, interval) in feeds {
         text.push_str(&format!(
@@ -554,6 +554,20 @@ async fn metrics_and_health_report_polls_mail_and_failures_in_json_logs() {
     daemon
         .wait_log("mail sent", |l| l.contains("\"mail sent\""))
         .await;
+    // The subscriber pages are served too.
+    let web = daemon
+        .wait_log("web listener", |l| l.contains("web listener"))
+        .await;
+    let web: serde_json::Value = serde_json::from_str(&web).unwrap();
+    let (code, content_type, _) = get(&format!(
+        "http://{}/style.css",
+        web["address"].as_str().unwrap()
+    ))
+    .await;
+    assert_eq!(
+        (code, content_type.as_str()),
+        (200, "text/css; charset=utf-8")
+    );
 
     let (code, content_type, body) = get(&format!("{admin}/metrics")).await;
     assert_eq!(code, 200);

@@ -78,6 +78,12 @@ pub fn write_config_with(
     } else {
         "[service]\nadmin_listen = \"127.0.0.1:0\"\n"
     };
+    // Likewise the subscriber pages.
+    let tables = if tables.contains("[web]") {
+        tables.replacen("[web]\n", "[web]\nlisten = \"127.0.0.1:0\"\n", 1)
+    } else {
+        format!("[web]\nlisten = \"127.0.0.1:0\"\n{tables}")
+    };
     let mut text = format!(
         r#"
 database = "data/tidings.db"

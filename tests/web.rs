@@ -1,0 +1,387 @@
+//! The subscriber pages over real HTTP: the one-click unsubscribe link (RFC 8058), the
+//! manage page and its forms, and what every response carries for safety.
+
+mod support;
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::redirect::Policy;
+use tidings::App;
+
+struct Site {
+    app: App,
+    base: String,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+impl Site {
+    async fn start() -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let config = support::write_config(dir.path(), &[], 25);
+        let app = App::open(config).unwrap();
+        let now = chrono::Utc::now();
+        support::subscribe(&app, "ana@example.org", "asylum", "daily", now);
+        support::subscribe(&app, "ana@example.org", "\"H-1B\"", "daily", now);
+        support::subscribe(&app, "ben@example.org", "TPS", "immediate", now);
+        let (_tx, rx) = tokio::sync::watch::channel(app.clone());
+        std::mem::forget(_tx);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let addr = tidings::web::serve("127.0.0.1:0".parse().unwrap(), rx, stop.clone())
+            .await
+            .unwrap();
+        let client = reqwest::Client::builder()
+            .redirect(Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        Site {
+            app,
+            base: format!("http://{addr}"),
+            client,
+            _dir: dir,
+            _stop: stop.drop_guard(),
+        }
+    }
+
+    fn subscriber(&self, email: &str) -> Option<tidings::store::Subscriber> {
+        self.app.store.subscriber(email).unwrap()
+    }
+
+    /// A page's path from one of the app's links (they carry `[web].base_url`).
+    fn path(url: &str) -> String {
+        url::Url::parse(url).unwrap().path().to_string()
+    }
+
+    fn unsubscribe_path(&self, email: &str) -> String {
+        let s = self.subscriber(email).unwrap();
+        Site::path(&self.app.links.unsubscribe_url(s.id, &s.email))
+    }
+
+    fn manage_path(&self, email: &str) -> String {
+        let s = self.subscriber(email).unwrap();
+        Site::path(&self.app.links.manage_url(s.id, &s.email))
+    }
+
+    fn csrf(&self, email: &str) -> String {
+        let s = self.subscriber(email).unwrap();
+        self.app.links.csrf_token(s.id, &s.email)
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, reqwest::header::HeaderMap, String) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.headers().clone(), r.text().await.unwrap())
+    }
+
+    async fn post(&self, path: &str, form: &[(&str, &str)]) -> (StatusCode, String, String) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        let location = r
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        (r.status(), location, r.text().await.unwrap())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_click_unsubscribe_is_a_post_without_cookies_or_redirects_and_is_idempotent() {
+    let site = Site::start().await;
+    let path = site.unsubscribe_path("ana@example.org");
+
+    // Following the link (as mail scanners do) only shows a page with a button.
+    let (status, headers, page) = site.get(&path).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("ana@example.org") && page.contains("2 saved"),
+        "{page}"
+    );
+    assert!(page.contains(&format!("action=\"{path}\"")), "{page}");
+    assert!(headers.get("set-cookie").is_none());
+    assert!(
+        site.subscriber("ana@example.org").is_some(),
+        "GET changes nothing"
+    );
+
+    // What Gmail sends: a form POST with List-Unsubscribe=One-Click and nothing else.
+    let response = site
+        .client
+        .post(format!("{}{path}", site.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "no redirect");
+    assert!(response.headers().get("set-cookie").is_none());
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("You are unsubscribed")
+    );
+    assert!(site.subscriber("ana@example.org").is_none(), "gone at once");
+    assert!(site.subscriber("ben@example.org").is_some(), "others stay");
+
+    // Again, as multipart (RFC 8058 allows both): the same answer, nothing else changes.
+    let again = site
+        .client
+        .post(format!("{}{path}", site.base))
+        .multipart(reqwest::multipart::Form::new().text("List-Unsubscribe", "One-Click"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    assert!(again.text().await.unwrap().contains("You are unsubscribed"));
+    let (status, _, page) = site.get(&path).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("You are unsubscribed"), "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_moved_or_misused_tokens_get_a_clear_page_and_change_nothing() {
+    let site = Site::start().await;
+    let ana = site.subscriber("ana@example.org").unwrap();
+    let ben = site.subscriber("ben@example.org").unwrap();
+    let good = site.app.links.unsubscribe_token(ana.id, &ana.email);
+    let (_, mac) = good.split_once('.').unwrap();
+    let forged_mac = format!("{}.{}", ana.id, "0".repeat(mac.len()));
+    let moved = format!("{}.{mac}", ben.id);
+    let manage_token = Site::path(&site.app.links.manage_url(ana.id, &ana.email))
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    for (name, path) in [
+        ("forged MAC", format!("/unsubscribe/{forged_mac}")),
+        ("ana's MAC on ben's id", format!("/unsubscribe/{moved}")),
+        ("no MAC", format!("/unsubscribe/{}", ana.id)),
+        ("garbage", "/unsubscribe/%3Cscript%3E".to_string()),
+        (
+            "manage token to unsubscribe",
+            format!("/unsubscribe/{manage_token}"),
+        ),
+        ("unsubscribe token to manage", format!("/manage/{good}")),
+    ] {
+        if path.starts_with("/unsubscribe/") {
+            let (status, _, page) = site.post(&path, &[("List-Unsubscribe", "One-Click")]).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{name}");
+            assert!(page.contains("This link does not work"), "{name}: {page}");
+        }
+        let (status, _, page) = site.get(&path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{name} (GET)");
+        assert!(page.contains("This link does not work"), "{name}: {page}");
+        assert!(
+            !page.contains("<script>"),
+            "{name}: input is never echoed raw"
+        );
+    }
+    assert!(site.subscriber("ana@example.org").is_some());
+    assert!(site.subscriber("ben@example.org").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manage_page_adds_removes_and_reschedules_only_with_its_csrf_value() {
+    let site = Site::start().await;
+    let manage = site.manage_path("ana@example.org");
+    let csrf = site.csrf("ana@example.org");
+    let (status, _, page) = site.get(&manage).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("<code>asylum</code>"), "{page}");
+    assert!(page.contains("<code>&quot;H-1B&quot;</code>"), "{page}");
+    assert!(page.contains(&format!("value=\"{csrf}\"")), "{page}");
+
+    // Add: without the form's value, refused; with it, added and back to the page.
+    let add = format!("{manage}/add");
+    let (status, _, page) = site.post(&add, &[("query", "TPS")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{page}");
+    let (status, _, _) = site
+        .post(
+            &add,
+            &[("query", "TPS"), ("csrf", &site.csrf("ben@example.org"))],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "another subscriber's value");
+    assert_eq!(site.subscriber("ana@example.org").unwrap().queries.len(), 2);
+    let (status, location, _) = site
+        .post(&add, &[("query", "  TPS -Haiti "), ("csrf", &csrf)])
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location, format!("{manage}?done=added"));
+    assert_eq!(
+        site.subscriber("ana@example.org").unwrap().queries,
+        ["asylum", "\"H-1B\"", "TPS -Haiti"]
+    );
+    let (_, _, page) = site.get(&location).await;
+    assert!(page.contains("Search added"), "{page}");
+
+    // A search that does not parse: the page says where, keeps what was typed.
+    let (status, _, page) = site
+        .post(&add, &[("query", "(asylum OR"), ("csrf", &csrf)])
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        page.contains("That search does not work") && page.contains("column"),
+        "{page}"
+    );
+    assert!(page.contains("value=\"(asylum OR\""), "{page}");
+    // Hostile text comes back escaped.
+    let (status, _, page) = site
+        .post(
+            &add,
+            &[("query", "\"<script>alert(1)</script>\""), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
+    let (_, _, page) = site.get(&manage).await;
+    assert!(!page.contains("<script>"), "{page}");
+    assert!(
+        page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{page}"
+    );
+
+    // Remove: ben's subscription id through ana's page removes nothing.
+    let ben = site.subscriber("ben@example.org").unwrap();
+    let ben_sub = site.app.store.subscriptions_of(ben.id).unwrap()[0].0;
+    let remove = format!("{manage}/remove");
+    let (status, _, _) = site
+        .post(
+            &remove,
+            &[("subscription", &ben_sub.to_string()), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(site.subscriber("ben@example.org").unwrap().queries, ["TPS"]);
+    let ana = site.subscriber("ana@example.org").unwrap();
+    let first = site.app.store.subscriptions_of(ana.id).unwrap()[0].0;
+    site.post(
+        &remove,
+        &[("subscription", &first.to_string()), ("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(
+        site.subscriber("ana@example.org").unwrap().queries[0],
+        "\"H-1B\""
+    );
+
+    // Schedule and zone; bad ones say what to write.
+    let schedule = format!("{manage}/schedule");
+    let (status, _, _) = site
+        .post(
+            &schedule,
+            &[
+                ("frequency", "weekly fri 17:00"),
+                ("tz", "Europe/London"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let ana = site.subscriber("ana@example.org").unwrap();
+    assert_eq!(
+        (ana.schedule.spec(), ana.timezone.name()),
+        ("weekly fri 17:00".to_string(), "Europe/London")
+    );
+    let next = ana
+        .next_digest_at
+        .unwrap()
+        .with_timezone(&chrono_tz::Europe::London);
+    assert_eq!(next.format("%a %H:%M").to_string(), "Fri 17:00");
+    let (status, _, page) = site
+        .post(
+            &schedule,
+            &[
+                ("frequency", "weekly"),
+                ("tz", "Mars/Olympus"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("Unknown time zone"), "{page}");
+    let (status, _, page) = site
+        .post(
+            &schedule,
+            &[("frequency", "fortnightly"), ("tz", "UTC"), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
+    assert_eq!(
+        site.subscriber("ana@example.org").unwrap().timezone.name(),
+        "Europe/London",
+        "a bad form changes nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_response_is_locked_down_and_oversized_forms_are_refused() {
+    let site = Site::start().await;
+    let manage = site.manage_path("ana@example.org");
+    let csrf = site.csrf("ana@example.org");
+    for path in [
+        manage.clone(),
+        "/nowhere".to_string(),
+        "/unsubscribe/1.0".to_string(),
+    ] {
+        let (_, headers, _) = site.get(&path).await;
+        let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_string());
+        let csp = header("content-security-policy").unwrap_or_default();
+        assert!(csp.contains("default-src 'none'"), "{path}: {csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert!(!csp.contains("unsafe"), "{path}: {csp}");
+        assert_eq!(header("x-frame-options").as_deref(), Some("DENY"), "{path}");
+        assert_eq!(
+            header("referrer-policy").as_deref(),
+            Some("no-referrer"),
+            "{path}"
+        );
+        assert_eq!(header("x-content-type-options").as_deref(), Some("nosniff"));
+        assert_eq!(header("cache-control").as_deref(), Some("no-store"));
+    }
+    let (status, _, page) = site.get("/nowhere").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(page.contains("There is no page here"), "{page}");
+
+    let huge = "asylum ".repeat(3000);
+    let (status, _, page) = site
+        .post(
+            &format!("{manage}/add"),
+            &[("query", &huge), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{page}");
+    assert!(page.contains("Too much text"), "{page}");
+    let (status, _, page) = site
+        .post(
+            &format!("{manage}/add"),
+            &[("query", &"a".repeat(501)), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("at most 500 characters"), "{page}");
+    assert_eq!(site.subscriber("ana@example.org").unwrap().queries.len(), 2);
+
+    let (status, headers, css) = site.get("/style.css").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/css")
+    );
+    assert!(css.contains("body{"));
+}
