@@ -167,6 +167,18 @@ pub struct BackupSummary {
     pub outbox: i64,
 }
 
+/// An item a subscription matched, for its Atom feed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatchedItem {
+    pub item_id: i64,
+    pub title: String,
+    pub link: Option<String>,
+    pub summary: String,
+    pub published: Option<DateTime<Utc>>,
+    pub matched_at: DateTime<Utc>,
+    pub feed_name: String,
+}
+
 /// A rendered digest waiting in (or gone from) the outbox.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxMessage {
@@ -689,6 +701,42 @@ impl Store {
             "SELECT id, query FROM subscriptions WHERE subscriber_id = ?1 ORDER BY id",
         )?;
         let rows = stmt.query_map([subscriber_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// The subscription with this id: (its query, its subscriber's address).
+    pub fn subscription(&self, id: i64) -> Result<Option<(String, String)>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT q.query, s.email FROM subscriptions q
+                 JOIN subscribers s ON s.id = q.subscriber_id WHERE q.id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// The latest `limit` items a subscription matched, newest match first, sent or not.
+    pub fn subscription_matches(&self, id: i64, limit: usize) -> Result<Vec<MatchedItem>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT i.id, i.title, i.link, i.summary, i.published_at, m.matched_at, f.name
+             FROM matches m JOIN items i ON i.id = m.item_id JOIN feeds f ON f.id = i.feed_id
+             WHERE m.subscription_id = ?1
+             ORDER BY m.matched_at DESC, i.id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![id, limit as i64], |r| {
+            Ok(MatchedItem {
+                item_id: r.get(0)?,
+                title: r.get(1)?,
+                link: r.get(2)?,
+                summary: r.get(3)?,
+                published: r.get::<_, Option<i64>>(4)?.and_then(from_unix),
+                matched_at: from_unix(r.get(5)?).unwrap_or_default(),
+                feed_name: r.get(6)?,
+            })
+        })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 

@@ -152,6 +152,27 @@ impl Links {
         self.signer.verify(MANAGE, token, lookup)
     }
 
+    /// `<base_url>/feed/<token>`: an Atom feed of one subscription's matches. The token
+    /// names the subscription and is bound to its subscriber's address.
+    pub fn feed_url(&self, subscription_id: i64, email: &str) -> String {
+        self.url("feed", &self.signer.token(FEED, subscription_id, email))
+    }
+
+    /// The feed URL a valid feed token came from.
+    pub fn feed_url_from_token(&self, token: &str) -> String {
+        self.url("feed", token)
+    }
+
+    /// The subscription a feed token is for, if genuine (`lookup`: subscription id →
+    /// its subscriber's address).
+    pub fn verify_feed(
+        &self,
+        token: &str,
+        lookup: impl FnOnce(i64) -> Option<String>,
+    ) -> Option<i64> {
+        self.signer.verify(FEED, token, lookup)
+    }
+
     /// The anti-forgery value the subscriber's forms carry: only a page rendered for
     /// them holds it, so another site cannot post on their behalf.
     pub fn csrf_token(&self, id: i64, email: &str) -> String {
@@ -177,6 +198,7 @@ impl Links {
 const UNSUBSCRIBE: &str = "unsubscribe";
 const MANAGE: &str = "manage";
 const CSRF: &str = "csrf";
+const FEED: &str = "feed";
 
 fn create_secret(path: &Path) -> Result<Signer> {
     let mut bytes = [0u8; 32];

@@ -105,6 +105,7 @@ pub fn router(app: watch::Receiver<App>) -> Router {
             get(unsubscribe_page).post(unsubscribe),
         )
         .route("/manage/{token}", get(manage_page))
+        .route("/feed/{token}", get(matches_feed))
         .route("/manage/{token}/add", post(add_query))
         .route("/manage/{token}/remove", post(remove_query))
         .route("/manage/{token}/schedule", post(set_schedule))
@@ -371,7 +372,10 @@ async fn manage_view(
     let subscriptions = blocking(move || store.subscriptions_of(id)).await?;
     let subscriptions: Vec<_> = subscriptions
         .into_iter()
-        .map(|(id, query)| context! { id, query })
+        .map(|(id, query)| {
+            let feed = local_path(&app.links.feed_url(id, &s.email));
+            context! { id, query, feed }
+        })
         .collect();
     Ok(render(
         "web/manage.html",
@@ -499,6 +503,86 @@ async fn set_schedule(
     let store = app.store.clone();
     blocking(move || store.set_schedule(s.id, schedule, tz, Utc::now())).await?;
     Ok(back_to(&token, "schedule"))
+}
+
+// ---- a subscription's matches as Atom ------------------------------------------------------
+
+/// Entries in a subscription's feed.
+const FEED_ENTRIES: usize = 50;
+
+/// `GET /feed/TOKEN`: the latest matches of one subscription as an Atom feed, for people
+/// who would rather follow their search in a feed reader than by mail.
+async fn matches_feed(
+    State(app): State<watch::Receiver<App>>,
+    Path(token): Path<String>,
+) -> Result<Response, Failure> {
+    let app = app.borrow().clone();
+    let (store, links, t) = (app.store.clone(), app.links.clone(), token.clone());
+    let found = blocking(move || {
+        let mut query = None;
+        let id = links.verify_feed(&t, |id| {
+            let (q, email) = store.subscription(id).ok().flatten()?;
+            query = Some(q);
+            Some(email)
+        });
+        match (id, query) {
+            (Some(id), Some(query)) => Ok(Some((
+                id,
+                query,
+                store.subscription_matches(id, FEED_ENTRIES)?,
+            ))),
+            _ => Ok(None),
+        }
+    })
+    .await?;
+    let Some((_, query, items)) = found else {
+        return Err(Failure::BadLink);
+    };
+    let self_url = app.links.feed_url_from_token(&token);
+    let xml = atom_feed(&query, &self_url, &items);
+    Ok((
+        [(header::CONTENT_TYPE, "application/atom+xml; charset=utf-8")],
+        xml,
+    )
+        .into_response())
+}
+
+fn atom_feed(query: &str, self_url: &str, items: &[crate::store::MatchedItem]) -> String {
+    use atom_syndication::{Entry, Feed, Link, Text};
+    let when = |t: chrono::DateTime<Utc>| t.fixed_offset();
+    let mut feed = Feed::default();
+    feed.set_title(Text::plain(format!("Tidings: {query}")));
+    feed.set_id(self_url);
+    feed.set_updated(when(items.first().map_or_else(Utc::now, |i| i.matched_at)));
+    let mut me = Link::default();
+    me.set_href(self_url);
+    me.set_rel("self");
+    feed.set_links(vec![me]);
+    feed.set_entries(
+        items
+            .iter()
+            .map(|item| {
+                let mut entry = Entry::default();
+                entry.set_title(Text::plain(item.title.clone()));
+                entry.set_id(
+                    item.link
+                        .clone()
+                        .unwrap_or_else(|| format!("{self_url}#item-{}", item.item_id)),
+                );
+                entry.set_updated(when(item.matched_at));
+                entry.set_published(item.published.map(when));
+                if let Some(link) = &item.link {
+                    let mut l = Link::default();
+                    l.set_href(link.clone());
+                    entry.set_links(vec![l]);
+                }
+                let summary: String = item.summary.chars().take(600).collect();
+                entry.set_summary(Some(Text::plain(format!("{} — {summary}", item.feed_name))));
+                entry
+            })
+            .collect::<Vec<_>>(),
+    );
+    feed.to_string()
 }
 
 /// The path of one of our own URLs, so pages link within whatever host serves them.

@@ -385,3 +385,88 @@ async fn every_response_is_locked_down_and_oversized_forms_are_refused() {
     );
     assert!(css.contains("body{"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_search_has_a_private_atom_feed_of_its_matches() {
+    let feeds = support::FeedServer::start().await;
+    let site = Site::start().await;
+    let now = chrono::Utc::now();
+    let item = |guid: &str, title: &str| {
+        format!(
+            "<item><guid>{guid}</guid><title>{title}</title><link>https://news.example/{guid}</link>\
+             <description>{title}, in detail.</description><pubDate>{}</pubDate></item>",
+            (now - chrono::Duration::hours(1)).to_rfc2822()
+        )
+    };
+    feeds.set(
+        "/news.xml",
+        support::Route::feed(
+            "application/rss+xml",
+            format!(
+                "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>News</title>{}{}{}</channel></rss>",
+                item("a", "New asylum rules &amp; what changes"),
+                item("b", "H-1B lottery results"),
+                item("c", "TPS extended for Haiti"),
+            ),
+        ),
+    );
+    // The site's config has no feeds: add this one the way a reload would.
+    let mut config = (*site.app.config).clone();
+    let extra = tidings::config::Config::parse(
+        &format!(
+            "[[feeds]]\nid = \"news\"\nurl = \"{}\"\n",
+            feeds.url("/news.xml")
+        ),
+        &config.path,
+    )
+    .unwrap();
+    config.feeds = extra.feeds;
+    let app = site.app.reconfigure(config).unwrap();
+    let polled = tidings::poll_feeds(&app, now, false).await.unwrap();
+    assert_eq!(polled.matches, 3, "{polled:?}");
+
+    let ana = site.subscriber("ana@example.org").unwrap();
+    let subs = site.app.store.subscriptions_of(ana.id).unwrap();
+    let (asylum, _) = subs.iter().find(|(_, q)| q == "asylum").unwrap();
+    let feed_path = Site::path(&site.app.links.feed_url(*asylum, &ana.email));
+    let (_, _, manage) = site.get(&site.manage_path("ana@example.org")).await;
+    assert!(
+        manage.contains(&format!("href=\"{feed_path}\"")),
+        "{manage}"
+    );
+
+    let (status, headers, body) = site.get(&feed_path).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/atom+xml")
+    );
+    // Read back with the same parser Tidings polls with: a valid Atom feed.
+    let base = url::Url::parse(&format!("{}{feed_path}", site.base)).unwrap();
+    let parsed =
+        tidings::parse::parse_feed(body.as_bytes(), Some("application/atom+xml"), &base, now)
+            .unwrap_or_else(|e| panic!("{e}: {body}"));
+    let titles: Vec<&str> = parsed.items.iter().map(|i| i.title.as_str()).collect();
+    assert_eq!(
+        titles,
+        ["New asylum rules & what changes"],
+        "only this search's matches"
+    );
+    assert_eq!(
+        parsed.items[0].link.as_deref(),
+        Some("https://news.example/a")
+    );
+    assert!(body.contains("<title>Tidings: asylum</title>"), "{body}");
+
+    // Another subscriber's address, or a forged token: no feed.
+    let ben = site.subscriber("ben@example.org").unwrap();
+    let moved = Site::path(&site.app.links.feed_url(*asylum, &ben.email));
+    let (status, _, _) = site.get(&moved).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _) = site
+        .get(&format!("/feed/{asylum}.{}", "f".repeat(32)))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
