@@ -43,6 +43,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Tells the jobs to wind down; shared across config reloads.
     pub shutdown: Shutdown,
+    /// The password of the web admin page (`TIDINGS_ADMIN_TOKEN`); `None` = no page.
+    pub admin_token: Option<Arc<str>>,
     pub synonyms: Arc<Synonyms>,
     pub store: Store,
     pub fetcher: Fetcher,
@@ -77,6 +79,7 @@ impl App {
             matcher: Arc::default(),
             metrics: Arc::default(),
             shutdown: Shutdown::default(),
+            admin_token: admin_token_from_env()?,
         })
     }
 
@@ -110,6 +113,7 @@ impl App {
             config: Arc::new(config),
             metrics: self.metrics.clone(),
             shutdown: self.shutdown.clone(),
+            admin_token: self.admin_token.clone(),
             synonyms: Arc::new(synonyms),
             store: self.store.clone(),
             fetcher,
@@ -117,6 +121,22 @@ impl App {
             links,
             matcher: Arc::default(),
         })
+    }
+}
+
+/// Name of the environment variable holding the web admin page's password.
+pub const ADMIN_TOKEN_ENV: &str = "TIDINGS_ADMIN_TOKEN";
+
+/// The admin password from the environment: unset or empty turns the page off; a short
+/// one is refused (it guards subscriber addresses).
+fn admin_token_from_env() -> Result<Option<Arc<str>>> {
+    match std::env::var(ADMIN_TOKEN_ENV) {
+        Ok(t) if t.trim().is_empty() => Ok(None),
+        Ok(t) if t.trim().len() < 16 => {
+            anyhow::bail!("{ADMIN_TOKEN_ENV} must be at least 16 characters (or unset)")
+        }
+        Ok(t) => Ok(Some(Arc::from(t.trim()))),
+        Err(_) => Ok(None),
     }
 }
 

@@ -64,6 +64,10 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             "web/manage.html",
             include_str!("../templates/web/manage.html"),
         ),
+        (
+            "web/admin.html",
+            include_str!("../templates/web/admin.html"),
+        ),
     ] {
         if let Err(e) = env.add_template(name, source) {
             error!(template = name, error = %e, "bad web template");
@@ -106,6 +110,7 @@ pub fn router(app: watch::Receiver<App>) -> Router {
         )
         .route("/manage/{token}", get(manage_page))
         .route("/feed/{token}", get(matches_feed))
+        .route("/admin", get(admin_page))
         .route("/manage/{token}/add", post(add_query))
         .route("/manage/{token}/remove", post(remove_query))
         .route("/manage/{token}/schedule", post(set_schedule))
@@ -146,6 +151,7 @@ enum Failure {
     NotFound,
     BadLink,
     Forbidden,
+    Unauthorized,
     TooLarge,
     BadForm(String),
     Internal(anyhow::Error),
@@ -179,6 +185,24 @@ impl IntoResponse for Failure {
                  the page and submit it again."
                     .to_string(),
             ),
+            Failure::Unauthorized => {
+                let body = render(
+                    "web/message.html",
+                    context! {
+                        heading => "Admin",
+                        lines => ["Sign in with the admin password (TIDINGS_ADMIN_TOKEN)."],
+                    },
+                );
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [(
+                        header::WWW_AUTHENTICATE,
+                        "Basic realm=\"Tidings admin\", charset=\"UTF-8\"",
+                    )],
+                    body,
+                )
+                    .into_response();
+            }
             Failure::TooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "Too much text",
@@ -503,6 +527,106 @@ async fn set_schedule(
     let store = app.store.clone();
     blocking(move || store.set_schedule(s.id, schedule, tz, Utc::now())).await?;
     Ok(back_to(&token, "schedule"))
+}
+
+// ---- admin -------------------------------------------------------------------------------
+
+/// Failed messages listed on the admin page.
+const ADMIN_FAILED: usize = 20;
+
+/// `GET /admin`: feed health, the outbox and subscriber counts, behind HTTP Basic auth
+/// whose password is `TIDINGS_ADMIN_TOKEN` (any user name). Without that variable the
+/// page does not exist.
+async fn admin_page(
+    State(app): State<watch::Receiver<App>>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, Failure> {
+    let app = app.borrow().clone();
+    let Some(expected) = app.admin_token.clone() else {
+        return Err(Failure::NotFound);
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(basic_password);
+    if !given.is_some_and(|p| same(p.as_bytes(), expected.as_bytes())) {
+        return Err(Failure::Unauthorized);
+    }
+    let store = app.store.clone();
+    let (feeds, outbox, subscribers) = blocking(move || {
+        Ok((
+            store.feed_statuses()?,
+            store.outbox()?,
+            store.subscribers()?,
+        ))
+    })
+    .await?;
+    let time = |t: Option<chrono::DateTime<Utc>>| {
+        t.map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+            .unwrap_or_else(|| "never".into())
+    };
+    let feeds: Vec<_> = feeds
+        .iter()
+        .filter(|f| f.active)
+        .map(|f| {
+            context! {
+                id => &f.id,
+                name => &f.name,
+                status => f.last_status.as_deref().unwrap_or("not polled yet"),
+                error => &f.last_error,
+                failures => f.consecutive_failures,
+                failing => f.consecutive_failures > 0 || f.gone,
+                last_success => time(f.last_success_at),
+                next_poll => if f.gone { "never (gone)".to_string() } else { time(Some(f.next_poll_at)) },
+                items => f.items,
+            }
+        })
+        .collect();
+    let pending: Vec<_> = outbox.iter().filter(|m| m.status == "pending").collect();
+    let failed: Vec<_> = outbox.iter().filter(|m| m.status == "failed").collect();
+    let failed_rows: Vec<_> = failed
+        .iter()
+        .rev()
+        .take(ADMIN_FAILED)
+        .map(|m| {
+            context! {
+                id => m.id,
+                to => &m.recipient,
+                created => time(Some(m.created_at)),
+                error => m.last_error.as_deref().unwrap_or(""),
+            }
+        })
+        .collect();
+    Ok(render(
+        "web/admin.html",
+        context! {
+            subscribers => subscribers.len(),
+            paused => subscribers.iter().filter(|s| s.paused_at.is_some()).count(),
+            searches => subscribers.iter().map(|s| s.queries.len()).sum::<usize>(),
+            pending => pending.len(),
+            oldest => pending.iter().map(|m| m.created_at).min().map(|t| time(Some(t))),
+            failed_count => failed.len(),
+            failed => failed_rows,
+            feeds,
+        },
+    )
+    .into_response())
+}
+
+/// The password of an `Authorization: Basic …` header.
+fn basic_password(value: &str) -> Option<String> {
+    use base64::Engine as _;
+    let encoded = value.strip_prefix("Basic ")?.trim();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    Some(text.split_once(':')?.1.to_string())
+}
+
+/// Constant-time equality of two secrets (of possibly different lengths).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 // ---- a subscription's matches as Atom ------------------------------------------------------

@@ -19,9 +19,15 @@ struct Site {
 
 impl Site {
     async fn start() -> Site {
+        Site::start_with_admin(None).await
+    }
+
+    /// A site whose admin page has this password (as `TIDINGS_ADMIN_TOKEN` would set).
+    async fn start_with_admin(admin: Option<&str>) -> Site {
         let dir = tempfile::tempdir().unwrap();
         let config = support::write_config(dir.path(), &[], 25);
-        let app = App::open(config).unwrap();
+        let mut app = App::open(config).unwrap();
+        app.admin_token = admin.map(std::sync::Arc::from);
         let now = chrono::Utc::now();
         support::subscribe(&app, "ana@example.org", "asylum", "daily", now);
         support::subscribe(&app, "ana@example.org", "\"H-1B\"", "daily", now);
@@ -469,4 +475,71 @@ async fn each_search_has_a_private_atom_feed_of_its_matches() {
         .get(&format!("/feed/{asylum}.{}", "f".repeat(32)))
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_page_needs_its_password_and_shows_feeds_outbox_and_counts() {
+    let closed = Site::start().await;
+    let (status, _, _) = closed.get("/admin").await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "no TIDINGS_ADMIN_TOKEN, no page"
+    );
+
+    let password = "correct horse battery staple";
+    let site = Site::start_with_admin(Some(password)).await;
+    let feeds = support::FeedServer::start().await;
+    feeds.set("/broken.xml", support::Route::status(500, "<b>down</b>"));
+    let mut config = (*site.app.config).clone();
+    config.feeds = tidings::config::Config::parse(
+        &format!(
+            "[[feeds]]\nid = \"broken\"\nname = \"Broken <Feed>\"\nurl = \"{}\"\n",
+            feeds.url("/broken.xml")
+        ),
+        &config.path,
+    )
+    .unwrap()
+    .feeds;
+    let app = site.app.reconfigure(config).unwrap();
+    tidings::poll_feeds(&app, chrono::Utc::now(), false)
+        .await
+        .unwrap();
+
+    let admin = format!("{}/admin", site.base);
+    let response = site.client.get(&admin).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic ")
+    );
+    for wrong in ["nope", "correct horse battery stapl", ""] {
+        let response = site
+            .client
+            .get(&admin)
+            .basic_auth("admin", Some(wrong))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{wrong:?}");
+    }
+    let response = site
+        .client
+        .get(&admin)
+        .basic_auth("anyone", Some(password))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let page = response.text().await.unwrap();
+    assert!(
+        page.contains("2 subscribers (0 paused after bounces), 3 searches"),
+        "{page}"
+    );
+    assert!(page.contains("<tr class=\"failing\">"), "{page}");
+    assert!(page.contains("Broken &lt;Feed&gt;"), "escaped: {page}");
+    assert!(page.contains("HTTP 500"), "{page}");
+    assert!(!page.contains("<b>down</b>"));
 }
