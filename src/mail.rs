@@ -256,6 +256,11 @@ pub fn check_address(address: &str) -> Result<String> {
     Ok(mailbox.email.to_string())
 }
 
+/// Whether `text` is a syntactically valid address (lettre's check), e.g. for a form.
+pub fn valid_address(text: &str) -> bool {
+    text.len() <= 254 && text.parse::<lettre::Address>().is_ok()
+}
+
 /// When to try again after `attempts` failures: 1, 2, 4 … minutes, at most 1 hour.
 fn retry_delay(attempts: u32) -> chrono::Duration {
     chrono::Duration::minutes(1i64 << attempts.min(6)).min(chrono::Duration::hours(1))

@@ -167,6 +167,20 @@ pub struct BackupSummary {
     pub outbox: i64,
 }
 
+/// A sign-up from the web, before and after confirmation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Signup {
+    pub email: String,
+    pub queries: Vec<String>,
+    /// As [`Schedule::parse`] reads it.
+    pub frequency: String,
+    /// An IANA zone name.
+    pub timezone: String,
+    pub client: String,
+    pub created_at: DateTime<Utc>,
+    pub confirmed_at: Option<DateTime<Utc>>,
+}
+
 /// An item a subscription matched, for its Atom feed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MatchedItem {
@@ -787,6 +801,114 @@ impl Store {
         )?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Records a sign-up waiting for confirmation; returns its id.
+    pub fn create_signup(&self, signup: &Signup) -> Result<i64> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO signups (email, queries, frequency, timezone, client, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                signup.email,
+                signup.queries.join("\n"),
+                signup.frequency,
+                signup.timezone,
+                signup.client,
+                signup.created_at.timestamp()
+            ],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Sign-ups since `since` for this address, and from this client: for rate limits.
+    pub fn recent_signups(
+        &self,
+        email: &str,
+        client: &str,
+        since: DateTime<Utc>,
+    ) -> Result<(u32, u32)> {
+        Ok(self.conn().query_row(
+            "SELECT (SELECT COUNT(*) FROM signups WHERE email = ?1 AND created_at >= ?3),
+                    (SELECT COUNT(*) FROM signups WHERE client = ?2 AND created_at >= ?3)",
+            params![email, client, since.timestamp()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    }
+
+    pub fn signup(&self, id: i64) -> Result<Option<Signup>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT email, queries, frequency, timezone, client, created_at, confirmed_at
+                 FROM signups WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(Signup {
+                        email: r.get(0)?,
+                        queries: r.get::<_, String>(1)?.lines().map(str::to_string).collect(),
+                        frequency: r.get(2)?,
+                        timezone: r.get(3)?,
+                        client: r.get(4)?,
+                        created_at: from_unix(r.get(5)?).unwrap_or_default(),
+                        confirmed_at: r.get::<_, Option<i64>>(6)?.and_then(from_unix),
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Confirms a sign-up: the subscriber (created, or their schedule updated) gets its
+    /// queries, in one transaction with marking it confirmed. Returns the subscriber id.
+    pub fn confirm_signup(
+        &self,
+        id: i64,
+        schedule: Schedule,
+        timezone: Tz,
+        now: DateTime<Utc>,
+    ) -> Result<i64> {
+        let signup = self.signup(id)?.context("no such sign-up")?;
+        for query in &signup.queries {
+            self.add_subscription(&signup.email, query, schedule, timezone, now)?;
+        }
+        self.conn().execute(
+            "UPDATE signups SET confirmed_at = COALESCE(confirmed_at, ?2) WHERE id = ?1",
+            params![id, now.timestamp()],
+        )?;
+        self.subscriber(&signup.email)?
+            .map(|s| s.id)
+            .context("the subscriber vanished")
+    }
+
+    /// Queues one message that is not a digest (a sign-up confirmation) in the outbox,
+    /// to be delivered, retried and recorded like digests. Returns its outbox id.
+    pub fn queue_message(
+        &self,
+        recipient: &str,
+        subject: &str,
+        text: &str,
+        html: &str,
+        message_domain: &str,
+        now: DateTime<Utc>,
+    ) -> Result<i64> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO outbox (recipient, message_id, subject, body_text, body_html,
+                                 created_at, next_attempt_at)
+             VALUES (?1, 'pending:' || hex(randomblob(16)), ?2, ?3, ?4, ?5, ?5)",
+            params![recipient, subject, text, html, now.timestamp()],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.execute(
+            "UPDATE outbox SET message_id = ?2 WHERE id = ?1",
+            params![
+                id,
+                format!("<note.{id}.{}@{message_domain}>", now.timestamp())
+            ],
+        )?;
+        tx.commit()?;
+        Ok(id)
     }
 
     /// Whether this unsubscribe token was already used.

@@ -158,6 +158,34 @@ impl Links {
         self.url("feed", &self.signer.token(FEED, subscription_id, email))
     }
 
+    /// `<base_url>/confirm/<token>`: confirms sign-up `signup_id` for `email`.
+    pub fn confirm_url(&self, signup_id: i64, email: &str) -> String {
+        self.url("confirm", &self.signer.token(CONFIRM, signup_id, email))
+    }
+
+    /// The sign-up a confirm token is for, if genuine (`lookup`: sign-up id → address).
+    pub fn verify_confirm(
+        &self,
+        token: &str,
+        lookup: impl FnOnce(i64) -> Option<String>,
+    ) -> Option<i64> {
+        self.signer.verify(CONFIRM, token, lookup)
+    }
+
+    /// The anti-forgery value of the public sign-up form, issued at `now` (Unix seconds).
+    pub fn form_token(&self, now: i64) -> String {
+        self.signer.token(FORM, now, "")
+    }
+
+    /// Whether `value` is a sign-up form value issued at most `max_age_secs` before `now`.
+    pub fn verify_form_token(&self, value: &str, now: i64, max_age_secs: i64) -> bool {
+        self.signer
+            .verify(FORM, value, |issued| {
+                (issued <= now + 60 && now - issued <= max_age_secs).then(String::new)
+            })
+            .is_some()
+    }
+
     /// The feed URL a valid feed token came from.
     pub fn feed_url_from_token(&self, token: &str) -> String {
         self.url("feed", token)
@@ -199,6 +227,8 @@ const UNSUBSCRIBE: &str = "unsubscribe";
 const MANAGE: &str = "manage";
 const CSRF: &str = "csrf";
 const FEED: &str = "feed";
+const CONFIRM: &str = "confirm";
+const FORM: &str = "form";
 
 fn create_secret(path: &Path) -> Result<Signer> {
     let mut bytes = [0u8; 32];

@@ -68,6 +68,22 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             "web/admin.html",
             include_str!("../templates/web/admin.html"),
         ),
+        (
+            "web/subscribe.html",
+            include_str!("../templates/web/subscribe.html"),
+        ),
+        (
+            "web/confirm.html",
+            include_str!("../templates/web/confirm.html"),
+        ),
+        (
+            "web/confirm_mail.txt",
+            include_str!("../templates/web/confirm_mail.txt"),
+        ),
+        (
+            "web/confirm_mail.html",
+            include_str!("../templates/web/confirm_mail.html"),
+        ),
     ] {
         if let Err(e) = env.add_template(name, source) {
             error!(template = name, error = %e, "bad web template");
@@ -87,7 +103,7 @@ pub async fn serve(
         format!("web listener on {addr} (set [web].listen, or \"\" to turn it off)")
     })?;
     let bound = listener.local_addr()?;
-    let router = router(app);
+    let router = router(app).into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move {
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(stop.cancelled_owned())
@@ -111,6 +127,9 @@ pub fn router(app: watch::Receiver<App>) -> Router {
         .route("/manage/{token}", get(manage_page))
         .route("/feed/{token}", get(matches_feed))
         .route("/admin", get(admin_page))
+        .route("/", get(subscribe_page))
+        .route("/subscribe", post(subscribe))
+        .route("/confirm/{token}", get(confirm_page).post(confirm))
         .route("/manage/{token}/add", post(add_query))
         .route("/manage/{token}/remove", post(remove_query))
         .route("/manage/{token}/schedule", post(set_schedule))
@@ -152,6 +171,8 @@ enum Failure {
     BadLink,
     Forbidden,
     Unauthorized,
+    Expired,
+    TooMany,
     TooLarge,
     BadForm(String),
     Internal(anyhow::Error),
@@ -209,6 +230,17 @@ impl IntoResponse for Failure {
                 format!("A form may hold at most {} KB.", MAX_BODY / 1024),
             ),
             Failure::BadForm(why) => (StatusCode::BAD_REQUEST, "That did not work", why),
+            Failure::Expired => (
+                StatusCode::GONE,
+                "This link has expired",
+                "Confirmation links work for 48 hours. Sign up again to get a new one.".to_string(),
+            ),
+            Failure::TooMany => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many sign-ups",
+                "There have been too many sign-ups from your network. Please try again in an hour."
+                    .to_string(),
+            ),
             Failure::Internal(e) => {
                 error!(error = %format!("{e:#}"), "web request failed");
                 (
@@ -712,4 +744,382 @@ fn atom_feed(query: &str, self_url: &str, items: &[crate::store::MatchedItem]) -
 /// The path of one of our own URLs, so pages link within whatever host serves them.
 fn local_path(url: &str) -> String {
     url::Url::parse(url).map_or_else(|_| url.to_string(), |u| u.path().to_string())
+}
+
+// ---- sign-up with double opt-in -----------------------------------------------------------
+
+/// How long the sign-up form's anti-forgery value, and a confirmation link, stay good.
+const FORM_MAX_AGE_SECS: i64 = 2 * 3600;
+const CONFIRM_MAX_AGE_HOURS: i64 = 48;
+/// Searches one sign-up may carry.
+const MAX_SIGNUP_QUERIES: usize = 10;
+/// Confirmation mails one address gets per day; more requests are answered the same
+/// way but send nothing (the page never tells whether an address is known).
+const SIGNUPS_PER_ADDRESS_PER_DAY: u32 = 3;
+/// Sign-ups one client may make per hour.
+const SIGNUPS_PER_CLIENT_PER_HOUR: u32 = 10;
+/// Items listed under each search in a preview.
+const PREVIEW_TITLES: usize = 5;
+
+/// What the sign-up form holds, to show it again with errors or a preview.
+#[derive(Default)]
+struct SignupForm {
+    email: String,
+    queries: String,
+    frequency: String,
+    tz: String,
+}
+
+async fn subscribe_page(State(app): State<watch::Receiver<App>>) -> Response {
+    let app = app.borrow().clone();
+    let form = SignupForm {
+        frequency: "daily".into(),
+        tz: app.config.digest.timezone.name().into(),
+        ..SignupForm::default()
+    };
+    subscribe_view(&app, &form, &[], None).into_response()
+}
+
+fn subscribe_view(
+    app: &App,
+    form: &SignupForm,
+    errors: &[String],
+    previews: Option<Vec<minijinja::Value>>,
+) -> axum::response::Html<String> {
+    render(
+        "web/subscribe.html",
+        context! {
+            feeds => app.config.feeds.len(),
+            csrf => app.links.form_token(Utc::now().timestamp()),
+            email => &form.email,
+            queries => &form.queries,
+            frequency => &form.frequency,
+            tz => &form.tz,
+            errors,
+            previews,
+        },
+    )
+}
+
+/// The client a request came from: the peer, or, when the peer is a proxy on this host,
+/// the address it forwards.
+fn client_of(peer: SocketAddr, headers: &axum::http::HeaderMap) -> String {
+    if peer.ip().is_loopback()
+        && let Some(forwarded) = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next_back())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    {
+        return forwarded.to_string();
+    }
+    peer.ip().to_string()
+}
+
+/// `POST /subscribe`: shows a preview, or checks everything and mails a confirmation
+/// link. The answer is the same whether or not the address is already subscribed.
+async fn subscribe(
+    State(app): State<watch::Receiver<App>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
+    form: Result<Form<HashMap<String, String>>, FormRejection>,
+) -> Result<Response, Failure> {
+    let app = app.borrow().clone();
+    let Form(fields) = form.map_err(|e| match e {
+        FormRejection::BytesRejection(_) => Failure::TooLarge,
+        other => Failure::BadForm(format!(
+            "The form could not be read ({}).",
+            other.body_text()
+        )),
+    })?;
+    let field = |name: &str| {
+        fields
+            .get(name)
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let now = Utc::now();
+    if !app
+        .links
+        .verify_form_token(&field("csrf"), now.timestamp(), FORM_MAX_AGE_SECS)
+    {
+        return Err(Failure::Forbidden);
+    }
+    let form = SignupForm {
+        email: field("email"),
+        queries: field("queries"),
+        frequency: field("frequency"),
+        tz: field("tz"),
+    };
+
+    let mut errors = Vec::new();
+    if !crate::mail::valid_address(&form.email) {
+        errors.push(format!("{:?} is not an email address.", form.email));
+    }
+    let lines: Vec<&str> = form
+        .queries
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if lines.is_empty() {
+        errors.push("Write at least one search.".into());
+    } else if lines.len() > MAX_SIGNUP_QUERIES {
+        errors.push(format!(
+            "At most {MAX_SIGNUP_QUERIES} searches at first; add more later."
+        ));
+    }
+    let mut parsed = Vec::new();
+    for (n, line) in lines.iter().enumerate() {
+        if line.chars().count() > MAX_QUERY_CHARS {
+            errors.push(format!(
+                "Search {}: at most {MAX_QUERY_CHARS} characters.",
+                n + 1
+            ));
+            continue;
+        }
+        match Query::parse(line) {
+            Ok(q) => parsed.push((n as i64, q, line.to_string())),
+            Err(e) => errors.push(format!("Search {} ({line}): {e}", n + 1)),
+        }
+    }
+    let schedule = Schedule::parse(&form.frequency, app.config.digest.daily_at);
+    if let Err(e) = &schedule {
+        errors.push(e.clone());
+    }
+    let tz = form.tz.parse::<Tz>();
+    if tz.is_err() {
+        errors.push(format!(
+            "Unknown time zone {:?}: use a name like America/New_York or Europe/London.",
+            form.tz
+        ));
+    }
+
+    if field("action") == "preview" {
+        let previews = preview(&app, &parsed, now).await?;
+        let status = if errors.is_empty() {
+            StatusCode::OK
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        return Ok((status, subscribe_view(&app, &form, &errors, Some(previews))).into_response());
+    }
+    let (Ok(schedule), Ok(tz), true) = (schedule, tz, errors.is_empty()) else {
+        let page = subscribe_view(&app, &form, &errors, None);
+        return Ok((StatusCode::BAD_REQUEST, page).into_response());
+    };
+
+    let client = client_of(peer, &headers);
+    let store = app.store.clone();
+    let (email, who) = (form.email.clone(), client.clone());
+    let (by_address, by_client) = blocking(move || {
+        let day = store
+            .recent_signups(&email, &who, now - chrono::Duration::days(1))?
+            .0;
+        let hour = store
+            .recent_signups(&email, &who, now - chrono::Duration::hours(1))?
+            .1;
+        Ok((day, hour))
+    })
+    .await?;
+    if by_client >= SIGNUPS_PER_CLIENT_PER_HOUR {
+        warn!(client = %client, "sign-up refused: too many from this client");
+        return Err(Failure::TooMany);
+    }
+    let mail_it = by_address < SIGNUPS_PER_ADDRESS_PER_DAY;
+    let signup = crate::store::Signup {
+        email: form.email.clone(),
+        queries: parsed.iter().map(|(_, _, text)| text.clone()).collect(),
+        frequency: schedule.spec(),
+        timezone: tz.name().to_string(),
+        client,
+        created_at: now,
+        confirmed_at: None,
+    };
+    let store = app.store.clone();
+    let domain = app.mailer.message_domain();
+    let links = app.links.clone();
+    let signup_id = blocking(move || {
+        // Recorded either way: requests count against the client's limit.
+        let id = store.create_signup(&signup)?;
+        if !mail_it {
+            return Ok(None);
+        }
+        let url = links.confirm_url(id, &signup.email);
+        let cx = context! {
+            email => &signup.email,
+            queries => &signup.queries,
+            frequency => schedule.to_string(),
+            tz => &signup.timezone,
+            url,
+        };
+        let text = TEMPLATES
+            .get_template("web/confirm_mail.txt")?
+            .render(&cx)?;
+        let html = TEMPLATES
+            .get_template("web/confirm_mail.html")?
+            .render(&cx)?;
+        store.queue_message(
+            &signup.email,
+            "Confirm your Tidings subscription",
+            &text,
+            &html,
+            &domain,
+            now,
+        )?;
+        Ok(Some(id))
+    })
+    .await?;
+    let Some(signup_id) = signup_id else {
+        // Answered like any other sign-up: the page never tells what it knows.
+        info!("sign-up not mailed: this address was asked for too often today");
+        return Ok(check_inbox(&form.email));
+    };
+    info!(signup = signup_id, "sign-up: confirmation mail queued");
+    // Send it now rather than at the next digest tick.
+    let sender = app.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::mail::send_due(
+            &sender.store,
+            &sender.mailer,
+            Utc::now(),
+            &sender.shutdown.draining,
+        )
+        .await
+        {
+            warn!(error = %format!("{e:#}"), "sending the confirmation mail; the digest round retries it");
+        }
+    });
+    Ok(check_inbox(&form.email))
+}
+
+fn check_inbox(email: &str) -> Response {
+    let line = format!(
+        "If {email} can receive mail, a message with a confirmation link is on its way. \
+         Nothing is sent until you confirm."
+    );
+    message(
+        "Check your inbox",
+        &[&line, "The link works for 48 hours."],
+        None,
+    )
+}
+
+/// What each search would have matched among the items of the last 7 days.
+async fn preview(
+    app: &App,
+    queries: &[(i64, Query, String)],
+    now: chrono::DateTime<Utc>,
+) -> Result<Vec<minijinja::Value>, Failure> {
+    let store = app.store.clone();
+    let items = blocking(move || store.items_since(now - chrono::Duration::days(7))).await?;
+    let matcher = crate::matcher::Matcher::new(
+        queries.iter().map(|(i, q, _)| (*i, q.clone())).collect(),
+        &app.synonyms,
+    );
+    let mut hits: Vec<Vec<&str>> = vec![Vec::new(); queries.len()];
+    for item in &items {
+        let body = crate::parse::body_text(&item.summary, &item.content);
+        let doc = crate::matcher::Document::new(&item.title, &body)
+            .with_source(&item.feed_id, &item.tags);
+        for i in matcher.find_matches(&doc) {
+            if let Some(list) = usize::try_from(i).ok().and_then(|i| hits.get_mut(i)) {
+                list.push(&item.title);
+            }
+        }
+    }
+    Ok(queries
+        .iter()
+        .zip(hits)
+        .map(|((_, _, text), titles)| {
+            context! {
+                query => text,
+                count => titles.len(),
+                titles => titles.iter().take(PREVIEW_TITLES).collect::<Vec<_>>(),
+            }
+        })
+        .collect())
+}
+
+/// The sign-up a confirm token names, if genuine and not expired.
+async fn signup_for(app: &App, token: &str) -> Result<(i64, crate::store::Signup), Failure> {
+    let (store, links, token) = (app.store.clone(), app.links.clone(), token.to_string());
+    let found = blocking(move || {
+        let mut found = None;
+        let id = links.verify_confirm(&token, |id| {
+            found = store.signup(id).ok().flatten();
+            found.as_ref().map(|s| s.email.clone())
+        });
+        Ok(id.zip(found))
+    })
+    .await?;
+    let (id, signup) = found.ok_or(Failure::BadLink)?;
+    if signup.confirmed_at.is_none()
+        && Utc::now() - signup.created_at > chrono::Duration::hours(CONFIRM_MAX_AGE_HOURS)
+    {
+        return Err(Failure::Expired);
+    }
+    Ok((id, signup))
+}
+
+/// `GET /confirm/TOKEN`: what would be confirmed, and a button (link checkers that fetch
+/// the link confirm nothing).
+async fn confirm_page(
+    State(app): State<watch::Receiver<App>>,
+    Path(token): Path<String>,
+) -> Result<Response, Failure> {
+    let app = app.borrow().clone();
+    let (_, signup) = signup_for(&app, &token).await?;
+    if signup.confirmed_at.is_some() {
+        return subscribed_page(&app, &signup.email).await;
+    }
+    Ok(render(
+        "web/confirm.html",
+        context! {
+            email => &signup.email,
+            queries => &signup.queries,
+            frequency => &signup.frequency,
+            tz => &signup.timezone,
+            action => format!("/confirm/{token}"),
+        },
+    )
+    .into_response())
+}
+
+/// `POST /confirm/TOKEN`: creates the subscriber (or adds to them) with the searches.
+/// Posting again changes nothing.
+async fn confirm(
+    State(app): State<watch::Receiver<App>>,
+    Path(token): Path<String>,
+) -> Result<Response, Failure> {
+    let app = app.borrow().clone();
+    let (id, signup) = signup_for(&app, &token).await?;
+    if signup.confirmed_at.is_none() {
+        let schedule = Schedule::parse(&signup.frequency, app.config.digest.daily_at)
+            .map_err(|e| Failure::Internal(anyhow::anyhow!("stored schedule: {e}")))?;
+        let tz = signup
+            .timezone
+            .parse::<Tz>()
+            .map_err(|e| Failure::Internal(anyhow::anyhow!("stored zone: {e}")))?;
+        let store = app.store.clone();
+        let subscriber =
+            blocking(move || store.confirm_signup(id, schedule, tz, Utc::now())).await?;
+        info!(signup = id, subscriber, "sign-up confirmed");
+    }
+    subscribed_page(&app, &signup.email).await
+}
+
+async fn subscribed_page(app: &App, email: &str) -> Result<Response, Failure> {
+    let store = app.store.clone();
+    let address = email.to_string();
+    let subscriber = blocking(move || store.subscriber(&address)).await?;
+    let manage = subscriber.map(|s| local_path(&app.links.manage_url(s.id, &s.email)));
+    let line =
+        format!("Digests will go to {email}. Each one links to your page and to unsubscribe.");
+    Ok(message(
+        "You are subscribed",
+        &[&line],
+        manage.as_deref().map(|m| (m, "Your searches and schedule")),
+    ))
 }

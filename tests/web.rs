@@ -24,8 +24,13 @@ impl Site {
 
     /// A site whose admin page has this password (as `TIDINGS_ADMIN_TOKEN` would set).
     async fn start_with_admin(admin: Option<&str>) -> Site {
+        Site::start_full(admin, 25).await
+    }
+
+    /// A site mailing through the SMTP server on `smtp_port`.
+    async fn start_full(admin: Option<&str>, smtp_port: u16) -> Site {
         let dir = tempfile::tempdir().unwrap();
-        let config = support::write_config(dir.path(), &[], 25);
+        let config = support::write_config(dir.path(), &[], smtp_port);
         let mut app = App::open(config).unwrap();
         app.admin_token = admin.map(std::sync::Arc::from);
         let now = chrono::Utc::now();
@@ -542,4 +547,261 @@ async fn the_admin_page_needs_its_password_and_shows_feeds_outbox_and_counts() {
     assert!(page.contains("Broken &lt;Feed&gt;"), "escaped: {page}");
     assert!(page.contains("HTTP 500"), "{page}");
     assert!(!page.contains("<b>down</b>"));
+}
+
+/// The sign-up form's anti-forgery value, read from the page as a browser would.
+async fn form_csrf(site: &Site) -> String {
+    let (status, _, page) = site.get("/").await;
+    assert_eq!(status, StatusCode::OK);
+    let marker = "name=\"csrf\" value=\"";
+    let start = page.find(marker).unwrap() + marker.len();
+    page[start..].split('"').next().unwrap().to_string()
+}
+
+fn confirm_link(mail: &support::Mail) -> String {
+    let url = mail
+        .text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("http://localhost:8080/confirm/"))
+        .unwrap_or_else(|| panic!("no link in {}", mail.text));
+    url.trim_start_matches("http://localhost:8080").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_up_mails_a_confirmation_and_only_confirming_subscribes() {
+    let smtp = support::SmtpServer::start().await;
+    let site = Site::start_full(None, smtp.port()).await;
+    let csrf = form_csrf(&site).await;
+
+    // Without the form's value: refused. With mistakes: each named, nothing sent.
+    let (status, _, _) = site
+        .post(
+            "/subscribe",
+            &[("email", "zoe@example.org"), ("queries", "asylum")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, page) = site
+        .post(
+            "/subscribe",
+            &[
+                ("csrf", &csrf),
+                ("email", "zoe at example"),
+                ("queries", "asylum\n(TPS OR"),
+                ("frequency", "daily 07:30"),
+                ("tz", "Mars/Base"),
+                ("action", "subscribe"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    for words in [
+        "is not an email address",
+        "Search 2 ((TPS OR)",
+        "column",
+        "Unknown time zone",
+    ] {
+        assert!(
+            page.contains(&words.replace('"', "&quot;")),
+            "{words}: {page}"
+        );
+    }
+    assert!(
+        page.contains("zoe at example"),
+        "the form keeps what was typed"
+    );
+
+    // A good sign-up: a confirmation mail, and no subscriber yet.
+    let signup = [
+        ("csrf", csrf.as_str()),
+        ("email", "zoe@example.org"),
+        ("queries", "asylum\n\"green card\" -lottery"),
+        ("frequency", "weekly fri 17:00"),
+        ("tz", "Europe/London"),
+        ("action", "subscribe"),
+    ];
+    let (status, _, page) = site.post("/subscribe", &signup).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("Check your inbox"), "{page}");
+    let mail = support::decode(&smtp.wait_for(1, Duration::from_secs(10)).await[0]);
+    assert_eq!(smtp.messages()[0].rcpt_to, ["zoe@example.org"]);
+    assert!(
+        mail.text.contains("\"green card\" -lottery"),
+        "{}",
+        mail.text
+    );
+    assert!(
+        site.subscriber("zoe@example.org").is_none(),
+        "not before confirming"
+    );
+    let confirm = confirm_link(&mail);
+
+    // Following the link shows what would be confirmed; only the button confirms.
+    let (status, _, page) = site.get(&confirm).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("zoe@example.org") && page.contains("Confirm"),
+        "{page}"
+    );
+    assert!(site.subscriber("zoe@example.org").is_none());
+    let (status, _, page) = site.post(&confirm, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("You are subscribed"), "{page}");
+    let zoe = site.subscriber("zoe@example.org").unwrap();
+    assert_eq!(zoe.queries, ["asylum", "\"green card\" -lottery"]);
+    assert_eq!(
+        (zoe.schedule.spec(), zoe.timezone.name()),
+        ("weekly fri 17:00".to_string(), "Europe/London")
+    );
+    let manage = Site::path(&site.app.links.manage_url(zoe.id, &zoe.email));
+    assert!(page.contains(&format!("href=\"{manage}\"")), "{page}");
+    let (status, _, page) = site.post(&confirm, &[]).await;
+    assert_eq!(
+        (status, page.contains("You are subscribed")),
+        (StatusCode::OK, true)
+    );
+    assert_eq!(site.subscriber("zoe@example.org").unwrap().queries.len(), 2);
+
+    // A forged confirmation link does nothing.
+    let (status, _, _) = site
+        .post(&format!("/confirm/1.{}", "0".repeat(32)), &[])
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sign_up_page_never_tells_who_is_subscribed_and_limits_repeats() {
+    let smtp = support::SmtpServer::start().await;
+    let site = Site::start_full(None, smtp.port()).await;
+    let csrf = form_csrf(&site).await;
+    let sign_up = |email: &'static str| {
+        let form = [
+            ("csrf", csrf.clone()),
+            ("email", email.to_string()),
+            ("queries", "asylum".to_string()),
+            ("frequency", "daily".to_string()),
+            ("tz", "UTC".to_string()),
+            ("action", "subscribe".to_string()),
+        ];
+        let site = &site;
+        async move {
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            site.post("/subscribe", &form).await
+        }
+    };
+    // ana is subscribed, nobody@ is not: the same answer, apart from the address.
+    let (s1, _, known) = sign_up("ana@example.org").await;
+    let (s2, _, unknown) = sign_up("nobody@example.org").await;
+    assert_eq!((s1, s2), (StatusCode::OK, StatusCode::OK));
+    assert_eq!(
+        known.replace("ana@example.org", "X"),
+        unknown.replace("nobody@example.org", "X")
+    );
+    smtp.wait_for(2, Duration::from_secs(10)).await;
+
+    // The same address three times a day at most; the fourth is answered alike, unmailed.
+    sign_up("nobody@example.org").await;
+    sign_up("nobody@example.org").await;
+    smtp.wait_for(4, Duration::from_secs(10)).await;
+    let (status, _, fourth) = sign_up("nobody@example.org").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(fourth, unknown);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let to_nobody = smtp
+        .messages()
+        .iter()
+        .filter(|m| m.rcpt_to == ["nobody@example.org"])
+        .count();
+    assert_eq!(to_nobody, 3);
+
+    // One client, ten sign-ups an hour: the eleventh is refused outright.
+    for n in 0..5 {
+        let email: &'static str = Box::leak(format!("c{n}@example.org").into_boxed_str());
+        let (status, _, _) = sign_up(email).await;
+        assert_eq!(status, StatusCode::OK, "sign-up {}", n + 6);
+    }
+    let (status, _, page) = sign_up("late@example.org").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{page}");
+    assert!(page.contains("Too many sign-ups"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_confirmation_link_has_expired_and_previews_show_recent_matches() {
+    let feeds = support::FeedServer::start().await;
+    let site = Site::start().await;
+    let old = chrono::Utc::now() - chrono::Duration::hours(49);
+    let id = site
+        .app
+        .store
+        .create_signup(&tidings::store::Signup {
+            email: "late@example.org".into(),
+            queries: vec!["asylum".into()],
+            frequency: "daily 08:00".into(),
+            timezone: "UTC".into(),
+            client: "192.0.2.1".into(),
+            created_at: old,
+            confirmed_at: None,
+        })
+        .unwrap();
+    let link = Site::path(&site.app.links.confirm_url(id, "late@example.org"));
+    let (status, _, page) = site.post(&link, &[]).await;
+    assert_eq!(status, StatusCode::GONE);
+    assert!(page.contains("This link has expired"), "{page}");
+    assert!(site.subscriber("late@example.org").is_none());
+
+    // Preview: what each search would have found among the last week's items.
+    let now = chrono::Utc::now();
+    feeds.set(
+        "/news.xml",
+        support::Route::feed(
+            "application/rss+xml",
+            format!(
+                "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>News</title>\
+                 <item><guid>a</guid><title>Asylum backlog grows</title><pubDate>{0}</pubDate></item>\
+                 <item><guid>b</guid><title>Asylum office opens</title><pubDate>{0}</pubDate></item>\
+                 <item><guid>c</guid><title>H-1B cap reached</title><pubDate>{0}</pubDate></item>\
+                 </channel></rss>",
+                (now - chrono::Duration::hours(2)).to_rfc2822()
+            ),
+        ),
+    );
+    let mut config = (*site.app.config).clone();
+    config.feeds = tidings::config::Config::parse(
+        &format!(
+            "[[feeds]]\nid = \"news\"\nurl = \"{}\"\n",
+            feeds.url("/news.xml")
+        ),
+        &config.path,
+    )
+    .unwrap()
+    .feeds;
+    let app = site.app.reconfigure(config).unwrap();
+    tidings::poll_feeds(&app, now, false).await.unwrap();
+    let csrf = form_csrf(&site).await;
+    let (status, _, page) = site
+        .post(
+            "/subscribe",
+            &[
+                ("csrf", &csrf),
+                ("email", ""),
+                ("queries", "asylum\nH1B\nvisa bulletin"),
+                ("frequency", "daily"),
+                ("tz", "UTC"),
+                ("action", "preview"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "no address yet, but a preview all the same"
+    );
+    assert!(page.contains("<code>asylum</code>: 2 stories"), "{page}");
+    assert!(page.contains("Asylum backlog grows") && page.contains("Asylum office opens"));
+    assert!(page.contains("<code>H1B</code>: 1 story"), "{page}");
+    assert!(
+        page.contains("<code>visa bulletin</code>: 0 stories"),
+        "{page}"
+    );
 }
