@@ -451,6 +451,19 @@ async fn manage_view(
     ))
 }
 
+/// The fields of a posted form, or why it could not be read (too large, wrong type).
+fn read_form(
+    form: Result<Form<HashMap<String, String>>, FormRejection>,
+) -> Result<HashMap<String, String>, Failure> {
+    form.map(|Form(fields)| fields).map_err(|e| match e {
+        FormRejection::BytesRejection(_) => Failure::TooLarge,
+        other => Failure::BadForm(format!(
+            "The form could not be read ({}).",
+            other.body_text()
+        )),
+    })
+}
+
 /// A form posted to a manage page: the subscriber, once the token and the anti-forgery
 /// field check out, and the fields.
 async fn manage_form(
@@ -459,13 +472,7 @@ async fn manage_form(
     form: Result<Form<HashMap<String, String>>, FormRejection>,
 ) -> Result<(Subscriber, HashMap<String, String>), Failure> {
     let s = subscriber_for(app, token, true).await?;
-    let Form(fields) = form.map_err(|e| match e {
-        FormRejection::BytesRejection(_) => Failure::TooLarge,
-        other => Failure::BadForm(format!(
-            "The form could not be read ({}).",
-            other.body_text()
-        )),
-    })?;
+    let fields = read_form(form)?;
     let csrf = fields.get("csrf").map(String::as_str).unwrap_or("");
     if !app.links.verify_csrf(s.id, &s.email, csrf) {
         return Err(Failure::Forbidden);
@@ -826,13 +833,7 @@ async fn subscribe(
     form: Result<Form<HashMap<String, String>>, FormRejection>,
 ) -> Result<Response, Failure> {
     let app = app.borrow().clone();
-    let Form(fields) = form.map_err(|e| match e {
-        FormRejection::BytesRejection(_) => Failure::TooLarge,
-        other => Failure::BadForm(format!(
-            "The form could not be read ({}).",
-            other.body_text()
-        )),
-    })?;
+    let fields = read_form(form)?;
     let field = |name: &str| {
         fields
             .get(name)
