@@ -23,3 +23,7 @@ CREATE TABLE signups (
 );
 CREATE INDEX signups_email ON signups(email, created_at);
 CREATE INDEX signups_client ON signups(client, created_at);
+
+-- A search its subscriber paused from the manage page: kept, but matches nothing until
+-- resumed. NULL = active.
+ALTER TABLE subscriptions ADD COLUMN paused_at INTEGER;

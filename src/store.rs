@@ -754,6 +754,33 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
+    /// A subscriber's subscriptions as (id, query, paused), oldest first.
+    pub fn subscription_states(&self, subscriber_id: i64) -> Result<Vec<(i64, String, bool)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, query, paused_at IS NOT NULL FROM subscriptions
+             WHERE subscriber_id = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([subscriber_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Pauses (or resumes) one of a subscriber's subscriptions: a paused one matches
+    /// nothing new. Returns false if they had no such subscription.
+    pub fn set_subscription_paused(
+        &self,
+        subscriber_id: i64,
+        subscription_id: i64,
+        paused: bool,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        Ok(self.conn().execute(
+            "UPDATE subscriptions SET paused_at = CASE WHEN ?3 THEN COALESCE(paused_at, ?4) END
+             WHERE id = ?1 AND subscriber_id = ?2",
+            params![subscription_id, subscriber_id, paused, now.timestamp()],
+        )? == 1)
+    }
+
     /// Removes one of a subscriber's subscriptions (and its pending matches). Returns false
     /// if they had no such subscription.
     pub fn remove_subscription(&self, subscriber_id: i64, subscription_id: i64) -> Result<bool> {
@@ -998,16 +1025,18 @@ impl Store {
     /// reused until then.
     pub fn subscriptions_version(&self) -> Result<(i64, i64, i64)> {
         Ok(self.conn().query_row(
-            "SELECT COUNT(*), COALESCE(MAX(id), 0), COALESCE(SUM(id), 0) FROM subscriptions",
+            "SELECT COUNT(*), COALESCE(MAX(id), 0), COALESCE(SUM(id), 0) FROM subscriptions
+             WHERE paused_at IS NULL",
             [],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?)
     }
 
-    /// Every subscription as (id, query text), for compiling the matcher.
+    /// Every active (not paused) subscription as (id, query text), for the matcher.
     pub fn subscriptions(&self) -> Result<Vec<(i64, String)>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT id, query FROM subscriptions ORDER BY id")?;
+        let mut stmt = conn
+            .prepare("SELECT id, query FROM subscriptions WHERE paused_at IS NULL ORDER BY id")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }

@@ -132,6 +132,7 @@ pub fn router(app: watch::Receiver<App>) -> Router {
         .route("/confirm/{token}", get(confirm_page).post(confirm))
         .route("/manage/{token}/add", post(add_query))
         .route("/manage/{token}/remove", post(remove_query))
+        .route("/manage/{token}/pause", post(pause_query))
         .route("/manage/{token}/schedule", post(set_schedule))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -392,6 +393,8 @@ fn notice(done: Option<&str>) -> Option<&'static str> {
         "added" => Some("Search added. It matches news from now on."),
         "removed" => Some("Search removed."),
         "schedule" => Some("Schedule saved."),
+        "paused" => Some("Search paused: it matches nothing until you resume it."),
+        "resumed" => Some("Search resumed. It matches news from now on."),
         _ => None,
     }
 }
@@ -425,12 +428,12 @@ async fn manage_view(
 ) -> Result<axum::response::Html<String>, Failure> {
     let store = app.store.clone();
     let id = s.id;
-    let subscriptions = blocking(move || store.subscriptions_of(id)).await?;
+    let subscriptions = blocking(move || store.subscription_states(id)).await?;
     let subscriptions: Vec<_> = subscriptions
         .into_iter()
-        .map(|(id, query)| {
+        .map(|(id, query, paused)| {
             let feed = local_path(&app.links.feed_url(id, &s.email));
-            context! { id, query, feed }
+            context! { id, query, paused, feed }
         })
         .collect();
     Ok(render(
@@ -536,6 +539,27 @@ async fn remove_query(
     // Someone else's subscription id removes nothing: the store checks the owner.
     blocking(move || store.remove_subscription(s.id, subscription)).await?;
     Ok(back_to(&token, "removed"))
+}
+
+async fn pause_query(
+    State(app): State<watch::Receiver<App>>,
+    Path(token): Path<String>,
+    form: Result<Form<HashMap<String, String>>, FormRejection>,
+) -> Result<Response, Failure> {
+    let app = app.borrow().clone();
+    let (s, fields) = manage_form(&app, &token, form).await?;
+    let Some(subscription) = fields
+        .get("subscription")
+        .and_then(|v| v.parse::<i64>().ok())
+    else {
+        return Err(Failure::BadForm(
+            "Which search? The form named none.".into(),
+        ));
+    };
+    let pause = fields.get("paused").map(String::as_str) == Some("1");
+    let store = app.store.clone();
+    blocking(move || store.set_subscription_paused(s.id, subscription, pause, Utc::now())).await?;
+    Ok(back_to(&token, if pause { "paused" } else { "resumed" }))
 }
 
 async fn set_schedule(

@@ -805,3 +805,94 @@ async fn an_old_confirmation_link_has_expired_and_previews_show_recent_matches()
         "{page}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_search_matches_nothing_until_resumed() {
+    let feeds = support::FeedServer::start().await;
+    let site = Site::start().await;
+    let manage = site.manage_path("ana@example.org");
+    let csrf = site.csrf("ana@example.org");
+    let ana = site.subscriber("ana@example.org").unwrap();
+    let asylum = site.app.store.subscriptions_of(ana.id).unwrap()[0].0;
+    let (status, location, _) = site
+        .post(
+            &format!("{manage}/pause"),
+            &[
+                ("subscription", &asylum.to_string()),
+                ("paused", "1"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (status, location.ends_with("?done=paused")),
+        (StatusCode::SEE_OTHER, true)
+    );
+    let (_, _, page) = site.get(&manage).await;
+    assert!(
+        page.contains("<code>asylum</code> <span class=\"warn\">paused</span>"),
+        "{page}"
+    );
+    assert!(page.contains(">Resume</button>"), "{page}");
+
+    let now = chrono::Utc::now();
+    let story = |guid: &str, title: &str| {
+        format!(
+            "<item><guid>{guid}</guid><title>{title}</title><pubDate>{}</pubDate></item>",
+            (now - chrono::Duration::minutes(30)).to_rfc2822()
+        )
+    };
+    let set_feed = |items: String| {
+        feeds.set(
+            "/news.xml",
+            support::Route::feed(
+                "application/rss+xml",
+                format!("<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>N</title>{items}</channel></rss>"),
+            ),
+        )
+    };
+    set_feed(story("a", "Asylum and H-1B news"));
+    let mut config = (*site.app.config).clone();
+    config.feeds = tidings::config::Config::parse(
+        &format!(
+            "[[feeds]]\nid = \"news\"\nurl = \"{}\"\n",
+            feeds.url("/news.xml")
+        ),
+        &config.path,
+    )
+    .unwrap()
+    .feeds;
+    let app = site.app.reconfigure(config).unwrap();
+    let polled = tidings::poll_feeds(&app, now, false).await.unwrap();
+    assert_eq!(polled.matches, 1, "only \"H-1B\": asylum is paused");
+    let asylum_matches = site.app.store.subscription_matches(asylum, 10).unwrap();
+    assert!(asylum_matches.is_empty());
+
+    site.post(
+        &format!("{manage}/pause"),
+        &[
+            ("subscription", &asylum.to_string()),
+            ("paused", "0"),
+            ("csrf", &csrf),
+        ],
+    )
+    .await;
+    set_feed(format!(
+        "{}{}",
+        story("a", "Asylum and H-1B news"),
+        story("b", "Asylum ruling")
+    ));
+    let polled = tidings::poll_feeds(&app, now + chrono::Duration::hours(1), false)
+        .await
+        .unwrap();
+    assert_eq!(polled.matches, 1, "resumed: the new asylum story matches");
+    let titles: Vec<String> = site
+        .app
+        .store
+        .subscription_matches(asylum, 10)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.title)
+        .collect();
+    assert_eq!(titles, ["Asylum ruling"]);
+}
