@@ -1,0 +1,396 @@
+//! The subscriber pages in a real headless browser: Debian's chromium driven through
+//! chromedriver (WebDriver, via fantoccini). One walk through what a subscriber does:
+//! sign up with a preview, confirm from the mailed link, add and remove a search,
+//! unsubscribe; at each step the page, the database and the SMTP server are checked.
+//!
+//! Without chromium and chromedriver the test prints `SKIPPED` and passes, unless
+//! `TIDINGS_REQUIRE_BROWSER` is set (CI sets it). With `TIDINGS_SCREENSHOTS=DIR` it writes
+//! a PNG of each page into DIR (`docs/screenshots` holds the committed ones).
+//!
+//! The browser only loads pages from 127.0.0.1, and the pages load only `/style.css`.
+
+mod support;
+
+use std::io::Write;
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+use tidings::App;
+
+const EMAIL: &str = "zoe@example.org";
+
+/// chromedriver running as a child process; killed when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `name` on `PATH`, if it is there.
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// chromedriver on a free loopback port, once it answers; `Err` names what is missing.
+fn start_driver() -> Result<(Driver, PathBuf), String> {
+    let driver = on_path("chromedriver").ok_or("chromedriver is not on PATH")?;
+    let chromium = [PathBuf::from("/usr/bin/chromium")]
+        .into_iter()
+        .chain(on_path("chromium"))
+        .find(|p| p.is_file())
+        .ok_or("chromium is not installed")?;
+    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("finding a free port: {e}"))?
+        .port();
+    let child = Command::new(&driver)
+        .arg(format!("--port={port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", driver.display()))?;
+    let mut driver = Driver {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+        if let Ok(Some(status)) = driver.child.try_wait() {
+            return Err(format!("chromedriver exited at start: {status}"));
+        }
+        if Instant::now() > deadline {
+            return Err("chromedriver did not answer within 20 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((driver, chromium))
+}
+
+/// A headless chromium session at phone width that stays on loopback.
+async fn open_browser(driver: &Driver, chromium: &Path) -> Client {
+    let capabilities = json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": chromium,
+            "args": [
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--window-size=420,1000",
+                "--hide-scrollbars",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-default-apps",
+                // Every host but 127.0.0.1 resolves to nothing: no traffic leaves loopback.
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+            ],
+        },
+    });
+    let serde_json::Value::Object(capabilities) = capabilities else {
+        unreachable!("a JSON object")
+    };
+    ClientBuilder::rustls()
+        .expect("an HTTP client for chromedriver")
+        .capabilities(capabilities)
+        .connect(&driver.url)
+        .await
+        .expect("a chromium session from chromedriver")
+}
+
+/// The text of the page's `<main>`.
+async fn main_text(browser: &Client) -> String {
+    browser
+        .find(Locator::Css("main"))
+        .await
+        .expect("a <main>")
+        .text()
+        .await
+        .expect("its text")
+}
+
+/// Waits until `<main>` contains `words` (after a click that loads a page) and returns
+/// its text.
+async fn wait_for_text(browser: &Client, words: &str) -> String {
+    let found = browser
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath(&format!("//main[contains(., '{words}')]")))
+        .await;
+    let text = main_text(browser).await;
+    assert!(
+        found.is_ok(),
+        "waiting for {words:?}; the page says: {text}"
+    );
+    text
+}
+
+/// Clicks the button labelled `label` (inside `within`, an XPath prefix) and waits for the
+/// next page to show `words`.
+async fn click_button(browser: &Client, within: &str, label: &str, words: &str) -> String {
+    browser
+        .find(Locator::XPath(&format!(
+            "{within}//button[normalize-space()='{label}']"
+        )))
+        .await
+        .unwrap_or_else(|e| panic!("a {label:?} button: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("clicking {label:?}: {e}"));
+    wait_for_text(browser, words).await
+}
+
+/// Follows the link reading `text` and waits for the next page to show `words`.
+async fn click_link(browser: &Client, text: &str, words: &str) -> String {
+    browser
+        .find(Locator::LinkText(text))
+        .await
+        .unwrap_or_else(|e| panic!("a link {text:?}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("following {text:?}: {e}"));
+    wait_for_text(browser, words).await
+}
+
+/// Types `text` into the field with id `id`, replacing what it held.
+async fn fill(browser: &Client, id: &str, text: &str) {
+    let field = browser
+        .find(Locator::Id(id))
+        .await
+        .unwrap_or_else(|e| panic!("a field #{id}: {e}"));
+    field.clear().await.unwrap();
+    field.send_keys(text).await.unwrap();
+}
+
+/// The searches the page lists (`ul.queries`), in order.
+async fn listed_searches(browser: &Client) -> Vec<String> {
+    let mut searches = Vec::new();
+    for code in browser
+        .find_all(Locator::Css("ul.queries li code"))
+        .await
+        .unwrap()
+    {
+        searches.push(code.text().await.unwrap());
+    }
+    searches
+}
+
+/// A PNG of the window; written to `$TIDINGS_SCREENSHOTS/NAME.png` when that is set.
+async fn screenshot(browser: &Client, name: &str) {
+    let png = browser.screenshot().await.expect("a screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "{name}: not a PNG");
+    if let Some(dir) = std::env::var_os("TIDINGS_SCREENSHOTS") {
+        let dir = PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+    }
+}
+
+fn searches_of(app: &App) -> Option<Vec<String>> {
+    app.store.subscriber(EMAIL).unwrap().map(|s| s.queries)
+}
+
+/// An app with one feed of recent news (so the preview finds something), serving its
+/// pages on loopback. Returns the app and the pages' base URL.
+async fn start_site(
+    dir: &Path,
+    feeds: &support::FeedServer,
+    smtp: &support::SmtpServer,
+) -> (App, String, tokio_util::sync::DropGuard) {
+    let hours_ago = |h| (chrono::Utc::now() - chrono::Duration::hours(h)).to_rfc2822();
+    feeds.set(
+        "/news.xml",
+        support::Route::feed(
+            "application/rss+xml",
+            format!(
+                "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>News</title>\
+                 <item><guid>a</guid><title>Asylum backlog grows to a record</title><pubDate>{}</pubDate></item>\
+                 <item><guid>b</guid><title>New asylum office opens in Denver</title><pubDate>{}</pubDate></item>\
+                 <item><guid>c</guid><title>Green card wait times fall</title><pubDate>{}</pubDate></item>\
+                 <item><guid>d</guid><title>Diversity lottery green card results out</title><pubDate>{}</pubDate></item>\
+                 </channel></rss>",
+                hours_ago(3),
+                hours_ago(30),
+                hours_ago(50),
+                hours_ago(70),
+            ),
+        ),
+    );
+    let config = support::write_config(dir, &[("news", feeds.url("/news.xml"))], smtp.port());
+    let app = App::open(config).unwrap();
+    tidings::poll_feeds(&app, chrono::Utc::now(), false)
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(app.clone());
+    std::mem::forget(tx);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let addr = tidings::web::serve((Ipv4Addr::LOCALHOST, 0).into(), rx, stop.clone())
+        .await
+        .unwrap();
+    (app, format!("http://{addr}"), stop.drop_guard())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_signs_up_confirms_manages_and_leaves_in_a_real_browser() {
+    let (driver, chromium) = match start_driver() {
+        Ok(found) => found,
+        Err(why) if std::env::var_os("TIDINGS_REQUIRE_BROWSER").is_some() => panic!(
+            "TIDINGS_REQUIRE_BROWSER is set but the browser test cannot run: {why} \
+             (apt-get install -y chromium chromium-driver)"
+        ),
+        Err(why) => {
+            // Straight to stderr, past the test harness's capture, so it is seen.
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n*** SKIPPED: browser test needs chromium and chromium-driver \
+                 (apt-get install -y chromium chromium-driver): {why} ***\n"
+            );
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let feeds = support::FeedServer::start().await;
+    let smtp = support::SmtpServer::start().await;
+    let (app, base, _stop) = start_site(dir.path(), &feeds, &smtp).await;
+    let browser = open_browser(&driver, &chromium).await;
+
+    // 1. The sign-up form: a preview first, then subscribe.
+    browser.goto(&format!("{base}/")).await.unwrap();
+    assert_eq!(browser.title().await.unwrap(), "Subscribe · Tidings");
+    fill(&browser, "email", EMAIL).await;
+    fill(&browser, "queries", "asylum\n\"green card\" -lottery").await;
+    fill(&browser, "frequency", "weekly fri 17:00").await;
+    fill(&browser, "tz", "Europe/London").await;
+    let page = click_button(
+        &browser,
+        "",
+        "Preview matches",
+        "What these would have found in the last 7 days",
+    )
+    .await;
+    assert!(page.contains("asylum: 2 stories"), "{page}");
+    assert!(page.contains("New asylum office opens in Denver"), "{page}");
+    assert!(page.contains("\"green card\" -lottery: 1 story"), "{page}");
+    assert!(!page.contains("Diversity lottery"), "{page}");
+    // Tall enough to show the form and the preview below it.
+    let (width, height) = browser.get_window_size().await.unwrap();
+    browser.set_window_size(width as u32, 1400).await.unwrap();
+    screenshot(&browser, "01-sign-up-preview").await;
+    browser
+        .set_window_size(width as u32, height as u32)
+        .await
+        .unwrap();
+    assert!(smtp.messages().is_empty(), "a preview sends nothing");
+    let page = click_button(&browser, "", "Subscribe", "Check your inbox").await;
+    assert!(page.contains(EMAIL), "{page}");
+    assert_eq!(searches_of(&app), None, "not before confirming");
+
+    // 2. The confirmation mail's link, then the Confirm button.
+    let received = smtp.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(received[0].rcpt_to, [EMAIL]);
+    let mail = support::decode(&received[0]);
+    let link = mail
+        .text
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix("http://localhost:8080/confirm/"))
+        .unwrap_or_else(|| panic!("no confirmation link in {}", mail.text));
+    browser
+        .goto(&format!("{base}/confirm/{link}"))
+        .await
+        .unwrap();
+    let page = wait_for_text(&browser, "Confirm your subscription").await;
+    assert!(
+        page.contains(EMAIL) && page.contains("Europe/London"),
+        "{page}"
+    );
+    assert_eq!(
+        listed_searches(&browser).await,
+        ["asylum", "\"green card\" -lottery"]
+    );
+    screenshot(&browser, "02-confirm").await;
+    assert_eq!(
+        searches_of(&app),
+        None,
+        "opening the link is not confirming"
+    );
+    click_button(&browser, "", "Confirm", "You are subscribed").await;
+    screenshot(&browser, "03-subscribed").await;
+    let zoe = app.store.subscriber(EMAIL).unwrap().expect("subscribed");
+    assert_eq!(zoe.queries, ["asylum", "\"green card\" -lottery"]);
+    assert_eq!(
+        (zoe.schedule.spec(), zoe.timezone.name()),
+        ("weekly fri 17:00".to_string(), "Europe/London")
+    );
+
+    // 3. The manage page: add a search, remove another.
+    click_link(&browser, "Your searches and schedule", "Your digests").await;
+    assert_eq!(
+        listed_searches(&browser).await,
+        ["asylum", "\"green card\" -lottery"]
+    );
+    fill(&browser, "query", "H-1B OR \"specialty occupation\"").await;
+    let page = click_button(&browser, "", "Add", "Search added.").await;
+    assert!(page.contains("Search added. It matches news from now on."));
+    assert_eq!(
+        listed_searches(&browser).await,
+        [
+            "asylum",
+            "\"green card\" -lottery",
+            "H-1B OR \"specialty occupation\""
+        ]
+    );
+    assert_eq!(searches_of(&app).unwrap().len(), 3);
+    click_button(
+        &browser,
+        "//li[code[text()='asylum']]",
+        "Remove",
+        "Search removed.",
+    )
+    .await;
+    let left = [
+        "\"green card\" -lottery",
+        "H-1B OR \"specialty occupation\"",
+    ];
+    assert_eq!(listed_searches(&browser).await, left);
+    assert_eq!(searches_of(&app).unwrap(), left);
+    screenshot(&browser, "04-manage").await;
+
+    // 4. Unsubscribe: a page with one button, then gone.
+    let page = click_link(
+        &browser,
+        "Unsubscribe from everything",
+        "Stop all Tidings digests",
+    )
+    .await;
+    assert!(
+        page.contains(EMAIL) && page.contains("2 saved searches"),
+        "{page}"
+    );
+    screenshot(&browser, "05-unsubscribe").await;
+    assert!(
+        searches_of(&app).is_some(),
+        "the link alone changes nothing"
+    );
+    click_button(&browser, "", "Unsubscribe", "You are unsubscribed").await;
+    screenshot(&browser, "06-unsubscribed").await;
+    assert_eq!(searches_of(&app), None);
+    assert_eq!(smtp.messages().len(), 1, "only the confirmation was mailed");
+
+    browser.close().await.unwrap();
+    drop(driver);
+}
