@@ -520,6 +520,14 @@ async fn add_query(
     Ok(back_to(&token, "added"))
 }
 
+/// The search a manage form names (its `subscription` field).
+fn subscription_field(fields: &HashMap<String, String>) -> Result<i64, Failure> {
+    fields
+        .get("subscription")
+        .and_then(|v| v.parse::<i64>().ok())
+        .ok_or_else(|| Failure::BadForm("Which search? The form named none.".into()))
+}
+
 async fn remove_query(
     State(app): State<watch::Receiver<App>>,
     Path(token): Path<String>,
@@ -527,14 +535,7 @@ async fn remove_query(
 ) -> Result<Response, Failure> {
     let app = app.borrow().clone();
     let (s, fields) = manage_form(&app, &token, form).await?;
-    let Some(subscription) = fields
-        .get("subscription")
-        .and_then(|v| v.parse::<i64>().ok())
-    else {
-        return Err(Failure::BadForm(
-            "Which search? The form named none.".into(),
-        ));
-    };
+    let subscription = subscription_field(&fields)?;
     let store = app.store.clone();
     // Someone else's subscription id removes nothing: the store checks the owner.
     blocking(move || store.remove_subscription(s.id, subscription)).await?;
@@ -548,14 +549,7 @@ async fn pause_query(
 ) -> Result<Response, Failure> {
     let app = app.borrow().clone();
     let (s, fields) = manage_form(&app, &token, form).await?;
-    let Some(subscription) = fields
-        .get("subscription")
-        .and_then(|v| v.parse::<i64>().ok())
-    else {
-        return Err(Failure::BadForm(
-            "Which search? The form named none.".into(),
-        ));
-    };
+    let subscription = subscription_field(&fields)?;
     let pause = fields.get("paused").map(String::as_str) == Some("1");
     let store = app.store.clone();
     blocking(move || store.set_subscription_paused(s.id, subscription, pause, Utc::now())).await?;
