@@ -65,7 +65,7 @@ use tidings::config::Config;
 use tidings::digest::Schedule;
 use tidings::matcher::{Document, Query};
 use tidings::parse::{Item, body_text};
-use tidings::store::SuccessfulPoll;
+use tidings::store::{StoreOutcome, SuccessfulPoll};
 use tidings::{App, send_digests};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::Layer;
@@ -641,11 +641,17 @@ async fn bench(args: Args) -> bool {
             now,
             next_poll_at: now + chrono::Duration::minutes(15),
             baseline_cutoff: now - backlog,
+            matcher_generation: matcher.generation,
         };
-        let stored = app
+        let StoreOutcome::Stored(stored) = app
             .store
-            .store_items(&feed, &poll, |item| matcher.find_matches(&document(item)))
-            .unwrap();
+            .store_items(&feed, &poll, |item| {
+                matcher.matcher.find_matches(&document(item))
+            })
+            .unwrap()
+        else {
+            panic!("subscriptions changed while the benchmark stored items");
+        };
         stored_items += stored.new_items;
         stored_matches += stored.matches;
     }
@@ -664,7 +670,7 @@ async fn bench(args: Args) -> bool {
         "digest_bench: {} subscribers, {} subscriptions, {} items in {} feeds, {} pending matches; \
          stories per digest min {} / mean {:.1} / max {}; mail.concurrency {}; SMTP server: {}",
         args.subscribers,
-        app.store.subscriptions().unwrap().len(),
+        app.store.subscriptions().unwrap().queries.len(),
         stored_items,
         FEEDS.len(),
         stored_matches,

@@ -276,6 +276,7 @@ fn build(store: &Store, args: &Args, now: DateTime<Utc>) -> Result<()> {
     }
     let subscription_of: HashMap<String, i64> = store
         .subscriptions()?
+        .queries
         .into_iter()
         .map(|(id, query)| (query, id))
         .collect();
@@ -292,6 +293,7 @@ fn build(store: &Store, args: &Args, now: DateTime<Utc>) -> Result<()> {
         .collect();
     let (active, paused) = readers.split_at(recipients);
 
+    let generation = store.subscriptions_generation()?;
     let mut words = Words::new(0x9E37_79B9_7F4A_7C15);
     for round in 0..ROUNDS {
         let at = round_time(round, now);
@@ -314,6 +316,7 @@ fn build(store: &Store, args: &Args, now: DateTime<Utc>) -> Result<()> {
                 now: at,
                 next_poll_at: at + chrono::Duration::minutes(15),
                 baseline_cutoff: at - chrono::Duration::days(1),
+                matcher_generation: generation,
             };
             store
                 .store_items(&to_poll[&id], &poll, |_| {
@@ -422,6 +425,7 @@ fn write_continuously(path: &Path, stop: &AtomicBool) -> Result<Vec<Write>> {
         last_full_fetch_at: None,
         consecutive_failures: 0,
     };
+    let generation = store.subscriptions_generation()?;
     let mut words = Words::new(0xD1B5_4A32_D192_ED03);
     let mut writes = Vec::new();
     for n in 0.. {
@@ -440,6 +444,7 @@ fn write_continuously(path: &Path, stop: &AtomicBool) -> Result<Vec<Write>> {
             now,
             next_poll_at: now + chrono::Duration::minutes(15),
             baseline_cutoff: now,
+            matcher_generation: generation,
         };
         let started = Instant::now();
         let result = store.store_items(&feed, &poll, |_| Vec::new());

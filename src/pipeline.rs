@@ -26,14 +26,18 @@ use crate::mail::{self, Delivery, Mailer};
 use crate::matcher::{Document, Matcher, Query, Synonyms};
 use crate::metrics::{Metrics, PollResult};
 use crate::parse::{Item, body_text, parse_feed};
-use crate::store::{FeedToPoll, Pruned, Store, SuccessfulPoll};
+use crate::store::{FeedToPoll, Pruned, Store, StoreOutcome, SuccessfulPoll};
 use crate::token::{Links, Signer};
 
 /// How long a worker may hold a feed it claimed before another may take it.
 const POLL_LEASE: Duration = Duration::from_secs(5 * 60);
 
-/// A compiled matcher and the subscriptions version it was built from.
-type CompiledMatcher = ((i64, i64, i64), Arc<Matcher>);
+/// A matcher compiled over the subscriptions of one generation
+/// ([`Store::subscriptions_generation`]).
+pub struct CompiledMatcher {
+    pub generation: i64,
+    pub matcher: Matcher,
+}
 
 /// Everything a job needs: the config and the three edges (database, HTTP, mail).
 #[derive(Clone)]
@@ -51,8 +55,8 @@ pub struct App {
     pub mailer: Mailer,
     /// Signed links for mail (unsubscribe).
     pub links: Links,
-    /// The compiled matcher and the subscriptions version it was built from.
-    matcher: Arc<std::sync::Mutex<Option<CompiledMatcher>>>,
+    /// The last compiled matcher (see [`App::current_matcher`]).
+    matcher: Arc<std::sync::Mutex<Option<Arc<CompiledMatcher>>>>,
 }
 
 impl App {
@@ -162,21 +166,23 @@ pub trait PollObserver: Sync {
 impl PollObserver for () {}
 
 impl App {
-    /// The matcher over all subscriptions, compiled again only when they changed.
-    pub async fn current_matcher(&self) -> Result<Arc<Matcher>> {
+    /// The matcher over all subscriptions, compiled again only when their generation
+    /// moved (a change from any process bumps it).
+    pub async fn current_matcher(&self) -> Result<Arc<CompiledMatcher>> {
         let store = self.store.clone();
-        let version = tokio::task::spawn_blocking(move || store.subscriptions_version()).await??;
-        if let Some((v, m)) = self
+        let generation =
+            tokio::task::spawn_blocking(move || store.subscriptions_generation()).await??;
+        if let Some(m) = self
             .matcher
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
-            && *v == version
+            && m.generation == generation
         {
             return Ok(m.clone());
         }
         let compiled = Arc::new(load_matcher(&self.store, &self.synonyms).await?);
-        *self.matcher.lock().unwrap_or_else(|p| p.into_inner()) = Some((version, compiled.clone()));
+        *self.matcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(compiled.clone());
         Ok(compiled)
     }
 }
@@ -321,17 +327,20 @@ pub async fn poll_feeds_observed(
 
 /// Compiles every stored subscription. A query that no longer parses (written by an
 /// older version, say) is skipped with a warning rather than stopping all matching.
-pub async fn load_matcher(store: &Store, synonyms: &Synonyms) -> Result<Matcher> {
+pub async fn load_matcher(store: &Store, synonyms: &Synonyms) -> Result<CompiledMatcher> {
     let store = store.clone();
-    let rows = tokio::task::spawn_blocking(move || store.subscriptions()).await??;
-    let mut compiled = Vec::with_capacity(rows.len());
-    for (id, text) in rows {
+    let active = tokio::task::spawn_blocking(move || store.subscriptions()).await??;
+    let mut compiled = Vec::with_capacity(active.queries.len());
+    for (id, text) in active.queries {
         match Query::parse(&text) {
             Ok(q) => compiled.push((id, q)),
             Err(e) => warn!(subscription = id, query = %text, error = %e, "skipping bad query"),
         }
     }
-    Ok(Matcher::new(compiled, synonyms))
+    Ok(CompiledMatcher {
+        generation: active.generation,
+        matcher: Matcher::new(compiled, synonyms),
+    })
 }
 
 /// One feed, start to finish: conditional GET (unconditional every
@@ -341,7 +350,7 @@ pub async fn load_matcher(store: &Store, synonyms: &Synonyms) -> Result<Matcher>
 pub async fn refresh_feed(
     app: &App,
     feed: FeedToPoll,
-    matcher: &Arc<Matcher>,
+    matcher: &Arc<CompiledMatcher>,
     now: DateTime<Utc>,
 ) -> Result<FeedOutcome> {
     let started = Instant::now();
@@ -459,8 +468,6 @@ pub async fn refresh_feed(
         now - chrono::Duration::from_std(poll.initial_backlog).unwrap_or(chrono::Duration::days(1));
     report_move(&feed, fetched.meta.moved_to.as_ref());
     let moved_to = fetched.meta.moved_to.as_ref().map(Url::to_string);
-    let store = app.store.clone();
-    let matcher = matcher.clone();
     let feed_id = feed.id.clone();
     let baseline = feed.baseline_at.is_none();
     let repairs = parsed.repairs.len();
@@ -469,23 +476,52 @@ pub async fn refresh_feed(
         .feed(&feed.id)
         .map(|f| f.tags.clone())
         .unwrap_or_default();
-    let stored = tokio::task::spawn_blocking(move || {
-        let poll = SuccessfulPoll {
-            items: &parsed.items,
-            etag: fetched.validators.etag.as_deref(),
-            last_modified: fetched.validators.last_modified.as_deref(),
-            full_fetch,
-            moved_to: moved_to.as_deref(),
-            repairs: &parsed.repairs,
-            now,
-            next_poll_at,
-            baseline_cutoff,
-        };
-        store.store_items(&feed, &poll, |item| {
-            matcher.find_matches(&document(item, &feed.id, &tags))
+    let (feed, parsed, tags) = (Arc::new(feed), Arc::new(parsed), Arc::new(tags));
+    let (fetched_validators, mut matcher) = (Arc::new(fetched.validators), matcher.clone());
+    // The store refuses a matcher older than the subscriptions (they may change in
+    // another process at any moment): compile it again and store again.
+    let mut attempts = 0;
+    let stored = loop {
+        let (store, feed, parsed, tags, validators, moved_to, compiled) = (
+            app.store.clone(),
+            feed.clone(),
+            parsed.clone(),
+            tags.clone(),
+            fetched_validators.clone(),
+            moved_to.clone(),
+            matcher.clone(),
+        );
+        let outcome = tokio::task::spawn_blocking(move || {
+            let poll = SuccessfulPoll {
+                items: &parsed.items,
+                etag: validators.etag.as_deref(),
+                last_modified: validators.last_modified.as_deref(),
+                full_fetch,
+                moved_to: moved_to.as_deref(),
+                repairs: &parsed.repairs,
+                now,
+                next_poll_at,
+                baseline_cutoff,
+                matcher_generation: compiled.generation,
+            };
+            store.store_items(&feed, &poll, |item| {
+                compiled
+                    .matcher
+                    .find_matches(&document(item, &feed.id, &tags))
+            })
         })
-    })
-    .await??;
+        .await??;
+        match outcome {
+            StoreOutcome::Stored(stored) => break stored,
+            StoreOutcome::StaleMatcher if attempts < 10 => {
+                attempts += 1;
+                matcher = app.current_matcher().await?;
+            }
+            StoreOutcome::StaleMatcher => {
+                anyhow::bail!("the subscriptions kept changing while storing feed {feed_id}")
+            }
+        }
+    };
     info!(feed = %feed_id, status = "ok", baseline, full = full_fetch, new = stored.new_items,
           updated = stored.updated_items, matched = stored.matches, repairs,
           ms = started.elapsed().as_millis() as u64, "feed polled");

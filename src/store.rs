@@ -40,6 +40,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../migrations/0004_retention.sql"),
     ),
     ("0005_web.sql", include_str!("../migrations/0005_web.sql")),
+    (
+        "0006_generations.sql",
+        include_str!("../migrations/0006_generations.sql"),
+    ),
 ];
 
 /// A handle to the database; cheap to clone, safe to share between threads.
@@ -78,6 +82,25 @@ pub struct SuccessfulPoll<'a> {
     pub next_poll_at: DateTime<Utc>,
     /// On the baseline poll, only items published after this can match.
     pub baseline_cutoff: DateTime<Utc>,
+    /// The subscriptions generation the matcher was compiled at.
+    pub matcher_generation: i64,
+}
+
+/// The subscriptions the matcher runs, and the generation they were read at.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActiveSubscriptions {
+    pub generation: i64,
+    /// (subscription id, query text), by id.
+    pub queries: Vec<(i64, String)>,
+}
+
+/// What [`Store::store_items`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOutcome {
+    Stored(Stored),
+    /// The subscriptions changed since the matcher was compiled: nothing was written;
+    /// compile it again and store again.
+    StaleMatcher,
 }
 
 /// What one successful poll changed.
@@ -343,7 +366,7 @@ impl Store {
         feed: &FeedToPoll,
         poll: &SuccessfulPoll<'_>,
         mut find_matches: impl FnMut(&Item) -> Vec<i64>,
-    ) -> Result<Stored> {
+    ) -> Result<StoreOutcome> {
         let SuccessfulPoll {
             items,
             etag,
@@ -354,12 +377,18 @@ impl Store {
             now,
             next_poll_at,
             baseline_cutoff,
+            matcher_generation,
         } = *poll;
         let now_s = now.timestamp();
         let is_baseline = feed.baseline_at.is_none();
         let mut stored = Stored::default();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Checked inside the write transaction: no change can land between this check
+        // and the matches written below.
+        if subscriptions_generation(&tx)? != matcher_generation {
+            return Ok(StoreOutcome::StaleMatcher);
+        }
         {
             let mut insert_item = tx.prepare(
                 "INSERT INTO items (feed_id, key, guid, link, title, summary, content, published_at,
@@ -464,7 +493,7 @@ impl Store {
             ],
         )?;
         tx.commit()?;
-        Ok(stored)
+        Ok(StoreOutcome::Stored(stored))
     }
 
     /// Records a 304 (or an unchanged body): the feed is fine and nothing is new.
@@ -1021,24 +1050,30 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    /// Changes whenever a subscription is added or removed, so a compiled matcher can be
-    /// reused until then.
-    pub fn subscriptions_version(&self) -> Result<(i64, i64, i64)> {
-        Ok(self.conn().query_row(
-            "SELECT COUNT(*), COALESCE(MAX(id), 0), COALESCE(SUM(id), 0) FROM subscriptions
-             WHERE paused_at IS NULL",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?)
+    /// The subscriptions' generation: bumped (by triggers, in the same transaction) by
+    /// every change to a subscription, from any process.
+    pub fn subscriptions_generation(&self) -> Result<i64> {
+        Ok(subscriptions_generation(&self.conn())?)
     }
 
-    /// Every active (not paused) subscription as (id, query text), for the matcher.
-    pub fn subscriptions(&self) -> Result<Vec<(i64, String)>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare("SELECT id, query FROM subscriptions WHERE paused_at IS NULL ORDER BY id")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    /// Every active (not paused) subscription as (id, query text), for the matcher, with
+    /// the generation they are current at (read in one transaction).
+    pub fn subscriptions(&self) -> Result<ActiveSubscriptions> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let generation = subscriptions_generation(&tx)?;
+        let queries = {
+            let mut stmt = tx.prepare(
+                "SELECT id, query FROM subscriptions WHERE paused_at IS NULL ORDER BY id",
+            )?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        tx.commit()?;
+        Ok(ActiveSubscriptions {
+            generation,
+            queries,
+        })
     }
 
     // ---- digests -------------------------------------------------------------------------
@@ -1610,6 +1645,11 @@ const PRUNE_ITEM_BATCH: usize = 2000;
 /// storing items) get it rather than the next batch.
 const PRUNE_PAUSE: Duration = Duration::from_millis(50);
 
+fn subscriptions_generation(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT value FROM generations WHERE name = 'subscriptions'")?
+        .query_row([], |r| r.get(0))
+}
+
 fn pending_matches(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<i64> {
     tx.query_row(
         "SELECT COUNT(*) FROM matches WHERE outbox_id IS NULL",
@@ -1733,6 +1773,117 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, MIGRATIONS.len() as i64);
+    }
+
+    /// A matcher is keyed by the generation: every kind of change, made through any
+    /// path (a cascade from removing a subscriber included), must move it, and a removed
+    /// subscription's id must never come back.
+    #[test]
+    fn every_subscription_change_moves_the_generation_and_ids_are_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();
+        let add = |email: &str, query: &str| {
+            store
+                .add_subscription(email, query, Schedule::Immediate, Tz::UTC, now)
+                .unwrap()
+        };
+        let id_of = |query: &str| {
+            store
+                .subscriptions()
+                .unwrap()
+                .queries
+                .into_iter()
+                .find(|(_, q)| q == query)
+                .map(|(id, _)| id)
+        };
+        let mut seen = vec![store.subscriptions_generation().unwrap()];
+        let mut step = |name: &str| {
+            let g = store.subscriptions_generation().unwrap();
+            assert!(!seen.contains(&g), "{name}: generation {g} seen before");
+            seen.push(g);
+        };
+        add("a@x.example", "asylum");
+        step("add");
+        add("b@x.example", "DACA");
+        step("add a second");
+        let daca = id_of("DACA").unwrap();
+        let b = store.subscriber("b@x.example").unwrap().unwrap().id;
+        assert!(store.set_subscription_paused(b, daca, true, now).unwrap());
+        step("pause");
+        assert_eq!(id_of("DACA"), None, "a paused search is not matched");
+        assert!(store.set_subscription_paused(b, daca, false, now).unwrap());
+        step("resume");
+        assert!(store.remove_subscriber("b@x.example").unwrap());
+        step("remove the subscriber (cascade)");
+        add("c@x.example", "TPS");
+        step("add after remove");
+        let tps = id_of("TPS").unwrap();
+        assert!(
+            tps > daca,
+            "id {daca} of a removed search was reused ({tps})"
+        );
+        let c = store.subscriber("c@x.example").unwrap().unwrap().id;
+        assert!(store.remove_subscription(c, tps).unwrap());
+        step("remove one search");
+        let active = store.subscriptions().unwrap();
+        assert_eq!(active.generation, *seen.last().unwrap());
+        assert_eq!(active.queries.len(), 1);
+    }
+
+    /// Items are never matched by a matcher older than the subscriptions: the store
+    /// refuses it, inside the transaction that would write the matches.
+    #[test]
+    fn storing_with_a_stale_matcher_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();
+        store
+            .sync_feeds(&[FeedConfig {
+                id: "f".into(),
+                name: "F".into(),
+                url: "https://f.example/feed".parse().unwrap(),
+                tags: Vec::new(),
+                interval: Duration::from_secs(900),
+            }])
+            .unwrap();
+        let stale = store.subscriptions_generation().unwrap();
+        store
+            .add_subscription("a@x.example", "asylum", Schedule::Immediate, Tz::UTC, now)
+            .unwrap();
+        let feed = store
+            .claim_feeds(now, Duration::from_secs(60), false)
+            .unwrap()
+            .remove(0);
+        let items = [Item {
+            key: "k".into(),
+            guid: None,
+            link: None,
+            title: "Asylum".into(),
+            summary: String::new(),
+            content: String::new(),
+            published: Some(now),
+        }];
+        let poll = |generation| SuccessfulPoll {
+            items: &items,
+            etag: None,
+            last_modified: None,
+            full_fetch: true,
+            moved_to: None,
+            repairs: &[],
+            now,
+            next_poll_at: now,
+            baseline_cutoff: now - chrono::Duration::days(1),
+            matcher_generation: generation,
+        };
+        let outcome = store.store_items(&feed, &poll(stale), |_| vec![1]).unwrap();
+        assert_eq!(outcome, StoreOutcome::StaleMatcher);
+        assert!(store.feed_items("f").unwrap().is_empty(), "nothing stored");
+        let current = store.subscriptions_generation().unwrap();
+        let outcome = store
+            .store_items(&feed, &poll(current), |_| vec![1])
+            .unwrap();
+        assert!(matches!(outcome, StoreOutcome::Stored(s) if s.new_items == 1 && s.matches == 1));
     }
 
     /// Version 3 rebuilds `subscribers`; their subscriptions, matches and mail must survive

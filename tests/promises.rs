@@ -1,0 +1,182 @@
+//! The promises Tidings makes, tried the way an attacker (or an unlucky admin) breaks
+//! them: nobody's search reaches another subscriber, every match taken is shown, no
+//! message goes out twice, and numbers from outside never crash a poll.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::{FeedServer, Route, SmtpServer, decode};
+
+/// An RSS feed of `(guid, title)` items published just now.
+fn rss(items: &[(&str, &str)]) -> Route {
+    let date = chrono::Utc::now().to_rfc2822();
+    let items: String = items
+        .iter()
+        .map(|(guid, title)| {
+            format!(
+                "<item><guid>{guid}</guid><title>{title}</title>\
+                 <link>https://agency.example/{guid}</link>\
+                 <description>{title}</description><pubDate>{date}</pubDate></item>"
+            )
+        })
+        .collect();
+    Route::feed(
+        "application/rss+xml",
+        format!(
+            r#"<?xml version="1.0" encoding="utf-8"?>
+<rss version="2.0"><channel><title>Agency</title><link>https://agency.example/</link>
+<description>News</description>{items}</channel></rss>"#
+        ),
+    )
+}
+
+/// Runs the real binary once with `args` against `config`; panics unless it succeeds.
+fn tidings(config: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("TIDINGS_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tidings {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A running `tidings run` whose log is collected as it is written.
+struct Daemon {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    fn start(config: &Path) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env_remove("TIDINGS_CONFIG")
+            .env_remove("NOTIFY_SOCKET")
+            .env("TIDINGS_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tidings run");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (stderr, sink) = (child.stderr.take().unwrap(), log.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Daemon { child, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` log lines contain `needle`.
+    async fn wait_log(&self, needle: &str, n: usize) {
+        let started = Instant::now();
+        while self.log().matches(needle).count() < n {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "fewer than {n} log lines with {needle:?} within 30 s; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A config with immediate digests over SMTP on `smtp_port`, polling `feeds` (id, url).
+fn write_config(path: &Path, feeds: &[(&str, String)], smtp_port: u16) {
+    let mut text = format!(
+        "[poll]\ninitial_backlog = \"24h\"\n\
+         [mail]\nfrom = \"alerts@tidings.test\"\ntransport = \"smtp\"\nsend_timeout = \"5s\"\n\
+         [mail.smtp]\nhost = \"127.0.0.1\"\nport = {smtp_port}\ntls = \"none\"\n\
+         [web]\nlisten = \"\"\n[service]\nadmin_listen = \"\"\nwatch_config = false\n"
+    );
+    for (id, url) in feeds {
+        text.push_str(&format!(
+            "\n[[feeds]]\nid = \"{id}\"\nname = \"{id}\"\nurl = \"{url}\"\n"
+        ));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+/// Item 1: an admin removes one subscriber and adds another from a second process while
+/// the daemon runs. SQLite would hand the removed subscription's id to the new one, and a
+/// matcher cached by counts and ids would keep running the removed query under the new
+/// subscriber's name. The new subscriber must get exactly their own search's matches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_changed_by_another_process_reaches_the_running_matcher() {
+    let feeds = FeedServer::start().await;
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    feeds.set("/one.xml", rss(&[("old", "Weather report")]));
+    // A second feed that answers slowly: the poll cycle compiles its matcher first,
+    // then waits for this answer while the subscriptions change under it.
+    feeds.set(
+        "/two.xml",
+        rss(&[
+            ("daca", "DACA recipients win ruling"),
+            ("tps", "TPS extended for Haiti"),
+        ])
+        .delay(Duration::from_secs(4)),
+    );
+    write_config(
+        &config,
+        &[
+            ("one", feeds.url("/one.xml")),
+            ("two", feeds.url("/two.xml")),
+        ],
+        smtp.port(),
+    );
+
+    tidings(&config, &["subscriber", "add", "a@x.test", "-q", "asylum"]);
+    tidings(&config, &["subscriber", "add", "b@x.test", "-q", "DACA"]);
+
+    let daemon = Daemon::start(&config);
+    daemon.wait_log("feed=one", 1).await;
+    // Another process, as an admin (or the manage page) would, while feed two is fetched.
+    tidings(&config, &["subscriber", "remove", "b@x.test"]);
+    tidings(&config, &["subscriber", "add", "c@x.test", "-q", "TPS"]);
+    daemon.wait_log("feed=two", 1).await;
+
+    let received = smtp.wait_for(1, Duration::from_secs(30)).await;
+    let mail = decode(&received[0]);
+    assert_eq!(mail.to, "c@x.test", "{}", daemon.log());
+    assert!(
+        mail.text.contains("TPS extended for Haiti"),
+        "{}",
+        mail.text
+    );
+    assert!(
+        !mail.text.contains("DACA"),
+        "b's removed search reached c:\n{}",
+        mail.text
+    );
+    // Nothing else went out: the DACA story matches nobody now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(smtp.messages().len(), 1, "{}", daemon.log());
+}
