@@ -8,7 +8,7 @@
 //! autoescaping or, for the highlighted title and snippet, through an ammonia pass that
 //! lets nothing but `<mark>` survive.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::ops::Range;
 use std::sync::{Arc, LazyLock};
@@ -364,44 +364,64 @@ static SANITIZER: LazyLock<ammonia::Builder<'static>> = LazyLock::new(|| {
     builder
 });
 
-/// Renders one digest. Entries arrive grouped by subscription; a story (same canonical
-/// link, or same item) appears once, under the first subscription that matched it, with
-/// the other feeds that carried it listed as "also in".
-pub fn render_digest(
-    entries: &[DigestEntry],
-    cx: &DigestContext<'_>,
-) -> Result<Rendered, minijinja::Error> {
-    struct Story<'a> {
-        entry: &'a DigestEntry,
-        also_in: Vec<&'a str>,
-    }
+/// One story of a digest: an item, and the same story carried by other feeds.
+#[derive(Debug)]
+struct Story<'a> {
+    entry: &'a DigestEntry,
+    /// Items of other feeds with the same canonical link, shown as "also in".
+    also_in: Vec<&'a DigestEntry>,
+}
+
+/// The digest's stories, grouped by subscription in the order the entries arrive. Every
+/// entry is shown: as a story, or as "also in" of a story with the same link from another
+/// feed. An item matched by several subscriptions appears once, under the first. Two
+/// items of one feed are never merged (a live blog's updates share a page), and links
+/// that differ in their fragment are different stories.
+fn arrange(entries: &[DigestEntry]) -> Vec<(&str, Vec<Story<'_>>)> {
     let mut groups: Vec<(&str, Vec<Story>)> = Vec::new();
-    let mut seen: HashMap<String, (usize, usize)> = HashMap::new();
+    let mut shown: HashSet<i64> = HashSet::new();
+    // Stories by link: (group, index) of each story with that link.
+    let mut by_link: HashMap<&str, Vec<(usize, usize)>> = HashMap::new();
     for entry in entries {
-        let key = entry
-            .link
-            .clone()
-            .unwrap_or_else(|| format!("item:{}", entry.item_id));
-        if let Some(&(g, s)) = seen.get(&key) {
-            let story = &mut groups[g].1[s];
-            if story.entry.feed_id != entry.feed_id
-                && !story.also_in.contains(&entry.feed_name.as_str())
-            {
-                story.also_in.push(&entry.feed_name);
-            }
+        if !shown.insert(entry.item_id) {
+            continue;
+        }
+        let joins = entry.link.as_deref().and_then(|link| {
+            by_link.get(link)?.iter().copied().find(|&(g, s)| {
+                let story: &Story = &groups[g].1[s];
+                story.entry.feed_id != entry.feed_id
+                    && story.also_in.iter().all(|e| e.feed_id != entry.feed_id)
+            })
+        });
+        if let Some((g, s)) = joins {
+            groups[g].1[s].also_in.push(entry);
             continue;
         }
         if groups.last().is_none_or(|(q, _)| *q != entry.query) {
             groups.push((&entry.query, Vec::new()));
         }
         let g = groups.len() - 1;
-        seen.insert(key, (g, groups[g].1.len()));
+        if let Some(link) = entry.link.as_deref() {
+            by_link
+                .entry(link)
+                .or_default()
+                .push((g, groups[g].1.len()));
+        }
         groups[g].1.push(Story {
             entry,
             also_in: Vec::new(),
         });
     }
+    groups
+}
 
+/// Renders one digest. Entries arrive grouped by subscription; see [`arrange`] for how
+/// they become stories.
+pub fn render_digest(
+    entries: &[DigestEntry],
+    cx: &DigestContext<'_>,
+) -> Result<Rendered, minijinja::Error> {
+    let groups = arrange(entries);
     let stories = groups.iter().flat_map(|(_, s)| s);
     let updated = stories.clone().filter(|s| s.entry.updated).count();
     let new = stories.count() - updated;
@@ -463,7 +483,7 @@ pub fn render_digest(
 
 fn story_value(
     e: &DigestEntry,
-    also_in: &[&str],
+    also_in: &[&DigestEntry],
     query: Option<&Query>,
     cx: &DigestContext<'_>,
 ) -> Value {
@@ -498,7 +518,7 @@ fn story_value(
         link => e.link.as_deref(),
         source => one_line(&e.feed_name),
         date => date.format("%b %-d, %Y %H:%M %Z").to_string(),
-        also_in => also_in.iter().map(|s| one_line(s)).collect::<Vec<_>>(),
+        also_in => also_in.iter().map(|a| one_line(&a.feed_name)).collect::<Vec<_>>(),
         snippet_html => Value::from_safe_string(parts.snippet_html.clone()),
         snippet_text => &parts.snippet_text,
         updated => e.updated,
@@ -1218,6 +1238,137 @@ mod tests {
         assert!(r.text.contains("also in: b news"), "{}", r.text);
         assert!(r.html.contains("also in: b news"), "{}", r.html);
         assert_eq!(r.subject, "Tidings: 1 new — asylum (1)");
+    }
+
+    /// A live blog: three updates of one feed share a page. Each is its own match, each
+    /// is marked sent with the digest, so each must be in it.
+    #[test]
+    fn items_of_one_feed_sharing_a_link_are_each_shown() {
+        let entries = vec![
+            entry(
+                1,
+                "asylum",
+                10,
+                "a",
+                "Update one",
+                Some("https://x.example/live"),
+            ),
+            entry(
+                1,
+                "asylum",
+                11,
+                "a",
+                "Update two",
+                Some("https://x.example/live"),
+            ),
+            entry(
+                1,
+                "asylum",
+                12,
+                "b",
+                "Update three",
+                Some("https://x.example/live#update-3"),
+            ),
+            entry(
+                1,
+                "asylum",
+                13,
+                "b",
+                "Update four",
+                Some("https://x.example/live#update-4"),
+            ),
+        ];
+        let r = render(&entries);
+        for title in ["Update one", "Update two", "Update three", "Update four"] {
+            assert!(r.text.contains(title), "{title} missing:\n{}", r.text);
+            assert!(r.html.contains(title), "{title} missing:\n{}", r.html);
+        }
+        assert!(!r.text.contains("also in"), "{}", r.text);
+        assert_eq!(r.subject, "Tidings: 4 new — asylum (4)");
+    }
+
+    mod property {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A random digest as the store hands one over: pending matches ordered by
+        /// subscription, items from a few feeds with colliding links, some items matched
+        /// by more than one subscription.
+        fn digests() -> impl Strategy<Value = Vec<DigestEntry>> {
+            let links = [
+                None,
+                Some("https://x.example/live"),
+                Some("https://x.example/live#update-1"),
+                Some("https://x.example/live#update-2"),
+                Some("https://y.example/story"),
+            ];
+            let item = (0..3usize, 0..links.len());
+            (
+                proptest::collection::vec(item, 1..12),
+                proptest::collection::vec((0..3i64, any::<proptest::sample::Index>()), 1..20),
+            )
+                .prop_map(move |(items, picks)| {
+                    let mut entries: Vec<DigestEntry> = picks
+                        .into_iter()
+                        .map(|(sub, pick)| {
+                            let n = pick.index(items.len());
+                            let (feed, link) = items[n];
+                            let feed = ["a", "b", "c"][feed];
+                            let mut e = entry(
+                                sub,
+                                &format!("query{sub}"),
+                                n as i64,
+                                feed,
+                                &format!("Story-{n}-end"),
+                                links[link],
+                            );
+                            e.feed_name = format!("Feed-{feed}-name");
+                            e
+                        })
+                        .collect();
+                    entries.sort_by_key(|e| (e.subscription_id, e.item_id));
+                    entries.dedup_by_key(|e| (e.subscription_id, e.item_id));
+                    entries
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(500))]
+
+            /// Every match a digest takes is shown in it: its item is a story (title in
+            /// both parts), or it is listed "also in" under a story with the same link
+            /// from another feed. Never two items of one feed in one story.
+            #[test]
+            fn every_match_taken_is_shown(entries in digests()) {
+                let r = render(&entries);
+                let groups = arrange(&entries);
+                let stories: Vec<&Story> = groups.iter().flat_map(|(_, s)| s).collect();
+                for e in &entries {
+                    let own = stories.iter().any(|s| s.entry.item_id == e.item_id);
+                    let joined = stories.iter().any(|s| {
+                        s.also_in.iter().any(|a| a.item_id == e.item_id)
+                            && s.entry.link == e.link
+                            && s.entry.feed_id != e.feed_id
+                    });
+                    prop_assert!(own != joined, "item {} shown {} times", e.item_id,
+                                 u8::from(own) + u8::from(joined));
+                }
+                for s in &stories {
+                    let title = &s.entry.title;
+                    prop_assert!(r.text.contains(title.as_str()), "{title} not in text");
+                    prop_assert!(r.html.contains(title.as_str()), "{title} not in html");
+                    let mut feeds: Vec<&str> =
+                        s.also_in.iter().map(|a| a.feed_id.as_str()).collect();
+                    feeds.push(&s.entry.feed_id);
+                    let distinct: HashSet<&str> = feeds.iter().copied().collect();
+                    prop_assert_eq!(distinct.len(), feeds.len(), "one feed twice in a story");
+                    for a in &s.also_in {
+                        prop_assert!(r.text.contains(&a.feed_name));
+                        prop_assert!(r.html.contains(&a.feed_name));
+                    }
+                }
+            }
+        }
     }
 
     #[test]

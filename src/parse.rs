@@ -32,7 +32,7 @@ pub struct Item {
     /// Stable identity within its feed (see the module doc).
     pub key: String,
     pub guid: Option<String>,
-    /// Canonical link: lowercase host, no fragment, no `utm_*` parameters.
+    /// Canonical link: lowercase host, no `utm_*` parameters (see [`canonical_link`]).
     pub link: Option<String>,
     pub title: String,
     pub summary: String,
@@ -288,13 +288,13 @@ fn text_of(text: &Text) -> String {
 }
 
 /// Canonical form of a link, so one story reached through two feeds is one story:
-/// lowercase scheme and host, no default port, no fragment, no `utm_*` parameters.
+/// lowercase scheme and host, no default port, no `utm_*` parameters. The fragment is
+/// kept: it can be all that tells two items apart (a live blog's `#update-2`).
 pub fn canonical_link(href: &str) -> Option<String> {
     let mut url = Url::parse(href.trim()).ok()?;
     if !matches!(url.scheme(), "http" | "https") {
         return None;
     }
-    url.set_fragment(None);
     let kept: Vec<(String, String)> = url
         .query_pairs()
         .filter(|(k, _)| !k.to_ascii_lowercase().starts_with("utm_"))
@@ -1439,9 +1439,9 @@ mod tests {
     fn canonical_links() {
         let cases = [
             (
-                "host case and fragment",
+                "host case; the fragment stays (it can be all that tells two items apart)",
                 "HTTPS://WWW.Example.ORG/Path#frag",
-                Some("https://www.example.org/Path"),
+                Some("https://www.example.org/Path#frag"),
             ),
             (
                 "utm only",
