@@ -414,18 +414,29 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
         Duration::from_secs(10),
     );
 
-    let mut positive = |value: &Option<Spanned<u32>>, key: &str, default: u32| match value {
+    // A count from 1 to `max`.
+    let mut positive = |value: &Option<Spanned<u32>>, key: &str, default: u32, max: u32| match value
+    {
         Some(v) if *v.get_ref() == 0 => {
             report(v.span(), format!("`{key}` must be at least 1"));
+            default
+        }
+        Some(v) if *v.get_ref() > max => {
+            report(v.span(), format!("`{key}` must be at most {max}"));
             default
         }
         Some(v) => *v.get_ref(),
         None => default,
     };
-    let max_body_mib = positive(&raw.poll.max_body_mib, "poll.max_body_mib", 10);
-    let mail_concurrency = positive(&raw.mail.concurrency, "mail.concurrency", 4);
-    let concurrency = positive(&raw.poll.concurrency, "poll.concurrency", 16);
-    let per_host = positive(&raw.poll.per_host, "poll.per_host", 2);
+    let max_body_mib = positive(
+        &raw.poll.max_body_mib,
+        "poll.max_body_mib",
+        10,
+        MAX_BODY_MIB,
+    );
+    let mail_concurrency = positive(&raw.mail.concurrency, "mail.concurrency", 4, 1000);
+    let concurrency = positive(&raw.poll.concurrency, "poll.concurrency", 16, 10_000);
+    let per_host = positive(&raw.poll.per_host, "poll.per_host", 2, 1000);
 
     let daily_at = match &raw.digest.daily_at {
         None => NaiveTime::from_hms_opt(8, 0, 0).unwrap_or_default(),
@@ -457,11 +468,11 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
     let from = match &raw.mail.from {
         None => "Tidings <tidings@localhost>".to_string(),
         Some(v) => {
-            if !looks_like_mailbox(v.get_ref()) {
+            if let Err(e) = crate::mail::check_mailbox(v.get_ref()) {
                 report(
                     v.span(),
                     format!(
-                        "`mail.from`: expected an address like \"Tidings <alerts@example.org>\", found {:?}",
+                        "`mail.from`: expected an address like \"Tidings <alerts@example.org>\", found {:?} ({e})",
                         v.get_ref()
                     ),
                 );
@@ -732,10 +743,21 @@ fn default_user_agent() -> String {
     )
 }
 
-/// `"15m"`, `"1h 30m"`, `"2d"`: humantime syntax, at least one second.
+/// The largest feed body a fetch may read, in MiB.
+const MAX_BODY_MIB: u32 = 1024;
+
+/// The longest duration any setting takes (ten years and a bit): every duration is
+/// added to dates, and a longer one would overflow the calendar.
+pub const MAX_DURATION: Duration = Duration::from_secs(3660 * 24 * 3600);
+
+/// `"15m"`, `"1h 30m"`, `"2d"`: humantime syntax, at least one second and at most
+/// [`MAX_DURATION`].
 fn parse_duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text.trim()) {
         Ok(d) if d.as_secs() == 0 => Err(format!("{text:?} is shorter than a second")),
+        Ok(d) if d > MAX_DURATION => Err(format!(
+            "{text:?} is longer than the limit: at most 3660d (ten years)"
+        )),
         Ok(d) => Ok(d),
         Err(e) => Err(format!(
             "bad duration {text:?} ({e}); write e.g. \"15m\", \"2h\", \"1d\""
@@ -749,17 +771,6 @@ pub(crate) fn is_identifier(s: &str) -> bool {
         && s.len() <= 64
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-}
-
-/// A light check; the mail stage parses the address for real when it builds a message.
-fn looks_like_mailbox(s: &str) -> bool {
-    let addr = match (s.find('<'), s.rfind('>')) {
-        (Some(l), Some(r)) if l < r => &s[l + 1..r],
-        (None, None) => s,
-        _ => return false,
-    };
-    let addr = addr.trim();
-    matches!(addr.split_once('@'), Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !addr.contains(char::is_whitespace))
 }
 
 fn problem_at(text: &str, span: Range<usize>, message: &str) -> Problem {
@@ -945,6 +956,48 @@ mod tests {
                 2,
                 11,
                 "`mail.max_age`: bad duration",
+            ),
+            (
+                "feed interval beyond any calendar",
+                "[[feeds]]\nid = \"a\"\nurl = \"https://a.example/\"\ninterval = \"1000000y\"\n",
+                4,
+                12,
+                "at most 3660d",
+            ),
+            (
+                "poll interval beyond any calendar",
+                "[poll]\ninterval = \"100000000d\"\n",
+                2,
+                12,
+                "`poll.interval`: \"100000000d\" is longer than the limit: at most 3660d",
+            ),
+            (
+                "max backoff beyond any calendar",
+                "[poll]\nmax_backoff = \"50000y\"\n",
+                2,
+                15,
+                "at most 3660d",
+            ),
+            (
+                "retention beyond any calendar",
+                "retention = \"20000y\"\n",
+                1,
+                13,
+                "at most 3660d",
+            ),
+            (
+                "huge body cap",
+                "[poll]\nmax_body_mib = 4000000000\n",
+                2,
+                16,
+                "`poll.max_body_mib` must be at most 1024",
+            ),
+            (
+                "a line break in mail.from (the mailer refuses it)",
+                "[mail]\nfrom = \"Tidings <a@x.example>\\r\\nBcc: victim@x.example\"\n",
+                2,
+                8,
+                "`mail.from`",
             ),
             (
                 "zero mail concurrency",

@@ -63,14 +63,19 @@ pub enum RetryAfter {
     At(DateTime<Utc>),
 }
 
+/// The longest a server may ask us to wait, whatever its header says (the poller caps
+/// the wait again at `poll.max_backoff`).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(365 * 24 * 3600);
+
 impl RetryAfter {
-    /// The moment we may ask again, given the time of the answer.
+    /// The moment we may ask again, given the time of the answer: never in the past and
+    /// never more than [`MAX_RETRY_AFTER`] away, however large the server's number.
     pub fn at(self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let max = MAX_RETRY_AFTER.as_secs();
+        let latest = now + chrono::Duration::seconds(max as i64);
         match self {
-            RetryAfter::Seconds(s) => {
-                now + chrono::Duration::seconds(s.min(i64::MAX as u64) as i64)
-            }
-            RetryAfter::At(t) => t.max(now),
+            RetryAfter::Seconds(s) => now + chrono::Duration::seconds(s.min(max) as i64),
+            RetryAfter::At(t) => t.clamp(now, latest),
         }
     }
 }
@@ -391,6 +396,37 @@ mod tests {
         let now: DateTime<Utc> = "2026-11-28T12:00:00Z".parse().unwrap();
         let past = RetryAfter::At("2026-11-28T11:00:00Z".parse().unwrap());
         assert_eq!(past.at(now), now, "a date in the past means now");
+    }
+
+    /// A server's number of seconds or date is bounded before any arithmetic: these
+    /// overflowed chrono and panicked the poll.
+    #[test]
+    fn retry_after_beyond_any_calendar_is_bounded() {
+        let now: DateTime<Utc> = "2026-11-28T12:00:00Z".parse().unwrap();
+        let cases = [
+            (
+                "past TimeDelta::seconds",
+                RetryAfter::Seconds(99_999_999_999_999_999),
+            ),
+            (
+                "past DateTime + TimeDelta",
+                RetryAfter::Seconds(9_000_000_000_000),
+            ),
+            ("u64::MAX", RetryAfter::Seconds(u64::MAX)),
+            (
+                "year 9999",
+                RetryAfter::At("9999-12-31T23:59:59Z".parse().unwrap()),
+            ),
+        ];
+        for (name, retry) in cases {
+            let at = retry.at(now);
+            assert!(at > now, "{name}: {at}");
+            assert!(at <= now + chrono::Duration::days(365), "{name}: {at}");
+        }
+        assert_eq!(
+            RetryAfter::Seconds(120).at(now),
+            now + chrono::Duration::seconds(120)
+        );
     }
 
     #[test]

@@ -247,6 +247,14 @@ async fn write_eml(folder: &Path, id: i64, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Whether the mailer can send from `text` (`mail.from`): `check-config` refuses what
+/// [`Mailer::new`] would.
+pub fn check_mailbox(text: &str) -> Result<(), String> {
+    text.parse::<Mailbox>()
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// Checks and normalizes an email address given on the command line.
 pub fn check_address(address: &str) -> Result<String> {
     let mailbox: Mailbox = address

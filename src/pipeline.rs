@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use url::Url;
 
-use crate::config::Config;
+use crate::config::{Config, MAX_DURATION};
 use crate::digest::{DigestContext, FailingFeed, StoryCache, render_digest};
 use crate::fetch::{FetchError, FetchOutcome, Fetcher, Validators};
 use crate::mail::{self, Delivery, Mailer};
@@ -275,7 +275,7 @@ pub async fn poll_feeds_observed(
                 tokio::select! {
                     biased;
                     _ = abort.cancelled() => None,
-                    outcome = refresh_feed(&app, feed, &matcher, now) => Some(outcome),
+                    outcome = refresh_feed_guarded(&app, feed, &matcher, now) => Some(outcome),
                 }
             };
             let outcome = work.await;
@@ -323,6 +323,42 @@ pub async fn poll_feeds_observed(
         }
     }
     Ok(summary)
+}
+
+/// [`refresh_feed`], with a panic anywhere inside it recorded on the feed as a failure
+/// (kind `internal`) like any other: counted, named in status and digests, its failure
+/// count kept, never lost.
+async fn refresh_feed_guarded(
+    app: &App,
+    feed: FeedToPoll,
+    matcher: &Arc<CompiledMatcher>,
+    now: DateTime<Utc>,
+) -> Result<FeedOutcome> {
+    let started = Instant::now();
+    let copy = feed.clone();
+    match guard_panics(refresh_feed(app, feed, matcher, now)).await {
+        Ok(outcome) => outcome,
+        Err(why) => {
+            error!(feed = %copy.id, error = %why, "poll panicked; recorded as a failure");
+            let error = format!("internal error: {why}");
+            record_failure(app, &copy, now, "internal", error, None, started).await
+        }
+    }
+}
+
+/// Runs `work`, turning a panic inside it into an error with the panic's message.
+async fn guard_panics<T>(work: impl Future<Output = T>) -> Result<T, String> {
+    use futures_util::FutureExt as _;
+    std::panic::AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .map_err(|panic| {
+            panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".to_string())
+        })
 }
 
 /// Compiles every stored subscription. A query that no longer parses (written by an
@@ -631,8 +667,10 @@ fn next_interval(
     jittered(wait, feed_id, now)
 }
 
+/// Durations from the config are at most [`MAX_DURATION`] (checked when it is loaded);
+/// anything longer is clamped to it, so adding the result to a date cannot overflow.
 fn to_chrono(d: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(1))
+    chrono::Duration::from_std(d.min(MAX_DURATION)).unwrap_or(chrono::Duration::MAX)
 }
 
 /// `base` plus up to a tenth of it (at least up to 30 s), derived from the feed id and
@@ -858,6 +896,22 @@ mod tests {
                 "{name}: {wait} s"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_panic_becomes_an_error_with_its_message() {
+        let value = guard_panics(async { 7 }).await;
+        assert_eq!(value, Ok(7));
+        let formatted = guard_panics(async {
+            let n = 3;
+            if n > 2 {
+                panic!("overflowed at {n}");
+            }
+        })
+        .await;
+        assert_eq!(formatted, Err("overflowed at 3".to_string()));
+        let literal = guard_panics(async { panic!("plain") }).await;
+        assert_eq!(literal, Err::<(), _>("plain".to_string()));
     }
 
     #[test]

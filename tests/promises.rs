@@ -180,3 +180,44 @@ async fn a_subscription_changed_by_another_process_reaches_the_running_matcher()
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(smtp.messages().len(), 1, "{}", daemon.log());
 }
+
+/// Item 4: numbers a server sends are bounded before arithmetic. These Retry-After
+/// values overflowed chrono and panicked the poll, which left the feed looking brand new
+/// ("new / 0 fails / never"), out of the failing-feeds metric and the digest footer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_retry_after_values_are_recorded_as_failures_with_a_bounded_wait() {
+    let feeds = FeedServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    feeds.set(
+        "/a.xml",
+        Route::status(503, "busy").header("Retry-After", "99999999999999999"),
+    );
+    feeds.set(
+        "/b.xml",
+        Route::status(429, "slow down").header("Retry-After", "9000000000000"),
+    );
+    let config = support::write_config(
+        dir.path(),
+        &[("a", feeds.url("/a.xml")), ("b", feeds.url("/b.xml"))],
+        1,
+    );
+    let max_backoff = config.poll.max_backoff;
+    let app = tidings::App::open(config).unwrap();
+    let now = chrono::Utc::now();
+    let summary = tidings::poll_feeds(&app, now, false).await.unwrap();
+    assert_eq!(summary.failed, 2, "{summary:?}");
+    let limit = now + chrono::Duration::from_std(max_backoff).unwrap();
+    for status in app.store.feed_statuses().unwrap() {
+        assert_eq!(status.consecutive_failures, 1, "{status:?}");
+        assert_eq!(status.last_status.as_deref(), Some("error"), "{status:?}");
+        assert_eq!(
+            status.last_error_kind.as_deref(),
+            Some("throttled"),
+            "{status:?}"
+        );
+        assert!(
+            status.next_poll_at > now && status.next_poll_at <= limit,
+            "{status:?}"
+        );
+    }
+}
