@@ -338,7 +338,7 @@ fn build(store: &Store, args: &Args, now: DateTime<Utc>) -> Result<()> {
                     render(e)
                 })?
             {
-                store.mark_sent(outbox, sent_at)?;
+                store.mark_sent(outbox, None, sent_at)?;
             }
         }
         if round == 0 {
@@ -348,7 +348,7 @@ fn build(store: &Store, args: &Args, now: DateTime<Utc>) -> Result<()> {
                         render(e)
                     })?
                 {
-                    store.mark_bounced(outbox, "550 mailbox unavailable", 1, sent_at)?;
+                    store.mark_bounced(outbox, None, "550 mailbox unavailable", 1, sent_at)?;
                 }
             }
         }

@@ -252,6 +252,7 @@ fn main() -> Result<()> {
         last_error: None,
         next_attempt_at: sent_at,
         sent_at: None,
+        claim: None,
     };
     let message = mailer
         .build_message(&row)

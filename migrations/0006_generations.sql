@@ -36,3 +36,8 @@ END;
 CREATE TRIGGER subscriptions_deleted AFTER DELETE ON subscriptions BEGIN
     UPDATE generations SET value = value + 1 WHERE name = 'subscriptions';
 END;
+
+-- A claim is valid while it is held: each claim of an outbox row writes a token of its
+-- own, renewed before each send; a sender whose token was replaced (its lease ran out
+-- and another sender took the row) neither sends the message nor records a result.
+ALTER TABLE outbox ADD COLUMN claim TEXT;

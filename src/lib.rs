@@ -45,4 +45,4 @@ pub mod token;
 pub mod web;
 
 pub use config::Config;
-pub use pipeline::{App, poll_feeds, prune, send_digests};
+pub use pipeline::{App, poll_feeds, prune, send_digests, send_mail};

@@ -274,13 +274,58 @@ fn retry_delay(attempts: u32) -> chrono::Duration {
     chrono::Duration::minutes(1i64 << attempts.min(6)).min(chrono::Duration::hours(1))
 }
 
+/// The one mail sender of a process. Callers (the digest round, a sign-up's
+/// confirmation mail) ask it for a delivery; if a delivery is already running, it takes
+/// their mail too (it runs until nothing is due) and they return at once. So the
+/// rate-limit queue holds one claimed batch at a time, and a claim's lease covers the
+/// real wait.
+#[derive(Clone, Default)]
+pub struct Sender {
+    running: Arc<tokio::sync::Mutex<()>>,
+    /// Someone asked for a delivery since the running one last looked.
+    wanted: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Sender {
+    /// Delivers what is due (see [`send_due`]) unless a delivery is running already, in
+    /// which case that one sends it. Returns what this call itself delivered.
+    pub async fn deliver(
+        &self,
+        store: &Store,
+        mailer: &Mailer,
+        now: DateTime<Utc>,
+        draining: &CancellationToken,
+    ) -> Result<Delivery> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.wanted.store(true, SeqCst);
+        let mut done = Delivery::default();
+        loop {
+            let Ok(running) = self.running.try_lock() else {
+                // The running delivery sees `wanted` before it stops.
+                return Ok(done);
+            };
+            while self.wanted.swap(false, SeqCst) {
+                done += send_due(store, mailer, now, draining).await?;
+            }
+            drop(running);
+            // Asked for between the last look and the unlock: go again.
+            if !self.wanted.load(SeqCst) {
+                return Ok(done);
+            }
+        }
+    }
+}
+
 /// Sends every pending outbox message that is due, until none are left: a batch at a
 /// time, the messages of a batch concurrently (each within the send timeout and its
-/// rate-limit slot), each outcome recorded as soon as it is known.
+/// rate-limit slot), each outcome recorded as soon as it is known. Use it through the
+/// process's [`Sender`].
 ///
 /// A batch is claimed with a lease, so if this process dies mid-send the messages are
-/// sent again once the lease runs out, with the same `Message-ID`. Once `draining` is
-/// cancelled no further batch is claimed; the one in flight finishes.
+/// sent again once the lease runs out, with the same `Message-ID`. Right before each send
+/// the claim is renewed for the send's timeout; a message whose claim was lost meanwhile
+/// (another sender took it) is left to that sender. Once `draining` is cancelled no
+/// further batch is claimed; the one in flight finishes.
 pub async fn send_due(
     store: &Store,
     mailer: &Mailer,
@@ -289,13 +334,13 @@ pub async fn send_due(
 ) -> Result<Delivery> {
     let mut done = Delivery::default();
     let started = std::time::Instant::now();
+    // `now` is the round's clock; leases must cover real time spent since.
+    let clock = move || now + chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
     while !draining.is_cancelled() {
-        // `now` is the round's clock; leases must cover real time spent since.
-        let clock = now + chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
         let claim = store.clone();
-        let (lease, batch) = (mailer.claim_lease(), mailer.batch());
+        let (lease, batch, at) = (mailer.claim_lease(), mailer.batch(), clock());
         let rows =
-            tokio::task::spawn_blocking(move || claim.claim_mail(clock, lease, batch)).await??;
+            tokio::task::spawn_blocking(move || claim.claim_mail(at, lease, batch)).await??;
         if rows.is_empty() {
             return Ok(done);
         }
@@ -304,12 +349,28 @@ pub async fn send_due(
                 if let Some(pacer) = &mailer.pacer {
                     pacer.wait().await;
                 }
+                let (renew, id, token) = (store.clone(), row.id, row.claim.clone());
+                let lease = mailer.timeout + CLAIM_MARGIN;
+                let at = clock();
+                let held = tokio::task::spawn_blocking(move || {
+                    renew.renew_mail_claim(id, token.as_deref().unwrap_or_default(), at, lease)
+                })
+                .await??;
+                if !held {
+                    info!(
+                        outbox = id,
+                        "claim lost while waiting; another sender has it"
+                    );
+                    return anyhow::Ok(None);
+                }
                 let outcome = mailer.deliver(&row).await;
-                (row, outcome)
+                Ok(Some((row, outcome)))
             })
             .buffer_unordered(mailer.concurrency);
-        while let Some((row, outcome)) = sends.next().await {
-            record(store, mailer, now, row, outcome, &mut done).await?;
+        while let Some(sent) = sends.next().await {
+            if let Some((row, outcome)) = sent? {
+                record(store, mailer, now, row, outcome, &mut done).await?;
+            }
         }
     }
     Ok(done)
@@ -324,47 +385,61 @@ async fn record(
     outcome: Result<(), SendError>,
     done: &mut Delivery,
 ) -> Result<()> {
-    let (id, to) = (row.id, row.recipient.clone());
+    let (id, to, claim) = (row.id, row.recipient.clone(), row.claim.clone());
     let young = now - row.created_at < mailer.max_age;
     let store = store.clone();
     let pause_after = mailer.pause_after_bounces;
-    match outcome {
+    let recorded = match outcome {
         Ok(()) => {
             info!(outbox = id, to = %to, subject = %row.subject, "mail sent");
             done.sent += 1;
-            tokio::task::spawn_blocking(move || store.mark_sent(id, now)).await??;
+            tokio::task::spawn_blocking(move || store.mark_sent(id, claim.as_deref(), now))
+                .await??
         }
         Err(SendError::Transient(e)) if young => {
             warn!(outbox = id, to = %to, error = %e, "mail deferred; will retry");
             done.retrying += 1;
             let retry_at = now + retry_delay(row.attempts);
-            tokio::task::spawn_blocking(move || store.mark_retry(id, &e, retry_at)).await??;
+            tokio::task::spawn_blocking(move || {
+                store.mark_retry(id, claim.as_deref(), &e, retry_at)
+            })
+            .await??
         }
         Err(SendError::Transient(e)) => {
             let e = format!("gave up after {} attempts: {e}", row.attempts + 1);
             warn!(outbox = id, to = %to, error = %e, "mail failed");
             done.failed += 1;
-            tokio::task::spawn_blocking(move || store.mark_failed(id, &e)).await??;
+            tokio::task::spawn_blocking(move || store.mark_failed(id, claim.as_deref(), &e))
+                .await??
         }
         Err(SendError::Permanent(e)) => {
             warn!(outbox = id, to = %to, error = %e, "mail rejected");
             done.failed += 1;
-            let paused = match pause_after {
+            match pause_after {
                 Some(limit) => {
-                    tokio::task::spawn_blocking(move || store.mark_bounced(id, &e, limit, now))
-                        .await??
+                    let paused = tokio::task::spawn_blocking(move || {
+                        store.mark_bounced(id, claim.as_deref(), &e, limit, now)
+                    })
+                    .await??;
+                    if let Some(email) = paused {
+                        warn!(to = %email, bounces = limit,
+                              "subscriber paused after repeated bounces; `tidings subscriber resume` undoes it");
+                        done.paused += 1;
+                    }
+                    true
                 }
                 None => {
-                    tokio::task::spawn_blocking(move || store.mark_failed(id, &e)).await??;
-                    None
+                    tokio::task::spawn_blocking(move || store.mark_failed(id, claim.as_deref(), &e))
+                        .await??
                 }
-            };
-            if let Some(email) = paused {
-                warn!(to = %email, bounces = pause_after.unwrap_or_default(),
-                      "subscriber paused after repeated bounces; `tidings subscriber resume` undoes it");
-                done.paused += 1;
             }
         }
+    };
+    if !recorded {
+        warn!(
+            outbox = id,
+            "claim lost during the send; the result was not recorded"
+        );
     }
     Ok(())
 }

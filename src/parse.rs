@@ -1240,7 +1240,7 @@ mod tests {
         let a = &feed.items[0];
         assert_eq!(a.title, "USCIS updates H-1B rules");
         assert_eq!(a.summary, "First second & third");
-        assert_eq!(a.link.as_deref(), Some("https://news.example/a?id=7"));
+        assert_eq!(a.link.as_deref(), Some("https://news.example/a?id=7#top"));
         assert_eq!(a.guid.as_deref(), Some("tag:a"));
         assert_eq!(
             a.published,

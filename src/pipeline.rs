@@ -47,6 +47,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Tells the jobs to wind down; shared across config reloads.
     pub shutdown: Shutdown,
+    /// The process's one mail sender; shared across config reloads.
+    pub sender: mail::Sender,
     /// The password of the web admin page (`TIDINGS_ADMIN_TOKEN`); `None` = no page.
     pub admin_token: Option<Arc<str>>,
     pub synonyms: Arc<Synonyms>,
@@ -83,6 +85,7 @@ impl App {
             matcher: Arc::default(),
             metrics: Arc::default(),
             shutdown: Shutdown::default(),
+            sender: mail::Sender::default(),
             admin_token: admin_token_from_env()?,
         })
     }
@@ -117,6 +120,7 @@ impl App {
             config: Arc::new(config),
             metrics: self.metrics.clone(),
             shutdown: self.shutdown.clone(),
+            sender: self.sender.clone(),
             admin_token: self.admin_token.clone(),
             synonyms: Arc::new(synonyms),
             store: self.store.clone(),
@@ -723,8 +727,7 @@ pub async fn send_digests(
         let mut delivery = Delivery::default();
         loop {
             let last_pass = queueing_done.load(std::sync::atomic::Ordering::Acquire);
-            let round =
-                mail::send_due(&app.store, &app.mailer, now, &app.shutdown.draining).await?;
+            let round = send_mail(app, now).await?;
             delivery += round;
             if last_pass || app.shutdown.draining.is_cancelled() {
                 return anyhow::Ok(delivery);
@@ -738,6 +741,14 @@ pub async fn send_digests(
     app.metrics
         .digests(queued, delivery.sent, delivery.retrying, delivery.failed);
     Ok(DigestSummary { queued, delivery })
+}
+
+/// Delivers what the outbox holds that is due at `now`, through the process's one
+/// sender: if it is busy, it sends this mail too and this returns at once.
+pub async fn send_mail(app: &App, now: DateTime<Utc>) -> Result<Delivery> {
+    app.sender
+        .deliver(&app.store, &app.mailer, now, &app.shutdown.draining)
+        .await
 }
 
 /// Renders and queues the digests of `due` subscribers, one transaction each.

@@ -233,6 +233,8 @@ pub struct OutboxMessage {
     pub last_error: Option<String>,
     pub next_attempt_at: DateTime<Utc>,
     pub sent_at: Option<DateTime<Utc>>,
+    /// The token of the claim that holds the row (see [`Store::claim_mail`]).
+    pub claim: Option<String>,
 }
 
 impl Store {
@@ -1227,7 +1229,9 @@ impl Store {
     // ---- outbox --------------------------------------------------------------------------
 
     /// Claims up to `limit` pending messages whose next attempt is due, for `lease`:
-    /// the longest-waiting first.
+    /// the longest-waiting first. The claim's token (in each message's `claim`) must be
+    /// shown to [`Store::renew_mail_claim`] before sending and to the `mark_*` methods
+    /// after: once another sender has claimed a row, the old token opens nothing.
     pub fn claim_mail(
         &self,
         now: DateTime<Utc>,
@@ -1239,7 +1243,7 @@ impl Store {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let messages = {
             let mut stmt = tx.prepare(&format!(
-                "UPDATE outbox SET claimed_until = ?2
+                "UPDATE outbox SET claimed_until = ?2, claim = hex(randomblob(12))
                  WHERE id IN (SELECT id FROM outbox
                               WHERE status = 'pending' AND next_attempt_at <= ?1
                                 AND (claimed_until IS NULL OR claimed_until <= ?1)
@@ -1249,7 +1253,7 @@ impl Store {
                  RETURNING {OUTBOX_COLUMNS}"
             ))?;
             stmt.query_map(
-                params![now_s, now_s + lease.as_secs() as i64, limit as i64],
+                params![now_s, now_s + lease_secs(lease), limit as i64],
                 outbox_row,
             )?
             .collect::<rusqlite::Result<Vec<_>>>()?
@@ -1260,61 +1264,98 @@ impl Store {
         Ok(messages)
     }
 
-    /// Delivered: the row is done, and the subscriber's bounce count starts over.
-    pub fn mark_sent(&self, outbox_id: i64, now: DateTime<Utc>) -> Result<()> {
+    /// Extends a claim to `now + lease`, right before its message is sent. False when
+    /// the claim was lost (another sender holds the row, or it is no longer pending):
+    /// the message must not be sent.
+    pub fn renew_mail_claim(
+        &self,
+        outbox_id: i64,
+        claim: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<bool> {
+        Ok(self.conn().execute(
+            "UPDATE outbox SET claimed_until = ?3
+             WHERE id = ?1 AND claim = ?2 AND status = 'pending'",
+            params![outbox_id, claim, now.timestamp() + lease_secs(lease)],
+        )? == 1)
+    }
+
+    /// Delivered: the row is done, and the subscriber's bounce count starts over. False
+    /// (nothing written) when `claim` no longer holds the row. `claim` is `None` only
+    /// for a row that was never claimed (tools, benchmarks).
+    pub fn mark_sent(
+        &self,
+        outbox_id: i64,
+        claim: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
-            "UPDATE outbox SET status = 'sent', sent_at = ?2, attempts = attempts + 1,
-             last_error = NULL, claimed_until = NULL WHERE id = ?1",
-            params![outbox_id, now.timestamp()],
+        let marked = tx.execute(
+            "UPDATE outbox SET status = 'sent', sent_at = ?3, attempts = attempts + 1,
+             last_error = NULL, claimed_until = NULL, claim = NULL
+             WHERE id = ?1 AND claim IS ?2",
+            params![outbox_id, claim, now.timestamp()],
         )?;
+        if marked == 0 {
+            return Ok(false);
+        }
         tx.execute(
             "UPDATE subscribers SET bounces = 0
              WHERE bounces > 0 AND id = (SELECT subscriber_id FROM outbox WHERE id = ?1)",
             [outbox_id],
         )?;
         tx.commit()?;
-        Ok(())
+        Ok(true)
     }
 
-    /// A temporary failure: try again at `retry_at`.
-    pub fn mark_retry(&self, outbox_id: i64, error: &str, retry_at: DateTime<Utc>) -> Result<()> {
-        self.conn().execute(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3,
-             claimed_until = NULL WHERE id = ?1",
-            params![outbox_id, error, retry_at.timestamp()],
-        )?;
-        Ok(())
+    /// A temporary failure: try again at `retry_at`. False when `claim` was lost.
+    pub fn mark_retry(
+        &self,
+        outbox_id: i64,
+        claim: Option<&str>,
+        error: &str,
+        retry_at: DateTime<Utc>,
+    ) -> Result<bool> {
+        Ok(self.conn().execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?3, next_attempt_at = ?4,
+             claimed_until = NULL, claim = NULL WHERE id = ?1 AND claim IS ?2",
+            params![outbox_id, claim, error, retry_at.timestamp()],
+        )? == 1)
     }
 
     /// A failure for good: the server's answer is kept; the message is not retried.
-    pub fn mark_failed(&self, outbox_id: i64, error: &str) -> Result<()> {
-        self.conn().execute(
-            "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?2,
-             claimed_until = NULL WHERE id = ?1",
-            params![outbox_id, error],
-        )?;
-        Ok(())
+    /// False when `claim` was lost.
+    pub fn mark_failed(&self, outbox_id: i64, claim: Option<&str>, error: &str) -> Result<bool> {
+        Ok(self.conn().execute(
+            "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?3,
+             claimed_until = NULL, claim = NULL WHERE id = ?1 AND claim IS ?2",
+            params![outbox_id, claim, error],
+        )? == 1)
     }
 
     /// A permanent rejection (a bounce): the message fails, and its subscriber is paused
     /// once they have bounced `pause_after` times in a row. Returns the address when this
-    /// bounce paused them.
+    /// bounce paused them; nothing is written when `claim` was lost.
     pub fn mark_bounced(
         &self,
         outbox_id: i64,
+        claim: Option<&str>,
         error: &str,
         pause_after: u32,
         now: DateTime<Utc>,
     ) -> Result<Option<String>> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
-            "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?2,
-             claimed_until = NULL WHERE id = ?1",
-            params![outbox_id, error],
+        let marked = tx.execute(
+            "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?3,
+             claimed_until = NULL, claim = NULL WHERE id = ?1 AND claim IS ?2",
+            params![outbox_id, claim, error],
         )?;
+        if marked == 0 {
+            return Ok(None);
+        }
         let paused = tx
             .query_row(
                 "UPDATE subscribers SET bounces = bounces + 1,
@@ -1347,7 +1388,7 @@ impl Store {
             Some(_) => {
                 conn.execute(
                     "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?2,
-                     created_at = ?2, claimed_until = NULL WHERE id = ?1",
+                     created_at = ?2, claimed_until = NULL, claim = NULL WHERE id = ?1",
                     params![outbox_id, now.timestamp()],
                 )?;
                 Ok(true)
@@ -1645,6 +1686,11 @@ const PRUNE_ITEM_BATCH: usize = 2000;
 /// storing items) get it rather than the next batch.
 const PRUNE_PAUSE: Duration = Duration::from_millis(50);
 
+/// A lease in whole seconds, rounded up (a lease of 0.5 s must not end at once).
+fn lease_secs(lease: Duration) -> i64 {
+    i64::try_from(lease.as_secs() + u64::from(lease.subsec_nanos() > 0)).unwrap_or(i64::MAX / 4)
+}
+
 fn subscriptions_generation(conn: &Connection) -> rusqlite::Result<i64> {
     conn.prepare_cached("SELECT value FROM generations WHERE name = 'subscriptions'")?
         .query_row([], |r| r.get(0))
@@ -1680,7 +1726,7 @@ pub struct ServiceStats {
 }
 
 const OUTBOX_COLUMNS: &str = "id, recipient, message_id, subject, body_text, body_html, created_at, \
-     status, attempts, last_error, next_attempt_at, sent_at, subscriber_id";
+     status, attempts, last_error, next_attempt_at, sent_at, subscriber_id, claim";
 
 const SUBSCRIBER_COLUMNS: &str = "s.id, s.email, s.frequency, s.digest_time, s.digest_weekday, \
      s.timezone, s.next_digest_at, s.bounces, s.paused_at";
@@ -1727,6 +1773,7 @@ fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxMessage> {
         last_error: r.get(9)?,
         next_attempt_at: from_unix(r.get(10)?).unwrap_or_default(),
         sent_at: r.get::<_, Option<i64>>(11)?.and_then(from_unix),
+        claim: r.get(13)?,
     })
 }
 

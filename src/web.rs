@@ -999,14 +999,7 @@ async fn subscribe(
     // Send it now rather than at the next digest tick.
     let sender = app.clone();
     tokio::spawn(async move {
-        if let Err(e) = crate::mail::send_due(
-            &sender.store,
-            &sender.mailer,
-            Utc::now(),
-            &sender.shutdown.draining,
-        )
-        .await
-        {
+        if let Err(e) = crate::pipeline::send_mail(&sender, Utc::now()).await {
             warn!(error = %format!("{e:#}"), "sending the confirmation mail; the digest round retries it");
         }
     });

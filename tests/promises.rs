@@ -221,3 +221,53 @@ async fn absurd_retry_after_values_are_recorded_as_failures_with_a_bounded_wait(
         );
     }
 }
+
+/// Item 3: a sender whose claim ran out while its messages waited for their rate-limit
+/// slot must not send them: another sender (here a second process's, whose clock says
+/// the lease is over) has claimed them and sends them itself. Every message goes out
+/// exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_that_lost_its_claim_never_sends_the_message() {
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // One message a second, four claimed at once: the fourth waits 3 s for its slot.
+    let config = support::write_config_with(
+        dir.path(),
+        &[],
+        smtp.port(),
+        "rate_limit = 60\nconcurrency = 4\n",
+        "",
+    );
+    let first = tidings::App::open(config.clone()).unwrap();
+    let second = tidings::App::open(config).unwrap();
+    let now = chrono::Utc::now();
+    for n in 0..4 {
+        first
+            .store
+            .queue_message(
+                &format!("r{n}@x.test"),
+                &format!("Message {n}"),
+                "text",
+                "<p>html</p>",
+                "tidings.test",
+                now,
+            )
+            .unwrap();
+    }
+    let holder = tokio::spawn(async move { tidings::send_mail(&first, now).await.unwrap() });
+    // While the first sender waits for its slots, the second finds the claims run out.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let later = now + chrono::Duration::minutes(10);
+    let taken = tidings::send_mail(&second, later).await.unwrap();
+    let kept = holder.await.unwrap();
+    assert_eq!(kept.sent + taken.sent, 4, "{kept:?} {taken:?}");
+    let mut to: Vec<String> = smtp
+        .messages()
+        .iter()
+        .flat_map(|m| m.rcpt_to.clone())
+        .collect();
+    to.sort();
+    assert_eq!(to, ["r0@x.test", "r1@x.test", "r2@x.test", "r3@x.test"]);
+    let outbox = second.store.outbox().unwrap();
+    assert!(outbox.iter().all(|m| m.status == "sent"), "{outbox:?}");
+}
