@@ -6,6 +6,10 @@
 //! modified", the body, or a [`FetchError`] that says what kind of failure it was (and,
 //! for 429/503, when the server asked us to come back). Redirects are followed here (at
 //! most [`MAX_REDIRECTS`], loops are an error) so that a permanent move can be reported.
+//!
+//! Every request passes the fetch guard ([`AddressPolicy`], [`classify_address`]): it
+//! connects to public addresses, to private networks only where the admin configured a
+//! feed there, and a redirect never leads from a public address to a non-public one.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
