@@ -72,6 +72,12 @@ pub struct PollSettings {
     /// A full, unconditional fetch at least this often, for servers that send stale 304s.
     pub full_fetch_every: Duration,
     pub user_agent: String,
+    /// Fetches may go to loopback, private and link-local addresses even when the feed's
+    /// URL names a host rather than such an address (see `fetch::AddressPolicy`).
+    pub allow_private_networks: bool,
+    /// Cloud metadata addresses (169.254.169.254…) may be fetched, where private
+    /// networks may be.
+    pub allow_metadata: bool,
 }
 
 /// Defaults for subscribers who do not choose their own.
@@ -265,6 +271,8 @@ struct RawPoll {
     max_backoff: Option<Spanned<String>>,
     full_fetch_every: Option<Spanned<String>>,
     user_agent: Option<String>,
+    allow_private_networks: Option<bool>,
+    allow_metadata: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -705,6 +713,8 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
             max_backoff,
             full_fetch_every,
             user_agent: raw.poll.user_agent.unwrap_or_else(default_user_agent),
+            allow_private_networks: raw.poll.allow_private_networks.unwrap_or(false),
+            allow_metadata: raw.poll.allow_metadata.unwrap_or(false),
         },
         digest: DigestSettings { daily_at, timezone },
         mail: MailSettings {
@@ -825,6 +835,10 @@ mod tests {
         assert_eq!(config.retention, Duration::from_secs(90 * 86400));
         assert_eq!(config.poll.interval, Duration::from_secs(900));
         assert_eq!(config.poll.initial_backlog, Duration::from_secs(86400));
+        assert!(
+            !config.poll.allow_private_networks && !config.poll.allow_metadata,
+            "public addresses only by default"
+        );
         assert_eq!(config.mail.max_age, Duration::from_secs(3 * 86400));
         assert_eq!(config.mail.concurrency, 4);
         assert_eq!(config.mail.rate_limit, None);
@@ -846,6 +860,10 @@ mod tests {
         assert_eq!(tuned.retention, Duration::from_secs(180 * 86400));
         assert_eq!(tuned.mail.rate_limit, Some(120));
         assert_eq!(tuned.mail.pause_after_bounces, None, "0 never pauses");
+        let open = parse("[poll]\nallow_private_networks = true\nallow_metadata = true\n")
+            .unwrap()
+            .poll;
+        assert!(open.allow_private_networks && open.allow_metadata);
         assert_eq!(
             config.service,
             ServiceSettings {
@@ -1051,6 +1069,13 @@ mod tests {
             ),
             ("syntax error", "[[feeds]\n", 1, 9, "expected `]`"),
             ("wrong type", "[poll]\nconcurrency = \"many\"\n", 2, 15, ""),
+            (
+                "switch that is not a boolean",
+                "[poll]\nallow_private_networks = \"yes\"\n",
+                2,
+                26,
+                "bool",
+            ),
         ];
         for (name, text, line, column, words) in cases {
             let found = problems(text);

@@ -390,9 +390,16 @@ pub struct FeedServer {
 impl FeedServer {
     /// Binds `127.0.0.1:0` and starts serving on the current runtime.
     pub async fn start() -> FeedServer {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        FeedServer::start_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
             .await
-            .expect("FeedServer: bind 127.0.0.1:0");
+            .expect("FeedServer: bind 127.0.0.1:0")
+    }
+
+    /// Binds `addr`, which must be a loopback address (127.0.0.2 answers too on Linux);
+    /// `None` if it is taken.
+    pub async fn start_on(addr: SocketAddr) -> Option<FeedServer> {
+        assert!(addr.ip().is_loopback(), "test servers stay on loopback");
+        let listener = TcpListener::bind(addr).await.ok()?;
         let addr = listener.local_addr().expect("FeedServer: local_addr");
         let state = SharedFeedState::default();
         let app = Router::new()
@@ -403,7 +410,12 @@ impl FeedServer {
                 eprintln!("FeedServer stopped: {err}");
             }
         });
-        FeedServer { addr, state, task }
+        Some(FeedServer { addr, state, task })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// Full URL for `path`, e.g. `http://127.0.0.1:PORT/path`.
