@@ -395,6 +395,9 @@ fn notice(done: Option<&str>) -> Option<&'static str> {
         "schedule" => Some("Schedule saved."),
         "paused" => Some("Search paused: it matches nothing until you resume it."),
         "resumed" => Some("Search resumed. It matches news from now on."),
+        "unchanged" => Some(
+            "Nothing changed: that search is not on this page (perhaps it was removed already).",
+        ),
         _ => None,
     }
 }
@@ -538,8 +541,11 @@ async fn remove_query(
     let subscription = subscription_field(&fields)?;
     let store = app.store.clone();
     // Someone else's subscription id removes nothing: the store checks the owner.
-    blocking(move || store.remove_subscription(s.id, subscription)).await?;
-    Ok(back_to(&token, "removed"))
+    let removed = blocking(move || store.remove_subscription(s.id, subscription)).await?;
+    Ok(back_to(
+        &token,
+        if removed { "removed" } else { "unchanged" },
+    ))
 }
 
 async fn pause_query(
@@ -552,8 +558,15 @@ async fn pause_query(
     let subscription = subscription_field(&fields)?;
     let pause = fields.get("paused").map(String::as_str) == Some("1");
     let store = app.store.clone();
-    blocking(move || store.set_subscription_paused(s.id, subscription, pause, Utc::now())).await?;
-    Ok(back_to(&token, if pause { "paused" } else { "resumed" }))
+    let changed =
+        blocking(move || store.set_subscription_paused(s.id, subscription, pause, Utc::now()))
+            .await?;
+    let done = match (changed, pause) {
+        (false, _) => "unchanged",
+        (true, true) => "paused",
+        (true, false) => "resumed",
+    };
+    Ok(back_to(&token, done))
 }
 
 async fn set_schedule(

@@ -269,7 +269,7 @@ async fn the_manage_page_adds_removes_and_reschedules_only_with_its_csrf_value()
     let ben = site.subscriber("ben@example.org").unwrap();
     let ben_sub = site.app.store.subscriptions_of(ben.id).unwrap()[0].0;
     let remove = format!("{manage}/remove");
-    let (status, _, _) = site
+    let (status, location, _) = site
         .post(
             &remove,
             &[("subscription", &ben_sub.to_string()), ("csrf", &csrf)],
@@ -277,6 +277,30 @@ async fn the_manage_page_adds_removes_and_reschedules_only_with_its_csrf_value()
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(site.subscriber("ben@example.org").unwrap().queries, ["TPS"]);
+    // ...and says so, rather than a false "Search removed".
+    let (_, _, page) = site.get(&location).await;
+    assert!(!page.contains("Search removed"), "{page}");
+    assert!(page.contains("Nothing changed"), "{page}");
+    let (status, location, _) = site
+        .post(
+            &format!("{manage}/pause"),
+            &[
+                ("subscription", &ben_sub.to_string()),
+                ("paused", "1"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, _, page) = site.get(&location).await;
+    assert!(!page.contains("Search paused"), "{page}");
+    assert!(page.contains("Nothing changed"), "{page}");
+    let ben = site.subscriber("ben@example.org").unwrap();
+    assert_eq!(
+        site.app.store.subscription_states(ben.id).unwrap()[0].2,
+        false,
+        "ben's search is not paused"
+    );
     let ana = site.subscriber("ana@example.org").unwrap();
     let first = site.app.store.subscriptions_of(ana.id).unwrap()[0].0;
     site.post(
