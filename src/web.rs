@@ -12,7 +12,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use axum::Router;
@@ -21,7 +22,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query as UrlQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Form, middleware};
+use axum::{Extension, Form, middleware};
 use chrono::Utc;
 use chrono_tz::Tz;
 use minijinja::{Environment, context};
@@ -135,6 +136,7 @@ pub fn router(app: watch::Receiver<App>) -> Router {
         .route("/manage/{token}/pause", post(pause_query))
         .route("/manage/{token}/schedule", post(set_schedule))
         .fallback(not_found)
+        .layer(Extension(Arc::new(AdminGuard::default())))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::map_response(security_headers))
         .with_state(app)
@@ -174,6 +176,8 @@ enum Failure {
     Unauthorized,
     Expired,
     TooMany,
+    /// Too many wrong admin passwords from one client: try again after this long.
+    TooManyTries(Duration),
     TooLarge,
     BadForm(String),
     Internal(anyhow::Error),
@@ -221,6 +225,22 @@ impl IntoResponse for Failure {
                         header::WWW_AUTHENTICATE,
                         "Basic realm=\"Tidings admin\", charset=\"UTF-8\"",
                     )],
+                    body,
+                )
+                    .into_response();
+            }
+            Failure::TooManyTries(wait) => {
+                let seconds = wait.as_secs().max(1);
+                let line = format!(
+                    "Too many wrong passwords from your network. Try again in {seconds} seconds."
+                );
+                let body = render(
+                    "web/message.html",
+                    context! { heading => "Admin", lines => [line], link => None::<String> },
+                );
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(header::RETRY_AFTER, seconds.to_string())],
                     body,
                 )
                     .into_response();
@@ -591,24 +611,107 @@ async fn set_schedule(
 /// Failed messages listed on the admin page.
 const ADMIN_FAILED: usize = 20;
 
+/// Wrong admin passwords one client may try before it has to wait.
+const ADMIN_FREE_TRIES: u32 = 10;
+/// The first wait; each further wrong password doubles it, up to [`ADMIN_MAX_WAIT`].
+const ADMIN_FIRST_WAIT: Duration = Duration::from_secs(30);
+const ADMIN_MAX_WAIT: Duration = Duration::from_secs(3600);
+/// A client's wrong passwords are forgotten this long after its last wait ends.
+const ADMIN_FORGET_AFTER: Duration = Duration::from_secs(3600);
+/// Clients remembered at once; past this the stalest are forgotten first.
+const ADMIN_CLIENTS: usize = 10_000;
+
+/// Password tries on `/admin` per client, in memory: after [`ADMIN_FREE_TRIES`] wrong
+/// ones a client waits, longer after each further wrong one. A try is counted before
+/// the password is checked, so parallel requests cannot slip past the count.
+#[derive(Debug, Default)]
+struct AdminGuard {
+    clients: Mutex<HashMap<String, Tries>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Tries {
+    /// Tries since the last right password.
+    count: u32,
+    /// Until when the client must wait (the time of its last try if it need not).
+    until: Instant,
+}
+
+impl AdminGuard {
+    /// Counts a try by `client` at `now`, or says how long it must still wait.
+    fn try_once(&self, client: &str, now: Instant) -> Result<(), Duration> {
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        if clients.len() >= ADMIN_CLIENTS && !clients.contains_key(client) {
+            clients.retain(|_, t| now < t.until + ADMIN_FORGET_AFTER);
+            let stalest = (clients.len() >= ADMIN_CLIENTS)
+                .then(|| clients.iter().min_by_key(|(_, t)| t.until))
+                .flatten()
+                .map(|(c, _)| c.clone());
+            if let Some(stalest) = stalest {
+                clients.remove(&stalest);
+            }
+        }
+        let tries = clients.entry(client.to_string()).or_insert(Tries {
+            count: 0,
+            until: now,
+        });
+        if now < tries.until {
+            return Err(tries.until - now);
+        }
+        if now >= tries.until + ADMIN_FORGET_AFTER {
+            tries.count = 0;
+        }
+        tries.count += 1;
+        tries.until = now + admin_wait(tries.count);
+        Ok(())
+    }
+
+    /// The right password: the client's count starts over.
+    fn passed(&self, client: &str) {
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        clients.remove(client);
+    }
+}
+
+/// How long a client waits after `tries` tries without the right password.
+fn admin_wait(tries: u32) -> Duration {
+    match tries.checked_sub(ADMIN_FREE_TRIES) {
+        None => Duration::ZERO,
+        Some(over) => ADMIN_FIRST_WAIT
+            .saturating_mul(1 << over.min(16))
+            .min(ADMIN_MAX_WAIT),
+    }
+}
+
 /// `GET /admin`: feed health, the outbox and subscriber counts, behind HTTP Basic auth
 /// whose password is `TIDINGS_ADMIN_TOKEN` (any user name). Without that variable the
-/// page does not exist.
+/// page does not exist. Password guessing is slowed down per client ([`AdminGuard`]).
 async fn admin_page(
     State(app): State<watch::Receiver<App>>,
+    Extension(guard): Extension<Arc<AdminGuard>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, Failure> {
     let app = app.borrow().clone();
     let Some(expected) = app.admin_token.clone() else {
         return Err(Failure::NotFound);
     };
-    let given = headers
+    let Some(given) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(basic_password);
-    if !given.is_some_and(|p| same(p.as_bytes(), expected.as_bytes())) {
+    else {
+        // No password yet (a browser's first request): nothing to count.
+        return Err(Failure::Unauthorized);
+    };
+    let client = client_of(peer, &headers);
+    guard
+        .try_once(&client, Instant::now())
+        .map_err(Failure::TooManyTries)?;
+    if !basic_password(given).is_some_and(|p| same(p.as_bytes(), expected.as_bytes())) {
+        warn!(client = %client, "admin page: wrong password");
         return Err(Failure::Unauthorized);
     }
+    guard.passed(&client);
     let store = app.store.clone();
     let (feeds, outbox, subscribers) = blocking(move || {
         Ok((
@@ -670,10 +773,15 @@ async fn admin_page(
     .into_response())
 }
 
-/// The password of an `Authorization: Basic …` header.
+/// The password of an `Authorization: Basic …` header (the scheme name in any case,
+/// RFC 7617).
 fn basic_password(value: &str) -> Option<String> {
     use base64::Engine as _;
-    let encoded = value.strip_prefix("Basic ")?.trim();
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let encoded = encoded.trim();
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded)
         .ok()?;
@@ -1141,4 +1249,64 @@ async fn subscribed_page(app: &App, email: &str) -> Result<Response, Failure> {
         &[&line],
         manage.as_deref().map(|m| (m, "Your searches and schedule")),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_waits_grow_after_ten_wrong_passwords_and_end_with_the_right_one() {
+        let guard = AdminGuard::default();
+        let t0 = Instant::now();
+        for n in 0..ADMIN_FREE_TRIES {
+            assert_eq!(guard.try_once("a", t0), Ok(()), "try {}", n + 1);
+        }
+        assert_eq!(guard.try_once("a", t0), Err(Duration::from_secs(30)));
+        assert_eq!(
+            guard.try_once("b", t0),
+            Ok(()),
+            "other clients are not held up"
+        );
+        let t1 = t0 + Duration::from_secs(30);
+        assert_eq!(guard.try_once("a", t1), Ok(()), "the wait is over");
+        assert_eq!(guard.try_once("a", t1), Err(Duration::from_secs(60)));
+        let waits: Vec<u64> = (10..20).map(|n| admin_wait(n).as_secs()).collect();
+        assert_eq!(waits, [30, 60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]);
+        assert_eq!(admin_wait(u32::MAX), ADMIN_MAX_WAIT);
+        // The right password starts the count over; so does an hour without tries.
+        guard.passed("a");
+        assert_eq!(guard.try_once("a", t1), Ok(()));
+        let late = t1 + Duration::from_secs(90) + ADMIN_FORGET_AFTER;
+        for _ in 0..ADMIN_FREE_TRIES - 1 {
+            guard.try_once("b", t0).unwrap();
+        }
+        assert_eq!(guard.try_once("b", late), Ok(()), "forgotten");
+    }
+
+    #[test]
+    fn admin_guard_remembers_a_bounded_number_of_clients() {
+        let guard = AdminGuard::default();
+        let now = Instant::now();
+        for n in 0..ADMIN_CLIENTS + 5 {
+            guard.try_once(&format!("192.0.2.{n}"), now).unwrap();
+        }
+        assert!(guard.clients.lock().unwrap().len() <= ADMIN_CLIENTS);
+    }
+
+    #[test]
+    fn basic_credentials_are_read_with_any_case_of_scheme_name() {
+        // "a:b c" in base64.
+        for (case, header, password) in [
+            ("canonical", "Basic YTpiIGM=", Some("b c")),
+            ("lowercase", "basic YTpiIGM=", Some("b c")),
+            ("uppercase", "BASIC  YTpiIGM=", Some("b c")),
+            ("other scheme", "Bearer YTpiIGM=", None),
+            ("no credentials", "Basic", None),
+            ("not base64", "Basic !!", None),
+            ("no colon", "Basic YWJj", None),
+        ] {
+            assert_eq!(basic_password(header).as_deref(), password, "{case}");
+        }
+    }
 }
