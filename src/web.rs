@@ -981,9 +981,11 @@ async fn subscribe(
     };
 
     let mut errors = Vec::new();
-    if !crate::mail::valid_address(&form.email) {
-        errors.push(format!("{:?} is not an email address.", form.email));
-    }
+    // Counted, stored and mailed in its one spelling; the form shows what was typed.
+    let email = crate::mail::normalize_address(&form.email).unwrap_or_else(|e| {
+        errors.push(e.to_string());
+        String::new()
+    });
     let lines: Vec<&str> = form
         .queries
         .lines()
@@ -1039,13 +1041,14 @@ async fn subscribe(
 
     let client = client_of(peer, &headers);
     let store = app.store.clone();
-    let (email, who) = (form.email.clone(), client.clone());
+    let who = client.clone();
+    let address = email.clone();
     let (by_address, by_client) = blocking(move || {
         let day = store
-            .recent_signups(&email, &who, now - chrono::Duration::days(1))?
+            .recent_signups(&address, &who, now - chrono::Duration::days(1))?
             .0;
         let hour = store
-            .recent_signups(&email, &who, now - chrono::Duration::hours(1))?
+            .recent_signups(&address, &who, now - chrono::Duration::hours(1))?
             .1;
         Ok((day, hour))
     })
@@ -1056,7 +1059,7 @@ async fn subscribe(
     }
     let mail_it = by_address < SIGNUPS_PER_ADDRESS_PER_DAY;
     let signup = crate::store::Signup {
-        email: form.email.clone(),
+        email: email.clone(),
         queries: parsed.iter().map(|(_, _, text)| text.clone()).collect(),
         frequency: schedule.spec(),
         timezone: tz.name().to_string(),
@@ -1101,7 +1104,7 @@ async fn subscribe(
     let Some(signup_id) = signup_id else {
         // Answered like any other sign-up: the page never tells what it knows.
         info!("sign-up not mailed: this address was asked for too often today");
-        return Ok(check_inbox(&form.email));
+        return Ok(check_inbox(&email));
     };
     info!(signup = signup_id, "sign-up: confirmation mail queued");
     // Send it now rather than at the next digest tick.
@@ -1118,7 +1121,7 @@ async fn subscribe(
             warn!(error = %format!("{e:#}"), "sending the confirmation mail; the digest round retries it");
         }
     });
-    Ok(check_inbox(&form.email))
+    Ok(check_inbox(&email))
 }
 
 fn check_inbox(email: &str) -> Response {

@@ -127,3 +127,141 @@ async fn guessing_the_admin_password_is_slowed_down_per_client() {
     assert_eq!(response.status(), StatusCode::OK);
     let _ = &site.app;
 }
+
+/// The sign-up form's anti-forgery value, read from the page as a browser would.
+async fn form_csrf(site: &Site) -> String {
+    let page = site.client.get(&site.base).send().await.unwrap();
+    let page = page.text().await.unwrap();
+    let marker = "name=\"csrf\" value=\"";
+    let start = page.find(marker).unwrap() + marker.len();
+    page[start..].split('"').next().unwrap().to_string()
+}
+
+async fn sign_up(site: &Site, csrf: &str, email: &str) -> (StatusCode, String) {
+    let response = site
+        .client
+        .post(format!("{}/subscribe", site.base))
+        .form(&[
+            ("csrf", csrf),
+            ("email", email),
+            ("queries", "asylum"),
+            ("frequency", "daily"),
+            ("tz", "UTC"),
+            ("action", "subscribe"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.text().await.unwrap())
+}
+
+/// Issue 12, item 6: one mailbox under eight spellings got eight confirmation mails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_mailbox_under_many_spellings_gets_three_confirmations_a_day() {
+    let smtp = support::SmtpServer::start().await;
+    let site = Site::start(None, smtp.port()).await;
+    let csrf = form_csrf(&site).await;
+    // Ten: one client may sign up ten times an hour.
+    let spellings = [
+        "victim@x.org",
+        "victim@x.org",
+        "victim@x.org",
+        "victim@x.org",
+        r#""victim"@x.org"#,
+        r#""victim"@x.org"#,
+        r#""v\ictim"@x.org"#,
+        r#""vi\ctim"@x.org"#,
+        "VICTIM@X.ORG",
+        "victim@X.org.",
+    ];
+    for email in spellings {
+        let (status, page) = sign_up(&site, &csrf, email).await;
+        assert_eq!(status, StatusCode::OK, "{email}: {page}");
+    }
+    smtp.wait_for(3, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let recipients: Vec<Vec<String>> = smtp.messages().into_iter().map(|m| m.rcpt_to).collect();
+    assert_eq!(recipients.len(), 3, "{recipients:?}");
+    assert!(
+        recipients.iter().all(|r| r == &["victim@x.org"]),
+        "{recipients:?}"
+    );
+    let signups = site
+        .app
+        .store
+        .recent_signups(
+            "victim@x.org",
+            "",
+            chrono::Utc::now() - chrono::Duration::days(1),
+        )
+        .unwrap()
+        .0;
+    assert_eq!(
+        signups as usize,
+        spellings.len(),
+        "each counted once, by one spelling"
+    );
+}
+
+/// A form the mailer cannot send is refused at the form, not left as a failed outbox row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addresses_the_mailer_cannot_send_are_refused_at_the_form() {
+    let smtp = support::SmtpServer::start().await;
+    let site = Site::start(None, smtp.port()).await;
+    let csrf = form_csrf(&site).await;
+    for (email, why) in [
+        ("a@[127.0.0.1]", "IP address"),
+        ("a@127.0.0.1", "IP address"),
+        ("a@localhost", "domain"),
+        ("jos\u{e9}@x.org", "plain ASCII"),
+    ] {
+        let (status, page) = sign_up(&site, &csrf, email).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{email}: {page}");
+        assert!(page.contains(why), "{email}: {page}");
+    }
+    assert!(site.app.store.outbox().unwrap().is_empty());
+    let (status, _) = sign_up(&site, &csrf, "ana@B\u{fc}cher.example").await;
+    assert_eq!(status, StatusCode::OK);
+    smtp.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(smtp.messages()[0].rcpt_to, ["ana@xn--bcher-kva.example"]);
+}
+
+/// The CLI reads addresses with the same rule: one subscriber per mailbox.
+#[test]
+fn the_cli_adds_one_subscriber_per_mailbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = support::write_config(dir.path(), &[], 25);
+    let config = config.path.to_string_lossy().into_owned();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .args(args)
+            .args(["--config", &config])
+            .env_remove("TIDINGS_CONFIG")
+            .output()
+            .unwrap()
+    };
+    for (email, query) in [
+        (r#""Victim"@X.org"#, "asylum"),
+        (r#""v\ictim"@x.org"#, "TPS"),
+        ("victim@x.org.", "DACA"),
+    ] {
+        let out = run(&["subscriber", "add", email, "-q", query]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{email}: {stderr}");
+    }
+    let out = run(&["subscriber", "add", "a@[127.0.0.1]", "-q", "asylum"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("IP address"), "{stderr}");
+    let list = String::from_utf8_lossy(&run(&["subscriber", "list"]).stdout).into_owned();
+    assert_eq!(list.matches("@x.org").count(), 1, "{list}");
+    assert!(list.contains("Victim@x.org ("), "{list}");
+    let out = run(&["subscriber", "remove", r#""victim"@X.ORG"#]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list = String::from_utf8_lossy(&run(&["subscriber", "list"]).stdout).into_owned();
+    assert!(!list.contains("@x.org"), "{list}");
+}
