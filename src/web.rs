@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use axum::Router;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query as UrlQuery, State};
@@ -26,7 +26,6 @@ use axum::{Extension, Form, middleware};
 use chrono::Utc;
 use chrono_tz::Tz;
 use minijinja::{Environment, context};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -93,26 +92,17 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     env
 });
 
-/// Binds `addr` and serves the subscriber pages until `stop` is cancelled. Returns the
-/// address actually bound.
+/// Binds `addr` and serves the subscriber pages until `stop` is cancelled, within
+/// `[web]`'s deadlines and connection caps ([`crate::listener`]). Returns the address
+/// actually bound.
 pub async fn serve(
     addr: SocketAddr,
     app: watch::Receiver<App>,
     stop: CancellationToken,
 ) -> Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).await.with_context(|| {
-        format!("web listener on {addr} (set [web].listen, or \"\" to turn it off)")
-    })?;
-    let bound = listener.local_addr()?;
-    let router = router(app).into_make_service_with_connect_info::<SocketAddr>();
-    tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            warn!(error = %e, "web listener stopped");
-        }
-    });
+    let limits = app.borrow().config.web.limits;
+    let router = router(app);
+    let bound = crate::listener::serve("web", "[web].listen", addr, router, limits, stop).await?;
     info!(address = %bound, "web listener: subscriber pages");
     Ok(bound)
 }

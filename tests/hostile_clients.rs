@@ -265,3 +265,193 @@ fn the_cli_adds_one_subscriber_per_mailbox() {
     let list = String::from_utf8_lossy(&run(&["subscriber", "list"]).stdout).into_owned();
     assert!(!list.contains("@x.org"), "{list}");
 }
+
+/// `tidings run` with at most `nofile` open files, its stderr collected.
+struct Daemon {
+    child: std::process::Child,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Daemon {
+    fn start(config: &std::path::Path, nofile: u32) -> Daemon {
+        use std::io::BufRead as _;
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_tidings"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env_remove("TIDINGS_CONFIG")
+            .env_remove("NOTIFY_SOCKET")
+            .env("TIDINGS_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (stderr, sink) = (child.stderr.take().unwrap(), log.clone());
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Daemon { child, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The first log line containing all of `words`, waiting up to 30 s for it.
+    async fn wait_log(&self, words: &[&str]) -> String {
+        for _ in 0..600 {
+            let log = self.log();
+            if let Some(line) = log.lines().find(|l| words.iter().all(|w| l.contains(w))) {
+                return line.to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "no log line with {words:?} within 30 s; log:\n{}",
+            self.log()
+        );
+    }
+
+    /// The address a listener logged at start ("web listener", "admin listener").
+    async fn address(&self, listener: &str) -> std::net::SocketAddr {
+        let line = self.wait_log(&[listener, "address="]).await;
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix("address="))
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A connection from `from` that sends half a request, a byte every half second, until
+/// the server closes it.
+async fn slow_client(from: &str, to: std::net::SocketAddr) -> Option<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut stream = socket.connect(to).await.ok()?;
+    use tokio::io::AsyncWriteExt as _;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .ok()?;
+    Some(stream)
+}
+
+fn drip(mut stream: tokio::net::TcpStream) {
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt as _;
+        while stream.write_all(b"X").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+}
+
+/// Issue 12, item 7: one client holding many half-sent requests took the pages,
+/// `/healthz` and feed polls down ("Too many open files"). Now each listener holds a
+/// bounded number of connections, fewer per client, and drops requests whose headers
+/// do not arrive in time, so the file descriptors polling needs stay free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_cannot_take_pages_health_or_polls_down() {
+    let feeds = support::FeedServer::start().await;
+    for path in ["/first.xml", "/late.xml"] {
+        feeds.set(
+            path,
+            support::Route::feed("application/rss+xml", support::fixture("uscis.xml")),
+        );
+    }
+    let smtp = support::SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let web = "[web]\nheader_timeout = \"2s\"\nmax_connections = 100\n\
+               max_connections_per_client = 20\n";
+    let config = support::write_config_with(
+        dir.path(),
+        &[("first", feeds.url("/first.xml"))],
+        smtp.port(),
+        "",
+        web,
+    );
+    // 256 files: the flood below (300 connections) would use them all up.
+    let daemon = Daemon::start(&config.path, 256);
+    let web = daemon.address("web listener").await;
+    let admin = daemon.address("admin listener").await;
+    daemon.wait_log(&["feed=first", "ok"]).await;
+
+    let mut flood = 0;
+    for _ in 0..300 {
+        if let Some(stream) = slow_client("127.0.0.1", web).await {
+            drip(stream);
+            flood += 1;
+        }
+    }
+    assert_eq!(flood, 300, "the kernel accepts them all into the backlog");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The admin listener answers.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .build()
+        .unwrap();
+    let health = client
+        .get(format!("http://{admin}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    // A page, for another client.
+    let other = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .no_proxy()
+        .build()
+        .unwrap();
+    let page = other.get(format!("http://{web}/")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("name=\"csrf\""));
+    // A poll: a feed added now is fetched and stored.
+    let text = std::fs::read_to_string(&config.path).unwrap();
+    let late = format!(
+        "{text}\n[[feeds]]\nid = \"late\"\nname = \"Late\"\nurl = \"{}\"\n",
+        feeds.url("/late.xml")
+    );
+    std::fs::write(&config.path, late).unwrap();
+    let sent = std::process::Command::new("kill")
+        .args(["-HUP", &daemon.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let polled = daemon.wait_log(&["feed=late", "status="]).await;
+    assert!(polled.contains("ok"), "{polled}\n{}", daemon.log());
+
+    // A request whose headers never finish is closed once the header deadline passes.
+    let mut half = slow_client("127.0.0.3", web).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::io::AsyncReadExt::read_to_end(&mut half, &mut answer),
+    )
+    .await;
+    assert!(read.is_ok(), "still open after 30 s");
+    assert!(
+        !daemon.log().contains("Too many open files"),
+        "{}",
+        daemon.log()
+    );
+}
