@@ -16,11 +16,11 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::Utc;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::config::ListenLimits;
 use crate::metrics::CONTENT_TYPE;
 use crate::pipeline::App;
 
@@ -29,6 +29,15 @@ pub const STALE_TICK_SECS: i64 = 90;
 /// How long the database may take to answer a health check.
 const DB_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The admin listener's deadlines and caps: enough for health checks and scrapes, and
+/// its own, so a flood of the subscriber pages never reaches `/healthz`.
+const LIMITS: ListenLimits = ListenLimits {
+    header_timeout: Duration::from_secs(10),
+    request_timeout: Duration::from_secs(30),
+    max_connections: 64,
+    max_connections_per_client: 32,
+};
+
 /// Binds `addr` and serves the admin routes until `stop` is cancelled. Returns the
 /// address actually bound (useful with port 0).
 pub async fn serve(
@@ -36,22 +45,12 @@ pub async fn serve(
     app: watch::Receiver<App>,
     stop: CancellationToken,
 ) -> Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).await.with_context(|| {
-        format!("admin listener on {addr} (set [service].admin_listen, or \"\" to turn it off)")
-    })?;
-    let bound = listener.local_addr()?;
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(app);
-    tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            warn!(error = %e, "admin listener stopped");
-        }
-    });
+    let setting = "[service].admin_listen";
+    let bound = crate::listener::serve("admin", setting, addr, router, LIMITS, stop).await?;
     info!(address = %bound, "admin listener: /healthz, /metrics");
     Ok(bound)
 }

@@ -117,6 +117,32 @@ pub struct WebSettings {
     /// File holding the signing key, created (mode 0600) on first run. The
     /// `TIDINGS_SECRET` environment variable, if set, is used instead.
     pub secret_file: PathBuf,
+    /// Deadlines and connection caps of the subscriber pages' listener (read at start).
+    pub limits: ListenLimits,
+}
+
+/// What one HTTP listener allows a client, so slow or many connections cannot hold it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenLimits {
+    /// A request's headers must arrive within this long of the connection opening or
+    /// going idle; otherwise it is closed.
+    pub header_timeout: Duration,
+    /// A request (body and answer) gets this long; then 408.
+    pub request_timeout: Duration,
+    /// Connections open at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Connections one client (IPv4 address, IPv6 /64) may hold; more are closed at once.
+    pub max_connections_per_client: usize,
+}
+
+impl ListenLimits {
+    /// The subscriber pages' limits unless `[web]` says otherwise.
+    pub const WEB: ListenLimits = ListenLimits {
+        header_timeout: Duration::from_secs(10),
+        request_timeout: Duration::from_secs(30),
+        max_connections: 512,
+        max_connections_per_client: 64,
+    };
 }
 
 /// How the daemon runs as a service.
@@ -302,6 +328,10 @@ struct RawWeb {
     base_url: Option<Spanned<String>>,
     listen: Option<Spanned<String>>,
     secret_file: Option<String>,
+    header_timeout: Option<Spanned<String>>,
+    request_timeout: Option<Spanned<String>>,
+    max_connections: Option<Spanned<u32>>,
+    max_connections_per_client: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -421,6 +451,16 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
         "service.shutdown_timeout",
         Duration::from_secs(10),
     );
+    let header_timeout = duration(
+        &raw.web.header_timeout,
+        "web.header_timeout",
+        ListenLimits::WEB.header_timeout,
+    );
+    let request_timeout = duration(
+        &raw.web.request_timeout,
+        "web.request_timeout",
+        ListenLimits::WEB.request_timeout,
+    );
 
     // A count from 1 to `max`.
     let mut positive = |value: &Option<Spanned<u32>>, key: &str, default: u32, max: u32| match value
@@ -443,6 +483,18 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
         MAX_BODY_MIB,
     );
     let mail_concurrency = positive(&raw.mail.concurrency, "mail.concurrency", 4, 1000);
+    let max_connections = positive(
+        &raw.web.max_connections,
+        "web.max_connections",
+        ListenLimits::WEB.max_connections as u32,
+        100_000,
+    );
+    let max_connections_per_client = positive(
+        &raw.web.max_connections_per_client,
+        "web.max_connections_per_client",
+        ListenLimits::WEB.max_connections_per_client as u32,
+        100_000,
+    );
     let concurrency = positive(&raw.poll.concurrency, "poll.concurrency", 16, 10_000);
     let per_host = positive(&raw.poll.per_host, "poll.per_host", 2, 1000);
 
@@ -730,6 +782,12 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
             base_url,
             listen: web_listen,
             secret_file,
+            limits: ListenLimits {
+                header_timeout,
+                request_timeout,
+                max_connections: max_connections as usize,
+                max_connections_per_client: max_connections_per_client as usize,
+            },
         },
         service: ServiceSettings {
             admin_listen,
@@ -826,6 +884,31 @@ mod tests {
             .find(|g| g[0] == "green card")
             .expect("synonyms");
         assert!(green.contains(&"permanent resident".to_string()));
+    }
+
+    #[test]
+    fn web_listener_limits_have_defaults_and_can_be_set() {
+        assert_eq!(parse("").unwrap().web.limits, ListenLimits::WEB);
+        let tuned = parse(
+            "[web]\nheader_timeout = \"5s\"\nrequest_timeout = \"1m\"\n\
+             max_connections = 2000\nmax_connections_per_client = 500\n",
+        )
+        .unwrap();
+        assert_eq!(
+            tuned.web.limits,
+            ListenLimits {
+                header_timeout: Duration::from_secs(5),
+                request_timeout: Duration::from_secs(60),
+                max_connections: 2000,
+                max_connections_per_client: 500,
+            }
+        );
+        let err = parse("[web]\nmax_connections_per_client = 0\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`web.max_connections_per_client` must be at least 1"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! | [`metrics`]   | counters and gauges in the Prometheus text format                     |
 //! | [`token`]     | signed per-subscriber tokens and the links that carry them            |
 //! | [`web`]       | subscriber pages: one-click unsubscribe, manage searches (axum)       |
+//! | [`listener`]  | the accept loop both listeners share: deadlines, connection caps      |
 //! | [`progress`]  | progress of interactive commands: a bar on a terminal, lines if not   |
 //! | [`opml`]      | OPML in (new `[[feeds]]` in the config text, layout kept) and out     |
 //!
@@ -32,6 +33,7 @@ pub mod admin;
 pub mod config;
 pub mod digest;
 pub mod fetch;
+pub mod listener;
 pub mod mail;
 pub mod matcher;
 pub mod metrics;

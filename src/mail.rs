@@ -255,18 +255,161 @@ pub fn check_mailbox(text: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// Checks and normalizes an email address given on the command line.
-pub fn check_address(address: &str) -> Result<String> {
-    let mailbox: Mailbox = address
-        .trim()
-        .parse()
-        .with_context(|| format!("{address:?} is not an email address"))?;
-    Ok(mailbox.email.to_string())
+/// Why an address was refused, in words for the person who typed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressError(String);
+
+impl std::fmt::Display for AddressError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
-/// Whether `text` is a syntactically valid address (lettre's check), e.g. for a form.
-pub fn valid_address(text: &str) -> bool {
-    text.len() <= 254 && text.parse::<lettre::Address>().is_ok()
+impl std::error::Error for AddressError {}
+
+/// Longest address (RFC 5321: a 64-octet local part, 254 octets in all).
+const MAX_ADDRESS: usize = 254;
+const MAX_LOCAL_PART: usize = 64;
+
+/// The one spelling of an email address, or why it cannot be mailed. Every address is
+/// read through here (sign-up form, CLI) before it is counted, stored or compared.
+///
+/// - Quoting is undone where it changes nothing (`"victim"@x.org`, `"v\ictim"@x.org` →
+///   `victim@x.org`) and kept minimal where it is needed (`"a b"@x.org`).
+/// - The domain is lowercased and IDNA-encoded (`Bücher.example` → `xn--bcher-kva.example`),
+///   without a trailing root dot; it must be a domain name with at least two labels.
+/// - The local part keeps its case (the receiving server owns it); the database compares
+///   addresses without regard to ASCII case, as people expect.
+/// - Refused: IP addresses (`a@[127.0.0.1]`, `a@127.0.0.1`), display names, comments,
+///   non-ASCII local parts (they need SMTPUTF8, which lettre uses only if the server
+///   offers it) and anything lettre itself would not send.
+pub fn normalize_address(text: &str) -> Result<String, AddressError> {
+    let text = text.trim();
+    let not_an_address = || AddressError(format!("{text:?} is not an email address."));
+    let too_long = || AddressError(format!("{text:?} is too long for an email address."));
+    if text.len() > MAX_ADDRESS {
+        return Err(too_long());
+    }
+    let (local, domain) = text.rsplit_once('@').ok_or_else(not_an_address)?;
+    if local.is_empty() || domain.is_empty() {
+        return Err(not_an_address());
+    }
+    let local = normalize_local_part(local).ok_or_else(|| {
+        if local.is_ascii() {
+            not_an_address()
+        } else {
+            AddressError(format!(
+                "{text:?}: the part before the @ must be plain ASCII; Tidings cannot \
+                 mail internationalized addresses."
+            ))
+        }
+    })?;
+    if local.len() > MAX_LOCAL_PART {
+        return Err(too_long());
+    }
+    let domain = normalize_domain(domain).map_err(|e| match e {
+        DomainProblem::Ip => AddressError(format!(
+            "{text:?} is at an IP address; use an address at a domain name, like \
+             name@example.org."
+        )),
+        DomainProblem::Invalid => AddressError(format!(
+            "{text:?}: the part after the @ is not a domain name like example.org."
+        )),
+    })?;
+    let address = format!("{local}@{domain}");
+    if address.len() > MAX_ADDRESS {
+        return Err(too_long());
+    }
+    // The last word is the mailer's: what lettre will not send is no address for us.
+    address
+        .parse::<lettre::Address>()
+        .map_err(|_| not_an_address())?;
+    Ok(address)
+}
+
+/// The local part unquoted when it is a dot-atom, else minimally quoted; `None` if it
+/// is not a valid ASCII local part (RFC 5322 `dot-atom / quoted-string`, no comments,
+/// no obsolete forms).
+fn normalize_local_part(local: &str) -> Option<String> {
+    let atext = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c);
+    let dot_atom = |s: &str| {
+        s.split('.')
+            .all(|atom| !atom.is_empty() && atom.chars().all(atext))
+    };
+    let value = match local.strip_prefix('"') {
+        None => return dot_atom(local).then(|| local.to_string()),
+        Some(rest) => {
+            let inner = rest.strip_suffix('"')?;
+            let mut value = String::with_capacity(inner.len());
+            let mut chars = inner.chars();
+            while let Some(c) = chars.next() {
+                let c = match c {
+                    '\\' => chars.next()?,
+                    // An unescaped quote ends the string early: not one quoted-string.
+                    '"' => return None,
+                    c => c,
+                };
+                // Printable ASCII and space only: no control characters, no line breaks.
+                if !(' '..='~').contains(&c) {
+                    return None;
+                }
+                value.push(c);
+            }
+            value
+        }
+    };
+    if value.is_empty() {
+        return None;
+    }
+    if dot_atom(&value) {
+        return Some(value);
+    }
+    let mut quoted = String::with_capacity(value.len() + 2);
+    quoted.push('"');
+    for c in value.chars() {
+        if c == '"' || c == '\\' {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push('"');
+    Some(quoted)
+}
+
+enum DomainProblem {
+    Ip,
+    Invalid,
+}
+
+/// The domain lowercased in its ASCII (IDNA) form, without a root dot; refused if it is
+/// an IP address in any spelling URL parsers accept, or not a host name of two or more
+/// letter-digit-hyphen labels.
+fn normalize_domain(domain: &str) -> Result<String, DomainProblem> {
+    if domain.starts_with('[') {
+        return Err(DomainProblem::Ip);
+    }
+    let host = url::Host::parse(domain).map_err(|_| DomainProblem::Invalid)?;
+    let name = match host {
+        url::Host::Domain(name) => name,
+        url::Host::Ipv4(_) | url::Host::Ipv6(_) => return Err(DomainProblem::Ip),
+    };
+    let name = name.strip_suffix('.').unwrap_or(&name);
+    let labels: Vec<&str> = name.split('.').collect();
+    let label_ok = |l: &&str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if labels.len() < 2 || name.len() > 253 || !labels.iter().all(label_ok) {
+        return Err(DomainProblem::Invalid);
+    }
+    Ok(name.to_string())
+}
+
+/// [`normalize_address`] for the command line.
+pub fn check_address(address: &str) -> Result<String> {
+    Ok(normalize_address(address)?)
 }
 
 /// When to try again after `attempts` failures: 1, 2, 4 … minutes, at most 1 hour.
@@ -447,6 +590,98 @@ async fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every spelling of one mailbox comes out as one address; forms the mailer cannot
+    /// send are refused with a reason.
+    #[test]
+    fn addresses_have_one_spelling() {
+        for (case, given, expected) in [
+            ("plain", "victim@x.org", "victim@x.org"),
+            ("spaces, domain case", "  victim@X.ORG ", "victim@x.org"),
+            ("needless quotes", r#""victim"@x.org"#, "victim@x.org"),
+            ("quoted pair", r#""v\ictim"@x.org"#, "victim@x.org"),
+            ("another quoted pair", r#""vi\ctim"@x.org"#, "victim@x.org"),
+            (
+                "all quoted pairs",
+                r#""\v\i\c\t\i\m"@x.org"#,
+                "victim@x.org",
+            ),
+            ("quoted dots", r#""first.last"@x.org"#, "first.last@x.org"),
+            ("root dot", "victim@x.org.", "victim@x.org"),
+            (
+                "local case kept",
+                "Ana.Lopez@Example.ORG",
+                "Ana.Lopez@example.org",
+            ),
+            ("needed quotes", r#""a b"@x.org"#, r#""a b"@x.org"#),
+            (
+                "needed quotes, escaped",
+                r#""a\ b"@x.org"#,
+                r#""a b"@x.org"#,
+            ),
+            ("quote inside", r#""a\"b"@x.org"#, r#""a\"b"@x.org"#),
+            ("leading dot quoted", r#"".a"@x.org"#, r#"".a"@x.org"#),
+            (
+                "IDNA",
+                "ana@b\u{fc}cher.example",
+                "ana@xn--bcher-kva.example",
+            ),
+            (
+                "IDNA upper case",
+                "ana@B\u{dc}CHER.example",
+                "ana@xn--bcher-kva.example",
+            ),
+            (
+                "punycode",
+                "ana@XN--BCHER-KVA.example",
+                "ana@xn--bcher-kva.example",
+            ),
+            ("fullwidth letter", "ana@\u{ff58}.org", "ana@x.org"),
+            ("ideographic full stop", "ana@x\u{3002}org", "ana@x.org"),
+        ] {
+            assert_eq!(
+                normalize_address(given).as_deref(),
+                Ok(expected),
+                "{case}: {given:?}"
+            );
+            assert!(
+                expected.parse::<lettre::Address>().is_ok(),
+                "{case}: lettre sends {expected:?}"
+            );
+        }
+        let long_local = format!("{}@x.org", "a".repeat(65));
+        let long_address = format!("a@{}org", "b.".repeat(130));
+        for (case, given, why) in [
+            ("domain literal", "a@[127.0.0.1]", "IP address"),
+            ("IPv6 literal", "a@[IPv6:::1]", "IP address"),
+            ("bare IP", "a@127.0.0.1", "IP address"),
+            ("hex IP", "a@0x7f.1", "IP address"),
+            ("number", "a@2130706433", "IP address"),
+            ("no domain name", "a@localhost", "domain"),
+            ("underscore", "a@x_y.org", "domain"),
+            ("hyphen first", "a@-x.org", "domain"),
+            ("empty label", "a@x..org", "domain"),
+            ("words", "zoe at example", "is not an email address"),
+            ("empty", "", "is not an email address"),
+            ("no local part", "@x.org", "is not an email address"),
+            ("no domain", "a@", "is not an email address"),
+            ("double dot", "a..b@x.org", "is not an email address"),
+            ("leading dot", ".a@x.org", "is not an email address"),
+            ("space", "a b@x.org", "is not an email address"),
+            ("display name", "Ana <ana@x.org>", "is not an email address"),
+            ("half quoted", r#""a"b@x.org"#, "is not an email address"),
+            ("unterminated", r#""a@x.org"#, "is not an email address"),
+            ("empty quotes", r#"""@x.org"#, "is not an email address"),
+            ("control", "\"a\tb\"@x.org", "is not an email address"),
+            ("line break", "a\r\nb@x.org", "is not an email address"),
+            ("non-ASCII local part", "jos\u{e9}@x.org", "plain ASCII"),
+            ("long local part", &long_local, "too long"),
+            ("long address", &long_address, "too long"),
+        ] {
+            let err = normalize_address(given).expect_err(case).to_string();
+            assert!(err.contains(why), "{case}: {given:?}: {err}");
+        }
+    }
 
     #[test]
     fn retry_delay_grows_and_is_capped() {

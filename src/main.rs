@@ -842,19 +842,25 @@ fn subscriber(config: &Config, store: &Store, command: SubscriberCommand) -> Res
             }
         }
         SubscriberCommand::Resume { email } => {
-            if !store.resume_subscriber(email.trim())? {
+            if !store.resume_subscriber(&stored_spelling(&email))? {
                 bail!("no subscriber {email}");
             }
             println!("{email} gets digests again");
         }
         SubscriberCommand::Remove { email } => {
-            if !store.remove_subscriber(email.trim())? {
+            if !store.remove_subscriber(&stored_spelling(&email))? {
                 bail!("no subscriber {email}");
             }
             println!("removed {email}");
         }
     }
     Ok(())
+}
+
+/// How an address given to `remove` or `resume` is stored: its one spelling, or as
+/// typed if it has none (a row added before addresses were normalized can still go).
+fn stored_spelling(email: &str) -> String {
+    mail::normalize_address(email).unwrap_or_else(|_| email.trim().to_string())
 }
 
 async fn discover(config: &Config, url: &url::Url) -> Result<()> {

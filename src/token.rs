@@ -61,16 +61,21 @@ impl Signer {
         format!("{id}.{}", &self.mac_hex(purpose, id, email)[..MAC_HEX])
     }
 
-    /// The subscriber id a token names, if `lookup` (id → current address) agrees and the
-    /// MAC is right. Comparison is constant-time.
+    /// The subscriber id a token names, if it is spelled exactly as [`Signer::token`]
+    /// writes it, `lookup` (id → current address) agrees and the MAC is right. Comparison
+    /// is constant-time.
     pub fn verify(
         &self,
         purpose: &str,
         token: &str,
         lookup: impl FnOnce(i64) -> Option<String>,
     ) -> Option<i64> {
-        let (id, mac) = token.split_once('.')?;
-        let id: i64 = id.parse().ok()?;
+        let (id_text, mac) = token.split_once('.')?;
+        let id: i64 = id_text.parse().ok()?;
+        // One spelling per token: `+7` and `07` parse to 7 too.
+        if id.to_string() != id_text {
+            return None;
+        }
         let email = lookup(id)?;
         let expected = self.mac_hex(purpose, id, &email);
         let ok = mac.len() == MAC_HEX
@@ -290,6 +295,33 @@ mod tests {
         assert_eq!(signer.verify("unsubscribe", &flipped, ana), None);
         for junk in ["", ".", "42", "42.", "x.y", &token[..token.len() - 1]] {
             assert_eq!(signer.verify("unsubscribe", junk, ana), None, "{junk:?}");
+        }
+    }
+
+    /// A token has one spelling: the id exactly as issued, the MAC as 32 lowercase hex
+    /// digits. Anything `i64::from_str` would also read (`+7`, `07`) is another spelling.
+    #[test]
+    fn only_the_canonical_spelling_of_a_token_verifies() {
+        let signer = Signer::new(b"0123456789abcdef0123").unwrap();
+        let token = signer.token("manage", 7, "a@x.example");
+        let who = |_| Some("a@x.example".to_string());
+        assert_eq!(signer.verify("manage", &token, who), Some(7));
+        let mac = token.split_once('.').unwrap().1;
+        for (case, spelling) in [
+            ("plus sign", format!("+7.{mac}")),
+            ("leading zero", format!("07.{mac}")),
+            ("zeros", format!("0007.{mac}")),
+            ("uppercase MAC", format!("7.{}", mac.to_uppercase())),
+            ("space", format!(" 7.{mac}")),
+            ("trailing dot", format!("{token}.")),
+        ] {
+            assert_eq!(signer.verify("manage", &spelling, who), None, "{case}");
+        }
+        let zero = signer.token("manage", 0, "a@x.example");
+        assert_eq!(signer.verify("manage", &zero, who), Some(0));
+        let zero_mac = zero.split_once('.').unwrap().1;
+        for spelling in [format!("-0.{zero_mac}"), format!("+0.{zero_mac}")] {
+            assert_eq!(signer.verify("manage", &spelling, who), None, "{spelling}");
         }
     }
 

@@ -12,20 +12,20 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use axum::Router;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query as UrlQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Form, middleware};
+use axum::{Extension, Form, middleware};
 use chrono::Utc;
 use chrono_tz::Tz;
 use minijinja::{Environment, context};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -92,26 +92,17 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     env
 });
 
-/// Binds `addr` and serves the subscriber pages until `stop` is cancelled. Returns the
-/// address actually bound.
+/// Binds `addr` and serves the subscriber pages until `stop` is cancelled, within
+/// `[web]`'s deadlines and connection caps ([`crate::listener`]). Returns the address
+/// actually bound.
 pub async fn serve(
     addr: SocketAddr,
     app: watch::Receiver<App>,
     stop: CancellationToken,
 ) -> Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).await.with_context(|| {
-        format!("web listener on {addr} (set [web].listen, or \"\" to turn it off)")
-    })?;
-    let bound = listener.local_addr()?;
-    let router = router(app).into_make_service_with_connect_info::<SocketAddr>();
-    tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            warn!(error = %e, "web listener stopped");
-        }
-    });
+    let limits = app.borrow().config.web.limits;
+    let router = router(app);
+    let bound = crate::listener::serve("web", "[web].listen", addr, router, limits, stop).await?;
     info!(address = %bound, "web listener: subscriber pages");
     Ok(bound)
 }
@@ -135,6 +126,7 @@ pub fn router(app: watch::Receiver<App>) -> Router {
         .route("/manage/{token}/pause", post(pause_query))
         .route("/manage/{token}/schedule", post(set_schedule))
         .fallback(not_found)
+        .layer(Extension(Arc::new(AdminGuard::default())))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::map_response(security_headers))
         .with_state(app)
@@ -174,6 +166,8 @@ enum Failure {
     Unauthorized,
     Expired,
     TooMany,
+    /// Too many wrong admin passwords from one client: try again after this long.
+    TooManyTries(Duration),
     TooLarge,
     BadForm(String),
     Internal(anyhow::Error),
@@ -221,6 +215,22 @@ impl IntoResponse for Failure {
                         header::WWW_AUTHENTICATE,
                         "Basic realm=\"Tidings admin\", charset=\"UTF-8\"",
                     )],
+                    body,
+                )
+                    .into_response();
+            }
+            Failure::TooManyTries(wait) => {
+                let seconds = wait.as_secs().max(1);
+                let line = format!(
+                    "Too many wrong passwords from your network. Try again in {seconds} seconds."
+                );
+                let body = render(
+                    "web/message.html",
+                    context! { heading => "Admin", lines => [line], link => None::<String> },
+                );
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(header::RETRY_AFTER, seconds.to_string())],
                     body,
                 )
                     .into_response();
@@ -604,24 +614,107 @@ async fn set_schedule(
 /// Failed messages listed on the admin page.
 const ADMIN_FAILED: usize = 20;
 
+/// Wrong admin passwords one client may try before it has to wait.
+const ADMIN_FREE_TRIES: u32 = 10;
+/// The first wait; each further wrong password doubles it, up to [`ADMIN_MAX_WAIT`].
+const ADMIN_FIRST_WAIT: Duration = Duration::from_secs(30);
+const ADMIN_MAX_WAIT: Duration = Duration::from_secs(3600);
+/// A client's wrong passwords are forgotten this long after its last wait ends.
+const ADMIN_FORGET_AFTER: Duration = Duration::from_secs(3600);
+/// Clients remembered at once; past this the stalest are forgotten first.
+const ADMIN_CLIENTS: usize = 10_000;
+
+/// Password tries on `/admin` per client, in memory: after [`ADMIN_FREE_TRIES`] wrong
+/// ones a client waits, longer after each further wrong one. A try is counted before
+/// the password is checked, so parallel requests cannot slip past the count.
+#[derive(Debug, Default)]
+struct AdminGuard {
+    clients: Mutex<HashMap<String, Tries>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Tries {
+    /// Tries since the last right password.
+    count: u32,
+    /// Until when the client must wait (the time of its last try if it need not).
+    until: Instant,
+}
+
+impl AdminGuard {
+    /// Counts a try by `client` at `now`, or says how long it must still wait.
+    fn try_once(&self, client: &str, now: Instant) -> Result<(), Duration> {
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        if clients.len() >= ADMIN_CLIENTS && !clients.contains_key(client) {
+            clients.retain(|_, t| now < t.until + ADMIN_FORGET_AFTER);
+            let stalest = (clients.len() >= ADMIN_CLIENTS)
+                .then(|| clients.iter().min_by_key(|(_, t)| t.until))
+                .flatten()
+                .map(|(c, _)| c.clone());
+            if let Some(stalest) = stalest {
+                clients.remove(&stalest);
+            }
+        }
+        let tries = clients.entry(client.to_string()).or_insert(Tries {
+            count: 0,
+            until: now,
+        });
+        if now < tries.until {
+            return Err(tries.until - now);
+        }
+        if now >= tries.until + ADMIN_FORGET_AFTER {
+            tries.count = 0;
+        }
+        tries.count += 1;
+        tries.until = now + admin_wait(tries.count);
+        Ok(())
+    }
+
+    /// The right password: the client's count starts over.
+    fn passed(&self, client: &str) {
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        clients.remove(client);
+    }
+}
+
+/// How long a client waits after `tries` tries without the right password.
+fn admin_wait(tries: u32) -> Duration {
+    match tries.checked_sub(ADMIN_FREE_TRIES) {
+        None => Duration::ZERO,
+        Some(over) => ADMIN_FIRST_WAIT
+            .saturating_mul(1 << over.min(16))
+            .min(ADMIN_MAX_WAIT),
+    }
+}
+
 /// `GET /admin`: feed health, the outbox and subscriber counts, behind HTTP Basic auth
 /// whose password is `TIDINGS_ADMIN_TOKEN` (any user name). Without that variable the
-/// page does not exist.
+/// page does not exist. Password guessing is slowed down per client ([`AdminGuard`]).
 async fn admin_page(
     State(app): State<watch::Receiver<App>>,
+    Extension(guard): Extension<Arc<AdminGuard>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, Failure> {
     let app = app.borrow().clone();
     let Some(expected) = app.admin_token.clone() else {
         return Err(Failure::NotFound);
     };
-    let given = headers
+    let Some(given) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(basic_password);
-    if !given.is_some_and(|p| same(p.as_bytes(), expected.as_bytes())) {
+    else {
+        // No password yet (a browser's first request): nothing to count.
+        return Err(Failure::Unauthorized);
+    };
+    let client = client_of(peer, &headers);
+    guard
+        .try_once(&client, Instant::now())
+        .map_err(Failure::TooManyTries)?;
+    if !basic_password(given).is_some_and(|p| same(p.as_bytes(), expected.as_bytes())) {
+        warn!(client = %client, "admin page: wrong password");
         return Err(Failure::Unauthorized);
     }
+    guard.passed(&client);
     let store = app.store.clone();
     let (feeds, outbox, subscribers) = blocking(move || {
         Ok((
@@ -683,10 +776,15 @@ async fn admin_page(
     .into_response())
 }
 
-/// The password of an `Authorization: Basic …` header.
+/// The password of an `Authorization: Basic …` header (the scheme name in any case,
+/// RFC 7617).
 fn basic_password(value: &str) -> Option<String> {
     use base64::Engine as _;
-    let encoded = value.strip_prefix("Basic ")?.trim();
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let encoded = encoded.trim();
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded)
         .ok()?;
@@ -886,9 +984,11 @@ async fn subscribe(
     };
 
     let mut errors = Vec::new();
-    if !crate::mail::valid_address(&form.email) {
-        errors.push(format!("{:?} is not an email address.", form.email));
-    }
+    // Counted, stored and mailed in its one spelling; the form shows what was typed.
+    let email = crate::mail::normalize_address(&form.email).unwrap_or_else(|e| {
+        errors.push(e.to_string());
+        String::new()
+    });
     let lines: Vec<&str> = form
         .queries
         .lines()
@@ -944,13 +1044,14 @@ async fn subscribe(
 
     let client = client_of(peer, &headers);
     let store = app.store.clone();
-    let (email, who) = (form.email.clone(), client.clone());
+    let who = client.clone();
+    let address = email.clone();
     let (by_address, by_client) = blocking(move || {
         let day = store
-            .recent_signups(&email, &who, now - chrono::Duration::days(1))?
+            .recent_signups(&address, &who, now - chrono::Duration::days(1))?
             .0;
         let hour = store
-            .recent_signups(&email, &who, now - chrono::Duration::hours(1))?
+            .recent_signups(&address, &who, now - chrono::Duration::hours(1))?
             .1;
         Ok((day, hour))
     })
@@ -961,7 +1062,7 @@ async fn subscribe(
     }
     let mail_it = by_address < SIGNUPS_PER_ADDRESS_PER_DAY;
     let signup = crate::store::Signup {
-        email: form.email.clone(),
+        email: email.clone(),
         queries: parsed.iter().map(|(_, _, text)| text.clone()).collect(),
         frequency: schedule.spec(),
         timezone: tz.name().to_string(),
@@ -1006,7 +1107,7 @@ async fn subscribe(
     let Some(signup_id) = signup_id else {
         // Answered like any other sign-up: the page never tells what it knows.
         info!("sign-up not mailed: this address was asked for too often today");
-        return Ok(check_inbox(&form.email));
+        return Ok(check_inbox(&email));
     };
     info!(signup = signup_id, "sign-up: confirmation mail queued");
     // Send it now rather than at the next digest tick.
@@ -1016,7 +1117,7 @@ async fn subscribe(
             warn!(error = %format!("{e:#}"), "sending the confirmation mail; the digest round retries it");
         }
     });
-    Ok(check_inbox(&form.email))
+    Ok(check_inbox(&email))
 }
 
 fn check_inbox(email: &str) -> Response {
@@ -1147,4 +1248,64 @@ async fn subscribed_page(app: &App, email: &str) -> Result<Response, Failure> {
         &[&line],
         manage.as_deref().map(|m| (m, "Your searches and schedule")),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_waits_grow_after_ten_wrong_passwords_and_end_with_the_right_one() {
+        let guard = AdminGuard::default();
+        let t0 = Instant::now();
+        for n in 0..ADMIN_FREE_TRIES {
+            assert_eq!(guard.try_once("a", t0), Ok(()), "try {}", n + 1);
+        }
+        assert_eq!(guard.try_once("a", t0), Err(Duration::from_secs(30)));
+        assert_eq!(
+            guard.try_once("b", t0),
+            Ok(()),
+            "other clients are not held up"
+        );
+        let t1 = t0 + Duration::from_secs(30);
+        assert_eq!(guard.try_once("a", t1), Ok(()), "the wait is over");
+        assert_eq!(guard.try_once("a", t1), Err(Duration::from_secs(60)));
+        let waits: Vec<u64> = (10..20).map(|n| admin_wait(n).as_secs()).collect();
+        assert_eq!(waits, [30, 60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]);
+        assert_eq!(admin_wait(u32::MAX), ADMIN_MAX_WAIT);
+        // The right password starts the count over; so does an hour without tries.
+        guard.passed("a");
+        assert_eq!(guard.try_once("a", t1), Ok(()));
+        let late = t1 + Duration::from_secs(90) + ADMIN_FORGET_AFTER;
+        for _ in 0..ADMIN_FREE_TRIES - 1 {
+            guard.try_once("b", t0).unwrap();
+        }
+        assert_eq!(guard.try_once("b", late), Ok(()), "forgotten");
+    }
+
+    #[test]
+    fn admin_guard_remembers_a_bounded_number_of_clients() {
+        let guard = AdminGuard::default();
+        let now = Instant::now();
+        for n in 0..ADMIN_CLIENTS + 5 {
+            guard.try_once(&format!("192.0.2.{n}"), now).unwrap();
+        }
+        assert!(guard.clients.lock().unwrap().len() <= ADMIN_CLIENTS);
+    }
+
+    #[test]
+    fn basic_credentials_are_read_with_any_case_of_scheme_name() {
+        // "a:b c" in base64.
+        for (case, header, password) in [
+            ("canonical", "Basic YTpiIGM=", Some("b c")),
+            ("lowercase", "basic YTpiIGM=", Some("b c")),
+            ("uppercase", "BASIC  YTpiIGM=", Some("b c")),
+            ("other scheme", "Bearer YTpiIGM=", None),
+            ("no credentials", "Basic", None),
+            ("not base64", "Basic !!", None),
+            ("no colon", "Basic YWJj", None),
+        ] {
+            assert_eq!(basic_password(header).as_deref(), password, "{case}");
+        }
+    }
 }
