@@ -532,7 +532,7 @@ fn story_parts(e: &DigestEntry, query: Option<&Query>, synonyms: &Synonyms) -> S
     } else {
         one_line(&e.title)
     };
-    let body = body_text(&e.summary, &e.content);
+    let body = crate::parse::visible(body_text(&e.summary, &e.content));
     let hits = query
         .and_then(|q| {
             let doc = Document::new(&title, &body).with_source(&e.feed_id, &e.tags);
@@ -758,8 +758,12 @@ fn truncate(s: &str, max_chars: usize) -> String {
 
 /// Text safe for one line of a header or list: control characters and runs of
 /// whitespace become single spaces.
+/// `s` on one line, without control characters or the invisible ones
+/// ([`crate::parse::visible`]) that text stored before they were removed at ingest may
+/// still hold.
 fn one_line(s: &str) -> String {
-    s.split(|c: char| c.is_control() || c.is_whitespace())
+    crate::parse::visible(s.to_string())
+        .split(|c: char| c.is_control() || c.is_whitespace())
         .filter(|w| !w.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
@@ -1448,6 +1452,26 @@ mod tests {
         assert!(
             r.text.contains("*Temporary Protected Status*"),
             "{}",
+            r.text
+        );
+    }
+
+    /// Text stored before ingest removed them: bidi overrides and zero-width characters
+    /// reach neither titles nor snippets of a digest.
+    #[test]
+    fn stored_bidi_overrides_and_zero_width_characters_are_not_shown() {
+        let mut e = entry(1, "asylum", 10, "a", "Form I-\u{202E}exe.fdp", None);
+        e.summary = "New asy\u{200B}lum rule\u{2066} from\u{2069} USCIS".into();
+        let r = render(&[e]);
+        for hidden in ['\u{202E}', '\u{200B}', '\u{2066}', '\u{2069}'] {
+            assert!(!r.text.contains(hidden), "{hidden:?} in {}", r.text);
+            assert!(!r.html.contains(hidden), "{hidden:?} in {}", r.html);
+            assert!(!r.subject.contains(hidden), "{hidden:?} in {}", r.subject);
+        }
+        assert!(r.text.contains("Form I-exe.fdp"), "{}", r.text);
+        assert!(
+            r.text.contains("*asylum*"),
+            "the word is found again: {}",
             r.text
         );
     }

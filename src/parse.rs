@@ -211,14 +211,16 @@ fn sniff(text: &str) -> Sniffed {
 }
 
 fn convert(entry: &Entry, now: DateTime<Utc>) -> Item {
-    let title = entry.title.as_ref().map(text_of).unwrap_or_default();
-    let summary = entry.summary.as_ref().map(text_of).unwrap_or_default();
-    let content = entry
-        .content
-        .as_ref()
-        .and_then(|c| c.body.as_deref())
-        .map(html_to_text)
-        .unwrap_or_default();
+    let title = visible(entry.title.as_ref().map(text_of).unwrap_or_default());
+    let summary = visible(entry.summary.as_ref().map(text_of).unwrap_or_default());
+    let content = visible(
+        entry
+            .content
+            .as_ref()
+            .and_then(|c| c.body.as_deref())
+            .map(html_to_text)
+            .unwrap_or_default(),
+    );
     let link = entry
         .links
         .iter()
@@ -281,6 +283,25 @@ fn hash(parts: &[&str]) -> String {
         .take(16)
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// `text` without the invisible characters that can reorder what a reader sees or hide
+/// a word from a search: bidi embeddings, overrides and isolates (U+202A–U+202E,
+/// U+2066–U+2069, U+061C), zero-width spaces and joiners that no script needs (U+200B,
+/// U+2060–U+2064, U+FEFF, U+180E) and soft hyphens. The zero-width (non-)joiners U+200C
+/// and U+200D stay: Persian, Indic scripts and emoji need them. Left-to-right and
+/// right-to-left marks (U+200E/U+200F) stay too: they only nudge neutral characters.
+pub(crate) fn visible(text: String) -> String {
+    let hidden = |c: char| {
+        matches!(c,
+            '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{061C}'
+            | '\u{200B}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{180E}' | '\u{00AD}')
+    };
+    if text.contains(hidden) {
+        text.replace(hidden, "")
+    } else {
+        text
+    }
 }
 
 fn text_of(text: &Text) -> String {
@@ -1283,6 +1304,36 @@ mod tests {
             </channel></rss>"#;
         let feed = parse(xml.as_bytes()).unwrap();
         assert_ne!(feed.items[0].key, feed.items[1].key);
+    }
+
+    /// Invisible characters from a feed neither reorder what a reader sees (a bidi
+    /// override turning "gpj.exe" into "exe.jpg") nor hide a word from a search
+    /// ("asy<ZWSP>lum"); joiners that scripts and emoji need stay.
+    #[test]
+    fn bidi_controls_and_invisible_characters_are_removed() {
+        let feed = format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<rss version="2.0"><channel><title>News</title>
+<item><guid>a</guid><title>Form I-{rlo}exe.fdp{pdf} and asy{zwsp}lum{bom}</title>
+<description>Deadline{lri} moved{pdi} to{wj} Friday{shy}s; می{zwnj}خواهم 👩{zwj}⚕️</description></item>
+</channel></rss>"#,
+            rlo = '\u{202E}',
+            pdf = '\u{202C}',
+            zwsp = '\u{200B}',
+            bom = '\u{FEFF}',
+            lri = '\u{2066}',
+            pdi = '\u{2069}',
+            wj = '\u{2060}',
+            shy = '\u{00AD}',
+            zwnj = '\u{200C}',
+            zwj = '\u{200D}',
+        );
+        let item = &parse(feed.as_bytes()).unwrap().items[0];
+        assert_eq!(item.title, "Form I-exe.fdp and asylum");
+        assert_eq!(
+            item.summary,
+            "Deadline moved to Fridays; می\u{200C}خواهم 👩\u{200D}⚕️"
+        );
     }
 
     #[test]
