@@ -535,9 +535,10 @@ pub enum AddressClass {
     /// RFC 1918, shared/CGNAT (100.64.0.0/10), benchmarking (198.18.0.0/15), unique
     /// local (fc00::/7), site-local (fec0::/10), local-use NAT64 (64:ff9b:1::/48).
     Private,
-    /// 169.254.0.0/16, fe80::/10.
+    /// fe80::/10 (IPv4's 169.254.0.0/16 is [`AddressClass::Metadata`]).
     LinkLocal,
-    /// Cloud instance metadata and credential endpoints (169.254.169.254 and friends).
+    /// Cloud instance metadata and credential endpoints: all of 169.254.0.0/16
+    /// (169.254.169.254 and friends), fd00:ec2::/32, fd20:ce::/32 and a few others.
     Metadata,
     /// Never a feed server: unspecified (0.0.0.0/8, ::), broadcast, multicast,
     /// documentation, IETF-reserved and unallocated ranges.
@@ -565,10 +566,11 @@ const V4_RANGES: &[(Ipv4Net, AddressClass)] = {
         Ipv4Net::new_assert(Ipv4Addr::new(a, b, c, d), len)
     }
     &[
-        // AWS, GCP, Azure, OpenStack instance metadata; AWS DNS and NTP.
-        (net(169, 254, 169, 0, 24), Metadata),
-        // AWS ECS task credentials, EKS pod identity.
-        (net(169, 254, 170, 0, 24), Metadata),
+        // All of IPv4 link-local: AWS, GCP, Azure, OpenStack (169.254.169.254), AWS ECS
+        // and EKS credentials (169.254.170.x), Tencent (169.254.0.23)… Providers keep
+        // adding endpoints here, and a feed never lives here, so the whole range is
+        // treated as metadata rather than a list that is always one provider behind.
+        (net(169, 254, 0, 0, 16), Metadata),
         // Alibaba Cloud.
         (net(100, 100, 100, 200, 32), Metadata),
         // Azure WireServer.
@@ -580,7 +582,6 @@ const V4_RANGES: &[(Ipv4Net, AddressClass)] = {
         (net(10, 0, 0, 0, 8), Private),
         (net(100, 64, 0, 0, 10), Private),
         (net(127, 0, 0, 0, 8), Loopback),
-        (net(169, 254, 0, 0, 16), LinkLocal),
         (net(172, 16, 0, 0, 12), Private),
         (net(192, 0, 0, 0, 24), Reserved),
         (net(192, 0, 2, 0, 24), Reserved),
@@ -616,6 +617,8 @@ const V6_RANGES: &[(Ipv6Net, AddressClass)] = {
         (net([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20), Reserved),
         // AWS instance metadata over IPv6 (fd00:ec2::254) and its neighbours.
         (net([0xfd00, 0xec2, 0, 0, 0, 0, 0, 0], 32), Metadata),
+        // Google Compute Engine metadata over IPv6 (fd20:ce::254).
+        (net([0xfd20, 0xce, 0, 0, 0, 0, 0, 0], 32), Metadata),
         (net([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7), Private),
         (net([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10), LinkLocal),
         (net([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10), Private),
@@ -776,7 +779,9 @@ mod tests {
             ("rfc1918 192.168/16", "192.168.1.1", Private),
             ("CGNAT", "100.64.0.1", Private),
             ("benchmarking", "198.19.0.1", Private),
-            ("link-local", "169.254.1.1", LinkLocal),
+            ("IPv4 link-local is all metadata", "169.254.1.1", Metadata),
+            ("Tencent metadata", "169.254.0.23", Metadata),
+            ("GCE metadata over IPv6", "fd20:ce::254", Metadata),
             ("AWS/GCP/Azure metadata", "169.254.169.254", Metadata),
             ("AWS DNS", "169.254.169.253", Metadata),
             ("ECS credentials", "169.254.170.2", Metadata),

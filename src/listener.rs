@@ -6,6 +6,8 @@
 //! otherwise be held open forever, and enough of them use up the process's file
 //! descriptors, which feed polls and the database need too. With the caps, one listener
 //! holds at most `max_connections` sockets; a client past its own cap is closed at once;
+//! a client that stops reading its answers is closed once a write has waited for the
+//! request timeout;
 //! when the listener is full it stops accepting (new connections wait in the kernel's
 //! backlog, using no descriptor here) until the header deadline frees a slot.
 
@@ -99,7 +101,12 @@ async fn accept_loop(
             request.extensions_mut().insert(ConnectInfo(peer));
             router.clone().oneshot(request)
         });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        // A client that stops reading its answers holds the connection only as long as
+        // one write may wait: the request timeout.
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(limits.request_timeout));
+        let stream = TokioIo::new(Box::pin(stream));
+        let connection = graceful.watch(http.serve_connection(stream, service));
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 debug!(listener = name, client = %peer, error = %e, "connection ended");
@@ -172,7 +179,7 @@ impl Drop for Slot {
 }
 
 /// The address a client's connections are counted under.
-fn client_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -18,9 +18,27 @@ use tidings::opml::{self, Entry, Outcome};
 use tidings::parse::body_text;
 use tidings::parse::{ParseError, discover_feeds, parse_feed};
 use tidings::pipeline::{FeedOutcome, PollObserver, poll_feeds_observed, prune_store};
-use tidings::progress::Progress;
+use tidings::progress::{Progress, printable};
 use tidings::store::Store;
 use tidings::{App, mail, scheduler, send_digests};
+
+/// `println!` for everything the commands print: text from feeds, mail servers and
+/// subscribers passes through [`printable`], so it cannot drive the operator's terminal.
+macro_rules! say {
+    () => {
+        println!()
+    };
+    ($($arg:tt)*) => {
+        println!("{}", printable(&format!($($arg)*)))
+    };
+}
+
+/// [`say!`] on standard error.
+macro_rules! esay {
+    ($($arg:tt)*) => {
+        eprintln!("{}", printable(&format!($($arg)*)))
+    };
+}
 use tracing_subscriber::EnvFilter;
 
 /// Feed notifier: polls RSS/Atom/JSON feeds, matches keyword subscriptions, emails digests.
@@ -179,7 +197,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: starting the async runtime: {e}");
+            esay!("error: starting the async runtime: {e}");
             return ExitCode::from(2);
         }
     };
@@ -189,7 +207,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            esay!("error: {e:#}");
             ExitCode::from(2)
         }
     }
@@ -224,7 +242,7 @@ async fn execute(cli: Cli) -> Result<()> {
                 .admin_listen
                 .context("[service].admin_listen is off: nothing to ask")?;
             let (healthy, body) = tidings::admin::probe(addr).await?;
-            print!("{body}");
+            print!("{}", printable(&body));
             if !healthy {
                 std::process::exit(1);
             }
@@ -240,12 +258,17 @@ async fn execute(cli: Cli) -> Result<()> {
             let progress = PollProgress::default();
             let s = poll_feeds_observed(&app, Utc::now(), false, &progress).await?;
             progress.finish();
-            println!(
+            say!(
                 "polled {} feeds: {} updated, {} not modified, {} failed; {} new items, {} matches",
-                s.feeds, s.updated, s.not_modified, s.failed, s.new_items, s.matches
+                s.feeds,
+                s.updated,
+                s.not_modified,
+                s.failed,
+                s.new_items,
+                s.matches
             );
             if s.skipped > 0 {
-                println!("stopped early: {} feeds not polled", s.skipped);
+                say!("stopped early: {} feeds not polled", s.skipped);
             }
             Ok(())
         }
@@ -253,16 +276,19 @@ async fn execute(cli: Cli) -> Result<()> {
             let app = App::open(config)?;
             stop_on_signal(&app);
             let s = send_digests(&app, Utc::now(), all).await?;
-            println!(
+            say!(
                 "queued {} digests; sent {}, retrying {}, failed {}",
-                s.queued, s.delivery.sent, s.delivery.retrying, s.delivery.failed
+                s.queued,
+                s.delivery.sent,
+                s.delivery.retrying,
+                s.delivery.failed
             );
             Ok(())
         }
         Command::Prune => {
             let store = open_store(&config)?;
             let p = prune_store(&store, config.retention, Utc::now()).await?;
-            println!(
+            say!(
                 "pruned {} items first seen more than {} ago and {} sent or failed messages",
                 p.items,
                 in_days(config.retention),
@@ -286,7 +312,7 @@ async fn execute(cli: Cli) -> Result<()> {
                     if !store.requeue(id, Utc::now())? {
                         bail!("no message {id} in the outbox");
                     }
-                    println!("message {id} requeued; `tidings digest` or the daemon sends it");
+                    say!("message {id} requeued; `tidings digest` or the daemon sends it");
                     Ok(())
                 }
                 None => list_outbox(&store, all),
@@ -310,7 +336,7 @@ async fn execute(cli: Cli) -> Result<()> {
                 Some(path) => {
                     std::fs::write(&path, xml)
                         .with_context(|| format!("writing {}", path.display()))?;
-                    eprintln!("wrote {} feeds to {}", config.feeds.len(), path.display());
+                    esay!("wrote {} feeds to {}", config.feeds.len(), path.display());
                 }
             }
             Ok(())
@@ -336,7 +362,7 @@ fn stop_on_signal(app: &App) {
             _ = int.recv() => {},
             _ = term.recv() => {},
         }
-        eprintln!(
+        esay!(
             "stopping: finishing work in progress (up to {}; again to stop now)",
             humantime::format_duration(timeout)
         );
@@ -411,20 +437,20 @@ async fn import_opml(config: &Config, file: &Path, dry_run: bool, check: bool) -
 
     // The report: one plain line per feed (a bar would only flash; the work is done).
     for entry in &import.entries {
-        eprintln!("{}", describe(entry, dry_run));
+        esay!("{}", describe(entry, dry_run));
     }
 
     let (added, skipped) = (import.added(), import.skipped());
     let config_name = config.path.display();
     if dry_run {
-        println!(
+        say!(
             "dry run: would have imported {added} feeds, skipped {skipped}; {config_name} not changed"
         );
     } else if added == 0 {
-        println!("imported {added} feeds, skipped {skipped}; {config_name} not changed");
+        say!("imported {added} feeds, skipped {skipped}; {config_name} not changed");
     } else {
         write_replacing(&config.path, &import.config_text)?;
-        println!(
+        say!(
             "imported {added} feeds, skipped {skipped} into {config_name} (a running daemon reloads it)"
         );
     }
@@ -542,15 +568,15 @@ fn write_replacing(path: &Path, text: &str) -> Result<()> {
 }
 
 fn check_config(config: &Config) -> Result<()> {
-    println!("{}: ok", config.path.display());
-    println!(
+    say!("{}: ok", config.path.display());
+    say!(
         "  database: {} (items and sent mail kept {})",
         config.database.display(),
         in_days(config.retention)
     );
     match &config.mail.transport {
-        MailTransport::File { folder } => println!("  mail: .eml files in {}", folder.display()),
-        MailTransport::Smtp(s) => println!(
+        MailTransport::File { folder } => say!("  mail: .eml files in {}", folder.display()),
+        MailTransport::Smtp(s) => say!(
             "  mail: SMTP {}:{} ({:?}){}",
             s.host,
             s.port,
@@ -561,30 +587,30 @@ fn check_config(config: &Config) -> Result<()> {
                 .unwrap_or_default()
         ),
     }
-    println!(
+    say!(
         "  new subscribers: digests at {} {}; links to {}",
         config.digest.daily_at.format("%H:%M"),
         config.digest.timezone,
         config.web.base_url
     );
     if config.web.base_url.scheme() != "https" {
-        println!(
+        say!(
             "  note: web.base_url is not https; mail clients offer one-click unsubscribe \
              (RFC 8058) only for https links: set it to this server's public https address"
         );
     }
     match config.web.listen {
-        Some(addr) => println!(
+        Some(addr) => say!(
             "  subscriber pages: http://{addr}/ (public at {})",
             config.web.base_url
         ),
-        None => println!("  subscriber pages: off"),
+        None => say!("  subscriber pages: off"),
     }
     match config.service.admin_listen {
-        Some(addr) => println!("  admin: http://{addr}/healthz and /metrics"),
-        None => println!("  admin: off"),
+        Some(addr) => say!("  admin: http://{addr}/healthz and /metrics"),
+        None => say!("  admin: off"),
     }
-    println!(
+    say!(
         "  reload: on SIGHUP{}; shutdown waits up to {}",
         if config.service.watch_config {
             " and when this file changes"
@@ -593,9 +619,9 @@ fn check_config(config: &Config) -> Result<()> {
         },
         humantime::format_duration(config.service.shutdown_timeout)
     );
-    println!("  feeds: {}", config.feeds.len());
+    say!("  feeds: {}", config.feeds.len());
     for feed in &config.feeds {
-        println!(
+        say!(
             "    {:<24} every {:<6} {}",
             feed.id,
             humantime::format_duration(feed.interval).to_string(),
@@ -659,18 +685,18 @@ fn preview_matches(
             .published
             .unwrap_or(item.first_seen)
             .format("%Y-%m-%d %H:%M");
-        println!("{}", mark(&item.title, &in_field(Field::Title)));
-        println!("  {} · {date}", item.feed_name);
+        say!("{}", mark(&item.title, &in_field(Field::Title)));
+        say!("  {} · {date}", item.feed_name);
         if !snippet.is_empty() {
-            println!("  {}", mark(&snippet, &ranges));
+            say!("  {}", mark(&snippet, &ranges));
         }
         if let Some(link) = &item.link {
-            println!("  {link}");
+            say!("  {link}");
         }
-        println!();
+        say!();
     }
     let shown = matched.min(limit);
-    println!(
+    say!(
         "{matched} of {scanned} items from the last {} match {query}{}",
         humantime::format_duration(since),
         if shown < matched {
@@ -689,7 +715,7 @@ fn list_outbox(store: &Store, all: bool) -> Result<()> {
         .filter(|m| all || m.status != "sent")
         .collect();
     if rows.is_empty() {
-        println!(
+        say!(
             "outbox empty{}",
             if all {
                 ""
@@ -699,9 +725,14 @@ fn list_outbox(store: &Store, all: bool) -> Result<()> {
         );
         return Ok(());
     }
-    println!(
+    say!(
         "{:>6} {:<8} {:>8} {:<16} {:<16} {:<28} SUBJECT / LAST ERROR",
-        "ID", "STATUS", "ATTEMPTS", "CREATED", "NEXT / SENT", "TO"
+        "ID",
+        "STATUS",
+        "ATTEMPTS",
+        "CREATED",
+        "NEXT / SENT",
+        "TO"
     );
     for m in rows {
         let when = |d: chrono::DateTime<Utc>| d.format("%Y-%m-%d %H:%M").to_string();
@@ -710,7 +741,7 @@ fn list_outbox(store: &Store, all: bool) -> Result<()> {
             ("pending", _) => when(m.next_attempt_at),
             _ => "-".to_string(),
         };
-        println!(
+        say!(
             "{:>6} {:<8} {:>8} {:<16} {:<16} {:<28} {}",
             m.id,
             m.status,
@@ -721,9 +752,14 @@ fn list_outbox(store: &Store, all: bool) -> Result<()> {
             m.subject
         );
         if let Some(e) = &m.last_error {
-            println!(
+            say!(
                 "{:>6} {:<8} {:>8} {:<16} {:<16} {:<28} ↳ {e}",
-                "", "", "", "", "", ""
+                "",
+                "",
+                "",
+                "",
+                "",
+                ""
             );
         }
     }
@@ -758,7 +794,7 @@ fn backup(config: &Config, path: &std::path::Path, force: bool) -> Result<()> {
     let s = store
         .backup_to(path, force)
         .with_context(|| format!("backing up to {}", path.display()))?;
-    println!(
+    say!(
         "backed up {} to {}: {:.1} MiB; {} feeds, {} items ({} pruned), {} subscribers, {} outbox messages",
         config.database.display(),
         path.display(),
@@ -809,12 +845,12 @@ fn subscriber(config: &Config, store: &Store, command: SubscriberCommand) -> Res
             };
             let added = store.add_subscription(&email, query.trim(), schedule, timezone, now)?;
             if added {
-                println!(
+                say!(
                     "{email} now gets {schedule} digests ({timezone}) for: {}",
                     query.trim()
                 );
             } else {
-                println!("{email} already has that query ({schedule} digests, {timezone})");
+                say!("{email} already has that query ({schedule} digests, {timezone})");
             }
         }
         SubscriberCommand::List => {
@@ -828,7 +864,7 @@ fn subscriber(config: &Config, store: &Store, command: SubscriberCommand) -> Res
                 let paused = s
                     .paused_at
                     .map(|_| format!(", PAUSED after {} bounces", s.bounces));
-                println!(
+                say!(
                     "{} ({}, {}{}{})",
                     s.email,
                     s.schedule,
@@ -837,7 +873,7 @@ fn subscriber(config: &Config, store: &Store, command: SubscriberCommand) -> Res
                     paused.unwrap_or_default()
                 );
                 for q in &s.queries {
-                    println!("    {q}");
+                    say!("    {q}");
                 }
             }
         }
@@ -845,13 +881,13 @@ fn subscriber(config: &Config, store: &Store, command: SubscriberCommand) -> Res
             if !store.resume_subscriber(&stored_spelling(&email))? {
                 bail!("no subscriber {email}");
             }
-            println!("{email} gets digests again");
+            say!("{email} gets digests again");
         }
         SubscriberCommand::Remove { email } => {
             if !store.remove_subscriber(&stored_spelling(&email))? {
                 bail!("no subscriber {email}");
             }
-            println!("removed {email}");
+            say!("removed {email}");
         }
     }
     Ok(())
@@ -876,7 +912,7 @@ async fn discover(config: &Config, url: &url::Url) -> Result<()> {
     let ct = fetched.content_type.as_deref();
     match parse_feed(&fetched.body, ct, &fetched.final_url, Utc::now()) {
         Ok(feed) => {
-            println!(
+            say!(
                 "{} is a feed: {} ({} items)",
                 fetched.final_url,
                 feed.title.as_deref().unwrap_or("untitled"),
@@ -893,7 +929,7 @@ async fn discover(config: &Config, url: &url::Url) -> Result<()> {
                 );
             }
             for link in links {
-                println!(
+                say!(
                     "{:<5} {}  {}",
                     link.kind,
                     link.url,
@@ -909,12 +945,17 @@ async fn discover(config: &Config, url: &url::Url) -> Result<()> {
 fn feeds_status(store: &Store, json: bool) -> Result<()> {
     let statuses = store.feed_statuses().context("reading feed status")?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&statuses)?);
+        say!("{}", serde_json::to_string_pretty(&statuses)?);
         return Ok(());
     }
-    println!(
+    say!(
         "{:<24} {:<13} {:>5} {:>7} {:<16} {:<16} NOTE",
-        "FEED", "STATUS", "FAILS", "ITEMS", "LAST SUCCESS", "NEXT POLL"
+        "FEED",
+        "STATUS",
+        "FAILS",
+        "ITEMS",
+        "LAST SUCCESS",
+        "NEXT POLL"
     );
     let when = |d: Option<chrono::DateTime<Utc>>| {
         d.map_or("never".to_string(), |d| {
@@ -943,7 +984,7 @@ fn feeds_status(store: &Store, json: bool) -> Result<()> {
         } else {
             when(Some(f.next_poll_at))
         };
-        println!(
+        say!(
             "{:<24} {:<13} {:>5} {:>7} {:<16} {:<16} {}",
             f.id,
             status,

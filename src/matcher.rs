@@ -592,6 +592,17 @@ impl Query {
                 format!("query is longer than {MAX_QUERY_CHARS} characters"),
             ));
         }
+        // A search is text a person typed; a control character in it has no meaning
+        // and would reach terminals and mail headers where it does harm. Tabs are spaces.
+        if let Some(i) = chars.iter().position(|&c| c.is_control() && c != '\t') {
+            return Err(QueryError::new(
+                i + 1,
+                format!(
+                    "control character U+{:04X} is not allowed in a search",
+                    u32::from(chars[i])
+                ),
+            ));
+        }
         let tokens = lex(&chars)?;
         if tokens.is_empty() {
             return Err(QueryError::new(1, "empty query"));
@@ -2356,6 +2367,8 @@ mod tests {
         let cases: &[(&str, usize, &str)] = &[
             ("", 1, "empty query"),
             ("   \t ", 1, "empty query"),
+            ("TPS \u{1b}]0;owned\u{7}", 5, "control character U+001B"),
+            ("asylum\nmallory@x.example", 7, "control character U+000A"),
             ("visa \"green card", 6, "unclosed quote"),
             ("\"", 1, "unclosed quote"),
             ("a \"b\" \"c", 7, "unclosed quote"),

@@ -37,18 +37,18 @@ impl Progress {
     pub fn step(&self, line: &str) {
         match &self.bar {
             Some(bar) => {
-                bar.set_message(line.to_string());
+                bar.set_message(printable(line).into_owned());
                 bar.inc(1);
             }
-            None => eprintln!("{line}"),
+            None => eprintln!("{}", printable(line)),
         }
     }
 
     /// A line that must stay visible (a warning, say), printed above the bar.
     pub fn note(&self, line: &str) {
         match &self.bar {
-            Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
+            Some(bar) => bar.println(printable(line)),
+            None => eprintln!("{}", printable(line)),
         }
     }
 
@@ -57,5 +57,38 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// `text` safe to print on a terminal: control characters other than line breaks and
+/// tabs (escape sequences from a feed, a mail server's answer or a subscriber's search)
+/// are shown as `\u{1b}` rather than obeyed.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let harmful = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.contains(harmful) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if harmful(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_sequences_are_shown_not_obeyed() {
+        assert_eq!(printable("plain\tline\nnext"), "plain\tline\nnext");
+        assert_eq!(
+            printable("550 \u{1b}]0;owned\u{7}\r"),
+            "550 \\u{1b}]0;owned\\u{7}\\u{d}"
+        );
     }
 }

@@ -103,6 +103,22 @@ pub enum StoreOutcome {
     StaleMatcher,
 }
 
+/// How many sign-ups the web takes ([`Store::record_signup`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignupLimits {
+    pub per_client_per_hour: u32,
+    pub per_address_per_day: u32,
+}
+
+/// What [`Store::record_signup`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignupAdmission {
+    /// Over the client's limit: nothing recorded.
+    TooManyFromClient,
+    /// Recorded; `mailed` when its confirmation mail was queued too.
+    Recorded { id: i64, mailed: bool },
+}
+
 /// What one successful poll changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stored {
@@ -861,7 +877,8 @@ impl Store {
         Ok(())
     }
 
-    /// Records a sign-up waiting for confirmation; returns its id.
+    /// Records a sign-up as it is, without limits or mail (tests, tools); the web uses
+    /// [`Store::record_signup`].
     pub fn create_signup(&self, signup: &Signup) -> Result<i64> {
         let conn = self.conn();
         conn.execute(
@@ -879,7 +896,7 @@ impl Store {
         Ok(conn.last_insert_rowid())
     }
 
-    /// Sign-ups since `since` for this address, and from this client: for rate limits.
+    /// Sign-ups since `since` for this address, and from this client.
     pub fn recent_signups(
         &self,
         email: &str,
@@ -951,22 +968,69 @@ impl Store {
     ) -> Result<i64> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
-            "INSERT INTO outbox (recipient, message_id, subject, body_text, body_html,
-                                 created_at, next_attempt_at)
-             VALUES (?1, 'pending:' || hex(randomblob(16)), ?2, ?3, ?4, ?5, ?5)",
-            params![recipient, subject, text, html, now.timestamp()],
-        )?;
-        let id = tx.last_insert_rowid();
-        tx.execute(
-            "UPDATE outbox SET message_id = ?2 WHERE id = ?1",
-            params![
-                id,
-                format!("<note.{id}.{}@{message_domain}>", now.timestamp())
-            ],
-        )?;
+        let id = queue_message_in(&tx, recipient, subject, text, html, message_domain, now)?;
         tx.commit()?;
         Ok(id)
+    }
+
+    /// A sign-up from the web, within its limits, in one transaction (so requests sent
+    /// at the same moment cannot all pass the count): refused when `signup.client` made
+    /// `limits.per_client_per_hour` sign-ups in the last hour; otherwise recorded (it
+    /// counts either way) and, while its address was asked for fewer than
+    /// `limits.per_address_per_day` times in the last day, the confirmation mail that
+    /// `confirmation(id)` renders as (subject, text, html) is queued with it.
+    pub fn record_signup(
+        &self,
+        signup: &Signup,
+        limits: SignupLimits,
+        message_domain: &str,
+        confirmation: impl FnOnce(i64) -> Result<(String, String, String)>,
+    ) -> Result<SignupAdmission> {
+        let now = signup.created_at;
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (by_address, by_client): (u32, u32) = tx.query_row(
+            "SELECT (SELECT COUNT(*) FROM signups WHERE email = ?1 AND created_at >= ?3),
+                    (SELECT COUNT(*) FROM signups WHERE client = ?2 AND created_at >= ?4)",
+            params![
+                signup.email,
+                signup.client,
+                (now - chrono::Duration::days(1)).timestamp(),
+                (now - chrono::Duration::hours(1)).timestamp(),
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        if by_client >= limits.per_client_per_hour {
+            return Ok(SignupAdmission::TooManyFromClient);
+        }
+        tx.execute(
+            "INSERT INTO signups (email, queries, frequency, timezone, client, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                signup.email,
+                signup.queries.join("\n"),
+                signup.frequency,
+                signup.timezone,
+                signup.client,
+                now.timestamp()
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        let mailed = by_address < limits.per_address_per_day;
+        if mailed {
+            let (subject, text, html) = confirmation(id)?;
+            queue_message_in(
+                &tx,
+                &signup.email,
+                &subject,
+                &text,
+                &html,
+                message_domain,
+                now,
+            )?;
+        }
+        tx.commit()?;
+        Ok(SignupAdmission::Recorded { id, mailed })
     }
 
     /// Whether this unsubscribe token was already used.
@@ -1689,6 +1753,33 @@ const PRUNE_PAUSE: Duration = Duration::from_millis(50);
 /// A lease in whole seconds, rounded up (a lease of 0.5 s must not end at once).
 fn lease_secs(lease: Duration) -> i64 {
     i64::try_from(lease.as_secs() + u64::from(lease.subsec_nanos() > 0)).unwrap_or(i64::MAX / 4)
+}
+
+/// Queues one message (not a digest) to `recipient` inside `tx`.
+fn queue_message_in(
+    tx: &rusqlite::Transaction<'_>,
+    recipient: &str,
+    subject: &str,
+    text: &str,
+    html: &str,
+    message_domain: &str,
+    now: DateTime<Utc>,
+) -> Result<i64> {
+    tx.execute(
+        "INSERT INTO outbox (recipient, message_id, subject, body_text, body_html,
+                             created_at, next_attempt_at)
+         VALUES (?1, 'pending:' || hex(randomblob(16)), ?2, ?3, ?4, ?5, ?5)",
+        params![recipient, subject, text, html, now.timestamp()],
+    )?;
+    let id = tx.last_insert_rowid();
+    tx.execute(
+        "UPDATE outbox SET message_id = ?2 WHERE id = ?1",
+        params![
+            id,
+            format!("<note.{id}.{}@{message_domain}>", now.timestamp())
+        ],
+    )?;
+    Ok(id)
 }
 
 fn subscriptions_generation(conn: &Connection) -> rusqlite::Result<i64> {

@@ -33,7 +33,7 @@ use tracing::{error, info, warn};
 use crate::digest::Schedule;
 use crate::matcher::Query;
 use crate::pipeline::App;
-use crate::store::Subscriber;
+use crate::store::{SignupAdmission, SignupLimits, Subscriber};
 
 /// Largest form body accepted; a search is at most [`MAX_QUERY_CHARS`].
 const MAX_BODY: usize = 8 * 1024;
@@ -937,20 +937,31 @@ fn subscribe_view(
     )
 }
 
-/// The client a request came from: the peer, or, when the peer is a proxy on this host,
-/// the address it forwards.
+/// The client a request came from, as limits count it: the peer, or, when the peer is a
+/// proxy on this host (IPv4-mapped loopback included), the address that proxy added last
+/// to `X-Forwarded-For` — the last entry of the last line, since proxies append (as a new
+/// line, some of them) and everything before it was written by the client. Addresses
+/// become [`crate::listener::client_key`]s: an IPv6 /64 is one client, as for the
+/// connection caps.
 fn client_of(peer: SocketAddr, headers: &axum::http::HeaderMap) -> String {
-    if peer.ip().is_loopback()
+    let peer = peer.ip().to_canonical();
+    if peer.is_loopback()
         && let Some(forwarded) = headers
-            .get("x-forwarded-for")
+            .get_all("x-forwarded-for")
+            .iter()
+            .next_back()
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(',').next_back())
             .map(str::trim)
             .filter(|v| !v.is_empty())
     {
-        return forwarded.to_string();
+        return match forwarded.parse::<std::net::IpAddr>() {
+            Ok(ip) => crate::listener::client_key(ip.to_canonical()).to_string(),
+            // A proxy's own word ("unknown", an obfuscated id): counted as written.
+            Err(_) => forwarded.to_string(),
+        };
     }
-    peer.ip().to_string()
+    crate::listener::client_key(peer).to_string()
 }
 
 /// `POST /subscribe`: shows a preview, or checks everything and mails a confirmation
@@ -1043,67 +1054,48 @@ async fn subscribe(
     };
 
     let client = client_of(peer, &headers);
-    let store = app.store.clone();
-    let who = client.clone();
-    let address = email.clone();
-    let (by_address, by_client) = blocking(move || {
-        let day = store
-            .recent_signups(&address, &who, now - chrono::Duration::days(1))?
-            .0;
-        let hour = store
-            .recent_signups(&address, &who, now - chrono::Duration::hours(1))?
-            .1;
-        Ok((day, hour))
-    })
-    .await?;
-    if by_client >= SIGNUPS_PER_CLIENT_PER_HOUR {
-        warn!(client = %client, "sign-up refused: too many from this client");
-        return Err(Failure::TooMany);
-    }
-    let mail_it = by_address < SIGNUPS_PER_ADDRESS_PER_DAY;
     let signup = crate::store::Signup {
         email: email.clone(),
         queries: parsed.iter().map(|(_, _, text)| text.clone()).collect(),
         frequency: schedule.spec(),
         timezone: tz.name().to_string(),
-        client,
+        client: client.clone(),
         created_at: now,
         confirmed_at: None,
+    };
+    let limits = SignupLimits {
+        per_client_per_hour: SIGNUPS_PER_CLIENT_PER_HOUR,
+        per_address_per_day: SIGNUPS_PER_ADDRESS_PER_DAY,
     };
     let store = app.store.clone();
     let domain = app.mailer.message_domain();
     let links = app.links.clone();
-    let signup_id = blocking(move || {
-        // Recorded either way: requests count against the client's limit.
-        let id = store.create_signup(&signup)?;
-        if !mail_it {
-            return Ok(None);
-        }
-        let url = links.confirm_url(id, &signup.email);
-        let cx = context! {
-            email => &signup.email,
-            queries => &signup.queries,
-            frequency => schedule.to_string(),
-            tz => &signup.timezone,
-            url,
-        };
-        let text = TEMPLATES
-            .get_template("web/confirm_mail.txt")?
-            .render(&cx)?;
-        let html = TEMPLATES
-            .get_template("web/confirm_mail.html")?
-            .render(&cx)?;
-        store.queue_message(
-            &signup.email,
-            "Confirm your Tidings subscription",
-            &text,
-            &html,
-            &domain,
-            now,
-        )?;
-        Ok(Some(id))
+    let admission = blocking(move || {
+        store.record_signup(&signup, limits, &domain, |id| {
+            let cx = context! {
+                email => &signup.email,
+                queries => &signup.queries,
+                frequency => schedule.to_string(),
+                tz => &signup.timezone,
+                url => links.confirm_url(id, &signup.email),
+            };
+            let text = TEMPLATES
+                .get_template("web/confirm_mail.txt")?
+                .render(&cx)?;
+            let html = TEMPLATES
+                .get_template("web/confirm_mail.html")?
+                .render(&cx)?;
+            Ok(("Confirm your Tidings subscription".to_string(), text, html))
+        })
     })
     .await?;
+    let signup_id = match admission {
+        SignupAdmission::TooManyFromClient => {
+            warn!(client = %client, "sign-up refused: too many from this client");
+            return Err(Failure::TooMany);
+        }
+        SignupAdmission::Recorded { id, mailed } => mailed.then_some(id),
+    };
     let Some(signup_id) = signup_id else {
         // Answered like any other sign-up: the page never tells what it knows.
         info!("sign-up not mailed: this address was asked for too often today");
