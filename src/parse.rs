@@ -185,6 +185,22 @@ pub fn parse_feed(
     })
 }
 
+/// Identity of a fetched body and of everything else [`parse_feed`] reads from the
+/// response (its content type and final URL): the same hash means the same items, so a
+/// body identical to the last one need not be parsed again.
+pub fn body_hash(body: &[u8], content_type: Option<&str>, base: &Url) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        content_type.unwrap_or("").as_bytes(),
+        base.as_str().as_bytes(),
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    h.update(body);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 enum Sniffed {
     Json,
     Xml,

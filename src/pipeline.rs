@@ -25,8 +25,8 @@ use crate::fetch::{FetchError, FetchOutcome, Fetcher, Validators};
 use crate::mail::{self, Delivery, Mailer};
 use crate::matcher::{Document, Matcher, Query, Synonyms};
 use crate::metrics::{Metrics, PollResult};
-use crate::parse::{Item, body_text, parse_feed};
-use crate::store::{FeedToPoll, Pruned, Store, SuccessfulPoll};
+use crate::parse::{Item, body_hash, body_text, parse_feed};
+use crate::store::{FeedToPoll, Pruned, Store, SuccessfulPoll, UnchangedPoll};
 use crate::token::{Links, Signer};
 
 /// How long a worker may hold a feed it claimed before another may take it.
@@ -429,17 +429,61 @@ pub async fn refresh_feed(
         }
     };
 
-    let parsed = {
+    let (hash, parsed) = {
         let body = fetched.body;
         let content_type = fetched.content_type.clone();
         let base = fetched.final_url.clone();
-        tokio::task::spawn_blocking(move || parse_feed(&body, content_type.as_deref(), &base, now))
-            .await?
+        let last = feed.body_hash.clone();
+        tokio::task::spawn_blocking(move || {
+            let hash = body_hash(&body, content_type.as_deref(), &base);
+            // The body stored last time (a server that ignores conditional requests):
+            // nothing in it can be new.
+            let parsed = (last.as_deref() != Some(hash.as_str()))
+                .then(|| parse_feed(&body, content_type.as_deref(), &base, now));
+            (hash, parsed)
+        })
+        .await?
     };
     let parsed = match parsed {
-        Ok(p) => p,
-        Err(e) => {
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
             return record_failure(app, &feed, now, "parse", e.to_string(), None, started).await;
+        }
+        None => {
+            let next_poll_at = now
+                + next_interval(
+                    interval,
+                    fetched.meta.max_age,
+                    None,
+                    poll.max_backoff,
+                    &feed.id,
+                    now,
+                );
+            let moved_to = fetched.meta.moved_to.as_ref().map(Url::to_string);
+            let (store, id, validators) = (app.store.clone(), feed.id.clone(), fetched.validators);
+            tokio::task::spawn_blocking(move || {
+                let unchanged = UnchangedPoll {
+                    etag: validators.etag.as_deref(),
+                    last_modified: validators.last_modified.as_deref(),
+                    full_fetch,
+                    moved_to: moved_to.as_deref(),
+                    now,
+                    next_poll_at,
+                };
+                store.record_unchanged(&id, &unchanged)
+            })
+            .await??;
+            report_move(&feed, fetched.meta.moved_to.as_ref());
+            info!(feed = %feed.id, status = "not-modified", same_body = true, new = 0, matched = 0,
+                  full = full_fetch, ms = started.elapsed().as_millis() as u64, "feed polled");
+            app.metrics.poll(
+                PollResult::NotModified,
+                started.elapsed().as_secs_f64(),
+                0,
+                0,
+                0,
+            );
+            return Ok(FeedOutcome::NotModified);
         }
     };
 
@@ -477,6 +521,7 @@ pub async fn refresh_feed(
             full_fetch,
             moved_to: moved_to.as_deref(),
             repairs: &parsed.repairs,
+            body_hash: Some(&hash),
             now,
             next_poll_at,
             baseline_cutoff,
