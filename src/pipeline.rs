@@ -53,6 +53,37 @@ pub struct App {
     pub links: Links,
     /// The compiled matcher and the subscriptions version it was built from.
     matcher: Arc<std::sync::Mutex<Option<CompiledMatcher>>>,
+    /// Connection slots shared by every poll cycle running at once.
+    poll_slots: Arc<PollSlots>,
+}
+
+/// `poll.concurrency` fetches in all and `poll.per_host` per host, shared by the poll
+/// cycles that overlap (a slow feed may still be in flight when the next cycle starts),
+/// so together they stay within the limits.
+struct PollSlots {
+    concurrency: usize,
+    per_host: usize,
+    global: Arc<Semaphore>,
+    hosts: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl PollSlots {
+    fn new(concurrency: usize, per_host: usize) -> PollSlots {
+        PollSlots {
+            concurrency,
+            per_host,
+            global: Arc::new(Semaphore::new(concurrency)),
+            hosts: std::sync::Mutex::default(),
+        }
+    }
+
+    fn host(&self, host: String) -> Arc<Semaphore> {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        hosts
+            .entry(host)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_host)))
+            .clone()
+    }
 }
 
 impl App {
@@ -69,8 +100,13 @@ impl App {
         let signer = Signer::load_or_create(&config.web.secret_file)?;
         let links = Links::new(config.web.base_url.clone(), signer);
         let mailer = Mailer::new(&config.mail, Some(links.clone()))?;
+        let poll_slots = Arc::new(PollSlots::new(
+            config.poll.concurrency,
+            config.poll.per_host,
+        ));
         Ok(App {
             links,
+            poll_slots,
             config: Arc::new(config),
             synonyms: Arc::new(synonyms),
             store,
@@ -109,7 +145,19 @@ impl App {
                     .poll_no_later_than(&feed.id, last + to_chrono(feed.interval))?;
             }
         }
+        // Cycles still running keep the slots they started with.
+        let poll_slots = if (self.poll_slots.concurrency, self.poll_slots.per_host)
+            == (config.poll.concurrency, config.poll.per_host)
+        {
+            self.poll_slots.clone()
+        } else {
+            Arc::new(PollSlots::new(
+                config.poll.concurrency,
+                config.poll.per_host,
+            ))
+        };
         Ok(App {
+            poll_slots,
             config: Arc::new(config),
             metrics: self.metrics.clone(),
             shutdown: self.shutdown.clone(),
@@ -211,9 +259,10 @@ pub enum FeedOutcome {
 }
 
 /// Polls the active feeds (all of them, or only those due), at most
-/// `poll.concurrency` at a time and `poll.per_host` per host. A task waits for its
-/// host's permit before it takes a global one, so one slow host never holds up the
-/// others. One feed failing never stops the others.
+/// `poll.concurrency` at a time and `poll.per_host` per host, counting every cycle of
+/// this [`App`] running at once. A task waits for its host's permit before it takes a
+/// global one, so one slow host never holds up the others. One feed failing never stops
+/// the others.
 pub async fn poll_feeds(app: &App, now: DateTime<Utc>, only_due: bool) -> Result<PollSummary> {
     poll_feeds_observed(app, now, only_due, &()).await
 }
@@ -239,18 +288,14 @@ pub async fn poll_feeds_observed(
     observer.started(feeds.len());
     let matcher = app.current_matcher().await?;
 
-    let global = Arc::new(Semaphore::new(app.config.poll.concurrency));
-    let mut hosts: HashMap<String, Arc<Semaphore>> = HashMap::new();
+    let global = app.poll_slots.global.clone();
     let mut jobs = JoinSet::new();
     for feed in feeds {
         let host = Url::parse(&feed.url)
             .ok()
             .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
             .unwrap_or_default();
-        let per_host = hosts
-            .entry(host)
-            .or_insert_with(|| Arc::new(Semaphore::new(app.config.poll.per_host)))
-            .clone();
+        let per_host = app.poll_slots.host(host);
         let (app, matcher, global) = (app.clone(), matcher.clone(), global.clone());
         jobs.spawn(async move {
             let id = feed.id.clone();

@@ -728,6 +728,52 @@ async fn one_slow_host_does_not_stall_the_others() {
     );
 }
 
+/// Poll cycles overlap (the daemon starts one per tick without waiting for a slow one),
+/// so the per-host limit counts the fetches of every cycle running at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_poll_cycles_share_the_per_host_limit() {
+    let slow = FeedServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let write = |feeds: usize| {
+        let mut text = String::from("[poll]\nper_host = 2\nconcurrency = 8\ntimeout = \"5s\"\n");
+        for i in 0..feeds {
+            text.push_str(&format!(
+                "[[feeds]]\nid = \"s{i}\"\nurl = \"{}\"\n",
+                slow.url(&format!("/s{i}"))
+            ));
+        }
+        std::fs::write(&path, text).unwrap();
+        Config::load(&path).unwrap()
+    };
+    for i in 0..4 {
+        slow.set(
+            &format!("/s{i}"),
+            Route::feed("application/atom+xml", fixture("govuk.atom"))
+                .delay(Duration::from_millis(1500)),
+        );
+    }
+    let app = App::open(write(2)).unwrap();
+    let started = std::time::Instant::now();
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move { poll_feeds(&app, at(T0), true).await.unwrap() }
+    });
+    while slow.hits("/s0") + slow.hits("/s1") < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Two more feeds on the same host, polled by a second cycle while the first runs.
+    let app = app.reconfigure(write(4)).unwrap();
+    let second = poll_feeds(&app, at(T0), true).await.unwrap();
+    let first = first.await.unwrap();
+    assert_eq!((first.updated, second.updated), (2, 2));
+    assert!(
+        started.elapsed() >= Duration::from_millis(2900),
+        "4 feeds × 1.5 s, 2 at a time across both cycles: {:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_but_readable_feeds_are_repaired_and_say_so() {
     let h = Harness::start().await;
