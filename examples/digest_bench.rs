@@ -638,6 +638,7 @@ async fn bench(args: Args) -> bool {
             full_fetch: true,
             moved_to: None,
             repairs: &[],
+            body_hash: None,
             now,
             next_poll_at: now + chrono::Duration::minutes(15),
             baseline_cutoff: now - backlog,

@@ -313,6 +313,7 @@ fn build(store: &Store, args: &Args, now: DateTime<Utc>) -> Result<()> {
                 full_fetch: true,
                 moved_to: None,
                 repairs: &[],
+                body_hash: None,
                 now: at,
                 next_poll_at: at + chrono::Duration::minutes(15),
                 baseline_cutoff: at - chrono::Duration::days(1),
@@ -424,6 +425,7 @@ fn write_continuously(path: &Path, stop: &AtomicBool) -> Result<Vec<Write>> {
         baseline_at: Some(Utc::now()),
         last_full_fetch_at: None,
         consecutive_failures: 0,
+        body_hash: None,
     };
     let generation = store.subscriptions_generation()?;
     let mut words = Words::new(0xD1B5_4A32_D192_ED03);
@@ -441,6 +443,7 @@ fn write_continuously(path: &Path, stop: &AtomicBool) -> Result<Vec<Write>> {
             full_fetch: false,
             moved_to: None,
             repairs: &[],
+            body_hash: None,
             now,
             next_poll_at: now + chrono::Duration::minutes(15),
             baseline_cutoff: now,

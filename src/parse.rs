@@ -12,6 +12,7 @@
 //! feed parses exactly as written and a sloppy one is ingested instead of dropped.
 
 use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -21,7 +22,11 @@ use std::sync::{Arc, OnceLock};
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveTime, TimeZone, Utc};
 use encoding_rs::{Encoding, UTF_8, WINDOWS_1252};
 use feed_rs::model::{Entry, Text};
-use scraper::{Html, Node};
+use html5ever::tendril::StrTendril;
+use html5ever::tokenizer::states::RawKind;
+use html5ever::tokenizer::{
+    BufferQueue, Tag, TagKind, Token, TokenSink, TokenSinkResult, Tokenizer, TokenizerOpts,
+};
 use sha2::{Digest, Sha256};
 use url::Url;
 
@@ -180,6 +185,22 @@ pub fn parse_feed(
     })
 }
 
+/// Identity of a fetched body and of everything else [`parse_feed`] reads from the
+/// response (its content type and final URL): the same hash means the same items, so a
+/// body identical to the last one need not be parsed again.
+pub fn body_hash(body: &[u8], content_type: Option<&str>, base: &Url) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        content_type.unwrap_or("").as_bytes(),
+        base.as_str().as_bytes(),
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    h.update(body);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 enum Sniffed {
     Json,
     Xml,
@@ -329,45 +350,174 @@ pub fn canonical_link(href: &str) -> Option<String> {
     Some(url.to_string())
 }
 
+/// The most text [`html_to_text`] keeps from one field, in bytes: more than a long
+/// article, and a bound on what one item costs to store and match.
+pub const MAX_TEXT_BYTES: usize = 128 * 1024;
+
 /// Plain text of an HTML fragment (plain text passes through unchanged, with entities
-/// decoded): block elements become spaces so words never run together, script and
-/// style content is dropped, whitespace and control characters collapse to one space.
+/// decoded): block elements (opening or closing tags) become spaces so words never run
+/// together, inline ones do not; script, style, noscript, template and title content is
+/// dropped; whitespace and control characters collapse to one space. At most
+/// [`MAX_TEXT_BYTES`] of text are kept, cut between words.
+///
+/// Linear in the input: the markup is read as a stream of tokens (html5ever's tokenizer,
+/// no tree), so nesting depth costs nothing. A DOM tree builder checks the stack of open
+/// elements at every tag, which is quadratic on deep nesting (100k nested `<div>`s: 35 s).
 pub fn html_to_text(html: &str) -> String {
-    const SKIP: &[&str] = &["script", "style", "noscript", "template", "head", "title"];
+    const SKIP: &[&str] = &["script", "style", "noscript", "template", "title"];
     const INLINE: &[&str] = &[
         "a", "abbr", "b", "bdi", "bdo", "cite", "code", "data", "dfn", "em", "i", "kbd", "mark",
         "q", "s", "samp", "small", "span", "strong", "sub", "sup", "time", "u", "var", "font",
     ];
-    let fragment = Html::parse_fragment(html);
-    let mut out = String::with_capacity(html.len());
+    let mut text = TextBudget::new(MAX_TEXT_BYTES);
+    // Open skipped elements; `template` nests, the raw-text ones end at their end tag.
     let mut skipping = 0usize;
-    for edge in fragment.tree.root().traverse() {
-        match edge {
-            ego_tree::iter::Edge::Open(node) => match node.value() {
-                Node::Text(t) if skipping == 0 => out.push_str(t),
-                Node::Element(e) => {
-                    if SKIP.contains(&e.name()) {
-                        skipping += 1;
-                        out.push(' ');
-                    } else if !INLINE.contains(&e.name()) {
-                        out.push(' ');
-                    }
+    for_each_token(html, |token| {
+        match token {
+            Token::CharacterTokens(t) if skipping == 0 => text.push(&t),
+            Token::TagToken(tag) => {
+                let name = &*tag.name;
+                if SKIP.contains(&name) {
+                    skipping = match tag.kind {
+                        TagKind::StartTag => skipping.saturating_add(1),
+                        TagKind::EndTag => skipping.saturating_sub(1),
+                    };
                 }
-                _ => {}
-            },
-            ego_tree::iter::Edge::Close(node) => {
-                if let Node::Element(e) = node.value() {
-                    if SKIP.contains(&e.name()) {
-                        skipping = skipping.saturating_sub(1);
-                        out.push(' ');
-                    } else if !INLINE.contains(&e.name()) {
-                        out.push(' ');
-                    }
+                if !INLINE.contains(&name) {
+                    text.space();
                 }
             }
+            _ => {}
+        }
+        !text.is_full()
+    });
+    text.into_string()
+}
+
+/// Collapsed text growing up to a byte budget: runs of whitespace and control characters
+/// become one space (none at the ends), and the text stops at the last word boundary
+/// before the budget (within one word longer than the budget: at a character boundary).
+struct TextBudget {
+    out: String,
+    limit: usize,
+    /// A separator is due before the next visible character.
+    space: bool,
+    full: bool,
+}
+
+impl TextBudget {
+    fn new(limit: usize) -> TextBudget {
+        TextBudget {
+            out: String::new(),
+            limit,
+            space: false,
+            full: false,
         }
     }
-    collapse_whitespace(&out)
+
+    fn space(&mut self) {
+        self.space = true;
+    }
+
+    fn push(&mut self, s: &str) {
+        for c in s.chars() {
+            if self.full {
+                return;
+            }
+            if c.is_whitespace() || c.is_control() {
+                self.space = true;
+                continue;
+            }
+            let separator = usize::from(self.space && !self.out.is_empty());
+            if self.out.len() + separator + c.len_utf8() > self.limit {
+                self.full = true;
+                // Whole words only, unless the text is one word longer than the budget.
+                if !self.space
+                    && let Some(cut) = self.out.rfind(' ')
+                {
+                    self.out.truncate(cut);
+                }
+                return;
+            }
+            if separator == 1 {
+                self.out.push(' ');
+            }
+            self.space = false;
+            self.out.push(c);
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.full
+    }
+
+    fn into_string(self) -> String {
+        self.out
+    }
+}
+
+/// Feeds `html` through html5ever's tokenizer (no tree builder), calling `visit` with
+/// each token until it returns false. Elements whose content HTML reads as raw text
+/// (script, style, title, textarea…) switch the tokenizer the way a browser's tree
+/// builder does, so their content is text, never tags. Linear in the input.
+fn for_each_token(html: &str, visit: impl FnMut(Token) -> bool) {
+    /// Input handed to the tokenizer at once; between chunks, a visitor that is done
+    /// stops the reading.
+    const CHUNK: usize = 64 * 1024;
+
+    struct Visitor<F> {
+        visit: RefCell<F>,
+        done: Cell<bool>,
+    }
+    impl<F: FnMut(Token) -> bool> TokenSink for Visitor<F> {
+        type Handle = ();
+        fn process_token(&self, token: Token, _line: u64) -> TokenSinkResult<()> {
+            if self.done.get() {
+                return TokenSinkResult::Continue;
+            }
+            let next = match &token {
+                Token::TagToken(tag) if tag.kind == TagKind::StartTag => match &*tag.name {
+                    "script" => TokenSinkResult::RawData(RawKind::ScriptData),
+                    // `noscript` as a browser with scripting on reads it.
+                    "style" | "xmp" | "iframe" | "noembed" | "noframes" | "noscript" => {
+                        TokenSinkResult::RawData(RawKind::Rawtext)
+                    }
+                    "title" | "textarea" => TokenSinkResult::RawData(RawKind::Rcdata),
+                    "plaintext" => TokenSinkResult::Plaintext,
+                    _ => TokenSinkResult::Continue,
+                },
+                _ => TokenSinkResult::Continue,
+            };
+            if !(self.visit.borrow_mut())(token) {
+                self.done.set(true);
+            }
+            next
+        }
+    }
+
+    let tokenizer = Tokenizer::new(
+        Visitor {
+            visit: RefCell::new(visit),
+            done: Cell::new(false),
+        },
+        TokenizerOpts::default(),
+    );
+    let input = BufferQueue::default();
+    let mut rest = html;
+    while !rest.is_empty() && !tokenizer.sink.done.get() {
+        let (chunk, tail) = rest.split_at(rest.floor_char_boundary(CHUNK));
+        // A chunk shorter than one character (cannot happen with CHUNK ≥ 4) would stall.
+        let (chunk, tail) = if chunk.is_empty() {
+            (rest, "")
+        } else {
+            (chunk, tail)
+        };
+        input.push_back(StrTendril::from_slice(chunk));
+        // The sink never pauses the tokenizer for a script, so this runs to the end.
+        let _ = tokenizer.feed(&input);
+        rest = tail;
+    }
+    tokenizer.end();
 }
 
 fn collapse_whitespace(s: &str) -> String {
@@ -705,15 +855,18 @@ fn is_xml_name(name: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'.' | b'-'))
 }
 
-/// What an HTML named entity such as `eacute` stands for, as html5ever (through scraper)
+/// What an HTML named entity such as `eacute` stands for, as html5ever's tokenizer
 /// decodes it: all of HTML's 2,231 entities without a table of our own. `None` for a
 /// name HTML does not know.
 fn html_entity(name: &str) -> Option<String> {
     let source = format!("&{name};");
-    let decoded: String = Html::parse_fragment(&source)
-        .root_element()
-        .text()
-        .collect();
+    let mut decoded = String::new();
+    for_each_token(&source, |token| {
+        if let Token::CharacterTokens(t) = token {
+            decoded.push_str(&t);
+        }
+        true
+    });
     // For legacy markup, HTML also decodes the longest known prefix ("&notit;" reads as
     // "¬it;"). An entity stands for one or two characters; a prefix match leaves at least
     // a letter and the `;` behind it, so it is longer.
@@ -1160,30 +1313,40 @@ pub fn discover_feeds(body: &[u8], content_type: Option<&str>, base: &Url) -> Ve
 }
 
 fn feeds_in_html(html: &str, base: &Url) -> Vec<FeedLink> {
-    let document = Html::parse_document(html);
-    let root = document.root_element();
-    // Only the first <base href> counts; it may itself be relative.
-    let base = root
-        .descendent_elements()
-        .find_map(|e| {
-            (e.value().name() == "base")
-                .then(|| e.attr("href"))
-                .flatten()
-        })
+    let attr = |tag: &Tag, name: &str| {
+        tag.attrs
+            .iter()
+            .find(|a| &*a.name.local == name)
+            .map(|a| a.value.to_string())
+    };
+    // Read as tokens, not a tree: linear in the page however deeply it nests.
+    let mut base_href = None;
+    let mut links = Vec::new();
+    for_each_token(html, |token| {
+        if let Token::TagToken(tag) = token
+            && tag.kind == TagKind::StartTag
+        {
+            match &*tag.name {
+                // Only the first <base href> counts; it may itself be relative.
+                "base" if base_href.is_none() => base_href = attr(&tag, "href"),
+                "link" => links.push(tag),
+                _ => {}
+            }
+        }
+        true
+    });
+    let base = base_href
         .and_then(|href| base.join(href.trim()).ok())
         .unwrap_or_else(|| base.clone());
 
     let mut feeds: Vec<FeedLink> = Vec::new();
-    for link in root
-        .descendent_elements()
-        .filter(|e| e.value().name() == "link")
-    {
-        let alternate = link.attr("rel").is_some_and(|rel| {
+    for link in &links {
+        let alternate = attr(link, "rel").is_some_and(|rel| {
             rel.split_ascii_whitespace()
                 .any(|token| token.eq_ignore_ascii_case("alternate"))
         });
-        let media_type = link
-            .attr("type")
+        let media_type = attr(link, "type")
+            .as_deref()
             .and_then(|t| t.split(';').next())
             .map(|t| t.trim().to_ascii_lowercase())
             .unwrap_or_default();
@@ -1194,8 +1357,8 @@ fn feeds_in_html(html: &str, base: &Url) -> Vec<FeedLink> {
             "application/rdf+xml" => "rdf",
             _ => continue,
         };
-        let Some(url) = link
-            .attr("href")
+        let Some(url) = attr(link, "href")
+            .as_deref()
             .map(str::trim)
             .filter(|href| !href.is_empty())
             .and_then(|href| base.join(href).ok())
@@ -1217,8 +1380,8 @@ fn feeds_in_html(html: &str, base: &Url) -> Vec<FeedLink> {
         feeds.push(FeedLink {
             url: url.into(),
             kind,
-            title: link
-                .attr("title")
+            title: attr(link, "title")
+                .as_deref()
                 .map(collapse_whitespace)
                 .filter(|t| !t.is_empty()),
         });
@@ -1484,6 +1647,86 @@ mod tests {
         for (name, input, expected) in cases {
             assert_eq!(html_to_text(input), expected, "{name}");
         }
+    }
+
+    #[test]
+    fn html_to_text_keeps_its_contract_on_tricky_markup() {
+        let cases = [
+            (
+                "script text is never read as tags",
+                "a<script>if (x<b) document.write('</p>evil')</script>b",
+                "a b",
+            ),
+            (
+                "a whole document: title and style dropped",
+                "<html><head><title>T</title><style>p{}</style></head><body>body</body></html>",
+                "body",
+            ),
+            (
+                "nested templates",
+                "a<template>b<template>c</template>d</template>e",
+                "a e",
+            ),
+            ("stray closing tags", "a</template></script></div>b", "a b"),
+            (
+                "textarea keeps its text literally",
+                "<textarea><b>x</b></textarea>",
+                "<b>x</b>",
+            ),
+            ("comments dropped", "a<!-- b -->c", "ac"),
+            (
+                "numeric and named references",
+                "&#x48;-1B &eacute;&amp;",
+                "H-1B é&",
+            ),
+            ("NUL dropped", "a\u{0}b", "ab"),
+            ("unclosed tag at the end", "text<div", "text"),
+        ];
+        for (name, input, expected) in cases {
+            assert_eq!(html_to_text(input), expected, "{name}");
+        }
+    }
+
+    /// Text extraction reads markup as a stream of tokens: nesting depth costs nothing
+    /// (a DOM tree builder checks the stack of open elements at every tag, quadratic here:
+    /// 100k nested divs took 35 s). The text kept is capped at [`MAX_TEXT_BYTES`], cut
+    /// between words.
+    #[test]
+    fn deep_nesting_is_read_in_one_pass_and_text_is_capped() {
+        let depth = 100_000;
+        let nested = |open: &str, close: &str, middle: &str| {
+            format!("{}{middle}{}", open.repeat(depth), close.repeat(depth))
+        };
+        assert_eq!(html_to_text(&nested("<div>", "</div>", "asylum")), "asylum");
+        assert_eq!(
+            html_to_text(&nested("<b>", "</b>", "H-1B")),
+            "H-1B",
+            "inline nesting joins"
+        );
+        assert_eq!(html_to_text(&nested("<template>", "</template>", "x")), "");
+        let page = nested(
+            "<div>",
+            "</div>",
+            "<link rel=alternate type=application/rss+xml href=/deep.xml>",
+        );
+        let found = discover_feeds(page.as_bytes(), None, &base());
+        assert_eq!(found.len(), 1, "feed discovery reads pages the same way");
+        assert_eq!(found[0].url, "https://news.example/deep.xml");
+
+        // Every level holds a word: far more text than the budget.
+        let words: String = (0..depth).map(|i| format!("<div>w{i} ")).collect();
+        let text = html_to_text(&words);
+        assert!(text.len() <= MAX_TEXT_BYTES, "{} bytes", text.len());
+        assert!(text.len() > MAX_TEXT_BYTES - 16, "{} bytes", text.len());
+        let kept: Vec<&str> = text.split(' ').collect();
+        let expected: Vec<String> = (0..kept.len()).map(|i| format!("w{i}")).collect();
+        assert_eq!(kept, expected, "whole words, in order, none cut in half");
+
+        // Multi-byte text is cut on a character boundary.
+        let accents = "é".repeat(MAX_TEXT_BYTES);
+        let text = html_to_text(&accents);
+        assert_eq!(text.len(), MAX_TEXT_BYTES, "one word longer than the cap");
+        assert!(text.chars().all(|c| c == 'é'));
     }
 
     #[test]

@@ -25,8 +25,8 @@ use crate::fetch::{FetchError, FetchOutcome, Fetcher, Validators};
 use crate::mail::{self, Delivery, Mailer};
 use crate::matcher::{Document, Matcher, Query, Synonyms};
 use crate::metrics::{Metrics, PollResult};
-use crate::parse::{Item, body_text, parse_feed};
-use crate::store::{FeedToPoll, Pruned, Store, StoreOutcome, SuccessfulPoll};
+use crate::parse::{Item, body_hash, body_text, parse_feed};
+use crate::store::{FeedToPoll, Pruned, Store, StoreOutcome, SuccessfulPoll, UnchangedPoll};
 use crate::token::{Links, Signer};
 
 /// How long a worker may hold a feed it claimed before another may take it.
@@ -59,6 +59,37 @@ pub struct App {
     pub links: Links,
     /// The last compiled matcher (see [`App::current_matcher`]).
     matcher: Arc<std::sync::Mutex<Option<Arc<CompiledMatcher>>>>,
+    /// Connection slots shared by every poll cycle running at once.
+    poll_slots: Arc<PollSlots>,
+}
+
+/// `poll.concurrency` fetches in all and `poll.per_host` per host, shared by the poll
+/// cycles that overlap (a slow feed may still be in flight when the next cycle starts),
+/// so together they stay within the limits.
+struct PollSlots {
+    concurrency: usize,
+    per_host: usize,
+    global: Arc<Semaphore>,
+    hosts: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl PollSlots {
+    fn new(concurrency: usize, per_host: usize) -> PollSlots {
+        PollSlots {
+            concurrency,
+            per_host,
+            global: Arc::new(Semaphore::new(concurrency)),
+            hosts: std::sync::Mutex::default(),
+        }
+    }
+
+    fn host(&self, host: String) -> Arc<Semaphore> {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        hosts
+            .entry(host)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_host)))
+            .clone()
+    }
 }
 
 impl App {
@@ -75,8 +106,13 @@ impl App {
         let signer = Signer::load_or_create(&config.web.secret_file)?;
         let links = Links::new(config.web.base_url.clone(), signer);
         let mailer = Mailer::new(&config.mail, Some(links.clone()))?;
+        let poll_slots = Arc::new(PollSlots::new(
+            config.poll.concurrency,
+            config.poll.per_host,
+        ));
         Ok(App {
             links,
+            poll_slots,
             config: Arc::new(config),
             synonyms: Arc::new(synonyms),
             store,
@@ -116,7 +152,19 @@ impl App {
                     .poll_no_later_than(&feed.id, last + to_chrono(feed.interval))?;
             }
         }
+        // Cycles still running keep the slots they started with.
+        let poll_slots = if (self.poll_slots.concurrency, self.poll_slots.per_host)
+            == (config.poll.concurrency, config.poll.per_host)
+        {
+            self.poll_slots.clone()
+        } else {
+            Arc::new(PollSlots::new(
+                config.poll.concurrency,
+                config.poll.per_host,
+            ))
+        };
         Ok(App {
+            poll_slots,
             config: Arc::new(config),
             metrics: self.metrics.clone(),
             shutdown: self.shutdown.clone(),
@@ -221,9 +269,10 @@ pub enum FeedOutcome {
 }
 
 /// Polls the active feeds (all of them, or only those due), at most
-/// `poll.concurrency` at a time and `poll.per_host` per host. A task waits for its
-/// host's permit before it takes a global one, so one slow host never holds up the
-/// others. One feed failing never stops the others.
+/// `poll.concurrency` at a time and `poll.per_host` per host, counting every cycle of
+/// this [`App`] running at once. A task waits for its host's permit before it takes a
+/// global one, so one slow host never holds up the others. One feed failing never stops
+/// the others.
 pub async fn poll_feeds(app: &App, now: DateTime<Utc>, only_due: bool) -> Result<PollSummary> {
     poll_feeds_observed(app, now, only_due, &()).await
 }
@@ -249,18 +298,14 @@ pub async fn poll_feeds_observed(
     observer.started(feeds.len());
     let matcher = app.current_matcher().await?;
 
-    let global = Arc::new(Semaphore::new(app.config.poll.concurrency));
-    let mut hosts: HashMap<String, Arc<Semaphore>> = HashMap::new();
+    let global = app.poll_slots.global.clone();
     let mut jobs = JoinSet::new();
     for feed in feeds {
         let host = Url::parse(&feed.url)
             .ok()
             .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
             .unwrap_or_default();
-        let per_host = hosts
-            .entry(host)
-            .or_insert_with(|| Arc::new(Semaphore::new(app.config.poll.per_host)))
-            .clone();
+        let per_host = app.poll_slots.host(host);
         let (app, matcher, global) = (app.clone(), matcher.clone(), global.clone());
         jobs.spawn(async move {
             let id = feed.id.clone();
@@ -478,17 +523,61 @@ pub async fn refresh_feed(
         }
     };
 
-    let parsed = {
+    let (hash, parsed) = {
         let body = fetched.body;
         let content_type = fetched.content_type.clone();
         let base = fetched.final_url.clone();
-        tokio::task::spawn_blocking(move || parse_feed(&body, content_type.as_deref(), &base, now))
-            .await?
+        let last = feed.body_hash.clone();
+        tokio::task::spawn_blocking(move || {
+            let hash = body_hash(&body, content_type.as_deref(), &base);
+            // The body stored last time (a server that ignores conditional requests):
+            // nothing in it can be new.
+            let parsed = (last.as_deref() != Some(hash.as_str()))
+                .then(|| parse_feed(&body, content_type.as_deref(), &base, now));
+            (hash, parsed)
+        })
+        .await?
     };
     let parsed = match parsed {
-        Ok(p) => p,
-        Err(e) => {
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
             return record_failure(app, &feed, now, "parse", e.to_string(), None, started).await;
+        }
+        None => {
+            let next_poll_at = now
+                + next_interval(
+                    interval,
+                    fetched.meta.max_age,
+                    None,
+                    poll.max_backoff,
+                    &feed.id,
+                    now,
+                );
+            let moved_to = fetched.meta.moved_to.as_ref().map(Url::to_string);
+            let (store, id, validators) = (app.store.clone(), feed.id.clone(), fetched.validators);
+            tokio::task::spawn_blocking(move || {
+                let unchanged = UnchangedPoll {
+                    etag: validators.etag.as_deref(),
+                    last_modified: validators.last_modified.as_deref(),
+                    full_fetch,
+                    moved_to: moved_to.as_deref(),
+                    now,
+                    next_poll_at,
+                };
+                store.record_unchanged(&id, &unchanged)
+            })
+            .await??;
+            report_move(&feed, fetched.meta.moved_to.as_ref());
+            info!(feed = %feed.id, status = "not-modified", same_body = true, new = 0, matched = 0,
+                  full = full_fetch, ms = started.elapsed().as_millis() as u64, "feed polled");
+            app.metrics.poll(
+                PollResult::NotModified,
+                started.elapsed().as_secs_f64(),
+                0,
+                0,
+                0,
+            );
+            return Ok(FeedOutcome::NotModified);
         }
     };
 
@@ -531,6 +620,7 @@ pub async fn refresh_feed(
             moved_to.clone(),
             matcher.clone(),
         );
+        let hash = hash.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             let poll = SuccessfulPoll {
                 items: &parsed.items,
@@ -541,6 +631,7 @@ pub async fn refresh_feed(
                 repairs: &parsed.repairs,
                 now,
                 next_poll_at,
+                body_hash: Some(&hash),
                 baseline_cutoff,
                 matcher_generation: compiled.generation,
             };

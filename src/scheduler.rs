@@ -2,9 +2,11 @@
 //! admin listener and a clean shutdown.
 //!
 //! tokio-cron-scheduler only fires three global ticks (poll dispatch, digest dispatch,
-//! the daily prune); per-feed and per-subscriber due times live in SQLite. A tick never
-//! starts a second run of its job while one is going: ticks go into a channel of one
-//! slot, so extra ticks while busy coalesce.
+//! the daily prune); per-feed and per-subscriber due times live in SQLite. A digest or
+//! prune tick never starts a second run of its job while one is going: ticks go into a
+//! channel of one slot, so extra ticks while busy coalesce. A poll tick starts a cycle
+//! without waiting for the last one: feeds still in flight keep their claims, so a slow
+//! feed delays no other.
 //!
 //! The current [`App`] lives in a `watch` channel: each run of a job takes the latest
 //! one, so a reload (SIGHUP, or the config file changing) applies from the next run while
@@ -24,11 +26,12 @@ use chrono::Utc;
 use notify::{RecursiveMode, Watcher};
 use sd_notify::NotifyState;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::pipeline::{App, poll_feeds, prune, send_digests};
+use crate::pipeline::{App, FeedOutcome, PollObserver, poll_feeds_observed, prune, send_digests};
 
 /// Every 15 seconds: poll the feeds that are due.
 const POLL_TICK: &str = "*/15 * * * * *";
@@ -150,32 +153,63 @@ async fn next_run(current: &watch::Receiver<App>, ticks: &mut mpsc::Receiver<()>
     }
 }
 
+/// Starts a poll cycle on each tick without waiting for the ones still running: a feed
+/// in flight (a slow server) keeps its claim and its connection slot, and the other
+/// feeds are polled when they are due. Once draining, waits for the cycles in progress
+/// (they release the feeds they did not poll).
 async fn poll_loop(
     current: watch::Receiver<App>,
     mut ticks: mpsc::Receiver<()>,
     digest: mpsc::Sender<()>,
 ) {
+    let mut cycles = JoinSet::new();
     while let Some(app) = next_run(&current, &mut ticks).await {
-        match poll_feeds(&app, Utc::now(), true).await {
-            Ok(s) if s.feeds > 0 => {
-                info!(
-                    feeds = s.feeds,
-                    updated = s.updated,
-                    not_modified = s.not_modified,
-                    failed = s.failed,
-                    skipped = s.skipped,
-                    new = s.new_items,
-                    matched = s.matches,
-                    "poll cycle done"
-                );
-                if s.matches > 0 {
-                    // Immediate subscribers hear within this cycle.
-                    let _ = digest.try_send(());
-                }
+        while let Some(done) = cycles.try_join_next() {
+            if let Err(e) = done {
+                error!(error = %e, "poll cycle crashed");
             }
-            Ok(_) => {}
-            Err(e) => error!(error = %format!("{e:#}"), "poll cycle failed"),
         }
+        cycles.spawn(poll_cycle(app, digest.clone()));
+    }
+    while let Some(done) = cycles.join_next().await {
+        if let Err(e) = done {
+            error!(error = %e, "poll cycle crashed");
+        }
+    }
+}
+
+/// Asks for a digest round as soon as a feed brings matches, so immediate subscribers
+/// do not wait for the rest of the cycle.
+struct DigestOnMatch(mpsc::Sender<()>);
+
+impl PollObserver for DigestOnMatch {
+    fn finished(&self, _feed: &str, outcome: Option<&FeedOutcome>) {
+        if let Some(FeedOutcome::Updated { matches, .. }) = outcome
+            && *matches > 0
+        {
+            // Full channel = a round is already pending; it will see these matches.
+            let _ = self.0.try_send(());
+        }
+    }
+}
+
+async fn poll_cycle(app: App, digest: mpsc::Sender<()>) {
+    let observer = DigestOnMatch(digest);
+    match poll_feeds_observed(&app, Utc::now(), true, &observer).await {
+        Ok(s) if s.feeds > 0 => {
+            info!(
+                feeds = s.feeds,
+                updated = s.updated,
+                not_modified = s.not_modified,
+                failed = s.failed,
+                skipped = s.skipped,
+                new = s.new_items,
+                matched = s.matches,
+                "poll cycle done"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => error!(error = %format!("{e:#}"), "poll cycle failed"),
     }
 }
 

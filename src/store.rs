@@ -44,6 +44,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0006_generations.sql",
         include_str!("../migrations/0006_generations.sql"),
     ),
+    (
+        "0007_body_hash.sql",
+        include_str!("../migrations/0007_body_hash.sql"),
+    ),
 ];
 
 /// A handle to the database; cheap to clone, safe to share between threads.
@@ -64,6 +68,8 @@ pub struct FeedToPoll {
     /// The last unconditional GET (stale-304 servers are caught by fetching in full).
     pub last_full_fetch_at: Option<DateTime<Utc>>,
     pub consecutive_failures: u32,
+    /// [`crate::parse::body_hash`] of the last body stored: the same body again is not parsed.
+    pub body_hash: Option<String>,
 }
 
 /// A successful fetch and parse, ready to be stored.
@@ -78,6 +84,8 @@ pub struct SuccessfulPoll<'a> {
     pub moved_to: Option<&'a str>,
     /// What the parser had to repair to read it.
     pub repairs: &'a [String],
+    /// [`crate::parse::body_hash`] of the body these items came from.
+    pub body_hash: Option<&'a str>,
     pub now: DateTime<Utc>,
     pub next_poll_at: DateTime<Utc>,
     /// On the baseline poll, only items published after this can match.
@@ -117,6 +125,19 @@ pub enum SignupAdmission {
     TooManyFromClient,
     /// Recorded; `mailed` when its confirmation mail was queued too.
     Recorded { id: i64, mailed: bool },
+}
+
+/// A 200 whose body is the one stored last time: nothing to parse, but the feed's
+/// validators and full-fetch time move on.
+#[derive(Debug, Clone, Copy)]
+pub struct UnchangedPoll<'a> {
+    pub etag: Option<&'a str>,
+    pub last_modified: Option<&'a str>,
+    /// This was an unconditional GET.
+    pub full_fetch: bool,
+    pub moved_to: Option<&'a str>,
+    pub now: DateTime<Utc>,
+    pub next_poll_at: DateTime<Utc>,
 }
 
 /// What one successful poll changed.
@@ -318,7 +339,8 @@ impl Store {
                         "UPDATE feeds SET url = ?2, name = ?3, tags = ?4, active = 1, etag = NULL,
                          last_modified = NULL, baseline_at = NULL, next_poll_at = 0,
                          consecutive_failures = 0, gone_at = NULL, moved_to = NULL,
-                         last_full_fetch_at = NULL, last_status = NULL, failing_since = NULL
+                         last_full_fetch_at = NULL, last_status = NULL, failing_since = NULL,
+                         body_hash = NULL
                          WHERE id = ?1",
                         params![feed.id, url, feed.name, tags],
                     )?;
@@ -354,7 +376,7 @@ impl Store {
                    AND (claimed_until IS NULL OR claimed_until <= ?1)
                    AND (?3 = 0 OR next_poll_at <= ?1)
                  RETURNING id, url, etag, last_modified, baseline_at, last_full_fetch_at,
-                           consecutive_failures",
+                           consecutive_failures, body_hash",
             )?;
             stmt.query_map(params![now_s, until, only_due], |r| {
                 Ok(FeedToPoll {
@@ -365,6 +387,7 @@ impl Store {
                     baseline_at: r.get::<_, Option<i64>>(4)?.and_then(from_unix),
                     last_full_fetch_at: r.get::<_, Option<i64>>(5)?.and_then(from_unix),
                     consecutive_failures: r.get(6)?,
+                    body_hash: r.get(7)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?
@@ -392,6 +415,7 @@ impl Store {
             full_fetch,
             moved_to,
             repairs,
+            body_hash,
             now,
             next_poll_at,
             baseline_cutoff,
@@ -497,7 +521,7 @@ impl Store {
              last_error = NULL, last_error_kind = NULL, consecutive_failures = 0, failing_since = NULL,
              claimed_until = NULL,
              last_full_fetch_at = CASE WHEN ?6 THEN ?4 ELSE last_full_fetch_at END,
-             moved_to = ?7, repairs = ?8
+             moved_to = ?7, repairs = ?8, body_hash = ?9
              WHERE id = ?1",
             params![
                 feed.id,
@@ -508,13 +532,14 @@ impl Store {
                 full_fetch,
                 moved_to,
                 (!repairs.is_empty()).then(|| repairs.join("\n")),
+                body_hash,
             ],
         )?;
         tx.commit()?;
         Ok(StoreOutcome::Stored(stored))
     }
 
-    /// Records a 304 (or an unchanged body): the feed is fine and nothing is new.
+    /// Records a 304: the feed is fine and nothing is new.
     pub fn record_not_modified(
         &self,
         feed_id: &str,
@@ -528,6 +553,30 @@ impl Store {
              consecutive_failures = 0, failing_since = NULL, claimed_until = NULL, moved_to = ?4
              WHERE id = ?1",
             params![feed_id, now.timestamp(), next_poll_at.timestamp(), moved_to],
+        )?;
+        Ok(())
+    }
+
+    /// Records a 200 whose body is the one stored last time as not modified, keeping the
+    /// validators the server sent and, after an unconditional GET, its time.
+    pub fn record_unchanged(&self, feed_id: &str, poll: &UnchangedPoll<'_>) -> Result<()> {
+        let now = poll.now.timestamp();
+        self.conn().execute(
+            "UPDATE feeds SET etag = ?2, last_modified = ?3, next_poll_at = ?5, last_poll_at = ?4,
+             last_success_at = ?4, last_status = 'not-modified', last_error = NULL,
+             last_error_kind = NULL, consecutive_failures = 0, failing_since = NULL,
+             claimed_until = NULL, moved_to = ?6,
+             last_full_fetch_at = CASE WHEN ?7 THEN ?4 ELSE last_full_fetch_at END
+             WHERE id = ?1",
+            params![
+                feed_id,
+                poll.etag,
+                poll.last_modified,
+                now,
+                poll.next_poll_at.timestamp(),
+                poll.moved_to,
+                poll.full_fetch,
+            ],
         )?;
         Ok(())
     }
@@ -2012,6 +2061,7 @@ mod tests {
             now,
             next_poll_at: now,
             baseline_cutoff: now - chrono::Duration::days(1),
+            body_hash: None,
             matcher_generation: generation,
         };
         let outcome = store.store_items(&feed, &poll(stale), |_| vec![1]).unwrap();
@@ -2022,6 +2072,49 @@ mod tests {
             .store_items(&feed, &poll(current), |_| vec![1])
             .unwrap();
         assert!(matches!(outcome, StoreOutcome::Stored(s) if s.new_items == 1 && s.matches == 1));
+    }
+
+    /// The body hash stands for what was stored from the feed's URL; a feed given a new
+    /// URL starts over (a fresh baseline), even if the new URL serves the same bytes.
+    #[test]
+    fn the_body_hash_is_kept_per_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();
+        let config = |url: &str| FeedConfig {
+            id: "f".into(),
+            name: "F".into(),
+            url: url.parse().unwrap(),
+            tags: Vec::new(),
+            interval: Duration::from_secs(900),
+        };
+        store.sync_feeds(&[config("https://f.example/a")]).unwrap();
+        let claim = || {
+            let mut claimed = store.claim_feeds(now, Duration::ZERO, false).unwrap();
+            assert_eq!(claimed.len(), 1);
+            claimed.remove(0)
+        };
+        let feed = claim();
+        assert_eq!(feed.body_hash, None);
+        let poll = SuccessfulPoll {
+            items: &[],
+            etag: None,
+            last_modified: None,
+            full_fetch: true,
+            moved_to: None,
+            repairs: &[],
+            body_hash: Some("abc"),
+            now,
+            next_poll_at: now,
+            baseline_cutoff: now,
+            matcher_generation: store.subscriptions_generation().unwrap(),
+        };
+        store.store_items(&feed, &poll, |_| Vec::new()).unwrap();
+        assert_eq!(claim().body_hash.as_deref(), Some("abc"));
+        store.sync_feeds(&[config("https://f.example/a")]).unwrap();
+        assert_eq!(claim().body_hash.as_deref(), Some("abc"), "same URL");
+        store.sync_feeds(&[config("https://f.example/b")]).unwrap();
+        assert_eq!(claim().body_hash, None, "new URL");
     }
 
     /// Version 3 rebuilds `subscribers`; their subscriptions, matches and mail must survive

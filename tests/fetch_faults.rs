@@ -564,6 +564,68 @@ async fn stale_304_server_is_caught_by_a_full_fetch_every_12_hours() {
     assert!(String::from_utf8_lossy(&mail[1].data).contains("New asylum rules"));
 }
 
+/// A server that ignores conditional requests sends the whole feed every time. A body
+/// identical to the last one (same bytes, type and address) is recognised before it is
+/// parsed and recorded as not modified; the full-fetch schedule still counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identical_body_is_not_parsed_again() {
+    let h = Harness::start().await;
+    let ignores_validators = |body: Vec<u8>, etag: &str| {
+        Route::status(200, body)
+            .header("content-type", "application/atom+xml")
+            .header("etag", etag)
+    };
+    h.feeds.set(
+        "/flaky",
+        ignores_validators(fixture("govuk.atom"), "\"v1\""),
+    );
+    let poll = poll_feeds(&h.app, at(T0) + minutes(20), false)
+        .await
+        .unwrap();
+    assert_eq!((poll.updated, poll.not_modified), (0, 2), "{poll:?}");
+    let flaky = h.status("flaky");
+    assert_eq!(flaky.last_status.as_deref(), Some("not-modified"));
+    assert_eq!(flaky.last_poll_at, Some(at(T0) + minutes(20)));
+
+    // The full fetch due after 12 h is made, and counted though the body is the same:
+    // the poll after it is conditional again, with the validator the server sent.
+    let full_at = at(T0) + chrono::Duration::hours(13);
+    let poll = poll_feeds(&h.app, full_at, false).await.unwrap();
+    assert_eq!(poll.not_modified, 2, "{poll:?}");
+    let unconditional = h.feeds.requests("/flaky").pop().unwrap();
+    assert!(
+        !unconditional
+            .iter()
+            .any(|(name, _)| name == "if-none-match"),
+        "{unconditional:?}"
+    );
+    poll_feeds(&h.app, full_at + minutes(20), false)
+        .await
+        .unwrap();
+    let conditional = h.feeds.requests("/flaky").pop().unwrap();
+    assert!(
+        conditional
+            .iter()
+            .any(|(name, value)| name == "if-none-match" && value == "\"v1\""),
+        "{conditional:?}"
+    );
+
+    // A changed body is parsed as ever.
+    let changed = String::from_utf8(fixture("govuk.atom")).unwrap().replacen(
+        "<entry>",
+        "<entry><id>urn:new-asylum</id><updated>2026-11-28T13:00:00Z</updated>\
+         <title>New asylum rules</title><link href=\"https://www.gov.uk/new-asylum\"/></entry><entry>",
+        1,
+    );
+    h.feeds
+        .set("/flaky", ignores_validators(changed.into_bytes(), "\"v2\""));
+    let poll = poll_feeds(&h.app, full_at + minutes(40), false)
+        .await
+        .unwrap();
+    assert_eq!((poll.updated, poll.new_items), (1, 1), "{poll:?}");
+    assert_eq!(h.status("flaky").last_status.as_deref(), Some("ok"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edited_item_is_recorded_as_updated_not_new() {
     let h = Harness::start().await;
@@ -663,6 +725,52 @@ async fn one_slow_host_does_not_stall_the_others() {
     assert!(
         started.elapsed() >= Duration::from_millis(4400),
         "6 feeds × 1.5 s / 2 at a time"
+    );
+}
+
+/// Poll cycles overlap (the daemon starts one per tick without waiting for a slow one),
+/// so the per-host limit counts the fetches of every cycle running at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_poll_cycles_share_the_per_host_limit() {
+    let slow = FeedServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let write = |feeds: usize| {
+        let mut text = String::from("[poll]\nper_host = 2\nconcurrency = 8\ntimeout = \"5s\"\n");
+        for i in 0..feeds {
+            text.push_str(&format!(
+                "[[feeds]]\nid = \"s{i}\"\nurl = \"{}\"\n",
+                slow.url(&format!("/s{i}"))
+            ));
+        }
+        std::fs::write(&path, text).unwrap();
+        Config::load(&path).unwrap()
+    };
+    for i in 0..4 {
+        slow.set(
+            &format!("/s{i}"),
+            Route::feed("application/atom+xml", fixture("govuk.atom"))
+                .delay(Duration::from_millis(1500)),
+        );
+    }
+    let app = App::open(write(2)).unwrap();
+    let started = std::time::Instant::now();
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move { poll_feeds(&app, at(T0), true).await.unwrap() }
+    });
+    while slow.hits("/s0") + slow.hits("/s1") < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Two more feeds on the same host, polled by a second cycle while the first runs.
+    let app = app.reconfigure(write(4)).unwrap();
+    let second = poll_feeds(&app, at(T0), true).await.unwrap();
+    let first = first.await.unwrap();
+    assert_eq!((first.updated, second.updated), (2, 2));
+    assert!(
+        started.elapsed() >= Duration::from_millis(2900),
+        "4 feeds × 1.5 s, 2 at a time across both cycles: {:?}",
+        started.elapsed()
     );
 }
 

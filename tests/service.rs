@@ -513,6 +513,79 @@ async fn sigterm_during_a_poll_stops_within_the_deadline_and_leaves_the_database
     );
 }
 
+/// A feed slow to answer holds only its own connection slot: while it is in flight the
+/// daemon's next cycles go on (here: a feed added by a reload is polled at once), the slow
+/// feed is not claimed twice, and SIGTERM still drops it within the deadline and leaves
+/// nothing claimed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_feed_does_not_hold_up_the_next_poll_cycle() {
+    let feeds = FeedServer::start().await;
+    let smtp = SmtpServer::start().await;
+    feeds.set(
+        "/slow.xml",
+        Route::feed("application/rss+xml", fixture("uscis.xml")).delay(Duration::from_secs(120)),
+    );
+    feeds.set(
+        "/fast.atom",
+        Route::feed("application/atom+xml", fixture("govuk.atom")),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (slow, fast) = (feeds.url("/slow.xml"), feeds.url("/fast.atom"));
+    let path = dir.path().join("config.toml");
+    let configure = |list: &[(&str, &str, &str)]| {
+        write_config(
+            &path,
+            list,
+            smtp.port(),
+            "watch_config = false\nshutdown_timeout = \"2s\"",
+        );
+        // Slow, not failing: the fetch may take three minutes.
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("[poll]\n", "[poll]\ntimeout = \"180s\"\n");
+        std::fs::write(&path, text).unwrap();
+    };
+    configure(&[("slow", &slow, "1h")]);
+    let mut daemon = Daemon::start(&path, &[], &[]);
+    wait_until("the slow fetch in flight", || feeds.hits("/slow.xml") == 1).await;
+
+    configure(&[("slow", &slow, "1h"), ("fast", &fast, "1h")]);
+    daemon.signal("HUP");
+    daemon
+        .wait_log("reloaded", |l| {
+            l.contains("config reloaded") && l.contains("added=fast")
+        })
+        .await;
+    wait_until(
+        "the added feed polled while the slow one is in flight",
+        || feeds.hits("/fast.atom") == 1,
+    )
+    .await;
+    daemon
+        .wait_log("fast polled", |l| {
+            l.contains("feed polled") && l.contains("feed=fast")
+        })
+        .await;
+    assert_eq!(
+        feeds.hits("/slow.xml"),
+        1,
+        "the slow feed is not claimed twice"
+    );
+
+    daemon.signal("TERM");
+    let (status, _) = daemon.wait_exit(Duration::from_secs(20)).await;
+    assert!(status.success(), "exit 0: {status:?}\n{}", daemon.log());
+    let db = rusqlite::Connection::open(dir.path().join("tidings.db")).unwrap();
+    let claimed: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM feeds WHERE claimed_until IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(claimed, 0, "the dropped fetch released its feed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_health_report_polls_mail_and_failures_in_json_logs() {
     let feeds = FeedServer::start().await;
@@ -889,9 +962,10 @@ async fn the_daemon_prunes_at_start_and_pruned_items_never_come_back() {
             l.contains(" pruned ") && l.contains("items=4")
         })
         .await;
-    // Now the feed is due and answers in full: its four items are in it again.
+    // Now the feed is due and answers in full: its four items are in it again (and the
+    // body is not known as the last one stored, so it is parsed).
     db.execute(
-        "UPDATE feeds SET next_poll_at = 0, etag = NULL, last_modified = NULL",
+        "UPDATE feeds SET next_poll_at = 0, etag = NULL, last_modified = NULL, body_hash = NULL",
         [],
     )
     .unwrap();
