@@ -426,6 +426,7 @@ fn write_continuously(path: &Path, stop: &AtomicBool) -> Result<Vec<Write>> {
         last_full_fetch_at: None,
         consecutive_failures: 0,
         body_hash: None,
+        claim: None,
     };
     let generation = store.subscriptions_generation()?;
     let mut words = Words::new(0xD1B5_4A32_D192_ED03);

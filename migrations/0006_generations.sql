@@ -41,3 +41,7 @@ END;
 -- own, renewed before each send; a sender whose token was replaced (its lease ran out
 -- and another sender took the row) neither sends the message nor records a result.
 ALTER TABLE outbox ADD COLUMN claim TEXT;
+
+-- The same for feeds: a poll renews its claim right before fetching, and a worker whose
+-- claim was taken over records nothing.
+ALTER TABLE feeds ADD COLUMN claim TEXT;

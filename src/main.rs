@@ -397,6 +397,7 @@ impl PollObserver for PollProgress {
                 new_items, matches, ..
             }) => format!("{feed}: ok, {new_items} new, {matches} matches"),
             Some(FeedOutcome::NotModified) => format!("{feed}: not modified"),
+            Some(FeedOutcome::TakenOver) => format!("{feed}: skipped (another worker polls it)"),
             Some(FeedOutcome::Failed { kind, error }) => {
                 format!("{feed}: failed ({kind}): {error}")
             }

@@ -29,8 +29,12 @@ use crate::parse::{Item, body_hash, body_text, parse_feed};
 use crate::store::{FeedToPoll, Pruned, Store, StoreOutcome, SuccessfulPoll, UnchangedPoll};
 use crate::token::{Links, Signer};
 
-/// How long a worker may hold a feed it claimed before another may take it.
-const POLL_LEASE: Duration = Duration::from_secs(5 * 60);
+/// How long a worker may hold a feed it claimed before another may take it: the fetch's
+/// timeouts and a margin for parsing and storing, at least five minutes. The claim is
+/// renewed right before the fetch, so waiting for a connection slot does not count.
+fn poll_lease(poll: &crate::config::PollSettings) -> Duration {
+    (poll.connect_timeout + poll.timeout + Duration::from_secs(60)).max(Duration::from_secs(300))
+}
 
 /// A matcher compiled over the subscriptions of one generation
 /// ([`Store::subscriptions_generation`]).
@@ -266,6 +270,9 @@ pub enum FeedOutcome {
         kind: String,
         error: String,
     },
+    /// Another worker claimed the feed while this one waited (its lease ran out): it
+    /// polls the feed, this one did nothing.
+    TakenOver,
 }
 
 /// Polls the active feeds (all of them, or only those due), at most
@@ -285,9 +292,11 @@ pub async fn poll_feeds_observed(
     only_due: bool,
     observer: &dyn PollObserver,
 ) -> Result<PollSummary> {
+    let started = Instant::now();
     let store = app.store.clone();
+    let lease = poll_lease(&app.config.poll);
     let feeds =
-        tokio::task::spawn_blocking(move || store.claim_feeds(now, POLL_LEASE, only_due)).await??;
+        tokio::task::spawn_blocking(move || store.claim_feeds(now, lease, only_due)).await??;
     let mut summary = PollSummary {
         feeds: feeds.len(),
         ..PollSummary::default()
@@ -309,6 +318,7 @@ pub async fn poll_feeds_observed(
         let (app, matcher, global) = (app.clone(), matcher.clone(), global.clone());
         jobs.spawn(async move {
             let id = feed.id.clone();
+            let claimed = feed.clone();
             let Shutdown { draining, abort } = app.shutdown.clone();
             let work = async {
                 let _host = tokio::select! {
@@ -321,6 +331,24 @@ pub async fn poll_feeds_observed(
                     _ = draining.cancelled() => return None,
                     p = global.acquire_owned() => p,
                 };
+                // The wait for a slot may have outlasted the lease: renew it, or leave the
+                // feed to whoever claimed it since.
+                let (store, renewing) = (app.store.clone(), feed.clone());
+                let at = now + to_chrono(started.elapsed());
+                let lease = poll_lease(&app.config.poll);
+                match tokio::task::spawn_blocking(move || {
+                    store.renew_feed_claim(&renewing, at, lease)
+                })
+                .await
+                {
+                    Ok(Ok(true)) => {}
+                    Ok(Ok(false)) => {
+                        warn_if_lost(false, &id);
+                        return Some(Ok(FeedOutcome::TakenOver));
+                    }
+                    Ok(Err(e)) => return Some(Err(e)),
+                    Err(e) => return Some(Err(e.into())),
+                }
                 tokio::select! {
                     biased;
                     _ = abort.cancelled() => None,
@@ -330,8 +358,8 @@ pub async fn poll_feeds_observed(
             let outcome = work.await;
             if outcome.is_none() {
                 // Not polled: due again at once on the next start, not after the lease.
-                let (store, ids) = (app.store.clone(), vec![id.clone()]);
-                match tokio::task::spawn_blocking(move || store.release_claims(&ids)).await {
+                let store = app.store.clone();
+                match tokio::task::spawn_blocking(move || store.release_claim(&claimed)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => warn!(feed = %id, error = %format!("{e:#}"), "releasing feed"),
                     Err(e) => warn!(feed = %id, error = %e, "releasing feed"),
@@ -360,6 +388,7 @@ pub async fn poll_feeds_observed(
                 summary.matches += matches;
             }
             Ok((_, Some(Ok(FeedOutcome::NotModified)))) => summary.not_modified += 1,
+            Ok((_, Some(Ok(FeedOutcome::TakenOver)))) => summary.skipped += 1,
             Ok((_, Some(Ok(FeedOutcome::Failed { .. })))) => summary.failed += 1,
             Ok((id, Some(Err(e)))) => {
                 error!(feed = %id, error = %format!("{e:#}"), "could not record poll");
@@ -476,12 +505,12 @@ pub async fn refresh_feed(
                     now,
                 );
             let moved_to = meta.moved_to.as_ref().map(Url::to_string);
-            let store = app.store.clone();
-            let id = feed.id.clone();
-            tokio::task::spawn_blocking(move || {
-                store.record_not_modified(&id, now, next_poll_at, moved_to.as_deref())
+            let (store, claimed) = (app.store.clone(), feed.clone());
+            let recorded = tokio::task::spawn_blocking(move || {
+                store.record_not_modified(&claimed, now, next_poll_at, moved_to.as_deref())
             })
             .await??;
+            warn_if_lost(recorded, &feed.id);
             report_move(&feed, meta.moved_to.as_ref());
             info!(feed = %feed.id, status = "not-modified", new = 0, matched = 0,
                   ms = started.elapsed().as_millis() as u64, "feed polled");
@@ -496,11 +525,13 @@ pub async fn refresh_feed(
         }
         Ok(FetchOutcome::Fetched(f)) => f,
         Err(FetchError::Gone) => {
-            let store = app.store.clone();
-            let id = feed.id.clone();
+            let (store, claimed) = (app.store.clone(), feed.clone());
             let error = FetchError::Gone.to_string();
             let message = error.clone();
-            tokio::task::spawn_blocking(move || store.record_gone(&id, now, &message)).await??;
+            let recorded =
+                tokio::task::spawn_blocking(move || store.record_gone(&claimed, now, &message))
+                    .await??;
+            warn_if_lost(recorded, &feed.id);
             error!(feed = %feed.id, url = %feed.url, status = "gone",
                    "feed is gone (HTTP 410): polling stopped; remove it or give it a new url");
             app.metrics
@@ -554,8 +585,9 @@ pub async fn refresh_feed(
                     now,
                 );
             let moved_to = fetched.meta.moved_to.as_ref().map(Url::to_string);
-            let (store, id, validators) = (app.store.clone(), feed.id.clone(), fetched.validators);
-            tokio::task::spawn_blocking(move || {
+            let (store, claimed, validators) =
+                (app.store.clone(), feed.clone(), fetched.validators);
+            let recorded = tokio::task::spawn_blocking(move || {
                 let unchanged = UnchangedPoll {
                     etag: validators.etag.as_deref(),
                     last_modified: validators.last_modified.as_deref(),
@@ -564,9 +596,10 @@ pub async fn refresh_feed(
                     now,
                     next_poll_at,
                 };
-                store.record_unchanged(&id, &unchanged)
+                store.record_unchanged(&claimed, &unchanged)
             })
             .await??;
+            warn_if_lost(recorded, &feed.id);
             report_move(&feed, fetched.meta.moved_to.as_ref());
             info!(feed = %feed.id, status = "not-modified", same_body = true, new = 0, matched = 0,
                   full = full_fetch, ms = started.elapsed().as_millis() as u64, "feed polled");
@@ -651,6 +684,10 @@ pub async fn refresh_feed(
             StoreOutcome::StaleMatcher => {
                 anyhow::bail!("the subscriptions kept changing while storing feed {feed_id}")
             }
+            StoreOutcome::ClaimLost => {
+                warn_if_lost(false, &feed_id);
+                return Ok(FeedOutcome::TakenOver);
+            }
         }
     };
     info!(feed = %feed_id, status = "ok", baseline, full = full_fetch, new = stored.new_items,
@@ -668,6 +705,13 @@ pub async fn refresh_feed(
         updated_items: stored.updated_items,
         matches: stored.matches,
     })
+}
+
+/// A poll whose claim another worker took over wrote nothing; says so.
+fn warn_if_lost(recorded: bool, feed: &str) {
+    if !recorded {
+        warn!(feed = %feed, "another worker took this feed over; this poll's result was not recorded");
+    }
 }
 
 fn report_move(feed: &FeedToPoll, moved_to: Option<&Url>) {
@@ -708,9 +752,12 @@ async fn record_failure(
         now,
     );
     let store = app.store.clone();
-    let (id, k, e) = (feed.id.clone(), kind.to_string(), error.clone());
-    tokio::task::spawn_blocking(move || store.record_failure(&id, now, &k, &e, next_poll_at))
-        .await??;
+    let (claimed, k, e) = (feed.clone(), kind.to_string(), error.clone());
+    let recorded = tokio::task::spawn_blocking(move || {
+        store.record_failure(&claimed, now, &k, &e, next_poll_at)
+    })
+    .await??;
+    warn_if_lost(recorded, &feed.id);
     warn!(feed = %feed.id, status = "error", kind = %kind, error = %error, failures,
           next_poll = %next_poll_at.format("%Y-%m-%d %H:%M:%S"),
           ms = started.elapsed().as_millis() as u64, "feed poll failed");

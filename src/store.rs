@@ -70,6 +70,9 @@ pub struct FeedToPoll {
     pub consecutive_failures: u32,
     /// [`crate::parse::body_hash`] of the last body stored: the same body again is not parsed.
     pub body_hash: Option<String>,
+    /// The token of the claim this poll holds ([`Store::claim_feeds`]); `None` for a feed
+    /// that was not claimed (tools, benchmarks).
+    pub claim: Option<String>,
 }
 
 /// A successful fetch and parse, ready to be stored.
@@ -109,6 +112,8 @@ pub enum StoreOutcome {
     /// The subscriptions changed since the matcher was compiled: nothing was written;
     /// compile it again and store again.
     StaleMatcher,
+    /// Another worker claimed the feed meanwhile: nothing was written.
+    ClaimLost,
 }
 
 /// How many sign-ups the web takes ([`Store::record_signup`]).
@@ -371,12 +376,12 @@ impl Store {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let feeds = {
             let mut stmt = tx.prepare(
-                "UPDATE feeds SET claimed_until = ?2
+                "UPDATE feeds SET claimed_until = ?2, claim = hex(randomblob(12))
                  WHERE active = 1 AND gone_at IS NULL
                    AND (claimed_until IS NULL OR claimed_until <= ?1)
                    AND (?3 = 0 OR next_poll_at <= ?1)
                  RETURNING id, url, etag, last_modified, baseline_at, last_full_fetch_at,
-                           consecutive_failures, body_hash",
+                           consecutive_failures, body_hash, claim",
             )?;
             stmt.query_map(params![now_s, until, only_due], |r| {
                 Ok(FeedToPoll {
@@ -388,6 +393,7 @@ impl Store {
                     last_full_fetch_at: r.get::<_, Option<i64>>(5)?.and_then(from_unix),
                     consecutive_failures: r.get(6)?,
                     body_hash: r.get(7)?,
+                    claim: r.get(8)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?
@@ -426,6 +432,9 @@ impl Store {
         let mut stored = Stored::default();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if !holds_claim(&tx, feed)? {
+            return Ok(StoreOutcome::ClaimLost);
+        }
         // Checked inside the write transaction: no change can land between this check
         // and the matches written below.
         if subscriptions_generation(&tx)? != matcher_generation {
@@ -519,7 +528,7 @@ impl Store {
             "UPDATE feeds SET etag = ?2, last_modified = ?3, baseline_at = COALESCE(baseline_at, ?4),
              next_poll_at = ?5, last_poll_at = ?4, last_success_at = ?4, last_status = 'ok',
              last_error = NULL, last_error_kind = NULL, consecutive_failures = 0, failing_since = NULL,
-             claimed_until = NULL,
+             claimed_until = NULL, claim = NULL,
              last_full_fetch_at = CASE WHEN ?6 THEN ?4 ELSE last_full_fetch_at END,
              moved_to = ?7, repairs = ?8, body_hash = ?9
              WHERE id = ?1",
@@ -542,94 +551,112 @@ impl Store {
     /// Records a 304: the feed is fine and nothing is new.
     pub fn record_not_modified(
         &self,
-        feed_id: &str,
+        feed: &FeedToPoll,
         now: DateTime<Utc>,
         next_poll_at: DateTime<Utc>,
         moved_to: Option<&str>,
-    ) -> Result<()> {
-        self.conn().execute(
-            "UPDATE feeds SET next_poll_at = ?3, last_poll_at = ?2, last_success_at = ?2,
+    ) -> Result<bool> {
+        Ok(self.conn().execute(
+            "UPDATE feeds SET next_poll_at = ?4, last_poll_at = ?3, last_success_at = ?3,
              last_status = 'not-modified', last_error = NULL, last_error_kind = NULL,
-             consecutive_failures = 0, failing_since = NULL, claimed_until = NULL, moved_to = ?4
-             WHERE id = ?1",
-            params![feed_id, now.timestamp(), next_poll_at.timestamp(), moved_to],
-        )?;
-        Ok(())
+             consecutive_failures = 0, failing_since = NULL, claimed_until = NULL, claim = NULL,
+             moved_to = ?5
+             WHERE id = ?1 AND claim IS ?2",
+            params![
+                feed.id,
+                feed.claim,
+                now.timestamp(),
+                next_poll_at.timestamp(),
+                moved_to
+            ],
+        )? == 1)
     }
 
     /// Records a 200 whose body is the one stored last time as not modified, keeping the
     /// validators the server sent and, after an unconditional GET, its time.
-    pub fn record_unchanged(&self, feed_id: &str, poll: &UnchangedPoll<'_>) -> Result<()> {
+    pub fn record_unchanged(&self, feed: &FeedToPoll, poll: &UnchangedPoll<'_>) -> Result<bool> {
         let now = poll.now.timestamp();
-        self.conn().execute(
+        Ok(self.conn().execute(
             "UPDATE feeds SET etag = ?2, last_modified = ?3, next_poll_at = ?5, last_poll_at = ?4,
              last_success_at = ?4, last_status = 'not-modified', last_error = NULL,
              last_error_kind = NULL, consecutive_failures = 0, failing_since = NULL,
-             claimed_until = NULL, moved_to = ?6,
+             claimed_until = NULL, claim = NULL, moved_to = ?6,
              last_full_fetch_at = CASE WHEN ?7 THEN ?4 ELSE last_full_fetch_at END
-             WHERE id = ?1",
+             WHERE id = ?1 AND claim IS ?8",
             params![
-                feed_id,
+                feed.id,
                 poll.etag,
                 poll.last_modified,
                 now,
                 poll.next_poll_at.timestamp(),
                 poll.moved_to,
                 poll.full_fetch,
+                feed.claim,
             ],
-        )?;
-        Ok(())
+        )? == 1)
     }
 
-    /// Records a failed poll on the feed. Nothing about its items changes.
+    /// Records a failed poll on the feed. Nothing about its items changes. False (nothing
+    /// written) when another worker holds the feed now, as for every `record_*`.
     pub fn record_failure(
         &self,
-        feed_id: &str,
+        feed: &FeedToPoll,
         now: DateTime<Utc>,
         kind: &str,
         error: &str,
         next_poll_at: DateTime<Utc>,
-    ) -> Result<()> {
-        self.conn().execute(
+    ) -> Result<bool> {
+        Ok(self.conn().execute(
             "UPDATE feeds SET next_poll_at = ?5, last_poll_at = ?2, last_status = 'error',
              last_error = ?4, last_error_kind = ?3, last_error_at = ?2,
              failing_since = COALESCE(failing_since, ?2),
-             consecutive_failures = consecutive_failures + 1, claimed_until = NULL WHERE id = ?1",
+             consecutive_failures = consecutive_failures + 1, claimed_until = NULL, claim = NULL
+             WHERE id = ?1 AND claim IS ?6",
             params![
-                feed_id,
+                feed.id,
                 now.timestamp(),
                 kind,
                 error,
-                next_poll_at.timestamp()
+                next_poll_at.timestamp(),
+                feed.claim
             ],
-        )?;
-        Ok(())
+        )? == 1)
     }
 
-    /// Records a 410: the feed is not polled again until its URL changes in the config.
-    pub fn record_gone(&self, feed_id: &str, now: DateTime<Utc>, error: &str) -> Result<()> {
-        self.conn().execute(
+    /// Records a 410: the feed is not polled again until its URL changes.
+    pub fn record_gone(&self, feed: &FeedToPoll, now: DateTime<Utc>, error: &str) -> Result<bool> {
+        Ok(self.conn().execute(
             "UPDATE feeds SET gone_at = ?2, last_poll_at = ?2, last_status = 'gone',
              last_error = ?3, last_error_kind = 'gone', last_error_at = ?2,
              failing_since = COALESCE(failing_since, ?2),
-             consecutive_failures = consecutive_failures + 1, claimed_until = NULL WHERE id = ?1",
-            params![feed_id, now.timestamp(), error],
-        )?;
-        Ok(())
+             consecutive_failures = consecutive_failures + 1, claimed_until = NULL, claim = NULL
+             WHERE id = ?1 AND claim IS ?4",
+            params![feed.id, now.timestamp(), error, feed.claim],
+        )? == 1)
     }
 
-    /// Lets go of feeds this worker claimed but will not poll (shutting down), so they
-    /// are due again at once instead of after the lease.
-    pub fn release_claims(&self, feed_ids: &[String]) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut release = tx.prepare("UPDATE feeds SET claimed_until = NULL WHERE id = ?1")?;
-            for id in feed_ids {
-                release.execute([id])?;
-            }
-        }
-        tx.commit()?;
+    /// Extends this poll's claim on the feed to `now + lease`, right before fetching.
+    /// False when another worker claimed the feed meanwhile (this one's lease ran out while
+    /// it waited for a connection slot): the feed must not be fetched.
+    pub fn renew_feed_claim(
+        &self,
+        feed: &FeedToPoll,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<bool> {
+        Ok(self.conn().execute(
+            "UPDATE feeds SET claimed_until = ?3 WHERE id = ?1 AND claim IS ?2",
+            params![feed.id, feed.claim, now.timestamp() + lease_secs(lease)],
+        )? == 1)
+    }
+
+    /// Lets go of a feed this poll claimed but will not poll (shutting down), so it is
+    /// due again at once instead of after the lease; another worker's claim is left alone.
+    pub fn release_claim(&self, feed: &FeedToPoll) -> Result<()> {
+        self.conn().execute(
+            "UPDATE feeds SET claimed_until = NULL, claim = NULL WHERE id = ?1 AND claim IS ?2",
+            params![feed.id, feed.claim],
+        )?;
         Ok(())
     }
 
@@ -1799,6 +1826,16 @@ const PRUNE_ITEM_BATCH: usize = 2000;
 /// storing items) get it rather than the next batch.
 const PRUNE_PAUSE: Duration = Duration::from_millis(50);
 
+/// Whether `feed`'s claim still holds it.
+fn holds_claim(tx: &rusqlite::Transaction<'_>, feed: &FeedToPoll) -> rusqlite::Result<bool> {
+    let claim: Option<String> = tx
+        .prepare_cached("SELECT claim FROM feeds WHERE id = ?1")?
+        .query_row([&feed.id], |r| r.get(0))
+        .optional()?
+        .flatten();
+    Ok(claim == feed.claim)
+}
+
 /// A lease in whole seconds, rounded up (a lease of 0.5 s must not end at once).
 fn lease_secs(lease: Duration) -> i64 {
     i64::try_from(lease.as_secs() + u64::from(lease.subsec_nanos() > 0)).unwrap_or(i64::MAX / 4)
@@ -2016,6 +2053,68 @@ mod tests {
         let active = store.subscriptions().unwrap();
         assert_eq!(active.generation, *seen.last().unwrap());
         assert_eq!(active.queries.len(), 1);
+    }
+
+    /// A feed's claim is valid while it is held: a worker whose lease ran out while it
+    /// waited (another took the feed) neither fetches it (the renewal fails) nor writes
+    /// its result over the new holder's.
+    #[test]
+    fn a_worker_that_lost_its_feed_claim_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let t0 = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();
+        store
+            .sync_feeds(&[FeedConfig {
+                id: "f".into(),
+                name: "F".into(),
+                url: "https://f.example/feed".parse().unwrap(),
+                tags: Vec::new(),
+                interval: Duration::from_secs(900),
+            }])
+            .unwrap();
+        let lease = Duration::from_secs(300);
+        let old = store.claim_feeds(t0, lease, false).unwrap().remove(0);
+        let later = t0 + chrono::Duration::seconds(301);
+        let new = store.claim_feeds(later, lease, false).unwrap().remove(0);
+        assert!(!store.renew_feed_claim(&old, later, lease).unwrap());
+        assert!(store.renew_feed_claim(&new, later, lease).unwrap());
+        let failed = store
+            .record_failure(&old, later, "http", "HTTP 500", later)
+            .unwrap();
+        assert!(!failed, "the old holder's failure is not recorded");
+        assert_eq!(store.consecutive_failures("f").unwrap(), 0);
+        let items = [Item {
+            key: "k".into(),
+            guid: None,
+            link: None,
+            title: "Asylum".into(),
+            summary: String::new(),
+            content: String::new(),
+            published: Some(later),
+        }];
+        let poll = SuccessfulPoll {
+            items: &items,
+            etag: None,
+            last_modified: None,
+            full_fetch: true,
+            moved_to: None,
+            repairs: &[],
+            now: later,
+            next_poll_at: later,
+            baseline_cutoff: later,
+            body_hash: None,
+            matcher_generation: store.subscriptions_generation().unwrap(),
+        };
+        let outcome = store.store_items(&old, &poll, |_| Vec::new()).unwrap();
+        assert_eq!(outcome, StoreOutcome::ClaimLost);
+        assert!(store.feed_items("f").unwrap().is_empty());
+        store.release_claim(&old).unwrap();
+        assert!(
+            store.claim_feeds(later, lease, false).unwrap().is_empty(),
+            "the old holder cannot release the new holder's claim"
+        );
+        let outcome = store.store_items(&new, &poll, |_| Vec::new()).unwrap();
+        assert!(matches!(outcome, StoreOutcome::Stored(s) if s.new_items == 1));
     }
 
     /// Items are never matched by a matcher older than the subscriptions: the store
