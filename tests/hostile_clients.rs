@@ -6,6 +6,7 @@ mod support;
 use std::time::Duration;
 
 use reqwest::StatusCode;
+use support::Daemon;
 use tidings::App;
 
 struct Site {
@@ -266,80 +267,6 @@ fn the_cli_adds_one_subscriber_per_mailbox() {
     assert!(!list.contains("@x.org"), "{list}");
 }
 
-/// `tidings run` with at most `nofile` open files, its stderr collected.
-struct Daemon {
-    child: std::process::Child,
-    log: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl Daemon {
-    fn start(config: &std::path::Path, nofile: u32) -> Daemon {
-        use std::io::BufRead as _;
-        let mut child = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
-            .arg(env!("CARGO_BIN_EXE_tidings"))
-            .args(["run", "--config"])
-            .arg(config)
-            .env_remove("TIDINGS_CONFIG")
-            .env_remove("NOTIFY_SOCKET")
-            .env("TIDINGS_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let (stderr, sink) = (child.stderr.take().unwrap(), log.clone());
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        Daemon { child, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// The first log line containing all of `words`, waiting up to 30 s for it.
-    async fn wait_log(&self, words: &[&str]) -> String {
-        for _ in 0..600 {
-            let log = self.log();
-            if let Some(line) = log.lines().find(|l| words.iter().all(|w| l.contains(w))) {
-                return line.to_string();
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "no log line with {words:?} within 30 s; log:\n{}",
-            self.log()
-        );
-    }
-
-    /// The address a listener logged at start ("web listener", "admin listener").
-    async fn address(&self, listener: &str) -> std::net::SocketAddr {
-        let line = self.wait_log(&[listener, "address="]).await;
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix("address="))
-            .unwrap()
-            .parse()
-            .unwrap()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A connection from `from` that sends half a request, a byte every half second, until
 /// the server closes it.
 async fn slow_client(from: &str, to: std::net::SocketAddr) -> Option<tokio::net::TcpStream> {
@@ -388,10 +315,14 @@ async fn slow_clients_cannot_take_pages_health_or_polls_down() {
         web,
     );
     // 256 files: the flood below (300 connections) would use them all up.
-    let daemon = Daemon::start(&config.path, 256);
+    let daemon = Daemon::start_with_open_files(&config.path, 256);
     let web = daemon.address("web listener").await;
     let admin = daemon.address("admin listener").await;
-    daemon.wait_log(&["feed=first", "ok"]).await;
+    daemon
+        .wait_log("first polled", |l| {
+            l.contains("feed=first") && l.contains("ok")
+        })
+        .await;
 
     let mut flood = 0;
     for _ in 0..300 {
@@ -432,12 +363,12 @@ async fn slow_clients_cannot_take_pages_health_or_polls_down() {
         feeds.url("/late.xml")
     );
     std::fs::write(&config.path, late).unwrap();
-    let sent = std::process::Command::new("kill")
-        .args(["-HUP", &daemon.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let polled = daemon.wait_log(&["feed=late", "status="]).await;
+    daemon.signal("HUP");
+    let polled = daemon
+        .wait_log("late polled", |l| {
+            l.contains("feed=late") && l.contains("status=")
+        })
+        .await;
     assert!(polled.contains("ok"), "{polled}\n{}", daemon.log());
 
     // A request whose headers never finish is closed once the header deadline passes.

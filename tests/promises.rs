@@ -4,13 +4,11 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use support::{FeedServer, Route, SmtpServer, decode};
+use support::{Daemon, FeedServer, Route, SmtpServer, decode};
 
 /// An RSS feed of `(guid, title)` items published just now.
 fn rss(items: &[(&str, &str)]) -> Route {
@@ -50,61 +48,6 @@ fn tidings(config: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A running `tidings run` whose log is collected as it is written.
-struct Daemon {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Daemon {
-    fn start(config: &Path) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
-            .args(["run", "--config"])
-            .arg(config)
-            .env_remove("TIDINGS_CONFIG")
-            .env_remove("NOTIFY_SOCKET")
-            .env("TIDINGS_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start tidings run");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (stderr, sink) = (child.stderr.take().unwrap(), log.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        Daemon { child, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Waits until `n` log lines contain `needle`.
-    async fn wait_log(&self, needle: &str, n: usize) {
-        let started = Instant::now();
-        while self.log().matches(needle).count() < n {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "fewer than {n} log lines with {needle:?} within 30 s; log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A config with immediate digests over SMTP on `smtp_port`, polling `feeds` (id, url).
@@ -156,12 +99,16 @@ async fn a_subscription_changed_by_another_process_reaches_the_running_matcher()
     tidings(&config, &["subscriber", "add", "a@x.test", "-q", "asylum"]);
     tidings(&config, &["subscriber", "add", "b@x.test", "-q", "DACA"]);
 
-    let daemon = Daemon::start(&config);
-    daemon.wait_log("feed=one", 1).await;
+    let daemon = Daemon::start(&config, &[], &[]);
+    daemon
+        .wait_log("feed one polled", |l| l.contains("feed=one"))
+        .await;
     // Another process, as an admin (or the manage page) would, while feed two is fetched.
     tidings(&config, &["subscriber", "remove", "b@x.test"]);
     tidings(&config, &["subscriber", "add", "c@x.test", "-q", "TPS"]);
-    daemon.wait_log("feed=two", 1).await;
+    daemon
+        .wait_log("feed two polled", |l| l.contains("feed=two"))
+        .await;
 
     let received = smtp.wait_for(1, Duration::from_secs(30)).await;
     let mail = decode(&received[0]);

@@ -5,115 +5,13 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{FeedServer, Route, SmtpServer, fixture};
-
-/// A running `tidings run` whose stderr is collected as it is written.
-struct Daemon {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Daemon {
-    fn start(config: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_tidings"));
-        command
-            .args(extra_args)
-            .args(["run", "--config"])
-            .arg(config)
-            .env_remove("TIDINGS_CONFIG")
-            .env_remove("NOTIFY_SOCKET")
-            .env("TIDINGS_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let mut child = command.spawn().expect("start tidings run");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        Daemon { child, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Waits until a log line satisfies `pred`; returns that line.
-    async fn wait_log(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let started = Instant::now();
-        loop {
-            if let Some(line) = self.log().lines().find(|l| pred(l)) {
-                return line.to_string();
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "no log line {what} within 30 s; log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// The admin listener's address, from its startup log line.
-    async fn admin(&self) -> String {
-        let line = self
-            .wait_log("admin listener", |l| l.contains("admin listener"))
-            .await;
-        let addr = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("address="))
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        format!("http://{addr}")
-    }
-
-    fn signal(&self, name: &str) {
-        let sent = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-    }
-
-    fn is_running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    /// Waits for the process to exit; returns its status and how long that took.
-    async fn wait_exit(&mut self, limit: Duration) -> (ExitStatus, Duration) {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (status, started.elapsed());
-            }
-            if started.elapsed() > limit {
-                let _ = self.child.kill();
-                panic!("daemon still running after {limit:?}; log:\n{}", self.log());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{Daemon, FeedServer, Route, SmtpServer, fixture};
 
 /// A config polling `feeds` (id, url, interval) and mailing through `smtp_port`, with the
 /// admin listener on an ephemeral port; `service` adds keys to `[service]`.

@@ -209,6 +209,155 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 // ---------------------------------------------------------------------------
+// The daemon
+// ---------------------------------------------------------------------------
+
+/// A running `tidings run` whose stderr is collected as it is written.
+#[cfg(test)] // examples share this file; only tests have the binary
+pub struct Daemon {
+    child: std::process::Child,
+    log: Arc<Mutex<String>>,
+}
+
+#[cfg(test)]
+impl Daemon {
+    pub fn start(config: &std::path::Path, extra_args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_in(
+            std::process::Command::new(env!("CARGO_BIN_EXE_tidings")),
+            config,
+            extra_args,
+            env,
+        )
+    }
+
+    /// [`Daemon::start`] with at most `nofile` open files (`ulimit -n`).
+    pub fn start_with_open_files(config: &std::path::Path, nofile: u32) -> Daemon {
+        let mut shell = std::process::Command::new("sh");
+        shell
+            .arg("-c")
+            .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_tidings"));
+        Daemon::start_in(shell, config, &[], &[])
+    }
+
+    fn start_in(
+        mut command: std::process::Command,
+        config: &std::path::Path,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        command
+            .args(extra_args)
+            .args(["run", "--config"])
+            .arg(config)
+            .env_remove("TIDINGS_CONFIG")
+            .env_remove("NOTIFY_SOCKET")
+            .env("TIDINGS_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("start tidings run");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in
+                std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok)
+            {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Daemon { child, log }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until a log line satisfies `pred`; returns that line.
+    pub async fn wait_log(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(line) = self.log().lines().find(|l| pred(l)) {
+                return line.to_string();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no log line {what} within 30 s; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The admin listener's address, from its startup log line.
+    pub async fn admin(&self) -> String {
+        let line = self
+            .wait_log("admin listener", |l| l.contains("admin listener"))
+            .await;
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("address="))
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        format!("http://{addr}")
+    }
+
+    pub fn signal(&self, name: &str) {
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Waits for the process to exit; returns its status and how long that took.
+    pub async fn wait_exit(&mut self, limit: Duration) -> (std::process::ExitStatus, Duration) {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, started.elapsed());
+            }
+            if started.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!("daemon still running after {limit:?}; log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+impl Daemon {
+    /// The address a listener logged at start ("web listener", "admin listener").
+    pub async fn address(&self, listener: &str) -> SocketAddr {
+        let line = self
+            .wait_log(listener, |l| l.contains(listener) && l.contains("address="))
+            .await;
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix("address="))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .parse()
+            .unwrap()
+    }
+}
+
+#[cfg(test)]
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------
 // FeedServer
 // ---------------------------------------------------------------------------
 
