@@ -335,7 +335,7 @@ fn build(store: &Store, args: &Args, now: DateTime<Utc>) -> Result<()> {
         let sent_at = at + chrono::Duration::minutes(30);
         for reader in &active[..digests] {
             if let Some(outbox) =
-                store.take_digest(reader.subscriber, sent_at, "bench.example", |_, e| {
+                store.take_digest(reader.subscriber, sent_at, "bench.example", |_, e, _| {
                     render(e)
                 })?
             {
@@ -345,7 +345,7 @@ fn build(store: &Store, args: &Args, now: DateTime<Utc>) -> Result<()> {
         if round == 0 {
             for reader in paused {
                 if let Some(outbox) =
-                    store.take_digest(reader.subscriber, sent_at, "bench.example", |_, e| {
+                    store.take_digest(reader.subscriber, sent_at, "bench.example", |_, e, _| {
                         render(e)
                     })?
                 {

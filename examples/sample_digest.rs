@@ -228,6 +228,7 @@ fn main() -> Result<()> {
         unsubscribe_url: Some(&unsubscribe),
         manage_url: Some(&manage),
         cache: None,
+        more_follow: false,
     };
     let rendered = render_digest(&entries, &cx)?;
 

@@ -291,7 +291,15 @@ pub struct DigestContext<'a> {
     /// Shared by the digests of one round, so an item's highlighted title and snippet
     /// for a query are made once, not once per subscriber.
     pub cache: Option<&'a StoryCache>,
+    /// More matches are pending than one message holds ([`MAX_DIGEST_ENTRIES`]): they
+    /// follow in the next one, and the intro says so.
+    pub more_follow: bool,
 }
+
+/// The most matches one digest holds; past it a message grows beyond what mail servers
+/// take (60k matches made a 35 MB message). The rest stay pending for the next digest,
+/// which goes out at once.
+pub const MAX_DIGEST_ENTRIES: usize = 500;
 
 /// Highlighted title and snippets of items, by (item, query), for one digest round.
 #[derive(Debug, Default)]
@@ -433,6 +441,11 @@ pub fn render_digest(
             "{n} new and {u} updated {} for your Tidings alerts.",
             plural(n + u, "item")
         ),
+    };
+    let intro = if cx.more_follow {
+        format!("{intro} There are more than fit in one message: the rest follow in the next.")
+    } else {
+        intro
     };
 
     let mut queries: HashMap<&str, Option<Query>> = HashMap::new();
@@ -849,6 +862,7 @@ mod tests {
             unsubscribe_url,
             manage_url: unsubscribe_url.map(|_| "https://alerts.example.org/manage/1.ab"),
             cache: None,
+            more_follow: false,
         };
         render_digest(entries, &cx).unwrap()
     }
@@ -1583,6 +1597,7 @@ mod tests {
                 unsubscribe_url: None,
                 manage_url: None,
                 cache,
+                more_follow: false,
             };
             render_digest(std::slice::from_ref(&e), &cx).unwrap()
         };

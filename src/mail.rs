@@ -512,14 +512,15 @@ pub async fn send_due(
             .buffer_unordered(mailer.concurrency);
         while let Some(sent) = sends.next().await {
             if let Some((row, outcome)) = sent? {
-                record(store, mailer, now, row, outcome, &mut done).await?;
+                record(store, mailer, clock(), row, outcome, &mut done).await?;
             }
         }
     }
     Ok(done)
 }
 
-/// Logs and stores what happened to one message.
+/// Logs and stores what happened to one message, at `now` (when it happened: a retry
+/// waits its delay from the failure, not from the start of the round).
 async fn record(
     store: &Store,
     mailer: &Mailer,

@@ -248,7 +248,10 @@ fn convert(entry: &Entry, now: DateTime<Utc>) -> Item {
         .find(|l| l.rel.as_deref().is_none_or(|r| r == "alternate"))
         .or_else(|| entry.links.first())
         .and_then(|l| canonical_link(&l.href));
-    let published = entry.published.or(entry.updated).filter(|d| *d <= now);
+    let dated = entry.published.or(entry.updated);
+    // A date ahead of now is not shown or used as a date, but it still names the item:
+    // the key must not change the moment the clock passes it.
+    let published = dated.filter(|d| *d <= now);
     let guid = Some(entry.id.trim().to_string()).filter(|g| !g.is_empty());
 
     let key = match (&guid, &link) {
@@ -257,7 +260,7 @@ fn convert(entry: &Entry, now: DateTime<Utc>) -> Item {
         (None, None) => hash(&[
             "content",
             &title,
-            &published.map(|d| d.to_rfc3339()).unwrap_or_default(),
+            &dated.map(|d| d.to_rfc3339()).unwrap_or_default(),
             &summary,
             &content,
         ]),
@@ -461,6 +464,10 @@ impl TextBudget {
 /// (script, style, title, textarea…) switch the tokenizer the way a browser's tree
 /// builder does, so their content is text, never tags. Linear in the input.
 fn for_each_token(html: &str, visit: impl FnMut(Token) -> bool) {
+    // html5ever checks each attribute of a tag against all earlier ones: quadratic in a
+    // tag's attribute count. No tag needs more than a few; the rest are dropped first.
+    let html = limit_attributes(html, MAX_ATTRIBUTES);
+    let html = html.as_ref();
     /// Input handed to the tokenizer at once; between chunks, a visitor that is done
     /// stops the reading.
     const CHUNK: usize = 64 * 1024;
@@ -518,6 +525,112 @@ fn for_each_token(html: &str, visit: impl FnMut(Token) -> bool) {
         rest = tail;
     }
     tokenizer.end();
+}
+
+/// Attributes kept per tag; see [`limit_attributes`].
+const MAX_ATTRIBUTES: usize = 64;
+
+/// `html` with every tag's attributes after the first `max` removed, in one pass. Tags are
+/// found as an HTML tokenizer finds them (`<` and a letter, or `</`, outside comments);
+/// attribute values are read quoted or unquoted, so a `>` inside quotes does not end the
+/// tag. Input without a tag over the limit comes back unchanged (borrowed).
+fn limit_attributes(html: &str, max: usize) -> Cow<'_, str> {
+    let bytes = html.as_bytes();
+    let mut out: Option<String> = None;
+    // Everything before `copied` is in `out` (once something was dropped).
+    let mut copied = 0;
+    let mut i = 0;
+    while let Some(offset) = memchr_lt(&bytes[i..]) {
+        let start = i + offset;
+        i = start + 1;
+        if bytes[start..].starts_with(b"<!--") {
+            // A comment runs to `-->` (or the end); nothing in it is a tag.
+            i = html[start + 4..]
+                .find("-->")
+                .map_or(bytes.len(), |end| start + 4 + end + 3);
+            continue;
+        }
+        let name_at = start + 1 + usize::from(bytes.get(start + 1) == Some(&b'/'));
+        if !bytes.get(name_at).is_some_and(u8::is_ascii_alphabetic) {
+            continue;
+        }
+        // The tag name, then attributes up to the `>` outside quotes.
+        let mut j = name_at;
+        while j < bytes.len()
+            && !matches!(bytes[j], b'>' | b'/' | b' ' | b'\t' | b'\n' | b'\r' | 0x0c)
+        {
+            j += 1;
+        }
+        let mut attributes = 0;
+        let mut cut = None;
+        while j < bytes.len() && bytes[j] != b'>' {
+            match bytes[j] {
+                b' ' | b'\t' | b'\n' | b'\r' | 0x0c | b'/' => j += 1,
+                _ => {
+                    attributes += 1;
+                    if attributes == max + 1 {
+                        cut = Some(j);
+                    }
+                    // The name, up to `=`, space, `/` or `>`.
+                    while j < bytes.len()
+                        && !matches!(
+                            bytes[j],
+                            b'=' | b'>' | b'/' | b' ' | b'\t' | b'\n' | b'\r' | 0x0c
+                        )
+                    {
+                        j += 1;
+                    }
+                    while j < bytes.len() && matches!(bytes[j], b' ' | b'\t' | b'\n' | b'\r' | 0x0c)
+                    {
+                        j += 1;
+                    }
+                    if bytes.get(j) == Some(&b'=') {
+                        j += 1;
+                        while j < bytes.len()
+                            && matches!(bytes[j], b' ' | b'\t' | b'\n' | b'\r' | 0x0c)
+                        {
+                            j += 1;
+                        }
+                        match bytes.get(j) {
+                            Some(&q @ (b'"' | b'\'')) => {
+                                j = html[j + 1..]
+                                    .find(q as char)
+                                    .map_or(bytes.len(), |e| j + 1 + e + 1);
+                            }
+                            _ => {
+                                while j < bytes.len()
+                                    && !matches!(
+                                        bytes[j],
+                                        b'>' | b' ' | b'\t' | b'\n' | b'\r' | 0x0c
+                                    )
+                                {
+                                    j += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(cut) = cut {
+            let out = out.get_or_insert_with(|| String::with_capacity(html.len()));
+            out.push_str(&html[copied..cut]);
+            copied = j; // the `>` (or the end) is copied with what follows
+        }
+        i = j;
+    }
+    match out {
+        None => Cow::Borrowed(html),
+        Some(mut out) => {
+            out.push_str(&html[copied..]);
+            Cow::Owned(out)
+        }
+    }
+}
+
+/// The offset of the next `<`.
+fn memchr_lt(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == b'<')
 }
 
 fn collapse_whitespace(s: &str) -> String {
@@ -1496,6 +1609,39 @@ mod tests {
         assert_eq!(
             item.summary,
             "Deadline moved to Fridays; می\u{200C}خواهم 👩\u{200D}⚕️"
+        );
+    }
+
+    /// html5ever compares each attribute of a tag with every earlier one: a tag with
+    /// 100k attributes cost minutes. Past the first 64 they are dropped first, in one
+    /// pass, and what the markup says is unchanged.
+    #[test]
+    fn a_tag_with_many_attributes_is_cut_to_the_first_ones() {
+        let many: String = (0..100_000).map(|n| format!(" a{n}=\"x>{n}\"")).collect();
+        let html = format!("<p{many}>Asylum <b class='k'>news</b></p><!-- <p{many}> -->after");
+        assert_eq!(html_to_text(&html), "Asylum news after");
+        let limited = limit_attributes(&html, 64);
+        assert!(limited.len() < 2_000 + html.len() / 2, "{}", limited.len());
+        assert!(
+            limited.starts_with("<p a0=\"x>0\" a1="),
+            "{}",
+            &limited[..40]
+        );
+        // Tags within the limit, comments, stray `<` and odd quoting pass unchanged.
+        for unchanged in [
+            "<a href=\"/x\" rel=alternate title='a > b'>x</a> 1 < 2 <3 </p >",
+            "<p a=1 b = 2 c=\"3\" d='4' e f/>text<!-- <x y=z>",
+            "<p a=\"unterminated",
+        ] {
+            assert!(
+                matches!(limit_attributes(unchanged, 64), Cow::Borrowed(_)),
+                "{unchanged}"
+            );
+        }
+        let few: String = (0..5).map(|n| format!(" b{n}={n}")).collect();
+        assert_eq!(
+            limit_attributes(&format!("<i{few}>t</i>"), 2),
+            "<i b0=0 b1=1 >t</i>"
         );
     }
 

@@ -356,8 +356,9 @@ pub async fn poll_feeds_observed(
                 }
             };
             let outcome = work.await;
-            if outcome.is_none() {
-                // Not polled: due again at once on the next start, not after the lease.
+            if matches!(outcome, None | Some(Err(_))) {
+                // Not polled, or its result could not be written: due again at once (the
+                // next start, the next tick), not after the lease.
                 let store = app.store.clone();
                 match tokio::task::spawn_blocking(move || store.release_claim(&claimed)).await {
                     Ok(Ok(())) => {}
@@ -908,7 +909,7 @@ async fn queue_digests(
         let cache = cache.clone();
         let outbox = tokio::task::spawn_blocking(move || {
             app.store
-                .take_digest(subscriber, now, &domain, |s, entries| {
+                .take_digest(subscriber, now, &domain, |s, entries, more_follow| {
                     let unsubscribe = app.links.unsubscribe_url(s.id, &s.email);
                     let manage = app.links.manage_url(s.id, &s.email);
                     let cx = DigestContext {
@@ -920,6 +921,7 @@ async fn queue_digests(
                         unsubscribe_url: Some(&unsubscribe),
                         manage_url: Some(&manage),
                         cache: Some(&cache),
+                        more_follow,
                     };
                     Ok(render_digest(entries, &cx)?)
                 })

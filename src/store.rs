@@ -21,7 +21,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use rusqlite_migration::{M, Migrations};
 
 use crate::config::FeedConfig;
-use crate::digest::{DigestEntry, FailingFeed, Rendered, Schedule};
+use crate::digest::{DigestEntry, FailingFeed, MAX_DIGEST_ENTRIES, Rendered, Schedule};
 use crate::parse::Item;
 
 /// The migrations, in order. Each file in `migrations/` must be listed here.
@@ -345,7 +345,10 @@ impl Store {
                          last_modified = NULL, baseline_at = NULL, next_poll_at = 0,
                          consecutive_failures = 0, gone_at = NULL, moved_to = NULL,
                          last_full_fetch_at = NULL, last_status = NULL, failing_since = NULL,
-                         body_hash = NULL
+                         body_hash = NULL,
+                         -- A poll of the old URL still in flight holds a claim on what is
+                         -- now another feed: void it, so that poll records nothing.
+                         claim = NULL, claimed_until = NULL
                          WHERE id = ?1",
                         params![feed.id, url, feed.name, tags],
                     )?;
@@ -1272,7 +1275,7 @@ impl Store {
         subscriber_id: i64,
         now: DateTime<Utc>,
         message_domain: &str,
-        render: impl FnOnce(&Subscriber, &[DigestEntry]) -> Result<Rendered>,
+        render: impl FnOnce(&Subscriber, &[DigestEntry], bool) -> Result<Rendered>,
     ) -> Result<Option<i64>> {
         let now_s = now.timestamp();
         let mut conn = self.conn();
@@ -1299,9 +1302,10 @@ impl Store {
                  JOIN items i ON i.id = m.item_id
                  JOIN feeds f ON f.id = i.feed_id
                  WHERE q.subscriber_id = ?1 AND m.outbox_id IS NULL
-                 ORDER BY q.id, COALESCE(i.published_at, i.first_seen_at) DESC, i.id",
+                 ORDER BY q.id, COALESCE(i.published_at, i.first_seen_at) DESC, i.id
+                 LIMIT ?2",
             )?;
-            stmt.query_map([subscriber.id], |r| {
+            stmt.query_map(params![subscriber.id, MAX_DIGEST_ENTRIES as i64 + 1], |r| {
                 let tags: String = r.get(5)?;
                 Ok(DigestEntry {
                     subscription_id: r.get(0)?,
@@ -1325,9 +1329,17 @@ impl Store {
             tx.commit()?;
             return Ok(None);
         }
+        let mut entries = entries;
+        let more_follow = entries.len() > MAX_DIGEST_ENTRIES;
+        if more_follow {
+            entries.truncate(MAX_DIGEST_ENTRIES);
+            // Due again at once: the rest go out in the next message, not next period.
+            tx.prepare_cached("UPDATE subscribers SET next_digest_at = ?2 WHERE id = ?1")?
+                .execute(params![subscriber.id, now_s])?;
+        }
         subscriber.queries = entries.iter().map(|e| e.query.clone()).collect();
         subscriber.queries.dedup();
-        let rendered = render(&subscriber, &entries)?;
+        let rendered = render(&subscriber, &entries, more_follow)?;
 
         // The row id is part of the Message-ID, so insert first with a placeholder.
         tx.prepare_cached(
@@ -1350,11 +1362,16 @@ impl Store {
         );
         tx.prepare_cached("UPDATE outbox SET message_id = ?2 WHERE id = ?1")?
             .execute(params![outbox_id, message_id])?;
-        let taken = tx.prepare_cached(
-            "UPDATE matches SET outbox_id = ?2
-             WHERE outbox_id IS NULL AND subscription_id IN (SELECT id FROM subscriptions WHERE subscriber_id = ?1)",
-        )?
-        .execute(params![subscriber.id, outbox_id])?;
+        let mut taken = 0;
+        {
+            let mut take = tx.prepare_cached(
+                "UPDATE matches SET outbox_id = ?3
+                 WHERE subscription_id = ?1 AND item_id = ?2 AND outbox_id IS NULL",
+            )?;
+            for e in &entries {
+                taken += take.execute(params![e.subscription_id, e.item_id, outbox_id])?;
+            }
+        }
         if taken != entries.len() {
             bail!(
                 "digest for subscriber {}: took {taken} matches but rendered {}",
@@ -1514,26 +1531,31 @@ impl Store {
     /// Puts a failed (or pending) message back in the queue to be sent at `now`, with its
     /// attempts reset. Sent mail cannot be requeued. Returns false if there is no such row.
     pub fn requeue(&self, outbox_id: i64, now: DateTime<Utc>) -> Result<bool> {
-        let conn = self.conn();
-        let status: Option<String> = conn
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let row: Option<(String, Option<i64>)> = tx
             .query_row(
-                "SELECT status FROM outbox WHERE id = ?1",
+                "SELECT status, claimed_until FROM outbox WHERE id = ?1",
                 [outbox_id],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        match status.as_deref() {
-            None => Ok(false),
-            Some("sent") => bail!("message {outbox_id} was already sent"),
-            Some(_) => {
-                conn.execute(
-                    "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?2,
-                     created_at = ?2, claimed_until = NULL, claim = NULL WHERE id = ?1",
-                    params![outbox_id, now.timestamp()],
-                )?;
-                Ok(true)
+        match row {
+            None => return Ok(false),
+            Some((status, _)) if status == "sent" => bail!("message {outbox_id} was already sent"),
+            // A sender holds it: requeueing would take its claim and send it twice.
+            Some((_, Some(until))) if until > now.timestamp() => {
+                bail!("message {outbox_id} is being sent right now; look again in a minute")
             }
+            Some(_) => {}
         }
+        tx.execute(
+            "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?2,
+             created_at = ?2, claimed_until = NULL, claim = NULL WHERE id = ?1",
+            params![outbox_id, now.timestamp()],
+        )?;
+        tx.commit()?;
+        Ok(true)
     }
 
     pub fn outbox(&self) -> Result<Vec<OutboxMessage>> {

@@ -218,3 +218,46 @@ async fn a_sender_that_lost_its_claim_never_sends_the_message() {
     let outbox = second.store.outbox().unwrap();
     assert!(outbox.iter().all(|m| m.status == "sent"), "{outbox:?}");
 }
+
+/// A digest holds at most `MAX_DIGEST_ENTRIES` matches (60k in one made a 35 MB message
+/// that mail servers refuse); the rest go out in the next message at once, and the first
+/// says so. Every match is sent exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_matches_is_split_into_messages_a_mail_server_takes() {
+    let feeds = FeedServer::start().await;
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cap = tidings::digest::MAX_DIGEST_ENTRIES;
+    let guids: Vec<String> = (0..cap + 7).map(|n| format!("g{n}")).collect();
+    let items: Vec<(&str, &str)> = guids
+        .iter()
+        .map(|g| (g.as_str(), "Asylum ruling"))
+        .collect();
+    feeds.set("/many.xml", rss(&items));
+    let config =
+        support::write_config(dir.path(), &[("many", feeds.url("/many.xml"))], smtp.port());
+    let app = tidings::App::open(config).unwrap();
+    let now = chrono::Utc::now();
+    support::subscribe(&app, "ana@x.test", "asylum", "immediate", now);
+    let polled = tidings::poll_feeds(&app, now, false).await.unwrap();
+    assert_eq!(polled.matches, cap + 7);
+    let first = tidings::send_digests(&app, now, false).await.unwrap();
+    let second = tidings::send_digests(&app, now, false).await.unwrap();
+    assert_eq!(first.queued + second.queued, 2, "{first:?} {second:?}");
+    let mails: Vec<_> = smtp
+        .wait_for(2, Duration::from_secs(10))
+        .await
+        .iter()
+        .map(decode)
+        .collect();
+    let shown = |m: &support::Mail| m.text.matches("Asylum ruling").count();
+    assert_eq!(shown(&mails[0]) + shown(&mails[1]), cap + 7);
+    assert!(
+        mails[0].text.contains("the rest follow in the next"),
+        "{}",
+        &mails[0].text[..300]
+    );
+    assert!(!mails[1].text.contains("the rest follow"));
+    let third = tidings::send_digests(&app, now, false).await.unwrap();
+    assert_eq!(third.queued, 0, "nothing left: {third:?}");
+}

@@ -43,6 +43,10 @@ pub struct AsyncSmtpConnection {
     stream: BufReader<AsyncNetworkStream>,
     /// Panic state
     panic: bool,
+    /// A mail transaction was started and has not finished: if the `send` future was
+    /// dropped part-way (a caller's timeout), the server's replies are out of step with
+    /// our commands, and the connection must not be reused. (Tidings patch.)
+    in_transaction: bool,
     /// Information about the server
     server_info: ServerInfo,
 }
@@ -138,6 +142,7 @@ impl AsyncSmtpConnection {
         let mut conn = AsyncSmtpConnection {
             stream,
             panic: false,
+            in_transaction: false,
             server_info: ServerInfo::default(),
         };
         // TODO log
@@ -181,6 +186,7 @@ impl AsyncSmtpConnection {
             mail_options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
 
+        self.in_transaction = true;
         try_smtp!(
             self.command(Mail::new(envelope.from().cloned(), mail_options))
                 .await,
@@ -200,11 +206,12 @@ impl AsyncSmtpConnection {
 
         // Message content
         let result = try_smtp!(self.message(email).await, self);
+        self.in_transaction = false;
         Ok(result)
     }
 
     pub fn has_broken(&self) -> bool {
-        self.panic
+        self.panic || self.in_transaction
     }
 
     pub fn can_starttls(&self) -> bool {
