@@ -83,7 +83,12 @@ fn nested_divs(depth: usize) -> String {
 
 /// An RSS feed of one item whose description is `depth` nested divs, escaped.
 fn heavy_feed(depth: usize) -> String {
-    let escaped = nested_divs(depth).replace('<', "&lt;").replace('>', "&gt;");
+    heavy_feed_with(&nested_divs(depth))
+}
+
+/// An RSS feed of one item whose description is `html`, escaped.
+fn heavy_feed_with(html: &str) -> String {
+    let escaped = html.replace('<', "&lt;").replace('>', "&gt;");
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><rss version=\"2.0\"><channel><title>Heavy</title>\
          <link>https://heavy.example/</link><description>nested</description><item><title>Deep</title>\
@@ -120,6 +125,21 @@ fn parse_times(args: &Args) {
             line += &format!(", DOM tree (before) {:>8.1} ms", ms(started.elapsed()));
         }
         println!("{line}");
+    }
+    println!("parse_feed on a feed with one item whose HTML has one tag of N attributes:");
+    for attributes in [50_000, 100_000, 450_000] {
+        let attrs: String = (0..attributes).map(|n| format!(" a{n}=x")).collect();
+        let html = format!("<p{attrs}>asylum</p>");
+        let feed = heavy_feed_with(&html);
+        let started = Instant::now();
+        let parsed = parse_feed(feed.as_bytes(), None, &base, Utc::now()).unwrap();
+        let took = started.elapsed();
+        assert_eq!(parsed.items[0].summary, "asylum");
+        println!(
+            "  N = {attributes:>7}: {:>5.2} MB feed, parse_feed {:>8.1} ms",
+            feed.len() as f64 / 1e6,
+            ms(took)
+        );
     }
 }
 
