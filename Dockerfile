@@ -3,6 +3,7 @@
 #
 #   docker build -t tidings .
 #   docker run -d --name tidings -v tidings-data:/var/lib/tidings \
+#       -p 8080:8080 -e TIDINGS_BASE_URL=https://alerts.example.org/ \
 #       -e TIDINGS_SMTP_PASSWORD=... tidings
 #   docker kill -s HUP tidings     # reload /etc/tidings/config.toml
 #   docker stop tidings            # SIGTERM: finishes work in progress first
@@ -22,12 +23,16 @@ RUN apt-get update \
     && install -d -o tidings -g tidings -m 0750 /var/lib/tidings \
     && install -d -m 0755 /etc/tidings
 COPY --from=build /usr/local/bin/tidings /usr/local/bin/tidings
-# The shipped config, with its state moved to the volume and the admin listener
-# reachable from the host (publish it only where you want it: -p 127.0.0.1:9108:9108).
+# The shipped config, with its state moved to the volume and both listeners on every
+# interface of the container, so that published ports reach them: the subscriber pages
+# every digest links to (8080; their public address comes from TIDINGS_BASE_URL) and the
+# admin listener (9108; publish it only where you want it: -p 127.0.0.1:9108:9108).
+# tests/container.rs applies these edits and checks the result.
 COPY config.toml /etc/tidings/config.toml
 RUN sed -i \
         -e 's|^database = .*|database = "/var/lib/tidings/tidings.db"|' \
         -e 's|^folder = .*|folder = "/var/lib/tidings/mail"|' \
+        -e 's|^listen = .*|listen = "0.0.0.0:8080"|' \
         -e 's|^admin_listen = .*|admin_listen = "0.0.0.0:9108"|' \
         /etc/tidings/config.toml \
     && tidings --config /etc/tidings/config.toml check-config
@@ -35,7 +40,7 @@ RUN sed -i \
 USER tidings
 WORKDIR /var/lib/tidings
 VOLUME /var/lib/tidings
-EXPOSE 9108
+EXPOSE 8080 9108
 ENV TIDINGS_CONFIG=/etc/tidings/config.toml
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=30s --timeout=10s --start-period=20s CMD ["tidings", "health"]

@@ -32,6 +32,8 @@ const MIN_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// Name of the environment variable that holds the SMTP password.
 pub const SMTP_PASSWORD_ENV: &str = "TIDINGS_SMTP_PASSWORD";
+/// Overrides `[web] base_url` (see [`Config::override_from`]).
+pub const BASE_URL_ENV: &str = "TIDINGS_BASE_URL";
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -240,7 +242,22 @@ impl Config {
         let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("reading config {}: {e}", path.display()))?;
-        Ok(Config::parse(&text, path)?)
+        let mut config = Config::parse(&text, path)?;
+        config.override_from(|name| std::env::var(name).ok())?;
+        Ok(config)
+    }
+
+    /// Settings the environment overrides: `TIDINGS_BASE_URL` for `[web] base_url`, the
+    /// public address, which a container or a host often learns only where it runs.
+    pub fn override_from(&mut self, var: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        if let Some(value) = var(BASE_URL_ENV) {
+            self.web.base_url = http_url(&value).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{BASE_URL_ENV}: expected an http(s) URL like \"https://alerts.example.org/\", found {value:?}"
+                )
+            })?;
+        }
+        Ok(())
     }
 
     /// Parses `text` as if it were the file at `path`.
@@ -590,9 +607,9 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
     let default_base_url = || Url::parse(DEFAULT_BASE_URL).expect("the default URL is valid");
     let base_url = match &raw.web.base_url {
         None => default_base_url(),
-        Some(v) => match Url::parse(v.get_ref().trim()) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
-            Ok(_) | Err(_) => {
+        Some(v) => match http_url(v.get_ref()) {
+            Some(u) => u,
+            None => {
                 report(
                     v.span(),
                     format!(
@@ -841,6 +858,13 @@ pub(crate) fn is_identifier(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
+/// `text` as an absolute http(s) URL with a host.
+fn http_url(text: &str) -> Option<Url> {
+    Url::parse(text.trim())
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+}
+
 fn problem_at(text: &str, span: Range<usize>, message: &str) -> Problem {
     let start = span.start.min(text.len());
     let before = &text[..start];
@@ -967,6 +991,37 @@ mod tests {
         assert_eq!(
             tuned.web.secret_file,
             Path::new("/var/lib/tidings/tidings.secret")
+        );
+    }
+
+    #[test]
+    fn the_environment_overrides_the_public_address() {
+        let mut config = parse("[web]\nbase_url = \"http://localhost:8080/\"\n").unwrap();
+        config.override_from(|_| None).unwrap();
+        assert_eq!(config.web.base_url.as_str(), "http://localhost:8080/");
+
+        let env = |value: &'static str| {
+            move |name: &str| (name == BASE_URL_ENV).then(|| value.to_string())
+        };
+        config
+            .override_from(env(" https://alerts.example.org/tidings/ "))
+            .unwrap();
+        assert_eq!(
+            config.web.base_url.as_str(),
+            "https://alerts.example.org/tidings/"
+        );
+
+        for bad in ["alerts.example.org", "ftp://alerts.example.org/", ""] {
+            let err = config.override_from(env(bad)).unwrap_err().to_string();
+            assert!(
+                err.starts_with("TIDINGS_BASE_URL: expected an http(s) URL"),
+                "{err}"
+            );
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
+        assert_eq!(
+            config.web.base_url.as_str(),
+            "https://alerts.example.org/tidings/"
         );
     }
 

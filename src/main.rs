@@ -589,10 +589,15 @@ fn check_config(config: &Config) -> Result<()> {
         ),
     }
     say!(
-        "  new subscribers: digests at {} {}; links to {}",
+        "  new subscribers: digests at {} {}; links to {}{}",
         config.digest.daily_at.format("%H:%M"),
         config.digest.timezone,
-        config.web.base_url
+        config.web.base_url,
+        if std::env::var_os(tidings::config::BASE_URL_ENV).is_some() {
+            " (from TIDINGS_BASE_URL)"
+        } else {
+            ""
+        }
     );
     if config.web.base_url.scheme() != "https" {
         say!(

@@ -3,15 +3,15 @@
 //! sign up with a preview, confirm from the mailed link, add and remove a search,
 //! unsubscribe; at each step the page, the database and the SMTP server are checked.
 //!
-//! Without chromium and chromedriver the test prints `SKIPPED` and passes, unless
-//! `TIDINGS_REQUIRE_BROWSER` is set (CI sets it). With `TIDINGS_SCREENSHOTS=DIR` it writes
+//! Without chromium and chromedriver the test is reported as ignored, with the reason on
+//! standard output, unless `TIDINGS_REQUIRE_BROWSER` is set (CI sets it): then it runs and
+//! fails. The harness is libtest-mimic (`harness = false`), which can decide at run time. With `TIDINGS_SCREENSHOTS=DIR` it writes
 //! a PNG of each page into DIR (`docs/screenshots` holds the committed ones).
 //!
 //! The browser only loads pages from 127.0.0.1, and the pages load only `/style.css`.
 
 mod support;
 
-use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -43,14 +43,20 @@ fn on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// chromedriver on a free loopback port, once it answers; `Err` names what is missing.
-fn start_driver() -> Result<(Driver, PathBuf), String> {
+/// The chromedriver and chromium programs; `Err` names what is missing.
+fn find_browser() -> Result<(PathBuf, PathBuf), String> {
     let driver = on_path("chromedriver").ok_or("chromedriver is not on PATH")?;
     let chromium = [PathBuf::from("/usr/bin/chromium")]
         .into_iter()
         .chain(on_path("chromium"))
         .find(|p| p.is_file())
         .ok_or("chromium is not installed")?;
+    Ok((driver, chromium))
+}
+
+/// chromedriver on a free loopback port, once it answers; `Err` names what is missing.
+fn start_driver() -> Result<(Driver, PathBuf), String> {
+    let (driver, chromium) = find_browser()?;
     let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .map_err(|e| format!("finding a free port: {e}"))?
@@ -244,24 +250,37 @@ async fn start_site(
     (app, format!("http://{addr}"), stop.drop_guard())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+fn main() -> std::process::ExitCode {
+    let args = libtest_mimic::Arguments::from_args();
+    let required = std::env::var_os("TIDINGS_REQUIRE_BROWSER").is_some();
+    let missing = find_browser().err();
+    if let (Some(why), false) = (&missing, required) {
+        // On stdout beside the summary's "1 ignored", so whoever reads the results knows.
+        println!(
+            "browser test ignored: {why} (apt-get install -y chromium chromium-driver, \
+             or set TIDINGS_REQUIRE_BROWSER=1 to make this a failure)"
+        );
+    }
+    let walk = libtest_mimic::Trial::test(
+        "a_subscriber_signs_up_confirms_manages_and_leaves_in_a_real_browser",
+        || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a tokio runtime")
+                .block_on(a_subscriber_signs_up_confirms_manages_and_leaves_in_a_real_browser());
+            Ok(())
+        },
+    )
+    .with_ignored_flag(missing.is_some() && !required);
+    libtest_mimic::run(&args, vec![walk]).exit_code()
+}
+
 async fn a_subscriber_signs_up_confirms_manages_and_leaves_in_a_real_browser() {
-    let (driver, chromium) = match start_driver() {
-        Ok(found) => found,
-        Err(why) if std::env::var_os("TIDINGS_REQUIRE_BROWSER").is_some() => panic!(
-            "TIDINGS_REQUIRE_BROWSER is set but the browser test cannot run: {why} \
-             (apt-get install -y chromium chromium-driver)"
-        ),
-        Err(why) => {
-            // Straight to stderr, past the test harness's capture, so it is seen.
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n*** SKIPPED: browser test needs chromium and chromium-driver \
-                 (apt-get install -y chromium chromium-driver): {why} ***\n"
-            );
-            return;
-        }
-    };
+    let (driver, chromium) = start_driver().unwrap_or_else(|why| {
+        panic!("the browser test cannot run: {why} (apt-get install -y chromium chromium-driver)")
+    });
     let dir = tempfile::tempdir().unwrap();
     let feeds = support::FeedServer::start().await;
     let smtp = support::SmtpServer::start().await;
