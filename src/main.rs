@@ -58,6 +58,10 @@ struct Cli {
     /// Levels come from TIDINGS_LOG or RUST_LOG (e.g. "debug", "info,tidings=debug").
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "TIDINGS_LOG_FORMAT")]
     log_format: LogFormat,
+    /// Log INFO lines (-v), or Tidings' DEBUG lines too (-vv). By default `run` logs INFO
+    /// and the other commands warnings only; TIDINGS_LOG or RUST_LOG, when set, decide.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -190,10 +194,14 @@ enum FeedsCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // `poll` reports each feed itself (a progress bar or one line each): its own logs
-    // would repeat that, so by default they show warnings only.
-    let quiet = matches!(cli.command, Command::Poll);
-    init_logging(cli.log_format, if quiet { "warn" } else { "info" });
+    // The daemon logs what it does; a one-shot prints its own result, so its logs show
+    // warnings only unless asked for more.
+    let level = match (cli.verbose, &cli.command) {
+        (0, Command::Run) | (1, _) => "info",
+        (0, _) => "warn",
+        _ => "info,tidings=debug",
+    };
+    init_logging(cli.log_format, level);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

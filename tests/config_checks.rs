@@ -8,7 +8,33 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
+use std::process::{Command, Output};
+
 use support::Daemon;
+
+/// `tidings ARGS` with no log level from the environment (the defaults are under test).
+fn tidings(args: &[&str]) -> Output {
+    tidings_with(args, &[])
+}
+
+/// [`tidings`] with `env` set.
+fn tidings_with(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tidings"));
+    command
+        .args(args)
+        .env_remove("TIDINGS_CONFIG")
+        .env_remove("TIDINGS_LOG")
+        .env_remove("RUST_LOG")
+        .env_remove("TIDINGS_ADMIN_TOKEN");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().expect("run tidings")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
 
 /// A config in `dir` with `feeds` (id, tags) on loopback URLs that are never fetched in
 /// time to matter, mail to files, both listeners on ephemeral ports, and `extra` appended.
@@ -56,4 +82,81 @@ async fn metrics_show_every_series_at_zero_before_anything_happens() {
     ] {
         assert!(body.lines().any(|l| l == line), "no {line:?} in:\n{body}");
     }
+}
+
+#[test]
+fn one_shot_commands_print_their_own_output_and_log_only_warnings_unless_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("a", &[])], "");
+    let config = config.to_str().unwrap();
+    // A fresh database: migrating it is an INFO line nobody asked for.
+    let add = tidings(&[
+        "subscriber",
+        "add",
+        "ana@example.org",
+        "-q",
+        "asylum",
+        "--config",
+        config,
+    ]);
+    assert!(add.status.success(), "{}", text(&add.stderr));
+    assert!(
+        text(&add.stdout).contains("ana@example.org"),
+        "{}",
+        text(&add.stdout)
+    );
+    assert_eq!(text(&add.stderr), "", "no log lines by default");
+    for args in [
+        &["subscriber", "list"][..],
+        &["prune"],
+        &["check-config"],
+        &["match", "asylum"],
+    ] {
+        let out = tidings(&[args, &["--config", config]].concat());
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stderr), "", "{args:?}: no log lines by default");
+    }
+
+    // -v asks for them; TIDINGS_LOG (or RUST_LOG) still decides when set.
+    let fresh = tempfile::tempdir().unwrap();
+    let other = write_config(fresh.path(), &[("a", &[])], "");
+    let other = other.to_str().unwrap();
+    let verbose = tidings(&["-v", "prune", "--config", other]);
+    assert!(verbose.status.success());
+    let log = text(&verbose.stderr);
+    assert!(
+        log.contains("INFO") && log.contains("Database migrated"),
+        "{log}"
+    );
+    let by_env = tidings_with(&["prune", "--config", config], &[("TIDINGS_LOG", "info")]);
+    assert!(
+        text(&by_env.stderr).contains("INFO"),
+        "{}",
+        text(&by_env.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_logs_info_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[], "");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env_remove("TIDINGS_LOG")
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let running = tokio::task::spawn_blocking(move || {
+        std::io::BufRead::lines(std::io::BufReader::new(stderr))
+            .map_while(Result::ok)
+            .find(|l| l.contains("tidings running"))
+    });
+    let line = tokio::time::timeout(std::time::Duration::from_secs(30), running).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = line.expect("a log line within 30 s").unwrap();
+    assert!(line.is_some_and(|l| l.contains("INFO")));
 }
