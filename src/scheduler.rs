@@ -86,9 +86,22 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
     let listeners_stop = tokio_util::sync::CancellationToken::new();
     if let Some(addr) = app.config.service.admin_listen {
         crate::admin::serve(addr, app_rx.clone(), listeners_stop.clone()).await?;
+    } else {
+        info!("admin listener off ([service].admin_listen is \"\"): no /healthz or /metrics");
     }
-    if let Some(addr) = app.config.web.listen {
-        crate::web::serve(addr, app_rx.clone(), listeners_stop.clone()).await?;
+    let web = match app.config.web.listen {
+        Some(addr) => Some(crate::web::serve(addr, app_rx.clone(), listeners_stop.clone()).await?),
+        None => None,
+    };
+    match (web, &app.admin_token) {
+        (None, _) => {
+            info!("web listener off ([web].listen is \"\"): no subscriber pages, no /admin")
+        }
+        (Some(addr), Some(_)) => info!(url = %format!("http://{addr}/admin"), "admin page on"),
+        (Some(_), None) => info!(
+            "admin page /admin off: set {} (16 characters or more) to turn it on",
+            crate::pipeline::ADMIN_TOKEN_ENV
+        ),
     }
     scheduler.start().await.context("starting scheduler")?;
 

@@ -160,3 +160,48 @@ async fn the_daemon_logs_info_by_default() {
     let line = line.expect("a log line within 30 s").unwrap();
     assert!(line.is_some_and(|l| l.contains("INFO")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_says_what_it_serves_where_and_what_is_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[], "");
+    let daemon = Daemon::start(&config, &[], &[]);
+    let web = daemon.address("web listener").await;
+    let admin = daemon.address("admin listener").await;
+    assert_ne!(web, admin);
+    let line = daemon
+        .wait_log("/admin off", |l| l.contains("/admin") && l.contains("off"))
+        .await;
+    assert!(
+        line.contains("TIDINGS_ADMIN_TOKEN"),
+        "says how to turn it on: {line}"
+    );
+    drop(daemon);
+
+    let daemon = Daemon::start(
+        &config,
+        &[],
+        &[("TIDINGS_ADMIN_TOKEN", "a-long-enough-admin-password")],
+    );
+    let web = daemon.address("web listener").await;
+    let line = daemon
+        .wait_log("/admin on", |l| l.contains(&format!("http://{web}/admin")))
+        .await;
+    assert!(!line.contains("off"), "{line}");
+
+    // Listeners turned off say so.
+    let quiet = tempfile::tempdir().unwrap();
+    let config = quiet.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "[web]\nlisten = \"\"\n[service]\nadmin_listen = \"\"\n",
+    )
+    .unwrap();
+    let daemon = Daemon::start(&config, &[], &[]);
+    daemon
+        .wait_log("web off", |l| l.contains("web listener off"))
+        .await;
+    daemon
+        .wait_log("admin off", |l| l.contains("admin listener off"))
+        .await;
+}
