@@ -53,7 +53,7 @@ pub struct Config {
     feed_index: HashMap<String, usize>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PollSettings {
     /// Interval for feeds that do not set their own.
     pub interval: Duration,
@@ -81,14 +81,14 @@ pub struct PollSettings {
 }
 
 /// Defaults for subscribers who do not choose their own.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DigestSettings {
     /// Local time at which daily (and weekly) digests go out.
     pub daily_at: NaiveTime,
     pub timezone: Tz,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MailSettings {
     /// `From:` of every digest, e.g. `Tidings <alerts@example.org>`.
     pub from: String,
@@ -107,7 +107,7 @@ pub struct MailSettings {
 
 /// Where subscribers reach Tidings on the web (unsubscribe links), and the secret that
 /// signs their links.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WebSettings {
     /// Public base URL, e.g. `https://alerts.example.org/`; links in mail start with it.
     pub base_url: Url,
@@ -162,7 +162,7 @@ pub const DEFAULT_WEB_LISTEN: &str = "127.0.0.1:8080";
 /// The admin listener's address unless `[service].admin_listen` says otherwise.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9108";
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum MailTransport {
     /// Write each message as an `.eml` file into this folder.
     File {
@@ -171,7 +171,7 @@ pub enum MailTransport {
     Smtp(SmtpSettings),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SmtpSettings {
     pub host: String,
     pub port: u16,
@@ -258,6 +258,24 @@ impl Config {
 
     pub fn feed(&self, id: &str) -> Option<&FeedConfig> {
         self.feed_index.get(id).and_then(|&i| self.feeds.get(i))
+    }
+
+    /// The settings other than `[[feeds]]` that differ from `old`, named as in the file
+    /// (`"retention"`, `"poll"`, `"mail"`…), in the file's order.
+    pub fn changed_settings(&self, old: &Config) -> Vec<&'static str> {
+        [
+            ("database", self.database != old.database),
+            ("retention", self.retention != old.retention),
+            ("poll", self.poll != old.poll),
+            ("digest", self.digest != old.digest),
+            ("mail", self.mail != old.mail),
+            ("web", self.web != old.web),
+            ("service", self.service != old.service),
+            ("synonyms", self.synonyms != old.synonyms),
+        ]
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
     }
 }
 
@@ -1186,6 +1204,42 @@ mod tests {
             shown.starts_with("/etc/tidings/config.toml:1:1: "),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn changed_settings_are_named_by_section() {
+        let base = "[[feeds]]\nid = \"a\"\nurl = \"https://a.example/\"\n";
+        let old = parse(base).unwrap();
+        // (name, config text, sections named)
+        let cases: &[(&str, &str, &[&str])] = &[
+            ("same file", "", &[]),
+            (
+                "a feed only",
+                "[[feeds]]\nid = \"b\"\nurl = \"https://b.example/\"\n",
+                &[],
+            ),
+            ("poll", "[poll]\ntimeout = \"9s\"\n", &["poll"]),
+            (
+                "mail and web",
+                "[mail]\nmax_age = \"2d\"\n[web]\nbase_url = \"https://x.example/\"\n",
+                &["mail", "web"],
+            ),
+            (
+                "top level",
+                "retention = \"30d\"\n[synonyms]\nx = [\"y\"]\n",
+                &["retention", "synonyms"],
+            ),
+            ("service", "[service]\nwatch_config = false\n", &["service"]),
+            (
+                "digest",
+                "[digest]\ntimezone = \"Europe/Paris\"\n",
+                &["digest"],
+            ),
+        ];
+        for (name, extra, expected) in cases {
+            let new = parse(&format!("{extra}{base}")).unwrap();
+            assert_eq!(new.changed_settings(&old), *expected, "{name}");
+        }
     }
 
     #[test]

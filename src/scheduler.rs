@@ -277,7 +277,7 @@ async fn reload_loop(
             if !app.config.service.watch_config {
                 continue;
             }
-            // Saving without changes, or a write we already loaded: nothing to do.
+            // Saving without changes, or a write we already tried: nothing to do.
             let text = std::fs::read_to_string(&path).ok();
             if text.is_none() || text == last_text {
                 continue;
@@ -287,10 +287,11 @@ async fn reload_loop(
             NotifyState::Reloading,
             NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Status("reloading")),
         ]);
-        let text = std::fs::read_to_string(&path).ok();
+        // The text of the last attempt, good or bad: after a failed one, putting the
+        // good file back is a change to reload (and report).
+        last_text = std::fs::read_to_string(&path).ok();
         match reload(&app, &path).await {
             Ok(new) => {
-                last_text = text;
                 current.send_replace(new);
                 app.metrics.reload(true);
                 let _ = poll.try_send(());
@@ -308,7 +309,8 @@ async fn reload_loop(
     }
 }
 
-/// Loads the config at `path` and builds the [`App`] for it, logging what changed.
+/// Loads the config at `path` and builds the [`App`] for it, logging what changed: feeds
+/// added, removed and changed (by id) and the other settings changed (by section).
 async fn reload(app: &App, path: &Path) -> Result<App> {
     let path = path.to_path_buf();
     let config = tokio::task::spawn_blocking(move || Config::load(&path)).await??;
@@ -350,16 +352,23 @@ async fn reload(app: &App, path: &Path) -> Result<App> {
         .filter(|f| old.feed(&f.id).is_some_and(|o| o != *f))
         .map(|f| f.id.as_str())
         .collect();
-    let summary = format!(
-        "feeds={} added={} removed={} changed={}",
+    let (feeds, added, removed, changed) = (
         config.feeds.len(),
         added.join(","),
         removed.join(","),
-        changed.join(",")
+        changed.join(","),
     );
+    let settings = config.changed_settings(&old).join(",");
     let base = app.clone();
     let new = tokio::task::spawn_blocking(move || base.reconfigure(config)).await??;
-    info!(%summary, "config reloaded");
+    info!(
+        feeds,
+        %added,
+        %removed,
+        %changed,
+        %settings,
+        "config reloaded"
+    );
     Ok(new)
 }
 

@@ -205,3 +205,57 @@ async fn the_daemon_says_what_it_serves_where_and_what_is_off() {
         .wait_log("admin off", |l| l.contains("admin listener off"))
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_good_reload_says_what_changed_even_after_a_failed_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("a", &[])], "");
+    let daemon = Daemon::start(&config, &[], &[]);
+    daemon
+        .wait_log("running", |l| l.contains("tidings running"))
+        .await;
+    let reloads = || {
+        daemon
+            .log()
+            .lines()
+            .filter(|l| l.contains("config reloaded"))
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+
+    // A feed added and [poll] changed: both named.
+    let good = write_config(
+        dir.path(),
+        &[("a", &[]), ("b", &[])],
+        "[mail]\nmax_age = \"2d\"\n",
+    );
+    let good_text = std::fs::read_to_string(&good).unwrap();
+    let line = daemon
+        .wait_log("reloaded", |l| l.contains("config reloaded"))
+        .await;
+    assert!(
+        line.contains("added=b") && line.contains("settings=mail"),
+        "{line}"
+    );
+
+    // A broken file, then the good one back as it was: that reload is logged too.
+    std::fs::write(&config, format!("bogus = 1\n{good_text}")).unwrap();
+    daemon
+        .wait_log("reload failed", |l| l.contains("config reload failed"))
+        .await;
+    std::fs::write(&config, &good_text).unwrap();
+    let started = std::time::Instant::now();
+    while reloads().len() < 2 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "no second \"config reloaded\"; log:\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let again = &reloads()[1];
+    assert!(
+        again.contains("added= ") && again.contains("settings="),
+        "nothing changed since the last good config: {again}"
+    );
+}
