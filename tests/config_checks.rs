@@ -259,3 +259,38 @@ async fn every_good_reload_says_what_changed_even_after_a_failed_one() {
         "nothing changed since the last good config: {again}"
     );
 }
+
+#[test]
+fn check_config_reports_every_problem_in_file_order_even_after_an_unknown_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        "[poll]\nconcurrency = \"many\"\n\
+         [[feeds]]\nid = \"a\"\nurl = \"https://a.example/feed\"\n\
+         [[feeds]]\nid = \"a\"\nurl = \"not a url\"\ncolour = \"red\"\n\
+         [digest]\ntimezone = \"Mars/Base\"\n\
+         [mail]\nbogus = 1\n",
+    )
+    .unwrap();
+    let out = tidings(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    let expected = [
+        "config.toml:2:15: invalid type: string \"many\", expected u32",
+        "config.toml:7:6: duplicate feed id \"a\" (first used on line 4)",
+        "config.toml:8:7: feed \"a\": bad url",
+        "config.toml:9:1: unknown field `colour`",
+        "config.toml:11:12: `digest.timezone`: unknown time zone",
+        "config.toml:13:1: unknown field `bogus`",
+    ];
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        expected.len(),
+        "one line per problem:\n{stderr}"
+    );
+    for (line, expected) in lines.iter().zip(expected) {
+        assert!(line.contains(expected), "{expected:?} in order:\n{stderr}");
+    }
+}
