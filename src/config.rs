@@ -20,6 +20,8 @@ use toml::Spanned;
 use toml::de::{DeArray, DeTable, DeValue};
 use url::Url;
 
+use crate::matcher::{Query, Scope};
+
 /// The configuration shipped with Tidings; `tidings check-config --example` prints it.
 pub const EXAMPLE: &str = include_str!("../config.toml");
 
@@ -270,6 +272,63 @@ impl Config {
 
     pub fn feed(&self, id: &str) -> Option<&FeedConfig> {
         self.feed_index.get(id).and_then(|&i| self.feeds.get(i))
+    }
+
+    /// The `feed:` and `tag:` of `query` that name no feed or tag of this config
+    /// ([`Query::unknown_scopes`]).
+    pub fn unknown_scopes(&self, query: &Query) -> Vec<Scope> {
+        query.unknown_scopes(
+            self.feeds.iter().map(|f| f.id.as_str()),
+            self.feeds
+                .iter()
+                .flat_map(|f| f.tags.iter().map(String::as_str)),
+        )
+    }
+
+    /// A new search may name only feeds and tags that exist: `Err` names those `query`
+    /// names that do not, and those that do.
+    pub fn check_scopes(&self, query: &Query) -> Result<(), String> {
+        let unknown = self.unknown_scopes(query);
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let mut ids: Vec<&str> = self.feeds.iter().map(|f| f.id.as_str()).collect();
+        ids.sort_unstable();
+        let mut tags: Vec<&str> = self
+            .feeds
+            .iter()
+            .flat_map(|f| f.tags.iter().map(String::as_str))
+            .collect();
+        tags.sort_unstable();
+        tags.dedup();
+        let mut parts = Vec::new();
+        for (kind, known, none) in [
+            ("feed", ids, "no feeds are configured"),
+            ("tag", tags, "no feed has tags"),
+        ] {
+            let names: Vec<String> = unknown
+                .iter()
+                .filter_map(|scope| match scope {
+                    Scope::Feed(id) if kind == "feed" => Some(format!("{id:?}")),
+                    Scope::Tag(tag) if kind == "tag" => Some(format!("{tag:?}")),
+                    _ => None,
+                })
+                .collect();
+            if names.is_empty() {
+                continue;
+            }
+            let plural = if names.len() == 1 { "" } else { "s" };
+            let known = if known.is_empty() {
+                none.to_string()
+            } else {
+                format!("{kind}s: {}", known.join(", "))
+            };
+            parts.push(format!(
+                "unknown {kind}{plural} {} ({known})",
+                names.join(", ")
+            ));
+        }
+        Err(parts.join("; "))
     }
 
     /// The settings other than `[[feeds]]` that differ from `old`, named as in the file
@@ -1451,6 +1510,37 @@ mod tests {
         for (name, extra, expected) in cases {
             let new = parse(&format!("{extra}{base}")).unwrap();
             assert_eq!(new.changed_settings(&old), *expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn new_searches_may_name_only_feeds_and_tags_that_exist() {
+        let config = parse(
+            "[[feeds]]\nid = \"uscis-news\"\nurl = \"https://a.example/\"\ntags = [\"US\", \"official\"]\n\
+             [[feeds]]\nid = \"govuk\"\nurl = \"https://b.example/\"\ntags = [\"official\"]\n",
+        )
+        .unwrap();
+        let bare = parse("[[feeds]]\nid = \"a\"\nurl = \"https://a.example/\"\n").unwrap();
+        let empty = parse("").unwrap();
+        // (name, config, query, Ok or the message)
+        #[rustfmt::skip]
+        let cases: &[(&str, &Config, &str, Result<(), &str>)] = &[
+            ("no scopes", &empty, "asylum", Ok(())),
+            ("known, any case", &config, "feed:USCIS-News tag:us -tag:Official", Ok(())),
+            ("unknown feed", &config, "feed:nope", Err("unknown feed \"nope\" (feeds: govuk, uscis-news)")),
+            ("unknown tag", &config, "asylum tag:nosuchtag", Err("unknown tag \"nosuchtag\" (tags: official, us)")),
+            ("both, several", &config, "(feed:x OR feed:y) -tag:z",
+                Err("unknown feeds \"x\", \"y\" (feeds: govuk, uscis-news); unknown tag \"z\" (tags: official, us)")),
+            ("no tags at all", &bare, "tag:official", Err("unknown tag \"official\" (no feed has tags)")),
+            ("no feeds at all", &empty, "feed:a", Err("unknown feed \"a\" (no feeds are configured)")),
+        ];
+        for (name, config, query, expected) in cases {
+            let query = Query::parse(query).unwrap();
+            assert_eq!(
+                config.check_scopes(&query),
+                expected.map_err(str::to_string),
+                "{name}"
+            );
         }
     }
 

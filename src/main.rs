@@ -835,7 +835,11 @@ fn subscriber(config: &Config, store: &Store, command: SubscriberCommand) -> Res
             tz,
         } => {
             let email = mail::check_address(&email)?;
-            Query::parse(&query).map_err(|e| anyhow::anyhow!("bad query {query:?}: {e}"))?;
+            let parsed =
+                Query::parse(&query).map_err(|e| anyhow::anyhow!("bad query {query:?}: {e}"))?;
+            config
+                .check_scopes(&parsed)
+                .map_err(|e| anyhow::anyhow!("bad query {query:?}: {e}"))?;
             let current = store.subscriber(&email)?;
             let schedule = match (&frequency, &current) {
                 (Some(f), _) => Schedule::parse(f, config.digest.daily_at)

@@ -294,3 +294,44 @@ fn check_config_reports_every_problem_in_file_order_even_after_an_unknown_key() 
         assert!(line.contains(expected), "{expected:?} in order:\n{stderr}");
     }
 }
+
+#[test]
+fn subscriber_add_refuses_feeds_and_tags_that_do_not_exist_and_lists_those_that_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("a", &["official"]), ("b", &["us"])], "");
+    let config = config.to_str().unwrap();
+    let add = |query: &str| {
+        tidings(&[
+            "subscriber",
+            "add",
+            "ana@example.org",
+            "-q",
+            query,
+            "--config",
+            config,
+        ])
+    };
+    for (query, message) in [
+        ("feed:nope", "unknown feed \"nope\" (feeds: a, b)"),
+        (
+            "asylum tag:nosuchtag",
+            "unknown tag \"nosuchtag\" (tags: official, us)",
+        ),
+        ("asylum -feed:gone", "unknown feed \"gone\""),
+    ] {
+        let out = add(query);
+        assert_eq!(out.status.code(), Some(2), "{query}: refused");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(message), "{query}: {message:?} in {stderr}");
+    }
+    // Compared as the matcher compares them: any case.
+    let out = add("feed:A tag:Official asylum");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list = tidings(&["subscriber", "list", "--config", config]);
+    let listed = text(&list.stdout);
+    assert!(listed.contains("feed:A tag:Official asylum"), "{listed}");
+    assert!(
+        !listed.contains("nope") && !listed.contains("gone"),
+        "{listed}"
+    );
+}
