@@ -520,6 +520,8 @@ async fn add_query(
         ))
     } else {
         Query::parse(query)
+            .map_err(|e| e.to_string())
+            .and_then(|q| app.config.check_scopes(&q))
             .err()
             .map(|e| format!("That search does not work: {e}"))
     };
@@ -1022,7 +1024,10 @@ async fn subscribe(
             ));
             continue;
         }
-        match Query::parse(line) {
+        let checked = Query::parse(line)
+            .map_err(|e| e.to_string())
+            .and_then(|q| app.config.check_scopes(&q).map(|()| q));
+        match checked {
             Ok(q) => parsed.push((n as i64, q, line.to_string())),
             Err(e) => errors.push(format!("Search {} ({line}): {e}", n + 1)),
         }

@@ -335,3 +335,85 @@ fn subscriber_add_refuses_feeds_and_tags_that_do_not_exist_and_lists_those_that_
         "{listed}"
     );
 }
+
+/// The subscriber pages of an app on `config`, served on loopback; stops when dropped.
+async fn serve_pages(app: &tidings::App) -> (String, tokio_util::sync::DropGuard) {
+    let (tx, rx) = tokio::sync::watch::channel(app.clone());
+    std::mem::forget(tx);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let addr = tidings::web::serve("127.0.0.1:0".parse().unwrap(), rx, stop.clone())
+        .await
+        .unwrap();
+    (format!("http://{addr}"), stop.drop_guard())
+}
+
+async fn post(url: &str, form: &[(&str, &str)]) -> (u16, String) {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = client.post(url).form(form).send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_up_and_manage_pages_refuse_feeds_and_tags_that_do_not_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("a", &["official"]), ("b", &["us"])], "");
+    let app = tidings::App::open(tidings::Config::load(&config).unwrap()).unwrap();
+    let (base, _stop) = serve_pages(&app).await;
+    let html = |s: &str| s.replace('"', "&quot;");
+
+    // Sign-up: each bad search named, with the feeds or tags there are.
+    let (_, page) = get(&format!("{base}/")).await;
+    let marker = "name=\"csrf\" value=\"";
+    let start = page.find(marker).unwrap() + marker.len();
+    let csrf = page[start..].split('"').next().unwrap().to_string();
+    let (status, page) = post(
+        &format!("{base}/subscribe"),
+        &[
+            ("csrf", &csrf),
+            ("email", "zoe@example.org"),
+            ("queries", "asylum\nfeed:nope\ntag:nosuchtag visa"),
+            ("frequency", "daily"),
+            ("tz", "Europe/London"),
+            ("action", "subscribe"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400, "{page}");
+    for words in [
+        "Search 2 (feed:nope): unknown feed \"nope\" (feeds: a, b)",
+        "Search 3 (tag:nosuchtag visa): unknown tag \"nosuchtag\" (tags: official, us)",
+    ] {
+        assert!(page.contains(&html(words)), "{words}: {page}");
+    }
+    assert!(!page.contains("Search 1"), "asylum is fine: {page}");
+
+    // Manage page: refused with the same words; a known one (any case) is added.
+    let now = chrono::Utc::now();
+    let schedule = tidings::digest::Schedule::parse("daily", app.config.digest.daily_at).unwrap();
+    app.store
+        .add_subscription("ana@example.org", "asylum", schedule, chrono_tz::UTC, now)
+        .unwrap();
+    let ana = app.store.subscriber("ana@example.org").unwrap().unwrap();
+    let manage = url::Url::parse(&app.links.manage_url(ana.id, &ana.email))
+        .unwrap()
+        .path()
+        .to_string();
+    let csrf = app.links.csrf_token(ana.id, &ana.email);
+    let add = format!("{base}{manage}/add");
+    let (status, page) = post(&add, &[("query", "tag:nosuchtag"), ("csrf", &csrf)]).await;
+    assert_eq!(status, 400, "{page}");
+    let words = "That search does not work: unknown tag \"nosuchtag\" (tags: official, us)";
+    assert!(page.contains(&html(words)), "{page}");
+    let (status, _) = post(&add, &[("query", "feed:B visa"), ("csrf", &csrf)]).await;
+    assert_eq!(status, 303);
+    let queries = app
+        .store
+        .subscriber("ana@example.org")
+        .unwrap()
+        .unwrap()
+        .queries;
+    assert_eq!(queries, ["asylum", "feed:B visa"]);
+}
