@@ -17,7 +17,9 @@ use tidings::matcher::{Document, Field, Query, Synonyms};
 use tidings::opml::{self, Entry, Outcome};
 use tidings::parse::body_text;
 use tidings::parse::{ParseError, discover_feeds, parse_feed};
-use tidings::pipeline::{FeedOutcome, PollObserver, poll_feeds_observed, prune_store};
+use tidings::pipeline::{
+    FeedOutcome, PollObserver, dangling_searches, poll_feeds_observed, prune_store,
+};
 use tidings::progress::{Progress, printable};
 use tidings::store::Store;
 use tidings::{App, mail, scheduler, send_digests};
@@ -637,7 +639,24 @@ fn check_config(config: &Config) -> Result<()> {
             feed.url
         );
     }
+    warn_dangling_searches(config);
     Ok(())
+}
+
+/// Warns (on stderr) of each stored search that names a feed or tag the config does not
+/// have, when there is a database to read; the config itself is fine all the same.
+fn warn_dangling_searches(config: &Config) {
+    if !config.database.exists() {
+        return;
+    }
+    match Store::open_read_only(&config.database).and_then(|store| store.subscribers()) {
+        Ok(subscribers) => {
+            for dangling in dangling_searches(config, &subscribers) {
+                esay!("warning: {dangling}");
+            }
+        }
+        Err(e) => esay!("warning: stored searches not checked: {e:#}"),
+    }
 }
 
 /// `tidings match`: runs one query over stored items and prints each hit with its

@@ -417,3 +417,57 @@ async fn sign_up_and_manage_pages_refuse_feeds_and_tags_that_do_not_exist() {
         .queries;
     assert_eq!(queries, ["asylum", "feed:B visa"]);
 }
+
+/// Subscribes through the CLI, as an admin would.
+fn subscribe(config: &Path, email: &str, query: &str) {
+    let out = tidings(&[
+        "subscriber",
+        "add",
+        email,
+        "-q",
+        query,
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{query}: {}", text(&out.stderr));
+}
+
+#[test]
+fn check_config_warns_of_stored_searches_naming_removed_feeds_and_tags() {
+    let dir = tempfile::tempdir().unwrap();
+    // No database yet: nothing to check, and none is created.
+    let config = write_config(dir.path(), &[("a", &[]), ("b", &["official"])], "");
+    let out = tidings(&["check-config", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "");
+    assert!(
+        !dir.path().join("tidings.db").exists(),
+        "check-config created the database"
+    );
+
+    subscribe(&config, "ana@example.org", "feed:b asylum");
+    subscribe(&config, "ana@example.org", "asylum");
+    subscribe(&config, "ben@example.org", "tag:official visa");
+    subscribe(&config, "ben@example.org", "feed:a");
+    let out = tidings(&["check-config", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert_eq!(text(&out.stderr), "", "every search names what exists");
+
+    // Feed b (the only one tagged official) removed: a warning per search it leaves
+    // dangling, naming subscriber, search and what is missing; the config is still valid.
+    let config = write_config(dir.path(), &[("a", &[])], "");
+    let out = tidings(&["check-config", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "warnings, not errors");
+    let stderr = text(&out.stderr);
+    let warnings: Vec<&str> = stderr.lines().collect();
+    assert_eq!(warnings.len(), 2, "{stderr}");
+    assert!(
+        warnings[0].starts_with("warning: ")
+            && warnings[0].contains("\"feed:b asylum\" of ana@example.org names feed:b"),
+        "{stderr}"
+    );
+    assert!(
+        warnings[1].contains("\"tag:official visa\" of ben@example.org names tag:official"),
+        "{stderr}"
+    );
+}
