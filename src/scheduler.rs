@@ -11,7 +11,8 @@
 //! The current [`App`] lives in a `watch` channel: each run of a job takes the latest
 //! one, so a reload (SIGHUP, or the config file changing) applies from the next run while
 //! runs in progress finish on the config they started with. A config with errors is
-//! logged with its line and column and changes nothing.
+//! logged with its line and column and changes nothing. At start and after each reload,
+//! stored searches naming a feed or tag the config does not have are logged.
 //!
 //! On SIGTERM/SIGINT nothing new starts ([`crate::pipeline::Shutdown::draining`]); work in progress gets
 //! `[service].shutdown_timeout`; then fetches still running are dropped and their feeds
@@ -31,7 +32,9 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::pipeline::{App, FeedOutcome, PollObserver, poll_feeds_observed, prune, send_digests};
+use crate::pipeline::{
+    App, FeedOutcome, PollObserver, dangling_searches, poll_feeds_observed, prune, send_digests,
+};
 
 /// Every 15 seconds: poll the feeds that are due.
 const POLL_TICK: &str = "*/15 * * * * *";
@@ -117,6 +120,7 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
     let _ = digest_tx.try_send(());
     let _ = prune_tx.try_send(());
     info!(feeds = app.config.feeds.len(), database = %app.config.database.display(), "tidings running");
+    warn_dangling_searches(&app).await;
     let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status("running")]);
 
     shutdown.await;
@@ -292,9 +296,10 @@ async fn reload_loop(
         last_text = std::fs::read_to_string(&path).ok();
         match reload(&app, &path).await {
             Ok(new) => {
-                current.send_replace(new);
+                current.send_replace(new.clone());
                 app.metrics.reload(true);
                 let _ = poll.try_send(());
+                warn_dangling_searches(&new).await;
             }
             Err(e) => {
                 app.metrics.reload(false);
@@ -370,6 +375,35 @@ async fn reload(app: &App, path: &Path) -> Result<App> {
         "config reloaded"
     );
     Ok(new)
+}
+
+/// Logs each stored search that names a feed or tag the config does not have, at start
+/// and after each reload (which may have removed one).
+async fn warn_dangling_searches(app: &App) {
+    let (config, store) = (app.config.clone(), app.store.clone());
+    let found = tokio::task::spawn_blocking(move || {
+        store
+            .subscribers()
+            .map(|subscribers| dangling_searches(&config, &subscribers))
+    })
+    .await;
+    match found {
+        Ok(Ok(found)) => {
+            for d in found {
+                let missing: Vec<String> = d.unknown.iter().map(ToString::to_string).collect();
+                warn!(
+                    subscriber = %d.email,
+                    search = %d.query,
+                    missing = %missing.join(", "),
+                    "search names a feed or tag the config does not have"
+                );
+            }
+        }
+        Ok(Err(e)) => {
+            warn!(error = %format!("{e:#}"), "checking stored searches against the config")
+        }
+        Err(e) => warn!(error = %e, "checking stored searches against the config"),
+    }
 }
 
 /// Forwards each SIGHUP as a reload trigger.

@@ -471,3 +471,55 @@ fn check_config_warns_of_stored_searches_naming_removed_feeds_and_tags() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_names_searches_left_dangling_at_start_and_after_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("a", &[]), ("b", &["official"])], "");
+    subscribe(&config, "ana@example.org", "feed:b asylum");
+    subscribe(&config, "ben@example.org", "tag:official -feed:a");
+    subscribe(&config, "ben@example.org", "visa");
+    let dangling = |l: &str| l.contains("WARN") && l.contains("names a feed or tag");
+
+    let daemon = Daemon::start(&config, &[], &[]);
+    daemon
+        .wait_log("running", |l| l.contains("tidings running"))
+        .await;
+    write_config(dir.path(), &[("a", &[])], "");
+    daemon
+        .wait_log("reloaded", |l| l.contains("config reloaded"))
+        .await;
+    let ana = daemon
+        .wait_log("ana's search", |l| {
+            dangling(l) && l.contains("ana@example.org")
+        })
+        .await;
+    assert!(
+        ana.contains("feed:b asylum") && ana.contains("feed:b"),
+        "{ana}"
+    );
+    let ben = daemon
+        .wait_log("ben's search", |l| {
+            dangling(l) && l.contains("ben@example.org")
+        })
+        .await;
+    assert!(ben.contains("tag:official -feed:a"), "{ben}");
+    let log = daemon.log();
+    let before_reload = &log[..log.find("config reloaded").unwrap()];
+    assert!(
+        !before_reload.lines().any(dangling),
+        "nothing dangled at start:\n{log}"
+    );
+    assert!(
+        !log.lines()
+            .any(|l| dangling(l) && l.contains("search=visa")),
+        "{log}"
+    );
+    drop(daemon);
+
+    // At the next start, the same.
+    let daemon = Daemon::start(&config, &[], &[]);
+    daemon
+        .wait_log("at start", |l| dangling(l) && l.contains("ana@example.org"))
+        .await;
+}
