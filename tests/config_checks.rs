@@ -523,3 +523,53 @@ async fn the_daemon_names_searches_left_dangling_at_start_and_after_a_reload() {
         .wait_log("at start", |l| dangling(l) && l.contains("ana@example.org"))
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_page_lists_searches_naming_feeds_or_tags_the_config_does_not_have() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("a", &[]), ("b", &["official"])], "");
+    subscribe(&config, "ana@example.org", "feed:b asylum");
+    subscribe(&config, "ana@example.org", "asylum");
+    subscribe(&config, "ben@example.org", "tag:official <b>visa</b>");
+    let mut app = tidings::App::open(tidings::Config::load(&config).unwrap()).unwrap();
+    app.admin_token = Some("a-long-enough-admin-password".into());
+    let admin_page = |base: String| async move {
+        let response = reqwest::Client::new()
+            .get(format!("{base}/admin"))
+            .basic_auth("admin", Some("a-long-enough-admin-password"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    };
+    let (base, stop) = serve_pages(&app).await;
+    let page = admin_page(base).await;
+    let section = |page: &str| {
+        let start = page.find("Searches naming missing feeds or tags").unwrap();
+        let rest = &page[start..];
+        rest[..rest[4..].find("<h2>").map_or(rest.len(), |end| end + 4)].to_string()
+    };
+    assert!(section(&page).contains("None."), "{page}");
+    drop(stop);
+
+    // Feed b removed by a reload.
+    let config = write_config(dir.path(), &[("a", &[])], "");
+    let app = app
+        .reconfigure(tidings::Config::load(&config).unwrap())
+        .unwrap();
+    let (base, _stop) = serve_pages(&app).await;
+    let page = admin_page(base).await;
+    let section = &section(&page);
+    for words in [
+        "ana@example.org",
+        "<code>feed:b asylum</code>",
+        "feed:b",
+        "ben@example.org",
+        "<code>tag:official &lt;b&gt;visa&lt;/b&gt;</code>",
+        "tag:official",
+    ] {
+        assert!(section.contains(words), "{words} in:\n{section}");
+    }
+    assert!(!section.contains("<code>asylum</code>"), "{section}");
+}
