@@ -1,9 +1,10 @@
 //! `config.toml` → a typed, validated [`Config`].
 //!
-//! Loading happens in two phases: serde reads the file into raw structs (unknown keys are
-//! rejected there), then [`validate`] turns raw strings into `Url`, `Duration`, `Tz` and
-//! friends, collecting every problem it finds. Every error names the key and its line and
-//! column, so an admin can fix the whole file in one pass.
+//! Loading happens in two phases: serde reads the file into raw structs (unknown keys and
+//! values of the wrong type are problems there: each is recorded and left out, so one hides
+//! no other), then [`validate`] turns raw strings into `Url`, `Duration`, `Tz` and friends,
+//! collecting every problem it finds. Every error names the key and its line and column,
+//! and they come in the file's order, so an admin can fix the whole file in one pass.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -16,7 +17,10 @@ use chrono::NaiveTime;
 use chrono_tz::Tz;
 use serde::Deserialize;
 use toml::Spanned;
+use toml::de::{DeArray, DeTable, DeValue};
 use url::Url;
+
+use crate::matcher::{Query, Scope};
 
 /// The configuration shipped with Tidings; `tidings check-config --example` prints it.
 pub const EXAMPLE: &str = include_str!("../config.toml");
@@ -55,7 +59,7 @@ pub struct Config {
     feed_index: HashMap<String, usize>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PollSettings {
     /// Interval for feeds that do not set their own.
     pub interval: Duration,
@@ -83,14 +87,14 @@ pub struct PollSettings {
 }
 
 /// Defaults for subscribers who do not choose their own.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DigestSettings {
     /// Local time at which daily (and weekly) digests go out.
     pub daily_at: NaiveTime,
     pub timezone: Tz,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MailSettings {
     /// `From:` of every digest, e.g. `Tidings <alerts@example.org>`.
     pub from: String,
@@ -109,7 +113,7 @@ pub struct MailSettings {
 
 /// Where subscribers reach Tidings on the web (unsubscribe links), and the secret that
 /// signs their links.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WebSettings {
     /// Public base URL, e.g. `https://alerts.example.org/`; links in mail start with it.
     pub base_url: Url,
@@ -164,7 +168,7 @@ pub const DEFAULT_WEB_LISTEN: &str = "127.0.0.1:8080";
 /// The admin listener's address unless `[service].admin_listen` says otherwise.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9108";
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum MailTransport {
     /// Write each message as an `.eml` file into this folder.
     File {
@@ -173,7 +177,7 @@ pub enum MailTransport {
     Smtp(SmtpSettings),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SmtpSettings {
     pub host: String,
     pub port: u16,
@@ -260,25 +264,194 @@ impl Config {
         Ok(())
     }
 
-    /// Parses `text` as if it were the file at `path`.
+    /// Parses `text` as if it were the file at `path`. Every problem is reported, in the
+    /// file's order: every syntax error; or, when there is none, every unknown key, value
+    /// of the wrong type and invalid value.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
-            path: path.to_path_buf(),
-            problems: vec![problem_at(
-                text,
-                e.span().unwrap_or(0..0),
-                e.message().trim(),
-            )],
-        })?;
-        validate(raw, text, path)
+        let error = |mut problems: Vec<Problem>| {
+            problems.sort_by_key(|p| (p.line, p.column));
+            problems.dedup();
+            ConfigError {
+                path: path.to_path_buf(),
+                problems,
+            }
+        };
+        let (raw, mut problems) = read_raw(text).map_err(error)?;
+        match validate(raw, text, path) {
+            Ok(config) if problems.is_empty() => Ok(config),
+            Ok(_) => Err(error(problems)),
+            Err(e) => {
+                problems.extend(e.problems);
+                Err(error(problems))
+            }
+        }
     }
 
     pub fn feed(&self, id: &str) -> Option<&FeedConfig> {
         self.feed_index.get(id).and_then(|&i| self.feeds.get(i))
     }
+
+    /// The `feed:` and `tag:` of `query` that name no feed or tag of this config
+    /// ([`Query::unknown_scopes`]).
+    pub fn unknown_scopes(&self, query: &Query) -> Vec<Scope> {
+        query.unknown_scopes(
+            self.feeds.iter().map(|f| f.id.as_str()),
+            self.feeds
+                .iter()
+                .flat_map(|f| f.tags.iter().map(String::as_str)),
+        )
+    }
+
+    /// A new search may name only feeds and tags that exist: `Err` names those `query`
+    /// names that do not, and those that do.
+    pub fn check_scopes(&self, query: &Query) -> Result<(), String> {
+        let unknown = self.unknown_scopes(query);
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let mut ids: Vec<&str> = self.feeds.iter().map(|f| f.id.as_str()).collect();
+        ids.sort_unstable();
+        let mut tags: Vec<&str> = self
+            .feeds
+            .iter()
+            .flat_map(|f| f.tags.iter().map(String::as_str))
+            .collect();
+        tags.sort_unstable();
+        tags.dedup();
+        let mut parts = Vec::new();
+        for (kind, known, none) in [
+            ("feed", ids, "no feeds are configured"),
+            ("tag", tags, "no feed has tags"),
+        ] {
+            let names: Vec<String> = unknown
+                .iter()
+                .filter_map(|scope| match scope {
+                    Scope::Feed(id) if kind == "feed" => Some(format!("{id:?}")),
+                    Scope::Tag(tag) if kind == "tag" => Some(format!("{tag:?}")),
+                    _ => None,
+                })
+                .collect();
+            if names.is_empty() {
+                continue;
+            }
+            let plural = if names.len() == 1 { "" } else { "s" };
+            let known = if known.is_empty() {
+                none.to_string()
+            } else {
+                format!("{kind}s: {}", known.join(", "))
+            };
+            parts.push(format!(
+                "unknown {kind}{plural} {} ({known})",
+                names.join(", ")
+            ));
+        }
+        Err(parts.join("; "))
+    }
+
+    /// The settings other than `[[feeds]]` that differ from `old`, named as in the file
+    /// (`"retention"`, `"poll"`, `"mail"`…), in the file's order.
+    pub fn changed_settings(&self, old: &Config) -> Vec<&'static str> {
+        [
+            ("database", self.database != old.database),
+            ("retention", self.retention != old.retention),
+            ("poll", self.poll != old.poll),
+            ("digest", self.digest != old.digest),
+            ("mail", self.mail != old.mail),
+            ("web", self.web != old.web),
+            ("service", self.service != old.service),
+            ("synonyms", self.synonyms != old.synonyms),
+        ]
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
+    }
 }
 
 // ---- phase one: raw values, exactly as written --------------------------------------------
+
+/// Structural problems reported at most; each costs a read of the whole document.
+const MAX_STRUCTURAL_PROBLEMS: usize = 100;
+
+/// Phase one. A syntax error ends it, with every syntax error the parser finds (nothing
+/// after one can be trusted). Otherwise serde reads the document; each unknown key or
+/// value of the wrong type it stops at is recorded and left out of the document, which is
+/// read again, so no such problem hides another. Returns the raw values read and the
+/// problems, or only problems when reading could not go on.
+fn read_raw(text: &str) -> Result<(RawConfig, Vec<Problem>), Vec<Problem>> {
+    let problem =
+        |e: &toml::de::Error| problem_at(text, e.span().unwrap_or(0..0), e.message().trim());
+    let (mut document, syntax) = DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        return Err(syntax.iter().map(problem).collect());
+    }
+    let mut problems = Vec::new();
+    loop {
+        let e = match RawConfig::deserialize(toml::de::Deserializer::from(document.clone())) {
+            Ok(raw) => return Ok((raw, problems)),
+            Err(e) => e,
+        };
+        problems.push(problem(&e));
+        if problems.len() == MAX_STRUCTURAL_PROBLEMS {
+            // Listed after the last one in the file.
+            let last = problems
+                .iter()
+                .max_by_key(|p| (p.line, p.column))
+                .cloned()
+                .unwrap_or_else(|| problem_at(text, 0..0, ""));
+            problems.push(Problem {
+                message: format!(
+                    "stopped after {MAX_STRUCTURAL_PROBLEMS} problems: fix these and check again"
+                ),
+                ..last
+            });
+            return Err(problems);
+        }
+        if !leave_out(document.get_mut(), &e.span().unwrap_or(0..0)) {
+            return Err(problems);
+        }
+    }
+}
+
+/// Leaves out of `table` what `span` points at: the innermost table entry whose key or
+/// value it is, or array element. Returns whether there was one.
+fn leave_out(table: &mut DeTable<'_>, span: &Range<usize>) -> bool {
+    // Children first: an array of tables has the span of its first element's header.
+    if table
+        .iter_mut()
+        .any(|(_, value)| leave_out_inside(value.get_mut(), span))
+    {
+        return true;
+    }
+    let key = table
+        .iter()
+        .find(|(key, value)| key.span() == *span || value.span() == *span)
+        .map(|(key, _)| key.clone());
+    key.is_some_and(|key| table.remove(&key).is_some())
+}
+
+fn leave_out_inside(value: &mut DeValue<'_>, span: &Range<usize>) -> bool {
+    match value {
+        DeValue::Table(table) => leave_out(table, span),
+        DeValue::Array(items) => {
+            if items
+                .iter_mut()
+                .any(|item| leave_out_inside(item.get_mut(), span))
+            {
+                return true;
+            }
+            let Some(at) = items.iter().position(|item| item.span() == *span) else {
+                return false;
+            };
+            let mut kept: Vec<_> = std::mem::replace(items, DeArray::new())
+                .into_iter()
+                .collect();
+            kept.remove(at);
+            *items = kept.into_iter().collect();
+            true
+        }
+        _ => false,
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -296,9 +469,9 @@ struct RawConfig {
     #[serde(default)]
     service: RawService,
     #[serde(default)]
-    feeds: Vec<RawFeed>,
+    feeds: Vec<Spanned<RawFeed>>,
     #[serde(default)]
-    synonyms: std::collections::BTreeMap<String, Vec<Spanned<String>>>,
+    synonyms: std::collections::BTreeMap<Spanned<String>, Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -362,7 +535,8 @@ struct RawService {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSmtp {
-    host: Spanned<String>,
+    /// Required; missing, it is a problem of phase two, so the table's others are found.
+    host: Option<Spanned<String>>,
     port: Option<u16>,
     tls: Option<TlsMode>,
     username: Option<String>,
@@ -371,8 +545,10 @@ struct RawSmtp {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFeed {
-    id: Spanned<String>,
-    url: Spanned<String>,
+    /// Required, like `url`; missing, it is a problem of phase two, so the feed's other
+    /// problems are found too.
+    id: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
     name: Option<String>,
     #[serde(default)]
     tags: Vec<Spanned<String>>,
@@ -573,14 +749,19 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
                 );
                 MailTransport::File { folder }
             }
-            Some(smtp) => {
-                let smtp = smtp.get_ref();
-                if smtp.host.get_ref().trim().is_empty() {
-                    report(
-                        smtp.host.span(),
-                        "`mail.smtp.host` must not be empty".into(),
-                    );
-                }
+            Some(table) => {
+                let smtp = table.get_ref();
+                let host = match &smtp.host {
+                    None => {
+                        report(table.span(), "missing field `host`".into());
+                        String::new()
+                    }
+                    Some(host) if host.get_ref().trim().is_empty() => {
+                        report(host.span(), "`mail.smtp.host` must not be empty".into());
+                        String::new()
+                    }
+                    Some(host) => host.get_ref().trim().to_string(),
+                };
                 let tls = smtp.tls.unwrap_or(TlsMode::Starttls);
                 let port = smtp.port.unwrap_or(match tls {
                     TlsMode::Tls => 465,
@@ -588,7 +769,7 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
                     TlsMode::None => 25,
                 });
                 MailTransport::Smtp(SmtpSettings {
-                    host: smtp.host.get_ref().trim().to_string(),
+                    host,
                     port,
                     tls,
                     username: smtp.username.clone(),
@@ -655,46 +836,64 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
     let mut feeds = Vec::with_capacity(raw.feeds.len());
     let mut seen_ids: HashMap<String, usize> = HashMap::new();
     let mut seen_urls: HashMap<String, usize> = HashMap::new();
-    for feed in &raw.feeds {
-        let id = feed.id.get_ref().trim().to_string();
-        if !is_identifier(&id) {
-            report(
-                feed.id.span(),
-                format!(
-                    "feed id {id:?} must be 1-64 characters of lowercase letters, digits, '-' or '_'"
-                ),
-            );
-        } else if let Some(line) = seen_ids.insert(id.clone(), line_of(text, feed.id.span().start))
-        {
-            report(
-                feed.id.span(),
-                format!("duplicate feed id {id:?} (first used on line {line})"),
-            );
-        }
-
-        let url = match Url::parse(feed.url.get_ref().trim()) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
-            Ok(u) => {
-                report(
-                    feed.url.span(),
-                    format!("feed {id:?}: url must be http or https with a host, found {u}"),
-                );
-                None
+    for table in &raw.feeds {
+        let feed = table.get_ref();
+        let id = match &feed.id {
+            None => {
+                report(table.span(), "missing field `id`".into());
+                String::new()
             }
-            Err(e) => {
-                report(
-                    feed.url.span(),
-                    format!("feed {id:?}: bad url {:?}: {e}", feed.url.get_ref()),
-                );
-                None
+            Some(spanned) => {
+                let id = spanned.get_ref().trim().to_string();
+                if !is_identifier(&id) {
+                    report(
+                        spanned.span(),
+                        format!(
+                            "feed id {id:?} must be 1-64 characters of lowercase letters, digits, '-' or '_'"
+                        ),
+                    );
+                } else if let Some(line) =
+                    seen_ids.insert(id.clone(), line_of(text, spanned.span().start))
+                {
+                    report(
+                        spanned.span(),
+                        format!("duplicate feed id {id:?} (first used on line {line})"),
+                    );
+                }
+                id
             }
         };
-        if let Some(u) = &url
-            && let Some(line) =
-                seen_urls.insert(u.to_string(), line_of(text, feed.url.span().start))
+
+        let url = match &feed.url {
+            None => {
+                report(table.span(), "missing field `url`".into());
+                None
+            }
+            Some(spanned) => match Url::parse(spanned.get_ref().trim()) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                    Some((u, spanned.span()))
+                }
+                Ok(u) => {
+                    report(
+                        spanned.span(),
+                        format!("feed {id:?}: url must be http or https with a host, found {u}"),
+                    );
+                    None
+                }
+                Err(e) => {
+                    report(
+                        spanned.span(),
+                        format!("feed {id:?}: bad url {:?}: {e}", spanned.get_ref()),
+                    );
+                    None
+                }
+            },
+        };
+        if let Some((u, span)) = &url
+            && let Some(line) = seen_urls.insert(u.to_string(), line_of(text, span.start))
         {
             report(
-                feed.url.span(),
+                span.clone(),
                 format!("duplicate feed url {u} (first used on line {line})"),
             );
         }
@@ -730,7 +929,7 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
             },
         };
 
-        if let Some(url) = url {
+        if let Some((url, _)) = url {
             feeds.push(FeedConfig {
                 name: feed
                     .name
@@ -746,7 +945,8 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
     }
 
     let mut synonyms = Vec::with_capacity(raw.synonyms.len());
-    for (term, others) in &raw.synonyms {
+    for (spanned, others) in &raw.synonyms {
+        let term = spanned.get_ref();
         let mut group = vec![term.trim().to_string()];
         for other in others {
             if other.get_ref().trim().is_empty() {
@@ -756,7 +956,7 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
             }
         }
         if term.trim().is_empty() {
-            report(0..0, "[synonyms]: empty term".into());
+            report(spanned.span(), "[synonyms]: empty term".into());
         }
         synonyms.push(group);
     }
@@ -1234,6 +1434,95 @@ mod tests {
     }
 
     #[test]
+    fn structural_problems_hide_no_others_and_all_come_in_file_order() {
+        // (name, config text, every problem as "line:column: words of its message")
+        let cases: &[(&str, &str, &[&str])] = &[
+            (
+                "unknown key, duplicate id, bad url",
+                "bogus = 1\n[[feeds]]\nid = \"a\"\nurl = \"https://a.example/\"\n\
+                 [[feeds]]\nid = \"a\"\nurl = \"nope\"\n",
+                &[
+                    "1:1: unknown field `bogus`",
+                    "6:6: duplicate feed id \"a\" (first used on line 3)",
+                    "7:7: feed \"a\": bad url",
+                ],
+            ),
+            (
+                "two unknown keys and a wrong type in one table, out of alphabetical order",
+                "[poll]\nzzz = 1\nconcurrency = \"many\"\naaa = 2\n",
+                &[
+                    "2:1: unknown field `zzz`",
+                    "3:15: invalid type: string \"many\", expected u32",
+                    "4:1: unknown field `aaa`",
+                ],
+            ),
+            (
+                "problems in several tables",
+                "[digest]\ntimezone = \"Mars/Base\"\n[mail]\ntransport = 3\n[web]\nlisten = \"x\"\nextra = true\n",
+                &[
+                    "2:12: `digest.timezone`: unknown time zone",
+                    "4:13: invalid type: integer `3`, expected a string",
+                    "6:10: `web.listen`",
+                    "7:1: unknown field `extra`",
+                ],
+            ),
+            (
+                "a feed without an id still has its other problems found",
+                "[[feeds]]\nurl = \"nope\"\ninterval = \"x\"\ncolour = \"red\"\n",
+                &[
+                    "1:1: missing field `id`",
+                    "2:7: bad url",
+                    "3:12: bad duration",
+                    "4:1: unknown field `colour`",
+                ],
+            ),
+            (
+                "a wrong element in a list",
+                "[[feeds]]\nid = \"a\"\nurl = \"https://a.example/\"\ntags = [\"x\", 3, \"Bad Tag\"]\n",
+                &[
+                    "4:14: invalid type: integer `3`, expected a string",
+                    "4:17: tag \"bad tag\" must be",
+                ],
+            ),
+            (
+                "smtp without a host",
+                "[mail]\ntransport = \"smtp\"\n[mail.smtp]\nport = \"25\"\n",
+                &[
+                    "3:1: missing field `host`",
+                    "4:8: invalid type: string \"25\", expected u16",
+                ],
+            ),
+            ("several syntax errors", "a = \n[x\n", &["1:5: ", "2:3: "]),
+        ];
+        for (name, text, expected) in cases {
+            let found: Vec<String> = problems(text)
+                .iter()
+                .map(|p| format!("{}:{}: {}", p.line, p.column, p.message))
+                .collect();
+            assert_eq!(found.len(), expected.len(), "{name}: {found:#?}");
+            for (f, e) in found.iter().zip(expected.iter()) {
+                let (at, words) = e.split_once(": ").unwrap();
+                assert!(
+                    f.starts_with(&format!("{at}: ")) && f.contains(words),
+                    "{name}: {f:?} is not {e:?}; all: {found:#?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn structural_problems_stop_at_a_hundred() {
+        let text: String = (0..150).map(|i| format!("bogus{i} = 1\n")).collect();
+        let found = problems(&text);
+        assert_eq!(found.len(), MAX_STRUCTURAL_PROBLEMS + 1);
+        let last = found.last().unwrap();
+        assert!(
+            last.message.starts_with("stopped after 100 problems"),
+            "{last:?}"
+        );
+    }
+
+    #[test]
     fn error_display_is_path_line_column() {
         let err = parse("bogus = 1\n").unwrap_err();
         let shown = err.to_string();
@@ -1241,6 +1530,73 @@ mod tests {
             shown.starts_with("/etc/tidings/config.toml:1:1: "),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn changed_settings_are_named_by_section() {
+        let base = "[[feeds]]\nid = \"a\"\nurl = \"https://a.example/\"\n";
+        let old = parse(base).unwrap();
+        // (name, config text, sections named)
+        let cases: &[(&str, &str, &[&str])] = &[
+            ("same file", "", &[]),
+            (
+                "a feed only",
+                "[[feeds]]\nid = \"b\"\nurl = \"https://b.example/\"\n",
+                &[],
+            ),
+            ("poll", "[poll]\ntimeout = \"9s\"\n", &["poll"]),
+            (
+                "mail and web",
+                "[mail]\nmax_age = \"2d\"\n[web]\nbase_url = \"https://x.example/\"\n",
+                &["mail", "web"],
+            ),
+            (
+                "top level",
+                "retention = \"30d\"\n[synonyms]\nx = [\"y\"]\n",
+                &["retention", "synonyms"],
+            ),
+            ("service", "[service]\nwatch_config = false\n", &["service"]),
+            (
+                "digest",
+                "[digest]\ntimezone = \"Europe/Paris\"\n",
+                &["digest"],
+            ),
+        ];
+        for (name, extra, expected) in cases {
+            let new = parse(&format!("{extra}{base}")).unwrap();
+            assert_eq!(new.changed_settings(&old), *expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn new_searches_may_name_only_feeds_and_tags_that_exist() {
+        let config = parse(
+            "[[feeds]]\nid = \"uscis-news\"\nurl = \"https://a.example/\"\ntags = [\"US\", \"official\"]\n\
+             [[feeds]]\nid = \"govuk\"\nurl = \"https://b.example/\"\ntags = [\"official\"]\n",
+        )
+        .unwrap();
+        let bare = parse("[[feeds]]\nid = \"a\"\nurl = \"https://a.example/\"\n").unwrap();
+        let empty = parse("").unwrap();
+        // (name, config, query, Ok or the message)
+        #[rustfmt::skip]
+        let cases: &[(&str, &Config, &str, Result<(), &str>)] = &[
+            ("no scopes", &empty, "asylum", Ok(())),
+            ("known, any case", &config, "feed:USCIS-News tag:us -tag:Official", Ok(())),
+            ("unknown feed", &config, "feed:nope", Err("unknown feed \"nope\" (feeds: govuk, uscis-news)")),
+            ("unknown tag", &config, "asylum tag:nosuchtag", Err("unknown tag \"nosuchtag\" (tags: official, us)")),
+            ("both, several", &config, "(feed:x OR feed:y) -tag:z",
+                Err("unknown feeds \"x\", \"y\" (feeds: govuk, uscis-news); unknown tag \"z\" (tags: official, us)")),
+            ("no tags at all", &bare, "tag:official", Err("unknown tag \"official\" (no feed has tags)")),
+            ("no feeds at all", &empty, "feed:a", Err("unknown feed \"a\" (no feeds are configured)")),
+        ];
+        for (name, config, query, expected) in cases {
+            let query = Query::parse(query).unwrap();
+            assert_eq!(
+                config.check_scopes(&query),
+                expected.map_err(str::to_string),
+                "{name}"
+            );
+        }
     }
 
     #[test]

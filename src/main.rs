@@ -17,7 +17,9 @@ use tidings::matcher::{Document, Field, Query, Synonyms};
 use tidings::opml::{self, Entry, Outcome};
 use tidings::parse::body_text;
 use tidings::parse::{ParseError, discover_feeds, parse_feed};
-use tidings::pipeline::{FeedOutcome, PollObserver, poll_feeds_observed, prune_store};
+use tidings::pipeline::{
+    FeedOutcome, PollObserver, dangling_searches, poll_feeds_observed, prune_store,
+};
 use tidings::progress::{Progress, printable};
 use tidings::store::Store;
 use tidings::{App, mail, scheduler, send_digests};
@@ -58,6 +60,10 @@ struct Cli {
     /// Levels come from TIDINGS_LOG or RUST_LOG (e.g. "debug", "info,tidings=debug").
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "TIDINGS_LOG_FORMAT")]
     log_format: LogFormat,
+    /// Log INFO lines (-v), or Tidings' DEBUG lines too (-vv). By default `run` logs INFO
+    /// and the other commands warnings only; TIDINGS_LOG or RUST_LOG, when set, decide.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -190,10 +196,14 @@ enum FeedsCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // `poll` reports each feed itself (a progress bar or one line each): its own logs
-    // would repeat that, so by default they show warnings only.
-    let quiet = matches!(cli.command, Command::Poll);
-    init_logging(cli.log_format, if quiet { "warn" } else { "info" });
+    // The daemon logs what it does; a one-shot prints its own result, so its logs show
+    // warnings only unless asked for more.
+    let level = match (cli.verbose, &cli.command) {
+        (0, Command::Run) | (1, _) => "info",
+        (0, _) => "warn",
+        _ => "info,tidings=debug",
+    };
+    init_logging(cli.log_format, level);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -634,7 +644,24 @@ fn check_config(config: &Config) -> Result<()> {
             feed.url
         );
     }
+    warn_dangling_searches(config);
     Ok(())
+}
+
+/// Warns (on stderr) of each stored search that names a feed or tag the config does not
+/// have, when there is a database to read; the config itself is fine all the same.
+fn warn_dangling_searches(config: &Config) {
+    if !config.database.exists() {
+        return;
+    }
+    match Store::open_read_only(&config.database).and_then(|store| store.subscribers()) {
+        Ok(subscribers) => {
+            for dangling in dangling_searches(config, &subscribers) {
+                esay!("warning: {dangling}");
+            }
+        }
+        Err(e) => esay!("warning: stored searches not checked: {e:#}"),
+    }
 }
 
 /// `tidings match`: runs one query over stored items and prints each hit with its
@@ -832,7 +859,11 @@ fn subscriber(config: &Config, store: &Store, command: SubscriberCommand) -> Res
             tz,
         } => {
             let email = mail::check_address(&email)?;
-            Query::parse(&query).map_err(|e| anyhow::anyhow!("bad query {query:?}: {e}"))?;
+            let parsed =
+                Query::parse(&query).map_err(|e| anyhow::anyhow!("bad query {query:?}: {e}"))?;
+            config
+                .check_scopes(&parsed)
+                .map_err(|e| anyhow::anyhow!("bad query {query:?}: {e}"))?;
             let current = store.subscriber(&email)?;
             let schedule = match (&frequency, &current) {
                 (Some(f), _) => Schedule::parse(f, config.digest.daily_at)

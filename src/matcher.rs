@@ -11,7 +11,9 @@
 //! * preparing an item's title, body and source (feed id, tags) once as a
 //!   [`Document`];
 //! * deciding which of many subscriptions match a document ([`Matcher`]), and
-//!   why: which terms matched where, as byte ranges for highlighting ([`Hit`]).
+//!   why: which terms matched where, as byte ranges for highlighting ([`Hit`]);
+//! * naming the `feed:` and `tag:` of a query that no given feed has
+//!   ([`Query::unknown_scopes`]).
 //!
 //! # Grammar
 //!
@@ -122,7 +124,7 @@
 //! number of subscriptions.
 
 use std::cmp::Reverse;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::mem;
@@ -248,8 +250,8 @@ impl Document {
 
     /// The document of an item of feed `feed_id`, whose feed has `tags`.
     pub fn with_source(mut self, feed_id: &str, tags: &[String]) -> Document {
-        self.feed = Some(feed_id.trim().to_lowercase());
-        self.tags = tags.iter().map(|t| t.trim().to_lowercase()).collect();
+        self.feed = Some(source_name(feed_id));
+        self.tags = tags.iter().map(|t| source_name(t)).collect();
         self
     }
 
@@ -684,6 +686,55 @@ impl Query {
     }
 }
 
+/// A feed id or tag as `feed:` and `tag:` compare it.
+fn source_name(name: &str) -> String {
+    name.trim().to_lowercase()
+}
+
+/// A `feed:` or `tag:` of a query, with its name as written, lowercased.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Feed(String),
+    Tag(String),
+}
+
+/// `feed:name` or `tag:name`, as a query would write it.
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scope::Feed(id) => write_source(f, "feed", id),
+            Scope::Tag(tag) => write_source(f, "tag", tag),
+        }
+    }
+}
+
+impl Query {
+    /// The `feed:` and `tag:` of the query that name no feed among `feed_ids` and no
+    /// tag among `tags`, each once, in order of appearance. Names are compared as an
+    /// item's are when matching ([`Document::with_source`]), so these are the ones no item
+    /// of those feeds can satisfy. An excluded one (`-feed:gone`) counts too: it excludes
+    /// nothing.
+    pub fn unknown_scopes<'a>(
+        &self,
+        feed_ids: impl IntoIterator<Item = &'a str>,
+        tags: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<Scope> {
+        let feed_ids: HashSet<String> = feed_ids.into_iter().map(source_name).collect();
+        let tags: HashSet<String> = tags.into_iter().map(source_name).collect();
+        let mut unknown = Vec::new();
+        self.root.visit_scopes(&mut |scope| {
+            let known = match &scope {
+                Scope::Feed(id) => feed_ids.contains(id),
+                Scope::Tag(tag) => tags.contains(tag),
+            };
+            if !known && !unknown.contains(&scope) {
+                unknown.push(scope);
+            }
+        });
+        unknown
+    }
+}
+
 impl FromStr for Query {
     type Err = QueryError;
 
@@ -719,6 +770,21 @@ impl Node {
             Node::And(parts) | Node::Or(parts) => {
                 for part in parts {
                     part.visit_terms(positive, visit);
+                }
+            }
+        }
+    }
+
+    /// Calls `visit` on every `feed:` and `tag:`, excluded or not.
+    fn visit_scopes(&self, visit: &mut impl FnMut(Scope)) {
+        match self {
+            Node::Term(_) => {}
+            Node::Feed(id) => visit(Scope::Feed(id.clone())),
+            Node::Tag(tag) => visit(Scope::Tag(tag.clone())),
+            Node::Not(inner) => inner.visit_scopes(visit),
+            Node::And(parts) | Node::Or(parts) => {
+                for part in parts {
+                    part.visit_scopes(visit);
                 }
             }
         }
@@ -2064,6 +2130,36 @@ mod tests {
         match Query::parse(query) {
             Ok(q) => q,
             Err(e) => panic!("{query:?} should parse, got: {e}"),
+        }
+    }
+
+    #[test]
+    fn unknown_scopes_are_those_no_configured_feed_can_satisfy() {
+        // (name, query, feed ids, tags, unknown scopes as written back)
+        type Names<'a> = &'a [&'a str];
+        #[rustfmt::skip]
+        let cases: &[(&str, &str, Names, Names, Names)] = &[
+            ("no scopes", "asylum", &[], &[], &[]),
+            ("known feed", "feed:uscis-news asylum", &["uscis-news"], &[], &[]),
+            ("unknown feed", "feed:nope", &["uscis-news"], &[], &["feed:nope"]),
+            ("known tag", "tag:official", &["a"], &["official"], &[]),
+            ("unknown tag", "tag:nosuchtag", &["a"], &["official"], &["tag:nosuchtag"]),
+            ("any case in the query", "feed:USCIS-News tag:Official", &["uscis-news"], &["official"], &[]),
+            ("any case in the config", "feed:a tag:us", &[" A "], &["US"], &[]),
+            ("a feed id is not a tag", "tag:a", &["a"], &[], &["tag:a"]),
+            ("a tag is not a feed id", "feed:us", &["a"], &["us"], &["feed:us"]),
+            ("excluded", "asylum -feed:gone", &["a"], &[], &["feed:gone"]),
+            ("under OR", "feed:a OR tag:x", &["a"], &[], &["tag:x"]),
+            ("each once, in order", "(tag:x OR feed:y) visa (tag:x OR feed:z)", &[], &[], &["tag:x", "feed:y", "feed:z"]),
+            ("quoted name", "feed:\"odd name\" x", &["a"], &[], &["feed:\"odd name\""]),
+        ];
+        for (name, query, feeds, tags, expected) in cases {
+            let unknown: Vec<String> = parse(query)
+                .unknown_scopes(feeds.iter().copied(), tags.iter().copied())
+                .iter()
+                .map(Scope::to_string)
+                .collect();
+            assert_eq!(unknown, *expected, "{name}");
         }
     }
 

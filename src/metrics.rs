@@ -3,7 +3,8 @@
 //! Counters and the fetch-duration histogram are updated by the jobs as they run; the
 //! gauges that describe stored state (outbox depth, oldest pending mail, failing feeds)
 //! are read from the database at scrape time by [`Metrics::encode`]'s caller, so they are
-//! right even after a restart.
+//! right even after a restart. Every series, each label value included, is there from the
+//! start at 0, so a rate or an alert never waits for the first event.
 
 use std::sync::atomic::{AtomicI64, AtomicU64};
 
@@ -58,10 +59,19 @@ impl Default for Metrics {
     }
 }
 
+/// A counter per `result`, each created at 0 (a family shows only the series it has).
+fn family(results: &[&'static str]) -> Family<Result_, Counter> {
+    let family = Family::<Result_, Counter>::default();
+    for &result in results {
+        let _ = family.get_or_create(&Result_ { result });
+    }
+    family
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("tidings");
-        let polls = Family::<Result_, Counter>::default();
+        let polls = family(&["updated", "not_modified", "failed"]);
         registry.register(
             "polls",
             "Feed polls by result (updated, not_modified, failed)",
@@ -95,13 +105,13 @@ impl Metrics {
             "Digests rendered into the outbox",
             digests_queued.clone(),
         );
-        let mail = Family::<Result_, Counter>::default();
+        let mail = family(&["sent", "retrying", "failed"]);
         registry.register(
             "mail",
             "Delivery attempts by result (sent, retrying, failed)",
             mail.clone(),
         );
-        let reloads = Family::<Result_, Counter>::default();
+        let reloads = family(&["ok", "error"]);
         registry.register(
             "config_reloads",
             "Config reloads by result (ok, error)",
@@ -237,5 +247,28 @@ mod tests {
             );
         }
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn every_series_is_exposed_from_the_start_at_zero() {
+        let text = Metrics::new().encode();
+        for line in [
+            "tidings_polls_total{result=\"updated\"} 0",
+            "tidings_polls_total{result=\"not_modified\"} 0",
+            "tidings_polls_total{result=\"failed\"} 0",
+            "tidings_mail_total{result=\"sent\"} 0",
+            "tidings_mail_total{result=\"retrying\"} 0",
+            "tidings_mail_total{result=\"failed\"} 0",
+            "tidings_config_reloads_total{result=\"ok\"} 0",
+            "tidings_config_reloads_total{result=\"error\"} 0",
+            "tidings_items_ingested_total 0",
+            "tidings_digests_queued_total 0",
+            "tidings_fetch_duration_seconds_count 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
     }
 }

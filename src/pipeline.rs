@@ -23,10 +23,12 @@ use crate::config::{Config, MAX_DURATION};
 use crate::digest::{DigestContext, FailingFeed, StoryCache, render_digest};
 use crate::fetch::{FetchError, FetchOutcome, Fetcher, Validators};
 use crate::mail::{self, Delivery, Mailer};
-use crate::matcher::{Document, Matcher, Query, Synonyms};
+use crate::matcher::{Document, Matcher, Query, Scope, Synonyms};
 use crate::metrics::{Metrics, PollResult};
 use crate::parse::{Item, body_hash, body_text, parse_feed};
-use crate::store::{FeedToPoll, Pruned, Store, StoreOutcome, SuccessfulPoll, UnchangedPoll};
+use crate::store::{
+    FeedToPoll, Pruned, Store, StoreOutcome, Subscriber, SuccessfulPoll, UnchangedPoll,
+};
 use crate::token::{Links, Signer};
 
 /// How long a worker may hold a feed it claimed before another may take it: the fetch's
@@ -456,6 +458,53 @@ pub async fn load_matcher(store: &Store, synonyms: &Synonyms) -> Result<Compiled
         generation: active.generation,
         matcher: Matcher::new(compiled, synonyms),
     })
+}
+
+/// A stored search naming feeds or tags the config does not have (any more): nothing
+/// of theirs can reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DanglingSearch {
+    pub email: String,
+    pub query: String,
+    /// The `feed:` and `tag:` it names that the config does not have.
+    pub unknown: Vec<Scope>,
+}
+
+impl std::fmt::Display for DanglingSearch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<String> = self.unknown.iter().map(Scope::to_string).collect();
+        write!(
+            f,
+            "search {:?} of {} names {}, which the config does not have",
+            self.query,
+            self.email,
+            names.join(", ")
+        )
+    }
+}
+
+/// The searches of `subscribers` (paused ones too) that name feeds or tags `config` does
+/// not have ([`Config::unknown_scopes`]), say after a reload removed a feed. New searches
+/// are refused such names; these were stored before. A search that does not parse is
+/// left out (the matcher skips it, and says so).
+pub fn dangling_searches(config: &Config, subscribers: &[Subscriber]) -> Vec<DanglingSearch> {
+    let mut found = Vec::new();
+    for s in subscribers {
+        for text in &s.queries {
+            let Ok(query) = Query::parse(text) else {
+                continue;
+            };
+            let unknown = config.unknown_scopes(&query);
+            if !unknown.is_empty() {
+                found.push(DanglingSearch {
+                    email: s.email.clone(),
+                    query: text.clone(),
+                    unknown,
+                });
+            }
+        }
+    }
+    found
 }
 
 /// One feed, start to finish: conditional GET (unconditional every
@@ -961,6 +1010,46 @@ mod tests {
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn dangling_searches_name_subscriber_search_and_what_is_missing() {
+        let config = Config::parse(
+            "[[feeds]]\nid = \"a\"\nurl = \"https://a.example/\"\ntags = [\"us\"]\n",
+            std::path::Path::new("/etc/tidings/config.toml"),
+        )
+        .unwrap();
+        let subscriber = |email: &str, queries: &[&str]| Subscriber {
+            id: 1,
+            email: email.into(),
+            schedule: crate::digest::Schedule::Immediate,
+            timezone: chrono_tz::UTC,
+            next_digest_at: None,
+            bounces: 0,
+            paused_at: None,
+            queries: queries.iter().map(|q| q.to_string()).collect(),
+        };
+        let subscribers = [
+            subscriber(
+                "ana@example.org",
+                &["asylum", "feed:gone visa", "feed:A tag:US"],
+            ),
+            subscriber(
+                "ben@example.org",
+                &["(tag:uk OR feed:gone) -tag:eu", "(unparsable"],
+            ),
+        ];
+        let found: Vec<String> = dangling_searches(&config, &subscribers)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "search \"feed:gone visa\" of ana@example.org names feed:gone, which the config does not have",
+                "search \"(tag:uk OR feed:gone) -tag:eu\" of ben@example.org names tag:uk, feed:gone, tag:eu, which the config does not have",
+            ]
+        );
     }
 
     #[test]

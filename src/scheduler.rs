@@ -11,7 +11,8 @@
 //! The current [`App`] lives in a `watch` channel: each run of a job takes the latest
 //! one, so a reload (SIGHUP, or the config file changing) applies from the next run while
 //! runs in progress finish on the config they started with. A config with errors is
-//! logged with its line and column and changes nothing.
+//! logged with its line and column and changes nothing. At start and after each reload,
+//! stored searches naming a feed or tag the config does not have are logged.
 //!
 //! On SIGTERM/SIGINT nothing new starts ([`crate::pipeline::Shutdown::draining`]); work in progress gets
 //! `[service].shutdown_timeout`; then fetches still running are dropped and their feeds
@@ -31,7 +32,9 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::pipeline::{App, FeedOutcome, PollObserver, poll_feeds_observed, prune, send_digests};
+use crate::pipeline::{
+    App, FeedOutcome, PollObserver, dangling_searches, poll_feeds_observed, prune, send_digests,
+};
 
 /// Every 15 seconds: poll the feeds that are due.
 const POLL_TICK: &str = "*/15 * * * * *";
@@ -86,9 +89,22 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
     let listeners_stop = tokio_util::sync::CancellationToken::new();
     if let Some(addr) = app.config.service.admin_listen {
         crate::admin::serve(addr, app_rx.clone(), listeners_stop.clone()).await?;
+    } else {
+        info!("admin listener off ([service].admin_listen is \"\"): no /healthz or /metrics");
     }
-    if let Some(addr) = app.config.web.listen {
-        crate::web::serve(addr, app_rx.clone(), listeners_stop.clone()).await?;
+    let web = match app.config.web.listen {
+        Some(addr) => Some(crate::web::serve(addr, app_rx.clone(), listeners_stop.clone()).await?),
+        None => None,
+    };
+    match (web, &app.admin_token) {
+        (None, _) => {
+            info!("web listener off ([web].listen is \"\"): no subscriber pages, no /admin")
+        }
+        (Some(addr), Some(_)) => info!(url = %format!("http://{addr}/admin"), "admin page on"),
+        (Some(_), None) => info!(
+            "admin page /admin off: set {} (16 characters or more) to turn it on",
+            crate::pipeline::ADMIN_TOKEN_ENV
+        ),
     }
     scheduler.start().await.context("starting scheduler")?;
 
@@ -104,6 +120,7 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
     let _ = digest_tx.try_send(());
     let _ = prune_tx.try_send(());
     info!(feeds = app.config.feeds.len(), database = %app.config.database.display(), "tidings running");
+    warn_dangling_searches(&app).await;
     let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status("running")]);
 
     shutdown.await;
@@ -264,7 +281,7 @@ async fn reload_loop(
             if !app.config.service.watch_config {
                 continue;
             }
-            // Saving without changes, or a write we already loaded: nothing to do.
+            // Saving without changes, or a write we already tried: nothing to do.
             let text = std::fs::read_to_string(&path).ok();
             if text.is_none() || text == last_text {
                 continue;
@@ -274,13 +291,15 @@ async fn reload_loop(
             NotifyState::Reloading,
             NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Status("reloading")),
         ]);
-        let text = std::fs::read_to_string(&path).ok();
+        // The text of the last attempt, good or bad: after a failed one, putting the
+        // good file back is a change to reload (and report).
+        last_text = std::fs::read_to_string(&path).ok();
         match reload(&app, &path).await {
             Ok(new) => {
-                last_text = text;
-                current.send_replace(new);
+                current.send_replace(new.clone());
                 app.metrics.reload(true);
                 let _ = poll.try_send(());
+                warn_dangling_searches(&new).await;
             }
             Err(e) => {
                 app.metrics.reload(false);
@@ -295,7 +314,8 @@ async fn reload_loop(
     }
 }
 
-/// Loads the config at `path` and builds the [`App`] for it, logging what changed.
+/// Loads the config at `path` and builds the [`App`] for it, logging what changed: feeds
+/// added, removed and changed (by id) and the other settings changed (by section).
 async fn reload(app: &App, path: &Path) -> Result<App> {
     let path = path.to_path_buf();
     let config = tokio::task::spawn_blocking(move || Config::load(&path)).await??;
@@ -337,17 +357,53 @@ async fn reload(app: &App, path: &Path) -> Result<App> {
         .filter(|f| old.feed(&f.id).is_some_and(|o| o != *f))
         .map(|f| f.id.as_str())
         .collect();
-    let summary = format!(
-        "feeds={} added={} removed={} changed={}",
+    let (feeds, added, removed, changed) = (
         config.feeds.len(),
         added.join(","),
         removed.join(","),
-        changed.join(",")
+        changed.join(","),
     );
+    let settings = config.changed_settings(&old).join(",");
     let base = app.clone();
     let new = tokio::task::spawn_blocking(move || base.reconfigure(config)).await??;
-    info!(%summary, "config reloaded");
+    info!(
+        feeds,
+        %added,
+        %removed,
+        %changed,
+        %settings,
+        "config reloaded"
+    );
     Ok(new)
+}
+
+/// Logs each stored search that names a feed or tag the config does not have, at start
+/// and after each reload (which may have removed one).
+async fn warn_dangling_searches(app: &App) {
+    let (config, store) = (app.config.clone(), app.store.clone());
+    let found = tokio::task::spawn_blocking(move || {
+        store
+            .subscribers()
+            .map(|subscribers| dangling_searches(&config, &subscribers))
+    })
+    .await;
+    match found {
+        Ok(Ok(found)) => {
+            for d in found {
+                let missing: Vec<String> = d.unknown.iter().map(ToString::to_string).collect();
+                warn!(
+                    subscriber = %d.email,
+                    search = %d.query,
+                    missing = %missing.join(", "),
+                    "search names a feed or tag the config does not have"
+                );
+            }
+        }
+        Ok(Err(e)) => {
+            warn!(error = %format!("{e:#}"), "checking stored searches against the config")
+        }
+        Err(e) => warn!(error = %e, "checking stored searches against the config"),
+    }
 }
 
 /// Forwards each SIGHUP as a reload trigger.

@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use rusqlite::backup::{Backup, StepResult};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use rusqlite_migration::{M, Migrations};
 
 use crate::config::FeedConfig;
@@ -304,6 +304,32 @@ impl Store {
             .to_latest(&mut conn)
             .with_context(|| format!("migrating database {}", path.display()))?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Opens the existing database at `path` to read only, without creating or migrating
+    /// it: for commands that only look (`check-config`). Refuses a database whose schema
+    /// is not this version's (older ones are migrated by any other command).
+    pub fn open_read_only(path: &Path) -> Result<Store> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .with_context(|| format!("opening database {}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .with_context(|| format!("reading database {}", path.display()))?;
+        let expected = MIGRATIONS.len() as i64;
+        if version != expected {
+            bail!(
+                "database {} has schema version {version}, not {expected}: `tidings run` (or any \
+                 command that writes) migrates it",
+                path.display()
+            );
+        }
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -2236,6 +2262,42 @@ mod tests {
         assert_eq!(claim().body_hash.as_deref(), Some("abc"), "same URL");
         store.sync_feeds(&[config("https://f.example/b")]).unwrap();
         assert_eq!(claim().body_hash, None, "new URL");
+    }
+
+    #[test]
+    fn read_only_opens_only_a_current_database_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("v2.db");
+        {
+            let mut conn = Connection::open(&old).unwrap();
+            let v2 = Migrations::new(MIGRATIONS[..2].iter().map(|(_, sql)| M::up(sql)).collect());
+            v2.to_latest(&mut conn).unwrap();
+        }
+        let err = Store::open_read_only(&old).err().unwrap();
+        assert!(
+            format!("{err:#}").contains("schema version 2, not"),
+            "{err:#}"
+        );
+        let version: i64 = Connection::open(&old)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 2, "not migrated");
+
+        let missing = dir.path().join("none.db");
+        assert!(Store::open_read_only(&missing).is_err());
+        assert!(!missing.exists(), "not created");
+
+        let current = dir.path().join("t.db");
+        let store = Store::open(&current).unwrap();
+        let now = Utc::now();
+        store
+            .add_subscription("a@x.example", "asylum", Schedule::Immediate, Tz::UTC, now)
+            .unwrap();
+        drop(store);
+        let read = Store::open_read_only(&current).unwrap();
+        assert_eq!(read.subscribers().unwrap()[0].queries, ["asylum"]);
+        assert!(read.remove_subscriber("a@x.example").is_err(), "read only");
     }
 
     /// Version 3 rebuilds `subscribers`; their subscriptions, matches and mail must survive

@@ -520,6 +520,8 @@ async fn add_query(
         ))
     } else {
         Query::parse(query)
+            .map_err(|e| e.to_string())
+            .and_then(|q| app.config.check_scopes(&q))
             .err()
             .map(|e| format!("That search does not work: {e}"))
     };
@@ -686,7 +688,8 @@ fn admin_wait(tries: u32) -> Duration {
     }
 }
 
-/// `GET /admin`: feed health, the outbox and subscriber counts, behind HTTP Basic auth
+/// `GET /admin`: feed health, the outbox, subscriber counts and the searches naming feeds
+/// or tags the config does not have, behind HTTP Basic auth
 /// whose password is `TIDINGS_ADMIN_TOKEN` (any user name). Without that variable the
 /// page does not exist. Password guessing is slowed down per client ([`AdminGuard`]).
 async fn admin_page(
@@ -745,6 +748,13 @@ async fn admin_page(
             }
         })
         .collect();
+    let dangling: Vec<_> = crate::pipeline::dangling_searches(&app.config, &subscribers)
+        .into_iter()
+        .map(|d| {
+            let missing: Vec<String> = d.unknown.iter().map(ToString::to_string).collect();
+            context! { email => d.email, query => d.query, missing => missing.join(", ") }
+        })
+        .collect();
     let pending: Vec<_> = outbox.iter().filter(|m| m.status == "pending").collect();
     let failed: Vec<_> = outbox.iter().filter(|m| m.status == "failed").collect();
     let failed_rows: Vec<_> = failed
@@ -771,6 +781,7 @@ async fn admin_page(
             failed_count => failed.len(),
             failed => failed_rows,
             feeds,
+            dangling,
         },
     )
     .into_response())
@@ -1022,7 +1033,10 @@ async fn subscribe(
             ));
             continue;
         }
-        match Query::parse(line) {
+        let checked = Query::parse(line)
+            .map_err(|e| e.to_string())
+            .and_then(|q| app.config.check_scopes(&q).map(|()| q));
+        match checked {
             Ok(q) => parsed.push((n as i64, q, line.to_string())),
             Err(e) => errors.push(format!("Search {} ({line}): {e}", n + 1)),
         }
