@@ -15,10 +15,11 @@ use tidings::digest::{Schedule, excerpt};
 use tidings::fetch::{FetchOutcome, Fetcher, Validators};
 use tidings::matcher::{Document, Field, Query, Synonyms};
 use tidings::opml::{self, Entry, Outcome};
+use tidings::output::printable;
 use tidings::parse::body_text;
 use tidings::parse::{ParseError, discover_feeds, parse_feed};
 use tidings::pipeline::{FeedOutcome, PollObserver, poll_feeds_observed, prune_store};
-use tidings::progress::{Progress, printable};
+use tidings::progress::Progress;
 use tidings::store::Store;
 use tidings::{App, mail, scheduler, send_digests};
 
