@@ -21,6 +21,7 @@ use chrono_tz::Tz;
 use minijinja::{AutoEscape, Environment, Value, context};
 
 use crate::matcher::{Document, Field, Query, Synonyms};
+use crate::output::plural;
 use crate::parse::body_text;
 
 // ---- schedules ------------------------------------------------------------------------------
@@ -47,6 +48,10 @@ const WEEKDAYS: [&str; 7] = [
     "Saturday",
     "Sunday",
 ];
+
+/// What [`Schedule::parse`] reads, for its errors.
+const ACCEPTED_SCHEDULES: &str = "expected immediate, hourly, daily [HH:MM] or weekly [DAY] [HH:MM], \
+     e.g. \"daily 07:30\", \"weekly fri 17:00\", \"every tuesday\"";
 
 impl Schedule {
     /// The stored frequency: `immediate`, `hourly`, `daily` or `weekly`.
@@ -76,16 +81,25 @@ impl Schedule {
     }
 
     /// Reads a schedule as people write it: `immediate`, `hourly`, `daily`,
-    /// `daily 07:30`, `weekly`, `weekly fri`, `weekly on Friday at 17:00`. A daily or
+    /// `daily 07:30`, `weekly`, `weekly fri`, `weekly on Friday at 17:00`, and in words:
+    /// `every hour`, `every day 07:30`, `every week`, `every tuesday 17:00`. A daily or
     /// weekly schedule without a time gets `default_at`; a weekly one without a day, Monday.
     pub fn parse(text: &str, default_at: NaiveTime) -> Result<Schedule, String> {
-        let words: Vec<String> = text
+        let mut words: Vec<String> = text
             .split_whitespace()
             .map(str::to_lowercase)
             .filter(|w| !matches!(w.as_str(), "at" | "on" | "every"))
             .collect();
+        // "every day", "every tuesday": the period, or the day of a weekly digest.
+        match words.first().map(String::as_str) {
+            Some("hour") => words[0] = "hourly".into(),
+            Some("day") => words[0] = "daily".into(),
+            Some("week") => words[0] = "weekly".into(),
+            Some(day) if day.parse::<Weekday>().is_ok() => words.insert(0, "weekly".into()),
+            _ => {}
+        }
         let Some((frequency, rest)) = words.split_first() else {
-            return Err("empty schedule (expected immediate, hourly, daily or weekly)".into());
+            return Err(format!("empty schedule ({ACCEPTED_SCHEDULES})"));
         };
         let mut at = None;
         let mut day = None;
@@ -121,7 +135,7 @@ impl Schedule {
                 at: at_or_default,
             }),
             other => Err(format!(
-                "unknown frequency {other:?} (expected immediate, hourly, daily or weekly)"
+                "unknown frequency {other:?} ({ACCEPTED_SCHEDULES})"
             )),
         }
     }
@@ -756,14 +770,6 @@ fn local_date(t: DateTime<Utc>, tz: Tz) -> String {
     t.with_timezone(&tz).format("%b %-d %H:%M %Z").to_string()
 }
 
-fn plural(n: usize, word: &str) -> String {
-    if n == 1 {
-        word.to_string()
-    } else {
-        format!("{word}s")
-    }
-}
-
 fn truncate(s: &str, max_chars: usize) -> String {
     if s.chars().count() <= max_chars {
         return s.to_string();
@@ -919,6 +925,29 @@ mod tests {
                     at: hm(6, 0),
                 },
             ),
+            (
+                "every tuesday",
+                Schedule::Weekly {
+                    day: Weekday::Tue,
+                    at: eight,
+                },
+            ),
+            (
+                "every Friday at 17:00",
+                Schedule::Weekly {
+                    day: Weekday::Fri,
+                    at: hm(17, 0),
+                },
+            ),
+            ("every day 07:30", Schedule::Daily { at: hm(7, 30) }),
+            ("every hour", Schedule::Hourly),
+            (
+                "every week",
+                Schedule::Weekly {
+                    day: Weekday::Mon,
+                    at: eight,
+                },
+            ),
         ];
         for (text, expected) in ok {
             assert_eq!(Schedule::parse(text, eight), Ok(expected), "{text}");
@@ -936,6 +965,10 @@ mod tests {
         let bad = [
             ("", "empty schedule"),
             ("monthly", "unknown frequency \"monthly\""),
+            (
+                "fortnightly",
+                "expected immediate, hourly, daily [HH:MM] or weekly [DAY] [HH:MM]",
+            ),
             ("daily 25:00", "\"25:00\" is not a time"),
             ("daily mon", "daily digests take no weekday"),
             ("hourly 08:00", "hourly digests take no time"),

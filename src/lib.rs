@@ -23,6 +23,7 @@
 //! | [`web`]       | subscriber pages: one-click unsubscribe, manage searches (axum)       |
 //! | [`listener`]  | the accept loop both listeners share: deadlines, connection caps      |
 //! | [`progress`]  | progress of interactive commands: a bar on a terminal, lines if not   |
+//! | [`output`]    | what commands print: terminal-safe, quiet when the reader goes away   |
 //! | [`opml`]      | OPML in (new `[[feeds]]` in the config text, layout kept) and out     |
 //!
 //! `parse`, `matcher`, `digest` and `opml` are plain functions over plain data: no I/O, no
@@ -38,6 +39,7 @@ pub mod mail;
 pub mod matcher;
 pub mod metrics;
 pub mod opml;
+pub mod output;
 pub mod parse;
 pub mod pipeline;
 pub mod progress;

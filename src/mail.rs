@@ -550,7 +550,8 @@ async fn record(
             .await??
         }
         Err(SendError::Transient(e)) => {
-            let e = format!("gave up after {} attempts: {e}", row.attempts + 1);
+            let attempts = crate::output::count(row.attempts as usize + 1, "attempt");
+            let e = format!("gave up after {attempts}: {e}");
             warn!(outbox = id, to = %to, error = %e, "mail failed");
             done.failed += 1;
             tokio::task::spawn_blocking(move || store.mark_failed(id, claim.as_deref(), &e))

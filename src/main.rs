@@ -15,30 +15,33 @@ use tidings::digest::{Schedule, excerpt};
 use tidings::fetch::{FetchOutcome, Fetcher, Validators};
 use tidings::matcher::{Document, Field, Query, Synonyms};
 use tidings::opml::{self, Entry, Outcome};
+use tidings::output::{self, count};
 use tidings::parse::body_text;
 use tidings::parse::{ParseError, discover_feeds, parse_feed};
 use tidings::pipeline::{
     FeedOutcome, PollObserver, dangling_searches, poll_feeds_observed, prune_store,
 };
-use tidings::progress::{Progress, printable};
+use tidings::progress::{LogWriter, Progress};
 use tidings::store::Store;
 use tidings::{App, mail, scheduler, send_digests};
 
-/// `println!` for everything the commands print: text from feeds, mail servers and
-/// subscribers passes through [`printable`], so it cannot drive the operator's terminal.
+/// A line on standard output for everything the commands print: text from feeds, mail
+/// servers and subscribers passes through [`printable`](tidings::output::printable), so
+/// it cannot drive the operator's terminal, and a closed reader (`| head`) ends the
+/// command quietly ([`output::say`]).
 macro_rules! say {
     () => {
-        println!()
+        output::say("")
     };
     ($($arg:tt)*) => {
-        println!("{}", printable(&format!($($arg)*)))
+        output::say(&format!($($arg)*))
     };
 }
 
-/// [`say!`] on standard error.
+/// [`say!`] on standard error, where a line nobody reads is dropped ([`output::esay`]).
 macro_rules! esay {
     ($($arg:tt)*) => {
-        eprintln!("{}", printable(&format!($($arg)*)))
+        output::esay(&format!($($arg)*))
     };
 }
 use tracing_subscriber::EnvFilter;
@@ -68,6 +71,23 @@ struct Cli {
     command: Command,
 }
 
+/// The query language in short, for `--help` (README: "Query language"; the grammar is
+/// in `src/matcher.rs`).
+const QUERY_SYNTAX: &str = "\
+Query syntax (README: \"Query language\"):
+  asylum                      the word, in any case, with or without accents
+  asylum parole               both words, anywhere
+  \"green card\"                the words in that order
+  H1B OR TPS                  either (OR in capitals)
+  \"green card\" -lottery       the phrase but not the word (also NOT lottery); a
+                              query needs at least one term that is not excluded
+  (TPS OR parole) Venezuela   grouping
+  deport*                     words starting with deport
+  title:USCIS                 the term in the title
+  feed:uscis-news             items of that feed (its id in config.toml)
+  tag:official                items of feeds with that tag
+Whole words only (ICE does not match police); H1B, H-1B and h1b are the same term.";
+
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum LogFormat {
     Text,
@@ -93,11 +113,14 @@ enum Command {
     Health,
     /// Preview what QUERY would have matched among stored items, with the matched words
     /// highlighted.
+    #[command(after_long_help = QUERY_SYNTAX)]
     Match {
+        /// The search, as subscribers write it, e.g. 'asylum OR "H-1B"' (--help: the syntax).
+        #[arg(allow_hyphen_values = true)]
         query: String,
-        /// How far back to look, e.g. 7d, 24h.
-        #[arg(long, default_value = "7d")]
-        since: humantime::Duration,
+        /// How far back to look, with a unit: 7d, 12h, 30m.
+        #[arg(long, default_value = "7d", value_name = "DURATION", value_parser = parse_since)]
+        since: Duration,
         /// Show at most this many items (all are counted).
         #[arg(long, default_value_t = 20)]
         limit: usize,
@@ -114,6 +137,7 @@ enum Command {
     /// Copy the database to PATH, consistently, even while the daemon is writing to it.
     Backup {
         /// Where the copy goes; written under a temporary name, then renamed.
+        #[arg(value_name = "PATH")]
         path: PathBuf,
         /// Replace PATH if it exists.
         #[arg(long)]
@@ -121,6 +145,7 @@ enum Command {
     },
     /// List mail that is pending or failed (add --all for sent mail too), or requeue one.
     Outbox {
+        /// What to do; without one, list the outbox.
         #[command(subcommand)]
         command: Option<OutboxCommand>,
         /// Include mail already sent.
@@ -132,21 +157,27 @@ enum Command {
 #[derive(Subcommand)]
 enum OutboxCommand {
     /// Put a failed (or deferred) message back in the queue, to be sent on the next round.
-    Retry { id: i64 },
+    Retry {
+        /// The message's number, the ID column of `tidings outbox`.
+        id: i64,
+    },
 }
 
 #[derive(Subcommand)]
 enum SubscriberCommand {
     /// Subscribe EMAIL to a query (adding to any queries they already have).
+    #[command(after_long_help = QUERY_SYNTAX)]
     Add {
+        /// The subscriber's email address.
         email: String,
-        /// What to look for, e.g. 'asylum OR "H-1B"', '"green card" -lottery'.
-        #[arg(long, short)]
+        /// What to look for, e.g. 'asylum OR "H-1B"', '"green card" -lottery'
+        /// (--help: the syntax).
+        #[arg(long, short, allow_hyphen_values = true)]
         query: String,
         /// When digests go out: "immediate" (after each poll that finds something),
-        /// "hourly", "daily [HH:MM]" or "weekly [DAY] [HH:MM]", e.g. "weekly fri 17:00".
-        /// A missing time is [digest].daily_at; a missing day, Monday. Default: the
-        /// subscriber's current schedule, or immediate for a new subscriber.
+        /// "hourly", "daily [HH:MM]" or "weekly [DAY] [HH:MM]", e.g. "weekly fri 17:00" or
+        /// "every tuesday". A missing time is [digest].daily_at; a missing day, Monday.
+        /// Default: the subscriber's current schedule, or immediate for a new subscriber.
         #[arg(long, short)]
         frequency: Option<String>,
         /// The subscriber's IANA time zone, e.g. Europe/London. Default: their current
@@ -157,9 +188,15 @@ enum SubscriberCommand {
     /// List subscribers, their schedule and queries.
     List,
     /// Remove a subscriber and all their queries.
-    Remove { email: String },
+    Remove {
+        /// The subscriber's email address.
+        email: String,
+    },
     /// Send digests again to a subscriber paused after repeated bounces.
-    Resume { email: String },
+    Resume {
+        /// The subscriber's email address.
+        email: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -172,7 +209,11 @@ enum FeedsCommand {
         json: bool,
     },
     /// Fetch URL and print the feeds it advertises (or confirm it is a feed itself).
-    Discover { url: url::Url },
+    Discover {
+        /// A web page or feed, e.g. https://www.uscis.gov (without a scheme, https:// is
+        /// tried).
+        url: String,
+    },
     /// Add the feeds of an OPML file (another reader's export) to the config file as
     /// [[feeds]] tables, leaving its comments and layout as they are. Folders become tags;
     /// feeds already configured, repeated or with a bad URL are skipped and reported.
@@ -196,19 +237,13 @@ enum FeedsCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The daemon logs what it does; a one-shot prints its own result, so its logs show
-    // warnings only unless asked for more.
-    let level = match (cli.verbose, &cli.command) {
-        (0, Command::Run) | (1, _) => "info",
-        (0, _) => "warn",
-        _ => "info,tidings=debug",
-    };
-    init_logging(cli.log_format, level);
+    let failure = failure_code(&cli.command);
+    init_logging(cli.log_format, default_log_level(&cli.command, cli.verbose));
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
             esay!("error: starting the async runtime: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(failure);
         }
     };
     let result = runtime.block_on(execute(cli));
@@ -218,20 +253,42 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             esay!("error: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(failure)
         }
     }
 }
 
-/// Logs go to stderr, as text (coloured on a terminal) or JSON lines. The level filter
+/// The exit code of a command that fails: 2, but 1 for `health`, whatever went wrong
+/// (no config, nothing listening): container health checks reserve 2.
+fn failure_code(command: &Command) -> u8 {
+    match command {
+        Command::Health => 1,
+        _ => 2,
+    }
+}
+
+/// The log filter unless TIDINGS_LOG or RUST_LOG says otherwise. The daemon logs what
+/// it does; a one-shot prints its own result, so its logs show warnings only unless asked
+/// for more (`-v` info, `-vv` debug). `poll` reports each feed itself (a progress bar or
+/// one line each): the per-feed log lines would say it again, so they are off.
+fn default_log_level(command: &Command, verbose: u8) -> String {
+    match (verbose, command) {
+        (0, Command::Run) | (1, _) => "info".to_string(),
+        (0, Command::Poll) => format!("warn,{}=off", tidings::pipeline::FEED_LOG),
+        (0, _) => "warn".to_string(),
+        _ => "info,tidings=debug".to_string(),
+    }
+}
+
+/// Logs go to stderr (above a progress bar, if one is shown), as text (coloured on a terminal) or JSON lines. The level filter
 /// is TIDINGS_LOG, else RUST_LOG, else `level`.
-fn init_logging(format: LogFormat, level: &str) {
+fn init_logging(format: LogFormat, level: String) {
     let filter = EnvFilter::try_from_env("TIDINGS_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new(format!("{level},tokio_cron_scheduler=warn")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(LogWriter);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => builder
@@ -252,7 +309,7 @@ async fn execute(cli: Cli) -> Result<()> {
                 .admin_listen
                 .context("[service].admin_listen is off: nothing to ask")?;
             let (healthy, body) = tidings::admin::probe(addr).await?;
-            print!("{}", printable(&body));
+            output::say_raw(&output::printable(&body));
             if !healthy {
                 std::process::exit(1);
             }
@@ -269,16 +326,17 @@ async fn execute(cli: Cli) -> Result<()> {
             let s = poll_feeds_observed(&app, Utc::now(), false, &progress).await?;
             progress.finish();
             say!(
-                "polled {} feeds: {} updated, {} not modified, {} failed; {} new items, {} matches",
-                s.feeds,
+                "polled {}: {} ok, {} not modified, {} failed; {}, {}, {}",
+                count(s.feeds as usize, "feed"),
                 s.updated,
                 s.not_modified,
                 s.failed,
-                s.new_items,
-                s.matches
+                count(s.new_items, "new item"),
+                count(s.updated_items, "updated item"),
+                count(s.matches, "match")
             );
             if s.skipped > 0 {
-                say!("stopped early: {} feeds not polled", s.skipped);
+                say!("stopped early: {} not polled", count(s.skipped, "feed"));
             }
             Ok(())
         }
@@ -287,8 +345,8 @@ async fn execute(cli: Cli) -> Result<()> {
             stop_on_signal(&app);
             let s = send_digests(&app, Utc::now(), all).await?;
             say!(
-                "queued {} digests; sent {}, retrying {}, failed {}",
-                s.queued,
+                "queued {}; sent {}, retrying {}, failed {}",
+                count(s.queued, "digest"),
                 s.delivery.sent,
                 s.delivery.retrying,
                 s.delivery.failed
@@ -299,10 +357,10 @@ async fn execute(cli: Cli) -> Result<()> {
             let store = open_store(&config)?;
             let p = prune_store(&store, config.retention, Utc::now()).await?;
             say!(
-                "pruned {} items first seen more than {} ago and {} sent or failed messages",
-                p.items,
+                "pruned {} first seen more than {} ago and {}",
+                count(p.items, "item"),
                 in_days(config.retention),
-                p.outbox
+                count(p.outbox, "sent or failed message")
             );
             Ok(())
         }
@@ -313,7 +371,7 @@ async fn execute(cli: Cli) -> Result<()> {
             limit,
         } => {
             let store = open_store(&config)?;
-            preview_matches(&config, &store, &query, since.into(), limit)
+            preview_matches(&config, &store, &query, since, limit)
         }
         Command::Outbox { command, all } => {
             let store = open_store(&config)?;
@@ -333,7 +391,9 @@ async fn execute(cli: Cli) -> Result<()> {
             subscriber(&config, &store, command)
         }
         Command::Feeds(FeedsCommand::Status { json }) => feeds_status(&open_store(&config)?, json),
-        Command::Feeds(FeedsCommand::Discover { url }) => discover(&config, &url).await,
+        Command::Feeds(FeedsCommand::Discover { url }) => {
+            discover(&config, &discover_url(&url)?).await
+        }
         Command::Feeds(FeedsCommand::Import {
             file,
             dry_run,
@@ -342,16 +402,30 @@ async fn execute(cli: Cli) -> Result<()> {
         Command::Feeds(FeedsCommand::Export { output }) => {
             let xml = opml::export(&config, Utc::now());
             match output {
-                None => print!("{xml}"),
+                None => output::say_raw(&xml),
                 Some(path) => {
                     std::fs::write(&path, xml)
                         .with_context(|| format!("writing {}", path.display()))?;
-                    esay!("wrote {} feeds to {}", config.feeds.len(), path.display());
+                    esay!(
+                        "wrote {} to {}",
+                        count(config.feeds.len(), "feed"),
+                        path.display()
+                    );
                 }
             }
             Ok(())
         }
     }
+}
+
+/// `match --since`: a duration with its unit. A bare number gets examples rather than
+/// humantime's "time unit needed, for example 7sec or 7ms".
+fn parse_since(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if !text.is_empty() && text.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!("a unit is needed, for example {text}d, 12h or 30m"));
+    }
+    humantime::parse_duration(text).map_err(|e| format!("{e} (for example 7d, 12h or 30m)"))
 }
 
 /// One-shots stop like the daemon: on Ctrl-C/SIGTERM nothing new starts and work in
@@ -404,8 +478,13 @@ impl PollObserver for PollProgress {
     fn finished(&self, feed: &str, outcome: Option<&FeedOutcome>) {
         let line = match outcome {
             Some(FeedOutcome::Updated {
-                new_items, matches, ..
-            }) => format!("{feed}: ok, {new_items} new, {matches} matches"),
+                new_items,
+                updated_items,
+                matches,
+            }) => format!(
+                "{feed}: ok, {new_items} new, {updated_items} updated, {}",
+                count(*matches, "match")
+            ),
             Some(FeedOutcome::NotModified) => format!("{feed}: not modified"),
             Some(FeedOutcome::TakenOver) => format!("{feed}: skipped (another worker polls it)"),
             Some(FeedOutcome::Failed { kind, error }) => {
@@ -414,7 +493,10 @@ impl PollObserver for PollProgress {
             None => format!("{feed}: skipped"),
         };
         if let Some(p) = self.progress.get() {
-            p.step(&line);
+            match outcome {
+                Some(FeedOutcome::Failed { .. }) => p.step_failed(&line),
+                _ => p.step(&line),
+            }
         }
     }
 }
@@ -453,16 +535,15 @@ async fn import_opml(config: &Config, file: &Path, dry_run: bool, check: bool) -
 
     let (added, skipped) = (import.added(), import.skipped());
     let config_name = config.path.display();
+    let feeds = count(added, "feed");
     if dry_run {
-        say!(
-            "dry run: would have imported {added} feeds, skipped {skipped}; {config_name} not changed"
-        );
+        say!("dry run: would have imported {feeds}, skipped {skipped}; {config_name} not changed");
     } else if added == 0 {
-        say!("imported {added} feeds, skipped {skipped}; {config_name} not changed");
+        say!("imported {feeds}, skipped {skipped}; {config_name} not changed");
     } else {
         write_replacing(&config.path, &import.config_text)?;
         say!(
-            "imported {added} feeds, skipped {skipped} into {config_name} (a running daemon reloads it)"
+            "imported {feeds}, skipped {skipped} into {config_name} (a running daemon reloads it)"
         );
     }
     Ok(())
@@ -525,9 +606,9 @@ async fn check_feeds(config: &Config, entries: &mut [Entry]) -> Result<()> {
         .buffer_unordered(config.poll.concurrency);
     while let Some((i, url, result)) = checks.next().await {
         match result {
-            Ok(items) => progress.step(&format!("ok {url}: {items} items")),
+            Ok(items) => progress.step(&format!("ok {url}: {}", count(items, "item"))),
             Err(why) => {
-                progress.step(&format!("failed {url}: {why}"));
+                progress.step_failed(&format!("failed {url}: {why}"));
                 entries[i].outcome = Outcome::Unreachable(why);
             }
         }
@@ -714,10 +795,7 @@ fn preview_matches(
                 .collect()
         };
         let (snippet, ranges) = excerpt(&body, &in_field(Field::Body), 240);
-        let date = item
-            .published
-            .unwrap_or(item.first_seen)
-            .format("%Y-%m-%d %H:%M");
+        let date = utc(item.published.unwrap_or(item.first_seen));
         say!("{}", mark(&item.title, &in_field(Field::Title)));
         say!("  {} · {date}", item.feed_name);
         if !snippet.is_empty() {
@@ -730,8 +808,9 @@ fn preview_matches(
     }
     let shown = matched.min(limit);
     say!(
-        "{matched} of {scanned} items from the last {} match {query}{}",
-        humantime::format_duration(since),
+        "{matched} of {} from the last {} match {query}{}",
+        count(scanned, "item"),
+        output::duration_in_words(since),
         if shown < matched {
             format!(" ({shown} shown)")
         } else {
@@ -759,7 +838,7 @@ fn list_outbox(store: &Store, all: bool) -> Result<()> {
         return Ok(());
     }
     say!(
-        "{:>6} {:<8} {:>8} {:<16} {:<16} {:<28} SUBJECT / LAST ERROR",
+        "{:>6} {:<8} {:>8} {:<20} {:<20} {:<28} SUBJECT / LAST ERROR",
         "ID",
         "STATUS",
         "ATTEMPTS",
@@ -768,14 +847,14 @@ fn list_outbox(store: &Store, all: bool) -> Result<()> {
         "TO"
     );
     for m in rows {
-        let when = |d: chrono::DateTime<Utc>| d.format("%Y-%m-%d %H:%M").to_string();
+        let when = utc;
         let next = match (m.status.as_str(), m.sent_at) {
             ("sent", Some(t)) => when(t),
             ("pending", _) => when(m.next_attempt_at),
             _ => "-".to_string(),
         };
         say!(
-            "{:>6} {:<8} {:>8} {:<16} {:<16} {:<28} {}",
+            "{:>6} {:<8} {:>8} {:<20} {:<20} {:<28} {}",
             m.id,
             m.status,
             m.attempts,
@@ -786,7 +865,7 @@ fn list_outbox(store: &Store, all: bool) -> Result<()> {
         );
         if let Some(e) = &m.last_error {
             say!(
-                "{:>6} {:<8} {:>8} {:<16} {:<16} {:<28} ↳ {e}",
+                "{:>6} {:<8} {:>8} {:<20} {:<20} {:<28} ↳ {e}",
                 "",
                 "",
                 "",
@@ -797,6 +876,11 @@ fn list_outbox(store: &Store, all: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A moment as the commands show it: `2026-12-01 07:30 UTC`, its zone always said.
+fn utc(t: chrono::DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
 /// A retention as people write it: "90d" rather than humantime's "2months 29days 7h…".
@@ -828,15 +912,15 @@ fn backup(config: &Config, path: &std::path::Path, force: bool) -> Result<()> {
         .backup_to(path, force)
         .with_context(|| format!("backing up to {}", path.display()))?;
     say!(
-        "backed up {} to {}: {:.1} MiB; {} feeds, {} items ({} pruned), {} subscribers, {} outbox messages",
+        "backed up {} to {}: {:.1} MiB; {}, {} ({} pruned), {}, {}",
         config.database.display(),
         path.display(),
         s.bytes as f64 / (1024.0 * 1024.0),
-        s.feeds,
-        s.items,
+        count(s.feeds as usize, "feed"),
+        count(s.items as usize, "item"),
         s.pruned_items,
-        s.subscribers,
-        s.outbox
+        count(s.subscribers as usize, "subscriber"),
+        count(s.outbox as usize, "outbox message")
     );
     Ok(())
 }
@@ -881,13 +965,22 @@ fn subscriber(config: &Config, store: &Store, command: SubscriberCommand) -> Res
                 (None, None) => config.digest.timezone,
             };
             let added = store.add_subscription(&email, query.trim(), schedule, timezone, now)?;
+            let searches = store
+                .subscriber(&email)?
+                .map(|s| s.queries)
+                .unwrap_or_default();
+            let digests = format!(
+                "digests {} ({timezone}) for {}",
+                when_sent(schedule),
+                count(searches.len(), "search")
+            );
             if added {
-                say!(
-                    "{email} now gets {schedule} digests ({timezone}) for: {}",
-                    query.trim()
-                );
+                say!("{email} now gets {digests}:");
             } else {
-                say!("{email} already has that query ({schedule} digests, {timezone})");
+                say!("{email} already has that search; they get {digests}:");
+            }
+            for search in &searches {
+                say!("    {search}");
             }
         }
         SubscriberCommand::List => {
@@ -900,7 +993,7 @@ fn subscriber(config: &Config, store: &Store, command: SubscriberCommand) -> Res
                 });
                 let paused = s
                     .paused_at
-                    .map(|_| format!(", PAUSED after {} bounces", s.bounces));
+                    .map(|_| format!(", PAUSED after {}", count(s.bounces as usize, "bounce")));
                 say!(
                     "{} ({}, {}{}{})",
                     s.email,
@@ -915,10 +1008,17 @@ fn subscriber(config: &Config, store: &Store, command: SubscriberCommand) -> Res
             }
         }
         SubscriberCommand::Resume { email } => {
-            if !store.resume_subscriber(&stored_spelling(&email))? {
+            let stored = stored_spelling(&email);
+            let Some(subscriber) = store.subscriber(&stored)? else {
+                bail!("no subscriber {email}");
+            };
+            if subscriber.paused_at.is_none() {
+                say!("{email} is not paused: they get digests already; nothing changed");
+            } else if store.resume_subscriber(&stored)? {
+                say!("{email} gets digests again");
+            } else {
                 bail!("no subscriber {email}");
             }
-            say!("{email} gets digests again");
         }
         SubscriberCommand::Remove { email } => {
             if !store.remove_subscriber(&stored_spelling(&email))? {
@@ -930,10 +1030,35 @@ fn subscriber(config: &Config, store: &Store, command: SubscriberCommand) -> Res
     Ok(())
 }
 
+/// When digests go out, to follow "gets digests": "immediately", "daily at 07:30".
+fn when_sent(schedule: Schedule) -> String {
+    match schedule {
+        Schedule::Immediate => "immediately".to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// How an address given to `remove` or `resume` is stored: its one spelling, or as
 /// typed if it has none (a row added before addresses were normalized can still go).
 fn stored_spelling(email: &str) -> String {
     mail::normalize_address(email).unwrap_or_else(|_| email.trim().to_string())
+}
+
+/// The URL `feeds discover` fetches: as given, or, given without a scheme
+/// (`www.uscis.gov`), with `https://` in front, which is said on stderr.
+fn discover_url(text: &str) -> Result<url::Url> {
+    let text = text.trim();
+    match url::Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(url),
+        Ok(_) | Err(url::ParseError::RelativeUrlWithoutBase) if !text.contains("://") => {
+            let url = url::Url::parse(&format!("https://{text}"))
+                .with_context(|| format!("{text:?} is not a URL"))?;
+            esay!("no scheme given: trying {url}");
+            Ok(url)
+        }
+        Ok(url) => bail!("{url}: only http:// and https:// URLs can be fetched"),
+        Err(e) => bail!("{text:?} is not a URL: {e}"),
+    }
 }
 
 async fn discover(config: &Config, url: &url::Url) -> Result<()> {
@@ -950,10 +1075,10 @@ async fn discover(config: &Config, url: &url::Url) -> Result<()> {
     match parse_feed(&fetched.body, ct, &fetched.final_url, Utc::now()) {
         Ok(feed) => {
             say!(
-                "{} is a feed: {} ({} items)",
+                "{} is a feed: {} ({})",
                 fetched.final_url,
                 feed.title.as_deref().unwrap_or("untitled"),
-                feed.items.len()
+                count(feed.items.len(), "item")
             );
             Ok(())
         }
@@ -986,7 +1111,7 @@ fn feeds_status(store: &Store, json: bool) -> Result<()> {
         return Ok(());
     }
     say!(
-        "{:<24} {:<13} {:>5} {:>7} {:<16} {:<16} NOTE",
+        "{:<24} {:<13} {:>5} {:>7} {:<20} {:<20} NOTE",
         "FEED",
         "STATUS",
         "FAILS",
@@ -994,11 +1119,7 @@ fn feeds_status(store: &Store, json: bool) -> Result<()> {
         "LAST SUCCESS",
         "NEXT POLL"
     );
-    let when = |d: Option<chrono::DateTime<Utc>>| {
-        d.map_or("never".to_string(), |d| {
-            d.format("%Y-%m-%d %H:%M").to_string()
-        })
-    };
+    let when = |d: Option<chrono::DateTime<Utc>>| d.map_or("never".to_string(), utc);
     for f in statuses {
         let status = match (f.active, f.gone, f.last_status.as_deref()) {
             (false, _, _) => "inactive",
@@ -1022,7 +1143,7 @@ fn feeds_status(store: &Store, json: bool) -> Result<()> {
             when(Some(f.next_poll_at))
         };
         say!(
-            "{:<24} {:<13} {:>5} {:>7} {:<16} {:<16} {}",
+            "{:<24} {:<13} {:>5} {:>7} {:<20} {:<20} {}",
             f.id,
             status,
             f.consecutive_failures,

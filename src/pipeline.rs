@@ -213,6 +213,10 @@ pub struct Shutdown {
     pub abort: CancellationToken,
 }
 
+/// The log target of the one line each feed's poll writes ("feed polled", "feed poll
+/// failed"), so that a command reporting each feed itself can leave them out.
+pub const FEED_LOG: &str = "tidings::pipeline::feed";
+
 /// Sees each feed of a poll cycle as it finishes (a progress bar, say).
 pub trait PollObserver: Sync {
     /// The cycle claimed this many feeds.
@@ -562,7 +566,7 @@ pub async fn refresh_feed(
             .await??;
             warn_if_lost(recorded, &feed.id);
             report_move(&feed, meta.moved_to.as_ref());
-            info!(feed = %feed.id, status = "not-modified", new = 0, matched = 0,
+            info!(target: FEED_LOG, feed = %feed.id, status = "not-modified", new = 0, matched = 0,
                   ms = started.elapsed().as_millis() as u64, "feed polled");
             app.metrics.poll(
                 PollResult::NotModified,
@@ -651,7 +655,7 @@ pub async fn refresh_feed(
             .await??;
             warn_if_lost(recorded, &feed.id);
             report_move(&feed, fetched.meta.moved_to.as_ref());
-            info!(feed = %feed.id, status = "not-modified", same_body = true, new = 0, matched = 0,
+            info!(target: FEED_LOG, feed = %feed.id, status = "not-modified", same_body = true, new = 0, matched = 0,
                   full = full_fetch, ms = started.elapsed().as_millis() as u64, "feed polled");
             app.metrics.poll(
                 PollResult::NotModified,
@@ -740,7 +744,7 @@ pub async fn refresh_feed(
             }
         }
     };
-    info!(feed = %feed_id, status = "ok", baseline, full = full_fetch, new = stored.new_items,
+    info!(target: FEED_LOG, feed = %feed_id, status = "ok", baseline, full = full_fetch, new = stored.new_items,
           updated = stored.updated_items, matched = stored.matches, repairs,
           ms = started.elapsed().as_millis() as u64, "feed polled");
     app.metrics.poll(
@@ -808,7 +812,7 @@ async fn record_failure(
     })
     .await??;
     warn_if_lost(recorded, &feed.id);
-    warn!(feed = %feed.id, status = "error", kind = %kind, error = %error, failures,
+    warn!(target: FEED_LOG, feed = %feed.id, status = "error", kind = %kind, error = %error, failures,
           next_poll = %next_poll_at.format("%Y-%m-%d %H:%M:%S"),
           ms = started.elapsed().as_millis() as u64, "feed poll failed");
     app.metrics

@@ -287,7 +287,7 @@ fn a_backup_never_replaces_a_file_without_force_and_never_the_database() {
     let forced = tidings(&["backup", "--force", target.to_str().unwrap()], &config);
     assert!(forced.status.success(), "{}", text(&forced.stderr));
     assert!(
-        text(&forced.stdout).contains("0 feeds, 0 items (0 pruned), 1 subscribers, 0 outbox"),
+        text(&forced.stdout).contains("0 feeds, 0 items (0 pruned), 1 subscriber, 0 outbox"),
         "{}",
         text(&forced.stdout)
     );

@@ -267,7 +267,7 @@ async fn one_shot_poll_and_digest_then_feeds_status() {
     let poll = run(vec!["poll".into()]).await.unwrap();
     assert!(poll.status.success(), "{}", text(&poll.stderr));
     assert!(
-        text(&poll.stdout).contains("1 updated"),
+        text(&poll.stdout).contains("1 ok"),
         "{}",
         text(&poll.stdout)
     );
@@ -290,7 +290,7 @@ async fn one_shot_poll_and_digest_then_feeds_status() {
         "{out}"
     );
     assert!(
-        out.contains("1 of 4 items from the last 7days match H1B"),
+        out.contains("1 of 4 items from the last 7 days match H1B"),
         "{out}"
     );
     let bad = run(vec!["match".into(), "(asylum".into()]).await.unwrap();

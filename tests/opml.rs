@@ -349,7 +349,7 @@ async fn import_check_leaves_out_feeds_that_do_not_answer_with_a_feed() {
         "{stderr}"
     );
     assert!(
-        text(&out.stdout).contains("imported 1 feeds, skipped 2"),
+        text(&out.stdout).contains("imported 1 feed, skipped 2"),
         "{}",
         text(&out.stdout)
     );

@@ -485,7 +485,7 @@ async fn tidings_prune_hides_pruned_items_from_match_and_feeds_status() {
         "{pruned}"
     );
     let after = stdout(&run(&["match", "asylum", "--since", "3650d"]).await.unwrap());
-    assert!(after.contains("1 of 1 items"), "{after}");
+    assert!(after.contains("1 of 1 item from"), "{after}");
     assert!(after.contains("New **asylum** guidance"), "{after}");
     assert!(
         !after.contains("ruling") && !after.contains("appeal"),

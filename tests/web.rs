@@ -570,6 +570,23 @@ async fn the_admin_page_needs_its_password_and_shows_feeds_outbox_and_counts() {
     assert!(page.contains("Broken &lt;Feed&gt;"), "escaped: {page}");
     assert!(page.contains("HTTP 500"), "{page}");
     assert!(!page.contains("<b>down</b>"));
+
+    // One of each is said in the singular.
+    assert!(site.app.store.remove_subscriber("ana@example.org").unwrap());
+    let page = site
+        .client
+        .get(&admin)
+        .basic_auth("anyone", Some(password))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("1 subscriber (0 paused after bounces), 1 search."),
+        "{page}"
+    );
 }
 
 /// The sign-up form's anti-forgery value, read from the page as a browser would.
