@@ -327,3 +327,54 @@ fn ci_run_prints_its_summary_line_when_tests_fail() {
         "no summary line in {stdout:?}"
     );
 }
+
+/// When a reload left none of a sign-up's searches able to match, confirming creates no
+/// subscriber (one who would never get anything) and says why, naming the searches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirming_a_sign_up_whose_every_search_lost_its_feed_subscribes_nobody() {
+    let smtp = support::SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let feeds = [
+        ("alpha", "http://127.0.0.1:1/alpha".to_string()),
+        ("beta", "http://127.0.0.1:1/beta".to_string()),
+    ];
+    let config = support::write_config(dir.path(), &feeds, smtp.port());
+    let site = Site::start(App::open(config).unwrap()).await;
+    let csrf = site.form_csrf().await;
+    let (status, page) = site
+        .post(
+            "/subscribe",
+            &[
+                ("csrf", &csrf),
+                ("email", "zoe@example.org"),
+                ("queries", "feed:alpha asylum"),
+                ("frequency", "daily"),
+                ("tz", "UTC"),
+                ("action", "subscribe"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let mail = support::decode(&smtp.wait_for(1, Duration::from_secs(10)).await[0]);
+    let confirm = mail
+        .text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("http://localhost:8080/confirm/"))
+        .unwrap_or_else(|| panic!("no link in {}", mail.text))
+        .trim_start_matches("http://localhost:8080")
+        .to_string();
+
+    let config = support::write_config(dir.path(), &feeds[1..], smtp.port());
+    let reloaded = App::open(config).unwrap();
+    site.tx.send_replace(reloaded.clone());
+
+    let (status, page) = site.post(&confirm, &[]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
+    assert!(
+        page.contains("None of your searches can match anything now"),
+        "{page}"
+    );
+    assert!(page.contains("feed:alpha asylum"), "{page}");
+    assert_eq!(reloaded.store.subscriber("zoe@example.org").unwrap(), None);
+}
