@@ -100,7 +100,11 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
         (None, _) => {
             info!("web listener off ([web].listen is \"\"): no subscriber pages, no /admin")
         }
-        (Some(addr), Some(_)) => info!(url = %format!("http://{addr}/admin"), "admin page on"),
+        (Some(addr), Some(_)) => info!(
+            url = %format!("{}admin", app.config.web.base_url),
+            local = %format!("http://{addr}/admin"),
+            "admin page on"
+        ),
         (Some(_), None) => info!(
             "admin page /admin off: set {} (16 characters or more) to turn it on",
             crate::pipeline::ADMIN_TOKEN_ENV

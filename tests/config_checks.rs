@@ -188,6 +188,8 @@ async fn the_daemon_says_what_it_serves_where_and_what_is_off() {
         .wait_log("/admin on", |l| l.contains(&format!("http://{web}/admin")))
         .await;
     assert!(!line.contains("off"), "{line}");
+    // Where an admin reaches it: the public address, not 0.0.0.0 or the listener's.
+    assert!(line.contains("url=http://localhost:8080/admin"), "{line}");
 
     // Listeners turned off say so.
     let quiet = tempfile::tempdir().unwrap();
