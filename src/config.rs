@@ -254,12 +254,10 @@ impl Config {
     /// Settings the environment overrides: `TIDINGS_BASE_URL` for `[web] base_url`, the
     /// public address, which a container or a host often learns only where it runs.
     pub fn override_from(&mut self, var: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
-        if let Some(value) = var(BASE_URL_ENV) {
-            self.web.base_url = http_url(&value).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "{BASE_URL_ENV}: expected an http(s) URL like \"https://alerts.example.org/\", found {value:?}"
-                )
-            })?;
+        // `TIDINGS_BASE_URL=` (an env file's way of leaving it out) keeps the file's.
+        if let Some(value) = var(BASE_URL_ENV).filter(|v| !v.trim().is_empty()) {
+            self.web.base_url =
+                public_base_url(&value).map_err(|e| anyhow::anyhow!("{BASE_URL_ENV}: {e}"))?;
         }
         Ok(())
     }
@@ -788,16 +786,10 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
     let default_base_url = || Url::parse(DEFAULT_BASE_URL).expect("the default URL is valid");
     let base_url = match &raw.web.base_url {
         None => default_base_url(),
-        Some(v) => match http_url(v.get_ref()) {
-            Some(u) => u,
-            None => {
-                report(
-                    v.span(),
-                    format!(
-                        "`web.base_url`: expected an http(s) URL like \"https://alerts.example.org/\", found {:?}",
-                        v.get_ref()
-                    ),
-                );
+        Some(v) => match public_base_url(v.get_ref()) {
+            Ok(u) => u,
+            Err(e) => {
+                report(v.span(), format!("`web.base_url`: {e}"));
                 default_base_url()
             }
         },
@@ -1058,11 +1050,36 @@ pub(crate) fn is_identifier(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
-/// `text` as an absolute http(s) URL with a host.
-fn http_url(text: &str) -> Option<Url> {
-    Url::parse(text.trim())
-        .ok()
-        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+/// `text` as the address every link in mail starts with: an absolute http(s) URL with a
+/// host, its path ending in `/` (the pages are under it), and nothing that would be
+/// repeated into every link: no user name or password, query or fragment.
+fn public_base_url(text: &str) -> Result<Url, String> {
+    let expected = || {
+        format!(
+            "expected an http(s) URL like \"https://alerts.example.org/\", found {:?}",
+            text.trim()
+        )
+    };
+    let mut url = Url::parse(text.trim()).map_err(|_| expected())?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(expected());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "{}: a user name or password would be in every link mailed",
+            expected()
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "{}: a query or fragment would end up in the middle of every link",
+            expected()
+        ));
+    }
+    if !url.path().ends_with('/') {
+        url.set_path(&format!("{}/", url.path()));
+    }
+    Ok(url)
 }
 
 fn problem_at(text: &str, span: Range<usize>, message: &str) -> Problem {
@@ -1211,7 +1228,13 @@ mod tests {
             "https://alerts.example.org/tidings/"
         );
 
-        for bad in ["alerts.example.org", "ftp://alerts.example.org/", ""] {
+        for bad in [
+            "alerts.example.org",
+            "ftp://alerts.example.org/",
+            "https://user:secret@alerts.example.org/",
+            "https://alerts.example.org/?utm_source=mail",
+            "https://alerts.example.org/#top",
+        ] {
             let err = config.override_from(env(bad)).unwrap_err().to_string();
             assert!(
                 err.starts_with("TIDINGS_BASE_URL: expected an http(s) URL"),
@@ -1222,6 +1245,21 @@ mod tests {
         assert_eq!(
             config.web.base_url.as_str(),
             "https://alerts.example.org/tidings/"
+        );
+
+        // Set but empty, as env files leave a variable out: the file's address stands.
+        config.override_from(env(" ")).unwrap();
+        assert_eq!(
+            config.web.base_url.as_str(),
+            "https://alerts.example.org/tidings/"
+        );
+        // A path without its last slash is the same folder.
+        config
+            .override_from(env("https://alerts.example.org/news"))
+            .unwrap();
+        assert_eq!(
+            config.web.base_url.as_str(),
+            "https://alerts.example.org/news/"
         );
     }
 

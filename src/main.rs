@@ -684,7 +684,7 @@ fn check_config(config: &Config) -> Result<()> {
         config.digest.daily_at.format("%H:%M"),
         config.digest.timezone,
         config.web.base_url,
-        if std::env::var_os(tidings::config::BASE_URL_ENV).is_some() {
+        if std::env::var(tidings::config::BASE_URL_ENV).is_ok_and(|v| !v.trim().is_empty()) {
             " (from TIDINGS_BASE_URL)"
         } else {
             ""

@@ -1039,16 +1039,18 @@ impl Store {
     }
 
     /// Confirms a sign-up: the subscriber (created, or their schedule updated) gets its
-    /// queries, in one transaction with marking it confirmed. Returns the subscriber id.
+    /// queries that `keep` accepts (the others could no longer match anything), in one
+    /// transaction with marking it confirmed. Returns the subscriber id.
     pub fn confirm_signup(
         &self,
         id: i64,
         schedule: Schedule,
         timezone: Tz,
+        keep: impl Fn(&str) -> bool,
         now: DateTime<Utc>,
     ) -> Result<i64> {
         let signup = self.signup(id)?.context("no such sign-up")?;
-        for query in &signup.queries {
+        for query in signup.queries.iter().filter(|q| keep(q)) {
             self.add_subscription(&signup.email, query, schedule, timezone, now)?;
         }
         self.conn().execute(

@@ -124,6 +124,13 @@ impl Links {
         }
     }
 
+    /// The path of `base_url`, ending in `/`: where the pages are for whoever follows a
+    /// link (a proxy serving `https://x.org/tidings/` passes `/tidings/manage/…` here
+    /// as `/manage/…`), so every link and form on a page starts with it.
+    pub fn root(&self) -> &str {
+        self.base_url.path()
+    }
+
     /// The one-click unsubscribe token of a subscriber.
     pub fn unsubscribe_token(&self, id: i64, email: &str) -> String {
         self.signer.token(UNSUBSCRIBE, id, email)

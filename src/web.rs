@@ -126,10 +126,35 @@ pub fn router(app: watch::Receiver<App>) -> Router {
         .route("/manage/{token}/pause", post(pause_query))
         .route("/manage/{token}/schedule", post(set_schedule))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(app.clone(), under_root))
         .layer(Extension(Arc::new(AdminGuard::default())))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::map_response(security_headers))
         .with_state(app)
+}
+
+tokio::task_local! {
+    /// The path every link on the page being answered starts with ([`Links::root`]).
+    static ROOT: String;
+}
+
+/// Answers the request with [`ROOT`] set from the config of the moment (a reload may
+/// change `base_url`), for [`render`] and the handlers that build links.
+async fn under_root(
+    State(app): State<watch::Receiver<App>>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    let root = app.borrow().links.root().to_string();
+    ROOT.scope(root, next.run(request)).await
+}
+
+/// `path` (no leading `/`) under the root of the pages: `manage/T` → `/tidings/manage/T`.
+fn page_path(path: &str) -> String {
+    let root = ROOT
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| "/".to_string());
+    format!("{root}{path}")
 }
 
 async fn security_headers(mut response: Response) -> Response {
@@ -274,7 +299,7 @@ impl IntoResponse for Failure {
 fn render(name: &str, cx: minijinja::Value) -> axum::response::Html<String> {
     let html = TEMPLATES
         .get_template(name)
-        .and_then(|t| t.render(cx))
+        .and_then(|t| t.render(context! { root => page_path(""), ..cx }))
         .unwrap_or_else(|e| {
             error!(template = name, error = %e, "rendering a page");
             "<!DOCTYPE html><title>Tidings</title><p>Something went wrong on our side.</p>"
@@ -348,7 +373,7 @@ async fn unsubscribe_page(
         context! {
             email => s.email,
             queries => s.queries.len(),
-            action => format!("/unsubscribe/{token}"),
+            action => page_path(&format!("unsubscribe/{token}")),
             csrf => app.links.csrf_token(s.id, &s.email),
             manage => local_path(&app.links.manage_url(s.id, &s.email)),
         },
@@ -391,7 +416,7 @@ fn unsubscribed_page() -> Response {
             "You will get no more digests from Tidings, and your searches are deleted.",
             "A digest already on its way may still arrive.",
         ],
-        Some(("/", "Subscribe again")),
+        Some((&page_path(""), "Subscribe again")),
     )
 }
 
@@ -458,7 +483,7 @@ async fn manage_view(
             error,
             query,
             subscriptions,
-            base => format!("/manage/{token}"),
+            base => page_path(&format!("manage/{token}")),
             csrf => app.links.csrf_token(s.id, &s.email),
             frequency => s.schedule.spec(),
             timezone => s.timezone.name(),
@@ -497,7 +522,7 @@ async fn manage_form(
 }
 
 fn back_to(token: &str, done: &str) -> Response {
-    Redirect::to(&format!("/manage/{token}?done={done}")).into_response()
+    Redirect::to(&page_path(&format!("manage/{token}?done={done}"))).into_response()
 }
 
 async fn add_query(
@@ -1204,7 +1229,7 @@ async fn confirm_page(
     let app = app.borrow().clone();
     let (_, signup) = signup_for(&app, &token).await?;
     if signup.confirmed_at.is_some() {
-        return subscribed_page(&app, &signup.email).await;
+        return subscribed_page(&app, &signup.email, &[]).await;
     }
     Ok(render(
         "web/confirm.html",
@@ -1213,7 +1238,7 @@ async fn confirm_page(
             queries => &signup.queries,
             frequency => &signup.frequency,
             tz => &signup.timezone,
-            action => format!("/confirm/{token}"),
+            action => page_path(&format!("confirm/{token}")),
         },
     )
     .into_response())
@@ -1227,7 +1252,25 @@ async fn confirm(
 ) -> Result<Response, Failure> {
     let app = app.borrow().clone();
     let (id, signup) = signup_for(&app, &token).await?;
+    let mut left_out = Vec::new();
     if signup.confirmed_at.is_none() {
+        // The config may have lost a feed or tag since the sign-up was checked.
+        let usable = |text: &str| {
+            Query::parse(text)
+                .map_err(|e| e.to_string())
+                .and_then(|q| app.config.check_scopes(&q))
+        };
+        left_out = signup
+            .queries
+            .iter()
+            .filter_map(|q| usable(q).err().map(|why| format!("{q}: {why}")))
+            .collect();
+        if left_out.len() == signup.queries.len() {
+            return Err(Failure::BadForm(format!(
+                "None of your searches can match anything now; please sign up again. {}",
+                left_out.join("; ")
+            )));
+        }
         let schedule = Schedule::parse(&signup.frequency, app.config.digest.daily_at)
             .map_err(|e| Failure::Internal(anyhow::anyhow!("stored schedule: {e}")))?;
         let tz = signup
@@ -1235,23 +1278,38 @@ async fn confirm(
             .parse::<Tz>()
             .map_err(|e| Failure::Internal(anyhow::anyhow!("stored zone: {e}")))?;
         let store = app.store.clone();
+        let config = app.config.clone();
+        let keep =
+            move |text: &str| Query::parse(text).is_ok_and(|q| config.check_scopes(&q).is_ok());
         let subscriber =
-            blocking(move || store.confirm_signup(id, schedule, tz, Utc::now())).await?;
-        info!(signup = id, subscriber, "sign-up confirmed");
+            blocking(move || store.confirm_signup(id, schedule, tz, keep, Utc::now())).await?;
+        info!(
+            signup = id,
+            subscriber,
+            left_out = left_out.len(),
+            "sign-up confirmed"
+        );
     }
-    subscribed_page(&app, &signup.email).await
+    subscribed_page(&app, &signup.email, &left_out).await
 }
 
-async fn subscribed_page(app: &App, email: &str) -> Result<Response, Failure> {
+/// "You are subscribed", naming the searches of the sign-up that were `left_out`.
+async fn subscribed_page(app: &App, email: &str, left_out: &[String]) -> Result<Response, Failure> {
     let store = app.store.clone();
     let address = email.to_string();
     let subscriber = blocking(move || store.subscriber(&address)).await?;
     let manage = subscriber.map(|s| local_path(&app.links.manage_url(s.id, &s.email)));
     let line =
         format!("Digests will go to {email}. Each one links to your page and to unsubscribe.");
+    let mut lines = vec![line.as_str()];
+    let left_out = left_out
+        .iter()
+        .map(|q| format!("Not added, as it can no longer match anything: {q}"))
+        .collect::<Vec<_>>();
+    lines.extend(left_out.iter().map(String::as_str));
     Ok(message(
         "You are subscribed",
-        &[&line],
+        &lines,
         manage.as_deref().map(|m| (m, "Your searches and schedule")),
     ))
 }

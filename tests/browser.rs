@@ -254,8 +254,9 @@ fn main() -> std::process::ExitCode {
     let args = libtest_mimic::Arguments::from_args();
     let required = std::env::var_os("TIDINGS_REQUIRE_BROWSER").is_some();
     let missing = find_browser().err();
-    if let (Some(why), false) = (&missing, required) {
-        // On stdout beside the summary's "1 ignored", so whoever reads the results knows.
+    if let (Some(why), false, false) = (&missing, required, args.list) {
+        // On stdout beside the summary's "1 ignored", so whoever reads the results knows;
+        // not in a listing (`--list`), which tools read line by line.
         println!(
             "browser test ignored: {why} (apt-get install -y chromium chromium-driver, \
              or set TIDINGS_REQUIRE_BROWSER=1 to make this a failure)"
