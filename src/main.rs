@@ -19,7 +19,7 @@ use tidings::output::{self, count};
 use tidings::parse::body_text;
 use tidings::parse::{ParseError, discover_feeds, parse_feed};
 use tidings::pipeline::{
-    FeedOutcome, PollObserver, dangling_searches, poll_feeds_observed, prune_store,
+    FeedOutcome, PollObserver, before, dangling_searches, poll_feeds_observed, prune_store,
 };
 use tidings::progress::{LogWriter, Progress};
 use tidings::store::Store;
@@ -756,7 +756,7 @@ fn preview_matches(
 ) -> Result<()> {
     let parsed = Query::parse(query).map_err(|e| anyhow::anyhow!("bad query {query:?}: {e}"))?;
     let synonyms = Synonyms::new(config.synonyms.clone()).map_err(anyhow::Error::msg)?;
-    let since_at = Utc::now() - chrono::Duration::from_std(since)?;
+    let since_at = before(Utc::now(), since);
     let (open, close) = if std::io::stdout().is_terminal() {
         ("\x1b[1;33m", "\x1b[0m")
     } else {

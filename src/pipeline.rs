@@ -680,8 +680,7 @@ pub async fn refresh_feed(
             &feed.id,
             now,
         );
-    let baseline_cutoff =
-        now - chrono::Duration::from_std(poll.initial_backlog).unwrap_or(chrono::Duration::days(1));
+    let baseline_cutoff = before(now, poll.initial_backlog);
     report_move(&feed, fetched.meta.moved_to.as_ref());
     let moved_to = fetched.meta.moved_to.as_ref().map(Url::to_string);
     let feed_id = feed.id.clone();
@@ -869,6 +868,15 @@ fn to_chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d.min(MAX_DURATION)).unwrap_or(chrono::Duration::MAX)
 }
 
+/// The moment `d` before `now`, or the earliest moment there is when `d` reaches back
+/// past the calendar (`tidings match --since 300000y`: everything stored).
+pub fn before(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_sub_signed(d))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
 /// `base` plus up to a tenth of it (at least up to 30 s), derived from the feed id and
 /// the time, so feeds with equal intervals spread out instead of polling in lockstep.
 fn jittered(base: Duration, feed_id: &str, now: DateTime<Utc>) -> chrono::Duration {
@@ -998,7 +1006,7 @@ pub async fn prune(app: &App, now: DateTime<Utc>) -> Result<Pruned> {
 
 /// [`prune`] with only the database, for commands that need neither HTTP nor mail.
 pub async fn prune_store(store: &Store, retention: Duration, now: DateTime<Utc>) -> Result<Pruned> {
-    let cutoff = now - to_chrono(retention);
+    let cutoff = before(now, retention);
     let store = store.clone();
     let pruned = tokio::task::spawn_blocking(move || store.prune(cutoff, now))
         .await?
@@ -1097,6 +1105,31 @@ mod tests {
             let next = next_after_failure(fifteen, failures, cap, retry_at, "feed", now);
             let minutes = (next - now).num_minutes();
             assert!((low..=high).contains(&minutes), "{name}: {minutes} min");
+        }
+    }
+
+    #[test]
+    fn a_moment_before_stops_at_the_start_of_the_calendar() {
+        let now = at("2026-12-01T07:30:00Z");
+        for (name, back, expected) in [
+            (
+                "a week",
+                Duration::from_secs(7 * 86_400),
+                at("2026-11-24T07:30:00Z"),
+            ),
+            ("nothing", Duration::ZERO, now),
+            (
+                "past the calendar",
+                Duration::from_secs(300_000 * 365 * 86_400),
+                DateTime::<Utc>::MIN_UTC,
+            ),
+            (
+                "past chrono's durations",
+                Duration::MAX,
+                DateTime::<Utc>::MIN_UTC,
+            ),
+        ] {
+            assert_eq!(before(now, back), expected, "{name}");
         }
     }
 
