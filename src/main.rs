@@ -172,7 +172,7 @@ enum SubscriberCommand {
         email: String,
         /// What to look for, e.g. 'asylum OR "H-1B"', '"green card" -lottery'
         /// (--help: the syntax).
-        #[arg(long, short, allow_hyphen_values = true)]
+        #[arg(long, short, allow_hyphen_values = true, value_parser = parse_query_value)]
         query: String,
         /// When digests go out: "immediate" (after each poll that finds something),
         /// "hourly", "daily [HH:MM]" or "weekly [DAY] [HH:MM]", e.g. "weekly fri 17:00" or
@@ -426,6 +426,21 @@ fn parse_since(text: &str) -> Result<Duration, String> {
         return Err(format!("a unit is needed, for example {text}d, 12h or 30m"));
     }
     humantime::parse_duration(text).map_err(|e| format!("{e} (for example 7d, 12h or 30m)"))
+}
+
+/// `subscriber add --query`: a search, which may start with `-` (`-q -lottery visa`),
+/// but not with `--`: that is the next flag (`--query --help`, `-q --frequency daily`),
+/// or `--query -- -visa`, taken by clap as the value `--`. Refused, with how to write
+/// a search that starts with `-`.
+fn parse_query_value(text: &str) -> Result<String, String> {
+    if text.starts_with("--") {
+        return Err(
+            "--query needs a search, and a flag or `--` came next; for a search that \
+             starts with \"-\", join it with \"=\": --query='-lottery visa'"
+                .to_string(),
+        );
+    }
+    Ok(text.to_string())
 }
 
 /// One-shots stop like the daemon: on Ctrl-C/SIGTERM nothing new starts and work in
