@@ -308,9 +308,9 @@ async fn execute(cli: Cli) -> Result<()> {
                 .service
                 .admin_listen
                 .context("[service].admin_listen is off: nothing to ask")?;
-            let (healthy, body) = tidings::admin::probe(addr).await?;
-            output::say_raw(&output::printable(&body));
-            if !healthy {
+            let health = tidings::admin::probe(addr).await?;
+            output::say_raw(&output::printable(&health.answer));
+            if !health.healthy {
                 std::process::exit(1);
             }
             Ok(())
