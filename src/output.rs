@@ -46,9 +46,11 @@ fn exit_unwritable(e: &io::Error) -> ! {
 
 /// `text` safe to print on a terminal: control characters other than line breaks and
 /// tabs (escape sequences from a feed, a mail server's answer or a subscriber's search)
+/// and bidirectional controls (which reorder what is shown: "news \u{202e}fdp.exe")
 /// are shown as `\u{1b}` rather than obeyed.
 pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    let harmful = |c: char| c.is_control() && c != '\n' && c != '\t';
+    let harmful =
+        |c: char| (c.is_control() && c != '\n' && c != '\t') || crate::parse::is_bidi_control(c);
     if !text.contains(harmful) {
         return std::borrow::Cow::Borrowed(text);
     }
@@ -120,6 +122,10 @@ mod tests {
         assert_eq!(
             printable("550 \u{1b}]0;owned\u{7}\r"),
             "550 \\u{1b}]0;owned\\u{7}\\u{d}"
+        );
+        assert_eq!(
+            printable("news \u{202e}fdp.exe \u{2066}x\u{2069} \u{200f}"),
+            "news \\u{202e}fdp.exe \\u{2066}x\\u{2069} \\u{200f}"
         );
     }
 
