@@ -564,16 +564,25 @@ async fn import_opml(config: &Config, file: &Path, dry_run: bool, check: bool) -
     Ok(())
 }
 
-/// One line about one feed of an import.
+/// One line about one feed of an import: an added feed with the URL written to the
+/// config, a skipped one with the URL as the file has it, its line breaks and other
+/// control characters escaped.
 fn describe(entry: &Entry, dry_run: bool) -> String {
     let name = if entry.name.is_empty() {
         String::new()
     } else {
         format!("{:?} ", entry.name)
     };
-    let url = &entry.url;
+    let mut url = String::with_capacity(entry.url.len());
+    for c in entry.url.chars() {
+        if c.is_control() {
+            url.extend(c.escape_default());
+        } else {
+            url.push(c);
+        }
+    }
     match &entry.outcome {
-        Outcome::Added { id, tags, .. } => format!(
+        Outcome::Added { id, tags, url } => format!(
             "{} {id}: {name}{url}{}",
             if dry_run { "would add" } else { "added" },
             if tags.is_empty() {
