@@ -1008,7 +1008,13 @@ fn subscriber(config: &Config, store: &Store, command: SubscriberCommand) -> Res
             }
         }
         SubscriberCommand::List => {
-            for s in store.subscribers()? {
+            let subscribers = store.subscribers()?;
+            if subscribers.is_empty() {
+                say!(
+                    "no subscribers yet (add one with `tidings subscriber add EMAIL --query ...`)"
+                );
+            }
+            for s in subscribers {
                 let next = s.next_digest_at.map(|d| {
                     format!(
                         ", next {}",
@@ -1134,6 +1140,14 @@ fn feeds_status(store: &Store, json: bool) -> Result<()> {
         say!("{}", serde_json::to_string_pretty(&statuses)?);
         return Ok(());
     }
+    if statuses.is_empty() {
+        say!(
+            "no feeds yet (add [[feeds]] tables to the config file, or import another \
+             reader's with `tidings feeds import FILE.opml`)"
+        );
+        return Ok(());
+    }
+    let now = Utc::now();
     say!(
         "{:<24} {:<13} {:>5} {:>7} {:<20} {:<20} NOTE",
         "FEED",
@@ -1163,6 +1177,9 @@ fn feeds_status(store: &Store, json: bool) -> Result<()> {
         }
         let next = if f.gone || !f.active {
             "-".to_string()
+        } else if f.next_poll_at <= now {
+            // Never polled (stored as the epoch), or overdue: the next poll takes it.
+            "due now".to_string()
         } else {
             when(Some(f.next_poll_at))
         };
