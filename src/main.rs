@@ -236,7 +236,10 @@ enum FeedsCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage(&e),
+    };
     let failure = failure_code(&cli.command);
     init_logging(cli.log_format, default_log_level(&cli.command, cli.verbose));
     let runtime = match tokio::runtime::Runtime::new() {
@@ -255,6 +258,26 @@ fn main() -> ExitCode {
             esay!("error: {e:#}");
             ExitCode::from(failure)
         }
+    }
+}
+
+/// Prints clap's help, version or usage error (coloured on a terminal, as clap does)
+/// and says how the command ends: 0 after help or the version, 2 after a usage error,
+/// and help or a version that cannot be written ends like any other output that
+/// cannot ([`output::exit_unwritable`]).
+fn usage(e: &clap::Error) -> ExitCode {
+    use std::io::Write as _;
+    let printed = e.print().and_then(|()| {
+        if e.use_stderr() {
+            std::io::stderr().flush()
+        } else {
+            std::io::stdout().flush()
+        }
+    });
+    match printed {
+        Err(written) if !e.use_stderr() => output::exit_unwritable(&written),
+        // A usage error nobody can read still fails.
+        _ => ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2)),
     }
 }
 

@@ -35,8 +35,9 @@ fn write_all(mut out: impl Write, text: &str) -> io::Result<()> {
     out.flush()
 }
 
-/// How a command ends when its standard output is closed or broken.
-fn exit_unwritable(e: &io::Error) -> ! {
+/// How a command ends when its standard output is closed or broken: quietly with
+/// exit code 0 when the reader went away, with exit code 2 and the error otherwise.
+pub fn exit_unwritable(e: &io::Error) -> ! {
     if e.kind() == io::ErrorKind::BrokenPipe {
         std::process::exit(0);
     }
