@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -812,7 +812,7 @@ async fn record_failure(
     .await??;
     warn_if_lost(recorded, &feed.id);
     warn!(target: FEED_LOG, feed = %feed.id, status = "error", kind = %kind, error = %error, failures,
-          next_poll = %next_poll_at.format("%Y-%m-%d %H:%M:%S"),
+          next_poll = %next_poll_at.to_rfc3339_opts(SecondsFormat::Secs, true),
           ms = started.elapsed().as_millis() as u64, "feed poll failed");
     app.metrics
         .poll(PollResult::Failed, started.elapsed().as_secs_f64(), 0, 0, 0);
@@ -1012,7 +1012,7 @@ pub async fn prune_store(store: &Store, retention: Duration, now: DateTime<Utc>)
         .await?
         .context("pruning the database")?;
     info!(items = pruned.items, outbox = pruned.outbox, matches = pruned.matches,
-          cutoff = %cutoff.format("%Y-%m-%d %H:%M:%S"), "pruned");
+          cutoff = %cutoff.to_rfc3339_opts(SecondsFormat::Secs, true), "pruned");
     Ok(pruned)
 }
 
