@@ -53,6 +53,18 @@ const WEEKDAYS: [&str; 7] = [
 const ACCEPTED_SCHEDULES: &str = "expected immediate, hourly, daily [HH:MM] or weekly [DAY] [HH:MM], \
      e.g. \"daily 07:30\", \"weekly fri 17:00\", \"every tuesday\"";
 
+/// The IANA time zone called `name`, in any case: "Europe/London", "europe/london",
+/// "UTC", "utc". `None` for a name the time zone database does not have.
+pub fn parse_time_zone(name: &str) -> Option<Tz> {
+    let name = name.trim();
+    name.parse::<Tz>().ok().or_else(|| {
+        chrono_tz::TZ_VARIANTS
+            .iter()
+            .copied()
+            .find(|tz| tz.name().eq_ignore_ascii_case(name))
+    })
+}
+
 impl Schedule {
     /// The stored frequency: `immediate`, `hourly`, `daily` or `weekly`.
     pub fn frequency(self) -> &'static str {
@@ -1191,6 +1203,21 @@ mod tests {
                 );
                 now = next;
             }
+        }
+    }
+
+    #[test]
+    fn time_zones_are_named_in_any_case() {
+        for (name, text, zone) in [
+            ("as written", "Europe/London", Some(Europe::London)),
+            ("lower case", "europe/london", Some(Europe::London)),
+            ("upper case", "AMERICA/NEW_YORK", Some(America::New_York)),
+            ("utc", "utc", Some(Tz::UTC)),
+            ("spaces around", " UTC ", Some(Tz::UTC)),
+            ("unknown", "Europe/Atlantis", None),
+            ("empty", "", None),
+        ] {
+            assert_eq!(parse_time_zone(text), zone, "{name}");
         }
     }
 

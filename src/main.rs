@@ -11,7 +11,7 @@ use chrono::Utc;
 use clap::{Parser, Subcommand};
 use futures_util::StreamExt as _;
 use tidings::config::{Config, MailTransport};
-use tidings::digest::{Schedule, excerpt};
+use tidings::digest::{Schedule, excerpt, parse_time_zone};
 use tidings::fetch::{FetchOutcome, Fetcher, Validators};
 use tidings::matcher::{Document, Field, Query, Synonyms};
 use tidings::opml::{self, Entry, Outcome};
@@ -1003,10 +1003,8 @@ fn subscriber(config: &Config, store: &Store, command: SubscriberCommand) -> Res
                 (None, None) => Schedule::Immediate,
             };
             let timezone = match (&tz, &current) {
-                (Some(tz), _) => tz.parse().map_err(|_| {
-                    anyhow::anyhow!(
-                        "unknown time zone {tz:?} (use an IANA name like \"America/New_York\")"
-                    )
+                (Some(tz), _) => parse_time_zone(tz).with_context(|| {
+                    format!("unknown time zone {tz:?} (use an IANA name like \"America/New_York\")")
                 })?,
                 (None, Some(s)) => s.timezone,
                 (None, None) => config.digest.timezone,
