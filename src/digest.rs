@@ -111,7 +111,12 @@ impl Schedule {
             _ => {}
         }
         let Some((frequency, rest)) = words.split_first() else {
-            return Err(format!("empty schedule ({ACCEPTED_SCHEDULES})"));
+            if text.trim().is_empty() {
+                return Err(format!("empty schedule ({ACCEPTED_SCHEDULES})"));
+            }
+            return Err(format!(
+                "no frequency given, only \"every\", \"at\" or \"on\" ({ACCEPTED_SCHEDULES})"
+            ));
         };
         let mut at = None;
         let mut day = None;
@@ -976,6 +981,8 @@ mod tests {
         }
         let bad = [
             ("", "empty schedule"),
+            ("every every", "no frequency given, only \"every\""),
+            ("at on", "no frequency given"),
             ("monthly", "unknown frequency \"monthly\""),
             (
                 "fortnightly",
