@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use futures_util::StreamExt as _;
 use tidings::config::{Config, MailTransport};
 use tidings::digest::{Schedule, excerpt, parse_time_zone};
-use tidings::fetch::{FetchOutcome, Fetcher, Validators};
+use tidings::fetch::{FetchError, FetchOutcome, Fetcher, Validators};
 use tidings::matcher::{Document, Field, Query, Synonyms};
 use tidings::opml::{self, Entry, Outcome};
 use tidings::output::{self, count};
@@ -211,7 +211,7 @@ enum FeedsCommand {
     /// Fetch URL and print the feeds it advertises (or confirm it is a feed itself).
     Discover {
         /// A web page or feed, e.g. https://www.uscis.gov (without a scheme, https:// is
-        /// tried).
+        /// tried, and http:// suggested if that cannot connect).
         url: String,
     },
     /// Add the feeds of an OPML file (another reader's export) to the config file as
@@ -1095,32 +1095,50 @@ fn stored_spelling(email: &str) -> String {
     mail::normalize_address(email).unwrap_or_else(|_| email.trim().to_string())
 }
 
+/// What `feeds discover` fetches.
+struct DiscoverTarget {
+    url: url::Url,
+    /// Given without a scheme, `https://` was put in front: the `http://` address, to
+    /// suggest when that one cannot be reached.
+    plain: Option<url::Url>,
+}
+
 /// The URL `feeds discover` fetches: as given, or, given without a scheme
 /// (`www.uscis.gov`), with `https://` in front, which is said on stderr.
-fn discover_url(text: &str) -> Result<url::Url> {
+fn discover_url(text: &str) -> Result<DiscoverTarget> {
     let text = text.trim();
     match url::Url::parse(text) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(url),
+        Ok(url) if matches!(url.scheme(), "http" | "https") => {
+            Ok(DiscoverTarget { url, plain: None })
+        }
         Ok(_) | Err(url::ParseError::RelativeUrlWithoutBase) if !text.contains("://") => {
             let url = url::Url::parse(&format!("https://{text}"))
                 .with_context(|| format!("{text:?} is not a URL"))?;
             esay!("no scheme given: trying {url}");
-            Ok(url)
+            let plain = url::Url::parse(&format!("http://{text}")).ok();
+            Ok(DiscoverTarget { url, plain })
         }
         Ok(url) => bail!("{url}: only http:// and https:// URLs can be fetched"),
         Err(e) => bail!("{text:?} is not a URL: {e}"),
     }
 }
 
-async fn discover(config: &Config, url: &url::Url) -> Result<()> {
+async fn discover(config: &Config, target: &DiscoverTarget) -> Result<()> {
+    let url = &target.url;
     let fetcher = Fetcher::new(&config.poll)?;
-    let fetched = match fetcher
-        .fetch_feed(url, &Validators::default())
-        .await
-        .with_context(|| format!("fetching {url}"))?
-    {
-        FetchOutcome::Fetched(f) => f,
-        FetchOutcome::NotModified(_) => bail!("{url} answered 304 to an unconditional request"),
+    let fetched = match fetcher.fetch_feed(url, &Validators::default()).await {
+        Ok(FetchOutcome::Fetched(f)) => f,
+        Ok(FetchOutcome::NotModified(_)) => {
+            bail!("{url} answered 304 to an unconditional request")
+        }
+        // No TLS there, or nothing on port 443: the site may be plain HTTP. Not tried
+        // unasked: a feed found that way would be configured without TLS.
+        Err(e @ (FetchError::Connection(_) | FetchError::Timeout))
+            if let Some(plain) = &target.plain =>
+        {
+            bail!("fetching {url}: {e}; for a site without https, try {plain}")
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("fetching {url}"))),
     };
     let ct = fetched.content_type.as_deref();
     match parse_feed(&fetched.body, ct, &fetched.final_url, Utc::now()) {
