@@ -221,7 +221,8 @@ pub const FEED_LOG: &str = "tidings::pipeline::feed";
 pub trait PollObserver: Sync {
     /// The cycle claimed this many feeds.
     fn started(&self, _feeds: usize) {}
-    /// One feed is done (`None`: skipped because of shutdown).
+    /// One feed is done (`None`: skipped because of shutdown). A poll whose result could
+    /// not be written to the database is `Failed` with the kind `database`.
     fn finished(&self, _feed: &str, _outcome: Option<&FeedOutcome>) {}
 }
 
@@ -376,35 +377,41 @@ pub async fn poll_feeds_observed(
         });
     }
     while let Some(joined) = jobs.join_next().await {
-        if let Ok((id, outcome)) = &joined {
-            observer.finished(id, outcome.as_ref().and_then(|o| o.as_ref().ok()));
-        }
-        match joined {
-            Ok((_, None)) => summary.skipped += 1,
-            Ok((
-                _,
-                Some(Ok(FeedOutcome::Updated {
-                    new_items,
-                    updated_items,
-                    matches,
-                })),
-            )) => {
+        let (id, outcome) = match joined {
+            Ok(done) => done,
+            Err(e) => {
+                error!(error = %e, "poll task crashed");
+                summary.failed += 1;
+                continue;
+            }
+        };
+        // A poll whose result could not be written failed like any other, and is said so
+        // (it was released, so the next cycle polls it again).
+        let outcome = outcome.map(|result| {
+            result.unwrap_or_else(|e| {
+                let error = format!("{e:#}");
+                error!(target: FEED_LOG, feed = %id, error = %error, "could not record poll");
+                FeedOutcome::Failed {
+                    kind: "database".to_string(),
+                    error: format!("the poll could not be recorded: {error}"),
+                }
+            })
+        });
+        observer.finished(&id, outcome.as_ref());
+        match outcome {
+            None | Some(FeedOutcome::TakenOver) => summary.skipped += 1,
+            Some(FeedOutcome::Updated {
+                new_items,
+                updated_items,
+                matches,
+            }) => {
                 summary.updated += 1;
                 summary.new_items += new_items;
                 summary.updated_items += updated_items;
                 summary.matches += matches;
             }
-            Ok((_, Some(Ok(FeedOutcome::NotModified)))) => summary.not_modified += 1,
-            Ok((_, Some(Ok(FeedOutcome::TakenOver)))) => summary.skipped += 1,
-            Ok((_, Some(Ok(FeedOutcome::Failed { .. })))) => summary.failed += 1,
-            Ok((id, Some(Err(e)))) => {
-                error!(feed = %id, error = %format!("{e:#}"), "could not record poll");
-                summary.failed += 1;
-            }
-            Err(e) => {
-                error!(error = %e, "poll task crashed");
-                summary.failed += 1;
-            }
+            Some(FeedOutcome::NotModified) => summary.not_modified += 1,
+            Some(FeedOutcome::Failed { .. }) => summary.failed += 1,
         }
     }
     Ok(summary)

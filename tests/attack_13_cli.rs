@@ -463,3 +463,52 @@ fn help_that_cannot_be_written_is_an_error() {
         text(&out.stderr)
     );
 }
+
+// ---- poll: a result that cannot be saved ----------------------------------------------------
+
+/// A feed fetched and parsed whose items the database refuses (a full disk, say; here a
+/// trigger) was reported as "skipped" on its line while the summary counted it failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_says_a_feed_whose_result_cannot_be_saved_failed() {
+    let server = FeedServer::start().await;
+    server.set(
+        "/feed.xml",
+        Route::feed(
+            "application/rss+xml",
+            "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>t</title>\
+             <link>http://127.0.0.1/</link><description>d</description>\
+             <item><title>Asylum rule</title><guid>a1</guid></item></channel></rss>",
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "config.toml",
+        &format!(
+            "[poll]\ninitial_backlog = \"3650d\"\n\
+             [[feeds]]\nid = \"uscis\"\nurl = \"{}\"\n",
+            server.url("/feed.xml")
+        ),
+    );
+    let database = tidings::config::Config::load(Path::new(&config))
+        .unwrap()
+        .database;
+    drop(tidings::store::Store::open(&database).unwrap());
+    rusqlite::Connection::open(&database)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER no_room BEFORE INSERT ON items \
+             BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+        )
+        .unwrap();
+
+    let out = run(&["poll", "--config", &config]).await;
+    no_panic("poll", &out);
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        said.contains("uscis: failed") && said.contains("disk is full"),
+        "the feed's line says it failed and why:\n{said}"
+    );
+    assert!(!said.contains("skipped"), "{said}");
+    assert!(said.contains("1 failed"), "{said}");
+}
