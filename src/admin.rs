@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -55,10 +55,24 @@ pub async fn serve(
     Ok(bound)
 }
 
+/// The most of an answer `tidings health` reads: `/healthz` says a few short lines.
+const MAX_ANSWER: usize = 4096;
+
+/// What the daemon's `/healthz` said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// `200` with [`healthy_answer`]; otherwise a `503` with the reasons.
+    pub healthy: bool,
+    /// The answer, as it was sent.
+    pub answer: String,
+}
+
 /// `tidings health`: asks the admin listener at `addr` for `/healthz` (an unspecified
-/// address like `0.0.0.0` is asked on loopback). Returns whether it is healthy and what
-/// it said. For container health checks, where no HTTP client is installed.
-pub async fn probe(addr: SocketAddr) -> Result<(bool, String)> {
+/// address like `0.0.0.0` is asked on loopback). For container health checks, where no
+/// HTTP client is installed. Only the daemon's own answers count: anything else there
+/// (another server, a redirect, an answer that never ends or is more than a few KB) is
+/// an error, as is nothing listening.
+pub async fn probe(addr: SocketAddr) -> Result<Health> {
     let mut target = addr;
     if target.ip().is_unspecified() {
         target.set_ip(match addr {
@@ -69,15 +83,69 @@ pub async fn probe(addr: SocketAddr) -> Result<(bool, String)> {
     let url = format!("http://{target}/healthz");
     let client = reqwest::Client::builder()
         .timeout(DB_TIMEOUT + Duration::from_secs(2))
+        .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .build()?;
-    let response = client
+    let mut response = client
         .get(&url)
         .send()
         .await
         .with_context(|| format!("asking {url} (is `tidings run` running?)"))?;
-    let healthy = response.status() == StatusCode::OK;
-    Ok((healthy, response.text().await.unwrap_or_default()))
+    let status = response.status();
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .with_context(|| format!("reading the answer of {url} ({status})"))?
+    {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_ANSWER {
+            bail!(
+                "{url} answered {status} with more than {MAX_ANSWER} bytes: not the health \
+                 check of Tidings (is another server on [service].admin_listen?)"
+            );
+        }
+    }
+    let answer = String::from_utf8_lossy(&body).into_owned();
+    match status {
+        StatusCode::OK if is_healthy_answer(&answer) => Ok(Health {
+            healthy: true,
+            answer,
+        }),
+        StatusCode::SERVICE_UNAVAILABLE if answer.starts_with(UNHEALTHY) => Ok(Health {
+            healthy: false,
+            answer,
+        }),
+        _ => {
+            let to = response
+                .headers()
+                .get(header::LOCATION)
+                .map(|l| format!(" to {}", String::from_utf8_lossy(l.as_bytes())))
+                .unwrap_or_default();
+            let start: String = answer.chars().take(80).collect();
+            bail!(
+                "{url} answered {status}{to} ({start:?}): not the health check of Tidings \
+                 (is another server on [service].admin_listen?)"
+            )
+        }
+    }
+}
+
+/// The first line of `/healthz`'s answer when something is wrong; the reasons follow.
+const UNHEALTHY: &str = "unhealthy\n";
+
+/// `/healthz`'s answer when all is well, `since_tick` seconds after the scheduler's last
+/// tick; [`probe`] takes nothing else for healthy.
+fn healthy_answer(since_tick: i64) -> String {
+    format!("ok\nscheduler: last tick {since_tick} s ago\n")
+}
+
+/// Whether `answer` is one that [`healthy_answer`] gives.
+fn is_healthy_answer(answer: &str) -> bool {
+    answer
+        .strip_prefix("ok\nscheduler: last tick ")
+        .and_then(|rest| rest.strip_suffix(" s ago\n"))
+        .is_some_and(|secs| secs.parse::<i64>().is_ok())
 }
 
 async fn healthz(State(app): State<watch::Receiver<App>>) -> Response {
@@ -106,16 +174,12 @@ async fn healthz(State(app): State<watch::Receiver<App>>) -> Response {
         problems.push(format!("scheduler: no tick for {since_tick} s"));
     }
     if problems.is_empty() {
-        (
-            StatusCode::OK,
-            format!("ok\nscheduler: last tick {since_tick} s ago\n"),
-        )
-            .into_response()
+        (StatusCode::OK, healthy_answer(since_tick)).into_response()
     } else {
         warn!(problems = %problems.join("; "), "health check failing");
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("unhealthy\n{}\n", problems.join("\n")),
+            format!("{UNHEALTHY}{}\n", problems.join("\n")),
         )
             .into_response()
     }
@@ -141,4 +205,28 @@ async fn metrics(State(app): State<watch::Receiver<App>>) -> Response {
         Err(e) => warn!(error = %e, "metrics: reading stored state"),
     }
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], app.metrics.encode()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_daemons_healthy_answer_counts_as_healthy() {
+        for (name, answer, healthy) in [
+            ("just ticked", healthy_answer(0), true),
+            ("a while ago", healthy_answer(89), true),
+            (
+                "a web page",
+                "<html>Welcome to nginx!</html>".to_string(),
+                false,
+            ),
+            ("ok alone", "ok".to_string(), false),
+            ("ok and more", format!("ok\n{}", "x".repeat(200)), false),
+            ("unhealthy", format!("{UNHEALTHY}shutting down\n"), false),
+            ("empty", String::new(), false),
+        ] {
+            assert_eq!(is_healthy_answer(&answer), healthy, "{name}: {answer:?}");
+        }
+    }
 }

@@ -704,7 +704,7 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
     };
     let timezone = match &raw.digest.timezone {
         None => Tz::UTC,
-        Some(v) => v.get_ref().parse::<Tz>().unwrap_or_else(|_| {
+        Some(v) => crate::digest::parse_time_zone(v.get_ref()).unwrap_or_else(|| {
             report(
                 v.span(),
                 format!(

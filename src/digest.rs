@@ -53,6 +53,18 @@ const WEEKDAYS: [&str; 7] = [
 const ACCEPTED_SCHEDULES: &str = "expected immediate, hourly, daily [HH:MM] or weekly [DAY] [HH:MM], \
      e.g. \"daily 07:30\", \"weekly fri 17:00\", \"every tuesday\"";
 
+/// The IANA time zone called `name`, in any case: "Europe/London", "europe/london",
+/// "UTC", "utc". `None` for a name the time zone database does not have.
+pub fn parse_time_zone(name: &str) -> Option<Tz> {
+    let name = name.trim();
+    name.parse::<Tz>().ok().or_else(|| {
+        chrono_tz::TZ_VARIANTS
+            .iter()
+            .copied()
+            .find(|tz| tz.name().eq_ignore_ascii_case(name))
+    })
+}
+
 impl Schedule {
     /// The stored frequency: `immediate`, `hourly`, `daily` or `weekly`.
     pub fn frequency(self) -> &'static str {
@@ -99,7 +111,12 @@ impl Schedule {
             _ => {}
         }
         let Some((frequency, rest)) = words.split_first() else {
-            return Err(format!("empty schedule ({ACCEPTED_SCHEDULES})"));
+            if text.trim().is_empty() {
+                return Err(format!("empty schedule ({ACCEPTED_SCHEDULES})"));
+            }
+            return Err(format!(
+                "no frequency given, only \"every\", \"at\" or \"on\" ({ACCEPTED_SCHEDULES})"
+            ));
         };
         let mut at = None;
         let mut day = None;
@@ -964,6 +981,8 @@ mod tests {
         }
         let bad = [
             ("", "empty schedule"),
+            ("every every", "no frequency given, only \"every\""),
+            ("at on", "no frequency given"),
             ("monthly", "unknown frequency \"monthly\""),
             (
                 "fortnightly",
@@ -1191,6 +1210,21 @@ mod tests {
                 );
                 now = next;
             }
+        }
+    }
+
+    #[test]
+    fn time_zones_are_named_in_any_case() {
+        for (name, text, zone) in [
+            ("as written", "Europe/London", Some(Europe::London)),
+            ("lower case", "europe/london", Some(Europe::London)),
+            ("upper case", "AMERICA/NEW_YORK", Some(America::New_York)),
+            ("utc", "utc", Some(Tz::UTC)),
+            ("spaces around", " UTC ", Some(Tz::UTC)),
+            ("unknown", "Europe/Atlantis", None),
+            ("empty", "", None),
+        ] {
+            assert_eq!(parse_time_zone(text), zone, "{name}");
         }
     }
 

@@ -11,15 +11,15 @@ use chrono::Utc;
 use clap::{Parser, Subcommand};
 use futures_util::StreamExt as _;
 use tidings::config::{Config, MailTransport};
-use tidings::digest::{Schedule, excerpt};
-use tidings::fetch::{FetchOutcome, Fetcher, Validators};
+use tidings::digest::{Schedule, excerpt, parse_time_zone};
+use tidings::fetch::{FetchError, FetchOutcome, Fetcher, Validators};
 use tidings::matcher::{Document, Field, Query, Synonyms};
 use tidings::opml::{self, Entry, Outcome};
 use tidings::output::{self, count};
 use tidings::parse::body_text;
 use tidings::parse::{ParseError, discover_feeds, parse_feed};
 use tidings::pipeline::{
-    FeedOutcome, PollObserver, dangling_searches, poll_feeds_observed, prune_store,
+    FeedOutcome, PollObserver, before, dangling_searches, poll_feeds_observed, prune_store,
 };
 use tidings::progress::{LogWriter, Progress};
 use tidings::store::Store;
@@ -172,7 +172,7 @@ enum SubscriberCommand {
         email: String,
         /// What to look for, e.g. 'asylum OR "H-1B"', '"green card" -lottery'
         /// (--help: the syntax).
-        #[arg(long, short, allow_hyphen_values = true)]
+        #[arg(long, short, allow_hyphen_values = true, value_parser = parse_query_value)]
         query: String,
         /// When digests go out: "immediate" (after each poll that finds something),
         /// "hourly", "daily [HH:MM]" or "weekly [DAY] [HH:MM]", e.g. "weekly fri 17:00" or
@@ -211,7 +211,7 @@ enum FeedsCommand {
     /// Fetch URL and print the feeds it advertises (or confirm it is a feed itself).
     Discover {
         /// A web page or feed, e.g. https://www.uscis.gov (without a scheme, https:// is
-        /// tried).
+        /// tried, and http:// suggested if that cannot connect).
         url: String,
     },
     /// Add the feeds of an OPML file (another reader's export) to the config file as
@@ -236,7 +236,10 @@ enum FeedsCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage(&e),
+    };
     let failure = failure_code(&cli.command);
     init_logging(cli.log_format, default_log_level(&cli.command, cli.verbose));
     let runtime = match tokio::runtime::Runtime::new() {
@@ -255,6 +258,26 @@ fn main() -> ExitCode {
             esay!("error: {e:#}");
             ExitCode::from(failure)
         }
+    }
+}
+
+/// Prints clap's help, version or usage error (coloured on a terminal, as clap does)
+/// and says how the command ends: 0 after help or the version, 2 after a usage error,
+/// and help or a version that cannot be written ends like any other output that
+/// cannot ([`output::exit_unwritable`]).
+fn usage(e: &clap::Error) -> ExitCode {
+    use std::io::Write as _;
+    let printed = e.print().and_then(|()| {
+        if e.use_stderr() {
+            std::io::stderr().flush()
+        } else {
+            std::io::stdout().flush()
+        }
+    });
+    match printed {
+        Err(written) if !e.use_stderr() => output::exit_unwritable(&written),
+        // A usage error nobody can read still fails.
+        _ => ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2)),
     }
 }
 
@@ -308,9 +331,9 @@ async fn execute(cli: Cli) -> Result<()> {
                 .service
                 .admin_listen
                 .context("[service].admin_listen is off: nothing to ask")?;
-            let (healthy, body) = tidings::admin::probe(addr).await?;
-            output::say_raw(&output::printable(&body));
-            if !healthy {
+            let health = tidings::admin::probe(addr).await?;
+            output::say_raw(&output::printable(&health.answer));
+            if !health.healthy {
                 std::process::exit(1);
             }
             Ok(())
@@ -426,6 +449,21 @@ fn parse_since(text: &str) -> Result<Duration, String> {
         return Err(format!("a unit is needed, for example {text}d, 12h or 30m"));
     }
     humantime::parse_duration(text).map_err(|e| format!("{e} (for example 7d, 12h or 30m)"))
+}
+
+/// `subscriber add --query`: a search, which may start with `-` (`-q -lottery visa`),
+/// but not with `--`: that is the next flag (`--query --help`, `-q --frequency daily`),
+/// or `--query -- -visa`, taken by clap as the value `--`. Refused, with how to write
+/// a search that starts with `-`.
+fn parse_query_value(text: &str) -> Result<String, String> {
+    if text.starts_with("--") {
+        return Err(
+            "--query needs a search, and a flag or `--` came next; for a search that \
+             starts with \"-\", join it with \"=\": --query='-lottery visa'"
+                .to_string(),
+        );
+    }
+    Ok(text.to_string())
 }
 
 /// One-shots stop like the daemon: on Ctrl-C/SIGTERM nothing new starts and work in
@@ -549,16 +587,25 @@ async fn import_opml(config: &Config, file: &Path, dry_run: bool, check: bool) -
     Ok(())
 }
 
-/// One line about one feed of an import.
+/// One line about one feed of an import: an added feed with the URL written to the
+/// config, a skipped one with the URL as the file has it, its line breaks and other
+/// control characters escaped.
 fn describe(entry: &Entry, dry_run: bool) -> String {
     let name = if entry.name.is_empty() {
         String::new()
     } else {
         format!("{:?} ", entry.name)
     };
-    let url = &entry.url;
+    let mut url = String::with_capacity(entry.url.len());
+    for c in entry.url.chars() {
+        if c.is_control() {
+            url.extend(c.escape_default());
+        } else {
+            url.push(c);
+        }
+    }
     match &entry.outcome {
-        Outcome::Added { id, tags, .. } => format!(
+        Outcome::Added { id, tags, url } => format!(
             "{} {id}: {name}{url}{}",
             if dry_run { "would add" } else { "added" },
             if tags.is_empty() {
@@ -756,7 +803,7 @@ fn preview_matches(
 ) -> Result<()> {
     let parsed = Query::parse(query).map_err(|e| anyhow::anyhow!("bad query {query:?}: {e}"))?;
     let synonyms = Synonyms::new(config.synonyms.clone()).map_err(anyhow::Error::msg)?;
-    let since_at = Utc::now() - chrono::Duration::from_std(since)?;
+    let since_at = before(Utc::now(), since);
     let (open, close) = if std::io::stdout().is_terminal() {
         ("\x1b[1;33m", "\x1b[0m")
     } else {
@@ -956,10 +1003,8 @@ fn subscriber(config: &Config, store: &Store, command: SubscriberCommand) -> Res
                 (None, None) => Schedule::Immediate,
             };
             let timezone = match (&tz, &current) {
-                (Some(tz), _) => tz.parse().map_err(|_| {
-                    anyhow::anyhow!(
-                        "unknown time zone {tz:?} (use an IANA name like \"America/New_York\")"
-                    )
+                (Some(tz), _) => parse_time_zone(tz).with_context(|| {
+                    format!("unknown time zone {tz:?} (use an IANA name like \"America/New_York\")")
                 })?,
                 (None, Some(s)) => s.timezone,
                 (None, None) => config.digest.timezone,
@@ -984,7 +1029,13 @@ fn subscriber(config: &Config, store: &Store, command: SubscriberCommand) -> Res
             }
         }
         SubscriberCommand::List => {
-            for s in store.subscribers()? {
+            let subscribers = store.subscribers()?;
+            if subscribers.is_empty() {
+                say!(
+                    "no subscribers yet (add one with `tidings subscriber add EMAIL --query ...`)"
+                );
+            }
+            for s in subscribers {
                 let next = s.next_digest_at.map(|d| {
                     format!(
                         ", next {}",
@@ -1044,32 +1095,50 @@ fn stored_spelling(email: &str) -> String {
     mail::normalize_address(email).unwrap_or_else(|_| email.trim().to_string())
 }
 
+/// What `feeds discover` fetches.
+struct DiscoverTarget {
+    url: url::Url,
+    /// Given without a scheme, `https://` was put in front: the `http://` address, to
+    /// suggest when that one cannot be reached.
+    plain: Option<url::Url>,
+}
+
 /// The URL `feeds discover` fetches: as given, or, given without a scheme
 /// (`www.uscis.gov`), with `https://` in front, which is said on stderr.
-fn discover_url(text: &str) -> Result<url::Url> {
+fn discover_url(text: &str) -> Result<DiscoverTarget> {
     let text = text.trim();
     match url::Url::parse(text) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(url),
+        Ok(url) if matches!(url.scheme(), "http" | "https") => {
+            Ok(DiscoverTarget { url, plain: None })
+        }
         Ok(_) | Err(url::ParseError::RelativeUrlWithoutBase) if !text.contains("://") => {
             let url = url::Url::parse(&format!("https://{text}"))
                 .with_context(|| format!("{text:?} is not a URL"))?;
             esay!("no scheme given: trying {url}");
-            Ok(url)
+            let plain = url::Url::parse(&format!("http://{text}")).ok();
+            Ok(DiscoverTarget { url, plain })
         }
         Ok(url) => bail!("{url}: only http:// and https:// URLs can be fetched"),
         Err(e) => bail!("{text:?} is not a URL: {e}"),
     }
 }
 
-async fn discover(config: &Config, url: &url::Url) -> Result<()> {
+async fn discover(config: &Config, target: &DiscoverTarget) -> Result<()> {
+    let url = &target.url;
     let fetcher = Fetcher::new(&config.poll)?;
-    let fetched = match fetcher
-        .fetch_feed(url, &Validators::default())
-        .await
-        .with_context(|| format!("fetching {url}"))?
-    {
-        FetchOutcome::Fetched(f) => f,
-        FetchOutcome::NotModified(_) => bail!("{url} answered 304 to an unconditional request"),
+    let fetched = match fetcher.fetch_feed(url, &Validators::default()).await {
+        Ok(FetchOutcome::Fetched(f)) => f,
+        Ok(FetchOutcome::NotModified(_)) => {
+            bail!("{url} answered 304 to an unconditional request")
+        }
+        // No TLS there, or nothing on port 443: the site may be plain HTTP. Not tried
+        // unasked: a feed found that way would be configured without TLS.
+        Err(e @ (FetchError::Connection(_) | FetchError::Timeout))
+            if let Some(plain) = &target.plain =>
+        {
+            bail!("fetching {url}: {e}; for a site without https, try {plain}")
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("fetching {url}"))),
     };
     let ct = fetched.content_type.as_deref();
     match parse_feed(&fetched.body, ct, &fetched.final_url, Utc::now()) {
@@ -1110,6 +1179,14 @@ fn feeds_status(store: &Store, json: bool) -> Result<()> {
         say!("{}", serde_json::to_string_pretty(&statuses)?);
         return Ok(());
     }
+    if statuses.is_empty() {
+        say!(
+            "no feeds yet (add [[feeds]] tables to the config file, or import another \
+             reader's with `tidings feeds import FILE.opml`)"
+        );
+        return Ok(());
+    }
+    let now = Utc::now();
     say!(
         "{:<24} {:<13} {:>5} {:>7} {:<20} {:<20} NOTE",
         "FEED",
@@ -1139,6 +1216,9 @@ fn feeds_status(store: &Store, json: bool) -> Result<()> {
         }
         let next = if f.gone || !f.active {
             "-".to_string()
+        } else if f.next_poll_at <= now {
+            // Never polled (stored as the epoch), or overdue: the next poll takes it.
+            "due now".to_string()
         } else {
             when(Some(f.next_poll_at))
         };

@@ -35,8 +35,9 @@ fn write_all(mut out: impl Write, text: &str) -> io::Result<()> {
     out.flush()
 }
 
-/// How a command ends when its standard output is closed or broken.
-fn exit_unwritable(e: &io::Error) -> ! {
+/// How a command ends when its standard output is closed or broken: quietly with
+/// exit code 0 when the reader went away, with exit code 2 and the error otherwise.
+pub fn exit_unwritable(e: &io::Error) -> ! {
     if e.kind() == io::ErrorKind::BrokenPipe {
         std::process::exit(0);
     }
@@ -46,9 +47,11 @@ fn exit_unwritable(e: &io::Error) -> ! {
 
 /// `text` safe to print on a terminal: control characters other than line breaks and
 /// tabs (escape sequences from a feed, a mail server's answer or a subscriber's search)
+/// and bidirectional controls (which reorder what is shown: "news \u{202e}fdp.exe")
 /// are shown as `\u{1b}` rather than obeyed.
 pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    let harmful = |c: char| c.is_control() && c != '\n' && c != '\t';
+    let harmful =
+        |c: char| (c.is_control() && c != '\n' && c != '\t') || crate::parse::is_bidi_control(c);
     if !text.contains(harmful) {
         return std::borrow::Cow::Borrowed(text);
     }
@@ -120,6 +123,10 @@ mod tests {
         assert_eq!(
             printable("550 \u{1b}]0;owned\u{7}\r"),
             "550 \\u{1b}]0;owned\\u{7}\\u{d}"
+        );
+        assert_eq!(
+            printable("news \u{202e}fdp.exe \u{2066}x\u{2069} \u{200f}"),
+            "news \\u{202e}fdp.exe \\u{2066}x\\u{2069} \\u{200f}"
         );
     }
 

@@ -309,17 +309,28 @@ fn hash(parts: &[&str]) -> String {
         .collect()
 }
 
+/// Whether `c` is one of Unicode's bidirectional controls (the `Bidi_Control`
+/// property): embeddings and overrides (U+202A–U+202E), isolates (U+2066–U+2069), the
+/// left-to-right and right-to-left marks (U+200E/U+200F) and the Arabic letter mark
+/// (U+061C). They change the order in which text around them is shown.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c,
+        '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+}
+
 /// `text` without the invisible characters that can reorder what a reader sees or hide
-/// a word from a search: bidi embeddings, overrides and isolates (U+202A–U+202E,
-/// U+2066–U+2069, U+061C), zero-width spaces and joiners that no script needs (U+200B,
-/// U+2060–U+2064, U+FEFF, U+180E) and soft hyphens. The zero-width (non-)joiners U+200C
-/// and U+200D stay: Persian, Indic scripts and emoji need them. Left-to-right and
-/// right-to-left marks (U+200E/U+200F) stay too: they only nudge neutral characters.
+/// a word from a search: the [bidi controls](is_bidi_control) but the marks, zero-width
+/// spaces and joiners that no script needs (U+200B, U+2060–U+2064, U+FEFF, U+180E) and
+/// soft hyphens. The zero-width (non-)joiners U+200C and U+200D stay: Persian, Indic
+/// scripts and emoji need them. Left-to-right and right-to-left marks (U+200E/U+200F)
+/// stay too: they only nudge neutral characters.
 pub(crate) fn visible(text: String) -> String {
     let hidden = |c: char| {
-        matches!(c,
-            '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{061C}'
-            | '\u{200B}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{180E}' | '\u{00AD}')
+        (is_bidi_control(c) && !matches!(c, '\u{200E}' | '\u{200F}'))
+            || matches!(
+                c,
+                '\u{200B}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{180E}' | '\u{00AD}'
+            )
     };
     if text.contains(hidden) {
         text.replace(hidden, "")

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -221,7 +221,8 @@ pub const FEED_LOG: &str = "tidings::pipeline::feed";
 pub trait PollObserver: Sync {
     /// The cycle claimed this many feeds.
     fn started(&self, _feeds: usize) {}
-    /// One feed is done (`None`: skipped because of shutdown).
+    /// One feed is done (`None`: skipped because of shutdown). A poll whose result could
+    /// not be written to the database is `Failed` with the kind `database`.
     fn finished(&self, _feed: &str, _outcome: Option<&FeedOutcome>) {}
 }
 
@@ -376,35 +377,41 @@ pub async fn poll_feeds_observed(
         });
     }
     while let Some(joined) = jobs.join_next().await {
-        if let Ok((id, outcome)) = &joined {
-            observer.finished(id, outcome.as_ref().and_then(|o| o.as_ref().ok()));
-        }
-        match joined {
-            Ok((_, None)) => summary.skipped += 1,
-            Ok((
-                _,
-                Some(Ok(FeedOutcome::Updated {
-                    new_items,
-                    updated_items,
-                    matches,
-                })),
-            )) => {
+        let (id, outcome) = match joined {
+            Ok(done) => done,
+            Err(e) => {
+                error!(error = %e, "poll task crashed");
+                summary.failed += 1;
+                continue;
+            }
+        };
+        // A poll whose result could not be written failed like any other, and is said so
+        // (it was released, so the next cycle polls it again).
+        let outcome = outcome.map(|result| {
+            result.unwrap_or_else(|e| {
+                let error = format!("{e:#}");
+                error!(target: FEED_LOG, feed = %id, error = %error, "could not record poll");
+                FeedOutcome::Failed {
+                    kind: "database".to_string(),
+                    error: format!("the poll could not be recorded: {error}"),
+                }
+            })
+        });
+        observer.finished(&id, outcome.as_ref());
+        match outcome {
+            None | Some(FeedOutcome::TakenOver) => summary.skipped += 1,
+            Some(FeedOutcome::Updated {
+                new_items,
+                updated_items,
+                matches,
+            }) => {
                 summary.updated += 1;
                 summary.new_items += new_items;
                 summary.updated_items += updated_items;
                 summary.matches += matches;
             }
-            Ok((_, Some(Ok(FeedOutcome::NotModified)))) => summary.not_modified += 1,
-            Ok((_, Some(Ok(FeedOutcome::TakenOver)))) => summary.skipped += 1,
-            Ok((_, Some(Ok(FeedOutcome::Failed { .. })))) => summary.failed += 1,
-            Ok((id, Some(Err(e)))) => {
-                error!(feed = %id, error = %format!("{e:#}"), "could not record poll");
-                summary.failed += 1;
-            }
-            Err(e) => {
-                error!(error = %e, "poll task crashed");
-                summary.failed += 1;
-            }
+            Some(FeedOutcome::NotModified) => summary.not_modified += 1,
+            Some(FeedOutcome::Failed { .. }) => summary.failed += 1,
         }
     }
     Ok(summary)
@@ -680,8 +687,7 @@ pub async fn refresh_feed(
             &feed.id,
             now,
         );
-    let baseline_cutoff =
-        now - chrono::Duration::from_std(poll.initial_backlog).unwrap_or(chrono::Duration::days(1));
+    let baseline_cutoff = before(now, poll.initial_backlog);
     report_move(&feed, fetched.meta.moved_to.as_ref());
     let moved_to = fetched.meta.moved_to.as_ref().map(Url::to_string);
     let feed_id = feed.id.clone();
@@ -813,7 +819,7 @@ async fn record_failure(
     .await??;
     warn_if_lost(recorded, &feed.id);
     warn!(target: FEED_LOG, feed = %feed.id, status = "error", kind = %kind, error = %error, failures,
-          next_poll = %next_poll_at.format("%Y-%m-%d %H:%M:%S"),
+          next_poll = %next_poll_at.to_rfc3339_opts(SecondsFormat::Secs, true),
           ms = started.elapsed().as_millis() as u64, "feed poll failed");
     app.metrics
         .poll(PollResult::Failed, started.elapsed().as_secs_f64(), 0, 0, 0);
@@ -867,6 +873,15 @@ fn next_interval(
 /// anything longer is clamped to it, so adding the result to a date cannot overflow.
 fn to_chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d.min(MAX_DURATION)).unwrap_or(chrono::Duration::MAX)
+}
+
+/// The moment `d` before `now`, or the earliest moment there is when `d` reaches back
+/// past the calendar (`tidings match --since 300000y`: everything stored).
+pub fn before(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_sub_signed(d))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 /// `base` plus up to a tenth of it (at least up to 30 s), derived from the feed id and
@@ -998,13 +1013,13 @@ pub async fn prune(app: &App, now: DateTime<Utc>) -> Result<Pruned> {
 
 /// [`prune`] with only the database, for commands that need neither HTTP nor mail.
 pub async fn prune_store(store: &Store, retention: Duration, now: DateTime<Utc>) -> Result<Pruned> {
-    let cutoff = now - to_chrono(retention);
+    let cutoff = before(now, retention);
     let store = store.clone();
     let pruned = tokio::task::spawn_blocking(move || store.prune(cutoff, now))
         .await?
         .context("pruning the database")?;
     info!(items = pruned.items, outbox = pruned.outbox, matches = pruned.matches,
-          cutoff = %cutoff.format("%Y-%m-%d %H:%M:%S"), "pruned");
+          cutoff = %cutoff.to_rfc3339_opts(SecondsFormat::Secs, true), "pruned");
     Ok(pruned)
 }
 
@@ -1097,6 +1112,31 @@ mod tests {
             let next = next_after_failure(fifteen, failures, cap, retry_at, "feed", now);
             let minutes = (next - now).num_minutes();
             assert!((low..=high).contains(&minutes), "{name}: {minutes} min");
+        }
+    }
+
+    #[test]
+    fn a_moment_before_stops_at_the_start_of_the_calendar() {
+        let now = at("2026-12-01T07:30:00Z");
+        for (name, back, expected) in [
+            (
+                "a week",
+                Duration::from_secs(7 * 86_400),
+                at("2026-11-24T07:30:00Z"),
+            ),
+            ("nothing", Duration::ZERO, now),
+            (
+                "past the calendar",
+                Duration::from_secs(300_000 * 365 * 86_400),
+                DateTime::<Utc>::MIN_UTC,
+            ),
+            (
+                "past chrono's durations",
+                Duration::MAX,
+                DateTime::<Utc>::MIN_UTC,
+            ),
+        ] {
+            assert_eq!(before(now, back), expected, "{name}");
         }
     }
 

@@ -24,13 +24,12 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Form, middleware};
 use chrono::Utc;
-use chrono_tz::Tz;
 use minijinja::{Environment, context};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::digest::Schedule;
+use crate::digest::{Schedule, parse_time_zone};
 use crate::matcher::Query;
 use crate::pipeline::App;
 use crate::store::{SignupAdmission, SignupLimits, Subscriber};
@@ -615,14 +614,14 @@ async fn set_schedule(
     let (s, fields) = manage_form(&app, &token, form).await?;
     let field = |name: &str| fields.get(name).map(|v| v.trim()).unwrap_or("");
     let schedule = Schedule::parse(field("frequency"), app.config.digest.daily_at);
-    let tz = field("tz").parse::<Tz>();
+    let tz = parse_time_zone(field("tz"));
     let (schedule, tz) = match (schedule, tz) {
-        (Ok(schedule), Ok(tz)) => (schedule, tz),
+        (Ok(schedule), Some(tz)) => (schedule, tz),
         (Err(e), _) => {
             let page = manage_view(&app, &token, &s, None, Some(&e.to_string()), "").await?;
             return Ok((StatusCode::BAD_REQUEST, page).into_response());
         }
-        (_, Err(_)) => {
+        (_, None) => {
             let why = format!(
                 "Unknown time zone {:?}: use a name like America/New_York or Europe/London.",
                 field("tz")
@@ -1070,8 +1069,8 @@ async fn subscribe(
     if let Err(e) = &schedule {
         errors.push(e.clone());
     }
-    let tz = form.tz.parse::<Tz>();
-    if tz.is_err() {
+    let tz = parse_time_zone(&form.tz);
+    if tz.is_none() {
         errors.push(format!(
             "Unknown time zone {:?}: use a name like America/New_York or Europe/London.",
             form.tz
@@ -1087,7 +1086,7 @@ async fn subscribe(
         };
         return Ok((status, subscribe_view(&app, &form, &errors, Some(previews))).into_response());
     }
-    let (Ok(schedule), Ok(tz), true) = (schedule, tz, errors.is_empty()) else {
+    let (Ok(schedule), Some(tz), true) = (schedule, tz, errors.is_empty()) else {
         let page = subscribe_view(&app, &form, &errors, None);
         return Ok((StatusCode::BAD_REQUEST, page).into_response());
     };
@@ -1273,10 +1272,9 @@ async fn confirm(
         }
         let schedule = Schedule::parse(&signup.frequency, app.config.digest.daily_at)
             .map_err(|e| Failure::Internal(anyhow::anyhow!("stored schedule: {e}")))?;
-        let tz = signup
-            .timezone
-            .parse::<Tz>()
-            .map_err(|e| Failure::Internal(anyhow::anyhow!("stored zone: {e}")))?;
+        let tz = parse_time_zone(&signup.timezone).ok_or_else(|| {
+            Failure::Internal(anyhow::anyhow!("stored zone {:?}", signup.timezone))
+        })?;
         let store = app.store.clone();
         let config = app.config.clone();
         let keep =
