@@ -276,8 +276,9 @@ impl Config {
                 problems,
             }
         };
-        let (raw, mut problems) = read_raw(text).map_err(error)?;
-        match validate(raw, text, path) {
+        let lines = Lines::new(text);
+        let (raw, mut problems) = read_raw(text, &lines).map_err(error)?;
+        match validate(raw, &lines, path) {
             Ok(config) if problems.is_empty() => Ok(config),
             Ok(_) => Err(error(problems)),
             Err(e) => {
@@ -377,9 +378,8 @@ const MAX_STRUCTURAL_PROBLEMS: usize = 100;
 /// value of the wrong type it stops at is recorded and left out of the document, which is
 /// read again, so no such problem hides another. Returns the raw values read and the
 /// problems, or only problems when reading could not go on.
-fn read_raw(text: &str) -> Result<(RawConfig, Vec<Problem>), Vec<Problem>> {
-    let problem =
-        |e: &toml::de::Error| problem_at(text, e.span().unwrap_or(0..0), e.message().trim());
+fn read_raw(text: &str, lines: &Lines) -> Result<(RawConfig, Vec<Problem>), Vec<Problem>> {
+    let problem = |e: &toml::de::Error| lines.problem(e.span().unwrap_or(0..0), e.message().trim());
     let (mut document, syntax) = DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
         return Err(syntax.iter().map(problem).collect());
@@ -397,7 +397,7 @@ fn read_raw(text: &str) -> Result<(RawConfig, Vec<Problem>), Vec<Problem>> {
                 .iter()
                 .max_by_key(|p| (p.line, p.column))
                 .cloned()
-                .unwrap_or_else(|| problem_at(text, 0..0, ""));
+                .unwrap_or_else(|| lines.problem(0..0, ""));
             problems.push(Problem {
                 message: format!(
                     "stopped after {MAX_STRUCTURAL_PROBLEMS} problems: fix these and check again"
@@ -557,10 +557,10 @@ struct RawFeed {
 
 // ---- phase two: validated values ----------------------------------------------------------
 
-fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigError> {
+fn validate(raw: RawConfig, lines: &Lines, path: &Path) -> Result<Config, ConfigError> {
     let mut problems = Vec::new();
     let mut report = |span: Range<usize>, message: String| {
-        problems.push(problem_at(text, span, &message));
+        problems.push(lines.problem(span, &message));
     };
     let base = path.parent().unwrap_or(Path::new("."));
 
@@ -853,7 +853,7 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
                         ),
                     );
                 } else if let Some(line) =
-                    seen_ids.insert(id.clone(), line_of(text, spanned.span().start))
+                    seen_ids.insert(id.clone(), lines.line(spanned.span().start))
                 {
                     report(
                         spanned.span(),
@@ -890,7 +890,7 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
             },
         };
         if let Some((u, span)) = &url
-            && let Some(line) = seen_urls.insert(u.to_string(), line_of(text, span.start))
+            && let Some(line) = seen_urls.insert(u.to_string(), lines.line(span.start))
         {
             report(
                 span.clone(),
@@ -1065,20 +1065,46 @@ fn http_url(text: &str) -> Option<Url> {
         .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
 }
 
-fn problem_at(text: &str, span: Range<usize>, message: &str) -> Problem {
-    let start = span.start.min(text.len());
-    let before = &text[..start];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    Problem {
-        line,
-        column,
-        message: message.to_string(),
-    }
+/// Lines and columns of a text's byte offsets. Where each line starts is found once, so
+/// a position costs a binary search rather than a count from the start of the file (every
+/// feed's id and url takes one, to name the line of a duplicate).
+struct Lines<'a> {
+    text: &'a str,
+    /// The byte offset of each line's first character: 0, then each one after a `\n`.
+    starts: Vec<usize>,
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    problem_at(text, offset..offset, "").line
+impl<'a> Lines<'a> {
+    fn new(text: &'a str) -> Lines<'a> {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(at, _)| at + 1))
+            .collect();
+        Lines { text, starts }
+    }
+
+    /// The line (from 1) of byte `offset`.
+    fn line(&self, offset: usize) -> usize {
+        // The first start is 0, so at least one is at or before any offset.
+        self.starts.partition_point(|&start| start <= offset)
+    }
+
+    /// The line and column (from 1; a column counts characters, not bytes) of byte
+    /// `offset`, taken back to the end of the text or the start of its character.
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let offset = self.text.floor_char_boundary(offset);
+        let line = self.line(offset);
+        let start = self.starts[line - 1];
+        (line, self.text[start..offset].chars().count() + 1)
+    }
+
+    fn problem(&self, span: Range<usize>, message: &str) -> Problem {
+        let (line, column) = self.position(span.start);
+        Problem {
+            line,
+            column,
+            message: message.to_string(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1520,6 +1546,40 @@ mod tests {
             last.message.starts_with("stopped after 100 problems"),
             "{last:?}"
         );
+    }
+
+    #[test]
+    fn the_line_index_gives_lines_and_columns_in_characters() {
+        let text = "ab\ncd\r\n\né = \"ü\"\r\nlast";
+        let lines = Lines::new(text);
+        let at = |s: &str| text.find(s).unwrap();
+        // (name, byte offset, line, column)
+        let cases: &[(&str, usize, usize, usize)] = &[
+            ("start of the text", 0, 1, 1),
+            ("end of a line, at its \\n", 2, 1, 3),
+            ("start of the second line", 3, 2, 1),
+            (
+                "a \\r of a CRLF line end counts as a character",
+                at("\r"),
+                2,
+                3,
+            ),
+            ("the \\n after it", at("\r") + 1, 2, 4),
+            ("an empty line", at("\n\n") + 1, 3, 1),
+            ("the line after an empty one", at("é"), 4, 1),
+            ("after a two-byte character", at("é") + 2, 4, 2),
+            ("inside a string, after non-ASCII", at("ü"), 4, 6),
+            ("after it", at("ü") + 2, 4, 7),
+            ("the last line, without a line end", at("last"), 5, 1),
+            ("the end of the text", text.len(), 5, 5),
+            ("past the end", text.len() + 10, 5, 5),
+            ("inside a character: its start", at("é") + 1, 4, 1),
+        ];
+        for (name, offset, line, column) in cases {
+            assert_eq!(lines.position(*offset), (*line, *column), "{name}");
+            assert_eq!(lines.line(*offset), *line, "{name}");
+        }
+        assert_eq!(Lines::new("").position(0), (1, 1), "an empty text");
     }
 
     #[test]
