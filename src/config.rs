@@ -453,25 +453,88 @@ fn leave_out_inside(value: &mut DeValue<'_>, span: &Range<usize>) -> bool {
     }
 }
 
+/// A table of the file, read as `T`. Only a table: serde would also take an array for a
+/// struct, its elements as the fields in order (`web = ["https://x.org/"]` as
+/// `base_url`), and its problems would name the struct (`expected struct RawWeb with 7
+/// elements`); here anything else is a value of the wrong type, named as the file names it.
+#[derive(Default)]
+struct Table<T>(T);
+
+/// A struct read from a table of the file.
+trait Section {
+    /// What the file has there, for "expected …": "a `[web]` table".
+    const EXPECTED: &'static str;
+}
+
+impl<T> std::ops::Deref for Table<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<'de, T: Section + Deserialize<'de>> Deserialize<'de> for Table<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Only<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Section + Deserialize<'de>> serde::de::Visitor<'de> for Only<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(T::EXPECTED)
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer
+            .deserialize_map(Only(std::marker::PhantomData))
+            .map(Table)
+    }
+}
+
+macro_rules! sections {
+    ($($raw:ty => $expected:literal,)*) => {
+        $(impl Section for $raw {
+            const EXPECTED: &'static str = $expected;
+        })*
+    };
+}
+
+sections! {
+    RawPoll => "a `[poll]` table",
+    RawDigest => "a `[digest]` table",
+    RawMail => "a `[mail]` table",
+    RawSmtp => "a `[mail.smtp]` table",
+    RawWeb => "a `[web]` table",
+    RawService => "a `[service]` table",
+    RawFeed => "a `[[feeds]]` table (with `id` and `url`)",
+    RawSynonyms => "a `[synonyms]` table",
+}
+
+/// `[synonyms]`: each term, with the others that mean the same.
+type RawSynonyms = std::collections::BTreeMap<Spanned<String>, Vec<Spanned<String>>>;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     database: Option<Spanned<String>>,
     retention: Option<Spanned<String>>,
     #[serde(default)]
-    poll: RawPoll,
+    poll: Table<RawPoll>,
     #[serde(default)]
-    digest: RawDigest,
+    digest: Table<RawDigest>,
     #[serde(default)]
-    mail: RawMail,
+    mail: Table<RawMail>,
     #[serde(default)]
-    web: RawWeb,
+    web: Table<RawWeb>,
     #[serde(default)]
-    service: RawService,
+    service: Table<RawService>,
     #[serde(default)]
-    feeds: Vec<Spanned<RawFeed>>,
+    feeds: Vec<Spanned<Table<RawFeed>>>,
     #[serde(default)]
-    synonyms: std::collections::BTreeMap<Spanned<String>, Vec<Spanned<String>>>,
+    synonyms: Table<RawSynonyms>,
 }
 
 #[derive(Deserialize, Default)]
@@ -509,7 +572,7 @@ struct RawMail {
     rate_limit: Option<u32>,
     concurrency: Option<Spanned<u32>>,
     pause_after_bounces: Option<u32>,
-    smtp: Option<Spanned<RawSmtp>>,
+    smtp: Option<Spanned<Table<RawSmtp>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -945,7 +1008,7 @@ fn validate(raw: RawConfig, lines: &Lines, path: &Path) -> Result<Config, Config
     }
 
     let mut synonyms = Vec::with_capacity(raw.synonyms.len());
-    for (spanned, others) in &raw.synonyms {
+    for (spanned, others) in raw.synonyms.iter() {
         let term = spanned.get_ref();
         let mut group = vec![term.trim().to_string()];
         for other in others {
@@ -981,9 +1044,9 @@ fn validate(raw: RawConfig, lines: &Lines, path: &Path) -> Result<Config, Config
             per_host: per_host as usize,
             max_backoff,
             full_fetch_every,
-            user_agent: raw.poll.user_agent.unwrap_or_else(default_user_agent),
-            allow_private_networks: raw.poll.allow_private_networks.unwrap_or(false),
-            allow_metadata: raw.poll.allow_metadata.unwrap_or(false),
+            user_agent: raw.poll.0.user_agent.unwrap_or_else(default_user_agent),
+            allow_private_networks: raw.poll.0.allow_private_networks.unwrap_or(false),
+            allow_metadata: raw.poll.0.allow_metadata.unwrap_or(false),
         },
         digest: DigestSettings { daily_at, timezone },
         mail: MailSettings {
@@ -1580,6 +1643,66 @@ mod tests {
             assert_eq!(lines.line(*offset), *line, "{name}");
         }
         assert_eq!(Lines::new("").position(0), (1, 1), "an empty text");
+    }
+
+    #[test]
+    fn tables_of_the_wrong_type_are_named_as_the_file_names_them() {
+        // (name, config text, the one problem as "line:column: message")
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "a number for a table",
+                "poll = 3\n",
+                "1:8: invalid type: integer `3`, expected a `[poll]` table",
+            ),
+            (
+                "an empty array",
+                "web = []\n",
+                "1:7: invalid type: sequence, expected a `[web]` table",
+            ),
+            (
+                "an array is not read as the fields in order",
+                "web = [\"https://x.org/\"]\n",
+                "1:7: invalid type: sequence, expected a `[web]` table",
+            ),
+            (
+                "a feed that is a number",
+                "feeds = [1]\n",
+                "1:10: invalid type: integer `1`, expected a `[[feeds]]` table (with `id` and `url`)",
+            ),
+            (
+                "a feed that is an array",
+                "feeds = [[\"a\", \"https://a.example/\"]]\n",
+                "1:10: invalid type: sequence, expected a `[[feeds]]` table",
+            ),
+            (
+                "an smtp table that is an array",
+                "[mail]\nsmtp = []\n",
+                "2:8: invalid type: sequence, expected a `[mail.smtp]` table",
+            ),
+            (
+                "digest",
+                "digest = \"daily\"\n",
+                "1:10: invalid type: string \"daily\", expected a `[digest]` table",
+            ),
+            (
+                "service",
+                "service = true\n",
+                "1:11: invalid type: boolean `true`, expected a `[service]` table",
+            ),
+            (
+                "synonyms",
+                "synonyms = 3\n",
+                "1:12: invalid type: integer `3`, expected a `[synonyms]` table",
+            ),
+        ];
+        for (name, text, expected) in cases {
+            let found: Vec<String> = problems(text)
+                .iter()
+                .map(|p| format!("{}:{}: {}", p.line, p.column, p.message))
+                .collect();
+            assert_eq!(found.len(), 1, "{name}: {found:#?}");
+            assert!(found[0].starts_with(expected), "{name}: {found:#?}");
+        }
     }
 
     #[test]
