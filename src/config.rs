@@ -377,7 +377,8 @@ const MAX_STRUCTURAL_PROBLEMS: usize = 100;
 /// after one can be trusted). Otherwise serde reads the document; each unknown key or
 /// value of the wrong type it stops at is recorded and left out of the document, which is
 /// read again, so no such problem hides another. Returns the raw values read and the
-/// problems, or only problems when reading could not go on.
+/// problems, or only problems when reading could not go on (or found more than
+/// [`MAX_STRUCTURAL_PROBLEMS`]).
 fn read_raw(text: &str, lines: &Lines) -> Result<(RawConfig, Vec<Problem>), Vec<Problem>> {
     let problem = |e: &toml::de::Error| lines.problem(e.span().unwrap_or(0..0), e.message().trim());
     let (mut document, syntax) = DeTable::parse_recoverable(text);
@@ -390,9 +391,8 @@ fn read_raw(text: &str, lines: &Lines) -> Result<(RawConfig, Vec<Problem>), Vec<
             Ok(raw) => return Ok((raw, problems)),
             Err(e) => e,
         };
-        problems.push(problem(&e));
         if problems.len() == MAX_STRUCTURAL_PROBLEMS {
-            // Listed after the last one in the file.
+            // There is one more: say so, listed after the last one in the file.
             let last = problems
                 .iter()
                 .max_by_key(|p| (p.line, p.column))
@@ -406,6 +406,7 @@ fn read_raw(text: &str, lines: &Lines) -> Result<(RawConfig, Vec<Problem>), Vec<
             });
             return Err(problems);
         }
+        problems.push(problem(&e));
         if !leave_out(document.get_mut(), &e.span().unwrap_or(0..0)) {
             return Err(problems);
         }
@@ -1600,15 +1601,25 @@ mod tests {
     }
 
     #[test]
-    fn structural_problems_stop_at_a_hundred() {
-        let text: String = (0..150).map(|i| format!("bogus{i} = 1\n")).collect();
-        let found = problems(&text);
-        assert_eq!(found.len(), MAX_STRUCTURAL_PROBLEMS + 1);
-        let last = found.last().unwrap();
-        assert!(
-            last.message.starts_with("stopped after 100 problems"),
-            "{last:?}"
-        );
+    fn structural_problems_stop_at_a_hundred_when_there_are_more() {
+        // (unknown keys in the file, problems listed, whether the last says it stopped)
+        let cases = [
+            (99, 99, false),
+            (100, 100, false),
+            (101, 101, true),
+            (150, 101, true),
+        ];
+        for (keys, listed, stopped) in cases {
+            let text: String = (0..keys).map(|i| format!("bogus{i} = 1\n")).collect();
+            let found = problems(&text);
+            assert_eq!(found.len(), listed, "{keys} keys");
+            let last = found.last().unwrap();
+            assert_eq!(
+                last.message.starts_with("stopped after 100 problems"),
+                stopped,
+                "{keys} keys: {last:?}"
+            );
+        }
     }
 
     #[test]
