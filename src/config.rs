@@ -277,8 +277,12 @@ impl Config {
             }
         };
         let lines = Lines::new(text);
-        let (raw, mut problems) = read_raw(text, &lines).map_err(error)?;
-        match validate(raw, &lines, path) {
+        let Read {
+            raw,
+            mut problems,
+            left_out,
+        } = read_raw(text, &lines).map_err(error)?;
+        match validate(raw, &left_out, &lines, path) {
             Ok(config) if problems.is_empty() => Ok(config),
             Ok(_) => Err(error(problems)),
             Err(e) => {
@@ -373,22 +377,51 @@ impl Config {
 /// Structural problems reported at most; each costs a read of the whole document.
 const MAX_STRUCTURAL_PROBLEMS: usize = 100;
 
+/// What phase one read.
+struct Read {
+    raw: RawConfig,
+    /// The unknown keys and values of the wrong type, each left out of `raw`.
+    problems: Vec<Problem>,
+    /// The keys left out of tables, which phase two must not call missing as well.
+    left_out: Vec<LeftOut>,
+}
+
+/// A key left out of a table in phase one: the table's span (as its `Spanned` has it)
+/// and the key.
+#[derive(Debug, PartialEq)]
+struct LeftOut {
+    table: Range<usize>,
+    key: String,
+}
+
+/// Whether `key` was left out of the table at `table` (so it is there, with a problem
+/// of its own, and not missing).
+fn was_left_out(left_out: &[LeftOut], table: Range<usize>, key: &str) -> bool {
+    left_out.iter().any(|l| l.table == table && l.key == key)
+}
+
 /// Phase one. A syntax error ends it, with every syntax error the parser finds (nothing
 /// after one can be trusted). Otherwise serde reads the document; each unknown key or
 /// value of the wrong type it stops at is recorded and left out of the document, which is
-/// read again, so no such problem hides another. Returns the raw values read and the
-/// problems, or only problems when reading could not go on (or found more than
-/// [`MAX_STRUCTURAL_PROBLEMS`]).
-fn read_raw(text: &str, lines: &Lines) -> Result<(RawConfig, Vec<Problem>), Vec<Problem>> {
+/// read again, so no such problem hides another. Returns what was read, or only problems
+/// when reading could not go on (or found more than [`MAX_STRUCTURAL_PROBLEMS`]).
+fn read_raw(text: &str, lines: &Lines) -> Result<Read, Vec<Problem>> {
     let problem = |e: &toml::de::Error| lines.problem(e.span().unwrap_or(0..0), e.message().trim());
     let (mut document, syntax) = DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
         return Err(syntax.iter().map(problem).collect());
     }
     let mut problems = Vec::new();
+    let mut left_out = Vec::new();
     loop {
         let e = match RawConfig::deserialize(toml::de::Deserializer::from(document.clone())) {
-            Ok(raw) => return Ok((raw, problems)),
+            Ok(raw) => {
+                return Ok(Read {
+                    raw,
+                    problems,
+                    left_out,
+                });
+            }
             Err(e) => e,
         };
         if problems.len() == MAX_STRUCTURAL_PROBLEMS {
@@ -407,36 +440,64 @@ fn read_raw(text: &str, lines: &Lines) -> Result<(RawConfig, Vec<Problem>), Vec<
             return Err(problems);
         }
         problems.push(problem(&e));
-        if !leave_out(document.get_mut(), &e.span().unwrap_or(0..0)) {
+        if !leave_out(
+            document.get_mut(),
+            None,
+            &e.span().unwrap_or(0..0),
+            &mut left_out,
+        ) {
             return Err(problems);
         }
     }
 }
 
-/// Leaves out of `table` what `span` points at: the innermost table entry whose key or
-/// value it is, or array element. Returns whether there was one.
-fn leave_out(table: &mut DeTable<'_>, span: &Range<usize>) -> bool {
+/// Leaves out of `table` (at `table_span`; `None` for the document) what `span` points
+/// at: the innermost table entry whose key or value it is, or array element. A table
+/// entry left out is added to `left_out`. Returns whether there was one.
+fn leave_out(
+    table: &mut DeTable<'_>,
+    table_span: Option<Range<usize>>,
+    span: &Range<usize>,
+    left_out: &mut Vec<LeftOut>,
+) -> bool {
     // Children first: an array of tables has the span of its first element's header.
     if table
         .iter_mut()
-        .any(|(_, value)| leave_out_inside(value.get_mut(), span))
+        .any(|(_, value)| leave_out_inside(value, span, left_out))
     {
         return true;
     }
-    let key = table
+    let Some(key) = table
         .iter()
         .find(|(key, value)| key.span() == *span || value.span() == *span)
-        .map(|(key, _)| key.clone());
-    key.is_some_and(|key| table.remove(&key).is_some())
+        .map(|(key, _)| key.clone())
+    else {
+        return false;
+    };
+    if table.remove(&key).is_none() {
+        return false;
+    }
+    if let Some(table) = table_span {
+        left_out.push(LeftOut {
+            table,
+            key: key.get_ref().to_string(),
+        });
+    }
+    true
 }
 
-fn leave_out_inside(value: &mut DeValue<'_>, span: &Range<usize>) -> bool {
-    match value {
-        DeValue::Table(table) => leave_out(table, span),
+fn leave_out_inside(
+    value: &mut Spanned<DeValue<'_>>,
+    span: &Range<usize>,
+    left_out: &mut Vec<LeftOut>,
+) -> bool {
+    let value_span = value.span();
+    match value.get_mut() {
+        DeValue::Table(table) => leave_out(table, Some(value_span), span, left_out),
         DeValue::Array(items) => {
             if items
                 .iter_mut()
-                .any(|item| leave_out_inside(item.get_mut(), span))
+                .any(|item| leave_out_inside(item, span, left_out))
             {
                 return true;
             }
@@ -621,7 +682,12 @@ struct RawFeed {
 
 // ---- phase two: validated values ----------------------------------------------------------
 
-fn validate(raw: RawConfig, lines: &Lines, path: &Path) -> Result<Config, ConfigError> {
+fn validate(
+    raw: RawConfig,
+    left_out: &[LeftOut],
+    lines: &Lines,
+    path: &Path,
+) -> Result<Config, ConfigError> {
     let mut problems = Vec::new();
     let mut report = |span: Range<usize>, message: String| {
         problems.push(lines.problem(span, &message));
@@ -817,7 +883,9 @@ fn validate(raw: RawConfig, lines: &Lines, path: &Path) -> Result<Config, Config
                 let smtp = table.get_ref();
                 let host = match &smtp.host {
                     None => {
-                        report(table.span(), "missing field `host`".into());
+                        if !was_left_out(left_out, table.span(), "host") {
+                            report(table.span(), "missing field `host`".into());
+                        }
                         String::new()
                     }
                     Some(host) if host.get_ref().trim().is_empty() => {
@@ -904,7 +972,9 @@ fn validate(raw: RawConfig, lines: &Lines, path: &Path) -> Result<Config, Config
         let feed = table.get_ref();
         let id = match &feed.id {
             None => {
-                report(table.span(), "missing field `id`".into());
+                if !was_left_out(left_out, table.span(), "id") {
+                    report(table.span(), "missing field `id`".into());
+                }
                 String::new()
             }
             Some(spanned) => {
@@ -930,7 +1000,9 @@ fn validate(raw: RawConfig, lines: &Lines, path: &Path) -> Result<Config, Config
 
         let url = match &feed.url {
             None => {
-                report(table.span(), "missing field `url`".into());
+                if !was_left_out(left_out, table.span(), "url") {
+                    report(table.span(), "missing field `url`".into());
+                }
                 None
             }
             Some(spanned) => match Url::parse(spanned.get_ref().trim()) {
@@ -1575,6 +1647,26 @@ mod tests {
                 ],
             ),
             (
+                "required values of the wrong type are not also missing",
+                "[mail]\ntransport = \"smtp\"\n[mail.smtp]\nhost = 1\n\
+                 [[feeds]]\nid = 5\nurl = \"https://a.example/\"\n\
+                 [[feeds]]\nid = \"b\"\nurl = 7\n[[feeds]]\nurl = \"https://c.example/\"\n",
+                &[
+                    "4:8: invalid type: integer `1`, expected a string",
+                    "6:6: invalid type: integer `5`, expected a string",
+                    "10:7: invalid type: integer `7`, expected a string",
+                    "11:1: missing field `id`",
+                ],
+            ),
+            (
+                "the same in inline tables",
+                "feeds = [{ id = 5, url = \"https://a.example/\" }, { url = \"https://c.example/\" }]\n",
+                &[
+                    "1:17: invalid type: integer `5`, expected a string",
+                    "1:50: missing field `id`",
+                ],
+            ),
+            (
                 "smtp without a host",
                 "[mail]\ntransport = \"smtp\"\n[mail.smtp]\nport = \"25\"\n",
                 &[
@@ -1620,40 +1712,6 @@ mod tests {
                 "{keys} keys: {last:?}"
             );
         }
-    }
-
-    #[test]
-    fn the_line_index_gives_lines_and_columns_in_characters() {
-        let text = "ab\ncd\r\n\né = \"ü\"\r\nlast";
-        let lines = Lines::new(text);
-        let at = |s: &str| text.find(s).unwrap();
-        // (name, byte offset, line, column)
-        let cases: &[(&str, usize, usize, usize)] = &[
-            ("start of the text", 0, 1, 1),
-            ("end of a line, at its \\n", 2, 1, 3),
-            ("start of the second line", 3, 2, 1),
-            (
-                "a \\r of a CRLF line end counts as a character",
-                at("\r"),
-                2,
-                3,
-            ),
-            ("the \\n after it", at("\r") + 1, 2, 4),
-            ("an empty line", at("\n\n") + 1, 3, 1),
-            ("the line after an empty one", at("é"), 4, 1),
-            ("after a two-byte character", at("é") + 2, 4, 2),
-            ("inside a string, after non-ASCII", at("ü"), 4, 6),
-            ("after it", at("ü") + 2, 4, 7),
-            ("the last line, without a line end", at("last"), 5, 1),
-            ("the end of the text", text.len(), 5, 5),
-            ("past the end", text.len() + 10, 5, 5),
-            ("inside a character: its start", at("é") + 1, 4, 1),
-        ];
-        for (name, offset, line, column) in cases {
-            assert_eq!(lines.position(*offset), (*line, *column), "{name}");
-            assert_eq!(lines.line(*offset), *line, "{name}");
-        }
-        assert_eq!(Lines::new("").position(0), (1, 1), "an empty text");
     }
 
     #[test]
@@ -1714,6 +1772,40 @@ mod tests {
             assert_eq!(found.len(), 1, "{name}: {found:#?}");
             assert!(found[0].starts_with(expected), "{name}: {found:#?}");
         }
+    }
+
+    #[test]
+    fn the_line_index_gives_lines_and_columns_in_characters() {
+        let text = "ab\ncd\r\n\né = \"ü\"\r\nlast";
+        let lines = Lines::new(text);
+        let at = |s: &str| text.find(s).unwrap();
+        // (name, byte offset, line, column)
+        let cases: &[(&str, usize, usize, usize)] = &[
+            ("start of the text", 0, 1, 1),
+            ("end of a line, at its \\n", 2, 1, 3),
+            ("start of the second line", 3, 2, 1),
+            (
+                "a \\r of a CRLF line end counts as a character",
+                at("\r"),
+                2,
+                3,
+            ),
+            ("the \\n after it", at("\r") + 1, 2, 4),
+            ("an empty line", at("\n\n") + 1, 3, 1),
+            ("the line after an empty one", at("é"), 4, 1),
+            ("after a two-byte character", at("é") + 2, 4, 2),
+            ("inside a string, after non-ASCII", at("ü"), 4, 6),
+            ("after it", at("ü") + 2, 4, 7),
+            ("the last line, without a line end", at("last"), 5, 1),
+            ("the end of the text", text.len(), 5, 5),
+            ("past the end", text.len() + 10, 5, 5),
+            ("inside a character: its start", at("é") + 1, 4, 1),
+        ];
+        for (name, offset, line, column) in cases {
+            assert_eq!(lines.position(*offset), (*line, *column), "{name}");
+            assert_eq!(lines.line(*offset), *line, "{name}");
+        }
+        assert_eq!(Lines::new("").position(0), (1, 1), "an empty text");
     }
 
     #[test]
