@@ -308,7 +308,7 @@ impl Config {
     }
 
     /// A new search may name only feeds and tags that exist: `Err` names those `query`
-    /// names that do not, and those that do.
+    /// names that do not, and at most ten that do, the closest first.
     pub fn check_scopes(&self, query: &Query) -> Result<(), String> {
         let unknown = self.unknown_scopes(query);
         if unknown.is_empty() {
@@ -324,15 +324,25 @@ impl Config {
         tags.sort_unstable();
         tags.dedup();
         let mut parts = Vec::new();
-        for (kind, known, none) in [
-            ("feed", ids, "no feeds are configured"),
-            ("tag", tags, "no feed has tags"),
+        for (kind, known, none, where_all) in [
+            (
+                "feed",
+                ids,
+                "no feeds are configured",
+                "`tidings feeds status` lists them",
+            ),
+            (
+                "tag",
+                tags,
+                "no feed has tags",
+                "see each feed's `tags` in the config",
+            ),
         ] {
-            let names: Vec<String> = unknown
+            let names: Vec<&str> = unknown
                 .iter()
                 .filter_map(|scope| match scope {
-                    Scope::Feed(id) if kind == "feed" => Some(format!("{id:?}")),
-                    Scope::Tag(tag) if kind == "tag" => Some(format!("{tag:?}")),
+                    Scope::Feed(id) if kind == "feed" => Some(id.as_str()),
+                    Scope::Tag(tag) if kind == "tag" => Some(tag.as_str()),
                     _ => None,
                 })
                 .collect();
@@ -343,8 +353,14 @@ impl Config {
             let known = if known.is_empty() {
                 none.to_string()
             } else {
-                format!("{kind}s: {}", known.join(", "))
+                let (listed, more) = closest_names(&known, &names);
+                let mut listed = listed.join(", ");
+                if more > 0 {
+                    listed.push_str(&format!(" and {more} more ({where_all})"));
+                }
+                format!("{kind}s: {listed}")
             };
+            let names: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
             parts.push(format!(
                 "unknown {kind}{plural} {} ({known})",
                 names.join(", ")
@@ -370,6 +386,59 @@ impl Config {
         .filter_map(|(name, changed)| changed.then_some(name))
         .collect()
     }
+}
+
+/// Known names a message about unknown ones lists at most: enough to spot the one meant,
+/// few enough that a message (on a public page too) stays short however many there are.
+const NAMES_LISTED: usize = 10;
+
+/// Unknown names that choose which known ones are listed, and the characters of each
+/// compared, so a message costs little however long the query.
+const NAMES_COMPARED: usize = 3;
+const CHARS_COMPARED: usize = 64;
+
+/// The names of `known` (sorted) to list beside the `unknown` ones, and how many are not
+/// listed: all of them when there are at most [`NAMES_LISTED`]; otherwise those closest
+/// to an unknown one first (those that contain it or that it contains, then those a few
+/// edits away; each nearest first), then the others in order.
+fn closest_names<'a>(known: &[&'a str], unknown: &[&str]) -> (Vec<&'a str>, usize) {
+    if known.len() <= NAMES_LISTED {
+        return (known.to_vec(), 0);
+    }
+    let unknown: Vec<(String, usize)> = unknown
+        .iter()
+        .take(NAMES_COMPARED)
+        .map(|name| {
+            let name: String = name.chars().take(CHARS_COMPARED).collect();
+            let len = name.chars().count();
+            (name, len)
+        })
+        .collect();
+    // (not related, edits away (usize::MAX: more than a few), name)
+    let closeness = |name: &str| {
+        let len = name.chars().count();
+        unknown
+            .iter()
+            .map(|(u, u_len)| {
+                if name.contains(u.as_str()) || u.contains(name) {
+                    return (false, strsim::levenshtein(u, name));
+                }
+                // A typo's worth: more is no hint, and not worth the cost of counting.
+                let few = (u_len / 3).max(2);
+                if len.abs_diff(*u_len) > few {
+                    return (true, usize::MAX);
+                }
+                let edits = strsim::levenshtein(u, name);
+                (true, if edits <= few { edits } else { usize::MAX })
+            })
+            .min()
+            .unwrap_or((true, usize::MAX))
+    };
+    let mut ranked: Vec<((bool, usize), &str)> =
+        known.iter().map(|&name| (closeness(name), name)).collect();
+    ranked.sort_unstable();
+    let listed = ranked[..NAMES_LISTED].iter().map(|&(_, n)| n).collect();
+    (listed, known.len() - NAMES_LISTED)
 }
 
 // ---- phase one: raw values, exactly as written --------------------------------------------
@@ -1883,6 +1952,46 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn unknown_names_are_listed_with_the_ten_known_ones_closest_to_them() {
+        let mut text = String::new();
+        let ids = ["uscis-news", "uscis-alerts", "ice", "cbp"]
+            .map(String::from)
+            .into_iter()
+            .chain((0..26).map(|i| format!("feed-{i:02}")));
+        for (i, id) in ids.enumerate() {
+            text.push_str(&format!(
+                "[[feeds]]\nid = \"{id}\"\nurl = \"https://a.example/{i}\"\ntags = [\"t{}\"]\n",
+                i % 20
+            ));
+        }
+        let config = parse(&text).unwrap();
+        // (name, query, the message)
+        #[rustfmt::skip]
+        let cases: &[(&str, &str, &str)] = &[
+            ("a part of a name, then a few edits away, then the others", "feed:uscis tag:t1x",
+                "unknown feed \"uscis\" (feeds: uscis-news, uscis-alerts, cbp, feed-00, feed-01, feed-02, \
+                 feed-03, feed-04, feed-05, feed-06 and 20 more (`tidings feeds status` lists them)); \
+                 unknown tag \"t1x\" (tags: t1, t10, t11, t12, t13, t14, t15, t16, t17, t18 \
+                 and 10 more (see each feed's `tags` in the config))"),
+            ("a typo", "feed:uscsi-news", "unknown feed \"uscsi-news\" (feeds: uscis-news, "),
+            ("the closest to any of the first three", "feed:x feed:y feed:icee feed:cbp-news",
+                "unknown feeds \"x\", \"y\", \"icee\", \"cbp-news\" (feeds: ice, "),
+        ];
+        for (name, query, expected) in cases {
+            let message = config
+                .check_scopes(&Query::parse(query).unwrap())
+                .unwrap_err();
+            assert!(message.starts_with(expected), "{name}: {message}");
+        }
+        // However long the query, the message is not much longer than the names it repeats.
+        let long: Vec<String> = (0..50).map(|i| format!("feed:unknown-{i}")).collect();
+        let message = config
+            .check_scopes(&Query::parse(&long.join(" OR ")).unwrap())
+            .unwrap_err();
+        assert!(message.len() < long.join(" ").len() + 300, "{message}");
     }
 
     #[test]
