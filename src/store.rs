@@ -312,12 +312,18 @@ impl Store {
     /// Opens the existing database at `path` to read only, without creating or migrating
     /// it: for commands that only look (`check-config`). Refuses a database whose schema
     /// is not this version's (older ones are migrated by any other command).
+    ///
+    /// The connection may write but refuses to (`query_only`): a read-only connection to a
+    /// WAL database creates its `-wal` and `-shm` files and cannot remove them, where this
+    /// one, the last to close, removes them, as the daemon's does. A file it may not
+    /// write is opened read-only.
     pub fn open_read_only(path: &Path) -> Result<Store> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .with_context(|| format!("opening database {}", path.display()))?;
+        let open =
+            |flags| Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX);
+        let conn = open(OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .or_else(|_| open(OpenFlags::SQLITE_OPEN_READ_ONLY))
+            .with_context(|| format!("opening database {}", path.display()))?;
+        conn.pragma_update(None, "query_only", true)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -2295,9 +2301,33 @@ mod tests {
             .add_subscription("a@x.example", "asylum", Schedule::Immediate, Tz::UTC, now)
             .unwrap();
         drop(store);
+        let bytes = std::fs::read(&current).unwrap();
         let read = Store::open_read_only(&current).unwrap();
         assert_eq!(read.subscribers().unwrap()[0].queries, ["asylum"]);
         assert!(read.remove_subscriber("a@x.example").is_err(), "read only");
+        drop(read);
+        assert_eq!(
+            std::fs::read(&current).unwrap(),
+            bytes,
+            "not a byte written"
+        );
+        for beside in ["t.db-wal", "t.db-shm"] {
+            assert!(!dir.path().join(beside).exists(), "{beside} left behind");
+        }
+
+        // Beside a writer (the daemon), it reads what was committed and leaves the
+        // writer's files to it.
+        let writer = Store::open(&current).unwrap();
+        writer
+            .add_subscription("b@x.example", "parole", Schedule::Immediate, Tz::UTC, now)
+            .unwrap();
+        let read = Store::open_read_only(&current).unwrap();
+        assert_eq!(read.subscribers().unwrap().len(), 2);
+        drop(read);
+        writer
+            .add_subscription("c@x.example", "visa", Schedule::Immediate, Tz::UTC, now)
+            .unwrap();
+        assert_eq!(writer.subscribers().unwrap().len(), 3);
     }
 
     /// Version 3 rebuilds `subscribers`; their subscriptions, matches and mail must survive
