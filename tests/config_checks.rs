@@ -512,7 +512,7 @@ async fn the_daemon_names_searches_left_dangling_at_start_and_after_a_reload() {
     );
     assert!(
         !log.lines()
-            .any(|l| dangling(l) && l.contains("search=visa")),
+            .any(|l| dangling(l) && l.contains("search=\"visa\"")),
         "{log}"
     );
     drop(daemon);
