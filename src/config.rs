@@ -274,8 +274,13 @@ impl Config {
                 problems,
             }
         };
-        let (raw, mut problems) = read_raw(text).map_err(error)?;
-        match validate(raw, text, path) {
+        let lines = Lines::new(text);
+        let Read {
+            raw,
+            mut problems,
+            left_out,
+        } = read_raw(text, &lines).map_err(error)?;
+        match validate(raw, &left_out, &lines, path) {
             Ok(config) if problems.is_empty() => Ok(config),
             Ok(_) => Err(error(problems)),
             Err(e) => {
@@ -301,7 +306,7 @@ impl Config {
     }
 
     /// A new search may name only feeds and tags that exist: `Err` names those `query`
-    /// names that do not, and those that do.
+    /// names that do not, and at most ten that do, the closest first.
     pub fn check_scopes(&self, query: &Query) -> Result<(), String> {
         let unknown = self.unknown_scopes(query);
         if unknown.is_empty() {
@@ -317,15 +322,25 @@ impl Config {
         tags.sort_unstable();
         tags.dedup();
         let mut parts = Vec::new();
-        for (kind, known, none) in [
-            ("feed", ids, "no feeds are configured"),
-            ("tag", tags, "no feed has tags"),
+        for (kind, known, none, where_all) in [
+            (
+                "feed",
+                ids,
+                "no feeds are configured",
+                "`tidings feeds status` lists them",
+            ),
+            (
+                "tag",
+                tags,
+                "no feed has tags",
+                "see each feed's `tags` in the config",
+            ),
         ] {
-            let names: Vec<String> = unknown
+            let names: Vec<&str> = unknown
                 .iter()
                 .filter_map(|scope| match scope {
-                    Scope::Feed(id) if kind == "feed" => Some(format!("{id:?}")),
-                    Scope::Tag(tag) if kind == "tag" => Some(format!("{tag:?}")),
+                    Scope::Feed(id) if kind == "feed" => Some(id.as_str()),
+                    Scope::Tag(tag) if kind == "tag" => Some(tag.as_str()),
                     _ => None,
                 })
                 .collect();
@@ -336,8 +351,14 @@ impl Config {
             let known = if known.is_empty() {
                 none.to_string()
             } else {
-                format!("{kind}s: {}", known.join(", "))
+                let (listed, more) = closest_names(&known, &names);
+                let mut listed = listed.join(", ");
+                if more > 0 {
+                    listed.push_str(&format!(" and {more} more ({where_all})"));
+                }
+                format!("{kind}s: {listed}")
             };
+            let names: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
             parts.push(format!(
                 "unknown {kind}{plural} {} ({known})",
                 names.join(", ")
@@ -365,37 +386,118 @@ impl Config {
     }
 }
 
+/// Known names a message about unknown ones lists at most: enough to spot the one meant,
+/// few enough that a message (on a public page too) stays short however many there are.
+const NAMES_LISTED: usize = 10;
+
+/// Unknown names that choose which known ones are listed, and the characters of each
+/// compared, so a message costs little however long the query.
+const NAMES_COMPARED: usize = 3;
+const CHARS_COMPARED: usize = 64;
+
+/// The names of `known` (sorted) to list beside the `unknown` ones, and how many are not
+/// listed: all of them when there are at most [`NAMES_LISTED`]; otherwise those closest
+/// to an unknown one first (those that contain it or that it contains, then those a few
+/// edits away; each nearest first), then the others in order.
+fn closest_names<'a>(known: &[&'a str], unknown: &[&str]) -> (Vec<&'a str>, usize) {
+    if known.len() <= NAMES_LISTED {
+        return (known.to_vec(), 0);
+    }
+    let unknown: Vec<(String, usize)> = unknown
+        .iter()
+        .take(NAMES_COMPARED)
+        .map(|name| {
+            let name: String = name.chars().take(CHARS_COMPARED).collect();
+            let len = name.chars().count();
+            (name, len)
+        })
+        .collect();
+    // (not related, edits away (usize::MAX: more than a few), name)
+    let closeness = |name: &str| {
+        let len = name.chars().count();
+        unknown
+            .iter()
+            .map(|(u, u_len)| {
+                if name.contains(u.as_str()) || u.contains(name) {
+                    return (false, strsim::levenshtein(u, name));
+                }
+                // A typo's worth: more is no hint, and not worth the cost of counting.
+                let few = (u_len / 3).max(2);
+                if len.abs_diff(*u_len) > few {
+                    return (true, usize::MAX);
+                }
+                let edits = strsim::levenshtein(u, name);
+                (true, if edits <= few { edits } else { usize::MAX })
+            })
+            .min()
+            .unwrap_or((true, usize::MAX))
+    };
+    let mut ranked: Vec<((bool, usize), &str)> =
+        known.iter().map(|&name| (closeness(name), name)).collect();
+    ranked.sort_unstable();
+    let listed = ranked[..NAMES_LISTED].iter().map(|&(_, n)| n).collect();
+    (listed, known.len() - NAMES_LISTED)
+}
+
 // ---- phase one: raw values, exactly as written --------------------------------------------
 
 /// Structural problems reported at most; each costs a read of the whole document.
 const MAX_STRUCTURAL_PROBLEMS: usize = 100;
 
+/// What phase one read.
+struct Read {
+    raw: RawConfig,
+    /// The unknown keys and values of the wrong type, each left out of `raw`.
+    problems: Vec<Problem>,
+    /// The keys left out of tables, which phase two must not call missing as well.
+    left_out: Vec<LeftOut>,
+}
+
+/// A key left out of a table in phase one: the table's span (as its `Spanned` has it)
+/// and the key.
+#[derive(Debug, PartialEq)]
+struct LeftOut {
+    table: Range<usize>,
+    key: String,
+}
+
+/// Whether `key` was left out of the table at `table` (so it is there, with a problem
+/// of its own, and not missing).
+fn was_left_out(left_out: &[LeftOut], table: Range<usize>, key: &str) -> bool {
+    left_out.iter().any(|l| l.table == table && l.key == key)
+}
+
 /// Phase one. A syntax error ends it, with every syntax error the parser finds (nothing
 /// after one can be trusted). Otherwise serde reads the document; each unknown key or
 /// value of the wrong type it stops at is recorded and left out of the document, which is
-/// read again, so no such problem hides another. Returns the raw values read and the
-/// problems, or only problems when reading could not go on.
-fn read_raw(text: &str) -> Result<(RawConfig, Vec<Problem>), Vec<Problem>> {
-    let problem =
-        |e: &toml::de::Error| problem_at(text, e.span().unwrap_or(0..0), e.message().trim());
+/// read again, so no such problem hides another. Returns what was read, or only problems
+/// when reading could not go on (or found more than [`MAX_STRUCTURAL_PROBLEMS`]).
+fn read_raw(text: &str, lines: &Lines) -> Result<Read, Vec<Problem>> {
+    let problem = |e: &toml::de::Error| lines.problem(e.span().unwrap_or(0..0), e.message().trim());
     let (mut document, syntax) = DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
         return Err(syntax.iter().map(problem).collect());
     }
     let mut problems = Vec::new();
+    let mut left_out = Vec::new();
     loop {
         let e = match RawConfig::deserialize(toml::de::Deserializer::from(document.clone())) {
-            Ok(raw) => return Ok((raw, problems)),
+            Ok(raw) => {
+                return Ok(Read {
+                    raw,
+                    problems,
+                    left_out,
+                });
+            }
             Err(e) => e,
         };
-        problems.push(problem(&e));
         if problems.len() == MAX_STRUCTURAL_PROBLEMS {
-            // Listed after the last one in the file.
+            // There is one more: say so, listed after the last one in the file.
             let last = problems
                 .iter()
                 .max_by_key(|p| (p.line, p.column))
                 .cloned()
-                .unwrap_or_else(|| problem_at(text, 0..0, ""));
+                .unwrap_or_else(|| lines.problem(0..0, ""));
             problems.push(Problem {
                 message: format!(
                     "stopped after {MAX_STRUCTURAL_PROBLEMS} problems: fix these and check again"
@@ -404,36 +506,65 @@ fn read_raw(text: &str) -> Result<(RawConfig, Vec<Problem>), Vec<Problem>> {
             });
             return Err(problems);
         }
-        if !leave_out(document.get_mut(), &e.span().unwrap_or(0..0)) {
+        problems.push(problem(&e));
+        if !leave_out(
+            document.get_mut(),
+            None,
+            &e.span().unwrap_or(0..0),
+            &mut left_out,
+        ) {
             return Err(problems);
         }
     }
 }
 
-/// Leaves out of `table` what `span` points at: the innermost table entry whose key or
-/// value it is, or array element. Returns whether there was one.
-fn leave_out(table: &mut DeTable<'_>, span: &Range<usize>) -> bool {
+/// Leaves out of `table` (at `table_span`; `None` for the document) what `span` points
+/// at: the innermost table entry whose key or value it is, or array element. A table
+/// entry left out is added to `left_out`. Returns whether there was one.
+fn leave_out(
+    table: &mut DeTable<'_>,
+    table_span: Option<Range<usize>>,
+    span: &Range<usize>,
+    left_out: &mut Vec<LeftOut>,
+) -> bool {
     // Children first: an array of tables has the span of its first element's header.
     if table
         .iter_mut()
-        .any(|(_, value)| leave_out_inside(value.get_mut(), span))
+        .any(|(_, value)| leave_out_inside(value, span, left_out))
     {
         return true;
     }
-    let key = table
+    let Some(key) = table
         .iter()
         .find(|(key, value)| key.span() == *span || value.span() == *span)
-        .map(|(key, _)| key.clone());
-    key.is_some_and(|key| table.remove(&key).is_some())
+        .map(|(key, _)| key.clone())
+    else {
+        return false;
+    };
+    if table.remove(&key).is_none() {
+        return false;
+    }
+    if let Some(table) = table_span {
+        left_out.push(LeftOut {
+            table,
+            key: key.get_ref().to_string(),
+        });
+    }
+    true
 }
 
-fn leave_out_inside(value: &mut DeValue<'_>, span: &Range<usize>) -> bool {
-    match value {
-        DeValue::Table(table) => leave_out(table, span),
+fn leave_out_inside(
+    value: &mut Spanned<DeValue<'_>>,
+    span: &Range<usize>,
+    left_out: &mut Vec<LeftOut>,
+) -> bool {
+    let value_span = value.span();
+    match value.get_mut() {
+        DeValue::Table(table) => leave_out(table, Some(value_span), span, left_out),
         DeValue::Array(items) => {
             if items
                 .iter_mut()
-                .any(|item| leave_out_inside(item.get_mut(), span))
+                .any(|item| leave_out_inside(item, span, left_out))
             {
                 return true;
             }
@@ -451,25 +582,88 @@ fn leave_out_inside(value: &mut DeValue<'_>, span: &Range<usize>) -> bool {
     }
 }
 
+/// A table of the file, read as `T`. Only a table: serde would also take an array for a
+/// struct, its elements as the fields in order (`web = ["https://x.org/"]` as
+/// `base_url`), and its problems would name the struct (`expected struct RawWeb with 7
+/// elements`); here anything else is a value of the wrong type, named as the file names it.
+#[derive(Default)]
+struct Table<T>(T);
+
+/// A struct read from a table of the file.
+trait Section {
+    /// What the file has there, for "expected …": "a `[web]` table".
+    const EXPECTED: &'static str;
+}
+
+impl<T> std::ops::Deref for Table<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<'de, T: Section + Deserialize<'de>> Deserialize<'de> for Table<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Only<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Section + Deserialize<'de>> serde::de::Visitor<'de> for Only<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(T::EXPECTED)
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer
+            .deserialize_map(Only(std::marker::PhantomData))
+            .map(Table)
+    }
+}
+
+macro_rules! sections {
+    ($($raw:ty => $expected:literal,)*) => {
+        $(impl Section for $raw {
+            const EXPECTED: &'static str = $expected;
+        })*
+    };
+}
+
+sections! {
+    RawPoll => "a `[poll]` table",
+    RawDigest => "a `[digest]` table",
+    RawMail => "a `[mail]` table",
+    RawSmtp => "a `[mail.smtp]` table",
+    RawWeb => "a `[web]` table",
+    RawService => "a `[service]` table",
+    RawFeed => "a `[[feeds]]` table (with `id` and `url`)",
+    RawSynonyms => "a `[synonyms]` table",
+}
+
+/// `[synonyms]`: each term, with the others that mean the same.
+type RawSynonyms = std::collections::BTreeMap<Spanned<String>, Vec<Spanned<String>>>;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     database: Option<Spanned<String>>,
     retention: Option<Spanned<String>>,
     #[serde(default)]
-    poll: RawPoll,
+    poll: Table<RawPoll>,
     #[serde(default)]
-    digest: RawDigest,
+    digest: Table<RawDigest>,
     #[serde(default)]
-    mail: RawMail,
+    mail: Table<RawMail>,
     #[serde(default)]
-    web: RawWeb,
+    web: Table<RawWeb>,
     #[serde(default)]
-    service: RawService,
+    service: Table<RawService>,
     #[serde(default)]
-    feeds: Vec<Spanned<RawFeed>>,
+    feeds: Vec<Spanned<Table<RawFeed>>>,
     #[serde(default)]
-    synonyms: std::collections::BTreeMap<Spanned<String>, Vec<Spanned<String>>>,
+    synonyms: Table<RawSynonyms>,
 }
 
 #[derive(Deserialize, Default)]
@@ -507,7 +701,7 @@ struct RawMail {
     rate_limit: Option<u32>,
     concurrency: Option<Spanned<u32>>,
     pause_after_bounces: Option<u32>,
-    smtp: Option<Spanned<RawSmtp>>,
+    smtp: Option<Spanned<Table<RawSmtp>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -555,10 +749,15 @@ struct RawFeed {
 
 // ---- phase two: validated values ----------------------------------------------------------
 
-fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigError> {
+fn validate(
+    raw: RawConfig,
+    left_out: &[LeftOut],
+    lines: &Lines,
+    path: &Path,
+) -> Result<Config, ConfigError> {
     let mut problems = Vec::new();
     let mut report = |span: Range<usize>, message: String| {
-        problems.push(problem_at(text, span, &message));
+        problems.push(lines.problem(span, &message));
     };
     let base = path.parent().unwrap_or(Path::new("."));
 
@@ -751,7 +950,9 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
                 let smtp = table.get_ref();
                 let host = match &smtp.host {
                     None => {
-                        report(table.span(), "missing field `host`".into());
+                        if !was_left_out(left_out, table.span(), "host") {
+                            report(table.span(), "missing field `host`".into());
+                        }
                         String::new()
                     }
                     Some(host) if host.get_ref().trim().is_empty() => {
@@ -832,7 +1033,9 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
         let feed = table.get_ref();
         let id = match &feed.id {
             None => {
-                report(table.span(), "missing field `id`".into());
+                if !was_left_out(left_out, table.span(), "id") {
+                    report(table.span(), "missing field `id`".into());
+                }
                 String::new()
             }
             Some(spanned) => {
@@ -845,7 +1048,7 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
                         ),
                     );
                 } else if let Some(line) =
-                    seen_ids.insert(id.clone(), line_of(text, spanned.span().start))
+                    seen_ids.insert(id.clone(), lines.line(spanned.span().start))
                 {
                     report(
                         spanned.span(),
@@ -858,7 +1061,9 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
 
         let url = match &feed.url {
             None => {
-                report(table.span(), "missing field `url`".into());
+                if !was_left_out(left_out, table.span(), "url") {
+                    report(table.span(), "missing field `url`".into());
+                }
                 None
             }
             Some(spanned) => match Url::parse(spanned.get_ref().trim()) {
@@ -882,7 +1087,7 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
             },
         };
         if let Some((u, span)) = &url
-            && let Some(line) = seen_urls.insert(u.to_string(), line_of(text, span.start))
+            && let Some(line) = seen_urls.insert(u.to_string(), lines.line(span.start))
         {
             report(
                 span.clone(),
@@ -937,7 +1142,7 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
     }
 
     let mut synonyms = Vec::with_capacity(raw.synonyms.len());
-    for (spanned, others) in &raw.synonyms {
+    for (spanned, others) in raw.synonyms.iter() {
         let term = spanned.get_ref();
         let mut group = vec![term.trim().to_string()];
         for other in others {
@@ -973,9 +1178,9 @@ fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErr
             per_host: per_host as usize,
             max_backoff,
             full_fetch_every,
-            user_agent: raw.poll.user_agent.unwrap_or_else(default_user_agent),
-            allow_private_networks: raw.poll.allow_private_networks.unwrap_or(false),
-            allow_metadata: raw.poll.allow_metadata.unwrap_or(false),
+            user_agent: raw.poll.0.user_agent.unwrap_or_else(default_user_agent),
+            allow_private_networks: raw.poll.0.allow_private_networks.unwrap_or(false),
+            allow_metadata: raw.poll.0.allow_metadata.unwrap_or(false),
         },
         digest: DigestSettings { daily_at, timezone },
         mail: MailSettings {
@@ -1082,20 +1287,46 @@ fn public_base_url(text: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-fn problem_at(text: &str, span: Range<usize>, message: &str) -> Problem {
-    let start = span.start.min(text.len());
-    let before = &text[..start];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    Problem {
-        line,
-        column,
-        message: message.to_string(),
-    }
+/// Lines and columns of a text's byte offsets. Where each line starts is found once, so
+/// a position costs a binary search rather than a count from the start of the file (every
+/// feed's id and url takes one, to name the line of a duplicate).
+struct Lines<'a> {
+    text: &'a str,
+    /// The byte offset of each line's first character: 0, then each one after a `\n`.
+    starts: Vec<usize>,
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    problem_at(text, offset..offset, "").line
+impl<'a> Lines<'a> {
+    fn new(text: &'a str) -> Lines<'a> {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(at, _)| at + 1))
+            .collect();
+        Lines { text, starts }
+    }
+
+    /// The line (from 1) of byte `offset`.
+    fn line(&self, offset: usize) -> usize {
+        // The first start is 0, so at least one is at or before any offset.
+        self.starts.partition_point(|&start| start <= offset)
+    }
+
+    /// The line and column (from 1; a column counts characters, not bytes) of byte
+    /// `offset`, taken back to the end of the text or the start of its character.
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let offset = self.text.floor_char_boundary(offset);
+        let line = self.line(offset);
+        let start = self.starts[line - 1];
+        (line, self.text[start..offset].chars().count() + 1)
+    }
+
+    fn problem(&self, span: Range<usize>, message: &str) -> Problem {
+        let (line, column) = self.position(span.start);
+        Problem {
+            line,
+            column,
+            message: message.to_string(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1523,6 +1754,26 @@ mod tests {
                 ],
             ),
             (
+                "required values of the wrong type are not also missing",
+                "[mail]\ntransport = \"smtp\"\n[mail.smtp]\nhost = 1\n\
+                 [[feeds]]\nid = 5\nurl = \"https://a.example/\"\n\
+                 [[feeds]]\nid = \"b\"\nurl = 7\n[[feeds]]\nurl = \"https://c.example/\"\n",
+                &[
+                    "4:8: invalid type: integer `1`, expected a string",
+                    "6:6: invalid type: integer `5`, expected a string",
+                    "10:7: invalid type: integer `7`, expected a string",
+                    "11:1: missing field `id`",
+                ],
+            ),
+            (
+                "the same in inline tables",
+                "feeds = [{ id = 5, url = \"https://a.example/\" }, { url = \"https://c.example/\" }]\n",
+                &[
+                    "1:17: invalid type: integer `5`, expected a string",
+                    "1:50: missing field `id`",
+                ],
+            ),
+            (
                 "smtp without a host",
                 "[mail]\ntransport = \"smtp\"\n[mail.smtp]\nport = \"25\"\n",
                 &[
@@ -1549,15 +1800,119 @@ mod tests {
     }
 
     #[test]
-    fn structural_problems_stop_at_a_hundred() {
-        let text: String = (0..150).map(|i| format!("bogus{i} = 1\n")).collect();
-        let found = problems(&text);
-        assert_eq!(found.len(), MAX_STRUCTURAL_PROBLEMS + 1);
-        let last = found.last().unwrap();
-        assert!(
-            last.message.starts_with("stopped after 100 problems"),
-            "{last:?}"
-        );
+    fn structural_problems_stop_at_a_hundred_when_there_are_more() {
+        // (unknown keys in the file, problems listed, whether the last says it stopped)
+        let cases = [
+            (99, 99, false),
+            (100, 100, false),
+            (101, 101, true),
+            (150, 101, true),
+        ];
+        for (keys, listed, stopped) in cases {
+            let text: String = (0..keys).map(|i| format!("bogus{i} = 1\n")).collect();
+            let found = problems(&text);
+            assert_eq!(found.len(), listed, "{keys} keys");
+            let last = found.last().unwrap();
+            assert_eq!(
+                last.message.starts_with("stopped after 100 problems"),
+                stopped,
+                "{keys} keys: {last:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn tables_of_the_wrong_type_are_named_as_the_file_names_them() {
+        // (name, config text, the one problem as "line:column: message")
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "a number for a table",
+                "poll = 3\n",
+                "1:8: invalid type: integer `3`, expected a `[poll]` table",
+            ),
+            (
+                "an empty array",
+                "web = []\n",
+                "1:7: invalid type: sequence, expected a `[web]` table",
+            ),
+            (
+                "an array is not read as the fields in order",
+                "web = [\"https://x.org/\"]\n",
+                "1:7: invalid type: sequence, expected a `[web]` table",
+            ),
+            (
+                "a feed that is a number",
+                "feeds = [1]\n",
+                "1:10: invalid type: integer `1`, expected a `[[feeds]]` table (with `id` and `url`)",
+            ),
+            (
+                "a feed that is an array",
+                "feeds = [[\"a\", \"https://a.example/\"]]\n",
+                "1:10: invalid type: sequence, expected a `[[feeds]]` table",
+            ),
+            (
+                "an smtp table that is an array",
+                "[mail]\nsmtp = []\n",
+                "2:8: invalid type: sequence, expected a `[mail.smtp]` table",
+            ),
+            (
+                "digest",
+                "digest = \"daily\"\n",
+                "1:10: invalid type: string \"daily\", expected a `[digest]` table",
+            ),
+            (
+                "service",
+                "service = true\n",
+                "1:11: invalid type: boolean `true`, expected a `[service]` table",
+            ),
+            (
+                "synonyms",
+                "synonyms = 3\n",
+                "1:12: invalid type: integer `3`, expected a `[synonyms]` table",
+            ),
+        ];
+        for (name, text, expected) in cases {
+            let found: Vec<String> = problems(text)
+                .iter()
+                .map(|p| format!("{}:{}: {}", p.line, p.column, p.message))
+                .collect();
+            assert_eq!(found.len(), 1, "{name}: {found:#?}");
+            assert!(found[0].starts_with(expected), "{name}: {found:#?}");
+        }
+    }
+
+    #[test]
+    fn the_line_index_gives_lines_and_columns_in_characters() {
+        let text = "ab\ncd\r\n\né = \"ü\"\r\nlast";
+        let lines = Lines::new(text);
+        let at = |s: &str| text.find(s).unwrap();
+        // (name, byte offset, line, column)
+        let cases: &[(&str, usize, usize, usize)] = &[
+            ("start of the text", 0, 1, 1),
+            ("end of a line, at its \\n", 2, 1, 3),
+            ("start of the second line", 3, 2, 1),
+            (
+                "a \\r of a CRLF line end counts as a character",
+                at("\r"),
+                2,
+                3,
+            ),
+            ("the \\n after it", at("\r") + 1, 2, 4),
+            ("an empty line", at("\n\n") + 1, 3, 1),
+            ("the line after an empty one", at("é"), 4, 1),
+            ("after a two-byte character", at("é") + 2, 4, 2),
+            ("inside a string, after non-ASCII", at("ü"), 4, 6),
+            ("after it", at("ü") + 2, 4, 7),
+            ("the last line, without a line end", at("last"), 5, 1),
+            ("the end of the text", text.len(), 5, 5),
+            ("past the end", text.len() + 10, 5, 5),
+            ("inside a character: its start", at("é") + 1, 4, 1),
+        ];
+        for (name, offset, line, column) in cases {
+            assert_eq!(lines.position(*offset), (*line, *column), "{name}");
+            assert_eq!(lines.line(*offset), *line, "{name}");
+        }
+        assert_eq!(Lines::new("").position(0), (1, 1), "an empty text");
     }
 
     #[test]
@@ -1635,6 +1990,46 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn unknown_names_are_listed_with_the_ten_known_ones_closest_to_them() {
+        let mut text = String::new();
+        let ids = ["uscis-news", "uscis-alerts", "ice", "cbp"]
+            .map(String::from)
+            .into_iter()
+            .chain((0..26).map(|i| format!("feed-{i:02}")));
+        for (i, id) in ids.enumerate() {
+            text.push_str(&format!(
+                "[[feeds]]\nid = \"{id}\"\nurl = \"https://a.example/{i}\"\ntags = [\"t{}\"]\n",
+                i % 20
+            ));
+        }
+        let config = parse(&text).unwrap();
+        // (name, query, the message)
+        #[rustfmt::skip]
+        let cases: &[(&str, &str, &str)] = &[
+            ("a part of a name, then a few edits away, then the others", "feed:uscis tag:t1x",
+                "unknown feed \"uscis\" (feeds: uscis-news, uscis-alerts, cbp, feed-00, feed-01, feed-02, \
+                 feed-03, feed-04, feed-05, feed-06 and 20 more (`tidings feeds status` lists them)); \
+                 unknown tag \"t1x\" (tags: t1, t10, t11, t12, t13, t14, t15, t16, t17, t18 \
+                 and 10 more (see each feed's `tags` in the config))"),
+            ("a typo", "feed:uscsi-news", "unknown feed \"uscsi-news\" (feeds: uscis-news, "),
+            ("the closest to any of the first three", "feed:x feed:y feed:icee feed:cbp-news",
+                "unknown feeds \"x\", \"y\", \"icee\", \"cbp-news\" (feeds: ice, "),
+        ];
+        for (name, query, expected) in cases {
+            let message = config
+                .check_scopes(&Query::parse(query).unwrap())
+                .unwrap_err();
+            assert!(message.starts_with(expected), "{name}: {message}");
+        }
+        // However long the query, the message is not much longer than the names it repeats.
+        let long: Vec<String> = (0..50).map(|i| format!("feed:unknown-{i}")).collect();
+        let message = config
+            .check_scopes(&Query::parse(&long.join(" OR ")).unwrap())
+            .unwrap_err();
+        assert!(message.len() < long.join(" ").len() + 300, "{message}");
     }
 
     #[test]

@@ -33,7 +33,8 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::pipeline::{
-    App, FeedOutcome, PollObserver, dangling_searches, poll_feeds_observed, prune, send_digests,
+    App, DanglingSearch, FeedOutcome, PollObserver, dangling_searches, poll_feeds_observed, prune,
+    send_digests,
 };
 
 /// Every 15 seconds: poll the feeds that are due.
@@ -45,6 +46,10 @@ const PRUNE_TICK: &str = "0 17 3 * * *";
 /// Changes to the config file closer together than this are one reload (editors write
 /// a file in several steps).
 const RELOAD_SETTLE: Duration = Duration::from_millis(300);
+
+/// Searches naming a feed or tag the config does not have that are logged one by one at
+/// start or after a reload; the rest are counted in one line.
+const DANGLING_LOGGED: usize = 20;
 
 /// What asked for a reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -392,21 +397,34 @@ async fn warn_dangling_searches(app: &App) {
     })
     .await;
     match found {
-        Ok(Ok(found)) => {
-            for d in found {
-                let missing: Vec<String> = d.unknown.iter().map(ToString::to_string).collect();
-                warn!(
-                    subscriber = %d.email,
-                    search = %d.query,
-                    missing = %missing.join(", "),
-                    "search names a feed or tag the config does not have"
-                );
-            }
-        }
+        Ok(Ok(found)) => log_dangling_searches(&found),
         Ok(Err(e)) => {
             warn!(error = %format!("{e:#}"), "checking stored searches against the config")
         }
         Err(e) => warn!(error = %e, "checking stored searches against the config"),
+    }
+}
+
+/// Logs the first [`DANGLING_LOGGED`] of `found`, then how many more there are (the admin
+/// page and `check-config` list them all). The subscriber's text is a `&str` field, which
+/// the text log quotes (so a search `tag:x missing=none` cannot pass for a field of its own)
+/// and the JSON log writes as a plain string.
+fn log_dangling_searches(found: &[DanglingSearch]) {
+    for d in found.iter().take(DANGLING_LOGGED) {
+        let missing: Vec<String> = d.unknown.iter().map(ToString::to_string).collect();
+        warn!(
+            subscriber = d.email.as_str(),
+            search = d.query.as_str(),
+            missing = missing.join(", ").as_str(),
+            "search names a feed or tag the config does not have"
+        );
+    }
+    if found.len() > DANGLING_LOGGED {
+        warn!(
+            more = found.len() - DANGLING_LOGGED,
+            "and more searches name a feed or tag the config does not have (see /admin or \
+             `tidings check-config`)"
+        );
     }
 }
 
@@ -504,5 +522,101 @@ pub fn shutdown_signal() -> impl Future<Output = ()> {
             error!(error = %e, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use crate::matcher::Scope;
+
+    use super::*;
+
+    /// A log writer into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn lines(&self) -> Vec<String> {
+            String::from_utf8_lossy(&self.0.lock().unwrap())
+                .lines()
+                .map(str::to_string)
+                .collect()
+        }
+    }
+
+    fn dangling(n: usize) -> Vec<DanglingSearch> {
+        (0..n)
+            .map(|i| DanglingSearch {
+                email: format!("s{i}@example.org"),
+                query: "tag:x missing=none".into(),
+                unknown: vec![Scope::Tag("x".into())],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dangling_searches_are_logged_quoted_and_at_most_twenty() {
+        // (searches, lines logged, the count on the last)
+        let cases = [
+            (0, 0, None),
+            (3, 3, None),
+            (20, 20, None),
+            (21, 21, Some(1)),
+            (500, 21, Some(480)),
+        ];
+        for (n, lines, more) in cases {
+            let log = Captured::default();
+            let writer = log.clone();
+            let text = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish();
+            tracing::subscriber::with_default(text, || log_dangling_searches(&dangling(n)));
+            let logged = log.lines();
+            assert_eq!(logged.len(), lines, "{n}: {logged:#?}");
+            if n > 0 {
+                assert!(
+                    logged[0].ends_with(
+                        "search names a feed or tag the config does not have \
+                         subscriber=\"s0@example.org\" search=\"tag:x missing=none\" missing=\"tag:x\""
+                    ),
+                    "{n}: {}",
+                    logged[0]
+                );
+            }
+            let last = logged.last().map_or("", String::as_str);
+            match more {
+                Some(more) => assert!(
+                    last.contains("see /admin") && last.ends_with(&format!(" more={more}")),
+                    "{n}: {last}"
+                ),
+                None => assert!(!last.contains("more="), "{n}: {last}"),
+            }
+        }
+
+        // The JSON log has the search as it is.
+        let log = Captured::default();
+        let writer = log.clone();
+        let json = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(json, || log_dangling_searches(&dangling(1)));
+        let line: serde_json::Value = serde_json::from_str(&log.lines()[0]).unwrap();
+        assert_eq!(line["fields"]["search"], "tag:x missing=none", "{line}");
     }
 }

@@ -279,6 +279,25 @@ pub struct OutboxMessage {
     pub claim: Option<String>,
 }
 
+/// The schema version of the database at `path` (on `conn`). One a newer Tidings wrote is
+/// refused: this one cannot migrate it back, nor read it.
+fn schema_version(conn: &Connection, path: &Path) -> Result<i64> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .with_context(|| format!("reading database {}", path.display()))?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        bail!(
+            "database {} was written by a newer version of Tidings (schema version {version}; \
+             Tidings {} knows versions up to {known}): run that version, or restore a backup \
+             this one made",
+            path.display(),
+            env!("CARGO_PKG_VERSION")
+        );
+    }
+    Ok(version)
+}
+
 impl Store {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Store> {
@@ -289,6 +308,7 @@ impl Store {
         let mut conn = Connection::open(path)
             .with_context(|| format!("opening database {}", path.display()))?;
         conn.busy_timeout(Duration::from_secs(10))?;
+        schema_version(&conn, path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         // Off while migrating, so a table rebuild does not cascade; each migration is
@@ -312,16 +332,20 @@ impl Store {
     /// Opens the existing database at `path` to read only, without creating or migrating
     /// it: for commands that only look (`check-config`). Refuses a database whose schema
     /// is not this version's (older ones are migrated by any other command).
+    ///
+    /// The connection may write but refuses to (`query_only`): a read-only connection to a
+    /// WAL database creates its `-wal` and `-shm` files and cannot remove them, where this
+    /// one, the last to close, removes them, as the daemon's does. A file it may not
+    /// write is opened read-only.
     pub fn open_read_only(path: &Path) -> Result<Store> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .with_context(|| format!("opening database {}", path.display()))?;
+        let open =
+            |flags| Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX);
+        let conn = open(OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .or_else(|_| open(OpenFlags::SQLITE_OPEN_READ_ONLY))
+            .with_context(|| format!("opening database {}", path.display()))?;
+        conn.pragma_update(None, "query_only", true)?;
         conn.busy_timeout(Duration::from_secs(10))?;
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .with_context(|| format!("reading database {}", path.display()))?;
+        let version = schema_version(&conn, path)?;
         let expected = MIGRATIONS.len() as i64;
         if version != expected {
             bail!(
@@ -2297,9 +2321,59 @@ mod tests {
             .add_subscription("a@x.example", "asylum", Schedule::Immediate, Tz::UTC, now)
             .unwrap();
         drop(store);
+        let bytes = std::fs::read(&current).unwrap();
         let read = Store::open_read_only(&current).unwrap();
         assert_eq!(read.subscribers().unwrap()[0].queries, ["asylum"]);
         assert!(read.remove_subscriber("a@x.example").is_err(), "read only");
+        drop(read);
+        assert_eq!(
+            std::fs::read(&current).unwrap(),
+            bytes,
+            "not a byte written"
+        );
+        for beside in ["t.db-wal", "t.db-shm"] {
+            assert!(!dir.path().join(beside).exists(), "{beside} left behind");
+        }
+
+        // Beside a writer (the daemon), it reads what was committed and leaves the
+        // writer's files to it.
+        let writer = Store::open(&current).unwrap();
+        writer
+            .add_subscription("b@x.example", "parole", Schedule::Immediate, Tz::UTC, now)
+            .unwrap();
+        let read = Store::open_read_only(&current).unwrap();
+        assert_eq!(read.subscribers().unwrap().len(), 2);
+        drop(read);
+        writer
+            .add_subscription("c@x.example", "visa", Schedule::Immediate, Tz::UTC, now)
+            .unwrap();
+        assert_eq!(writer.subscribers().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_database_from_a_newer_tidings_is_refused_and_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        drop(Store::open(&path).unwrap());
+        let newer = MIGRATIONS.len() as i64 + 1;
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", newer)
+            .unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        for (name, opened) in [
+            ("open", Store::open(&path).err()),
+            ("open_read_only", Store::open_read_only(&path).err()),
+        ] {
+            let err = format!("{:#}", opened.unwrap());
+            assert!(
+                err.contains(&format!(
+                    "was written by a newer version of Tidings (schema version {newer}"
+                )) && !err.contains("migrat"),
+                "{name}: {err}"
+            );
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "left as it was");
     }
 
     /// Version 3 rebuilds `subscribers`; their subscriptions, matches and mail must survive

@@ -639,6 +639,8 @@ async fn set_schedule(
 
 /// Failed messages listed on the admin page.
 const ADMIN_FAILED: usize = 20;
+/// Searches naming missing feeds or tags listed on the admin page; the rest are counted.
+const ADMIN_DANGLING: usize = 100;
 
 /// Wrong admin passwords one client may try before it has to wait.
 const ADMIN_FREE_TRIES: u32 = 10;
@@ -772,8 +774,11 @@ async fn admin_page(
             }
         })
         .collect();
-    let dangling: Vec<_> = crate::pipeline::dangling_searches(&app.config, &subscribers)
+    let dangling = crate::pipeline::dangling_searches(&app.config, &subscribers);
+    let dangling_more = dangling.len().saturating_sub(ADMIN_DANGLING);
+    let dangling: Vec<_> = dangling
         .into_iter()
+        .take(ADMIN_DANGLING)
         .map(|d| {
             let missing: Vec<String> = d.unknown.iter().map(ToString::to_string).collect();
             context! { email => d.email, query => d.query, missing => missing.join(", ") }
@@ -806,6 +811,7 @@ async fn admin_page(
             failed => failed_rows,
             feeds,
             dangling,
+            dangling_more,
         },
     )
     .into_response())

@@ -514,7 +514,7 @@ async fn the_daemon_names_searches_left_dangling_at_start_and_after_a_reload() {
     );
     assert!(
         !log.lines()
-            .any(|l| dangling(l) && l.contains("search=visa")),
+            .any(|l| dangling(l) && l.contains("search=\"visa\"")),
         "{log}"
     );
     drop(daemon);
@@ -574,4 +574,48 @@ async fn the_admin_page_lists_searches_naming_feeds_or_tags_the_config_does_not_
         assert!(section.contains(words), "{words} in:\n{section}");
     }
     assert!(!section.contains("<code>asylum</code>"), "{section}");
+}
+
+/// However many searches dangle, the admin page lists a hundred and counts the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_page_lists_a_hundred_dangling_searches_and_counts_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("a", &[]), ("b", &[])], "");
+    let mut app = tidings::App::open(tidings::Config::load(&config).unwrap()).unwrap();
+    let schedule = tidings::digest::Schedule::parse("daily", app.config.digest.daily_at).unwrap();
+    let now = chrono::Utc::now();
+    for i in 0..105 {
+        app.store
+            .add_subscription(
+                &format!("s{i:03}@example.org"),
+                "feed:b",
+                schedule,
+                chrono_tz::UTC,
+                now,
+            )
+            .unwrap();
+    }
+    let config = write_config(dir.path(), &[("a", &[])], "");
+    app = app
+        .reconfigure(tidings::Config::load(&config).unwrap())
+        .unwrap();
+    app.admin_token = Some("a-long-enough-admin-password".into());
+    let (base, _stop) = serve_pages(&app).await;
+    let page = reqwest::Client::new()
+        .get(format!("{base}/admin"))
+        .basic_auth("admin", Some("a-long-enough-admin-password"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let start = page.find("Searches naming missing feeds or tags").unwrap();
+    let section = &page[start..start + page[start..].find("Failed mail").unwrap()];
+    assert_eq!(
+        section.matches("<code>feed:b</code>").count(),
+        100,
+        "{section}"
+    );
+    assert!(section.contains("And 5 more"), "{section}");
 }

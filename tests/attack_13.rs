@@ -1,0 +1,538 @@
+//! An attack on issue 13 (searches naming unknown feeds or tags, check-config reporting
+//! every problem, TIDINGS_BASE_URL, the browser test's runtime ignore). Each test is named
+//! for the behaviour it expects and fails on the code it was written against. Loopback
+//! only: every server is on 127.0.0.1.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::redirect::Policy;
+use tidings::App;
+use tidings::config::Config;
+use tidings::matcher::Query;
+
+fn tidings(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(args)
+        .env_remove("TIDINGS_CONFIG")
+        .env_remove("TIDINGS_BASE_URL")
+        .env_remove("TIDINGS_LOG")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run tidings")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A config text with `n` valid feeds (ids `feed-0`…, each tagged), under `head`.
+fn many_feeds(head: &str, n: usize) -> String {
+    let mut text = format!("{head}\n");
+    for i in 0..n {
+        text.push_str(&format!(
+            "[[feeds]]\nid = \"feed-{i}\"\nname = \"Feed number {i}\"\n\
+             url = \"http://127.0.0.1:1/feed/{i}.xml\"\ntags = [\"news\", \"t{}\"]\n\n",
+            i % 50
+        ));
+    }
+    text
+}
+
+// ---- check-config: every problem, by position ---------------------------------------------
+
+/// A value of the wrong type is one problem, not two: once left out of the document it
+/// must not also be reported as a missing required key (`id`, `url`, `mail.smtp.host`).
+#[test]
+fn a_required_value_of_the_wrong_type_is_not_also_reported_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        "[mail]\ntransport = \"smtp\"\n[mail.smtp]\nhost = 1\n\
+         [[feeds]]\nid = 5\nurl = \"http://127.0.0.1:1/a\"\n\
+         [[feeds]]\nid = \"b\"\nurl = 7\n",
+    )
+    .unwrap();
+    let out = tidings(&["check-config", "-c", path.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(
+        err.matches("invalid type").count(),
+        3,
+        "each bad value reported: {err}"
+    );
+    assert!(
+        !err.contains("missing field"),
+        "a key that is there, with the wrong type, is not missing: {err}"
+    );
+}
+
+/// Problems speak the file's language: no Rust type names (`struct RawFeed`, `RawWeb with
+/// 7 elements`) that the user never wrote.
+#[test]
+fn config_problems_never_name_internal_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, "poll = 3\nweb = []\nfeeds = [1]\n").unwrap();
+    let out = tidings(&["check-config", "-c", path.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 3, "{err}");
+    for internal in ["Raw", "struct", "elements"] {
+        assert!(!err.contains(internal), "{internal:?} in: {err}");
+    }
+}
+
+/// Exactly 100 problems are all the problems: check-config must not claim it stopped
+/// early ("stopped after 100 problems") when there was nothing more to find.
+#[test]
+fn exactly_one_hundred_problems_are_not_reported_as_stopping_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let keys: String = (0..100).map(|i| format!("k{i} = 1\n")).collect();
+    std::fs::write(&path, format!("[poll]\n{keys}")).unwrap();
+    let out = tidings(&["check-config", "-c", path.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(err.matches("unknown field").count(), 100, "{err}");
+    assert!(
+        !err.contains("stopped after"),
+        "all 100 were found: {}",
+        err.lines().last().unwrap_or("")
+    );
+}
+
+// ---- check-config and the database -------------------------------------------------------
+
+/// A folder with a config naming feed `uscis`, and a database holding a search for it.
+fn config_and_database() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        "database = \"t.db\"\n[web]\nlisten = \"\"\n[service]\nadmin_listen = \"\"\n\
+         [[feeds]]\nid = \"uscis\"\nurl = \"http://127.0.0.1:1/a\"\n",
+    )
+    .unwrap();
+    let out = tidings(&[
+        "subscriber",
+        "add",
+        "ana@example.org",
+        "--query",
+        "feed:uscis",
+        "-c",
+        path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    (dir, path)
+}
+
+/// check-config only looks: with no daemon running it leaves the database's folder as
+/// it found it. It left `t.db-wal` and a 32 KiB `t.db-shm` behind (a read-only SQLite
+/// connection to a WAL database creates them and cannot remove them).
+#[test]
+fn check_config_leaves_no_wal_or_shm_files_beside_the_database() {
+    let (dir, path) = config_and_database();
+    let before: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        !dir.path().join("t.db-shm").exists(),
+        "clean before: {before:?}"
+    );
+    let out = tidings(&["check-config", "-c", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for leftover in ["t.db-wal", "t.db-shm"] {
+        assert!(
+            !dir.path().join(leftover).exists(),
+            "check-config created {leftover}"
+        );
+    }
+}
+
+/// A database from a newer Tidings is not one `tidings run` migrates (run refuses it:
+/// "migration number that is too high"); check-config must not say it will.
+#[test]
+fn check_config_on_a_newer_schema_does_not_promise_a_migration() {
+    let (dir, path) = config_and_database();
+    let db = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+    db.pragma_update(None, "user_version", 99).unwrap();
+    drop(db);
+    let out = tidings(&["check-config", "-c", path.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert!(err.contains("99"), "{err}");
+    assert!(
+        !err.contains("migrates it"),
+        "`tidings run` cannot migrate a newer database: {err}"
+    );
+}
+
+// ---- unknown feeds and tags -----------------------------------------------------------------
+
+/// Refusing `feed:nope` helps by naming a few feeds, not all of them: with 10,000 feeds
+/// the message was ~120 KB (every id, then every tag).
+#[test]
+fn an_unknown_feed_error_names_a_bounded_number_of_known_feeds() {
+    let text = many_feeds("database = \"t.db\"", 2_000);
+    let config = Config::parse(&text, Path::new("/etc/tidings/config.toml")).unwrap();
+    let query = Query::parse("feed:nope tag:nada").unwrap();
+    let message = config.check_scopes(&query).unwrap_err();
+    assert!(message.contains("\"nope\"") && message.contains("\"nada\""));
+    assert!(
+        message.len() < 2_000,
+        "a {} byte message: {}…",
+        message.len(),
+        &message[..200]
+    );
+}
+
+/// An in-process site over `config` (its subscriber pages), with the sender of its App
+/// so a test can swap in a reloaded one.
+struct Site {
+    base: String,
+    client: reqwest::Client,
+    tx: tokio::sync::watch::Sender<App>,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+impl Site {
+    async fn start(app: App) -> Site {
+        let (tx, rx) = tokio::sync::watch::channel(app);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let addr = tidings::web::serve("127.0.0.1:0".parse().unwrap(), rx, stop.clone())
+            .await
+            .unwrap();
+        Site {
+            base: format!("http://{addr}"),
+            client: reqwest::Client::builder()
+                .redirect(Policy::none())
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
+            tx,
+            _stop: stop.drop_guard(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, String) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.text().await.unwrap())
+    }
+
+    async fn post(&self, path: &str, form: &[(&str, &str)]) -> (StatusCode, String) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.text().await.unwrap())
+    }
+
+    async fn form_csrf(&self) -> String {
+        let (status, page) = self.get("/").await;
+        assert_eq!(status, StatusCode::OK);
+        let marker = "name=\"csrf\" value=\"";
+        let start = page.find(marker).unwrap() + marker.len();
+        page[start..].split('"').next().unwrap().to_string()
+    }
+}
+
+/// The public sign-up form answers a 150-byte post naming unknown feeds with a page of
+/// bounded size. It repeated every feed id and tag once per search: 10 searches over
+/// 3,000 feeds made a 1.45 MB page, an amplification anyone can ask for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_up_naming_unknown_feeds_gets_a_page_of_bounded_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<String> = (0..1_000)
+        .map(|i| format!("a-rather-long-feed-identifier-{i}"))
+        .collect();
+    let feeds: Vec<(&str, String)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), format!("http://127.0.0.1:1/f/{i}")))
+        .collect();
+    let config = support::write_config(dir.path(), &feeds, 25);
+    let site = Site::start(App::open(config).unwrap()).await;
+    let csrf = site.form_csrf().await;
+    let queries: Vec<String> = (0..10).map(|i| format!("feed:x{i} asylum")).collect();
+    let (status, page) = site
+        .post(
+            "/subscribe",
+            &[
+                ("csrf", &csrf),
+                ("email", "zoe@example.org"),
+                ("queries", &queries.join("\n")),
+                ("frequency", "daily"),
+                ("tz", "UTC"),
+                ("action", "subscribe"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("x9"), "every unknown feed is named");
+    assert!(
+        page.len() < 64 * 1024,
+        "a {} byte page for a {} byte form",
+        page.len(),
+        queries.join("\n").len()
+    );
+}
+
+/// A sign-up confirmed after a reload removed the feed it names does not slip in a
+/// search that sign-up and the manage page would refuse: confirming re-checks the
+/// searches against the config of the time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirming_a_sign_up_after_its_feed_was_removed_stores_no_dangling_search() {
+    let smtp = support::SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let feeds = [
+        ("alpha", "http://127.0.0.1:1/alpha".to_string()),
+        ("beta", "http://127.0.0.1:1/beta".to_string()),
+    ];
+    let config = support::write_config(dir.path(), &feeds, smtp.port());
+    let site = Site::start(App::open(config).unwrap()).await;
+    let csrf = site.form_csrf().await;
+    let (status, page) = site
+        .post(
+            "/subscribe",
+            &[
+                ("csrf", &csrf),
+                ("email", "zoe@example.org"),
+                ("queries", "feed:alpha\nasylum"),
+                ("frequency", "daily"),
+                ("tz", "UTC"),
+                ("action", "subscribe"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let mail = support::decode(&smtp.wait_for(1, Duration::from_secs(10)).await[0]);
+    let confirm = mail
+        .text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("http://localhost:8080/confirm/"))
+        .unwrap_or_else(|| panic!("no link in {}", mail.text))
+        .trim_start_matches("http://localhost:8080")
+        .to_string();
+
+    // The operator removes feed alpha and reloads.
+    let config = support::write_config(dir.path(), &feeds[1..], smtp.port());
+    let reloaded = App::open(config).unwrap();
+    site.tx.send_replace(reloaded.clone());
+
+    let (status, page) = site.post(&confirm, &[]).await;
+    assert!(status.is_success() || status.is_client_error(), "{status}");
+    let subscribers = reloaded.store.subscribers().unwrap();
+    let dangling = tidings::pipeline::dangling_searches(&reloaded.config, &subscribers);
+    assert!(
+        dangling.is_empty(),
+        "confirming stored {:?} (the page said it subscribed: {})",
+        dangling.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        page.contains("You are subscribed")
+    );
+}
+
+// ---- the public base URL -------------------------------------------------------------------
+
+/// The local links (`href`, `action`, `src`) of an HTML page that start with '/'.
+fn local_links(page: &str) -> Vec<String> {
+    let mut links = Vec::new();
+    for attr in ["href=\"", "action=\"", "src=\""] {
+        for (at, _) in page.match_indices(attr) {
+            let rest = &page[at + attr.len()..];
+            let value = rest.split('"').next().unwrap_or("");
+            if value.starts_with('/') {
+                links.push(value.to_string());
+            }
+        }
+    }
+    links
+}
+
+/// With a public address under a path (`base_url = "https://x.org/tidings"`, a proxy
+/// passing `/tidings/…` on as `/…`), every link and form of a page must carry that path
+/// as the mail's links do. The manage page linked `/tidings/unsubscribe/…` and
+/// `/tidings/feed/…` but posted its forms to `/manage/…/add` and loaded `/style.css`; the
+/// unsubscribe page posted to `/unsubscribe/…` and linked `/tidings/manage/…`. Whichever
+/// way the proxy is set up, half of each page is broken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_url_with_a_path_gives_pages_whose_links_and_forms_all_carry_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = support::write_config_with(
+        dir.path(),
+        &[("uscis", "http://127.0.0.1:1/a".to_string())],
+        25,
+        "",
+        "[web]\nbase_url = \"https://x.org/tidings\"\n",
+    );
+    let app = App::open(config).unwrap();
+    support::subscribe(
+        &app,
+        "ana@example.org",
+        "asylum",
+        "daily",
+        chrono::Utc::now(),
+    );
+    let ana = app.store.subscriber("ana@example.org").unwrap().unwrap();
+    let manage = app.links.manage_url(ana.id, &ana.email);
+    let unsubscribe = app.links.unsubscribe_url(ana.id, &ana.email);
+    assert!(
+        manage.starts_with("https://x.org/tidings/manage/"),
+        "{manage}"
+    );
+    let site = Site::start(app).await;
+
+    let mut wrong = Vec::new();
+    for url in [manage, unsubscribe] {
+        // What the proxy passes on.
+        let path = url.trim_start_matches("https://x.org/tidings");
+        let (status, page) = site.get(path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {page}");
+        let links = local_links(&page);
+        assert!(!links.is_empty());
+        wrong.extend(
+            links
+                .into_iter()
+                .filter(|l| !l.starts_with("/tidings/"))
+                .map(|l| format!("{path}: {l}")),
+        );
+    }
+    assert!(
+        wrong.is_empty(),
+        "links without the base URL's path: {wrong:#?}"
+    );
+}
+
+/// `[web] base_url` and `TIDINGS_BASE_URL` name where the pages are, nothing more: a
+/// user name and password (mailed to every subscriber in every link, and printed by
+/// check-config), a query or a fragment (glued after every token) are refused.
+#[test]
+fn a_base_url_with_credentials_query_or_fragment_is_refused() {
+    let path = Path::new("/etc/tidings/config.toml");
+    let mut accepted = Vec::new();
+    for url in [
+        "https://user:secret@x.org/",
+        "https://x.org/?utm_source=mail",
+        "https://x.org/#top",
+    ] {
+        let text = format!("[web]\nbase_url = \"{url}\"\n");
+        if Config::parse(&text, path).is_ok() {
+            accepted.push(format!("[web] base_url = {url:?}"));
+        }
+        let mut config = Config::parse("", path).unwrap();
+        if config
+            .override_from(|name| (name == "TIDINGS_BASE_URL").then(|| url.to_string()))
+            .is_ok()
+        {
+            accepted.push(format!("TIDINGS_BASE_URL={url}"));
+        }
+    }
+    assert!(accepted.is_empty(), "accepted: {accepted:#?}");
+}
+
+// ---- the browser test and CI ---------------------------------------------------------------
+
+/// The browser test binary beside this one (built by the same `cargo test`).
+fn browser_test_binary() -> PathBuf {
+    let deps = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    std::fs::read_dir(&deps)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with("browser-") && p.extension().is_none()
+        })
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no browser test binary in {} (cargo test builds it)",
+                deps.display()
+            )
+        })
+}
+
+/// `--list --format terse` is a machine-read format (cargo-nextest reads it): one
+/// `name: test` line per test. Without chromedriver the browser test printed its
+/// "browser test ignored: …" notice into that listing.
+#[test]
+fn listing_the_browser_test_prints_only_test_names() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(browser_test_binary())
+        .args(["--list", "--format", "terse"])
+        .env("PATH", empty.path())
+        .env_remove("TIDINGS_REQUIRE_BROWSER")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let odd: Vec<&str> = stdout
+        .lines()
+        .filter(|l| !l.is_empty() && !l.ends_with(": test"))
+        .collect();
+    assert!(odd.is_empty(), "not a listing: {odd:?}");
+    assert!(stdout.contains("in_a_real_browser: test"), "{stdout}");
+}
+
+/// .ci/run ends with "tests: N passed, N failed, N ignored", all binaries added up. With
+/// `set -e` and `pipefail`, a failing `cargo test` ended the script before that line, so
+/// it could only ever say "0 failed". Here a stand-in `cargo` fails one test.
+#[test]
+fn ci_run_prints_its_summary_line_when_tests_fail() {
+    let bin = tempfile::tempdir().unwrap();
+    let cargo = bin.path().join("cargo");
+    std::fs::write(
+        &cargo,
+        "#!/bin/sh\n\
+         if [ \"$1\" = test ]; then\n\
+         echo 'running 3 tests'\n\
+         echo 'test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s'\n\
+         exit 101\n\
+         fi\n\
+         exit 0\n",
+    )
+    .unwrap();
+    std::fs::write(bin.path().join("cargo-fuzz"), "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::write(bin.path().join("chromedriver"), "#!/bin/sh\nexit 0\n").unwrap();
+    for name in ["cargo", "cargo-fuzz", "chromedriver"] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            bin.path().join(name),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/run"))
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "a failing test fails the run");
+    assert!(
+        stdout.contains("tests: 2 passed, 1 failed, 0 ignored"),
+        "no summary line in {stdout:?}"
+    );
+}
