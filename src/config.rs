@@ -1281,6 +1281,11 @@ fn public_base_url(text: &str) -> Result<Url, String> {
             expected()
         ));
     }
+    if url.path().contains("//") {
+        // `https://x.org//evil.example/` (or `/\evil.example/`): the pages' links would
+        // start with `//evil.example/`, which browsers read as another host.
+        return Err(format!("{}: its path may not contain \"//\"", expected()));
+    }
     if !url.path().ends_with('/') {
         url.set_path(&format!("{}/", url.path()));
     }
@@ -1465,6 +1470,8 @@ mod tests {
             "https://user:secret@alerts.example.org/",
             "https://alerts.example.org/?utm_source=mail",
             "https://alerts.example.org/#top",
+            "https://alerts.example.org//evil.example/",
+            "https://alerts.example.org/\\evil.example/",
         ] {
             let err = config.override_from(env(bad)).unwrap_err().to_string();
             assert!(

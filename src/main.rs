@@ -236,7 +236,7 @@ enum FeedsCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(query_after_double_dash(std::env::args_os())) {
         Ok(cli) => cli,
         Err(e) => return usage(&e),
     };
@@ -458,12 +458,44 @@ fn parse_since(text: &str) -> Result<Duration, String> {
 fn parse_query_value(text: &str) -> Result<String, String> {
     if text.starts_with("--") {
         return Err(
-            "--query needs a search, and a flag or `--` came next; for a search that \
-             starts with \"-\", join it with \"=\": --query='-lottery visa'"
+            "a search cannot start with \"--\" (was a flag given right after --query?); \
+             for a search that starts with \"-\", write --query='-lottery visa'"
                 .to_string(),
         );
     }
     Ok(text.to_string())
+}
+
+/// The command line with `--query -- SEARCH` (or `-q -- SEARCH`) read as the user
+/// meant it, `--query=SEARCH`: clap would take `--` itself as the search and then the
+/// search as flags, with a tip to write what was written.
+fn query_after_double_dash(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    let mut args = args.into_iter().peekable();
+    let mut out = Vec::new();
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            // Everything after a lone `--` is positional: leave it alone.
+            out.push(arg);
+            out.extend(args.by_ref());
+            break;
+        }
+        if (arg == "--query" || arg == "-q") && args.peek().is_some_and(|next| next == "--") {
+            args.next();
+            if let Some(search) = args.next() {
+                let mut joined = std::ffi::OsString::from("--query=");
+                joined.push(search);
+                out.push(joined);
+                continue;
+            }
+            out.push(arg);
+            out.push("--".into());
+            continue;
+        }
+        out.push(arg);
+    }
+    out
 }
 
 /// One-shots stop like the daemon: on Ctrl-C/SIGTERM nothing new starts and work in

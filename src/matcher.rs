@@ -1011,6 +1011,16 @@ fn lex(chars: &[char]) -> Result<Vec<Token>, QueryError> {
                     ));
                 }
             },
+            // The minus sign, en and em dash that phones and word processors make of a
+            // typed "-" exclude as it does; standing alone (a headline's "USCIS – H-1B")
+            // they are no term.
+            '\u{2212}' | '\u{2013}' | '\u{2014}'
+                if chars
+                    .get(i + 1)
+                    .is_some_and(|&next| !ends_word(next) || next == '(' || is_quote(next)) =>
+            {
+                (TokenKind::Not { dash: true }, 1)
+            }
             _ => {
                 let rest = &chars[i..];
                 let len = rest

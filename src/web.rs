@@ -152,7 +152,10 @@ async fn under_root(
 fn page_path(path: &str) -> String {
     let root = ROOT
         .try_with(Clone::clone)
-        .unwrap_or_else(|_| "/".to_string());
+        .ok()
+        // Never a network-path reference (`//host/`), whatever the config let through.
+        .filter(|root| root.starts_with('/') && !root.starts_with("//"))
+        .unwrap_or_else(|| "/".to_string());
     format!("{root}{path}")
 }
 
@@ -1265,14 +1268,33 @@ async fn confirm(
                 .map_err(|e| e.to_string())
                 .and_then(|q| app.config.check_scopes(&q))
         };
-        left_out = signup
-            .queries
-            .iter()
-            .filter_map(|q| usable(q).err().map(|why| format!("{q}: {why}")))
-            .collect();
-        if left_out.len() == signup.queries.len() {
+        // Nor may confirming take a subscriber past the searches the manage page allows.
+        let store = app.store.clone();
+        let address = signup.email.clone();
+        let existing = blocking(move || store.subscriber(&address))
+            .await?
+            .map(|s| s.queries)
+            .unwrap_or_default();
+        let mut room = MAX_QUERIES.saturating_sub(existing.len());
+        let mut added: Vec<String> = Vec::new();
+        for q in &signup.queries {
+            if existing.contains(q) || added.contains(q) {
+                continue;
+            }
+            match usable(q) {
+                Err(why) => left_out.push(format!("{q}: {why}")),
+                Ok(()) if room == 0 => left_out.push(format!(
+                    "{q}: you have {MAX_QUERIES} searches, the most there can be"
+                )),
+                Ok(()) => {
+                    room -= 1;
+                    added.push(q.clone());
+                }
+            }
+        }
+        if added.is_empty() && !left_out.is_empty() {
             return Err(Failure::BadForm(format!(
-                "None of your searches can match anything now; please sign up again. {}",
+                "None of your searches could be added; please sign up again. {}",
                 left_out.join("; ")
             )));
         }
@@ -1282,9 +1304,7 @@ async fn confirm(
             Failure::Internal(anyhow::anyhow!("stored zone {:?}", signup.timezone))
         })?;
         let store = app.store.clone();
-        let config = app.config.clone();
-        let keep =
-            move |text: &str| Query::parse(text).is_ok_and(|q| config.check_scopes(&q).is_ok());
+        let keep = move |text: &str| added.iter().any(|q| q == text);
         let subscriber =
             blocking(move || store.confirm_signup(id, schedule, tz, keep, Utc::now())).await?;
         info!(
@@ -1308,7 +1328,7 @@ async fn subscribed_page(app: &App, email: &str, left_out: &[String]) -> Result<
     let mut lines = vec![line.as_str()];
     let left_out = left_out
         .iter()
-        .map(|q| format!("Not added, as it can no longer match anything: {q}"))
+        .map(|q| format!("Not added: {q}"))
         .collect::<Vec<_>>();
     lines.extend(left_out.iter().map(String::as_str));
     Ok(message(
