@@ -317,3 +317,68 @@ fn feeds_written_as_one_table_is_refused_naming_the_feeds_array() {
         );
     }
 }
+
+// ---- confirming sign-ups and the cap on searches -------------------------------------------
+
+/// The manage page refuses a 26th search ("You have 25 searches, the most there can be"),
+/// but confirming a sign-up adds its searches (up to 10) without looking at how many the
+/// subscriber has: three sign-ups a day (the most mailed to one address) make 30 searches
+/// on the first day, 30 more each day after. Confirming stops at the cap (or the sign-up
+/// says so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirming_sign_ups_never_takes_a_subscriber_past_the_most_searches_there_can_be() {
+    let smtp = support::SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = support::write_config(
+        dir.path(),
+        &[("alpha", "http://127.0.0.1:1/alpha".to_string())],
+        smtp.port(),
+    );
+    let app = App::open(config).unwrap();
+    let store = app.store.clone();
+    let site = Site::start(app).await;
+    for round in 0..3 {
+        let (_, page) = site.get("/").await;
+        let queries: Vec<String> = (0..10).map(|i| format!("word{round}x{i}")).collect();
+        let response = site
+            .client
+            .post(format!("{}/subscribe", site.base))
+            .form(&[
+                ("csrf", csrf_of(&page).as_str()),
+                ("email", "zoe@example.org"),
+                ("queries", queries.join("\n").as_str()),
+                ("frequency", "daily"),
+                ("tz", "UTC"),
+                ("action", "subscribe"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "sign-up {round}");
+    }
+    let mails = smtp.wait_for(3, Duration::from_secs(20)).await;
+    for received in &mails {
+        let mail = support::decode(received);
+        let confirm = mail
+            .text
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("http://localhost:8080/confirm/"))
+            .unwrap_or_else(|| panic!("no link in {}", mail.text))
+            .trim_start_matches("http://localhost:8080")
+            .to_string();
+        let response = site
+            .client
+            .post(format!("{}{confirm}", site.base))
+            .send()
+            .await
+            .unwrap();
+        let _ = response.text().await;
+    }
+    let zoe = store.subscriber("zoe@example.org").unwrap().unwrap();
+    assert!(
+        zoe.queries.len() <= 25,
+        "zoe has {} searches after confirming three sign-ups; the manage page allows 25",
+        zoe.queries.len()
+    );
+}
