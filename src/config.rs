@@ -642,6 +642,52 @@ sections! {
     RawSynonyms => "a `[synonyms]` table",
 }
 
+/// `[[feeds]]`: the array of feed tables. Only an array: a single `[feeds]` table (or
+/// `feeds.id = …`) is refused in the file's words, not serde's ("invalid type: map,
+/// expected a sequence").
+#[derive(Default)]
+struct Feeds(Vec<Spanned<Table<RawFeed>>>);
+
+impl std::ops::Deref for Feeds {
+    type Target = [Spanned<Table<RawFeed>>];
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Feeds {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Array;
+        impl<'de> serde::de::Visitor<'de> for Array {
+            type Value = Feeds;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("`[[feeds]]` tables (one per feed)")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<Feeds, A::Error> {
+                Err(serde::de::Error::invalid_type(
+                    serde::de::Unexpected::Other("table"),
+                    &self,
+                ))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Feeds, A::Error> {
+                let mut feeds = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(feed) = seq.next_element()? {
+                    feeds.push(feed);
+                }
+                Ok(Feeds(feeds))
+            }
+        }
+        deserializer.deserialize_seq(Array)
+    }
+}
+
 /// `[synonyms]`: each term, with the others that mean the same.
 type RawSynonyms = std::collections::BTreeMap<Spanned<String>, Vec<Spanned<String>>>;
 
@@ -661,7 +707,7 @@ struct RawConfig {
     #[serde(default)]
     service: Table<RawService>,
     #[serde(default)]
-    feeds: Vec<Spanned<Table<RawFeed>>>,
+    feeds: Feeds,
     #[serde(default)]
     synonyms: Table<RawSynonyms>,
 }
@@ -1029,7 +1075,7 @@ fn validate(
     let mut feeds = Vec::with_capacity(raw.feeds.len());
     let mut seen_ids: HashMap<String, usize> = HashMap::new();
     let mut seen_urls: HashMap<String, usize> = HashMap::new();
-    for table in &raw.feeds {
+    for table in raw.feeds.iter() {
         let feed = table.get_ref();
         let id = match &feed.id {
             None => {
@@ -1849,6 +1895,21 @@ mod tests {
                 "a feed that is an array",
                 "feeds = [[\"a\", \"https://a.example/\"]]\n",
                 "1:10: invalid type: sequence, expected a `[[feeds]]` table",
+            ),
+            (
+                "feeds as one table",
+                "[feeds]\nid = \"a\"\n",
+                "1:1: invalid type: table, expected `[[feeds]]` tables (one per feed)",
+            ),
+            (
+                "feeds as a dotted key",
+                "feeds.id = \"a\"\n",
+                "1:1: invalid type: table, expected `[[feeds]]` tables (one per feed)",
+            ),
+            (
+                "feeds as a string",
+                "feeds = \"a\"\n",
+                "1:9: invalid type: string \"a\", expected `[[feeds]]` tables (one per feed)",
             ),
             (
                 "an smtp table that is an array",
