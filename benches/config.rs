@@ -1,6 +1,9 @@
 //! Config loading: `Config::parse` of a valid config of 1,000 and 10,000 feeds (each with
 //! an id, a name, a url and two tags, as an operator writes them), the work the daemon
-//! does at every start and every reload, and `check-config` at every check.
+//! does at every start and every reload, and `check-config` at every check; and
+//! ten searches that each name unknown feeds and tags, against 10,000 feeds: checked one
+//! by one (`Config::check_scopes`, each listing the closest known names) and as the
+//! sign-up form checks them (`Config::check_searches`, what such a form costs the server).
 //!
 //! ```text
 //! cargo bench --bench config
@@ -12,6 +15,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tidings::config::Config;
+use tidings::matcher::Query;
 
 /// A config text of `n` valid feeds under a few settings.
 fn config_text(n: usize) -> String {
@@ -47,6 +51,34 @@ fn bench_config(c: &mut Criterion) {
             b.iter(|| black_box(Config::parse(text, path).is_ok()))
         });
     }
+    group.finish();
+
+    // Names a few characters from the known ones, so each is compared with all of them.
+    let config = Config::parse(&config_text(10_000), path).unwrap_or_else(|e| panic!("{e}"));
+    let texts: Vec<String> = (0..10)
+        .map(|i| {
+            format!("feed:feed-1{i}x feed:feed-2{i}y feed:feed-3{i}z tag:t4{i}x tag:t5{i}y asylum")
+        })
+        .collect();
+    let searches: Vec<Query> = texts
+        .iter()
+        .map(|text| Query::parse(text).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    let mut group = c.benchmark_group("unknown scopes, 10000 feeds");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    group.bench_function("check_scopes of 10 searches", |b| {
+        b.iter(|| {
+            for query in &searches {
+                black_box(config.check_scopes(query).is_err());
+            }
+        })
+    });
+    group.bench_function("check_searches of a form of 10", |b| {
+        b.iter(|| black_box(config.check_searches(&texts).len()))
+    });
     group.finish();
 }
 

@@ -20,7 +20,7 @@ use toml::Spanned;
 use toml::de::{DeArray, DeTable, DeValue};
 use url::Url;
 
-use crate::matcher::{Query, Scope};
+use crate::matcher::{KnownScopes, Query, Scope};
 
 /// The configuration shipped with Tidings; `tidings check-config --example` prints it.
 pub const EXAMPLE: &str = include_str!("../config.toml");
@@ -57,6 +57,12 @@ pub struct Config {
     pub synonyms: Vec<Vec<String>>,
     /// Feed id → position in `feeds`.
     feed_index: HashMap<String, usize>,
+    /// The feed ids and tags a search's `feed:` and `tag:` are checked against.
+    scopes: KnownScopes,
+    /// The feed ids, and the tags (each once), sorted: the names listed beside unknown
+    /// ones.
+    sorted_ids: Vec<String>,
+    sorted_tags: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -297,41 +303,51 @@ impl Config {
     /// The `feed:` and `tag:` of `query` that name no feed or tag of this config
     /// ([`Query::unknown_scopes`]).
     pub fn unknown_scopes(&self, query: &Query) -> Vec<Scope> {
-        query.unknown_scopes(
-            self.feeds.iter().map(|f| f.id.as_str()),
-            self.feeds
-                .iter()
-                .flat_map(|f| f.tags.iter().map(String::as_str)),
-        )
+        query.unknown_scopes(&self.scopes)
     }
 
     /// A new search may name only feeds and tags that exist: `Err` names those `query`
     /// names that do not, and at most ten that do, the closest first.
     pub fn check_scopes(&self, query: &Query) -> Result<(), String> {
+        self.check_scopes_listing(query, Listing::Closest)
+    }
+
+    /// Parses `texts`, the searches of one form or request, and checks the feeds and tags
+    /// they name. Only the first with unknown ones lists the known names closest to them;
+    /// the others list the first few, so a request costs one comparison with every known
+    /// name, not one per search. Work for a blocking thread: it grows with the feeds.
+    pub fn check_searches(&self, texts: &[String]) -> Vec<Result<Query, String>> {
+        let mut listing = Listing::Closest;
+        texts
+            .iter()
+            .map(|text| {
+                let query = Query::parse(text).map_err(|e| e.to_string())?;
+                let checked = self.check_scopes_listing(&query, listing);
+                if checked.is_err() {
+                    listing = Listing::First;
+                }
+                checked.map(|()| query)
+            })
+            .collect()
+    }
+
+    /// [`Config::check_scopes`], listing the known names as `listing` says.
+    fn check_scopes_listing(&self, query: &Query, listing: Listing) -> Result<(), String> {
         let unknown = self.unknown_scopes(query);
         if unknown.is_empty() {
             return Ok(());
         }
-        let mut ids: Vec<&str> = self.feeds.iter().map(|f| f.id.as_str()).collect();
-        ids.sort_unstable();
-        let mut tags: Vec<&str> = self
-            .feeds
-            .iter()
-            .flat_map(|f| f.tags.iter().map(String::as_str))
-            .collect();
-        tags.sort_unstable();
-        tags.dedup();
         let mut parts = Vec::new();
         for (kind, known, none, where_all) in [
             (
                 "feed",
-                ids,
+                &self.sorted_ids,
                 "no feeds are configured",
                 "`tidings feeds status` lists them",
             ),
             (
                 "tag",
-                tags,
+                &self.sorted_tags,
                 "no feed has tags",
                 "see each feed's `tags` in the config",
             ),
@@ -351,7 +367,10 @@ impl Config {
             let known = if known.is_empty() {
                 none.to_string()
             } else {
-                let (listed, more) = closest_names(&known, &names);
+                let (listed, more) = match listing {
+                    Listing::Closest => closest_names(known, &names),
+                    Listing::First => closest_names(known, &[]),
+                };
                 let mut listed = listed.join(", ");
                 if more > 0 {
                     listed.push_str(&format!(" and {more} more ({where_all})"));
@@ -386,6 +405,18 @@ impl Config {
     }
 }
 
+/// Which known feed ids and tags a message about unknown ones lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listing {
+    /// Those closest to the unknown ones: each of a few unknown names is compared with
+    /// every known one.
+    Closest,
+    /// The first in order, compared with nothing: for the searches of a request after
+    /// one that listed the closest, so that a request costs one comparison with every
+    /// known name, not one per search.
+    First,
+}
+
 /// Known names a message about unknown ones lists at most: enough to spot the one meant,
 /// few enough that a message (on a public page too) stays short however many there are.
 const NAMES_LISTED: usize = 10;
@@ -399,9 +430,14 @@ const CHARS_COMPARED: usize = 64;
 /// listed: all of them when there are at most [`NAMES_LISTED`]; otherwise those closest
 /// to an unknown one first (those that contain it or that it contains, then those a few
 /// edits away; each nearest first), then the others in order.
-fn closest_names<'a>(known: &[&'a str], unknown: &[&str]) -> (Vec<&'a str>, usize) {
-    if known.len() <= NAMES_LISTED {
-        return (known.to_vec(), 0);
+fn closest_names<'a>(known: &'a [String], unknown: &[&str]) -> (Vec<&'a str>, usize) {
+    if known.len() <= NAMES_LISTED || unknown.is_empty() {
+        let listed = known
+            .iter()
+            .take(NAMES_LISTED)
+            .map(String::as_str)
+            .collect();
+        return (listed, known.len().saturating_sub(NAMES_LISTED));
     }
     let unknown: Vec<(String, usize)> = unknown
         .iter()
@@ -432,8 +468,10 @@ fn closest_names<'a>(known: &[&'a str], unknown: &[&str]) -> (Vec<&'a str>, usiz
             .min()
             .unwrap_or((true, usize::MAX))
     };
-    let mut ranked: Vec<((bool, usize), &str)> =
-        known.iter().map(|&name| (closeness(name), name)).collect();
+    let mut ranked: Vec<((bool, usize), &str)> = known
+        .iter()
+        .map(|name| (closeness(name), name.as_str()))
+        .collect();
     ranked.sort_unstable();
     let listed = ranked[..NAMES_LISTED].iter().map(|&(_, n)| n).collect();
     (listed, known.len() - NAMES_LISTED)
@@ -642,6 +680,52 @@ sections! {
     RawSynonyms => "a `[synonyms]` table",
 }
 
+/// `[[feeds]]`: the array of feed tables. Only an array: a single `[feeds]` table (or
+/// `feeds.id = …`) is refused in the file's words, not serde's ("invalid type: map,
+/// expected a sequence").
+#[derive(Default)]
+struct Feeds(Vec<Spanned<Table<RawFeed>>>);
+
+impl std::ops::Deref for Feeds {
+    type Target = [Spanned<Table<RawFeed>>];
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Feeds {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Array;
+        impl<'de> serde::de::Visitor<'de> for Array {
+            type Value = Feeds;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("`[[feeds]]` tables (one per feed)")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<Feeds, A::Error> {
+                Err(serde::de::Error::invalid_type(
+                    serde::de::Unexpected::Other("table"),
+                    &self,
+                ))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Feeds, A::Error> {
+                let mut feeds = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(feed) = seq.next_element()? {
+                    feeds.push(feed);
+                }
+                Ok(Feeds(feeds))
+            }
+        }
+        deserializer.deserialize_seq(Array)
+    }
+}
+
 /// `[synonyms]`: each term, with the others that mean the same.
 type RawSynonyms = std::collections::BTreeMap<Spanned<String>, Vec<Spanned<String>>>;
 
@@ -661,7 +745,7 @@ struct RawConfig {
     #[serde(default)]
     service: Table<RawService>,
     #[serde(default)]
-    feeds: Vec<Spanned<Table<RawFeed>>>,
+    feeds: Feeds,
     #[serde(default)]
     synonyms: Table<RawSynonyms>,
 }
@@ -1029,7 +1113,7 @@ fn validate(
     let mut feeds = Vec::with_capacity(raw.feeds.len());
     let mut seen_ids: HashMap<String, usize> = HashMap::new();
     let mut seen_urls: HashMap<String, usize> = HashMap::new();
-    for table in &raw.feeds {
+    for table in raw.feeds.iter() {
         let feed = table.get_ref();
         let id = match &feed.id {
             None => {
@@ -1164,6 +1248,11 @@ fn validate(
             problems,
         });
     }
+    let mut sorted_ids: Vec<String> = feeds.iter().map(|f| f.id.clone()).collect();
+    sorted_ids.sort_unstable();
+    let mut sorted_tags: Vec<String> = feeds.iter().flat_map(|f| f.tags.clone()).collect();
+    sorted_tags.sort_unstable();
+    sorted_tags.dedup();
     Ok(Config {
         path: path.to_path_buf(),
         database,
@@ -1213,6 +1302,12 @@ fn validate(
             .enumerate()
             .map(|(i, f)| (f.id.clone(), i))
             .collect(),
+        scopes: KnownScopes::new(
+            feeds.iter().map(|f| f.id.as_str()),
+            feeds.iter().flat_map(|f| f.tags.iter().map(String::as_str)),
+        ),
+        sorted_ids,
+        sorted_tags,
         feeds,
         synonyms,
     })
@@ -1858,6 +1953,21 @@ mod tests {
                 "1:10: invalid type: sequence, expected a `[[feeds]]` table",
             ),
             (
+                "feeds as one table",
+                "[feeds]\nid = \"a\"\n",
+                "1:1: invalid type: table, expected `[[feeds]]` tables (one per feed)",
+            ),
+            (
+                "feeds as a dotted key",
+                "feeds.id = \"a\"\n",
+                "1:1: invalid type: table, expected `[[feeds]]` tables (one per feed)",
+            ),
+            (
+                "feeds as a string",
+                "feeds = \"a\"\n",
+                "1:9: invalid type: string \"a\", expected `[[feeds]]` tables (one per feed)",
+            ),
+            (
                 "an smtp table that is an array",
                 "[mail]\nsmtp = []\n",
                 "2:8: invalid type: sequence, expected a `[mail.smtp]` table",
@@ -2013,21 +2123,26 @@ mod tests {
             ));
         }
         let config = parse(&text).unwrap();
-        // (name, query, the message)
+        // (name, query, which names are listed, the message)
         #[rustfmt::skip]
-        let cases: &[(&str, &str, &str)] = &[
+        let cases: &[(&str, &str, Listing, &str)] = &[
             ("a part of a name, then a few edits away, then the others", "feed:uscis tag:t1x",
+                Listing::Closest,
                 "unknown feed \"uscis\" (feeds: uscis-news, uscis-alerts, cbp, feed-00, feed-01, feed-02, \
                  feed-03, feed-04, feed-05, feed-06 and 20 more (`tidings feeds status` lists them)); \
                  unknown tag \"t1x\" (tags: t1, t10, t11, t12, t13, t14, t15, t16, t17, t18 \
                  and 10 more (see each feed's `tags` in the config))"),
-            ("a typo", "feed:uscsi-news", "unknown feed \"uscsi-news\" (feeds: uscis-news, "),
+            ("a typo", "feed:uscsi-news", Listing::Closest,
+                "unknown feed \"uscsi-news\" (feeds: uscis-news, "),
             ("the closest to any of the first three", "feed:x feed:y feed:icee feed:cbp-news",
-                "unknown feeds \"x\", \"y\", \"icee\", \"cbp-news\" (feeds: ice, "),
+                Listing::Closest, "unknown feeds \"x\", \"y\", \"icee\", \"cbp-news\" (feeds: ice, "),
+            ("the first in order, compared with nothing", "feed:uscsi-news", Listing::First,
+                "unknown feed \"uscsi-news\" (feeds: cbp, feed-00, feed-01, feed-02, feed-03, feed-04, \
+                 feed-05, feed-06, feed-07, feed-08 and 20 more (`tidings feeds status` lists them))"),
         ];
-        for (name, query, expected) in cases {
+        for (name, query, listing, expected) in cases {
             let message = config
-                .check_scopes(&Query::parse(query).unwrap())
+                .check_scopes_listing(&Query::parse(query).unwrap(), *listing)
                 .unwrap_err();
             assert!(message.starts_with(expected), "{name}: {message}");
         }

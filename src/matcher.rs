@@ -709,29 +709,42 @@ impl fmt::Display for Scope {
 }
 
 impl Query {
-    /// The `feed:` and `tag:` of the query that name no feed among `feed_ids` and no
-    /// tag among `tags`, each once, in order of appearance. Names are compared as an
-    /// item's are when matching ([`Document::with_source`]), so these are the ones no item
-    /// of those feeds can satisfy. An excluded one (`-feed:gone`) counts too: it excludes
-    /// nothing.
-    pub fn unknown_scopes<'a>(
-        &self,
-        feed_ids: impl IntoIterator<Item = &'a str>,
-        tags: impl IntoIterator<Item = &'a str>,
-    ) -> Vec<Scope> {
-        let feed_ids: HashSet<String> = feed_ids.into_iter().map(source_name).collect();
-        let tags: HashSet<String> = tags.into_iter().map(source_name).collect();
+    /// The `feed:` and `tag:` of the query that name no feed or tag of `known`, each
+    /// once, in order of appearance: the ones no item of those feeds can satisfy. An
+    /// excluded one (`-feed:gone`) counts too: it excludes nothing.
+    pub fn unknown_scopes(&self, known: &KnownScopes) -> Vec<Scope> {
         let mut unknown = Vec::new();
         self.root.visit_scopes(&mut |scope| {
-            let known = match &scope {
-                Scope::Feed(id) => feed_ids.contains(id),
-                Scope::Tag(tag) => tags.contains(tag),
+            let found = match &scope {
+                Scope::Feed(id) => known.feed_ids.contains(id),
+                Scope::Tag(tag) => known.tags.contains(tag),
             };
-            if !known && !unknown.contains(&scope) {
+            if !found && !unknown.contains(&scope) {
                 unknown.push(scope);
             }
         });
         unknown
+    }
+}
+
+/// The feed ids and tags there are, compared as an item's are when matching
+/// ([`Document::with_source`]); built once per config, so checking a query's scopes
+/// costs the query, not the number of feeds.
+#[derive(Debug, Clone, Default)]
+pub struct KnownScopes {
+    feed_ids: HashSet<String>,
+    tags: HashSet<String>,
+}
+
+impl KnownScopes {
+    pub fn new<'a>(
+        feed_ids: impl IntoIterator<Item = &'a str>,
+        tags: impl IntoIterator<Item = &'a str>,
+    ) -> KnownScopes {
+        KnownScopes {
+            feed_ids: feed_ids.into_iter().map(source_name).collect(),
+            tags: tags.into_iter().map(source_name).collect(),
+        }
     }
 }
 
@@ -2165,7 +2178,10 @@ mod tests {
         ];
         for (name, query, feeds, tags, expected) in cases {
             let unknown: Vec<String> = parse(query)
-                .unknown_scopes(feeds.iter().copied(), tags.iter().copied())
+                .unknown_scopes(&KnownScopes::new(
+                    feeds.iter().copied(),
+                    tags.iter().copied(),
+                ))
                 .iter()
                 .map(Scope::to_string)
                 .collect();

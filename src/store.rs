@@ -17,6 +17,7 @@ use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use rusqlite::backup::{Backup, StepResult};
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use rusqlite_migration::{M, Migrations};
 
@@ -336,13 +337,21 @@ impl Store {
     /// The connection may write but refuses to (`query_only`): a read-only connection to a
     /// WAL database creates its `-wal` and `-shm` files and cannot remove them, where this
     /// one, the last to close, removes them, as the daemon's does. A file it may not
-    /// write is opened read-only.
+    /// write is opened read-only. A `-wal` file that was there before (a daemon running,
+    /// or one killed) is left as found: closing would otherwise checkpoint it into the
+    /// database file, a write.
     pub fn open_read_only(path: &Path) -> Result<Store> {
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal_existed = Path::new(&wal).exists();
         let open =
             |flags| Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX);
         let conn = open(OpenFlags::SQLITE_OPEN_READ_WRITE)
             .or_else(|_| open(OpenFlags::SQLITE_OPEN_READ_ONLY))
             .with_context(|| format!("opening database {}", path.display()))?;
+        if wal_existed {
+            conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
+        }
         conn.pragma_update(None, "query_only", true)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         let version = schema_version(&conn, path)?;

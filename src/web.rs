@@ -546,10 +546,11 @@ async fn add_query(
             "You have {MAX_QUERIES} searches, the most there can be; remove one first."
         ))
     } else {
-        Query::parse(query)
-            .map_err(|e| e.to_string())
-            .and_then(|q| app.config.check_scopes(&q))
-            .err()
+        let (config, text) = (app.config.clone(), vec![query.to_string()]);
+        blocking(move || Ok(config.check_searches(&text)))
+            .await?
+            .into_iter()
+            .find_map(Result::err)
             .map(|e| format!("That search does not work: {e}"))
     };
     if let Some(problem) = problem {
@@ -1057,8 +1058,11 @@ async fn subscribe(
             "At most {MAX_SIGNUP_QUERIES} searches at first; add more later."
         ));
     }
+    let (config, texts) = (app.config.clone(), lines.iter().map(|l| l.to_string()));
+    let texts: Vec<String> = texts.take(MAX_SIGNUP_QUERIES).collect();
+    let checked = blocking(move || Ok(config.check_searches(&texts))).await?;
     let mut parsed = Vec::new();
-    for (n, line) in lines.iter().enumerate() {
+    for (n, (line, checked)) in lines.iter().zip(checked).enumerate() {
         if line.chars().count() > MAX_QUERY_CHARS {
             errors.push(format!(
                 "Search {}: at most {MAX_QUERY_CHARS} characters.",
@@ -1066,9 +1070,6 @@ async fn subscribe(
             ));
             continue;
         }
-        let checked = Query::parse(line)
-            .map_err(|e| e.to_string())
-            .and_then(|q| app.config.check_scopes(&q).map(|()| q));
         match checked {
             Ok(q) => parsed.push((n as i64, q, line.to_string())),
             Err(e) => errors.push(format!("Search {} ({line}): {e}", n + 1)),
