@@ -7,10 +7,8 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
 
 use reqwest::StatusCode;
-use reqwest::redirect::Policy;
 use tidings::App;
 use tidings::config::Config;
 use tidings::matcher::Query;
@@ -191,64 +189,6 @@ fn an_unknown_feed_error_names_a_bounded_number_of_known_feeds() {
     );
 }
 
-/// An in-process site over `config` (its subscriber pages), with the sender of its App
-/// so a test can swap in a reloaded one.
-struct Site {
-    base: String,
-    client: reqwest::Client,
-    _tx: tokio::sync::watch::Sender<App>,
-    _stop: tokio_util::sync::DropGuard,
-}
-
-impl Site {
-    async fn start(app: App) -> Site {
-        let (tx, rx) = tokio::sync::watch::channel(app);
-        let stop = tokio_util::sync::CancellationToken::new();
-        let addr = tidings::web::serve("127.0.0.1:0".parse().unwrap(), rx, stop.clone())
-            .await
-            .unwrap();
-        Site {
-            base: format!("http://{addr}"),
-            client: reqwest::Client::builder()
-                .redirect(Policy::none())
-                .timeout(Duration::from_secs(20))
-                .build()
-                .unwrap(),
-            _tx: tx,
-            _stop: stop.drop_guard(),
-        }
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, String) {
-        let r = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
-        (r.status(), r.text().await.unwrap())
-    }
-
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> (StatusCode, String) {
-        let r = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .form(form)
-            .send()
-            .await
-            .unwrap();
-        (r.status(), r.text().await.unwrap())
-    }
-
-    async fn form_csrf(&self) -> String {
-        let (status, page) = self.get("/").await;
-        assert_eq!(status, StatusCode::OK);
-        let marker = "name=\"csrf\" value=\"";
-        let start = page.find(marker).unwrap() + marker.len();
-        page[start..].split('"').next().unwrap().to_string()
-    }
-}
-
 /// The public sign-up form answers a 150-byte post naming unknown feeds with a page of
 /// bounded size. It repeated every feed id and tag once per search: 10 searches over
 /// 3,000 feeds made a 1.45 MB page, an amplification anyone can ask for.
@@ -264,7 +204,7 @@ async fn a_sign_up_naming_unknown_feeds_gets_a_page_of_bounded_size() {
         .map(|(i, id)| (id.as_str(), format!("http://127.0.0.1:1/f/{i}")))
         .collect();
     let config = support::write_config(dir.path(), &feeds, 25);
-    let site = Site::start(App::open(config).unwrap()).await;
+    let site = support::Site::start(App::open(config).unwrap()).await;
     let csrf = site.form_csrf().await;
     let queries: Vec<String> = (0..10).map(|i| format!("feed:x{i} asylum")).collect();
     let (status, page) = site

@@ -10,7 +10,6 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use reqwest::redirect::Policy;
 use tidings::App;
 use tidings::config::Config;
 
@@ -30,44 +29,6 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// An in-process site over `app` (its subscriber pages).
-struct Site {
-    base: String,
-    client: reqwest::Client,
-    _stop: tokio_util::sync::DropGuard,
-}
-
-impl Site {
-    async fn start(app: App) -> Site {
-        let (_tx, rx) = tokio::sync::watch::channel(app);
-        // The sender may go: the pages keep the last App.
-        std::mem::forget(_tx);
-        let stop = tokio_util::sync::CancellationToken::new();
-        let addr = tidings::web::serve("127.0.0.1:0".parse().unwrap(), rx, stop.clone())
-            .await
-            .unwrap();
-        Site {
-            base: format!("http://{addr}"),
-            client: reqwest::Client::builder()
-                .redirect(Policy::none())
-                .timeout(Duration::from_secs(20))
-                .build()
-                .unwrap(),
-            _stop: stop.drop_guard(),
-        }
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, String) {
-        let r = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
-        (r.status(), r.text().await.unwrap())
-    }
-}
-
 /// Every `href`, `action` and `src` value of an HTML page.
 fn links(page: &str) -> Vec<String> {
     let mut links = Vec::new();
@@ -78,13 +39,6 @@ fn links(page: &str) -> Vec<String> {
         }
     }
     links
-}
-
-/// The value of `name="csrf"` on a page.
-fn csrf_of(page: &str) -> String {
-    let marker = "name=\"csrf\" value=\"";
-    let start = page.find(marker).expect("a csrf field") + marker.len();
-    page[start..].split('"').next().unwrap().to_string()
 }
 
 // ---- a base URL whose path starts with "//" ------------------------------------------------
@@ -129,7 +83,7 @@ async fn a_base_url_path_starting_with_two_slashes_never_sends_a_browser_to_anot
         .strip_prefix("https://x.org//evil.example")
         .unwrap_or_else(|| panic!("{manage_url}"))
         .to_string();
-    let site = Site::start(app).await;
+    let site = support::Site::start(app).await;
 
     let mut elsewhere = Vec::new();
     for path in ["/", manage.as_str(), "/no-such-page"] {
@@ -146,7 +100,10 @@ async fn a_base_url_path_starting_with_two_slashes_never_sends_a_browser_to_anot
     let response = site
         .client
         .post(format!("{}{manage}/add", site.base))
-        .form(&[("csrf", csrf_of(&page).as_str()), ("query", "visa")])
+        .form(&[
+            ("csrf", support::csrf_of(&page).as_str()),
+            ("query", "visa"),
+        ])
         .send()
         .await
         .unwrap();
@@ -336,7 +293,7 @@ async fn confirming_sign_ups_never_takes_a_subscriber_past_the_most_searches_the
     );
     let app = App::open(config).unwrap();
     let store = app.store.clone();
-    let site = Site::start(app).await;
+    let site = support::Site::start(app).await;
     for round in 0..3 {
         let (_, page) = site.get("/").await;
         let queries: Vec<String> = (0..10).map(|i| format!("word{round}x{i}")).collect();
@@ -344,7 +301,7 @@ async fn confirming_sign_ups_never_takes_a_subscriber_past_the_most_searches_the
             .client
             .post(format!("{}/subscribe", site.base))
             .form(&[
-                ("csrf", csrf_of(&page).as_str()),
+                ("csrf", support::csrf_of(&page).as_str()),
                 ("email", "zoe@example.org"),
                 ("queries", queries.join("\n").as_str()),
                 ("frequency", "daily"),

@@ -6,70 +6,10 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use reqwest::StatusCode;
-use reqwest::redirect::Policy;
 use tidings::App;
 use tidings::config::Config;
-
-/// An in-process site over `config` (its subscriber pages), with the sender of its App
-/// so a test can swap in a reloaded one.
-struct Site {
-    base: String,
-    client: reqwest::Client,
-    tx: tokio::sync::watch::Sender<App>,
-    _stop: tokio_util::sync::DropGuard,
-}
-
-impl Site {
-    async fn start(app: App) -> Site {
-        let (tx, rx) = tokio::sync::watch::channel(app);
-        let stop = tokio_util::sync::CancellationToken::new();
-        let addr = tidings::web::serve("127.0.0.1:0".parse().unwrap(), rx, stop.clone())
-            .await
-            .unwrap();
-        Site {
-            base: format!("http://{addr}"),
-            client: reqwest::Client::builder()
-                .redirect(Policy::none())
-                .timeout(Duration::from_secs(20))
-                .build()
-                .unwrap(),
-            tx,
-            _stop: stop.drop_guard(),
-        }
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, String) {
-        let r = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
-        (r.status(), r.text().await.unwrap())
-    }
-
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> (StatusCode, String) {
-        let r = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .form(form)
-            .send()
-            .await
-            .unwrap();
-        (r.status(), r.text().await.unwrap())
-    }
-
-    async fn form_csrf(&self) -> String {
-        let (status, page) = self.get("/").await;
-        assert_eq!(status, StatusCode::OK);
-        let marker = "name=\"csrf\" value=\"";
-        let start = page.find(marker).unwrap() + marker.len();
-        page[start..].split('"').next().unwrap().to_string()
-    }
-}
 
 /// A sign-up confirmed after a reload removed the feed it names does not slip in a
 /// search that sign-up and the manage page would refuse: confirming re-checks the
@@ -83,31 +23,10 @@ async fn confirming_a_sign_up_after_its_feed_was_removed_stores_no_dangling_sear
         ("beta", "http://127.0.0.1:1/beta".to_string()),
     ];
     let config = support::write_config(dir.path(), &feeds, smtp.port());
-    let site = Site::start(App::open(config).unwrap()).await;
-    let csrf = site.form_csrf().await;
-    let (status, page) = site
-        .post(
-            "/subscribe",
-            &[
-                ("csrf", &csrf),
-                ("email", "zoe@example.org"),
-                ("queries", "feed:alpha\nasylum"),
-                ("frequency", "daily"),
-                ("tz", "UTC"),
-                ("action", "subscribe"),
-            ],
-        )
+    let site = support::Site::start(App::open(config).unwrap()).await;
+    let confirm = site
+        .sign_up(&smtp, 1, "zoe@example.org", "feed:alpha\nasylum")
         .await;
-    assert_eq!(status, StatusCode::OK, "{page}");
-    let mail = support::decode(&smtp.wait_for(1, Duration::from_secs(10)).await[0]);
-    let confirm = mail
-        .text
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("http://localhost:8080/confirm/"))
-        .unwrap_or_else(|| panic!("no link in {}", mail.text))
-        .trim_start_matches("http://localhost:8080")
-        .to_string();
 
     // The operator removes feed alpha and reloads.
     let config = support::write_config(dir.path(), &feeds[1..], smtp.port());
@@ -184,7 +103,7 @@ async fn a_base_url_with_a_path_gives_pages_whose_links_and_forms_all_carry_it()
         manage.starts_with("https://x.org/tidings/manage/"),
         "{manage}"
     );
-    let site = Site::start(app).await;
+    let site = support::Site::start(app).await;
 
     let mut wrong = Vec::new();
     for url in [manage, unsubscribe] {
@@ -339,31 +258,10 @@ async fn confirming_a_sign_up_whose_every_search_lost_its_feed_subscribes_nobody
         ("beta", "http://127.0.0.1:1/beta".to_string()),
     ];
     let config = support::write_config(dir.path(), &feeds, smtp.port());
-    let site = Site::start(App::open(config).unwrap()).await;
-    let csrf = site.form_csrf().await;
-    let (status, page) = site
-        .post(
-            "/subscribe",
-            &[
-                ("csrf", &csrf),
-                ("email", "zoe@example.org"),
-                ("queries", "feed:alpha asylum"),
-                ("frequency", "daily"),
-                ("tz", "UTC"),
-                ("action", "subscribe"),
-            ],
-        )
+    let site = support::Site::start(App::open(config).unwrap()).await;
+    let confirm = site
+        .sign_up(&smtp, 1, "zoe@example.org", "feed:alpha asylum")
         .await;
-    assert_eq!(status, StatusCode::OK, "{page}");
-    let mail = support::decode(&smtp.wait_for(1, Duration::from_secs(10)).await[0]);
-    let confirm = mail
-        .text
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("http://localhost:8080/confirm/"))
-        .unwrap_or_else(|| panic!("no link in {}", mail.text))
-        .trim_start_matches("http://localhost:8080")
-        .to_string();
 
     let config = support::write_config(dir.path(), &feeds[1..], smtp.port());
     let reloaded = App::open(config).unwrap();

@@ -1086,3 +1086,107 @@ fn decode_base64_bytes(input: &str) -> Option<Vec<u8>> {
     }
     Some(out)
 }
+
+/// The subscriber pages of an [`tidings::App`], served in-process on `127.0.0.1:0`, with a
+/// client that follows no redirects and the sender of the App, so that a test can swap in
+/// a reloaded one. The pages stop when it is dropped.
+pub struct Site {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub tx: tokio::sync::watch::Sender<tidings::App>,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+impl Site {
+    pub async fn start(app: tidings::App) -> Site {
+        let (tx, rx) = tokio::sync::watch::channel(app);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let addr = tidings::web::serve((Ipv4Addr::LOCALHOST, 0).into(), rx, stop.clone())
+            .await
+            .unwrap();
+        Site {
+            base: format!("http://{addr}"),
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
+            tx,
+            _stop: stop.drop_guard(),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (reqwest::StatusCode, String) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.text().await.unwrap())
+    }
+
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> (reqwest::StatusCode, String) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.text().await.unwrap())
+    }
+
+    /// The anti-forgery value of the sign-up form at `/`.
+    pub async fn form_csrf(&self) -> String {
+        let (status, page) = self.get("/").await;
+        assert_eq!(status, reqwest::StatusCode::OK);
+        csrf_of(&page)
+    }
+
+    /// Signs `email` up for `queries` (one per line, daily, UTC) and returns the path of
+    /// the confirmation link mailed to `smtp` as its `nth` message (from 1).
+    pub async fn sign_up(
+        &self,
+        smtp: &SmtpServer,
+        nth: usize,
+        email: &str,
+        queries: &str,
+    ) -> String {
+        let csrf = self.form_csrf().await;
+        let (status, page) = self
+            .post(
+                "/subscribe",
+                &[
+                    ("csrf", &csrf),
+                    ("email", email),
+                    ("queries", queries),
+                    ("frequency", "daily"),
+                    ("tz", "UTC"),
+                    ("action", "subscribe"),
+                ],
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{page}");
+        let mail = decode(&smtp.wait_for(nth, Duration::from_secs(20)).await[nth - 1]);
+        confirm_path(&mail)
+    }
+}
+
+/// The value of the `name="csrf"` field on a page.
+pub fn csrf_of(page: &str) -> String {
+    let marker = "name=\"csrf\" value=\"";
+    let start = page.find(marker).expect("a csrf field") + marker.len();
+    page[start..].split('"').next().unwrap().to_string()
+}
+
+/// The path of the confirmation link in a sign-up mail (the default base URL's).
+pub fn confirm_path(mail: &Mail) -> String {
+    mail.text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("http://localhost:8080/confirm/"))
+        .unwrap_or_else(|| panic!("no link in {}", mail.text))
+        .trim_start_matches("http://localhost:8080")
+        .to_string()
+}
