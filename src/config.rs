@@ -511,7 +511,17 @@ fn was_left_out(left_out: &[LeftOut], table: Range<usize>, key: &str) -> bool {
 /// read again, so no such problem hides another. Returns what was read, or only problems
 /// when reading could not go on (or found more than [`MAX_STRUCTURAL_PROBLEMS`]).
 fn read_raw(text: &str, lines: &Lines) -> Result<Read, Vec<Problem>> {
-    let problem = |e: &toml::de::Error| lines.problem(e.span().unwrap_or(0..0), e.message().trim());
+    let problem = |e: &toml::de::Error| {
+        let span = e.span().unwrap_or(0..0);
+        let message = e.message().trim();
+        // toml says "duplicate key" and points at it: name it.
+        match text.get(span.clone()).map(str::trim) {
+            Some(key) if message == "duplicate key" && !key.is_empty() => {
+                lines.problem(span, &format!("duplicate key `{key}`"))
+            }
+            _ => lines.problem(span, message),
+        }
+    };
     let (mut document, syntax) = DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
         return Err(syntax.iter().map(problem).collect());
@@ -1442,6 +1452,22 @@ mod tests {
             Ok(_) => panic!("expected an error for:\n{text}"),
             Err(e) => e.problems,
         }
+    }
+
+    #[test]
+    fn a_duplicate_key_or_table_is_named() {
+        let found = problems(
+            "[web]\nlisten = \"\"\n[web]\nbase_url = \"https://x.org/\"\n\
+             [poll]\nconcurrency = 4\nconcurrency = 5\n",
+        );
+        let said: Vec<(usize, &str)> = found.iter().map(|p| (p.line, p.message.as_str())).collect();
+        assert_eq!(
+            said,
+            [
+                (3, "duplicate key `web`"),
+                (7, "duplicate key `concurrency`")
+            ]
+        );
     }
 
     #[test]
