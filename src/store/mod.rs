@@ -573,6 +573,52 @@ mod tests {
         assert_eq!(version, MIGRATIONS.len() as i64);
     }
 
+    /// Confirming a sign-up is one transaction: when one of its searches cannot be
+    /// stored, none is, and the sign-up stays unconfirmed (it can be confirmed again).
+    #[test]
+    fn a_confirmation_that_fails_part_way_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();
+        let id = store
+            .create_signup(&Signup {
+                email: "zoe@x.example".into(),
+                queries: vec!["asylum".into(), "refused".into(), "parole".into()],
+                frequency: "daily".into(),
+                timezone: "UTC".into(),
+                client: "127.0.0.1".into(),
+                created_at: now,
+                confirmed_at: None,
+            })
+            .unwrap();
+        store
+            .conn()
+            .execute_batch(
+                "CREATE TRIGGER refuse AFTER INSERT ON subscriptions WHEN NEW.query = 'refused'
+                 BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+            )
+            .unwrap();
+        let schedule = Schedule::Immediate;
+        let err = store
+            .confirm_signup(id, schedule, Tz::UTC, |_| true, now)
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("refused by the test"),
+            "{err:#}"
+        );
+        assert_eq!(store.subscriber("zoe@x.example").unwrap(), None);
+        assert_eq!(store.signup(id).unwrap().unwrap().confirmed_at, None);
+
+        store.conn().execute_batch("DROP TRIGGER refuse").unwrap();
+        let subscriber = store
+            .confirm_signup(id, schedule, Tz::UTC, |q| q != "parole", now)
+            .unwrap();
+        let zoe = store.subscriber("zoe@x.example").unwrap().unwrap();
+        assert_eq!(zoe.id, subscriber);
+        assert_eq!(zoe.queries, ["asylum", "refused"]);
+        assert!(store.signup(id).unwrap().unwrap().confirmed_at.is_some());
+    }
+
     /// A matcher is keyed by the generation: every kind of change, made through any
     /// path (a cascade from removing a subscriber included), must move it, and a removed
     /// subscription's id must never come back.

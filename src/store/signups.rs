@@ -71,16 +71,32 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<i64> {
         let signup = self.signup(id)?.context("no such sign-up")?;
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for query in signup.queries.iter().filter(|q| keep(q)) {
-            self.add_subscription(&signup.email, query, schedule, timezone, now)?;
+            super::subscriptions::add_subscription_in(
+                &tx,
+                &signup.email,
+                query,
+                schedule,
+                timezone,
+                now,
+            )?;
         }
-        self.conn().execute(
+        tx.execute(
             "UPDATE signups SET confirmed_at = COALESCE(confirmed_at, ?2) WHERE id = ?1",
             params![id, now.timestamp()],
         )?;
-        self.subscriber(&signup.email)?
-            .map(|s| s.id)
-            .context("the subscriber vanished")
+        let subscriber = tx
+            .query_row(
+                "SELECT id FROM subscribers WHERE email = ?1",
+                params![signup.email],
+                |r| r.get(0),
+            )
+            .optional()?
+            .context("confirming added no search and there is no such subscriber")?;
+        tx.commit()?;
+        Ok(subscriber)
     }
 
     /// A sign-up from the web, within its limits, in one transaction (so requests sent

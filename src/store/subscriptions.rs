@@ -15,40 +15,11 @@ impl Store {
         timezone: Tz,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        let next = schedule.next_after(now, timezone).map(|d| d.timestamp());
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let subscriber_id: i64 = tx.query_row(
-            "INSERT INTO subscribers (email, frequency, digest_time, digest_weekday, timezone,
-                                      next_digest_at, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (email) DO UPDATE SET
-                next_digest_at = CASE WHEN frequency IS excluded.frequency
-                                        AND digest_time IS excluded.digest_time
-                                        AND digest_weekday IS excluded.digest_weekday
-                                        AND timezone IS excluded.timezone
-                                      THEN next_digest_at ELSE excluded.next_digest_at END,
-                frequency = excluded.frequency, digest_time = excluded.digest_time,
-                digest_weekday = excluded.digest_weekday, timezone = excluded.timezone
-             RETURNING id",
-            params![
-                email,
-                schedule.frequency(),
-                schedule.time().map(|t| t.format("%H:%M").to_string()),
-                schedule.weekday().map(|d| d.num_days_from_monday()),
-                timezone.name(),
-                next,
-                now.timestamp()
-            ],
-            |r| r.get(0),
-        )?;
-        let added = tx.execute(
-            "INSERT INTO subscriptions (subscriber_id, query, created_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT DO NOTHING",
-            params![subscriber_id, query, now.timestamp()],
-        )?;
+        let (_, added) = add_subscription_in(&tx, email, query, schedule, timezone, now)?;
         tx.commit()?;
-        Ok(added == 1)
+        Ok(added)
     }
 
     /// Removes a subscriber, their subscriptions and pending matches. Mail already in
@@ -294,4 +265,47 @@ impl Store {
     }
 
     // ---- digests -------------------------------------------------------------------------
+}
+
+/// [`Store::add_subscription`] inside `tx`: returns the subscriber's id and whether the
+/// search is new to them.
+pub(super) fn add_subscription_in(
+    tx: &rusqlite::Transaction<'_>,
+    email: &str,
+    query: &str,
+    schedule: Schedule,
+    timezone: Tz,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<(i64, bool)> {
+    let next = schedule.next_after(now, timezone).map(|d| d.timestamp());
+    let subscriber_id: i64 = tx.query_row(
+        "INSERT INTO subscribers (email, frequency, digest_time, digest_weekday, timezone,
+                                  next_digest_at, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (email) DO UPDATE SET
+            next_digest_at = CASE WHEN frequency IS excluded.frequency
+                                    AND digest_time IS excluded.digest_time
+                                    AND digest_weekday IS excluded.digest_weekday
+                                    AND timezone IS excluded.timezone
+                                  THEN next_digest_at ELSE excluded.next_digest_at END,
+            frequency = excluded.frequency, digest_time = excluded.digest_time,
+            digest_weekday = excluded.digest_weekday, timezone = excluded.timezone
+         RETURNING id",
+        params![
+            email,
+            schedule.frequency(),
+            schedule.time().map(|t| t.format("%H:%M").to_string()),
+            schedule.weekday().map(|d| d.num_days_from_monday()),
+            timezone.name(),
+            next,
+            now.timestamp()
+        ],
+        |r| r.get(0),
+    )?;
+    let added = tx.execute(
+        "INSERT INTO subscriptions (subscriber_id, query, created_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT DO NOTHING",
+        params![subscriber_id, query, now.timestamp()],
+    )?;
+    Ok((subscriber_id, added == 1))
 }
