@@ -11,11 +11,18 @@ use reqwest::StatusCode;
 use tidings::App;
 use tidings::config::Config;
 
-/// A sign-up confirmed after a reload removed the feed it names does not slip in a
-/// search that sign-up and the manage page would refuse: confirming re-checks the
-/// searches against the config of the time.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn confirming_a_sign_up_after_its_feed_was_removed_stores_no_dangling_search() {
+/// zoe@example.org signs up for `queries` on a site with feeds alpha and beta; then the
+/// operator removes alpha and reloads. Returns the site, the reloaded App and the path of
+/// the confirmation link (with the temp dir and SMTP server, to keep them alive).
+async fn signed_up_then_feed_alpha_removed(
+    queries: &str,
+) -> (
+    tempfile::TempDir,
+    support::SmtpServer,
+    support::Site,
+    App,
+    String,
+) {
     let smtp = support::SmtpServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let feeds = [
@@ -24,14 +31,21 @@ async fn confirming_a_sign_up_after_its_feed_was_removed_stores_no_dangling_sear
     ];
     let config = support::write_config(dir.path(), &feeds, smtp.port());
     let site = support::Site::start(App::open(config).unwrap()).await;
-    let confirm = site
-        .sign_up(&smtp, 1, "zoe@example.org", "feed:alpha\nasylum")
-        .await;
+    let confirm = site.sign_up(&smtp, 1, "zoe@example.org", queries).await;
 
-    // The operator removes feed alpha and reloads.
     let config = support::write_config(dir.path(), &feeds[1..], smtp.port());
     let reloaded = App::open(config).unwrap();
     site.tx.send_replace(reloaded.clone());
+    (dir, smtp, site, reloaded, confirm)
+}
+
+/// A sign-up confirmed after a reload removed the feed it names does not slip in a
+/// search that sign-up and the manage page would refuse: confirming re-checks the
+/// searches against the config of the time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirming_a_sign_up_after_its_feed_was_removed_stores_no_dangling_search() {
+    let (_dir, _smtp, site, reloaded, confirm) =
+        signed_up_then_feed_alpha_removed("feed:alpha\nasylum").await;
 
     let (status, page) = site.post(&confirm, &[]).await;
     assert!(status.is_success(), "{status}: {page}");
@@ -251,21 +265,8 @@ fn ci_run_prints_its_summary_line_when_tests_fail() {
 /// subscriber (one who would never get anything) and says why, naming the searches.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirming_a_sign_up_whose_every_search_lost_its_feed_subscribes_nobody() {
-    let smtp = support::SmtpServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let feeds = [
-        ("alpha", "http://127.0.0.1:1/alpha".to_string()),
-        ("beta", "http://127.0.0.1:1/beta".to_string()),
-    ];
-    let config = support::write_config(dir.path(), &feeds, smtp.port());
-    let site = support::Site::start(App::open(config).unwrap()).await;
-    let confirm = site
-        .sign_up(&smtp, 1, "zoe@example.org", "feed:alpha asylum")
-        .await;
-
-    let config = support::write_config(dir.path(), &feeds[1..], smtp.port());
-    let reloaded = App::open(config).unwrap();
-    site.tx.send_replace(reloaded.clone());
+    let (_dir, _smtp, site, reloaded, confirm) =
+        signed_up_then_feed_alpha_removed("feed:alpha asylum").await;
 
     let (status, page) = site.post(&confirm, &[]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
