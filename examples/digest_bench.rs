@@ -582,7 +582,7 @@ async fn bench(args: Args) -> bool {
     }
     let path = dir.path().join("config.toml");
     std::fs::write(&path, config).unwrap();
-    let app = App::open(Config::load(&path).unwrap()).unwrap();
+    let app = App::open(Config::load(&path).unwrap()).await.unwrap();
     let now = Utc::now();
 
     // Subscribers.
@@ -597,6 +597,7 @@ async fn bench(args: Args) -> bool {
                     chrono_tz::Tz::UTC,
                     now,
                 )
+                .await
                 .unwrap();
         }
     }
@@ -606,6 +607,7 @@ async fn bench(args: Args) -> bool {
     let feeds = app
         .store
         .claim_feeds(now, Duration::from_secs(300), false)
+        .await
         .unwrap();
     let backlog = chrono::Duration::from_std(app.config.poll.initial_backlog).unwrap();
     let items = items_by_feed(now);
@@ -632,12 +634,12 @@ async fn bench(args: Args) -> bool {
             }
         }
         let poll = SuccessfulPoll {
-            items: &items[f],
+            items: items[f].clone().into(),
             etag: None,
             last_modified: None,
             full_fetch: true,
             moved_to: None,
-            repairs: &[],
+            repairs: std::sync::Arc::new([]),
             body_hash: None,
             now,
             next_poll_at: now + chrono::Duration::minutes(15),
@@ -646,9 +648,15 @@ async fn bench(args: Args) -> bool {
         };
         let StoreOutcome::Stored(stored) = app
             .store
-            .store_items(&feed, &poll, |item| {
-                matcher.matcher.find_matches(&document(item))
+            .store_items(&feed, poll, {
+                let (matcher, id, tags) = (matcher.clone(), feed.id.clone(), tags.clone());
+                move |item| {
+                    let body = body_text(&item.summary, &item.content);
+                    let doc = Document::new(&item.title, &body).with_source(&id, &tags);
+                    matcher.matcher.find_matches(&doc)
+                }
             })
+            .await
             .unwrap()
         else {
             panic!("subscriptions changed while the benchmark stored items");
@@ -671,7 +679,7 @@ async fn bench(args: Args) -> bool {
         "digest_bench: {} subscribers, {} subscriptions, {} items in {} feeds, {} pending matches; \
          stories per digest min {} / mean {:.1} / max {}; mail.concurrency {}; SMTP server: {}",
         args.subscribers,
-        app.store.subscriptions().unwrap().queries.len(),
+        app.store.subscriptions().await.unwrap().queries.len(),
         stored_items,
         FEEDS.len(),
         stored_matches,
@@ -768,7 +776,7 @@ async fn bench(args: Args) -> bool {
             phases.queued_events, phases.sent_events
         ));
     }
-    let outbox = app.store.outbox().unwrap();
+    let outbox = app.store.outbox().await.unwrap();
     let not_sent = outbox.iter().filter(|m| m.status != "sent").count();
     if outbox.len() != want || not_sent != 0 {
         failures.push(format!(

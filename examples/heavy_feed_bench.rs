@@ -281,7 +281,7 @@ async fn cycles(args: &Args) {
         }
         let path = dir.path().join("config.toml");
         std::fs::write(&path, config).unwrap();
-        let app = App::open(Config::load(&path).unwrap()).unwrap();
+        let app = App::open(Config::load(&path).unwrap()).await.unwrap();
         app.store
             .add_subscription(
                 "bench@example.org",
@@ -290,6 +290,7 @@ async fn cycles(args: &Args) {
                 chrono_tz::Tz::UTC,
                 Utc::now(),
             )
+            .await
             .unwrap();
         let label = if heavy {
             format!("with the {}-div feed", args.depth)

@@ -186,7 +186,7 @@ async fn bench(args: Args) {
     }
     let path = dir.path().join("config.toml");
     std::fs::write(&path, config).unwrap();
-    let app = App::open(Config::load(&path).unwrap()).unwrap();
+    let app = App::open(Config::load(&path).unwrap()).await.unwrap();
     let now = Utc::now();
     for (i, q) in [
         "asylum",
@@ -206,6 +206,7 @@ async fn bench(args: Args) {
                 chrono_tz::Tz::UTC,
                 now,
             )
+            .await
             .unwrap();
     }
 

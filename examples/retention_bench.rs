@@ -56,6 +56,7 @@ use common::{peak_rss_mib, reset_peak_rss};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -110,6 +111,17 @@ fn parse_args() -> Args {
         }
     }
     args
+}
+
+/// Waits for one store call: the bench drives the async store from plain threads.
+fn wait<T>(call: impl std::future::Future<Output = T>) -> T {
+    static RUNTIME: std::sync::LazyLock<tokio::runtime::Runtime> = std::sync::LazyLock::new(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+    });
+    RUNTIME.block_on(call)
 }
 
 fn main() -> ExitCode {
@@ -254,34 +266,32 @@ fn build(store: &Store, args: &Args, now: DateTime<Utc>) -> Result<()> {
             interval: Duration::from_secs(900),
         })
         .collect();
-    store.sync_feeds(&feeds)?;
+    wait(store.sync_feeds(&feeds))?;
     let start = round_time(0, now);
-    let mut to_poll: HashMap<String, FeedToPoll> = store
-        .claim_feeds(start, Duration::from_secs(300), false)?
-        .into_iter()
-        .map(|f| (f.id.clone(), f))
-        .collect();
+    let mut to_poll: HashMap<String, FeedToPoll> =
+        wait(store.claim_feeds(start, Duration::from_secs(300), false))?
+            .into_iter()
+            .map(|f| (f.id.clone(), f))
+            .collect();
 
     let per_round = args.outbox.div_ceil(ROUNDS);
     let recipients = RECIPIENTS.max(per_round);
     let email = |i: usize| format!("reader{i:05}@example.org");
     for i in 0..recipients + PAUSED {
-        store.add_subscription(
+        wait(store.add_subscription(
             &email(i),
             &format!("topic{i}"),
             Schedule::Immediate,
             chrono_tz::Tz::UTC,
             start,
-        )?;
+        ))?;
     }
-    let subscription_of: HashMap<String, i64> = store
-        .subscriptions()?
+    let subscription_of: HashMap<String, i64> = wait(store.subscriptions())?
         .queries
         .into_iter()
         .map(|(id, query)| (query, id))
         .collect();
-    let by_email: HashMap<String, Subscriber> = store
-        .subscribers()?
+    let by_email: HashMap<String, Subscriber> = wait(store.subscribers())?
         .into_iter()
         .map(|s| (s.email.clone(), s))
         .collect();
@@ -293,7 +303,7 @@ fn build(store: &Store, args: &Args, now: DateTime<Utc>) -> Result<()> {
         .collect();
     let (active, paused) = readers.split_at(recipients);
 
-    let generation = store.subscriptions_generation()?;
+    let generation = wait(store.subscriptions_generation())?;
     let mut words = Words::new(0x9E37_79B9_7F4A_7C15);
     for round in 0..ROUNDS {
         let at = round_time(round, now);
@@ -306,21 +316,9 @@ fn build(store: &Store, args: &Args, now: DateTime<Utc>) -> Result<()> {
             let id = format!("feed{f:03}");
             let count = args.items * (f + 1) / FEEDS - args.items * f / FEEDS;
             let items: Vec<Item> = (0..count).map(|n| item(&mut words, &id, n, at)).collect();
-            let poll = SuccessfulPoll {
-                items: &items,
-                etag: None,
-                last_modified: None,
-                full_fetch: true,
-                moved_to: None,
-                repairs: &[],
-                body_hash: None,
-                now: at,
-                next_poll_at: at + chrono::Duration::minutes(15),
-                baseline_cutoff: at - chrono::Duration::days(1),
-                matcher_generation: generation,
-            };
-            store
-                .store_items(&to_poll[&id], &poll, |_| {
+            // Each item's subscription, in the order the store asks.
+            let mut matches = (0..items.len())
+                .map(|_| {
                     let reader = if k < matched {
                         Some(active[k % digests])
                     } else {
@@ -329,27 +327,47 @@ fn build(store: &Store, args: &Args, now: DateTime<Utc>) -> Result<()> {
                     k += 1;
                     reader.map(|r| vec![r.subscription]).unwrap_or_default()
                 })
-                .with_context(|| format!("storing feed {id}"))?;
+                .collect::<Vec<_>>()
+                .into_iter();
+            let poll = SuccessfulPoll {
+                items: items.into(),
+                etag: None,
+                last_modified: None,
+                full_fetch: true,
+                moved_to: None,
+                repairs: Arc::new([]),
+                body_hash: None,
+                now: at,
+                next_poll_at: at + chrono::Duration::minutes(15),
+                baseline_cutoff: at - chrono::Duration::days(1),
+                matcher_generation: generation,
+            };
+            wait(store.store_items(&to_poll[&id], poll, move |_| {
+                matches.next().unwrap_or_default()
+            }))
+            .with_context(|| format!("storing feed {id}"))?;
             to_poll.remove(&id);
         }
         let sent_at = at + chrono::Duration::minutes(30);
         for reader in &active[..digests] {
-            if let Some(outbox) =
-                store.take_digest(reader.subscriber, sent_at, "bench.example", |_, e, _| {
-                    render(e)
-                })?
-            {
-                store.mark_sent(outbox, None, sent_at)?;
+            if let Some(outbox) = wait(store.take_digest(
+                reader.subscriber,
+                sent_at,
+                "bench.example",
+                |_, e, _| render(e),
+            ))? {
+                wait(store.mark_sent(outbox, None, sent_at))?;
             }
         }
         if round == 0 {
             for reader in paused {
-                if let Some(outbox) =
-                    store.take_digest(reader.subscriber, sent_at, "bench.example", |_, e, _| {
-                        render(e)
-                    })?
-                {
-                    store.mark_bounced(outbox, None, "550 mailbox unavailable", 1, sent_at)?;
+                if let Some(outbox) = wait(store.take_digest(
+                    reader.subscriber,
+                    sent_at,
+                    "bench.example",
+                    |_, e, _| render(e),
+                ))? {
+                    wait(store.mark_bounced(outbox, None, "550 mailbox unavailable", 1, sent_at))?;
                 }
             }
         }
@@ -428,7 +446,7 @@ fn write_continuously(path: &Path, stop: &AtomicBool) -> Result<Vec<Write>> {
         body_hash: None,
         claim: None,
     };
-    let generation = store.subscriptions_generation()?;
+    let generation = wait(store.subscriptions_generation())?;
     let mut words = Words::new(0xD1B5_4A32_D192_ED03);
     let mut writes = Vec::new();
     for n in 0.. {
@@ -436,14 +454,13 @@ fn write_continuously(path: &Path, stop: &AtomicBool) -> Result<Vec<Write>> {
             break;
         }
         let now = Utc::now();
-        let items = [item(&mut words, LIVE_FEED, n, now)];
         let poll = SuccessfulPoll {
-            items: &items,
+            items: Arc::new([item(&mut words, LIVE_FEED, n, now)]),
             etag: None,
             last_modified: None,
             full_fetch: false,
             moved_to: None,
-            repairs: &[],
+            repairs: Arc::new([]),
             body_hash: None,
             now,
             next_poll_at: now + chrono::Duration::minutes(15),
@@ -451,7 +468,7 @@ fn write_continuously(path: &Path, stop: &AtomicBool) -> Result<Vec<Write>> {
             matcher_generation: generation,
         };
         let started = Instant::now();
-        let result = store.store_items(&feed, &poll, |_| Vec::new());
+        let result = wait(store.store_items(&feed, poll, |_| Vec::new()));
         writes.push(Write {
             started,
             latency: started.elapsed(),
@@ -565,12 +582,12 @@ fn bench(args: Args) -> Result<bool> {
 
         reset_peak_rss();
         let prune_from = Instant::now();
-        let pruned = store.prune(cutoff, Utc::now());
+        let pruned = wait(store.prune(cutoff, Utc::now()));
         let prune_to = Instant::now();
         let backup = pruned
             .as_ref()
             .ok()
-            .map(|_| store.backup_to(&copy_path, false));
+            .map(|_| wait(store.backup_to(&copy_path, false)));
         let backup_to = Instant::now();
         stop.store(true, Ordering::Relaxed);
         let writes = writer.join().expect("the writer thread")?;

@@ -154,16 +154,9 @@ async fn healthz(State(app): State<watch::Receiver<App>>) -> Response {
     if app.shutdown.draining.is_cancelled() {
         problems.push("shutting down".to_string());
     }
-    let store = app.store.clone();
-    match tokio::time::timeout(
-        DB_TIMEOUT,
-        tokio::task::spawn_blocking(move || store.ping()),
-    )
-    .await
-    {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => problems.push(format!("database: {e:#}")),
-        Ok(Err(e)) => problems.push(format!("database: {e}")),
+    match tokio::time::timeout(DB_TIMEOUT, app.store.ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => problems.push(format!("database: {e:#}")),
         Err(_) => problems.push(format!(
             "database: no answer within {} s",
             DB_TIMEOUT.as_secs()
@@ -187,9 +180,8 @@ async fn healthz(State(app): State<watch::Receiver<App>>) -> Response {
 
 async fn metrics(State(app): State<watch::Receiver<App>>) -> Response {
     let app = app.borrow().clone();
-    let store = app.store.clone();
-    match tokio::task::spawn_blocking(move || store.service_stats()).await {
-        Ok(Ok(stats)) => {
+    match app.store.service_stats().await {
+        Ok(stats) => {
             let m = &app.metrics;
             m.outbox_pending.set(stats.outbox_pending);
             let age = stats.oldest_pending.map_or(0.0, |t| {
@@ -201,8 +193,7 @@ async fn metrics(State(app): State<watch::Receiver<App>>) -> Response {
             m.subscribers.set(stats.subscribers);
         }
         // Counters are still worth serving; the stored-state gauges keep their last value.
-        Ok(Err(e)) => warn!(error = %format!("{e:#}"), "metrics: reading stored state"),
-        Err(e) => warn!(error = %e, "metrics: reading stored state"),
+        Err(e) => warn!(error = %format!("{e:#}"), "metrics: reading stored state"),
     }
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], app.metrics.encode()).into_response()
 }

@@ -13,7 +13,7 @@
 //! | [`parse`]     | bytes → normalized [`parse::Item`]s with stable keys (feed-rs)        |
 //! | [`matcher`]   | query language → compiled matcher; item → matching subscriptions      |
 //! | [`digest`]    | pending matches → rendered digest; digest schedules                   |
-//! | [`store`]     | the only SQL: migrations, domain operations one file each (rusqlite)  |
+//! | [`store`]     | the only SQL: an async front, one file per domain; backends behind it |
 //! | [`mail`]      | outbox → SMTP or `.eml` files, retries (lettre)                       |
 //! | [`pipeline`]  | the jobs: [`poll_feeds`], [`send_digests`], [`prune`]                 |
 //! | [`scheduler`] | the daemon: cron ticks driving the jobs, reload, shutdown             |

@@ -480,10 +480,8 @@ pub async fn send_due(
     // `now` is the round's clock; leases must cover real time spent since.
     let clock = move || now + chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
     while !draining.is_cancelled() {
-        let claim = store.clone();
         let (lease, batch, at) = (mailer.claim_lease(), mailer.batch(), clock());
-        let rows =
-            tokio::task::spawn_blocking(move || claim.claim_mail(at, lease, batch)).await??;
+        let rows = store.claim_mail(at, lease, batch).await?;
         if rows.is_empty() {
             return Ok(done);
         }
@@ -492,13 +490,10 @@ pub async fn send_due(
                 if let Some(pacer) = &mailer.pacer {
                     pacer.wait().await;
                 }
-                let (renew, id, token) = (store.clone(), row.id, row.claim.clone());
+                let id = row.id;
                 let lease = mailer.timeout + CLAIM_MARGIN;
-                let at = clock();
-                let held = tokio::task::spawn_blocking(move || {
-                    renew.renew_mail_claim(id, token.as_deref().unwrap_or_default(), at, lease)
-                })
-                .await??;
+                let token = row.claim.as_deref().unwrap_or_default();
+                let held = store.renew_mail_claim(id, token, clock(), lease).await?;
                 if !held {
                     info!(
                         outbox = id,
@@ -537,35 +532,29 @@ async fn record(
         Ok(()) => {
             info!(outbox = id, to = %to, subject = %row.subject, "mail sent");
             done.sent += 1;
-            tokio::task::spawn_blocking(move || store.mark_sent(id, claim.as_deref(), now))
-                .await??
+            store.mark_sent(id, claim.as_deref(), now).await?
         }
         Err(SendError::Transient(e)) if young => {
             warn!(outbox = id, to = %to, error = %e, "mail deferred; will retry");
             done.retrying += 1;
             let retry_at = now + retry_delay(row.attempts);
-            tokio::task::spawn_blocking(move || {
-                store.mark_retry(id, claim.as_deref(), &e, retry_at)
-            })
-            .await??
+            store.mark_retry(id, claim.as_deref(), &e, retry_at).await?
         }
         Err(SendError::Transient(e)) => {
             let attempts = crate::output::count(row.attempts as usize + 1, "attempt");
             let e = format!("gave up after {attempts}: {e}");
             warn!(outbox = id, to = %to, error = %e, "mail failed");
             done.failed += 1;
-            tokio::task::spawn_blocking(move || store.mark_failed(id, claim.as_deref(), &e))
-                .await??
+            store.mark_failed(id, claim.as_deref(), &e).await?
         }
         Err(SendError::Permanent(e)) => {
             warn!(outbox = id, to = %to, error = %e, "mail rejected");
             done.failed += 1;
             match pause_after {
                 Some(limit) => {
-                    let paused = tokio::task::spawn_blocking(move || {
-                        store.mark_bounced(id, claim.as_deref(), &e, limit, now)
-                    })
-                    .await??;
+                    let paused = store
+                        .mark_bounced(id, claim.as_deref(), &e, limit, now)
+                        .await?;
                     if let Some(email) = paused {
                         warn!(to = %email, bounces = limit,
                               "subscriber paused after repeated bounces; `tidings subscriber resume` undoes it");
@@ -573,10 +562,7 @@ async fn record(
                     }
                     true
                 }
-                None => {
-                    tokio::task::spawn_blocking(move || store.mark_failed(id, claim.as_deref(), &e))
-                        .await??
-                }
+                None => store.mark_failed(id, claim.as_deref(), &e).await?,
             }
         }
     };

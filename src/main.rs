@@ -325,7 +325,7 @@ fn init_logging(format: LogFormat, level: String) {
 async fn execute(cli: Cli) -> Result<()> {
     let config = Config::load(&cli.config)?;
     match cli.command {
-        Command::CheckConfig => check_config(&config),
+        Command::CheckConfig => check_config(&config).await,
         Command::Health => {
             let addr = config
                 .service
@@ -339,11 +339,11 @@ async fn execute(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Run => {
-            let app = App::open(config)?;
+            let app = App::open(config).await?;
             scheduler::run(app, scheduler::shutdown_signal()).await
         }
         Command::Poll => {
-            let app = App::open(config)?;
+            let app = App::open(config).await?;
             stop_on_signal(&app);
             let progress = PollProgress::default();
             let s = poll_feeds_observed(&app, Utc::now(), false, &progress).await?;
@@ -364,7 +364,7 @@ async fn execute(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Digest { all } => {
-            let app = App::open(config)?;
+            let app = App::open(config).await?;
             stop_on_signal(&app);
             let s = send_digests(&app, Utc::now(), all).await?;
             say!(
@@ -377,7 +377,7 @@ async fn execute(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Prune => {
-            let store = open_store(&config)?;
+            let store = open_store(&config).await?;
             let p = prune_store(&store, config.retention, Utc::now()).await?;
             say!(
                 "pruned {} first seen more than {} ago and {}",
@@ -387,33 +387,35 @@ async fn execute(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Backup { path, force } => backup(&config, &path, force),
+        Command::Backup { path, force } => backup(&config, &path, force).await,
         Command::Match {
             query,
             since,
             limit,
         } => {
-            let store = open_store(&config)?;
-            preview_matches(&config, &store, &query, since, limit)
+            let store = open_store(&config).await?;
+            preview_matches(&config, &store, &query, since, limit).await
         }
         Command::Outbox { command, all } => {
-            let store = open_store(&config)?;
+            let store = open_store(&config).await?;
             match command {
                 Some(OutboxCommand::Retry { id }) => {
-                    if !store.requeue(id, Utc::now())? {
+                    if !store.requeue(id, Utc::now()).await? {
                         bail!("no message {id} in the outbox");
                     }
                     say!("message {id} requeued; `tidings digest` or the daemon sends it");
                     Ok(())
                 }
-                None => list_outbox(&store, all),
+                None => list_outbox(&store, all).await,
             }
         }
         Command::Subscriber(command) => {
-            let store = open_store(&config)?;
-            subscriber(&config, &store, command)
+            let store = open_store(&config).await?;
+            subscriber(&config, &store, command).await
         }
-        Command::Feeds(FeedsCommand::Status { json }) => feeds_status(&open_store(&config)?, json),
+        Command::Feeds(FeedsCommand::Status { json }) => {
+            feeds_status(&open_store(&config).await?, json).await
+        }
         Command::Feeds(FeedsCommand::Discover { url }) => {
             discover(&config, &discover_url(&url)?).await
         }
@@ -738,7 +740,7 @@ fn write_replacing(path: &Path, text: &str) -> Result<()> {
     })
 }
 
-fn check_config(config: &Config) -> Result<()> {
+async fn check_config(config: &Config) -> Result<()> {
     say!("{}: ok", config.path.display());
     say!(
         "  database: {} (items and sent mail kept {})",
@@ -804,17 +806,21 @@ fn check_config(config: &Config) -> Result<()> {
             feed.url
         );
     }
-    warn_dangling_searches(config);
+    warn_dangling_searches(config).await;
     Ok(())
 }
 
 /// Warns (on stderr) of each stored search that names a feed or tag the config does not
 /// have, when there is a database to read; the config itself is fine all the same.
-fn warn_dangling_searches(config: &Config) {
+async fn warn_dangling_searches(config: &Config) {
     if !config.database.exists() {
         return;
     }
-    match Store::open_read_only(&config.database).and_then(|store| store.subscribers()) {
+    let subscribers = match Store::open_read_only(&config.database) {
+        Ok(store) => store.subscribers().await,
+        Err(e) => Err(e),
+    };
+    match subscribers {
         Ok(subscribers) => {
             for dangling in dangling_searches(config, &subscribers) {
                 esay!("warning: {dangling}");
@@ -826,7 +832,7 @@ fn warn_dangling_searches(config: &Config) {
 
 /// `tidings match`: runs one query over stored items and prints each hit with its
 /// matched words marked (bold on a terminal, `**…**` otherwise).
-fn preview_matches(
+async fn preview_matches(
     config: &Config,
     store: &Store,
     query: &str,
@@ -855,7 +861,7 @@ fn preview_matches(
         out
     };
     let mut matched = 0;
-    let items = store.items_since(since_at)?;
+    let items = store.items_since(since_at).await?;
     let scanned = items.len();
     for item in items {
         let body = body_text(&item.summary, &item.content);
@@ -899,9 +905,10 @@ fn preview_matches(
     Ok(())
 }
 
-fn list_outbox(store: &Store, all: bool) -> Result<()> {
+async fn list_outbox(store: &Store, all: bool) -> Result<()> {
     let rows: Vec<_> = store
-        .outbox()?
+        .outbox()
+        .await?
         .into_iter()
         .filter(|m| all || m.status != "sent")
         .collect();
@@ -972,7 +979,7 @@ fn in_days(d: Duration) -> String {
 }
 
 /// `tidings backup`: a consistent copy of the database at `path`, with what it holds.
-fn backup(config: &Config, path: &std::path::Path, force: bool) -> Result<()> {
+async fn backup(config: &Config, path: &std::path::Path, force: bool) -> Result<()> {
     if !config.database.exists() {
         bail!("no database at {}", config.database.display());
     }
@@ -989,6 +996,7 @@ fn backup(config: &Config, path: &std::path::Path, force: bool) -> Result<()> {
     let store = Store::open(&config.database)?;
     let s = store
         .backup_to(path, force)
+        .await
         .with_context(|| format!("backing up to {}", path.display()))?;
     say!(
         "backed up {} to {}: {:.1} MiB; {}, {} ({} pruned), {}, {}",
@@ -1006,13 +1014,13 @@ fn backup(config: &Config, path: &std::path::Path, force: bool) -> Result<()> {
 
 /// The database alone, for admin commands that neither fetch nor mail (so they work
 /// without, say, the SMTP password in the environment).
-fn open_store(config: &Config) -> Result<Store> {
+async fn open_store(config: &Config) -> Result<Store> {
     let store = Store::open(&config.database)?;
-    store.sync_feeds(&config.feeds)?;
+    store.sync_feeds(&config.feeds).await?;
     Ok(store)
 }
 
-fn subscriber(config: &Config, store: &Store, command: SubscriberCommand) -> Result<()> {
+async fn subscriber(config: &Config, store: &Store, command: SubscriberCommand) -> Result<()> {
     let now = Utc::now();
     match command {
         SubscriberCommand::Add {
@@ -1027,7 +1035,7 @@ fn subscriber(config: &Config, store: &Store, command: SubscriberCommand) -> Res
             config
                 .check_scopes(&parsed)
                 .map_err(|e| anyhow::anyhow!("bad query {query:?}: {e}"))?;
-            let current = store.subscriber(&email)?;
+            let current = store.subscriber(&email).await?;
             let schedule = match (&frequency, &current) {
                 (Some(f), _) => Schedule::parse(f, config.digest.daily_at)
                     .map_err(|e| anyhow::anyhow!("bad --frequency {f:?}: {e}"))?,
@@ -1041,9 +1049,12 @@ fn subscriber(config: &Config, store: &Store, command: SubscriberCommand) -> Res
                 (None, Some(s)) => s.timezone,
                 (None, None) => config.digest.timezone,
             };
-            let added = store.add_subscription(&email, query.trim(), schedule, timezone, now)?;
+            let added = store
+                .add_subscription(&email, query.trim(), schedule, timezone, now)
+                .await?;
             let searches = store
-                .subscriber(&email)?
+                .subscriber(&email)
+                .await?
                 .map(|s| s.queries)
                 .unwrap_or_default();
             let digests = format!(
@@ -1061,7 +1072,7 @@ fn subscriber(config: &Config, store: &Store, command: SubscriberCommand) -> Res
             }
         }
         SubscriberCommand::List => {
-            let subscribers = store.subscribers()?;
+            let subscribers = store.subscribers().await?;
             if subscribers.is_empty() {
                 say!(
                     "no subscribers yet (add one with `tidings subscriber add EMAIL --query ...`)"
@@ -1092,19 +1103,19 @@ fn subscriber(config: &Config, store: &Store, command: SubscriberCommand) -> Res
         }
         SubscriberCommand::Resume { email } => {
             let stored = stored_spelling(&email);
-            let Some(subscriber) = store.subscriber(&stored)? else {
+            let Some(subscriber) = store.subscriber(&stored).await? else {
                 bail!("no subscriber {email}");
             };
             if subscriber.paused_at.is_none() {
                 say!("{email} is not paused: they get digests already; nothing changed");
-            } else if store.resume_subscriber(&stored)? {
+            } else if store.resume_subscriber(&stored).await? {
                 say!("{email} gets digests again");
             } else {
                 bail!("no subscriber {email}");
             }
         }
         SubscriberCommand::Remove { email } => {
-            if !store.remove_subscriber(&stored_spelling(&email))? {
+            if !store.remove_subscriber(&stored_spelling(&email)).await? {
                 bail!("no subscriber {email}");
             }
             say!("removed {email}");
@@ -1205,8 +1216,8 @@ async fn discover(config: &Config, target: &DiscoverTarget) -> Result<()> {
     }
 }
 
-fn feeds_status(store: &Store, json: bool) -> Result<()> {
-    let statuses = store.feed_statuses().context("reading feed status")?;
+async fn feeds_status(store: &Store, json: bool) -> Result<()> {
+    let statuses = store.feed_statuses().await.context("reading feed status")?;
     if json {
         say!("{}", serde_json::to_string_pretty(&statuses)?);
         return Ok(());

@@ -101,12 +101,13 @@ impl PollSlots {
 impl App {
     /// Opens the database (migrating it), makes its feed list match the config, and
     /// builds the HTTP client and the mailer.
-    pub fn open(config: Config) -> Result<App> {
+    pub async fn open(config: Config) -> Result<App> {
         let synonyms = Synonyms::new(config.synonyms.clone())
             .map_err(|e| anyhow::anyhow!("{}: [synonyms]: {e}", config.path.display()))?;
         let store = Store::open(&config.database)?;
         store
             .sync_feeds(&config.feeds)
+            .await
             .context("syncing feeds from config")?;
         let fetcher = Fetcher::new(&config.poll)?;
         let signer = Signer::load_or_create(&config.web.secret_file)?;
@@ -138,7 +139,7 @@ impl App {
     /// interval, and the HTTP client, mailer and matcher are rebuilt. The database and
     /// the signing key cannot move while running: their old values are kept (the caller
     /// warns about that).
-    pub fn reconfigure(&self, mut config: Config) -> Result<App> {
+    pub async fn reconfigure(&self, mut config: Config) -> Result<App> {
         config.database = self.config.database.clone();
         config.web.secret_file = self.config.web.secret_file.clone();
         let synonyms = Synonyms::new(config.synonyms.clone())
@@ -148,14 +149,16 @@ impl App {
         let mailer = Mailer::new(&config.mail, Some(links.clone()))?;
         self.store
             .sync_feeds(&config.feeds)
+            .await
             .context("syncing feeds from config")?;
         for feed in &config.feeds {
             let old = self.config.feed(&feed.id);
             if old.is_some_and(|old| old.url == feed.url && feed.interval < old.interval)
-                && let Some(last) = self.store.last_poll_at(&feed.id)?
+                && let Some(last) = self.store.last_poll_at(&feed.id).await?
             {
                 self.store
-                    .poll_no_later_than(&feed.id, last + to_chrono(feed.interval))?;
+                    .poll_no_later_than(&feed.id, last + to_chrono(feed.interval))
+                    .await?;
             }
         }
         // Cycles still running keep the slots they started with.
@@ -232,9 +235,7 @@ impl App {
     /// The matcher over all subscriptions, compiled again only when their generation
     /// moved (a change from any process bumps it).
     pub async fn current_matcher(&self) -> Result<Arc<CompiledMatcher>> {
-        let store = self.store.clone();
-        let generation =
-            tokio::task::spawn_blocking(move || store.subscriptions_generation()).await??;
+        let generation = self.store.subscriptions_generation().await?;
         if let Some(m) = self
             .matcher
             .lock()
@@ -300,10 +301,8 @@ pub async fn poll_feeds_observed(
     observer: &dyn PollObserver,
 ) -> Result<PollSummary> {
     let started = Instant::now();
-    let store = app.store.clone();
     let lease = poll_lease(&app.config.poll);
-    let feeds =
-        tokio::task::spawn_blocking(move || store.claim_feeds(now, lease, only_due)).await??;
+    let feeds = app.store.claim_feeds(now, lease, only_due).await?;
     let mut summary = PollSummary {
         feeds: feeds.len(),
         ..PollSummary::default()
@@ -340,21 +339,15 @@ pub async fn poll_feeds_observed(
                 };
                 // The wait for a slot may have outlasted the lease: renew it, or leave the
                 // feed to whoever claimed it since.
-                let (store, renewing) = (app.store.clone(), feed.clone());
                 let at = now + to_chrono(started.elapsed());
                 let lease = poll_lease(&app.config.poll);
-                match tokio::task::spawn_blocking(move || {
-                    store.renew_feed_claim(&renewing, at, lease)
-                })
-                .await
-                {
-                    Ok(Ok(true)) => {}
-                    Ok(Ok(false)) => {
+                match app.store.renew_feed_claim(&feed, at, lease).await {
+                    Ok(true) => {}
+                    Ok(false) => {
                         warn_if_lost(false, &id);
                         return Some(Ok(FeedOutcome::TakenOver));
                     }
-                    Ok(Err(e)) => return Some(Err(e)),
-                    Err(e) => return Some(Err(e.into())),
+                    Err(e) => return Some(Err(e)),
                 }
                 tokio::select! {
                     biased;
@@ -366,11 +359,8 @@ pub async fn poll_feeds_observed(
             if matches!(outcome, None | Some(Err(_))) {
                 // Not polled, or its result could not be written: due again at once (the
                 // next start, the next tick), not after the lease.
-                let store = app.store.clone();
-                match tokio::task::spawn_blocking(move || store.release_claim(&claimed)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => warn!(feed = %id, error = %format!("{e:#}"), "releasing feed"),
-                    Err(e) => warn!(feed = %id, error = %e, "releasing feed"),
+                if let Err(e) = app.store.release_claim(&claimed).await {
+                    warn!(feed = %id, error = %format!("{e:#}"), "releasing feed");
                 }
             }
             (id, outcome)
@@ -456,8 +446,7 @@ async fn guard_panics<T>(work: impl Future<Output = T>) -> Result<T, String> {
 /// Compiles every stored subscription. A query that no longer parses (written by an
 /// older version, say) is skipped with a warning rather than stopping all matching.
 pub async fn load_matcher(store: &Store, synonyms: &Synonyms) -> Result<CompiledMatcher> {
-    let store = store.clone();
-    let active = tokio::task::spawn_blocking(move || store.subscriptions()).await??;
+    let active = store.subscriptions().await?;
     let mut compiled = Vec::with_capacity(active.queries.len());
     for (id, text) in active.queries {
         match Query::parse(&text) {
@@ -566,11 +555,10 @@ pub async fn refresh_feed(
                     now,
                 );
             let moved_to = meta.moved_to.as_ref().map(Url::to_string);
-            let (store, claimed) = (app.store.clone(), feed.clone());
-            let recorded = tokio::task::spawn_blocking(move || {
-                store.record_not_modified(&claimed, now, next_poll_at, moved_to.as_deref())
-            })
-            .await??;
+            let recorded = app
+                .store
+                .record_not_modified(&feed, now, next_poll_at, moved_to.as_deref())
+                .await?;
             warn_if_lost(recorded, &feed.id);
             report_move(&feed, meta.moved_to.as_ref());
             info!(target: FEED_LOG, feed = %feed.id, status = "not-modified", new = 0, matched = 0,
@@ -586,12 +574,8 @@ pub async fn refresh_feed(
         }
         Ok(FetchOutcome::Fetched(f)) => f,
         Err(FetchError::Gone) => {
-            let (store, claimed) = (app.store.clone(), feed.clone());
             let error = FetchError::Gone.to_string();
-            let message = error.clone();
-            let recorded =
-                tokio::task::spawn_blocking(move || store.record_gone(&claimed, now, &message))
-                    .await??;
+            let recorded = app.store.record_gone(&feed, now, &error).await?;
             warn_if_lost(recorded, &feed.id);
             error!(feed = %feed.id, url = %feed.url, status = "gone",
                    "feed is gone (HTTP 410): polling stopped; remove it or give it a new url");
@@ -646,20 +630,15 @@ pub async fn refresh_feed(
                     now,
                 );
             let moved_to = fetched.meta.moved_to.as_ref().map(Url::to_string);
-            let (store, claimed, validators) =
-                (app.store.clone(), feed.clone(), fetched.validators);
-            let recorded = tokio::task::spawn_blocking(move || {
-                let unchanged = UnchangedPoll {
-                    etag: validators.etag.as_deref(),
-                    last_modified: validators.last_modified.as_deref(),
-                    full_fetch,
-                    moved_to: moved_to.as_deref(),
-                    now,
-                    next_poll_at,
-                };
-                store.record_unchanged(&claimed, &unchanged)
-            })
-            .await??;
+            let unchanged = UnchangedPoll {
+                etag: fetched.validators.etag,
+                last_modified: fetched.validators.last_modified,
+                full_fetch,
+                moved_to,
+                now,
+                next_poll_at,
+            };
+            let recorded = app.store.record_unchanged(&feed, unchanged).await?;
             warn_if_lost(recorded, &feed.id);
             report_move(&feed, fetched.meta.moved_to.as_ref());
             info!(target: FEED_LOG, feed = %feed.id, status = "not-modified", same_body = true, new = 0, matched = 0,
@@ -698,43 +677,33 @@ pub async fn refresh_feed(
         .feed(&feed.id)
         .map(|f| f.tags.clone())
         .unwrap_or_default();
-    let (feed, parsed, tags) = (Arc::new(feed), Arc::new(parsed), Arc::new(tags));
-    let (fetched_validators, mut matcher) = (Arc::new(fetched.validators), matcher.clone());
+    let tags: Arc<[String]> = tags.into();
+    let mut poll = SuccessfulPoll {
+        items: parsed.items.into(),
+        etag: fetched.validators.etag,
+        last_modified: fetched.validators.last_modified,
+        full_fetch,
+        moved_to,
+        repairs: parsed.repairs.into(),
+        now,
+        next_poll_at,
+        body_hash: Some(hash),
+        baseline_cutoff,
+        matcher_generation: 0,
+    };
+    let mut matcher = matcher.clone();
     // The store refuses a matcher older than the subscriptions (they may change in
     // another process at any moment): compile it again and store again.
     let mut attempts = 0;
     let stored = loop {
-        let (store, feed, parsed, tags, validators, moved_to, compiled) = (
-            app.store.clone(),
-            feed.clone(),
-            parsed.clone(),
-            tags.clone(),
-            fetched_validators.clone(),
-            moved_to.clone(),
-            matcher.clone(),
-        );
-        let hash = hash.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let poll = SuccessfulPoll {
-                items: &parsed.items,
-                etag: validators.etag.as_deref(),
-                last_modified: validators.last_modified.as_deref(),
-                full_fetch,
-                moved_to: moved_to.as_deref(),
-                repairs: &parsed.repairs,
-                now,
-                next_poll_at,
-                body_hash: Some(&hash),
-                baseline_cutoff,
-                matcher_generation: compiled.generation,
-            };
-            store.store_items(&feed, &poll, |item| {
-                compiled
-                    .matcher
-                    .find_matches(&document(item, &feed.id, &tags))
+        poll.matcher_generation = matcher.generation;
+        let (compiled, id, tags) = (matcher.clone(), feed.id.clone(), tags.clone());
+        let outcome = app
+            .store
+            .store_items(&feed, poll.clone(), move |item| {
+                compiled.matcher.find_matches(&document(item, &id, &tags))
             })
-        })
-        .await??;
+            .await?;
         match outcome {
             StoreOutcome::Stored(stored) => break stored,
             StoreOutcome::StaleMatcher if attempts < 10 => {
@@ -811,12 +780,10 @@ async fn record_failure(
         &feed.id,
         now,
     );
-    let store = app.store.clone();
-    let (claimed, k, e) = (feed.clone(), kind.to_string(), error.clone());
-    let recorded = tokio::task::spawn_blocking(move || {
-        store.record_failure(&claimed, now, &k, &e, next_poll_at)
-    })
-    .await??;
+    let recorded = app
+        .store
+        .record_failure(feed, now, kind, &error, next_poll_at)
+        .await?;
     warn_if_lost(recorded, &feed.id);
     warn!(target: FEED_LOG, feed = %feed.id, status = "error", kind = %kind, error = %error, failures,
           next_poll = %next_poll_at.to_rfc3339_opts(SecondsFormat::Secs, true),
@@ -915,14 +882,8 @@ pub async fn send_digests(
     now: DateTime<Utc>,
     ignore_schedule: bool,
 ) -> Result<DigestSummary> {
-    let store = app.store.clone();
-    let (due, failing) = tokio::task::spawn_blocking(move || {
-        anyhow::Ok((
-            store.due_digests(now, ignore_schedule)?,
-            store.failing_feeds(FAILING_AFTER)?,
-        ))
-    })
-    .await??;
+    let due = app.store.due_digests(now, ignore_schedule).await?;
+    let failing = app.store.failing_feeds(FAILING_AFTER).await?;
     let failing = Arc::new(failing);
     let queueing_done = std::sync::atomic::AtomicBool::new(false);
     let queue = async {
@@ -975,27 +936,26 @@ async fn queue_digests(
         }
         let (app, domain, failing) = (app.clone(), domain.clone(), failing.clone());
         let cache = cache.clone();
-        let outbox = tokio::task::spawn_blocking(move || {
-            app.store
-                .take_digest(subscriber, now, &domain, |s, entries, more_follow| {
-                    let unsubscribe = app.links.unsubscribe_url(s.id, &s.email);
-                    let manage = app.links.manage_url(s.id, &s.email);
-                    let cx = DigestContext {
-                        recipient: &s.email,
-                        schedule: s.schedule,
-                        timezone: s.timezone,
-                        synonyms: &app.synonyms,
-                        failing_feeds: &failing,
-                        unsubscribe_url: Some(&unsubscribe),
-                        manage_url: Some(&manage),
-                        cache: Some(&cache),
-                        more_follow,
-                    };
-                    Ok(render_digest(entries, &cx)?)
-                })
-        })
-        .await?
-        .with_context(|| format!("queueing digest for subscriber {subscriber}"))?;
+        let store = app.store.clone();
+        let outbox = store
+            .take_digest(subscriber, now, &domain, move |s, entries, more_follow| {
+                let unsubscribe = app.links.unsubscribe_url(s.id, &s.email);
+                let manage = app.links.manage_url(s.id, &s.email);
+                let cx = DigestContext {
+                    recipient: &s.email,
+                    schedule: s.schedule,
+                    timezone: s.timezone,
+                    synonyms: &app.synonyms,
+                    failing_feeds: &failing,
+                    unsubscribe_url: Some(&unsubscribe),
+                    manage_url: Some(&manage),
+                    cache: Some(&cache),
+                    more_follow,
+                };
+                Ok(render_digest(entries, &cx)?)
+            })
+            .await
+            .with_context(|| format!("queueing digest for subscriber {subscriber}"))?;
         if let Some(outbox) = outbox {
             info!(subscriber, outbox, "digest queued");
             queued += 1;
@@ -1014,9 +974,9 @@ pub async fn prune(app: &App, now: DateTime<Utc>) -> Result<Pruned> {
 /// [`prune`] with only the database, for commands that need neither HTTP nor mail.
 pub async fn prune_store(store: &Store, retention: Duration, now: DateTime<Utc>) -> Result<Pruned> {
     let cutoff = before(now, retention);
-    let store = store.clone();
-    let pruned = tokio::task::spawn_blocking(move || store.prune(cutoff, now))
-        .await?
+    let pruned = store
+        .prune(cutoff, now)
+        .await
         .context("pruning the database")?;
     info!(items = pruned.items, outbox = pruned.outbox, matches = pruned.matches,
           cutoff = %cutoff.to_rfc3339_opts(SecondsFormat::Secs, true), "pruned");

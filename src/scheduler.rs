@@ -373,8 +373,7 @@ async fn reload(app: &App, path: &Path) -> Result<App> {
         changed.join(","),
     );
     let settings = config.changed_settings(&old).join(",");
-    let base = app.clone();
-    let new = tokio::task::spawn_blocking(move || base.reconfigure(config)).await??;
+    let new = app.reconfigure(config).await?;
     info!(
         feeds,
         %added,
@@ -389,19 +388,11 @@ async fn reload(app: &App, path: &Path) -> Result<App> {
 /// Logs each stored search that names a feed or tag the config does not have, at start
 /// and after each reload (which may have removed one).
 async fn warn_dangling_searches(app: &App) {
-    let (config, store) = (app.config.clone(), app.store.clone());
-    let found = tokio::task::spawn_blocking(move || {
-        store
-            .subscribers()
-            .map(|subscribers| dangling_searches(&config, &subscribers))
-    })
-    .await;
-    match found {
-        Ok(Ok(found)) => log_dangling_searches(&found),
-        Ok(Err(e)) => {
+    match app.store.subscribers().await {
+        Ok(subscribers) => log_dangling_searches(&dangling_searches(&app.config, &subscribers)),
+        Err(e) => {
             warn!(error = %format!("{e:#}"), "checking stored searches against the config")
         }
-        Err(e) => warn!(error = %e, "checking stored searches against the config"),
     }
 }
 

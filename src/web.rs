@@ -33,6 +33,7 @@ use crate::digest::{Schedule, parse_time_zone};
 use crate::matcher::Query;
 use crate::pipeline::App;
 use crate::store::{SignupAdmission, SignupLimits, Subscriber};
+use crate::token::token_id;
 
 /// Largest form body accepted; a search is at most [`MAX_QUERY_CHARS`].
 const MAX_BODY: usize = 8 * 1024;
@@ -327,7 +328,7 @@ async fn not_found() -> Failure {
     Failure::NotFound
 }
 
-/// Runs a blocking database call off the async threads.
+/// Runs CPU-heavy work (checking searches against the config) off the async threads.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T, Failure> {
@@ -337,24 +338,18 @@ async fn blocking<T: Send + 'static>(
         .map_err(Failure::Internal)
 }
 
-/// The subscriber a manage token (`manage`) or unsubscribe token names, if genuine.
+/// The subscriber a manage token (`manage`) or unsubscribe token names, if genuine. A
+/// database that cannot answer is an error, not a bad link.
 async fn subscriber_for(app: &App, token: &str, manage: bool) -> Result<Subscriber, Failure> {
-    let (store, links, token) = (app.store.clone(), app.links.clone(), token.to_string());
-    blocking(move || {
-        let mut found = None;
-        let lookup = |id| {
-            found = store.subscriber_by_id(id).ok().flatten();
-            found.as_ref().map(|s| s.email.clone())
-        };
-        let id = if manage {
-            links.verify_manage(&token, lookup)
-        } else {
-            links.verify_unsubscribe(&token, lookup)
-        };
-        Ok(id.and(found))
-    })
-    .await?
-    .ok_or(Failure::BadLink)
+    let id = token_id(token).ok_or(Failure::BadLink)?;
+    let found = app.store.subscriber_by_id(id).await?;
+    let email = found.as_ref().map(|s| s.email.clone());
+    let genuine = if manage {
+        app.links.verify_manage(token, |_| email)
+    } else {
+        app.links.verify_unsubscribe(token, |_| email)
+    };
+    genuine.and(found).ok_or(Failure::BadLink)
 }
 
 // ---- unsubscribe --------------------------------------------------------------------------
@@ -394,8 +389,7 @@ async fn unsubscribe(
         Err(Failure::BadLink) => return already_unsubscribed(&app, &token).await,
         other => other?,
     };
-    let store = app.store.clone();
-    blocking(move || store.unsubscribe(s.id, &token, Utc::now())).await?;
+    app.store.unsubscribe(s.id, &token, Utc::now()).await?;
     info!(subscriber = s.id, "unsubscribed from the web");
     Ok(unsubscribed_page())
 }
@@ -403,8 +397,7 @@ async fn unsubscribe(
 /// A token that names no current subscriber: fine if it was used to unsubscribe (the
 /// link keeps working), a bad link otherwise.
 async fn already_unsubscribed(app: &App, token: &str) -> Result<Response, Failure> {
-    let (store, token) = (app.store.clone(), token.to_string());
-    if blocking(move || store.was_unsubscribed(&token)).await? {
+    if app.store.was_unsubscribed(token).await? {
         Ok(unsubscribed_page())
     } else {
         Err(Failure::BadLink)
@@ -466,9 +459,7 @@ async fn manage_view(
     error: Option<&str>,
     query: &str,
 ) -> Result<axum::response::Html<String>, Failure> {
-    let store = app.store.clone();
-    let id = s.id;
-    let subscriptions = blocking(move || store.subscription_states(id)).await?;
+    let subscriptions = app.store.subscription_states(s.id).await?;
     let subscriptions: Vec<_> = subscriptions
         .into_iter()
         .map(|(id, query, paused)| {
@@ -557,9 +548,9 @@ async fn add_query(
         let page = manage_view(&app, &token, &s, None, Some(&problem), query).await?;
         return Ok((StatusCode::BAD_REQUEST, page).into_response());
     }
-    let (store, email, query) = (app.store.clone(), s.email.clone(), query.to_string());
-    let (schedule, tz) = (s.schedule, s.timezone);
-    blocking(move || store.add_subscription(&email, &query, schedule, tz, Utc::now())).await?;
+    app.store
+        .add_subscription(&s.email, query, s.schedule, s.timezone, Utc::now())
+        .await?;
     Ok(back_to(&token, "added"))
 }
 
@@ -579,9 +570,8 @@ async fn remove_query(
     let app = app.borrow().clone();
     let (s, fields) = manage_form(&app, &token, form).await?;
     let subscription = subscription_field(&fields)?;
-    let store = app.store.clone();
     // Someone else's subscription id removes nothing: the store checks the owner.
-    let removed = blocking(move || store.remove_subscription(s.id, subscription)).await?;
+    let removed = app.store.remove_subscription(s.id, subscription).await?;
     Ok(back_to(
         &token,
         if removed { "removed" } else { "unchanged" },
@@ -597,10 +587,10 @@ async fn pause_query(
     let (s, fields) = manage_form(&app, &token, form).await?;
     let subscription = subscription_field(&fields)?;
     let pause = fields.get("paused").map(String::as_str) == Some("1");
-    let store = app.store.clone();
-    let changed =
-        blocking(move || store.set_subscription_paused(s.id, subscription, pause, Utc::now()))
-            .await?;
+    let changed = app
+        .store
+        .set_subscription_paused(s.id, subscription, pause, Utc::now())
+        .await?;
     let done = match (changed, pause) {
         (false, _) => "unchanged",
         (true, true) => "paused",
@@ -634,8 +624,9 @@ async fn set_schedule(
             return Ok((StatusCode::BAD_REQUEST, page).into_response());
         }
     };
-    let store = app.store.clone();
-    blocking(move || store.set_schedule(s.id, schedule, tz, Utc::now())).await?;
+    app.store
+        .set_schedule(s.id, schedule, tz, Utc::now())
+        .await?;
     Ok(back_to(&token, "schedule"))
 }
 
@@ -748,15 +739,9 @@ async fn admin_page(
         return Err(Failure::Unauthorized);
     }
     guard.passed(&client);
-    let store = app.store.clone();
-    let (feeds, outbox, subscribers) = blocking(move || {
-        Ok((
-            store.feed_statuses()?,
-            store.outbox()?,
-            store.subscribers()?,
-        ))
-    })
-    .await?;
+    let feeds = app.store.feed_statuses().await?;
+    let outbox = app.store.outbox().await?;
+    let subscribers = app.store.subscribers().await?;
     let time = |t: Option<chrono::DateTime<Utc>>| {
         t.map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
             .unwrap_or_else(|| "never".into())
@@ -854,27 +839,12 @@ async fn matches_feed(
     Path(token): Path<String>,
 ) -> Result<Response, Failure> {
     let app = app.borrow().clone();
-    let (store, links, t) = (app.store.clone(), app.links.clone(), token.clone());
-    let found = blocking(move || {
-        let mut query = None;
-        let id = links.verify_feed(&t, |id| {
-            let (q, email) = store.subscription(id).ok().flatten()?;
-            query = Some(q);
-            Some(email)
-        });
-        match (id, query) {
-            (Some(id), Some(query)) => Ok(Some((
-                id,
-                query,
-                store.subscription_matches(id, FEED_ENTRIES)?,
-            ))),
-            _ => Ok(None),
-        }
-    })
-    .await?;
-    let Some((_, query, items)) = found else {
-        return Err(Failure::BadLink);
-    };
+    let id = token_id(&token).ok_or(Failure::BadLink)?;
+    let (query, email) = app.store.subscription(id).await?.ok_or(Failure::BadLink)?;
+    app.links
+        .verify_feed(&token, |_| Some(email))
+        .ok_or(Failure::BadLink)?;
+    let items = app.store.subscription_matches(id, FEED_ENTRIES).await?;
     let self_url = app.links.feed_url_from_token(&token);
     let xml = atom_feed(&query, &self_url, &items);
     Ok((
@@ -1115,11 +1085,13 @@ async fn subscribe(
         per_client_per_hour: SIGNUPS_PER_CLIENT_PER_HOUR,
         per_address_per_day: SIGNUPS_PER_ADDRESS_PER_DAY,
     };
-    let store = app.store.clone();
     let domain = app.mailer.message_domain();
     let links = app.links.clone();
-    let admission = blocking(move || {
-        store.record_signup(&signup, limits, &domain, |id| {
+    let mail_to = signup.clone();
+    let admission = app
+        .store
+        .record_signup(&signup, limits, &domain, move |id| {
+            let signup = mail_to;
             let cx = context! {
                 email => &signup.email,
                 queries => &signup.queries,
@@ -1135,8 +1107,7 @@ async fn subscribe(
                 .render(&cx)?;
             Ok(("Confirm your Tidings subscription".to_string(), text, html))
         })
-    })
-    .await?;
+        .await?;
     let signup_id = match admission {
         SignupAdmission::TooManyFromClient => {
             warn!(client = %client, "sign-up refused: too many from this client");
@@ -1178,8 +1149,10 @@ async fn preview(
     queries: &[(i64, Query, String)],
     now: chrono::DateTime<Utc>,
 ) -> Result<Vec<minijinja::Value>, Failure> {
-    let store = app.store.clone();
-    let items = blocking(move || store.items_since(now - chrono::Duration::days(7))).await?;
+    let items = app
+        .store
+        .items_since(now - chrono::Duration::days(7))
+        .await?;
     let matcher = crate::matcher::Matcher::new(
         queries.iter().map(|(i, q, _)| (*i, q.clone())).collect(),
         &app.synonyms,
@@ -1210,17 +1183,12 @@ async fn preview(
 
 /// The sign-up a confirm token names, if genuine and not expired.
 async fn signup_for(app: &App, token: &str) -> Result<(i64, crate::store::Signup), Failure> {
-    let (store, links, token) = (app.store.clone(), app.links.clone(), token.to_string());
-    let found = blocking(move || {
-        let mut found = None;
-        let id = links.verify_confirm(&token, |id| {
-            found = store.signup(id).ok().flatten();
-            found.as_ref().map(|s| s.email.clone())
-        });
-        Ok(id.zip(found))
-    })
-    .await?;
-    let (id, signup) = found.ok_or(Failure::BadLink)?;
+    let id = token_id(token).ok_or(Failure::BadLink)?;
+    let signup = app.store.signup(id).await?.ok_or(Failure::BadLink)?;
+    let email = signup.email.clone();
+    app.links
+        .verify_confirm(token, |_| Some(email))
+        .ok_or(Failure::BadLink)?;
     if signup.confirmed_at.is_none()
         && Utc::now() - signup.created_at > chrono::Duration::hours(CONFIRM_MAX_AGE_HOURS)
     {
@@ -1270,9 +1238,9 @@ async fn confirm(
                 .and_then(|q| app.config.check_scopes(&q))
         };
         // Nor may confirming take a subscriber past the searches the manage page allows.
-        let store = app.store.clone();
-        let address = signup.email.clone();
-        let existing = blocking(move || store.subscriber(&address))
+        let existing = app
+            .store
+            .subscriber(&signup.email)
             .await?
             .map(|s| s.queries)
             .unwrap_or_default();
@@ -1304,10 +1272,11 @@ async fn confirm(
         let tz = parse_time_zone(&signup.timezone).ok_or_else(|| {
             Failure::Internal(anyhow::anyhow!("stored zone {:?}", signup.timezone))
         })?;
-        let store = app.store.clone();
         let keep = move |text: &str| added.iter().any(|q| q == text);
-        let subscriber =
-            blocking(move || store.confirm_signup(id, schedule, tz, keep, Utc::now())).await?;
+        let subscriber = app
+            .store
+            .confirm_signup(id, schedule, tz, keep, Utc::now())
+            .await?;
         info!(
             signup = id,
             subscriber,
@@ -1320,9 +1289,7 @@ async fn confirm(
 
 /// "You are subscribed", naming the searches of the sign-up that were `left_out`.
 async fn subscribed_page(app: &App, email: &str, left_out: &[String]) -> Result<Response, Failure> {
-    let store = app.store.clone();
-    let address = email.to_string();
-    let subscriber = blocking(move || store.subscriber(&address)).await?;
+    let subscriber = app.store.subscriber(email).await?;
     let manage = subscriber.map(|s| local_path(&app.links.manage_url(s.id, &s.email)));
     let line =
         format!("Digests will go to {email}. Each one links to your page and to unsubscribe.");

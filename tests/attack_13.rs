@@ -204,7 +204,7 @@ async fn a_sign_up_naming_unknown_feeds_gets_a_page_of_bounded_size() {
         .map(|(i, id)| (id.as_str(), format!("http://127.0.0.1:1/f/{i}")))
         .collect();
     let config = support::write_config(dir.path(), &feeds, 25);
-    let site = support::Site::start(App::open(config).unwrap()).await;
+    let site = support::Site::start(App::open(config).await.unwrap()).await;
     let csrf = site.form_csrf().await;
     let queries: Vec<String> = (0..10).map(|i| format!("feed:x{i} asylum")).collect();
     let (status, page) = site

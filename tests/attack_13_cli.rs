@@ -55,7 +55,7 @@ fn no_panic(what: &str, out: &Output) {
 }
 
 /// The searches stored for `email` in the database of `config`.
-fn searches(config: &str, email: &str) -> Vec<String> {
+async fn searches(config: &str, email: &str) -> Vec<String> {
     let loaded = tidings::config::Config::load(Path::new(config)).unwrap();
     if !loaded.database.exists() {
         return Vec::new();
@@ -63,6 +63,7 @@ fn searches(config: &str, email: &str) -> Vec<String> {
     let store = tidings::store::Store::open(&loaded.database).unwrap();
     store
         .subscriber(email)
+        .await
         .unwrap()
         .map(|s| s.queries)
         .unwrap_or_default()
@@ -93,8 +94,8 @@ fn match_with_a_since_beyond_the_calendar_fails_cleanly_or_looks_at_everything()
 /// `allow_hyphen_values` on `--query` takes the next flag as the search: `--query --help`
 /// subscribes the address to "--help" (that is, to "help": `--` is a double negation)
 /// with exit 0 instead of showing help or saying the query is missing.
-#[test]
-fn a_flag_right_after_query_is_not_stored_as_the_search() {
+#[tokio::test]
+async fn a_flag_right_after_query_is_not_stored_as_the_search() {
     let dir = tempfile::tempdir().unwrap();
     let config = write(dir.path(), "config.toml", "");
     for (what, args) in [
@@ -129,7 +130,7 @@ fn a_flag_right_after_query_is_not_stored_as_the_search() {
         all.extend(args);
         let out = tidings(&all);
         no_panic(what, &out);
-        let stored = searches(&config, "ana@example.org");
+        let stored = searches(&config, "ana@example.org").await;
         assert!(
             stored.iter().all(|s| !s.starts_with("--")),
             "{what}: a flag was stored as a search {stored:?}; stdout:\n{}",
@@ -141,8 +142,8 @@ fn a_flag_right_after_query_is_not_stored_as_the_search() {
 /// `--query -- -visa`, the usual way to pass a value that starts with `-`, makes `--` the
 /// query and then fails on `-visa` as flags, with clap's tip "to pass '-i' as a value,
 /// use '-- -i'", which is what the user just did.
-#[test]
-fn query_after_a_double_dash_is_taken_or_refused_without_a_contradicting_tip() {
+#[tokio::test]
+async fn query_after_a_double_dash_is_taken_or_refused_without_a_contradicting_tip() {
     let dir = tempfile::tempdir().unwrap();
     let config = write(dir.path(), "config.toml", "");
     let out = tidings(&[
@@ -159,7 +160,7 @@ fn query_after_a_double_dash_is_taken_or_refused_without_a_contradicting_tip() {
     let stderr = text(&out.stderr);
     if out.status.success() {
         assert_eq!(
-            searches(&config, "ana@example.org"),
+            searches(&config, "ana@example.org").await,
             vec!["-visa asylum".to_string()]
         );
     } else {

@@ -68,15 +68,21 @@ async fn a_base_url_path_starting_with_two_slashes_never_sends_a_browser_to_anot
     let Ok(config) = Config::load(&loaded.path) else {
         return; // refused: fine
     };
-    let app = App::open(config).unwrap();
+    let app = App::open(config).await.unwrap();
     support::subscribe(
         &app,
         "ana@example.org",
         "asylum",
         "daily",
         chrono::Utc::now(),
-    );
-    let ana = app.store.subscriber("ana@example.org").unwrap().unwrap();
+    )
+    .await;
+    let ana = app
+        .store
+        .subscriber("ana@example.org")
+        .await
+        .unwrap()
+        .unwrap();
     let manage_url = app.links.manage_url(ana.id, &ana.email);
     // What a proxy serving https://x.org//evil.example/ passes on.
     let manage = manage_url
@@ -291,7 +297,7 @@ async fn confirming_sign_ups_never_takes_a_subscriber_past_the_most_searches_the
         &[("alpha", "http://127.0.0.1:1/alpha".to_string())],
         smtp.port(),
     );
-    let app = App::open(config).unwrap();
+    let app = App::open(config).await.unwrap();
     let store = app.store.clone();
     let site = support::Site::start(app).await;
     for round in 0..3 {
@@ -332,7 +338,7 @@ async fn confirming_sign_ups_never_takes_a_subscriber_past_the_most_searches_the
             .unwrap();
         let _ = response.text().await;
     }
-    let zoe = store.subscriber("zoe@example.org").unwrap().unwrap();
+    let zoe = store.subscriber("zoe@example.org").await.unwrap().unwrap();
     assert!(
         zoe.queries.len() <= 25,
         "zoe has {} searches after confirming three sign-ups; the manage page allows 25",

@@ -30,11 +30,11 @@ async fn signed_up_then_feed_alpha_removed(
         ("beta", "http://127.0.0.1:1/beta".to_string()),
     ];
     let config = support::write_config(dir.path(), &feeds, smtp.port());
-    let site = support::Site::start(App::open(config).unwrap()).await;
+    let site = support::Site::start(App::open(config).await.unwrap()).await;
     let confirm = site.sign_up(&smtp, 1, "zoe@example.org", queries).await;
 
     let config = support::write_config(dir.path(), &feeds[1..], smtp.port());
-    let reloaded = App::open(config).unwrap();
+    let reloaded = App::open(config).await.unwrap();
     site.tx.send_replace(reloaded.clone());
     (dir, smtp, site, reloaded, confirm)
 }
@@ -56,10 +56,11 @@ async fn confirming_a_sign_up_after_its_feed_was_removed_stores_no_dangling_sear
     let zoe = reloaded
         .store
         .subscriber("zoe@example.org")
+        .await
         .unwrap()
         .unwrap();
     assert_eq!(zoe.queries, ["asylum"], "the other search is kept");
-    let subscribers = reloaded.store.subscribers().unwrap();
+    let subscribers = reloaded.store.subscribers().await.unwrap();
     let dangling = tidings::pipeline::dangling_searches(&reloaded.config, &subscribers);
     assert!(
         dangling.is_empty(),
@@ -102,15 +103,21 @@ async fn a_base_url_with_a_path_gives_pages_whose_links_and_forms_all_carry_it()
         "",
         "[web]\nbase_url = \"https://x.org/tidings\"\n",
     );
-    let app = App::open(config).unwrap();
+    let app = App::open(config).await.unwrap();
     support::subscribe(
         &app,
         "ana@example.org",
         "asylum",
         "daily",
         chrono::Utc::now(),
-    );
-    let ana = app.store.subscriber("ana@example.org").unwrap().unwrap();
+    )
+    .await;
+    let ana = app
+        .store
+        .subscriber("ana@example.org")
+        .await
+        .unwrap()
+        .unwrap();
     let manage = app.links.manage_url(ana.id, &ana.email);
     let unsubscribe = app.links.unsubscribe_url(ana.id, &ana.email);
     assert!(
@@ -275,5 +282,8 @@ async fn confirming_a_sign_up_whose_every_search_lost_its_feed_subscribes_nobody
         "{page}"
     );
     assert!(page.contains("feed:alpha asylum"), "{page}");
-    assert_eq!(reloaded.store.subscriber("zoe@example.org").unwrap(), None);
+    assert_eq!(
+        reloaded.store.subscriber("zoe@example.org").await.unwrap(),
+        None
+    );
 }

@@ -37,7 +37,7 @@ impl Site {
         let dir = tempfile::tempdir().unwrap();
         let config = support::write_config_with(dir.path(), &[], smtp_port, "", web);
         let config_path = config.path.clone();
-        let mut app = App::open(config).unwrap();
+        let mut app = App::open(config).await.unwrap();
         app.admin_token = admin.map(std::sync::Arc::from);
         let (tx, rx) = tokio::sync::watch::channel(app.clone());
         std::mem::forget(tx);
@@ -360,7 +360,7 @@ async fn two_processes_together_keep_the_mail_rate_limit() {
     let dir = tempfile::tempdir().unwrap();
     let config = support::write_config_with(dir.path(), &[], smtp.port(), "rate_limit = 20", "");
     {
-        let app = App::open(config.clone()).unwrap();
+        let app = App::open(config.clone()).await.unwrap();
         let now = chrono::Utc::now();
         for n in 0..60 {
             app.store
@@ -372,6 +372,7 @@ async fn two_processes_together_keep_the_mail_rate_limit() {
                     "tidings.test",
                     now,
                 )
+                .await
                 .unwrap();
         }
     }
@@ -517,11 +518,12 @@ fn tidings(config: &std::path::Path, args: &[&str]) -> String {
 async fn a_search_from_the_pages_cannot_write_escape_sequences_to_the_operators_terminal() {
     let site = Site::start(None, 25, "").await;
     let now = chrono::Utc::now();
-    support::subscribe(&site.app, "eve@example.org", "asylum", "daily", now);
+    support::subscribe(&site.app, "eve@example.org", "asylum", "daily", now).await;
     let eve = site
         .app
         .store
         .subscriber("eve@example.org")
+        .await
         .unwrap()
         .unwrap();
     let manage = url::Url::parse(&site.app.links.manage_url(eve.id, &eve.email))
@@ -573,6 +575,7 @@ async fn a_mail_servers_answer_cannot_write_escape_sequences_to_the_operators_te
             "tidings.test",
             now,
         )
+        .await
         .unwrap();
     smtp.fail_next(1, 550, "no such user \u{1b}]0;owned\u{7}\u{1b}[2J");
     tidings::pipeline::send_mail(&site.app, now).await.unwrap();

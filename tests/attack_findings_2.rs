@@ -123,8 +123,8 @@ async fn a_poll_in_flight_during_a_url_change_does_not_cancel_the_new_urls_basel
         &[("agency", server.url("/old"))],
         smtp.port(),
     );
-    let app = App::open(config).unwrap();
-    support::subscribe(&app, "ana@x.test", "asylum", "immediate", now);
+    let app = App::open(config).await.unwrap();
+    support::subscribe(&app, "ana@x.test", "asylum", "immediate", now).await;
     tidings::poll_feeds(&app, now, true).await.unwrap();
 
     // The old address becomes slow; a poll of it is in flight when the url changes.
@@ -148,7 +148,7 @@ async fn a_poll_in_flight_during_a_url_change_does_not_cancel_the_new_urls_basel
         &[("agency", server.url("/new"))],
         smtp.port(),
     );
-    let app = app.reconfigure(moved).unwrap();
+    let app = app.reconfigure(moved).await.unwrap();
     in_flight.await.unwrap();
 
     let after = later + chrono::Duration::hours(1);
@@ -188,7 +188,7 @@ async fn a_feed_waiting_for_its_host_slot_is_not_claimed_and_fetched_again() {
         .map(|n| (*n, server.url(&format!("/{n}"))))
         .collect();
     let config = config_with_poll(dir.path(), "per_host = 1", &feeds, smtp.port());
-    let app = App::open(config).unwrap();
+    let app = App::open(config).await.unwrap();
 
     let first = {
         let app = app.clone();
@@ -238,7 +238,7 @@ async fn requeueing_a_message_while_it_is_being_sent_does_not_send_it_twice() {
     let dir = tempfile::tempdir().unwrap();
     let config = config_with_poll(dir.path(), "", &[], smtp.port());
     let config_path = config.path.clone();
-    let app = App::open(config).unwrap();
+    let app = App::open(config).await.unwrap();
     let now = Utc::now();
     let id = app
         .store
@@ -250,6 +250,7 @@ async fn requeueing_a_message_while_it_is_being_sent_does_not_send_it_twice() {
             "tidings.test",
             now,
         )
+        .await
         .unwrap();
     smtp.set_data_delay(Duration::from_secs(2));
     let sending = {
@@ -299,7 +300,7 @@ async fn a_send_cut_off_by_the_timeout_does_not_leave_the_next_message_reading_i
         &[],
         smtp.port(),
     );
-    let app = App::open(config).unwrap();
+    let app = App::open(config).await.unwrap();
     let now = Utc::now();
     app.store
         .queue_message(
@@ -310,6 +311,7 @@ async fn a_send_cut_off_by_the_timeout_does_not_leave_the_next_message_reading_i
             "tidings.test",
             now,
         )
+        .await
         .unwrap();
     smtp.set_data_delay(Duration::from_millis(2500));
     let first = tidings::send_mail(&app, now).await.unwrap();
@@ -329,11 +331,13 @@ async fn a_send_cut_off_by_the_timeout_does_not_leave_the_next_message_reading_i
             "tidings.test",
             second_at,
         )
+        .await
         .unwrap();
     tidings::send_mail(&app, second_at).await.unwrap();
     let row = app
         .store
         .outbox()
+        .await
         .unwrap()
         .into_iter()
         .find(|m| m.id == id)
@@ -390,8 +394,8 @@ async fn an_item_dated_a_little_ahead_keeps_its_identity_when_the_date_passes() 
     let ahead = t0 + chrono::Duration::hours(3);
     server.set("/f", rss_raw(&bare_item("Budget report", t0)));
     let config = config_with_poll(dir.path(), "", &[("agency", server.url("/f"))], smtp.port());
-    let app = App::open(config).unwrap();
-    support::subscribe(&app, "ana@x.test", "asylum", "immediate", t0);
+    let app = App::open(config).await.unwrap();
+    support::subscribe(&app, "ana@x.test", "asylum", "immediate", t0).await;
     tidings::poll_feeds(&app, t0, true).await.unwrap(); // baseline
 
     let story = bare_item("New asylum rule", ahead);
@@ -462,8 +466,8 @@ async fn a_tag_with_many_attributes_is_read_in_linear_time() {
         )),
     );
     let config = config_with_poll(dir.path(), "", &[("agency", server.url("/f"))], smtp.port());
-    let app = App::open(config).unwrap();
-    support::subscribe(&app, "ana@x.test", "asylum", "immediate", now);
+    let app = App::open(config).await.unwrap();
+    support::subscribe(&app, "ana@x.test", "asylum", "immediate", now).await;
     let started = std::time::Instant::now();
     let summary = tidings::poll_feeds(&app, now, true).await.unwrap();
     let took = started.elapsed();

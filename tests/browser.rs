@@ -206,8 +206,12 @@ async fn screenshot(browser: &Client, name: &str) {
     }
 }
 
-fn searches_of(app: &App) -> Option<Vec<String>> {
-    app.store.subscriber(EMAIL).unwrap().map(|s| s.queries)
+async fn searches_of(app: &App) -> Option<Vec<String>> {
+    app.store
+        .subscriber(EMAIL)
+        .await
+        .unwrap()
+        .map(|s| s.queries)
 }
 
 /// An app with one feed of recent news (so the preview finds something), serving its
@@ -237,7 +241,7 @@ async fn start_site(
         ),
     );
     let config = support::write_config(dir, &[("news", feeds.url("/news.xml"))], smtp.port());
-    let app = App::open(config).unwrap();
+    let app = App::open(config).await.unwrap();
     tidings::poll_feeds(&app, chrono::Utc::now(), false)
         .await
         .unwrap();
@@ -317,7 +321,7 @@ async fn a_subscriber_signs_up_confirms_manages_and_leaves_in_a_real_browser() {
     assert!(smtp.messages().is_empty(), "a preview sends nothing");
     let page = click_button(&browser, "", "Subscribe", "Check your inbox").await;
     assert!(page.contains(EMAIL), "{page}");
-    assert_eq!(searches_of(&app), None, "not before confirming");
+    assert_eq!(searches_of(&app).await, None, "not before confirming");
 
     // 2. The confirmation mail's link, then the Confirm button.
     let received = smtp.wait_for(1, Duration::from_secs(10)).await;
@@ -344,13 +348,18 @@ async fn a_subscriber_signs_up_confirms_manages_and_leaves_in_a_real_browser() {
     );
     screenshot(&browser, "02-confirm").await;
     assert_eq!(
-        searches_of(&app),
+        searches_of(&app).await,
         None,
         "opening the link is not confirming"
     );
     click_button(&browser, "", "Confirm", "You are subscribed").await;
     screenshot(&browser, "03-subscribed").await;
-    let zoe = app.store.subscriber(EMAIL).unwrap().expect("subscribed");
+    let zoe = app
+        .store
+        .subscriber(EMAIL)
+        .await
+        .unwrap()
+        .expect("subscribed");
     assert_eq!(zoe.queries, ["asylum", "\"green card\" -lottery"]);
     assert_eq!(
         (zoe.schedule.spec(), zoe.timezone.name()),
@@ -374,7 +383,7 @@ async fn a_subscriber_signs_up_confirms_manages_and_leaves_in_a_real_browser() {
             "H-1B OR \"specialty occupation\""
         ]
     );
-    assert_eq!(searches_of(&app).unwrap().len(), 3);
+    assert_eq!(searches_of(&app).await.unwrap().len(), 3);
     click_button(
         &browser,
         "//li[code[text()='asylum']]",
@@ -387,7 +396,7 @@ async fn a_subscriber_signs_up_confirms_manages_and_leaves_in_a_real_browser() {
         "H-1B OR \"specialty occupation\"",
     ];
     assert_eq!(listed_searches(&browser).await, left);
-    assert_eq!(searches_of(&app).unwrap(), left);
+    assert_eq!(searches_of(&app).await.unwrap(), left);
     screenshot(&browser, "04-manage").await;
 
     // 4. Unsubscribe: a page with one button, then gone.
@@ -403,12 +412,12 @@ async fn a_subscriber_signs_up_confirms_manages_and_leaves_in_a_real_browser() {
     );
     screenshot(&browser, "05-unsubscribe").await;
     assert!(
-        searches_of(&app).is_some(),
+        searches_of(&app).await.is_some(),
         "the link alone changes nothing"
     );
     click_button(&browser, "", "Unsubscribe", "You are unsubscribed").await;
     screenshot(&browser, "06-unsubscribed").await;
-    assert_eq!(searches_of(&app), None);
+    assert_eq!(searches_of(&app).await, None);
     assert_eq!(smtp.messages().len(), 1, "only the confirmation was mailed");
 
     browser.close().await.unwrap();

@@ -606,6 +606,7 @@ async fn sigkill_while_sending_loses_nothing_and_duplicates_keep_their_message_i
                     chrono_tz::Tz::UTC,
                     now,
                 )
+                .await
                 .unwrap();
         }
     }
@@ -636,19 +637,19 @@ async fn sigkill_while_sending_loses_nothing_and_duplicates_keep_their_message_i
     // Restarted: the claimed batch is retried once its lease (send timeout + 10 s) is up,
     // until the outbox has every digest marked sent.
     let store = tidings::store::Store::open(&dir.path().join("tidings.db")).unwrap();
-    let unsent = || {
-        let outbox = store.outbox().unwrap();
+    let unsent = async || {
+        let outbox = store.outbox().await.unwrap();
         assert_eq!(outbox.len(), SUBSCRIBERS, "one digest each, queued once");
         outbox.iter().filter(|m| m.status != "sent").count()
     };
-    assert!(unsent() > 0, "the kill left mail to send");
+    assert!(unsent().await > 0, "the kill left mail to send");
     let mut second = daemon();
     let deadline = Instant::now() + Duration::from_secs(90);
-    while unsent() > 0 {
+    while unsent().await > 0 {
         assert!(
             Instant::now() < deadline,
             "{} digests still unsent after the restart",
-            unsent()
+            unsent().await
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -362,7 +362,9 @@ async fn post(url: &str, form: &[(&str, &str)]) -> (u16, String) {
 async fn sign_up_and_manage_pages_refuse_feeds_and_tags_that_do_not_exist() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &[("a", &["official"]), ("b", &["us"])], "");
-    let app = tidings::App::open(tidings::Config::load(&config).unwrap()).unwrap();
+    let app = tidings::App::open(tidings::Config::load(&config).unwrap())
+        .await
+        .unwrap();
     let (base, _stop) = serve_pages(&app).await;
     let html = |s: &str| s.replace('"', "&quot;");
 
@@ -397,8 +399,14 @@ async fn sign_up_and_manage_pages_refuse_feeds_and_tags_that_do_not_exist() {
     let schedule = tidings::digest::Schedule::parse("daily", app.config.digest.daily_at).unwrap();
     app.store
         .add_subscription("ana@example.org", "asylum", schedule, chrono_tz::UTC, now)
+        .await
         .unwrap();
-    let ana = app.store.subscriber("ana@example.org").unwrap().unwrap();
+    let ana = app
+        .store
+        .subscriber("ana@example.org")
+        .await
+        .unwrap()
+        .unwrap();
     let manage = url::Url::parse(&app.links.manage_url(ana.id, &ana.email))
         .unwrap()
         .path()
@@ -414,6 +422,7 @@ async fn sign_up_and_manage_pages_refuse_feeds_and_tags_that_do_not_exist() {
     let queries = app
         .store
         .subscriber("ana@example.org")
+        .await
         .unwrap()
         .unwrap()
         .queries;
@@ -533,7 +542,9 @@ async fn the_admin_page_lists_searches_naming_feeds_or_tags_the_config_does_not_
     subscribe(&config, "ana@example.org", "feed:b asylum");
     subscribe(&config, "ana@example.org", "asylum");
     subscribe(&config, "ben@example.org", "tag:official <b>visa</b>");
-    let mut app = tidings::App::open(tidings::Config::load(&config).unwrap()).unwrap();
+    let mut app = tidings::App::open(tidings::Config::load(&config).unwrap())
+        .await
+        .unwrap();
     app.admin_token = Some("a-long-enough-admin-password".into());
     let admin_page = |base: String| async move {
         let response = reqwest::Client::new()
@@ -559,6 +570,7 @@ async fn the_admin_page_lists_searches_naming_feeds_or_tags_the_config_does_not_
     let config = write_config(dir.path(), &[("a", &[])], "");
     let app = app
         .reconfigure(tidings::Config::load(&config).unwrap())
+        .await
         .unwrap();
     let (base, _stop) = serve_pages(&app).await;
     let page = admin_page(base).await;
@@ -581,7 +593,9 @@ async fn the_admin_page_lists_searches_naming_feeds_or_tags_the_config_does_not_
 async fn the_admin_page_lists_a_hundred_dangling_searches_and_counts_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &[("a", &[]), ("b", &[])], "");
-    let mut app = tidings::App::open(tidings::Config::load(&config).unwrap()).unwrap();
+    let mut app = tidings::App::open(tidings::Config::load(&config).unwrap())
+        .await
+        .unwrap();
     let schedule = tidings::digest::Schedule::parse("daily", app.config.digest.daily_at).unwrap();
     let now = chrono::Utc::now();
     for i in 0..105 {
@@ -593,11 +607,13 @@ async fn the_admin_page_lists_a_hundred_dangling_searches_and_counts_the_rest() 
                 chrono_tz::UTC,
                 now,
             )
+            .await
             .unwrap();
     }
     let config = write_config(dir.path(), &[("a", &[])], "");
     app = app
         .reconfigure(tidings::Config::load(&config).unwrap())
+        .await
         .unwrap();
     app.admin_token = Some("a-long-enough-admin-password".into());
     let (base, _stop) = serve_pages(&app).await;

@@ -54,9 +54,9 @@ X-Evil: 1</title><link>https://agency.example/a2</link>
         "",
         "[web]\nbase_url = \"https://alerts.tidings.test/u/\"\n",
     );
-    let app = App::open(config).unwrap();
+    let app = App::open(config).await.unwrap();
     let now = at("2026-11-28T12:00:00Z");
-    subscribe(&app, "ana@example.org", "asylum", "immediate", now);
+    subscribe(&app, "ana@example.org", "asylum", "immediate", now).await;
     poll_feeds(&app, now, false).await.unwrap();
     let sent = send_digests(&app, now, false).await.unwrap();
     assert_eq!((sent.queued, sent.delivery.sent), (1, 1), "{sent:?}");
@@ -66,7 +66,7 @@ X-Evil: 1</title><link>https://agency.example/a2</link>
     assert_eq!(mail.subject, "Tidings: 2 new — asylum (2)");
     assert!(mail.content_type.starts_with("multipart/alternative"));
     // Our own Message-ID, the one stored in the outbox, and a Date.
-    let outbox = app.store.outbox().unwrap();
+    let outbox = app.store.outbox().await.unwrap();
     assert_eq!(
         mail.message_id,
         outbox[0].message_id.trim_matches(['<', '>'])
@@ -94,7 +94,12 @@ X-Evil: 1</title><link>https://agency.example/a2</link>
         mailto,
         format!("<mailto:alerts@tidings.test?subject=unsubscribe%20{token}>")
     );
-    let ana = app.store.subscriber("ana@example.org").unwrap().unwrap();
+    let ana = app
+        .store
+        .subscriber("ana@example.org")
+        .await
+        .unwrap()
+        .unwrap();
     let lookup = |id| (id == ana.id).then(|| ana.email.clone());
     assert_eq!(app.links.verify_unsubscribe(token, lookup), Some(ana.id));
     let forged = format!("{}.{}", ana.id, "0".repeat(32));
@@ -196,10 +201,10 @@ async fn an_item_that_changes_after_it_was_sent_comes_again_marked_updated() {
     feeds.set("/p.xml", Route::feed("application/rss+xml", rss(&before)));
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &[("agency", feeds.url("/p.xml"))], smtp.port());
-    let app = App::open(config).unwrap();
+    let app = App::open(config).await.unwrap();
     let now = at("2026-11-28T12:00:00Z");
-    subscribe(&app, "ana@example.org", "parole", "immediate", now);
-    subscribe(&app, "ben@example.org", "paused", "immediate", now);
+    subscribe(&app, "ana@example.org", "parole", "immediate", now).await;
+    subscribe(&app, "ben@example.org", "paused", "immediate", now).await;
     poll_feeds(&app, now, false).await.unwrap();
     assert_eq!(send_digests(&app, now, false).await.unwrap().queued, 2);
     smtp.wait_for(2, WAIT).await;
@@ -263,9 +268,9 @@ async fn feeds_that_keep_failing_are_named_in_the_footer() {
         ],
         smtp.port(),
     );
-    let app = App::open(config).unwrap();
+    let app = App::open(config).await.unwrap();
     let t0 = at("2026-11-28T12:00:00Z");
-    subscribe(&app, "ana@example.org", "asylum", "immediate", t0);
+    subscribe(&app, "ana@example.org", "asylum", "immediate", t0).await;
     for hours in 0..3 {
         poll_feeds(&app, t0 + chrono::Duration::hours(hours), false)
             .await
@@ -302,7 +307,7 @@ async fn schedules_follow_each_subscribers_zone_and_overdue_digests_go_once() {
     feeds.set("/v.xml", Route::feed("application/rss+xml", rss(&first)));
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &[("state", feeds.url("/v.xml"))], smtp.port());
-    let app = App::open(config).unwrap();
+    let app = App::open(config).await.unwrap();
     let now = at("2026-11-28T12:00:00Z"); // a Saturday
     subscribe_in(
         &app,
@@ -311,7 +316,8 @@ async fn schedules_follow_each_subscribers_zone_and_overdue_digests_go_once() {
         "daily 08:00",
         chrono_tz::Europe::London,
         now,
-    );
+    )
+    .await;
     subscribe_in(
         &app,
         "tokyo@example.org",
@@ -319,7 +325,8 @@ async fn schedules_follow_each_subscribers_zone_and_overdue_digests_go_once() {
         "weekly mon 09:00",
         chrono_tz::Asia::Tokyo,
         now,
-    );
+    )
+    .await;
     subscribe_in(
         &app,
         "hourly@example.org",
@@ -327,7 +334,8 @@ async fn schedules_follow_each_subscribers_zone_and_overdue_digests_go_once() {
         "hourly",
         chrono_tz::UTC,
         now,
-    );
+    )
+    .await;
     poll_feeds(&app, now, false).await.unwrap();
 
     let round = |t: &str| {
@@ -349,17 +357,18 @@ async fn schedules_follow_each_subscribers_zone_and_overdue_digests_go_once() {
     to.sort();
     assert_eq!(to, ["london@example.org", "tokyo@example.org"]);
 
-    let next = |email: &str| {
+    let next = async |email: &str| {
         app.store
             .subscriber(email)
+            .await
             .unwrap()
             .unwrap()
             .next_digest_at
             .unwrap()
     };
-    assert_eq!(next("london@example.org"), at("2026-12-03T08:00:00Z"));
+    assert_eq!(next("london@example.org").await, at("2026-12-03T08:00:00Z"));
     assert_eq!(
-        next("tokyo@example.org"),
+        next("tokyo@example.org").await,
         at("2026-12-07T00:00:00Z"),
         "09:00 JST"
     );
@@ -418,10 +427,10 @@ async fn an_address_that_keeps_bouncing_is_paused_until_resumed() {
         "pause_after_bounces = 2",
         "",
     );
-    let app = App::open(config).unwrap();
+    let app = App::open(config).await.unwrap();
     let t0 = at("2026-11-28T12:00:00Z");
-    subscribe(&app, "gone@example.org", "asylum", "immediate", t0);
-    subscribe(&app, "ok@example.org", "asylum", "immediate", t0);
+    subscribe(&app, "gone@example.org", "asylum", "immediate", t0).await;
+    subscribe(&app, "ok@example.org", "asylum", "immediate", t0).await;
     poll_feeds(&app, t0, false).await.unwrap();
 
     let mut items = String::new();
@@ -454,12 +463,18 @@ async fn an_address_that_keeps_bouncing_is_paused_until_resumed() {
         [(2, 1, 1, 0), (2, 1, 1, 1), (1, 1, 0, 0)],
         "bounce, bounce → paused, then only ok@ is sent to"
     );
-    let gone = app.store.subscriber("gone@example.org").unwrap().unwrap();
+    let gone = app
+        .store
+        .subscriber("gone@example.org")
+        .await
+        .unwrap()
+        .unwrap();
     assert!(gone.paused_at.is_some());
     assert_eq!(gone.bounces, 2);
     let failed: Vec<_> = app
         .store
         .outbox()
+        .await
         .unwrap()
         .into_iter()
         .filter(|m| m.status == "failed")
@@ -475,7 +490,12 @@ async fn an_address_that_keeps_bouncing_is_paused_until_resumed() {
     assert_eq!(smtp.messages().len(), 3, "ok@ got all three");
 
     // Resumed: the matches kept while paused go out in the next round.
-    assert!(app.store.resume_subscriber("gone@example.org").unwrap());
+    assert!(
+        app.store
+            .resume_subscriber("gone@example.org")
+            .await
+            .unwrap()
+    );
     let after = send_digests(&app, t0 + chrono::Duration::hours(4), false)
         .await
         .unwrap();
@@ -502,9 +522,9 @@ async fn mail_deferred_past_the_maximum_age_is_given_up_with_the_reason() {
         "max_age = \"1h\"",
         "",
     );
-    let app = App::open(config).unwrap();
+    let app = App::open(config).await.unwrap();
     let t0 = at("2026-11-28T12:00:00Z");
-    subscribe(&app, "ana@example.org", "asylum", "immediate", t0);
+    subscribe(&app, "ana@example.org", "asylum", "immediate", t0).await;
     poll_feeds(&app, t0, false).await.unwrap();
     let first = send_digests(&app, t0, false).await.unwrap();
     assert_eq!((first.delivery.retrying, first.delivery.failed), (1, 0));
@@ -516,7 +536,7 @@ async fn mail_deferred_past_the_maximum_age_is_given_up_with_the_reason() {
         .await
         .unwrap();
     assert_eq!((last.delivery.retrying, last.delivery.failed), (0, 1));
-    let row = &app.store.outbox().unwrap()[0];
+    let row = &app.store.outbox().await.unwrap()[0];
     assert_eq!(row.status, "failed");
     let error = row.last_error.as_deref().unwrap();
     assert!(error.starts_with("gave up after 3 attempts: "), "{error}");
@@ -541,7 +561,7 @@ async fn the_rate_limit_spaces_messages_out() {
         "rate_limit = 300", // one message per 200 ms
         "",
     );
-    let app = App::open(config).unwrap();
+    let app = App::open(config).await.unwrap();
     let t0 = at("2026-11-28T12:00:00Z");
     for n in 0..5 {
         subscribe(
@@ -550,7 +570,8 @@ async fn the_rate_limit_spaces_messages_out() {
             "asylum",
             "immediate",
             t0,
-        );
+        )
+        .await;
     }
     poll_feeds(&app, t0, false).await.unwrap();
     let started = Instant::now();

@@ -74,12 +74,12 @@ async fn each_subscriber_gets_the_right_items_exactly_once() {
     );
     let now = at("2026-11-28T12:00:00Z");
 
-    let app = App::open(config.clone()).unwrap();
-    subscribe(&app, "alice@example.org", "asylum", "immediate", now);
-    subscribe(&app, "bob@example.org", "\"H-1B\" OR TPS", "immediate", now);
-    subscribe(&app, "carol@example.org", "jose asilo", "immediate", now);
-    subscribe(&app, "dave@example.org", "ICE", "immediate", now);
-    subscribe(&app, "erin@example.org", "\"skilled worker\"", "daily", now);
+    let app = App::open(config.clone()).await.unwrap();
+    subscribe(&app, "alice@example.org", "asylum", "immediate", now).await;
+    subscribe(&app, "bob@example.org", "\"H-1B\" OR TPS", "immediate", now).await;
+    subscribe(&app, "carol@example.org", "jose asilo", "immediate", now).await;
+    subscribe(&app, "dave@example.org", "ICE", "immediate", now).await;
+    subscribe(&app, "erin@example.org", "\"skilled worker\"", "daily", now).await;
 
     // First poll: every item is stored as the baseline; only recent ones can match.
     let poll = poll_feeds(&app, now, false).await.unwrap();
@@ -220,7 +220,7 @@ async fn each_subscriber_gets_the_right_items_exactly_once() {
 
     // Reopen the database with a fresh process state: still nothing new to send.
     drop(app);
-    let app = App::open(config.clone()).unwrap();
+    let app = App::open(config.clone()).await.unwrap();
     let poll = poll_feeds(&app, at("2026-11-28T14:00:00Z"), false)
         .await
         .unwrap();
@@ -289,8 +289,8 @@ async fn broken_feeds_are_recorded_while_the_others_go_on() {
         smtp.port(),
     );
     let now = at("2026-11-28T12:00:00Z");
-    let app = App::open(config).unwrap();
-    subscribe(&app, "bob@example.org", "TPS", "immediate", now);
+    let app = App::open(config).await.unwrap();
+    subscribe(&app, "bob@example.org", "TPS", "immediate", now).await;
 
     let poll = poll_feeds(&app, now, false).await.unwrap();
     assert_eq!(
@@ -302,6 +302,7 @@ async fn broken_feeds_are_recorded_while_the_others_go_on() {
     let status: BTreeMap<_, _> = app
         .store
         .feed_statuses()
+        .await
         .unwrap()
         .into_iter()
         .map(|s| (s.id.clone(), s))
@@ -336,7 +337,7 @@ async fn broken_feeds_are_recorded_while_the_others_go_on() {
     poll_feeds(&app, at("2026-11-28T13:00:00Z"), false)
         .await
         .unwrap();
-    assert_eq!(app.store.consecutive_failures("missing").unwrap(), 2);
+    assert_eq!(app.store.consecutive_failures("missing").await.unwrap(), 2);
     feeds.set(
         "/missing.xml",
         Route::feed("application/rss+xml", fixture("govuk.atom")),
@@ -349,7 +350,7 @@ async fn broken_feeds_are_recorded_while_the_others_go_on() {
         poll.matches, 0,
         "items older than the backlog are a baseline, not news"
     );
-    assert_eq!(app.store.consecutive_failures("missing").unwrap(), 0);
+    assert_eq!(app.store.consecutive_failures("missing").await.unwrap(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,8 +364,8 @@ async fn failed_fetches_never_make_old_items_new() {
     );
     let config = write_config(dir.path(), &[("f", feeds.url("/f.xml"))], smtp.port());
     let now = at("2026-11-28T12:00:00Z");
-    let app = App::open(config).unwrap();
-    subscribe(&app, "bob@example.org", "TPS", "immediate", now);
+    let app = App::open(config).await.unwrap();
+    subscribe(&app, "bob@example.org", "TPS", "immediate", now).await;
     poll_feeds(&app, now, false).await.unwrap();
     send_digests(&app, now, false).await.unwrap();
     assert_eq!(smtp.wait_for(1, WAIT).await.len(), 1);
@@ -387,7 +388,7 @@ async fn failed_fetches_never_make_old_items_new() {
         let digests = send_digests(&app, t, false).await.unwrap();
         assert_eq!(digests.queued, 0, "step {i}");
     }
-    let status = &app.store.feed_statuses().unwrap()[0];
+    let status = &app.store.feed_statuses().await.unwrap()[0];
     // Recovered; the body is the one stored before the faults, so it is not parsed again.
     assert_eq!(
         status.last_status.as_deref(),
@@ -410,9 +411,9 @@ async fn smtp_failures_are_retried_or_failed_and_nothing_is_lost() {
     );
     let config = write_config(dir.path(), &[("f", feeds.url("/f.xml"))], smtp.port());
     let now = at("2026-11-28T12:00:00Z");
-    let app = App::open(config).unwrap();
-    subscribe(&app, "bob@example.org", "TPS", "immediate", now);
-    subscribe(&app, "nobody@example.org", "H-1B", "immediate", now);
+    let app = App::open(config).await.unwrap();
+    subscribe(&app, "bob@example.org", "TPS", "immediate", now).await;
+    subscribe(&app, "nobody@example.org", "H-1B", "immediate", now).await;
     smtp.fail_next(1, 451, "greylisted, try later");
     smtp.reject_rcpt("nobody@example.org", 550, "no such user");
     poll_feeds(&app, now, false).await.unwrap();
@@ -427,7 +428,7 @@ async fn smtp_failures_are_retried_or_failed_and_nothing_is_lost() {
         ),
         (0, 1, 1)
     );
-    let outbox = app.store.outbox().unwrap();
+    let outbox = app.store.outbox().await.unwrap();
     let bob = outbox
         .iter()
         .find(|m| m.recipient == "bob@example.org")
@@ -489,8 +490,8 @@ async fn file_transport_writes_eml_next_to_the_config() {
     .unwrap();
     let config = Config::load(&path).unwrap();
     let now = at("2026-11-28T12:00:00Z");
-    let app = App::open(config).unwrap();
-    subscribe(&app, "bob@example.org", "TPS", "immediate", now);
+    let app = App::open(config).await.unwrap();
+    subscribe(&app, "bob@example.org", "TPS", "immediate", now).await;
     poll_feeds(&app, now, false).await.unwrap();
     let digests = send_digests(&app, now, false).await.unwrap();
     assert_eq!(digests.delivery.sent, 1);
@@ -562,7 +563,7 @@ async fn scopes_synonyms_and_compounds_reach_the_right_people() {
         ),
     )
     .unwrap();
-    let app = App::open(Config::load(&path).unwrap()).unwrap();
+    let app = App::open(Config::load(&path).unwrap()).await.unwrap();
     let now = at("2026-11-28T12:00:00Z");
     // (subscriber, query, titles they must get; nobody gets anything else)
     let cases: &[(&str, &str, &[&str])] = &[
@@ -595,7 +596,7 @@ async fn scopes_synonyms_and_compounds_reach_the_right_people() {
         ),
     ];
     for (email, query, _) in cases {
-        subscribe(&app, email, query, "immediate", now);
+        subscribe(&app, email, query, "immediate", now).await;
     }
     poll_feeds(&app, now, false).await.unwrap();
     send_digests(&app, now, false).await.unwrap();
@@ -644,14 +645,19 @@ async fn subscriptions_added_or_removed_between_polls_take_effect() {
     );
     let config = write_config(dir.path(), &[("f", feeds.url("/f.xml"))], smtp.port());
     let now = at("2026-11-28T12:00:00Z");
-    let app = App::open(config).unwrap();
-    subscribe(&app, "old@example.org", "police", "immediate", now);
+    let app = App::open(config).await.unwrap();
+    subscribe(&app, "old@example.org", "police", "immediate", now).await;
     poll_feeds(&app, now, false).await.unwrap();
 
     // Same App (its compiled matcher is cached): a new subscriber is matched from now on,
     // a removed one no longer is.
-    subscribe(&app, "new@example.org", "asylum", "immediate", now);
-    assert!(app.store.remove_subscriber("old@example.org").unwrap());
+    subscribe(&app, "new@example.org", "asylum", "immediate", now).await;
+    assert!(
+        app.store
+            .remove_subscriber("old@example.org")
+            .await
+            .unwrap()
+    );
     let body = String::from_utf8(fixture("uscis.xml")).unwrap().replacen(
         "<item>",
         "<item><title>Asylum and police cooperation</title><guid>fresh</guid>\
@@ -678,9 +684,9 @@ async fn digests_wait_out_a_mail_server_outage_and_all_arrive() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &serve_fixtures(&feeds).await, port);
     let now = at("2026-11-28T12:00:00Z");
-    let app = App::open(config).unwrap();
-    subscribe(&app, "alice@example.org", "asylum", "immediate", now);
-    subscribe(&app, "bob@example.org", "TPS", "immediate", now);
+    let app = App::open(config).await.unwrap();
+    subscribe(&app, "alice@example.org", "asylum", "immediate", now).await;
+    subscribe(&app, "bob@example.org", "TPS", "immediate", now).await;
     poll_feeds(&app, now, false).await.unwrap();
 
     // Down for a while: every round defers both digests, nothing is lost or duplicated.
@@ -690,7 +696,7 @@ async fn digests_wait_out_a_mail_server_outage_and_all_arrive() {
         assert_eq!(round.delivery.sent, 0);
         t += chrono::Duration::minutes(10);
     }
-    let outbox = app.store.outbox().unwrap();
+    let outbox = app.store.outbox().await.unwrap();
     assert_eq!(outbox.len(), 2, "one digest each, not one per round");
     assert!(
         outbox

@@ -58,7 +58,7 @@ impl Harness {
             ),
         )
         .unwrap();
-        let app = App::open(Config::load(&path).unwrap()).unwrap();
+        let app = App::open(Config::load(&path).unwrap()).await.unwrap();
         let now = at(T0);
         app.store
             .add_subscription(
@@ -68,6 +68,7 @@ impl Harness {
                 chrono_tz::Tz::UTC,
                 now,
             )
+            .await
             .unwrap();
         let poll = poll_feeds(&app, now, false).await.unwrap();
         assert_eq!((poll.updated, poll.failed), (2, 0), "{poll:?}");
@@ -81,10 +82,11 @@ impl Harness {
         }
     }
 
-    fn status(&self, id: &str) -> FeedStatus {
+    async fn status(&self, id: &str) -> FeedStatus {
         self.app
             .store
             .feed_statuses()
+            .await
             .unwrap()
             .into_iter()
             .find(|s| s.id == id)
@@ -109,7 +111,7 @@ async fn check_fault(fault: impl Fn(&FeedServer), expect: Expect) {
         .expect("the poll cycle itself never fails");
     assert_eq!((poll.feeds, poll.failed), (2, 1), "{poll:?}");
 
-    let flaky = h.status("flaky");
+    let flaky = h.status("flaky").await;
     assert_eq!(
         flaky.last_error_kind.as_deref(),
         Some(expect.kind),
@@ -133,7 +135,7 @@ async fn check_fault(fault: impl Fn(&FeedServer), expect: Expect) {
         "next poll in {wait} min, expected {:?}",
         expect.next_poll
     );
-    let good = h.status("good");
+    let good = h.status("good").await;
     assert_eq!(
         good.last_status.as_deref(),
         Some("not-modified"),
@@ -163,7 +165,7 @@ async fn check_fault(fault: impl Fn(&FeedServer), expect: Expect) {
     let poll = poll_feeds(&h.app, later, true).await.unwrap();
     assert_eq!(poll.new_items, 0, "{poll:?}");
     assert_eq!(
-        h.status("flaky").consecutive_failures,
+        h.status("flaky").await.consecutive_failures,
         0,
         "reset on success"
     );
@@ -443,7 +445,7 @@ async fn repeated_failures_back_off_exponentially_and_are_never_dropped() {
     let mut waits = Vec::new();
     for _ in 0..9 {
         poll_feeds(&h.app, now, true).await.unwrap();
-        let s = h.status("flaky");
+        let s = h.status("flaky").await;
         waits.push((s.next_poll_at - now).num_minutes());
         now = s.next_poll_at;
     }
@@ -455,7 +457,7 @@ async fn repeated_failures_back_off_exponentially_and_are_never_dropped() {
             "{waits:?}"
         );
     }
-    let s = h.status("flaky");
+    let s = h.status("flaky").await;
     assert_eq!(s.consecutive_failures, 9);
     assert!(s.active && !s.gone, "still polled: {s:?}");
 }
@@ -467,7 +469,7 @@ async fn gone_feed_stops_polling_and_says_so() {
     let now = at(T0) + minutes(20);
     let poll = poll_feeds(&h.app, now, true).await.unwrap();
     assert_eq!(poll.failed, 1);
-    let s = h.status("flaky");
+    let s = h.status("flaky").await;
     assert!(s.gone);
     assert_eq!(s.last_status.as_deref(), Some("gone"));
     assert!(
@@ -482,7 +484,7 @@ async fn gone_feed_stops_polling_and_says_so() {
         .await
         .unwrap();
     assert_eq!(h.feeds.hits("/flaky"), hits, "a gone feed is not polled");
-    assert_eq!(h.status("good").consecutive_failures, 0);
+    assert_eq!(h.status("good").await.consecutive_failures, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -504,7 +506,7 @@ async fn permanent_redirect_chain_is_followed_and_reported() {
     let now = at(T0) + minutes(20);
     let poll = poll_feeds(&h.app, now, true).await.unwrap();
     assert_eq!(poll.failed, 0, "{poll:?}");
-    let s = h.status("flaky");
+    let s = h.status("flaky").await;
     assert_eq!(s.moved_to.as_deref(), Some(new_home.as_str()));
     assert_eq!(s.last_status.as_deref(), Some("ok"));
     assert_eq!(
@@ -518,7 +520,7 @@ async fn permanent_redirect_chain_is_followed_and_reported() {
         Route::status(302, "").header("location", "/new-home.atom"),
     );
     poll_feeds(&h.app, s.next_poll_at, true).await.unwrap();
-    assert_eq!(h.status("flaky").moved_to, None);
+    assert_eq!(h.status("flaky").await.moved_to, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -543,7 +545,7 @@ async fn stale_304_server_is_caught_by_a_full_fetch_every_12_hours() {
     let mut now = at(T0);
     let mut polls_with_304 = 0;
     while now < at(T0) + chrono::Duration::hours(11) {
-        now = h.status("flaky").next_poll_at;
+        now = h.status("flaky").await.next_poll_at;
         let poll = poll_feeds(&h.app, now, true).await.unwrap();
         polls_with_304 += poll.not_modified;
         assert_eq!(poll.new_items, 0, "still stale at {now}");
@@ -583,7 +585,7 @@ async fn an_identical_body_is_not_parsed_again() {
         .await
         .unwrap();
     assert_eq!((poll.updated, poll.not_modified), (0, 2), "{poll:?}");
-    let flaky = h.status("flaky");
+    let flaky = h.status("flaky").await;
     assert_eq!(flaky.last_status.as_deref(), Some("not-modified"));
     assert_eq!(flaky.last_poll_at, Some(at(T0) + minutes(20)));
 
@@ -623,7 +625,7 @@ async fn an_identical_body_is_not_parsed_again() {
         .await
         .unwrap();
     assert_eq!((poll.updated, poll.new_items), (1, 1), "{poll:?}");
-    assert_eq!(h.status("flaky").last_status.as_deref(), Some("ok"));
+    assert_eq!(h.status("flaky").await.last_status.as_deref(), Some("ok"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -653,7 +655,7 @@ async fn an_edited_item_is_recorded_as_updated_not_new() {
         .await
         .unwrap();
     assert_eq!((poll.new_items, poll.updated_items), (0, 1), "{poll:?}");
-    let items = h.app.store.feed_items("flaky").unwrap();
+    let items = h.app.store.feed_items("flaky").await.unwrap();
     let edited = items
         .iter()
         .find(|(t, _)| t.ends_with("again"))
@@ -690,7 +692,7 @@ async fn one_slow_host_does_not_stall_the_others() {
     }
     let path = dir.path().join("config.toml");
     std::fs::write(&path, text).unwrap();
-    let app = App::open(Config::load(&path).unwrap()).unwrap();
+    let app = App::open(Config::load(&path).unwrap()).await.unwrap();
     let started = std::time::Instant::now();
     let poll = tokio::spawn({
         let app = app.clone();
@@ -699,7 +701,7 @@ async fn one_slow_host_does_not_stall_the_others() {
     // While the slow host works through its queue two at a time, the fast feeds finish.
     let mut fast_done = false;
     while started.elapsed() < Duration::from_secs(4) {
-        let statuses = app.store.feed_statuses().unwrap();
+        let statuses = app.store.feed_statuses().await.unwrap();
         let fast_ok = statuses
             .iter()
             .filter(|s| s.id.starts_with('f') && s.last_status.is_some())
@@ -753,7 +755,7 @@ async fn overlapping_poll_cycles_share_the_per_host_limit() {
                 .delay(Duration::from_millis(1500)),
         );
     }
-    let app = App::open(write(2)).unwrap();
+    let app = App::open(write(2)).await.unwrap();
     let started = std::time::Instant::now();
     let first = tokio::spawn({
         let app = app.clone();
@@ -763,7 +765,7 @@ async fn overlapping_poll_cycles_share_the_per_host_limit() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Two more feeds on the same host, polled by a second cycle while the first runs.
-    let app = app.reconfigure(write(4)).unwrap();
+    let app = app.reconfigure(write(4)).await.unwrap();
     let second = poll_feeds(&app, at(T0), true).await.unwrap();
     let first = first.await.unwrap();
     assert_eq!((first.updated, second.updated), (2, 2));
@@ -792,13 +794,13 @@ async fn broken_but_readable_feeds_are_repaired_and_say_so() {
     let now = at(T0) + minutes(20);
     let poll = poll_feeds(&h.app, now, true).await.unwrap();
     assert_eq!((poll.failed, poll.new_items), (0, 1), "{poll:?}");
-    let s = h.status("flaky");
+    let s = h.status("flaky").await;
     assert_eq!(s.last_status.as_deref(), Some("ok"));
     let repairs = s.repairs.join("; ");
     for note in ["windows-1252", "bare '&'", "version"] {
         assert!(repairs.contains(note), "{note} in {repairs}");
     }
-    let items = h.app.store.feed_items("flaky").unwrap();
+    let items = h.app.store.feed_items("flaky").await.unwrap();
     assert_eq!(items[0].0, "Asylum & parole: \u{201c}new rules\u{201d}");
     // <ttl>120</ttl> lengthens the 15-minute interval to two hours.
     let wait = (s.next_poll_at - now).num_minutes();

@@ -53,34 +53,36 @@ fn policy(hosts: &[(&str, Ipv4Addr)]) -> AddressPolicy {
     }
 }
 
-fn open(config: tidings::config::Config, policy: AddressPolicy) -> App {
-    let mut app = App::open(config).unwrap();
+async fn open(config: tidings::config::Config, policy: AddressPolicy) -> App {
+    let mut app = App::open(config).await.unwrap();
     app.fetcher = Fetcher::with_policy(&app.config.poll, policy).unwrap();
     app
 }
 
-fn status(app: &App, id: &str) -> FeedStatus {
+async fn status(app: &App, id: &str) -> FeedStatus {
     app.store
         .feed_statuses()
+        .await
         .unwrap()
         .into_iter()
         .find(|s| s.id == id)
         .unwrap()
 }
 
-fn assert_refused(app: &App, id: &str, words: &str) {
-    let s = status(app, id);
+async fn assert_refused(app: &App, id: &str, words: &str) {
+    let s = status(app, id).await;
     assert_eq!(s.last_error_kind.as_deref(), Some("fetch-policy"), "{s:?}");
     let error = s.last_error.as_deref().unwrap_or_default();
     assert!(error.contains(words), "{id}: {error:?} lacks {words:?}");
     assert_eq!(s.items, 0, "{id}: nothing stored");
 }
 
-fn stored_titles(app: &App) -> Vec<String> {
+async fn stored_titles(app: &App) -> Vec<String> {
     let since = chrono::Utc::now() - chrono::Duration::days(7);
     let mut titles: Vec<String> = app
         .store
         .items_since(since)
+        .await
         .unwrap()
         .into_iter()
         .map(|i| i.title)
@@ -119,33 +121,42 @@ async fn redirects_from_a_public_feed_into_the_private_network_are_refused() {
         ],
         25,
     );
-    let app = open(config, policy(&[("intranet.test", Ipv4Addr::LOCALHOST)]));
+    let app = open(config, policy(&[("intranet.test", Ipv4Addr::LOCALHOST)])).await;
     let now = chrono::Utc::now();
-    support::subscribe(&app, "ana@example.org", "asylum", "immediate", now);
+    support::subscribe(&app, "ana@example.org", "asylum", "immediate", now).await;
 
     let poll = poll_feeds(&app, now, false).await.unwrap();
     assert_eq!((poll.updated, poll.failed), (2, 4), "{poll:?}");
     for id in ["found", "moved", "hop", "to-name"] {
-        assert_refused(&app, id, "a redirect from a public address");
+        assert_refused(&app, id, "a redirect from a public address").await;
     }
     assert_refused(
         &app,
         "to-name",
         "intranet.test resolves to a loopback address",
-    );
-    assert_refused(&app, "moved", "127.0.0.1 is a loopback address");
+    )
+    .await;
+    assert_refused(&app, "moved", "127.0.0.1 is a loopback address").await;
     assert_eq!(
         (inside.hits("/secret.xml"), inside.hits("/metrics")),
         (0, 0),
         "no request reached the private network"
     );
-    assert_eq!(status(&app, "moved").moved_to, None, "no move suggested");
     assert_eq!(
-        stored_titles(&app),
+        status(&app, "moved").await.moved_to,
+        None,
+        "no move suggested"
+    );
+    assert_eq!(
+        stored_titles(&app).await,
         ["Asylum news from inside", "Asylum news from outside"]
     );
     for id in ["news", "inside"] {
-        assert_eq!(status(&app, id).last_status.as_deref(), Some("ok"), "{id}");
+        assert_eq!(
+            status(&app, id).await.last_status.as_deref(),
+            Some("ok"),
+            "{id}"
+        );
     }
 }
 
@@ -167,7 +178,7 @@ async fn a_name_that_comes_to_resolve_inside_is_refused_unless_private_networks_
     let dir = tempfile::tempdir().unwrap();
     let config = support::write_config(dir.path(), &[("news", url)], 25);
 
-    let mut app = open(config.clone(), policy(&[("news.test", PUBLIC)]));
+    let mut app = open(config.clone(), policy(&[("news.test", PUBLIC)])).await;
     let mut now = chrono::Utc::now();
     let poll = poll_feeds(&app, now, false).await.unwrap();
     assert_eq!(poll.updated, 1, "{poll:?}");
@@ -182,7 +193,7 @@ async fn a_name_that_comes_to_resolve_inside_is_refused_unless_private_networks_
     now += chrono::Duration::hours(1);
     let poll = poll_feeds(&app, now, false).await.unwrap();
     assert_eq!(poll.failed, 1, "{poll:?}");
-    let s = status(&app, "news");
+    let s = status(&app, "news").await;
     assert_eq!(s.last_error_kind.as_deref(), Some("fetch-policy"), "{s:?}");
     let error = s.last_error.unwrap_or_default();
     assert!(
@@ -191,7 +202,7 @@ async fn a_name_that_comes_to_resolve_inside_is_refused_unless_private_networks_
         "{error}"
     );
     assert_eq!(inside.hits("/feed.xml"), 0, "never connected inside");
-    assert_eq!(stored_titles(&app), ["Asylum news from outside"]);
+    assert_eq!(stored_titles(&app).await, ["Asylum news from outside"]);
 
     // An admin who allows private networks may poll feeds there by name.
     let mut open_policy = policy(&[("news.test", Ipv4Addr::LOCALHOST)]);
@@ -280,7 +291,7 @@ async fn the_public_preview_shows_nothing_from_inside_and_no_error_details() {
         ],
         25,
     );
-    let app = open(config, policy(&[]));
+    let app = open(config, policy(&[])).await;
     let now = chrono::Utc::now();
     poll_feeds(&app, now, false).await.unwrap();
 

@@ -21,7 +21,7 @@ impl Site {
     async fn start(admin: Option<&str>, smtp_port: u16) -> Site {
         let dir = tempfile::tempdir().unwrap();
         let config = support::write_config(dir.path(), &[], smtp_port);
-        let mut app = App::open(config).unwrap();
+        let mut app = App::open(config).await.unwrap();
         app.admin_token = admin.map(std::sync::Arc::from);
         let (tx, rx) = tokio::sync::watch::channel(app.clone());
         std::mem::forget(tx);
@@ -195,6 +195,7 @@ async fn one_mailbox_under_many_spellings_gets_three_confirmations_a_day() {
             "",
             chrono::Utc::now() - chrono::Duration::days(1),
         )
+        .await
         .unwrap()
         .0;
     assert_eq!(
@@ -220,7 +221,7 @@ async fn addresses_the_mailer_cannot_send_are_refused_at_the_form() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{email}: {page}");
         assert!(page.contains(why), "{email}: {page}");
     }
-    assert!(site.app.store.outbox().unwrap().is_empty());
+    assert!(site.app.store.outbox().await.unwrap().is_empty());
     let (status, _) = sign_up(&site, &csrf, "ana@B\u{fc}cher.example").await;
     assert_eq!(status, StatusCode::OK);
     smtp.wait_for(1, Duration::from_secs(10)).await;

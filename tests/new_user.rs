@@ -81,8 +81,8 @@ fn assert_quiet_end(what: &str, (status, line, stderr): (ExitStatus, String, Str
     );
 }
 
-#[test]
-fn a_closed_reader_ends_every_listing_quietly() {
+#[tokio::test]
+async fn a_closed_reader_ends_every_listing_quietly() {
     let dir = tempfile::tempdir().unwrap();
     let config = many_feeds_config(dir.path(), 2000);
     assert_quiet_end(
@@ -110,6 +110,7 @@ fn a_closed_reader_ends_every_listing_quietly() {
                 chrono_tz::Tz::UTC,
                 now,
             )
+            .await
             .unwrap();
     }
     assert_quiet_end(

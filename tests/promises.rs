@@ -149,12 +149,12 @@ async fn absurd_retry_after_values_are_recorded_as_failures_with_a_bounded_wait(
         1,
     );
     let max_backoff = config.poll.max_backoff;
-    let app = tidings::App::open(config).unwrap();
+    let app = tidings::App::open(config).await.unwrap();
     let now = chrono::Utc::now();
     let summary = tidings::poll_feeds(&app, now, false).await.unwrap();
     assert_eq!(summary.failed, 2, "{summary:?}");
     let limit = now + chrono::Duration::from_std(max_backoff).unwrap();
-    for status in app.store.feed_statuses().unwrap() {
+    for status in app.store.feed_statuses().await.unwrap() {
         assert_eq!(status.consecutive_failures, 1, "{status:?}");
         assert_eq!(status.last_status.as_deref(), Some("error"), "{status:?}");
         assert_eq!(
@@ -185,8 +185,8 @@ async fn a_sender_that_lost_its_claim_never_sends_the_message() {
         "rate_limit = 60\nconcurrency = 4\n",
         "",
     );
-    let first = tidings::App::open(config.clone()).unwrap();
-    let second = tidings::App::open(config).unwrap();
+    let first = tidings::App::open(config.clone()).await.unwrap();
+    let second = tidings::App::open(config).await.unwrap();
     let now = chrono::Utc::now();
     for n in 0..4 {
         first
@@ -199,6 +199,7 @@ async fn a_sender_that_lost_its_claim_never_sends_the_message() {
                 "tidings.test",
                 now,
             )
+            .await
             .unwrap();
     }
     let holder = tokio::spawn(async move { tidings::send_mail(&first, now).await.unwrap() });
@@ -215,7 +216,7 @@ async fn a_sender_that_lost_its_claim_never_sends_the_message() {
         .collect();
     to.sort();
     assert_eq!(to, ["r0@x.test", "r1@x.test", "r2@x.test", "r3@x.test"]);
-    let outbox = second.store.outbox().unwrap();
+    let outbox = second.store.outbox().await.unwrap();
     assert!(outbox.iter().all(|m| m.status == "sent"), "{outbox:?}");
 }
 
@@ -236,9 +237,9 @@ async fn a_flood_of_matches_is_split_into_messages_a_mail_server_takes() {
     feeds.set("/many.xml", rss(&items));
     let config =
         support::write_config(dir.path(), &[("many", feeds.url("/many.xml"))], smtp.port());
-    let app = tidings::App::open(config).unwrap();
+    let app = tidings::App::open(config).await.unwrap();
     let now = chrono::Utc::now();
-    support::subscribe(&app, "ana@x.test", "asylum", "immediate", now);
+    support::subscribe(&app, "ana@x.test", "asylum", "immediate", now).await;
     let polled = tidings::poll_feeds(&app, now, false).await.unwrap();
     assert_eq!(polled.matches, cap + 7);
     let first = tidings::send_digests(&app, now, false).await.unwrap();

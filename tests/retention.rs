@@ -105,9 +105,10 @@ fn item_rows(app: &App) -> i64 {
         .unwrap()
 }
 
-fn live_titles(app: &App, since: DateTime<Utc>) -> Vec<String> {
+async fn live_titles(app: &App, since: DateTime<Utc>) -> Vec<String> {
     app.store
         .items_since(since)
+        .await
         .unwrap()
         .into_iter()
         .map(|i| i.title)
@@ -125,9 +126,9 @@ async fn an_old_item_a_digest_still_needs_is_kept_until_the_digest_takes_it() {
         Duration::from_secs(90 * 86400),
         "the default"
     );
-    let app = App::open(config).unwrap();
+    let app = App::open(config).await.unwrap();
     let t0 = at("2026-01-05T12:00:00Z");
-    subscribe(&app, "ana@example.org", "asylum", "daily", t0);
+    subscribe(&app, "ana@example.org", "asylum", "daily", t0).await;
 
     let asylum = Story {
         guid: "asylum-ruling",
@@ -185,10 +186,10 @@ async fn an_old_item_a_digest_still_needs_is_kept_until_the_digest_takes_it() {
         "a digest still needs it"
     );
     assert_eq!(
-        live_titles(&app, t0 - days(1)),
+        live_titles(&app, t0 - days(1)).await,
         ["Visa bulletin for April", "Asylum ruling"]
     );
-    assert_eq!(app.store.feed_statuses().unwrap()[0].items, 2);
+    assert_eq!(app.store.feed_statuses().await.unwrap()[0].items, 2);
 
     let sent = send_digests(&app, t2, false).await.unwrap();
     assert_eq!((sent.queued, sent.delivery.sent), (1, 1));
@@ -207,8 +208,11 @@ async fn an_old_item_a_digest_still_needs_is_kept_until_the_digest_takes_it() {
     );
     assert!(!item_exists(&app, asylum_id));
     assert_eq!(tombstone(&app, &asylum_key), Some(t2.timestamp()));
-    assert_eq!(live_titles(&app, t0 - days(1)), ["Visa bulletin for April"]);
-    assert_eq!(app.store.outbox().unwrap().len(), 1);
+    assert_eq!(
+        live_titles(&app, t0 - days(1)).await,
+        ["Visa bulletin for April"]
+    );
+    assert_eq!(app.store.outbox().await.unwrap().len(), 1);
     assert_eq!(
         (item_rows(&app), tombstones(&app)),
         (1, 2),
@@ -227,9 +231,9 @@ async fn a_pruned_item_still_in_its_feed_never_comes_back_even_when_edited() {
     let smtp = SmtpServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &[("news", feeds.url("/news.xml"))], smtp.port());
-    let app = App::open(config).unwrap();
+    let app = App::open(config).await.unwrap();
     let t0 = at("2026-01-05T12:00:00Z");
-    subscribe(&app, "ana@example.org", "asylum", "immediate", t0);
+    subscribe(&app, "ana@example.org", "asylum", "immediate", t0).await;
     feeds.set(
         "/news.xml",
         rss(&[Story {
@@ -295,6 +299,7 @@ async fn a_pruned_item_still_in_its_feed_never_comes_back_even_when_edited() {
     assert_eq!(
         app.store
             .feed_items("news")
+            .await
             .unwrap()
             .into_iter()
             .map(|(title, _)| title)
@@ -342,12 +347,12 @@ async fn deleting_old_mail_never_makes_its_matches_pending_again() {
     smtp.reject_rcpt("dee@example.org", 451, "4.3.0 try again later");
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &[("news", feeds.url("/news.xml"))], smtp.port());
-    let app = App::open(config).unwrap();
+    let app = App::open(config).await.unwrap();
     let t0 = at("2026-01-05T12:00:00Z");
-    subscribe(&app, "ana@example.org", "asylum", "immediate", t0);
-    subscribe(&app, "ben@example.org", "asylum", "daily", t0);
-    subscribe(&app, "cy@example.org", "asylum", "immediate", t0);
-    subscribe(&app, "dee@example.org", "asylum", "immediate", t0);
+    subscribe(&app, "ana@example.org", "asylum", "immediate", t0).await;
+    subscribe(&app, "ben@example.org", "asylum", "daily", t0).await;
+    subscribe(&app, "cy@example.org", "asylum", "immediate", t0).await;
+    subscribe(&app, "dee@example.org", "asylum", "immediate", t0).await;
     feeds.set(
         "/news.xml",
         rss(&[Story {
@@ -382,7 +387,7 @@ async fn deleting_old_mail_never_makes_its_matches_pending_again() {
             matches: 2
         }
     );
-    let outbox = app.store.outbox().unwrap();
+    let outbox = app.store.outbox().await.unwrap();
     assert_eq!(outbox.len(), 1);
     assert_eq!(
         (outbox[0].recipient.as_str(), outbox[0].status.as_str()),
@@ -442,7 +447,7 @@ async fn tidings_prune_hides_pruned_items_from_match_and_feeds_status() {
     // The CLI runs on the wall clock: these items were first seen 120 days and 1 day ago.
     let now = Utc::now();
     {
-        let app = App::open(config).unwrap();
+        let app = App::open(config).await.unwrap();
         let old = Story {
             guid: "asylum-ruling",
             title: "Asylum ruling",

@@ -710,6 +710,7 @@ async fn sigterm_while_sending_finishes_the_mail_in_flight_and_claims_no_more() 
                     chrono_tz::Tz::UTC,
                     chrono::Utc::now(),
                 )
+                .await
                 .unwrap();
         }
     }
@@ -905,7 +906,9 @@ async fn the_daemon_prunes_at_start_and_pruned_items_never_come_back() {
 async fn healthz_is_503_when_the_scheduler_stalls_or_the_daemon_stops() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(&dir.path().join("config.toml"), &[], 25, "");
-    let app = tidings::App::open(tidings::Config::load(&config).unwrap()).unwrap();
+    let app = tidings::App::open(tidings::Config::load(&config).unwrap())
+        .await
+        .unwrap();
     let now = chrono::Utc::now().timestamp();
     app.metrics.last_tick.set(now);
     let (_current, app_rx) = tokio::sync::watch::channel(app.clone());

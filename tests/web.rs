@@ -31,12 +31,12 @@ impl Site {
     async fn start_full(admin: Option<&str>, smtp_port: u16) -> Site {
         let dir = tempfile::tempdir().unwrap();
         let config = support::write_config(dir.path(), &[], smtp_port);
-        let mut app = App::open(config).unwrap();
+        let mut app = App::open(config).await.unwrap();
         app.admin_token = admin.map(std::sync::Arc::from);
         let now = chrono::Utc::now();
-        support::subscribe(&app, "ana@example.org", "asylum", "daily", now);
-        support::subscribe(&app, "ana@example.org", "\"H-1B\"", "daily", now);
-        support::subscribe(&app, "ben@example.org", "TPS", "immediate", now);
+        support::subscribe(&app, "ana@example.org", "asylum", "daily", now).await;
+        support::subscribe(&app, "ana@example.org", "\"H-1B\"", "daily", now).await;
+        support::subscribe(&app, "ben@example.org", "TPS", "immediate", now).await;
         let (_tx, rx) = tokio::sync::watch::channel(app.clone());
         std::mem::forget(_tx);
         let stop = tokio_util::sync::CancellationToken::new();
@@ -57,8 +57,8 @@ impl Site {
         }
     }
 
-    fn subscriber(&self, email: &str) -> Option<tidings::store::Subscriber> {
-        self.app.store.subscriber(email).unwrap()
+    async fn subscriber(&self, email: &str) -> Option<tidings::store::Subscriber> {
+        self.app.store.subscriber(email).await.unwrap()
     }
 
     /// A page's path from one of the app's links (they carry `[web].base_url`).
@@ -66,18 +66,18 @@ impl Site {
         url::Url::parse(url).unwrap().path().to_string()
     }
 
-    fn unsubscribe_path(&self, email: &str) -> String {
-        let s = self.subscriber(email).unwrap();
+    async fn unsubscribe_path(&self, email: &str) -> String {
+        let s = self.subscriber(email).await.unwrap();
         Site::path(&self.app.links.unsubscribe_url(s.id, &s.email))
     }
 
-    fn manage_path(&self, email: &str) -> String {
-        let s = self.subscriber(email).unwrap();
+    async fn manage_path(&self, email: &str) -> String {
+        let s = self.subscriber(email).await.unwrap();
         Site::path(&self.app.links.manage_url(s.id, &s.email))
     }
 
-    fn csrf(&self, email: &str) -> String {
-        let s = self.subscriber(email).unwrap();
+    async fn csrf(&self, email: &str) -> String {
+        let s = self.subscriber(email).await.unwrap();
         self.app.links.csrf_token(s.id, &s.email)
     }
 
@@ -111,7 +111,7 @@ impl Site {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_click_unsubscribe_is_a_post_without_cookies_or_redirects_and_is_idempotent() {
     let site = Site::start().await;
-    let path = site.unsubscribe_path("ana@example.org");
+    let path = site.unsubscribe_path("ana@example.org").await;
 
     // Following the link (as mail scanners do) only shows a page with a button.
     let (status, headers, page) = site.get(&path).await;
@@ -123,7 +123,7 @@ async fn one_click_unsubscribe_is_a_post_without_cookies_or_redirects_and_is_ide
     assert!(page.contains(&format!("action=\"{path}\"")), "{page}");
     assert!(headers.get("set-cookie").is_none());
     assert!(
-        site.subscriber("ana@example.org").is_some(),
+        site.subscriber("ana@example.org").await.is_some(),
         "GET changes nothing"
     );
 
@@ -145,8 +145,14 @@ async fn one_click_unsubscribe_is_a_post_without_cookies_or_redirects_and_is_ide
             .unwrap()
             .contains("You are unsubscribed")
     );
-    assert!(site.subscriber("ana@example.org").is_none(), "gone at once");
-    assert!(site.subscriber("ben@example.org").is_some(), "others stay");
+    assert!(
+        site.subscriber("ana@example.org").await.is_none(),
+        "gone at once"
+    );
+    assert!(
+        site.subscriber("ben@example.org").await.is_some(),
+        "others stay"
+    );
 
     // Again, as multipart (RFC 8058 allows both): the same answer, nothing else changes.
     let again = site
@@ -166,8 +172,8 @@ async fn one_click_unsubscribe_is_a_post_without_cookies_or_redirects_and_is_ide
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_moved_or_misused_tokens_get_a_clear_page_and_change_nothing() {
     let site = Site::start().await;
-    let ana = site.subscriber("ana@example.org").unwrap();
-    let ben = site.subscriber("ben@example.org").unwrap();
+    let ana = site.subscriber("ana@example.org").await.unwrap();
+    let ben = site.subscriber("ben@example.org").await.unwrap();
     let good = site.app.links.unsubscribe_token(ana.id, &ana.email);
     let (_, mac) = good.split_once('.').unwrap();
     let forged_mac = format!("{}.{}", ana.id, "0".repeat(mac.len()));
@@ -201,15 +207,15 @@ async fn forged_moved_or_misused_tokens_get_a_clear_page_and_change_nothing() {
             "{name}: input is never echoed raw"
         );
     }
-    assert!(site.subscriber("ana@example.org").is_some());
-    assert!(site.subscriber("ben@example.org").is_some());
+    assert!(site.subscriber("ana@example.org").await.is_some());
+    assert!(site.subscriber("ben@example.org").await.is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_manage_page_adds_removes_and_reschedules_only_with_its_csrf_value() {
     let site = Site::start().await;
-    let manage = site.manage_path("ana@example.org");
-    let csrf = site.csrf("ana@example.org");
+    let manage = site.manage_path("ana@example.org").await;
+    let csrf = site.csrf("ana@example.org").await;
     let (status, _, page) = site.get(&manage).await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("<code>asylum</code>"), "{page}");
@@ -223,18 +229,28 @@ async fn the_manage_page_adds_removes_and_reschedules_only_with_its_csrf_value()
     let (status, _, _) = site
         .post(
             &add,
-            &[("query", "TPS"), ("csrf", &site.csrf("ben@example.org"))],
+            &[
+                ("query", "TPS"),
+                ("csrf", &site.csrf("ben@example.org").await),
+            ],
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "another subscriber's value");
-    assert_eq!(site.subscriber("ana@example.org").unwrap().queries.len(), 2);
+    assert_eq!(
+        site.subscriber("ana@example.org")
+            .await
+            .unwrap()
+            .queries
+            .len(),
+        2
+    );
     let (status, location, _) = site
         .post(&add, &[("query", "  TPS -Haiti "), ("csrf", &csrf)])
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(location, format!("{manage}?done=added"));
     assert_eq!(
-        site.subscriber("ana@example.org").unwrap().queries,
+        site.subscriber("ana@example.org").await.unwrap().queries,
         ["asylum", "\"H-1B\"", "TPS -Haiti"]
     );
     let (_, _, page) = site.get(&location).await;
@@ -266,8 +282,8 @@ async fn the_manage_page_adds_removes_and_reschedules_only_with_its_csrf_value()
     );
 
     // Remove: ben's subscription id through ana's page removes nothing.
-    let ben = site.subscriber("ben@example.org").unwrap();
-    let ben_sub = site.app.store.subscriptions_of(ben.id).unwrap()[0].0;
+    let ben = site.subscriber("ben@example.org").await.unwrap();
+    let ben_sub = site.app.store.subscriptions_of(ben.id).await.unwrap()[0].0;
     let remove = format!("{manage}/remove");
     let (status, location, _) = site
         .post(
@@ -276,7 +292,10 @@ async fn the_manage_page_adds_removes_and_reschedules_only_with_its_csrf_value()
         )
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
-    assert_eq!(site.subscriber("ben@example.org").unwrap().queries, ["TPS"]);
+    assert_eq!(
+        site.subscriber("ben@example.org").await.unwrap().queries,
+        ["TPS"]
+    );
     // ...and says so, rather than a false "Search removed".
     let (_, _, page) = site.get(&location).await;
     assert!(!page.contains("Search removed"), "{page}");
@@ -295,20 +314,20 @@ async fn the_manage_page_adds_removes_and_reschedules_only_with_its_csrf_value()
     let (_, _, page) = site.get(&location).await;
     assert!(!page.contains("Search paused"), "{page}");
     assert!(page.contains("Nothing changed"), "{page}");
-    let ben = site.subscriber("ben@example.org").unwrap();
+    let ben = site.subscriber("ben@example.org").await.unwrap();
     assert!(
-        !site.app.store.subscription_states(ben.id).unwrap()[0].2,
+        !site.app.store.subscription_states(ben.id).await.unwrap()[0].2,
         "ben's search is not paused"
     );
-    let ana = site.subscriber("ana@example.org").unwrap();
-    let first = site.app.store.subscriptions_of(ana.id).unwrap()[0].0;
+    let ana = site.subscriber("ana@example.org").await.unwrap();
+    let first = site.app.store.subscriptions_of(ana.id).await.unwrap()[0].0;
     site.post(
         &remove,
         &[("subscription", &first.to_string()), ("csrf", &csrf)],
     )
     .await;
     assert_eq!(
-        site.subscriber("ana@example.org").unwrap().queries[0],
+        site.subscriber("ana@example.org").await.unwrap().queries[0],
         "\"H-1B\""
     );
 
@@ -325,7 +344,7 @@ async fn the_manage_page_adds_removes_and_reschedules_only_with_its_csrf_value()
         )
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
-    let ana = site.subscriber("ana@example.org").unwrap();
+    let ana = site.subscriber("ana@example.org").await.unwrap();
     assert_eq!(
         (ana.schedule.spec(), ana.timezone.name()),
         ("weekly fri 17:00".to_string(), "Europe/London")
@@ -355,7 +374,11 @@ async fn the_manage_page_adds_removes_and_reschedules_only_with_its_csrf_value()
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
     assert_eq!(
-        site.subscriber("ana@example.org").unwrap().timezone.name(),
+        site.subscriber("ana@example.org")
+            .await
+            .unwrap()
+            .timezone
+            .name(),
         "Europe/London",
         "a bad form changes nothing"
     );
@@ -364,8 +387,8 @@ async fn the_manage_page_adds_removes_and_reschedules_only_with_its_csrf_value()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_response_is_locked_down_and_oversized_forms_are_refused() {
     let site = Site::start().await;
-    let manage = site.manage_path("ana@example.org");
-    let csrf = site.csrf("ana@example.org");
+    let manage = site.manage_path("ana@example.org").await;
+    let csrf = site.csrf("ana@example.org").await;
     for path in [
         manage.clone(),
         "/nowhere".to_string(),
@@ -407,7 +430,14 @@ async fn every_response_is_locked_down_and_oversized_forms_are_refused() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(page.contains("at most 500 characters"), "{page}");
-    assert_eq!(site.subscriber("ana@example.org").unwrap().queries.len(), 2);
+    assert_eq!(
+        site.subscriber("ana@example.org")
+            .await
+            .unwrap()
+            .queries
+            .len(),
+        2
+    );
 
     let (status, headers, css) = site.get("/style.css").await;
     assert_eq!(status, StatusCode::OK);
@@ -455,15 +485,15 @@ async fn each_search_has_a_private_atom_feed_of_its_matches() {
     )
     .unwrap();
     config.feeds = extra.feeds;
-    let app = site.app.reconfigure(config).unwrap();
+    let app = site.app.reconfigure(config).await.unwrap();
     let polled = tidings::poll_feeds(&app, now, false).await.unwrap();
     assert_eq!(polled.matches, 3, "{polled:?}");
 
-    let ana = site.subscriber("ana@example.org").unwrap();
-    let subs = site.app.store.subscriptions_of(ana.id).unwrap();
+    let ana = site.subscriber("ana@example.org").await.unwrap();
+    let subs = site.app.store.subscriptions_of(ana.id).await.unwrap();
     let (asylum, _) = subs.iter().find(|(_, q)| q == "asylum").unwrap();
     let feed_path = Site::path(&site.app.links.feed_url(*asylum, &ana.email));
-    let (_, _, manage) = site.get(&site.manage_path("ana@example.org")).await;
+    let (_, _, manage) = site.get(&site.manage_path("ana@example.org").await).await;
     assert!(
         manage.contains(&format!("href=\"{feed_path}\"")),
         "{manage}"
@@ -495,7 +525,7 @@ async fn each_search_has_a_private_atom_feed_of_its_matches() {
     assert!(body.contains("<title>Tidings: asylum</title>"), "{body}");
 
     // Another subscriber's address, or a forged token: no feed.
-    let ben = site.subscriber("ben@example.org").unwrap();
+    let ben = site.subscriber("ben@example.org").await.unwrap();
     let moved = Site::path(&site.app.links.feed_url(*asylum, &ben.email));
     let (status, _, _) = site.get(&moved).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -529,7 +559,7 @@ async fn the_admin_page_needs_its_password_and_shows_feeds_outbox_and_counts() {
     )
     .unwrap()
     .feeds;
-    let app = site.app.reconfigure(config).unwrap();
+    let app = site.app.reconfigure(config).await.unwrap();
     tidings::poll_feeds(&app, chrono::Utc::now(), false)
         .await
         .unwrap();
@@ -572,7 +602,13 @@ async fn the_admin_page_needs_its_password_and_shows_feeds_outbox_and_counts() {
     assert!(!page.contains("<b>down</b>"));
 
     // One of each is said in the singular.
-    assert!(site.app.store.remove_subscriber("ana@example.org").unwrap());
+    assert!(
+        site.app
+            .store
+            .remove_subscriber("ana@example.org")
+            .await
+            .unwrap()
+    );
     let page = site
         .client
         .get(&admin)
@@ -672,7 +708,7 @@ async fn signing_up_mails_a_confirmation_and_only_confirming_subscribes() {
         mail.text
     );
     assert!(
-        site.subscriber("zoe@example.org").is_none(),
+        site.subscriber("zoe@example.org").await.is_none(),
         "not before confirming"
     );
     let confirm = confirm_link(&mail);
@@ -684,11 +720,11 @@ async fn signing_up_mails_a_confirmation_and_only_confirming_subscribes() {
         page.contains("zoe@example.org") && page.contains("Confirm"),
         "{page}"
     );
-    assert!(site.subscriber("zoe@example.org").is_none());
+    assert!(site.subscriber("zoe@example.org").await.is_none());
     let (status, _, page) = site.post(&confirm, &[]).await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("You are subscribed"), "{page}");
-    let zoe = site.subscriber("zoe@example.org").unwrap();
+    let zoe = site.subscriber("zoe@example.org").await.unwrap();
     assert_eq!(zoe.queries, ["asylum", "\"green card\" -lottery"]);
     assert_eq!(
         (zoe.schedule.spec(), zoe.timezone.name()),
@@ -701,7 +737,14 @@ async fn signing_up_mails_a_confirmation_and_only_confirming_subscribes() {
         (status, page.contains("You are subscribed")),
         (StatusCode::OK, true)
     );
-    assert_eq!(site.subscriber("zoe@example.org").unwrap().queries.len(), 2);
+    assert_eq!(
+        site.subscriber("zoe@example.org")
+            .await
+            .unwrap()
+            .queries
+            .len(),
+        2
+    );
 
     // A forged confirmation link does nothing.
     let (status, _, _) = site
@@ -783,12 +826,13 @@ async fn an_old_confirmation_link_has_expired_and_previews_show_recent_matches()
             created_at: old,
             confirmed_at: None,
         })
+        .await
         .unwrap();
     let link = Site::path(&site.app.links.confirm_url(id, "late@example.org"));
     let (status, _, page) = site.post(&link, &[]).await;
     assert_eq!(status, StatusCode::GONE);
     assert!(page.contains("This link has expired"), "{page}");
-    assert!(site.subscriber("late@example.org").is_none());
+    assert!(site.subscriber("late@example.org").await.is_none());
 
     // Preview: what each search would have found among the last week's items.
     let now = chrono::Utc::now();
@@ -816,7 +860,7 @@ async fn an_old_confirmation_link_has_expired_and_previews_show_recent_matches()
     )
     .unwrap()
     .feeds;
-    let app = site.app.reconfigure(config).unwrap();
+    let app = site.app.reconfigure(config).await.unwrap();
     tidings::poll_feeds(&app, now, false).await.unwrap();
     let csrf = form_csrf(&site).await;
     let (status, _, page) = site
@@ -850,10 +894,10 @@ async fn an_old_confirmation_link_has_expired_and_previews_show_recent_matches()
 async fn a_paused_search_matches_nothing_until_resumed() {
     let feeds = support::FeedServer::start().await;
     let site = Site::start().await;
-    let manage = site.manage_path("ana@example.org");
-    let csrf = site.csrf("ana@example.org");
-    let ana = site.subscriber("ana@example.org").unwrap();
-    let asylum = site.app.store.subscriptions_of(ana.id).unwrap()[0].0;
+    let manage = site.manage_path("ana@example.org").await;
+    let csrf = site.csrf("ana@example.org").await;
+    let ana = site.subscriber("ana@example.org").await.unwrap();
+    let asylum = site.app.store.subscriptions_of(ana.id).await.unwrap()[0].0;
     let (status, location, _) = site
         .post(
             &format!("{manage}/pause"),
@@ -902,10 +946,15 @@ async fn a_paused_search_matches_nothing_until_resumed() {
     )
     .unwrap()
     .feeds;
-    let app = site.app.reconfigure(config).unwrap();
+    let app = site.app.reconfigure(config).await.unwrap();
     let polled = tidings::poll_feeds(&app, now, false).await.unwrap();
     assert_eq!(polled.matches, 1, "only \"H-1B\": asylum is paused");
-    let asylum_matches = site.app.store.subscription_matches(asylum, 10).unwrap();
+    let asylum_matches = site
+        .app
+        .store
+        .subscription_matches(asylum, 10)
+        .await
+        .unwrap();
     assert!(asylum_matches.is_empty());
 
     site.post(
@@ -930,6 +979,7 @@ async fn a_paused_search_matches_nothing_until_resumed() {
         .app
         .store
         .subscription_matches(asylum, 10)
+        .await
         .unwrap()
         .into_iter()
         .map(|m| m.title)

@@ -7,21 +7,8 @@ impl Store {
     /// matches, and scheduled ones whose time has come (with or without matches: taking
     /// an empty digest moves their next time on). With `ignore_schedule`, every subscriber
     /// with pending matches. Paused subscribers are left out.
-    pub fn due_digests(&self, now: DateTime<Utc>, ignore_schedule: bool) -> Result<Vec<i64>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT s.id FROM subscribers s
-             WHERE s.paused_at IS NULL AND (
-                 (s.frequency <> 'immediate' AND NOT ?2
-                  AND (s.next_digest_at IS NULL OR s.next_digest_at <= ?1))
-                 OR ((s.frequency = 'immediate' OR ?2) AND EXISTS (
-                     SELECT 1 FROM subscriptions q
-                     JOIN matches m ON m.subscription_id = q.id AND m.outbox_id IS NULL
-                     WHERE q.subscriber_id = s.id)))
-             ORDER BY s.id",
-        )?;
-        let rows = stmt.query_map(params![now.timestamp(), ignore_schedule], |r| r.get(0))?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    pub async fn due_digests(&self, now: DateTime<Utc>, ignore_schedule: bool) -> Result<Vec<i64>> {
+        run!(self, db => db.due_digests(now, ignore_schedule))
     }
 
     /// In one transaction: loads the subscriber's pending matches, renders them with
@@ -30,118 +17,14 @@ impl Store {
     /// that was overdue for days goes out once). Returns the outbox id, or `None` when there
     /// was nothing to send (the schedule still moves on). The `Message-ID` is fixed here,
     /// so a resend carries the same one.
-    pub fn take_digest(
+    pub async fn take_digest(
         &self,
         subscriber_id: i64,
         now: DateTime<Utc>,
         message_domain: &str,
-        render: impl FnOnce(&Subscriber, &[DigestEntry], bool) -> Result<Rendered>,
+        render: impl FnOnce(&Subscriber, &[DigestEntry], bool) -> Result<Rendered> + Send + 'static,
     ) -> Result<Option<i64>> {
-        let now_s = now.timestamp();
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let subscriber = tx
-            .prepare_cached(&format!(
-                "SELECT {SUBSCRIBER_COLUMNS} FROM subscribers s WHERE s.id = ?1"
-            ))?
-            .query_row([subscriber_id], |r| Ok(subscriber_row(r)))
-            .optional()?
-            .transpose()?;
-        let Some(mut subscriber) = subscriber else {
-            return Ok(None);
-        };
-        let next = subscriber.schedule.next_after(now, subscriber.timezone);
-        tx.prepare_cached("UPDATE subscribers SET next_digest_at = ?2 WHERE id = ?1")?
-            .execute(params![subscriber.id, next.map(|d| d.timestamp())])?;
-        let entries = {
-            let mut stmt = tx.prepare_cached(
-                "SELECT q.id, q.query, i.id, f.id, f.name, f.tags, i.title, i.link, i.summary,
-                        i.content, i.published_at, i.first_seen_at, m.updated
-                 FROM matches m
-                 JOIN subscriptions q ON q.id = m.subscription_id
-                 JOIN items i ON i.id = m.item_id
-                 JOIN feeds f ON f.id = i.feed_id
-                 WHERE q.subscriber_id = ?1 AND m.outbox_id IS NULL
-                 ORDER BY q.id, COALESCE(i.published_at, i.first_seen_at) DESC, i.id
-                 LIMIT ?2",
-            )?;
-            stmt.query_map(params![subscriber.id, MAX_DIGEST_ENTRIES as i64 + 1], |r| {
-                let tags: String = r.get(5)?;
-                Ok(DigestEntry {
-                    subscription_id: r.get(0)?,
-                    query: r.get(1)?,
-                    item_id: r.get(2)?,
-                    feed_id: r.get(3)?,
-                    feed_name: r.get(4)?,
-                    tags: split_tags(&tags),
-                    title: r.get(6)?,
-                    link: r.get(7)?,
-                    summary: r.get(8)?,
-                    content: r.get(9)?,
-                    published: r.get::<_, Option<i64>>(10)?.and_then(from_unix),
-                    first_seen: from_unix(r.get(11)?).unwrap_or_default(),
-                    updated: r.get(12)?,
-                })
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?
-        };
-        if entries.is_empty() {
-            tx.commit()?;
-            return Ok(None);
-        }
-        let mut entries = entries;
-        let more_follow = entries.len() > MAX_DIGEST_ENTRIES;
-        if more_follow {
-            entries.truncate(MAX_DIGEST_ENTRIES);
-            // Due again at once: the rest go out in the next message, not next period.
-            tx.prepare_cached("UPDATE subscribers SET next_digest_at = ?2 WHERE id = ?1")?
-                .execute(params![subscriber.id, now_s])?;
-        }
-        subscriber.queries = entries.iter().map(|e| e.query.clone()).collect();
-        subscriber.queries.dedup();
-        let rendered = render(&subscriber, &entries, more_follow)?;
-
-        // The row id is part of the Message-ID, so insert first with a placeholder.
-        tx.prepare_cached(
-            "INSERT INTO outbox (subscriber_id, recipient, message_id, subject, body_text, body_html,
-                                 created_at, next_attempt_at)
-             VALUES (?1, ?2, 'pending:' || hex(randomblob(16)), ?3, ?4, ?5, ?6, ?6)",
-        )?
-        .execute(params![
-                subscriber.id,
-                subscriber.email,
-                rendered.subject,
-                rendered.text,
-                rendered.html,
-                now_s
-            ])?;
-        let outbox_id = tx.last_insert_rowid();
-        let message_id = format!(
-            "<digest.{outbox_id}.{}.{now_s}@{message_domain}>",
-            subscriber.id
-        );
-        tx.prepare_cached("UPDATE outbox SET message_id = ?2 WHERE id = ?1")?
-            .execute(params![outbox_id, message_id])?;
-        let mut taken = 0;
-        {
-            let mut take = tx.prepare_cached(
-                "UPDATE matches SET outbox_id = ?3
-                 WHERE subscription_id = ?1 AND item_id = ?2 AND outbox_id IS NULL",
-            )?;
-            for e in &entries {
-                taken += take.execute(params![e.subscription_id, e.item_id, outbox_id])?;
-            }
-        }
-        if taken != entries.len() {
-            bail!(
-                "digest for subscriber {}: took {taken} matches but rendered {}",
-                subscriber.id,
-                entries.len()
-            );
-        }
-        tx.commit()?;
-        Ok(Some(outbox_id))
+        let message_domain = message_domain.to_owned();
+        run!(self, db => db.take_digest(subscriber_id, now, &message_domain, render))
     }
-
-    // ---- outbox --------------------------------------------------------------------------
 }

@@ -1,27 +1,30 @@
-//! The only place with SQL: the SQLite database, its migrations, and a small set of
-//! domain operations the pipeline is built from.
+//! The only place with SQL: the database, its migrations, and the domain operations the
+//! pipeline is built from, one file per domain (feeds, items, subscriptions, signups,
+//! digests, outbox, maintenance).
 //!
-//! Every operation that crosses a crash boundary is one `IMMEDIATE` transaction:
+//! [`Store`] is the async front every caller uses; the SQL lives in a backend behind it
+//! (`sqlite/`, one file per domain again), and the blocking calls run on tokio's blocking
+//! pool inside the front, never in callers. A call whose caller goes away (a cancelled
+//! request, a shutdown) still runs to its end: a transaction is never cut in half.
+//!
+//! Every operation that crosses a crash boundary is one transaction:
 //! [`Store::store_items`] writes new items *and* their matches; [`Store::take_digest`]
 //! writes an outbox row *and* marks the matches it holds as taken. Work that several
 //! workers could share (polling a feed, sending a message) is claimed with a lease
 //! (`claimed_until`). [`Store::prune`] works in short batches, each a transaction that
-//! leaves every pending match as it was. Methods block: async callers run them with
-//! `spawn_blocking`.
+//! leaves every pending match as it was.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use rusqlite::backup::{Backup, StepResult};
-use rusqlite::config::DbConfig;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
-use rusqlite_migration::{M, Migrations};
 
 use crate::config::FeedConfig;
+use crate::digest::{DigestEntry, FailingFeed, Rendered, Schedule};
+use crate::parse::Item;
 
 mod digests;
 mod feeds;
@@ -29,46 +32,66 @@ mod items;
 mod maintenance;
 mod outbox;
 mod signups;
+mod sqlite;
 mod subscriptions;
-use crate::digest::{DigestEntry, FailingFeed, MAX_DIGEST_ENTRIES, Rendered, Schedule};
-use crate::parse::Item;
 
-/// The migrations, in order. Each file in `migrations/` must be listed here.
-const MIGRATIONS: &[(&str, &str)] = &[
-    (
-        "0001_init.sql",
-        include_str!("../../migrations/0001_init.sql"),
-    ),
-    (
-        "0002_fetch_state.sql",
-        include_str!("../../migrations/0002_fetch_state.sql"),
-    ),
-    (
-        "0003_digest_schedules.sql",
-        include_str!("../../migrations/0003_digest_schedules.sql"),
-    ),
-    (
-        "0004_retention.sql",
-        include_str!("../../migrations/0004_retention.sql"),
-    ),
-    (
-        "0005_web.sql",
-        include_str!("../../migrations/0005_web.sql"),
-    ),
-    (
-        "0006_generations.sql",
-        include_str!("../../migrations/0006_generations.sql"),
-    ),
-    (
-        "0007_body_hash.sql",
-        include_str!("../../migrations/0007_body_hash.sql"),
-    ),
-];
+use sqlite::Sqlite;
 
-/// A handle to the database; cheap to clone, safe to share between threads.
+/// A handle to the database; cheap to clone, safe to share between tasks and threads.
 #[derive(Clone)]
 pub struct Store {
-    conn: Arc<Mutex<Connection>>,
+    backend: Arc<Backend>,
+}
+
+/// The database a [`Store`] works on.
+enum Backend {
+    Sqlite(Sqlite),
+}
+
+/// Runs one backend call on the blocking pool: `run!(self, db => db.method(args))`, where
+/// the expression is written once and compiled for each backend.
+macro_rules! run {
+    ($store:expr, $db:ident => $call:expr) => {
+        $store
+            .blocking(move |backend| match backend {
+                Backend::Sqlite($db) => $call,
+            })
+            .await
+    };
+}
+use run;
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database at `path` and brings its schema up
+    /// to date. Blocks while migrating: call it before serving.
+    pub fn open(path: &Path) -> Result<Store> {
+        Ok(Store::from(Backend::Sqlite(Sqlite::open(path)?)))
+    }
+
+    /// Opens the existing database at `path` to read only, without creating or migrating
+    /// it: for commands that only look (`check-config`). Refuses a database whose schema
+    /// is not this version's (older ones are migrated by any other command).
+    pub fn open_read_only(path: &Path) -> Result<Store> {
+        Ok(Store::from(Backend::Sqlite(Sqlite::open_read_only(path)?)))
+    }
+
+    fn from(backend: Backend) -> Store {
+        Store {
+            backend: Arc::new(backend),
+        }
+    }
+
+    /// Runs `call` on the blocking pool and waits for it; it runs to its end even when
+    /// the waiting future is dropped.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&Backend) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let backend = self.backend.clone();
+        tokio::task::spawn_blocking(move || call(&backend))
+            .await
+            .context("a database call panicked")?
+    }
 }
 
 /// What the poller needs to know about a feed it is about to fetch.
@@ -91,19 +114,19 @@ pub struct FeedToPoll {
 }
 
 /// A successful fetch and parse, ready to be stored.
-#[derive(Debug, Clone, Copy)]
-pub struct SuccessfulPoll<'a> {
-    pub items: &'a [Item],
-    pub etag: Option<&'a str>,
-    pub last_modified: Option<&'a str>,
+#[derive(Debug, Clone)]
+pub struct SuccessfulPoll {
+    pub items: Arc<[Item]>,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
     /// This was an unconditional GET.
     pub full_fetch: bool,
     /// The feed answered from a new home after permanent redirects.
-    pub moved_to: Option<&'a str>,
+    pub moved_to: Option<String>,
     /// What the parser had to repair to read it.
-    pub repairs: &'a [String],
+    pub repairs: Arc<[String]>,
     /// [`crate::parse::body_hash`] of the body these items came from.
-    pub body_hash: Option<&'a str>,
+    pub body_hash: Option<String>,
     pub now: DateTime<Utc>,
     pub next_poll_at: DateTime<Utc>,
     /// On the baseline poll, only items published after this can match.
@@ -149,13 +172,13 @@ pub enum SignupAdmission {
 
 /// A 200 whose body is the one stored last time: nothing to parse, but the feed's
 /// validators and full-fetch time move on.
-#[derive(Debug, Clone, Copy)]
-pub struct UnchangedPoll<'a> {
-    pub etag: Option<&'a str>,
-    pub last_modified: Option<&'a str>,
+#[derive(Debug, Clone)]
+pub struct UnchangedPoll {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
     /// This was an unconditional GET.
     pub full_fetch: bool,
-    pub moved_to: Option<&'a str>,
+    pub moved_to: Option<String>,
     pub now: DateTime<Utc>,
     pub next_poll_at: DateTime<Utc>,
 }
@@ -294,176 +317,6 @@ pub struct OutboxMessage {
     pub claim: Option<String>,
 }
 
-/// The schema version of the database at `path` (on `conn`). One a newer Tidings wrote is
-/// refused: this one cannot migrate it back, nor read it.
-fn schema_version(conn: &Connection, path: &Path) -> Result<i64> {
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .with_context(|| format!("reading database {}", path.display()))?;
-    let known = MIGRATIONS.len() as i64;
-    if version > known {
-        bail!(
-            "database {} was written by a newer version of Tidings (schema version {version}; \
-             Tidings {} knows versions up to {known}): run that version, or restore a backup \
-             this one made",
-            path.display(),
-            env!("CARGO_PKG_VERSION")
-        );
-    }
-    Ok(version)
-}
-
-impl Store {
-    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
-    pub fn open(path: &Path) -> Result<Store> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating folder {}", dir.display()))?;
-        }
-        let mut conn = Connection::open(path)
-            .with_context(|| format!("opening database {}", path.display()))?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        schema_version(&conn, path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        // Off while migrating, so a table rebuild does not cascade; each migration is
-        // checked for dangling references before it commits.
-        conn.pragma_update(None, "foreign_keys", "OFF")?;
-        let migrations = Migrations::new(
-            MIGRATIONS
-                .iter()
-                .map(|(_, sql)| M::up(sql).foreign_key_check())
-                .collect(),
-        );
-        migrations
-            .to_latest(&mut conn)
-            .with_context(|| format!("migrating database {}", path.display()))?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
-        })
-    }
-
-    /// Opens the existing database at `path` to read only, without creating or migrating
-    /// it: for commands that only look (`check-config`). Refuses a database whose schema
-    /// is not this version's (older ones are migrated by any other command).
-    ///
-    /// The connection may write but refuses to (`query_only`): a read-only connection to a
-    /// WAL database creates its `-wal` and `-shm` files and cannot remove them, where this
-    /// one, the last to close, removes them, as the daemon's does. A file it may not
-    /// write is opened read-only. A `-wal` file that was there before (a daemon running,
-    /// or one killed) is left as found: closing would otherwise checkpoint it into the
-    /// database file, a write.
-    pub fn open_read_only(path: &Path) -> Result<Store> {
-        let mut wal = path.as_os_str().to_owned();
-        wal.push("-wal");
-        let wal_existed = Path::new(&wal).exists();
-        let open =
-            |flags| Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX);
-        let conn = open(OpenFlags::SQLITE_OPEN_READ_WRITE)
-            .or_else(|_| open(OpenFlags::SQLITE_OPEN_READ_ONLY))
-            .with_context(|| format!("opening database {}", path.display()))?;
-        if wal_existed {
-            conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
-        }
-        conn.pragma_update(None, "query_only", true)?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        let version = schema_version(&conn, path)?;
-        let expected = MIGRATIONS.len() as i64;
-        if version != expected {
-            bail!(
-                "database {} has schema version {version}, not {expected}: `tidings run` (or any \
-                 command that writes) migrates it",
-                path.display()
-            );
-        }
-        Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
-        })
-    }
-
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave SQLite half-written (transactions
-        // roll back on drop), so a poisoned lock is safe to keep using.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    // ---- feeds ---------------------------------------------------------------------------
-}
-
-/// Sent or failed messages deleted per prune transaction (their bodies are most of the
-/// bytes a prune frees).
-const PRUNE_OUTBOX_BATCH: usize = 200;
-/// Items looked at per prune transaction.
-const PRUNE_ITEM_BATCH: usize = 2000;
-/// Between prune batches: the lock is free this long, so writers waiting on it (a poll
-/// storing items) get it rather than the next batch.
-const PRUNE_PAUSE: Duration = Duration::from_millis(50);
-
-/// Whether `feed`'s claim still holds it.
-fn holds_claim(tx: &rusqlite::Transaction<'_>, feed: &FeedToPoll) -> rusqlite::Result<bool> {
-    let claim: Option<String> = tx
-        .prepare_cached("SELECT claim FROM feeds WHERE id = ?1")?
-        .query_row([&feed.id], |r| r.get(0))
-        .optional()?
-        .flatten();
-    Ok(claim == feed.claim)
-}
-
-/// A lease in whole seconds, rounded up (a lease of 0.5 s must not end at once).
-fn lease_secs(lease: Duration) -> i64 {
-    i64::try_from(lease.as_secs() + u64::from(lease.subsec_nanos() > 0)).unwrap_or(i64::MAX / 4)
-}
-
-/// Queues one message (not a digest) to `recipient` inside `tx`.
-fn queue_message_in(
-    tx: &rusqlite::Transaction<'_>,
-    recipient: &str,
-    subject: &str,
-    text: &str,
-    html: &str,
-    message_domain: &str,
-    now: DateTime<Utc>,
-) -> Result<i64> {
-    tx.execute(
-        "INSERT INTO outbox (recipient, message_id, subject, body_text, body_html,
-                             created_at, next_attempt_at)
-         VALUES (?1, 'pending:' || hex(randomblob(16)), ?2, ?3, ?4, ?5, ?5)",
-        params![recipient, subject, text, html, now.timestamp()],
-    )?;
-    let id = tx.last_insert_rowid();
-    tx.execute(
-        "UPDATE outbox SET message_id = ?2 WHERE id = ?1",
-        params![
-            id,
-            format!("<note.{id}.{}@{message_domain}>", now.timestamp())
-        ],
-    )?;
-    Ok(id)
-}
-
-fn subscriptions_generation(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.prepare_cached("SELECT value FROM generations WHERE name = 'subscriptions'")?
-        .query_row([], |r| r.get(0))
-}
-
-fn pending_matches(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<i64> {
-    tx.query_row(
-        "SELECT COUNT(*) FROM matches WHERE outbox_id IS NULL",
-        [],
-        |r| r.get(0),
-    )
-}
-
-/// Pruning must never make a match pending, nor drop one that is.
-fn check_pending(tx: &rusqlite::Transaction<'_>, before: i64) -> Result<()> {
-    let after = pending_matches(tx)?;
-    if after != before {
-        bail!("pruning would change the pending matches from {before} to {after}; rolled back");
-    }
-    Ok(())
-}
-
 /// What `/metrics` and `/healthz` report about stored state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServiceStats {
@@ -474,508 +327,4 @@ pub struct ServiceStats {
     /// Active feeds whose last poll failed, or that are gone.
     pub feeds_failing: i64,
     pub subscribers: i64,
-}
-
-const OUTBOX_COLUMNS: &str = "id, recipient, message_id, subject, body_text, body_html, created_at, \
-     status, attempts, last_error, next_attempt_at, sent_at, subscriber_id, claim";
-
-const SUBSCRIBER_COLUMNS: &str = "s.id, s.email, s.frequency, s.digest_time, s.digest_weekday, \
-     s.timezone, s.next_digest_at, s.bounces, s.paused_at";
-
-/// A subscriber from [`SUBSCRIBER_COLUMNS`], without queries.
-fn subscriber_row(r: &rusqlite::Row<'_>) -> Result<Subscriber> {
-    let frequency: String = r.get(2)?;
-    let time: Option<String> = r.get(3)?;
-    let timezone: String = r.get(5)?;
-    Ok(Subscriber {
-        id: r.get(0)?,
-        email: r.get(1)?,
-        schedule: Schedule::from_parts(&frequency, time.as_deref(), r.get(4)?)
-            .map_err(anyhow::Error::msg)?,
-        timezone: timezone
-            .parse()
-            .map_err(|e| anyhow::anyhow!("time zone {timezone:?}: {e}"))?,
-        next_digest_at: r.get::<_, Option<i64>>(6)?.and_then(from_unix),
-        bounces: r.get(7)?,
-        paused_at: r.get::<_, Option<i64>>(8)?.and_then(from_unix),
-        queries: Vec::new(),
-    })
-}
-
-fn split_tags(tags: &str) -> Vec<String> {
-    tags.split(',')
-        .filter(|t| !t.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxMessage> {
-    Ok(OutboxMessage {
-        subscriber_id: r.get(12)?,
-        id: r.get(0)?,
-        recipient: r.get(1)?,
-        message_id: r.get(2)?,
-        subject: r.get(3)?,
-        body_text: r.get(4)?,
-        body_html: r.get(5)?,
-        created_at: from_unix(r.get(6)?).unwrap_or_default(),
-        status: r.get(7)?,
-        attempts: r.get(8)?,
-        last_error: r.get(9)?,
-        next_attempt_at: from_unix(r.get(10)?).unwrap_or_default(),
-        sent_at: r.get::<_, Option<i64>>(11)?.and_then(from_unix),
-        claim: r.get(13)?,
-    })
-}
-
-fn from_unix(secs: i64) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp(secs, 0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-
-    #[test]
-    fn every_migration_file_is_embedded() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
-        let mut files: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".sql"))
-            .collect();
-        files.sort();
-        let embedded: Vec<&str> = MIGRATIONS.iter().map(|(name, _)| *name).collect();
-        assert_eq!(files, embedded);
-    }
-
-    #[test]
-    fn migrations_are_valid_and_reopening_is_a_no_op() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let store = Store::open(&path).unwrap();
-        let now = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();
-        store
-            .add_subscription("a@x.example", "asylum", Schedule::Immediate, Tz::UTC, now)
-            .unwrap();
-        drop(store);
-        let store = Store::open(&path).unwrap();
-        assert_eq!(
-            store.subscribers().unwrap().len(),
-            1,
-            "data survives reopening"
-        );
-        let version: i64 = store
-            .conn()
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(version, MIGRATIONS.len() as i64);
-    }
-
-    /// Confirming a sign-up is one transaction: when one of its searches cannot be
-    /// stored, none is, and the sign-up stays unconfirmed (it can be confirmed again).
-    #[test]
-    fn a_confirmation_that_fails_part_way_stores_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db")).unwrap();
-        let now = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();
-        let id = store
-            .create_signup(&Signup {
-                email: "zoe@x.example".into(),
-                queries: vec!["asylum".into(), "refused".into(), "parole".into()],
-                frequency: "daily".into(),
-                timezone: "UTC".into(),
-                client: "127.0.0.1".into(),
-                created_at: now,
-                confirmed_at: None,
-            })
-            .unwrap();
-        store
-            .conn()
-            .execute_batch(
-                "CREATE TRIGGER refuse AFTER INSERT ON subscriptions WHEN NEW.query = 'refused'
-                 BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
-            )
-            .unwrap();
-        let schedule = Schedule::Immediate;
-        let err = store
-            .confirm_signup(id, schedule, Tz::UTC, |_| true, now)
-            .unwrap_err();
-        assert!(
-            format!("{err:#}").contains("refused by the test"),
-            "{err:#}"
-        );
-        assert_eq!(store.subscriber("zoe@x.example").unwrap(), None);
-        assert_eq!(store.signup(id).unwrap().unwrap().confirmed_at, None);
-
-        store.conn().execute_batch("DROP TRIGGER refuse").unwrap();
-        let subscriber = store
-            .confirm_signup(id, schedule, Tz::UTC, |q| q != "parole", now)
-            .unwrap();
-        let zoe = store.subscriber("zoe@x.example").unwrap().unwrap();
-        assert_eq!(zoe.id, subscriber);
-        assert_eq!(zoe.queries, ["asylum", "refused"]);
-        assert!(store.signup(id).unwrap().unwrap().confirmed_at.is_some());
-    }
-
-    /// A matcher is keyed by the generation: every kind of change, made through any
-    /// path (a cascade from removing a subscriber included), must move it, and a removed
-    /// subscription's id must never come back.
-    #[test]
-    fn every_subscription_change_moves_the_generation_and_ids_are_never_reused() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db")).unwrap();
-        let now = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();
-        let add = |email: &str, query: &str| {
-            store
-                .add_subscription(email, query, Schedule::Immediate, Tz::UTC, now)
-                .unwrap()
-        };
-        let id_of = |query: &str| {
-            store
-                .subscriptions()
-                .unwrap()
-                .queries
-                .into_iter()
-                .find(|(_, q)| q == query)
-                .map(|(id, _)| id)
-        };
-        let mut seen = vec![store.subscriptions_generation().unwrap()];
-        let mut step = |name: &str| {
-            let g = store.subscriptions_generation().unwrap();
-            assert!(!seen.contains(&g), "{name}: generation {g} seen before");
-            seen.push(g);
-        };
-        add("a@x.example", "asylum");
-        step("add");
-        add("b@x.example", "DACA");
-        step("add a second");
-        let daca = id_of("DACA").unwrap();
-        let b = store.subscriber("b@x.example").unwrap().unwrap().id;
-        assert!(store.set_subscription_paused(b, daca, true, now).unwrap());
-        step("pause");
-        assert_eq!(id_of("DACA"), None, "a paused search is not matched");
-        assert!(store.set_subscription_paused(b, daca, false, now).unwrap());
-        step("resume");
-        assert!(store.remove_subscriber("b@x.example").unwrap());
-        step("remove the subscriber (cascade)");
-        add("c@x.example", "TPS");
-        step("add after remove");
-        let tps = id_of("TPS").unwrap();
-        assert!(
-            tps > daca,
-            "id {daca} of a removed search was reused ({tps})"
-        );
-        let c = store.subscriber("c@x.example").unwrap().unwrap().id;
-        assert!(store.remove_subscription(c, tps).unwrap());
-        step("remove one search");
-        let active = store.subscriptions().unwrap();
-        assert_eq!(active.generation, *seen.last().unwrap());
-        assert_eq!(active.queries.len(), 1);
-    }
-
-    /// A feed's claim is valid while it is held: a worker whose lease ran out while it
-    /// waited (another took the feed) neither fetches it (the renewal fails) nor writes
-    /// its result over the new holder's.
-    #[test]
-    fn a_worker_that_lost_its_feed_claim_writes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db")).unwrap();
-        let t0 = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();
-        store
-            .sync_feeds(&[FeedConfig {
-                id: "f".into(),
-                name: "F".into(),
-                url: "https://f.example/feed".parse().unwrap(),
-                tags: Vec::new(),
-                interval: Duration::from_secs(900),
-            }])
-            .unwrap();
-        let lease = Duration::from_secs(300);
-        let old = store.claim_feeds(t0, lease, false).unwrap().remove(0);
-        let later = t0 + chrono::Duration::seconds(301);
-        let new = store.claim_feeds(later, lease, false).unwrap().remove(0);
-        assert!(!store.renew_feed_claim(&old, later, lease).unwrap());
-        assert!(store.renew_feed_claim(&new, later, lease).unwrap());
-        let failed = store
-            .record_failure(&old, later, "http", "HTTP 500", later)
-            .unwrap();
-        assert!(!failed, "the old holder's failure is not recorded");
-        assert_eq!(store.consecutive_failures("f").unwrap(), 0);
-        let items = [Item {
-            key: "k".into(),
-            guid: None,
-            link: None,
-            title: "Asylum".into(),
-            summary: String::new(),
-            content: String::new(),
-            published: Some(later),
-        }];
-        let poll = SuccessfulPoll {
-            items: &items,
-            etag: None,
-            last_modified: None,
-            full_fetch: true,
-            moved_to: None,
-            repairs: &[],
-            now: later,
-            next_poll_at: later,
-            baseline_cutoff: later,
-            body_hash: None,
-            matcher_generation: store.subscriptions_generation().unwrap(),
-        };
-        let outcome = store.store_items(&old, &poll, |_| Vec::new()).unwrap();
-        assert_eq!(outcome, StoreOutcome::ClaimLost);
-        assert!(store.feed_items("f").unwrap().is_empty());
-        store.release_claim(&old).unwrap();
-        assert!(
-            store.claim_feeds(later, lease, false).unwrap().is_empty(),
-            "the old holder cannot release the new holder's claim"
-        );
-        let outcome = store.store_items(&new, &poll, |_| Vec::new()).unwrap();
-        assert!(matches!(outcome, StoreOutcome::Stored(s) if s.new_items == 1));
-    }
-
-    /// Items are never matched by a matcher older than the subscriptions: the store
-    /// refuses it, inside the transaction that would write the matches.
-    #[test]
-    fn storing_with_a_stale_matcher_writes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db")).unwrap();
-        let now = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();
-        store
-            .sync_feeds(&[FeedConfig {
-                id: "f".into(),
-                name: "F".into(),
-                url: "https://f.example/feed".parse().unwrap(),
-                tags: Vec::new(),
-                interval: Duration::from_secs(900),
-            }])
-            .unwrap();
-        let stale = store.subscriptions_generation().unwrap();
-        store
-            .add_subscription("a@x.example", "asylum", Schedule::Immediate, Tz::UTC, now)
-            .unwrap();
-        let feed = store
-            .claim_feeds(now, Duration::from_secs(60), false)
-            .unwrap()
-            .remove(0);
-        let items = [Item {
-            key: "k".into(),
-            guid: None,
-            link: None,
-            title: "Asylum".into(),
-            summary: String::new(),
-            content: String::new(),
-            published: Some(now),
-        }];
-        let poll = |generation| SuccessfulPoll {
-            items: &items,
-            etag: None,
-            last_modified: None,
-            full_fetch: true,
-            moved_to: None,
-            repairs: &[],
-            now,
-            next_poll_at: now,
-            baseline_cutoff: now - chrono::Duration::days(1),
-            body_hash: None,
-            matcher_generation: generation,
-        };
-        let outcome = store.store_items(&feed, &poll(stale), |_| vec![1]).unwrap();
-        assert_eq!(outcome, StoreOutcome::StaleMatcher);
-        assert!(store.feed_items("f").unwrap().is_empty(), "nothing stored");
-        let current = store.subscriptions_generation().unwrap();
-        let outcome = store
-            .store_items(&feed, &poll(current), |_| vec![1])
-            .unwrap();
-        assert!(matches!(outcome, StoreOutcome::Stored(s) if s.new_items == 1 && s.matches == 1));
-    }
-
-    /// The body hash stands for what was stored from the feed's URL; a feed given a new
-    /// URL starts over (a fresh baseline), even if the new URL serves the same bytes.
-    #[test]
-    fn the_body_hash_is_kept_per_url() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db")).unwrap();
-        let now = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();
-        let config = |url: &str| FeedConfig {
-            id: "f".into(),
-            name: "F".into(),
-            url: url.parse().unwrap(),
-            tags: Vec::new(),
-            interval: Duration::from_secs(900),
-        };
-        store.sync_feeds(&[config("https://f.example/a")]).unwrap();
-        let claim = || {
-            let mut claimed = store.claim_feeds(now, Duration::ZERO, false).unwrap();
-            assert_eq!(claimed.len(), 1);
-            claimed.remove(0)
-        };
-        let feed = claim();
-        assert_eq!(feed.body_hash, None);
-        let poll = SuccessfulPoll {
-            items: &[],
-            etag: None,
-            last_modified: None,
-            full_fetch: true,
-            moved_to: None,
-            repairs: &[],
-            body_hash: Some("abc"),
-            now,
-            next_poll_at: now,
-            baseline_cutoff: now,
-            matcher_generation: store.subscriptions_generation().unwrap(),
-        };
-        store.store_items(&feed, &poll, |_| Vec::new()).unwrap();
-        assert_eq!(claim().body_hash.as_deref(), Some("abc"));
-        store.sync_feeds(&[config("https://f.example/a")]).unwrap();
-        assert_eq!(claim().body_hash.as_deref(), Some("abc"), "same URL");
-        store.sync_feeds(&[config("https://f.example/b")]).unwrap();
-        assert_eq!(claim().body_hash, None, "new URL");
-    }
-
-    #[test]
-    fn read_only_opens_only_a_current_database_and_writes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let old = dir.path().join("v2.db");
-        {
-            let mut conn = Connection::open(&old).unwrap();
-            let v2 = Migrations::new(MIGRATIONS[..2].iter().map(|(_, sql)| M::up(sql)).collect());
-            v2.to_latest(&mut conn).unwrap();
-        }
-        let err = Store::open_read_only(&old).err().unwrap();
-        assert!(
-            format!("{err:#}").contains("schema version 2, not"),
-            "{err:#}"
-        );
-        let version: i64 = Connection::open(&old)
-            .unwrap()
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(version, 2, "not migrated");
-
-        let missing = dir.path().join("none.db");
-        assert!(Store::open_read_only(&missing).is_err());
-        assert!(!missing.exists(), "not created");
-
-        let current = dir.path().join("t.db");
-        let store = Store::open(&current).unwrap();
-        let now = Utc::now();
-        store
-            .add_subscription("a@x.example", "asylum", Schedule::Immediate, Tz::UTC, now)
-            .unwrap();
-        drop(store);
-        let bytes = std::fs::read(&current).unwrap();
-        let read = Store::open_read_only(&current).unwrap();
-        assert_eq!(read.subscribers().unwrap()[0].queries, ["asylum"]);
-        assert!(read.remove_subscriber("a@x.example").is_err(), "read only");
-        drop(read);
-        assert_eq!(
-            std::fs::read(&current).unwrap(),
-            bytes,
-            "not a byte written"
-        );
-        for beside in ["t.db-wal", "t.db-shm"] {
-            assert!(!dir.path().join(beside).exists(), "{beside} left behind");
-        }
-
-        // Beside a writer (the daemon), it reads what was committed and leaves the
-        // writer's files to it.
-        let writer = Store::open(&current).unwrap();
-        writer
-            .add_subscription("b@x.example", "parole", Schedule::Immediate, Tz::UTC, now)
-            .unwrap();
-        let read = Store::open_read_only(&current).unwrap();
-        assert_eq!(read.subscribers().unwrap().len(), 2);
-        drop(read);
-        writer
-            .add_subscription("c@x.example", "visa", Schedule::Immediate, Tz::UTC, now)
-            .unwrap();
-        assert_eq!(writer.subscribers().unwrap().len(), 3);
-    }
-
-    #[test]
-    fn a_database_from_a_newer_tidings_is_refused_and_left_as_it_is() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        drop(Store::open(&path).unwrap());
-        let newer = MIGRATIONS.len() as i64 + 1;
-        Connection::open(&path)
-            .unwrap()
-            .pragma_update(None, "user_version", newer)
-            .unwrap();
-        let bytes = std::fs::read(&path).unwrap();
-        for (name, opened) in [
-            ("open", Store::open(&path).err()),
-            ("open_read_only", Store::open_read_only(&path).err()),
-        ] {
-            let err = format!("{:#}", opened.unwrap());
-            assert!(
-                err.contains(&format!(
-                    "was written by a newer version of Tidings (schema version {newer}"
-                )) && !err.contains("migrat"),
-                "{name}: {err}"
-            );
-        }
-        assert_eq!(std::fs::read(&path).unwrap(), bytes, "left as it was");
-    }
-
-    /// Version 3 rebuilds `subscribers`; their subscriptions, matches and mail must survive
-    /// (a rebuild with foreign keys on would cascade-delete them).
-    #[test]
-    fn upgrading_from_version_2_keeps_subscribers_and_their_subscriptions() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("v2.db");
-        {
-            let mut conn = Connection::open(&path).unwrap();
-            let v2 = Migrations::new(MIGRATIONS[..2].iter().map(|(_, sql)| M::up(sql)).collect());
-            v2.to_latest(&mut conn).unwrap();
-            conn.execute_batch(
-                "PRAGMA foreign_keys = ON;
-                 INSERT INTO feeds (id, url, name) VALUES ('f', 'https://f.example/', 'F');
-                 INSERT INTO items (id, feed_id, key, title, summary, content, first_seen_at)
-                     VALUES (1, 'f', 'k', 'T', '', '', 0);
-                 INSERT INTO subscribers (id, email, frequency, next_digest_at, created_at)
-                     VALUES (7, 'd@x.example', 'daily', 100, 0), (8, 'i@x.example', 'immediate', NULL, 0);
-                 INSERT INTO subscriptions (id, subscriber_id, query, created_at)
-                     VALUES (1, 7, 'asylum', 0), (2, 8, 'parole', 0);
-                 INSERT INTO matches (subscription_id, item_id, matched_at) VALUES (1, 1, 0), (2, 1, 0);",
-            )
-            .unwrap();
-        }
-        let store = Store::open(&path).unwrap();
-        let subscribers = store.subscribers().unwrap();
-        assert_eq!(subscribers.len(), 2);
-        assert_eq!(subscribers[0].email, "d@x.example");
-        assert_eq!(
-            subscribers[0].schedule,
-            Schedule::Daily {
-                at: chrono::NaiveTime::from_hms_opt(8, 0, 0).unwrap()
-            }
-        );
-        assert_eq!(subscribers[0].queries, ["asylum"]);
-        assert_eq!(subscribers[1].schedule, Schedule::Immediate);
-        assert_eq!(subscribers[1].queries, ["parole"]);
-        let pending: i64 = store
-            .conn()
-            .query_row(
-                "SELECT COUNT(*) FROM matches WHERE outbox_id IS NULL",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(pending, 2);
-        // Foreign keys are on again and still point at the rebuilt table.
-        assert!(store.remove_subscriber("i@x.example").unwrap());
-        let left: i64 = store
-            .conn()
-            .query_row("SELECT COUNT(*) FROM subscriptions", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(
-            left, 1,
-            "removing a subscriber cascades to their subscriptions"
-        );
-    }
 }

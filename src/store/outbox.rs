@@ -5,7 +5,7 @@ use super::*;
 impl Store {
     /// Queues one message that is not a digest (a sign-up confirmation) in the outbox,
     /// to be delivered, retried and recorded like digests. Returns its outbox id.
-    pub fn queue_message(
+    pub async fn queue_message(
         &self,
         recipient: &str,
         subject: &str,
@@ -14,124 +14,84 @@ impl Store {
         message_domain: &str,
         now: DateTime<Utc>,
     ) -> Result<i64> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let id = queue_message_in(&tx, recipient, subject, text, html, message_domain, now)?;
-        tx.commit()?;
-        Ok(id)
+        let recipient = recipient.to_owned();
+        let subject = subject.to_owned();
+        let text = text.to_owned();
+        let html = html.to_owned();
+        let message_domain = message_domain.to_owned();
+        run!(self, db => db.queue_message(&recipient, &subject, &text, &html, &message_domain, now))
     }
 
     /// Claims up to `limit` pending messages whose next attempt is due, for `lease`:
     /// the longest-waiting first. The claim's token (in each message's `claim`) must be
     /// shown to [`Store::renew_mail_claim`] before sending and to the `mark_*` methods
     /// after: once another sender has claimed a row, the old token opens nothing.
-    pub fn claim_mail(
+    pub async fn claim_mail(
         &self,
         now: DateTime<Utc>,
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<OutboxMessage>> {
-        let now_s = now.timestamp();
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let messages = {
-            let mut stmt = tx.prepare(&format!(
-                "UPDATE outbox SET claimed_until = ?2, claim = hex(randomblob(12))
-                 WHERE id IN (SELECT id FROM outbox
-                              WHERE status = 'pending' AND next_attempt_at <= ?1
-                                AND (claimed_until IS NULL OR claimed_until <= ?1)
-                              -- The order of `outbox_pending`: no sort, and the scan stops
-                              -- after LIMIT rows instead of reading every pending body.
-                              ORDER BY next_attempt_at, id LIMIT ?3)
-                 RETURNING {OUTBOX_COLUMNS}"
-            ))?;
-            stmt.query_map(
-                params![now_s, now_s + lease_secs(lease), limit as i64],
-                outbox_row,
-            )?
-            .collect::<rusqlite::Result<Vec<_>>>()?
-        };
-        tx.commit()?;
-        let mut messages = messages;
-        messages.sort_by_key(|m| m.id);
-        Ok(messages)
+        run!(self, db => db.claim_mail(now, lease, limit))
     }
 
     /// Extends a claim to `now + lease`, right before its message is sent. False when
     /// the claim was lost (another sender holds the row, or it is no longer pending):
     /// the message must not be sent.
-    pub fn renew_mail_claim(
+    pub async fn renew_mail_claim(
         &self,
         outbox_id: i64,
         claim: &str,
         now: DateTime<Utc>,
         lease: Duration,
     ) -> Result<bool> {
-        Ok(self.conn().execute(
-            "UPDATE outbox SET claimed_until = ?3
-             WHERE id = ?1 AND claim = ?2 AND status = 'pending'",
-            params![outbox_id, claim, now.timestamp() + lease_secs(lease)],
-        )? == 1)
+        let claim = claim.to_owned();
+        run!(self, db => db.renew_mail_claim(outbox_id, &claim, now, lease))
     }
 
     /// Delivered: the row is done, and the subscriber's bounce count starts over. False
     /// (nothing written) when `claim` no longer holds the row. `claim` is `None` only
     /// for a row that was never claimed (tools, benchmarks).
-    pub fn mark_sent(
+    pub async fn mark_sent(
         &self,
         outbox_id: i64,
         claim: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let marked = tx.execute(
-            "UPDATE outbox SET status = 'sent', sent_at = ?3, attempts = attempts + 1,
-             last_error = NULL, claimed_until = NULL, claim = NULL
-             WHERE id = ?1 AND claim IS ?2",
-            params![outbox_id, claim, now.timestamp()],
-        )?;
-        if marked == 0 {
-            return Ok(false);
-        }
-        tx.execute(
-            "UPDATE subscribers SET bounces = 0
-             WHERE bounces > 0 AND id = (SELECT subscriber_id FROM outbox WHERE id = ?1)",
-            [outbox_id],
-        )?;
-        tx.commit()?;
-        Ok(true)
+        let claim = claim.map(str::to_owned);
+        run!(self, db => db.mark_sent(outbox_id, claim.as_deref(), now))
     }
 
     /// A temporary failure: try again at `retry_at`. False when `claim` was lost.
-    pub fn mark_retry(
+    pub async fn mark_retry(
         &self,
         outbox_id: i64,
         claim: Option<&str>,
         error: &str,
         retry_at: DateTime<Utc>,
     ) -> Result<bool> {
-        Ok(self.conn().execute(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = ?3, next_attempt_at = ?4,
-             claimed_until = NULL, claim = NULL WHERE id = ?1 AND claim IS ?2",
-            params![outbox_id, claim, error, retry_at.timestamp()],
-        )? == 1)
+        let claim = claim.map(str::to_owned);
+        let error = error.to_owned();
+        run!(self, db => db.mark_retry(outbox_id, claim.as_deref(), &error, retry_at))
     }
 
     /// A failure for good: the server's answer is kept; the message is not retried.
     /// False when `claim` was lost.
-    pub fn mark_failed(&self, outbox_id: i64, claim: Option<&str>, error: &str) -> Result<bool> {
-        Ok(self.conn().execute(
-            "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?3,
-             claimed_until = NULL, claim = NULL WHERE id = ?1 AND claim IS ?2",
-            params![outbox_id, claim, error],
-        )? == 1)
+    pub async fn mark_failed(
+        &self,
+        outbox_id: i64,
+        claim: Option<&str>,
+        error: &str,
+    ) -> Result<bool> {
+        let claim = claim.map(str::to_owned);
+        let error = error.to_owned();
+        run!(self, db => db.mark_failed(outbox_id, claim.as_deref(), &error))
     }
 
     /// A permanent rejection (a bounce): the message fails, and its subscriber is paused
     /// once they have bounced `pause_after` times in a row. Returns the address when this
     /// bounce paused them; nothing is written when `claim` was lost.
-    pub fn mark_bounced(
+    pub async fn mark_bounced(
         &self,
         outbox_id: i64,
         claim: Option<&str>,
@@ -139,67 +99,18 @@ impl Store {
         pause_after: u32,
         now: DateTime<Utc>,
     ) -> Result<Option<String>> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let marked = tx.execute(
-            "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?3,
-             claimed_until = NULL, claim = NULL WHERE id = ?1 AND claim IS ?2",
-            params![outbox_id, claim, error],
-        )?;
-        if marked == 0 {
-            return Ok(None);
-        }
-        let paused = tx
-            .query_row(
-                "UPDATE subscribers SET bounces = bounces + 1,
-                    paused_at = CASE WHEN paused_at IS NULL AND bounces + 1 >= ?2 THEN ?3
-                                     ELSE paused_at END
-                 WHERE id = (SELECT subscriber_id FROM outbox WHERE id = ?1)
-                 RETURNING email, paused_at IS ?3",
-                params![outbox_id, pause_after, now.timestamp()],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?)),
-            )
-            .optional()?;
-        tx.commit()?;
-        Ok(paused.and_then(|(email, paused)| paused.then_some(email)))
+        let claim = claim.map(str::to_owned);
+        let error = error.to_owned();
+        run!(self, db => db.mark_bounced(outbox_id, claim.as_deref(), &error, pause_after, now))
     }
 
     /// Puts a failed (or pending) message back in the queue to be sent at `now`, with its
     /// attempts reset. Sent mail cannot be requeued. Returns false if there is no such row.
-    pub fn requeue(&self, outbox_id: i64, now: DateTime<Utc>) -> Result<bool> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let row: Option<(String, Option<i64>)> = tx
-            .query_row(
-                "SELECT status, claimed_until FROM outbox WHERE id = ?1",
-                [outbox_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        match row {
-            None => return Ok(false),
-            Some((status, _)) if status == "sent" => bail!("message {outbox_id} was already sent"),
-            // A sender holds it: requeueing would take its claim and send it twice.
-            Some((_, Some(until))) if until > now.timestamp() => {
-                bail!("message {outbox_id} is being sent right now; look again in a minute")
-            }
-            Some(_) => {}
-        }
-        tx.execute(
-            "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?2,
-             created_at = ?2, claimed_until = NULL, claim = NULL WHERE id = ?1",
-            params![outbox_id, now.timestamp()],
-        )?;
-        tx.commit()?;
-        Ok(true)
+    pub async fn requeue(&self, outbox_id: i64, now: DateTime<Utc>) -> Result<bool> {
+        run!(self, db => db.requeue(outbox_id, now))
     }
 
-    pub fn outbox(&self) -> Result<Vec<OutboxMessage>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox ORDER BY id"))?;
-        let rows = stmt.query_map([], outbox_row)?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    pub async fn outbox(&self) -> Result<Vec<OutboxMessage>> {
+        run!(self, db => db.outbox())
     }
-
-    // ---- service -------------------------------------------------------------------------
 }

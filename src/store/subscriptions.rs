@@ -7,7 +7,7 @@ impl Store {
     /// schedule and time zone. Their next digest time moves only when the schedule or zone
     /// changed. The query must already have been validated by the caller. Returns false
     /// when the subscriber already had exactly this query.
-    pub fn add_subscription(
+    pub async fn add_subscription(
         &self,
         email: &str,
         query: &str,
@@ -15,297 +15,126 @@ impl Store {
         timezone: Tz,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (_, added) = add_subscription_in(&tx, email, query, schedule, timezone, now)?;
-        tx.commit()?;
-        Ok(added)
+        let email = email.to_owned();
+        let query = query.to_owned();
+        run!(self, db => db.add_subscription(&email, &query, schedule, timezone, now))
     }
 
     /// Removes a subscriber, their subscriptions and pending matches. Mail already in
     /// the outbox is kept (and still sent). Returns false if there was no such subscriber.
-    pub fn remove_subscriber(&self, email: &str) -> Result<bool> {
-        Ok(self
-            .conn()
-            .execute("DELETE FROM subscribers WHERE email = ?1", [email])?
-            == 1)
+    pub async fn remove_subscriber(&self, email: &str) -> Result<bool> {
+        let email = email.to_owned();
+        run!(self, db => db.remove_subscriber(&email))
     }
 
     /// The subscriber with this id, with their queries.
-    pub fn subscriber_by_id(&self, id: i64) -> Result<Option<Subscriber>> {
-        let conn = self.conn();
-        let subscriber = conn
-            .query_row(
-                &format!("SELECT {SUBSCRIBER_COLUMNS} FROM subscribers s WHERE s.id = ?1"),
-                [id],
-                |r| Ok(subscriber_row(r)),
-            )
-            .optional()?
-            .transpose()?;
-        let Some(mut subscriber) = subscriber else {
-            return Ok(None);
-        };
-        subscriber.queries = self
-            .subscriptions_of_locked(&conn, id)?
-            .into_iter()
-            .map(|(_, q)| q)
-            .collect();
-        Ok(Some(subscriber))
+    pub async fn subscriber_by_id(&self, id: i64) -> Result<Option<Subscriber>> {
+        run!(self, db => db.subscriber_by_id(id))
     }
 
     /// A subscriber's subscriptions as (id, query), oldest first.
-    pub fn subscriptions_of(&self, subscriber_id: i64) -> Result<Vec<(i64, String)>> {
-        self.subscriptions_of_locked(&self.conn(), subscriber_id)
-    }
-
-    fn subscriptions_of_locked(
-        &self,
-        conn: &Connection,
-        subscriber_id: i64,
-    ) -> Result<Vec<(i64, String)>> {
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, query FROM subscriptions WHERE subscriber_id = ?1 ORDER BY id",
-        )?;
-        let rows = stmt.query_map([subscriber_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    pub async fn subscriptions_of(&self, subscriber_id: i64) -> Result<Vec<(i64, String)>> {
+        run!(self, db => db.subscriptions_of(subscriber_id))
     }
 
     /// The subscription with this id: (its query, its subscriber's address).
-    pub fn subscription(&self, id: i64) -> Result<Option<(String, String)>> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT q.query, s.email FROM subscriptions q
-                 JOIN subscribers s ON s.id = q.subscriber_id WHERE q.id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?)
+    pub async fn subscription(&self, id: i64) -> Result<Option<(String, String)>> {
+        run!(self, db => db.subscription(id))
     }
 
     /// The latest `limit` items a subscription matched, newest match first, sent or not.
-    pub fn subscription_matches(&self, id: i64, limit: usize) -> Result<Vec<MatchedItem>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT i.id, i.title, i.link, i.summary, i.published_at, m.matched_at, f.name
-             FROM matches m JOIN items i ON i.id = m.item_id JOIN feeds f ON f.id = i.feed_id
-             WHERE m.subscription_id = ?1
-             ORDER BY m.matched_at DESC, i.id DESC LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![id, limit as i64], |r| {
-            Ok(MatchedItem {
-                item_id: r.get(0)?,
-                title: r.get(1)?,
-                link: r.get(2)?,
-                summary: r.get(3)?,
-                published: r.get::<_, Option<i64>>(4)?.and_then(from_unix),
-                matched_at: from_unix(r.get(5)?).unwrap_or_default(),
-                feed_name: r.get(6)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    pub async fn subscription_matches(&self, id: i64, limit: usize) -> Result<Vec<MatchedItem>> {
+        run!(self, db => db.subscription_matches(id, limit))
     }
 
     /// A subscriber's subscriptions as (id, query, paused), oldest first.
-    pub fn subscription_states(&self, subscriber_id: i64) -> Result<Vec<(i64, String, bool)>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, query, paused_at IS NOT NULL FROM subscriptions
-             WHERE subscriber_id = ?1 ORDER BY id",
-        )?;
-        let rows = stmt.query_map([subscriber_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    pub async fn subscription_states(
+        &self,
+        subscriber_id: i64,
+    ) -> Result<Vec<(i64, String, bool)>> {
+        run!(self, db => db.subscription_states(subscriber_id))
     }
 
     /// Pauses (or resumes) one of a subscriber's subscriptions: a paused one matches
     /// nothing new. Returns false if they had no such subscription.
-    pub fn set_subscription_paused(
+    pub async fn set_subscription_paused(
         &self,
         subscriber_id: i64,
         subscription_id: i64,
         paused: bool,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        Ok(self.conn().execute(
-            "UPDATE subscriptions SET paused_at = CASE WHEN ?3 THEN COALESCE(paused_at, ?4) END
-             WHERE id = ?1 AND subscriber_id = ?2",
-            params![subscription_id, subscriber_id, paused, now.timestamp()],
-        )? == 1)
+        run!(self, db => db.set_subscription_paused(subscriber_id, subscription_id, paused, now))
     }
 
     /// Removes one of a subscriber's subscriptions (and its pending matches). Returns false
     /// if they had no such subscription.
-    pub fn remove_subscription(&self, subscriber_id: i64, subscription_id: i64) -> Result<bool> {
-        Ok(self.conn().execute(
-            "DELETE FROM subscriptions WHERE id = ?1 AND subscriber_id = ?2",
-            params![subscription_id, subscriber_id],
-        )? == 1)
+    pub async fn remove_subscription(
+        &self,
+        subscriber_id: i64,
+        subscription_id: i64,
+    ) -> Result<bool> {
+        run!(self, db => db.remove_subscription(subscriber_id, subscription_id))
     }
 
     /// Changes a subscriber's schedule and time zone; their next digest is computed anew
     /// from `now`. Returns false if there is no such subscriber.
-    pub fn set_schedule(
+    pub async fn set_schedule(
         &self,
         subscriber_id: i64,
         schedule: Schedule,
         timezone: Tz,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        let next = schedule.next_after(now, timezone).map(|d| d.timestamp());
-        Ok(self.conn().execute(
-            "UPDATE subscribers SET frequency = ?2, digest_time = ?3, digest_weekday = ?4,
-                timezone = ?5, next_digest_at = ?6
-             WHERE id = ?1",
-            params![
-                subscriber_id,
-                schedule.frequency(),
-                schedule.time().map(|t| t.format("%H:%M").to_string()),
-                schedule.weekday().map(|d| d.num_days_from_monday()),
-                timezone.name(),
-                next,
-            ],
-        )? == 1)
+        run!(self, db => db.set_schedule(subscriber_id, schedule, timezone, now))
     }
 
     /// Unsubscribes the subscriber with this id from the web: removes them, as
     /// [`Store::remove_subscriber`], and remembers the `token` used, so the link keeps
     /// answering "unsubscribed".
-    pub fn unsubscribe(&self, id: i64, token: &str, now: DateTime<Utc>) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute("DELETE FROM subscribers WHERE id = ?1", [id])?;
-        tx.execute(
-            "INSERT INTO unsubscribed (token, at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-            params![token, now.timestamp()],
-        )?;
-        tx.commit()?;
-        Ok(())
+    pub async fn unsubscribe(&self, id: i64, token: &str, now: DateTime<Utc>) -> Result<()> {
+        let token = token.to_owned();
+        run!(self, db => db.unsubscribe(id, &token, now))
     }
 
     /// Whether this unsubscribe token was already used.
-    pub fn was_unsubscribed(&self, token: &str) -> Result<bool> {
-        Ok(self.conn().query_row(
-            "SELECT EXISTS (SELECT 1 FROM unsubscribed WHERE token = ?1)",
-            [token],
-            |r| r.get(0),
-        )?)
+    pub async fn was_unsubscribed(&self, token: &str) -> Result<bool> {
+        let token = token.to_owned();
+        run!(self, db => db.was_unsubscribed(&token))
     }
 
     /// Removes the subscriber with this id, as [`Store::remove_subscriber`]. Returns false
     /// if there was none (already removed: unsubscribing twice is fine).
-    pub fn remove_subscriber_by_id(&self, id: i64) -> Result<bool> {
-        Ok(self
-            .conn()
-            .execute("DELETE FROM subscribers WHERE id = ?1", [id])?
-            == 1)
+    pub async fn remove_subscriber_by_id(&self, id: i64) -> Result<bool> {
+        run!(self, db => db.remove_subscriber_by_id(id))
     }
 
     /// Lets a paused subscriber receive digests again (bounce count reset). Returns false
     /// if there is no such subscriber.
-    pub fn resume_subscriber(&self, email: &str) -> Result<bool> {
-        Ok(self.conn().execute(
-            "UPDATE subscribers SET paused_at = NULL, bounces = 0 WHERE email = ?1",
-            [email],
-        )? == 1)
+    pub async fn resume_subscriber(&self, email: &str) -> Result<bool> {
+        let email = email.to_owned();
+        run!(self, db => db.resume_subscriber(&email))
     }
 
-    pub fn subscribers(&self) -> Result<Vec<Subscriber>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {SUBSCRIBER_COLUMNS}, q.query
-             FROM subscribers s LEFT JOIN subscriptions q ON q.subscriber_id = s.id
-             ORDER BY s.email, q.id"
-        ))?;
-        let mut rows = stmt.query([])?;
-        let mut out: Vec<Subscriber> = Vec::new();
-        while let Some(r) = rows.next()? {
-            let id: i64 = r.get(0)?;
-            if out.last().is_none_or(|s| s.id != id) {
-                out.push(subscriber_row(r)?);
-            }
-            if let (Some(q), Some(last)) = (r.get::<_, Option<String>>(9)?, out.last_mut()) {
-                last.queries.push(q);
-            }
-        }
-        Ok(out)
+    pub async fn subscribers(&self) -> Result<Vec<Subscriber>> {
+        run!(self, db => db.subscribers())
     }
 
     /// The subscriber with this address (any case), with their queries.
-    pub fn subscriber(&self, email: &str) -> Result<Option<Subscriber>> {
-        Ok(self
-            .subscribers()?
-            .into_iter()
-            .find(|s| s.email.eq_ignore_ascii_case(email.trim())))
+    pub async fn subscriber(&self, email: &str) -> Result<Option<Subscriber>> {
+        let email = email.to_owned();
+        run!(self, db => db.subscriber(&email))
     }
 
     /// The subscriptions' generation: bumped (by triggers, in the same transaction) by
     /// every change to a subscription, from any process.
-    pub fn subscriptions_generation(&self) -> Result<i64> {
-        Ok(subscriptions_generation(&self.conn())?)
+    pub async fn subscriptions_generation(&self) -> Result<i64> {
+        run!(self, db => db.subscriptions_generation())
     }
 
     /// Every active (not paused) subscription as (id, query text), for the matcher, with
     /// the generation they are current at (read in one transaction).
-    pub fn subscriptions(&self) -> Result<ActiveSubscriptions> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let generation = subscriptions_generation(&tx)?;
-        let queries = {
-            let mut stmt = tx.prepare(
-                "SELECT id, query FROM subscriptions WHERE paused_at IS NULL ORDER BY id",
-            )?;
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()?
-        };
-        tx.commit()?;
-        Ok(ActiveSubscriptions {
-            generation,
-            queries,
-        })
+    pub async fn subscriptions(&self) -> Result<ActiveSubscriptions> {
+        run!(self, db => db.subscriptions())
     }
-
-    // ---- digests -------------------------------------------------------------------------
-}
-
-/// [`Store::add_subscription`] inside `tx`: returns the subscriber's id and whether the
-/// search is new to them.
-pub(super) fn add_subscription_in(
-    tx: &rusqlite::Transaction<'_>,
-    email: &str,
-    query: &str,
-    schedule: Schedule,
-    timezone: Tz,
-    now: DateTime<Utc>,
-) -> rusqlite::Result<(i64, bool)> {
-    let next = schedule.next_after(now, timezone).map(|d| d.timestamp());
-    let subscriber_id: i64 = tx.query_row(
-        "INSERT INTO subscribers (email, frequency, digest_time, digest_weekday, timezone,
-                                  next_digest_at, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT (email) DO UPDATE SET
-            next_digest_at = CASE WHEN frequency IS excluded.frequency
-                                    AND digest_time IS excluded.digest_time
-                                    AND digest_weekday IS excluded.digest_weekday
-                                    AND timezone IS excluded.timezone
-                                  THEN next_digest_at ELSE excluded.next_digest_at END,
-            frequency = excluded.frequency, digest_time = excluded.digest_time,
-            digest_weekday = excluded.digest_weekday, timezone = excluded.timezone
-         RETURNING id",
-        params![
-            email,
-            schedule.frequency(),
-            schedule.time().map(|t| t.format("%H:%M").to_string()),
-            schedule.weekday().map(|d| d.num_days_from_monday()),
-            timezone.name(),
-            next,
-            now.timestamp()
-        ],
-        |r| r.get(0),
-    )?;
-    let added = tx.execute(
-        "INSERT INTO subscriptions (subscriber_id, query, created_at) VALUES (?1, ?2, ?3)
-         ON CONFLICT DO NOTHING",
-        params![subscriber_id, query, now.timestamp()],
-    )?;
-    Ok((subscriber_id, added == 1))
 }

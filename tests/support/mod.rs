@@ -117,18 +117,18 @@ tls = "none"
 
 /// Subscribes `email` to `query` on `schedule` ("immediate", "daily 07:30", …) in the
 /// config's default time zone.
-pub fn subscribe(
+pub async fn subscribe(
     app: &tidings::App,
     email: &str,
     query: &str,
     schedule: &str,
     now: chrono::DateTime<chrono::Utc>,
 ) {
-    subscribe_in(app, email, query, schedule, app.config.digest.timezone, now);
+    subscribe_in(app, email, query, schedule, app.config.digest.timezone, now).await;
 }
 
 /// [`subscribe`] in time zone `tz`.
-pub fn subscribe_in(
+pub async fn subscribe_in(
     app: &tidings::App,
     email: &str,
     query: &str,
@@ -140,6 +140,7 @@ pub fn subscribe_in(
     assert!(
         app.store
             .add_subscription(email, query, schedule, tz, now)
+            .await
             .unwrap()
     );
 }

@@ -1,0 +1,278 @@
+//! Feeds: the configured list, claims on feeds being polled, what each poll found.
+
+use super::*;
+
+impl Sqlite {
+    pub fn sync_feeds(&self, feeds: &[FeedConfig]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute("UPDATE feeds SET active = 0", [])?;
+        for feed in feeds {
+            let url = feed.url.as_str();
+            let tags = feed.tags.join(",");
+            let old_url: Option<String> = tx
+                .query_row("SELECT url FROM feeds WHERE id = ?1", [&feed.id], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            match old_url {
+                None => {
+                    tx.execute(
+                        "INSERT INTO feeds (id, url, name, tags) VALUES (?1, ?2, ?3, ?4)",
+                        params![feed.id, url, feed.name, tags],
+                    )?;
+                }
+                Some(old) if old != url => {
+                    tx.execute(
+                        "UPDATE feeds SET url = ?2, name = ?3, tags = ?4, active = 1, etag = NULL,
+                         last_modified = NULL, baseline_at = NULL, next_poll_at = 0,
+                         consecutive_failures = 0, gone_at = NULL, moved_to = NULL,
+                         last_full_fetch_at = NULL, last_status = NULL, failing_since = NULL,
+                         body_hash = NULL,
+                         -- A poll of the old URL still in flight holds a claim on what is
+                         -- now another feed: void it, so that poll records nothing.
+                         claim = NULL, claimed_until = NULL
+                         WHERE id = ?1",
+                        params![feed.id, url, feed.name, tags],
+                    )?;
+                }
+                Some(_) => {
+                    tx.execute(
+                        "UPDATE feeds SET name = ?2, tags = ?3, active = 1 WHERE id = ?1",
+                        params![feed.id, feed.name, tags],
+                    )?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn claim_feeds(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        only_due: bool,
+    ) -> Result<Vec<FeedToPoll>> {
+        let now_s = now.timestamp();
+        let until = now_s + lease.as_secs() as i64;
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let feeds = {
+            let mut stmt = tx.prepare(
+                "UPDATE feeds SET claimed_until = ?2, claim = hex(randomblob(12))
+                 WHERE active = 1 AND gone_at IS NULL
+                   AND (claimed_until IS NULL OR claimed_until <= ?1)
+                   AND (?3 = 0 OR next_poll_at <= ?1)
+                 RETURNING id, url, etag, last_modified, baseline_at, last_full_fetch_at,
+                           consecutive_failures, body_hash, claim",
+            )?;
+            stmt.query_map(params![now_s, until, only_due], |r| {
+                Ok(FeedToPoll {
+                    id: r.get(0)?,
+                    url: r.get(1)?,
+                    etag: r.get(2)?,
+                    last_modified: r.get(3)?,
+                    baseline_at: r.get::<_, Option<i64>>(4)?.and_then(from_unix),
+                    last_full_fetch_at: r.get::<_, Option<i64>>(5)?.and_then(from_unix),
+                    consecutive_failures: r.get(6)?,
+                    body_hash: r.get(7)?,
+                    claim: r.get(8)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        tx.commit()?;
+        Ok(feeds)
+    }
+
+    pub fn record_not_modified(
+        &self,
+        feed: &FeedToPoll,
+        now: DateTime<Utc>,
+        next_poll_at: DateTime<Utc>,
+        moved_to: Option<&str>,
+    ) -> Result<bool> {
+        Ok(self.conn().execute(
+            "UPDATE feeds SET next_poll_at = ?4, last_poll_at = ?3, last_success_at = ?3,
+             last_status = 'not-modified', last_error = NULL, last_error_kind = NULL,
+             consecutive_failures = 0, failing_since = NULL, claimed_until = NULL, claim = NULL,
+             moved_to = ?5
+             WHERE id = ?1 AND claim IS ?2",
+            params![
+                feed.id,
+                feed.claim,
+                now.timestamp(),
+                next_poll_at.timestamp(),
+                moved_to
+            ],
+        )? == 1)
+    }
+
+    pub fn record_unchanged(&self, feed: &FeedToPoll, poll: &UnchangedPoll) -> Result<bool> {
+        let now = poll.now.timestamp();
+        Ok(self.conn().execute(
+            "UPDATE feeds SET etag = ?2, last_modified = ?3, next_poll_at = ?5, last_poll_at = ?4,
+             last_success_at = ?4, last_status = 'not-modified', last_error = NULL,
+             last_error_kind = NULL, consecutive_failures = 0, failing_since = NULL,
+             claimed_until = NULL, claim = NULL, moved_to = ?6,
+             last_full_fetch_at = CASE WHEN ?7 THEN ?4 ELSE last_full_fetch_at END
+             WHERE id = ?1 AND claim IS ?8",
+            params![
+                feed.id,
+                poll.etag,
+                poll.last_modified,
+                now,
+                poll.next_poll_at.timestamp(),
+                poll.moved_to,
+                poll.full_fetch,
+                feed.claim,
+            ],
+        )? == 1)
+    }
+
+    pub fn record_failure(
+        &self,
+        feed: &FeedToPoll,
+        now: DateTime<Utc>,
+        kind: &str,
+        error: &str,
+        next_poll_at: DateTime<Utc>,
+    ) -> Result<bool> {
+        Ok(self.conn().execute(
+            "UPDATE feeds SET next_poll_at = ?5, last_poll_at = ?2, last_status = 'error',
+             last_error = ?4, last_error_kind = ?3, last_error_at = ?2,
+             failing_since = COALESCE(failing_since, ?2),
+             consecutive_failures = consecutive_failures + 1, claimed_until = NULL, claim = NULL
+             WHERE id = ?1 AND claim IS ?6",
+            params![
+                feed.id,
+                now.timestamp(),
+                kind,
+                error,
+                next_poll_at.timestamp(),
+                feed.claim
+            ],
+        )? == 1)
+    }
+
+    pub fn record_gone(&self, feed: &FeedToPoll, now: DateTime<Utc>, error: &str) -> Result<bool> {
+        Ok(self.conn().execute(
+            "UPDATE feeds SET gone_at = ?2, last_poll_at = ?2, last_status = 'gone',
+             last_error = ?3, last_error_kind = 'gone', last_error_at = ?2,
+             failing_since = COALESCE(failing_since, ?2),
+             consecutive_failures = consecutive_failures + 1, claimed_until = NULL, claim = NULL
+             WHERE id = ?1 AND claim IS ?4",
+            params![feed.id, now.timestamp(), error, feed.claim],
+        )? == 1)
+    }
+
+    pub fn renew_feed_claim(
+        &self,
+        feed: &FeedToPoll,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<bool> {
+        Ok(self.conn().execute(
+            "UPDATE feeds SET claimed_until = ?3 WHERE id = ?1 AND claim IS ?2",
+            params![feed.id, feed.claim, now.timestamp() + lease_secs(lease)],
+        )? == 1)
+    }
+
+    pub fn release_claim(&self, feed: &FeedToPoll) -> Result<()> {
+        self.conn().execute(
+            "UPDATE feeds SET claimed_until = NULL, claim = NULL WHERE id = ?1 AND claim IS ?2",
+            params![feed.id, feed.claim],
+        )?;
+        Ok(())
+    }
+
+    pub fn poll_no_later_than(&self, feed_id: &str, latest: DateTime<Utc>) -> Result<bool> {
+        let changed = self.conn().execute(
+            "UPDATE feeds SET next_poll_at = ?2
+             WHERE id = ?1 AND next_poll_at > ?2 AND consecutive_failures = 0",
+            params![feed_id, latest.timestamp()],
+        )?;
+        Ok(changed > 0)
+    }
+
+    pub fn last_poll_at(&self, feed_id: &str) -> Result<Option<DateTime<Utc>>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT last_poll_at FROM feeds WHERE id = ?1",
+                [feed_id],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .optional()?
+            .flatten()
+            .and_then(from_unix))
+    }
+
+    pub fn consecutive_failures(&self, feed_id: &str) -> Result<u32> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT consecutive_failures FROM feeds WHERE id = ?1",
+                [feed_id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    pub fn feed_statuses(&self) -> Result<Vec<FeedStatus>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT f.id, f.name, f.url, f.active, f.last_status, f.last_error, f.last_error_kind,
+                    f.consecutive_failures, f.last_success_at, f.next_poll_at,
+                    (SELECT COUNT(*) FROM items i WHERE i.feed_id = f.id),
+                    f.last_error_at, f.last_poll_at, f.moved_to, f.gone_at, f.repairs
+             FROM feeds f ORDER BY f.active DESC, f.id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(FeedStatus {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                url: r.get(2)?,
+                active: r.get(3)?,
+                last_status: r.get(4)?,
+                last_error: r.get(5)?,
+                last_error_kind: r.get(6)?,
+                consecutive_failures: r.get(7)?,
+                last_success_at: r.get::<_, Option<i64>>(8)?.and_then(from_unix),
+                next_poll_at: from_unix(r.get(9)?).unwrap_or_default(),
+                items: r.get(10)?,
+                last_error_at: r.get::<_, Option<i64>>(11)?.and_then(from_unix),
+                last_poll_at: r.get::<_, Option<i64>>(12)?.and_then(from_unix),
+                moved_to: r.get(13)?,
+                gone: r.get::<_, Option<i64>>(14)?.is_some(),
+                repairs: r
+                    .get::<_, Option<String>>(15)?
+                    .map(|s| s.lines().map(str::to_string).collect())
+                    .unwrap_or_default(),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    // ---- subscribers ---------------------------------------------------------------------
+
+    pub fn failing_feeds(&self, min_failures: u32) -> Result<Vec<FailingFeed>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT name, COALESCE(failing_since, last_error_at, 0), COALESCE(last_error, '')
+             FROM feeds
+             WHERE active = 1 AND (consecutive_failures >= ?1 OR gone_at IS NOT NULL)
+             ORDER BY name",
+        )?;
+        let rows = stmt.query_map([min_failures], |r| {
+            Ok(FailingFeed {
+                name: r.get(0)?,
+                since: from_unix(r.get(1)?).unwrap_or_default(),
+                error: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+}

@@ -1,0 +1,183 @@
+//! Items: storing a poll's items (with their matches and tombstones), reading them back.
+
+use super::*;
+
+impl Sqlite {
+    pub fn store_items(
+        &self,
+        feed: &FeedToPoll,
+        poll: &SuccessfulPoll,
+        mut find_matches: impl FnMut(&Item) -> Vec<i64>,
+    ) -> Result<StoreOutcome> {
+        let SuccessfulPoll {
+            items,
+            etag,
+            last_modified,
+            full_fetch,
+            moved_to,
+            repairs,
+            body_hash,
+            now,
+            next_poll_at,
+            baseline_cutoff,
+            matcher_generation,
+        } = poll;
+        let (full_fetch, now, next_poll_at) = (*full_fetch, *now, *next_poll_at);
+        let (baseline_cutoff, matcher_generation) = (*baseline_cutoff, *matcher_generation);
+        let now_s = now.timestamp();
+        let is_baseline = feed.baseline_at.is_none();
+        let mut stored = Stored::default();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if !holds_claim(&tx, feed)? {
+            return Ok(StoreOutcome::ClaimLost);
+        }
+        // Checked inside the write transaction: no change can land between this check
+        // and the matches written below.
+        if subscriptions_generation(&tx)? != matcher_generation {
+            return Ok(StoreOutcome::StaleMatcher);
+        }
+        {
+            let mut insert_item = tx.prepare(
+                "INSERT INTO items (feed_id, key, guid, link, title, summary, content, published_at,
+                                    first_seen_at, content_hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (feed_id, key) DO NOTHING",
+            )?;
+            let mut known_hash =
+                tx.prepare("SELECT id, content_hash FROM items WHERE feed_id = ?1 AND key = ?2")?;
+            let mut pruned = tx.prepare(
+                "SELECT EXISTS (SELECT 1 FROM item_tombstones WHERE feed_id = ?1 AND key = ?2)",
+            )?;
+            let mut update_item = tx.prepare(
+                "UPDATE items SET title = ?2, summary = ?3, content = ?4, link = ?5,
+                    content_hash = ?6, updated_at = ?7 WHERE id = ?1",
+            )?;
+            let mut set_hash = tx.prepare("UPDATE items SET content_hash = ?2 WHERE id = ?1")?;
+            let mut insert_match = tx.prepare(
+                "INSERT INTO matches (subscription_id, item_id, matched_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO NOTHING",
+            )?;
+            // An edited item goes out again, marked updated, to the subscriptions it was
+            // already sent to and still matches; one still pending just shows the new text.
+            let mut resend_match = tx.prepare(
+                "UPDATE matches SET outbox_id = NULL, updated = 1, matched_at = ?3
+                 WHERE subscription_id = ?1 AND item_id = ?2 AND outbox_id IS NOT NULL",
+            )?;
+            for item in items.iter() {
+                if pruned.query_row(params![feed.id, item.key], |r| r.get::<_, bool>(0))? {
+                    // Past retention and pruned: old news, whatever the feed says now.
+                    continue;
+                }
+                let hash = item.fingerprint();
+                let inserted = insert_item.execute(params![
+                    feed.id,
+                    item.key,
+                    item.guid,
+                    item.link,
+                    item.title,
+                    item.summary,
+                    item.content,
+                    item.published.map(|d| d.timestamp()),
+                    now_s,
+                    hash,
+                ])?;
+                if inserted == 0 {
+                    // Seen before: never new again, but a material edit is recorded.
+                    let (id, old): (i64, Option<String>) = known_hash
+                        .query_row(params![feed.id, item.key], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    match old {
+                        Some(old) if old != hash => {
+                            update_item.execute(params![
+                                id,
+                                item.title,
+                                item.summary,
+                                item.content,
+                                item.link,
+                                hash,
+                                now_s
+                            ])?;
+                            stored.updated_items += 1;
+                            for subscription in find_matches(item) {
+                                stored.matches +=
+                                    resend_match.execute(params![subscription, id, now_s])?;
+                            }
+                        }
+                        None => {
+                            set_hash.execute(params![id, hash])?;
+                        }
+                        Some(_) => {}
+                    }
+                    continue;
+                }
+                stored.new_items += 1;
+                if is_baseline && item.published.is_none_or(|p| p < baseline_cutoff) {
+                    continue;
+                }
+                let item_id = tx.last_insert_rowid();
+                for subscription in find_matches(item) {
+                    stored.matches +=
+                        insert_match.execute(params![subscription, item_id, now_s])?;
+                }
+            }
+        }
+        tx.execute(
+            "UPDATE feeds SET etag = ?2, last_modified = ?3, baseline_at = COALESCE(baseline_at, ?4),
+             next_poll_at = ?5, last_poll_at = ?4, last_success_at = ?4, last_status = 'ok',
+             last_error = NULL, last_error_kind = NULL, consecutive_failures = 0, failing_since = NULL,
+             claimed_until = NULL, claim = NULL,
+             last_full_fetch_at = CASE WHEN ?6 THEN ?4 ELSE last_full_fetch_at END,
+             moved_to = ?7, repairs = ?8, body_hash = ?9
+             WHERE id = ?1",
+            params![
+                feed.id,
+                etag,
+                last_modified,
+                now_s,
+                next_poll_at.timestamp(),
+                full_fetch,
+                moved_to,
+                (!repairs.is_empty()).then(|| repairs.join("\n")),
+                body_hash,
+            ],
+        )?;
+        tx.commit()?;
+        Ok(StoreOutcome::Stored(stored))
+    }
+
+    pub fn feed_items(&self, feed_id: &str) -> Result<Vec<(String, Option<DateTime<Utc>>)>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT title, updated_at FROM items WHERE feed_id = ?1 ORDER BY id DESC")?;
+        let rows = stmt.query_map([feed_id], |r| {
+            Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.and_then(from_unix)))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    pub fn items_since(&self, since: DateTime<Utc>) -> Result<Vec<StoredItem>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT f.id, f.name, f.tags, i.title, i.summary, i.content, i.link, i.published_at,
+                    i.first_seen_at
+             FROM items i JOIN feeds f ON f.id = i.feed_id
+             WHERE i.first_seen_at >= ?1
+             ORDER BY COALESCE(i.published_at, i.first_seen_at) DESC, i.id DESC",
+        )?;
+        let rows = stmt.query_map([since.timestamp()], |r| {
+            let tags: String = r.get(2)?;
+            Ok(StoredItem {
+                feed_id: r.get(0)?,
+                feed_name: r.get(1)?,
+                tags: split_tags(&tags),
+                title: r.get(3)?,
+                summary: r.get(4)?,
+                content: r.get(5)?,
+                link: r.get(6)?,
+                published: r.get::<_, Option<i64>>(7)?.and_then(from_unix),
+                first_seen: from_unix(r.get(8)?).unwrap_or_default(),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+}

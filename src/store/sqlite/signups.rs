@@ -1,0 +1,149 @@
+//! Sign-ups from the web: recorded within their limits, confirmed into subscriptions.
+
+use super::*;
+
+impl Sqlite {
+    pub fn create_signup(&self, signup: &Signup) -> Result<i64> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO signups (email, queries, frequency, timezone, client, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                signup.email,
+                signup.queries.join("\n"),
+                signup.frequency,
+                signup.timezone,
+                signup.client,
+                signup.created_at.timestamp()
+            ],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    pub fn recent_signups(
+        &self,
+        email: &str,
+        client: &str,
+        since: DateTime<Utc>,
+    ) -> Result<(u32, u32)> {
+        Ok(self.conn().query_row(
+            "SELECT (SELECT COUNT(*) FROM signups WHERE email = ?1 AND created_at >= ?3),
+                    (SELECT COUNT(*) FROM signups WHERE client = ?2 AND created_at >= ?3)",
+            params![email, client, since.timestamp()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    }
+
+    pub fn signup(&self, id: i64) -> Result<Option<Signup>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT email, queries, frequency, timezone, client, created_at, confirmed_at
+                 FROM signups WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(Signup {
+                        email: r.get(0)?,
+                        queries: r.get::<_, String>(1)?.lines().map(str::to_string).collect(),
+                        frequency: r.get(2)?,
+                        timezone: r.get(3)?,
+                        client: r.get(4)?,
+                        created_at: from_unix(r.get(5)?).unwrap_or_default(),
+                        confirmed_at: r.get::<_, Option<i64>>(6)?.and_then(from_unix),
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    pub fn confirm_signup(
+        &self,
+        id: i64,
+        schedule: Schedule,
+        timezone: Tz,
+        keep: impl Fn(&str) -> bool,
+        now: DateTime<Utc>,
+    ) -> Result<i64> {
+        let signup = self.signup(id)?.context("no such sign-up")?;
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for query in signup.queries.iter().filter(|q| keep(q)) {
+            super::subscriptions::add_subscription_in(
+                &tx,
+                &signup.email,
+                query,
+                schedule,
+                timezone,
+                now,
+            )?;
+        }
+        tx.execute(
+            "UPDATE signups SET confirmed_at = COALESCE(confirmed_at, ?2) WHERE id = ?1",
+            params![id, now.timestamp()],
+        )?;
+        let subscriber = tx
+            .query_row(
+                "SELECT id FROM subscribers WHERE email = ?1",
+                params![signup.email],
+                |r| r.get(0),
+            )
+            .optional()?
+            .context("confirming added no search and there is no such subscriber")?;
+        tx.commit()?;
+        Ok(subscriber)
+    }
+
+    pub fn record_signup(
+        &self,
+        signup: &Signup,
+        limits: SignupLimits,
+        message_domain: &str,
+        confirmation: impl FnOnce(i64) -> Result<(String, String, String)>,
+    ) -> Result<SignupAdmission> {
+        let now = signup.created_at;
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (by_address, by_client): (u32, u32) = tx.query_row(
+            "SELECT (SELECT COUNT(*) FROM signups WHERE email = ?1 AND created_at >= ?3),
+                    (SELECT COUNT(*) FROM signups WHERE client = ?2 AND created_at >= ?4)",
+            params![
+                signup.email,
+                signup.client,
+                (now - chrono::Duration::days(1)).timestamp(),
+                (now - chrono::Duration::hours(1)).timestamp(),
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        if by_client >= limits.per_client_per_hour {
+            return Ok(SignupAdmission::TooManyFromClient);
+        }
+        tx.execute(
+            "INSERT INTO signups (email, queries, frequency, timezone, client, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                signup.email,
+                signup.queries.join("\n"),
+                signup.frequency,
+                signup.timezone,
+                signup.client,
+                now.timestamp()
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        let mailed = by_address < limits.per_address_per_day;
+        if mailed {
+            let (subject, text, html) = confirmation(id)?;
+            queue_message_in(
+                &tx,
+                &signup.email,
+                &subject,
+                &text,
+                &html,
+                message_domain,
+                now,
+            )?;
+        }
+        tx.commit()?;
+        Ok(SignupAdmission::Recorded { id, mailed })
+    }
+}
