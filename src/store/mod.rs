@@ -28,6 +28,7 @@ mod feeds;
 mod items;
 mod maintenance;
 mod outbox;
+pub mod postgres;
 mod signups;
 mod subscriptions;
 use crate::digest::{DigestEntry, FailingFeed, MAX_DIGEST_ENTRIES, Rendered, Schedule};
