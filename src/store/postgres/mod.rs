@@ -115,17 +115,20 @@ impl Postgres {
             config.connect_timeout(Duration::from_secs(10));
         }
         let name = display_name(&config);
+        // The first connection is made here, not by the pool: a wrong address or password
+        // is reported at once, with PostgreSQL's reason (the pool would retry until its
+        // timeout). It migrates, and closes; the pool opens its own.
+        let mut first = config
+            .connect(NoTls)
+            .with_context(|| format!("connecting to database {name}"))?;
+        migrate(&mut first, &name)?;
+        drop(first);
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
             .connection_timeout(Duration::from_secs(30))
-            .build(PostgresConnectionManager::new(config, NoTls))
-            .with_context(|| format!("connecting to database {name}"))?;
-        let store = Postgres { pool, name };
-        let mut conn = store.conn()?;
-        migrate(&mut conn, &store.name)?;
-        drop(conn);
-        Ok(store)
+            .build_unchecked(PostgresConnectionManager::new(config, NoTls));
+        Ok(Postgres { pool, name })
     }
 
     fn conn(&self) -> Result<Connection> {
@@ -162,7 +165,7 @@ fn display_name(config: &postgres::Config) -> String {
 /// Applies the migrations this database lacks, each in one transaction holding
 /// [`MIGRATION_LOCK`]: instances starting at once take turns, and each later one finds
 /// the work done. A database a newer Tidings migrated is refused, untouched.
-fn migrate(conn: &mut Connection, name: &str) -> Result<()> {
+fn migrate(conn: &mut postgres::Client, name: &str) -> Result<()> {
     for (version, (file, sql)) in (1..).zip(MIGRATIONS) {
         let mut tx = conn.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
