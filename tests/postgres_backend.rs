@@ -699,6 +699,104 @@ fn sign_up_limits_hold_across_instances(server: &PgServer) {
     );
 }
 
+/// An edited item goes out again, marked updated, to whoever got it; pruning removes
+/// old mail and the old items no pending match needs, leaving tombstones that keep a
+/// pruned item from coming back as new.
+fn edits_are_sent_again_and_pruning_keeps_what_is_pending(server: &PgServer) {
+    let store = Postgres::connect(&server.fresh_database(), None).unwrap();
+    let t0 = noon();
+    let t1 = t0 + chrono::Duration::days(40);
+    store
+        .sync_feeds(&[feed("f", "https://f.example/feed")])
+        .unwrap();
+    store
+        .add_subscription("a@x.example", "asylum", Schedule::Immediate, Tz::UTC, t0)
+        .unwrap();
+    let active = store.subscriptions().unwrap();
+    let asylum = vec![active.queries[0].0];
+    let store_poll = |items: &[Item], now| {
+        let feed = claim_one(&store, now);
+        match store
+            .store_items(&feed, &poll(items, now, active.generation), |_| {
+                asylum.clone()
+            })
+            .unwrap()
+        {
+            StoreOutcome::Stored(stored) => stored,
+            other => panic!("{other:?}"),
+        }
+    };
+    let first = [item("k1", "Asylum one", t0), item("k2", "Asylum two", t0)];
+    let stored = store_poll(&first, t0);
+    assert_eq!((stored.new_items, stored.matches), (2, 2));
+    let subscriber = store.subscriber("a@x.example").unwrap().unwrap().id;
+    let sent = store
+        .take_digest(subscriber, t0, "tidings.test", render_slowly)
+        .unwrap()
+        .unwrap();
+    let claimed = store.claim_mail(t0, Duration::from_secs(60), 10).unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(
+        store
+            .mark_sent(sent, claimed[0].claim.as_deref(), t0)
+            .unwrap()
+    );
+
+    let second = [
+        item("k1", "Asylum one", t0),
+        item("k2", "Asylum two (corrected)", t0),
+        item("k3", "Asylum three", t1),
+    ];
+    let stored = store_poll(&second, t1);
+    assert_eq!(
+        (stored.new_items, stored.updated_items, stored.matches),
+        (1, 1, 2)
+    );
+
+    // k1: old, sent, unchanged: pruned. k2: old but pending again. k3: pending.
+    let pruned = store.prune(t1 + chrono::Duration::seconds(1), t1).unwrap();
+    assert_eq!(
+        (pruned.items, pruned.outbox, pruned.matches),
+        (1, 1, 1),
+        "{pruned:?}"
+    );
+    assert!(store.outbox().unwrap().is_empty());
+    let titles: Vec<String> = store
+        .feed_items("f")
+        .unwrap()
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    assert_eq!(titles, ["Asylum three", "Asylum two (corrected)"]);
+
+    let stored = store_poll(&second, t1 + chrono::Duration::hours(1));
+    assert_eq!(
+        stored,
+        Default::default(),
+        "the pruned item is not new again"
+    );
+
+    let mut shown = Vec::new();
+    store
+        .take_digest(subscriber, t1, "tidings.test", |who, entries, more| {
+            shown = entries
+                .iter()
+                .map(|e| (e.title.clone(), e.updated))
+                .collect();
+            render_slowly(who, entries, more)
+        })
+        .unwrap()
+        .unwrap();
+    shown.sort();
+    assert_eq!(
+        shown,
+        [
+            ("Asylum three".to_string(), false),
+            ("Asylum two (corrected)".to_string(), true)
+        ]
+    );
+}
+
 fn backup_to_points_to_pg_dump(server: &PgServer) {
     let store = Postgres::connect(&server.fresh_database(), None).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -741,6 +839,7 @@ fn main() -> std::process::ExitCode {
         two_senders_claiming_at_once_never_get_the_same_message,
         one_digest_taken_twice_at_once_is_queued_once,
         sign_up_limits_hold_across_instances,
+        edits_are_sent_again_and_pruning_keeps_what_is_pending,
         backup_to_points_to_pg_dump,
     ];
     let trials = tests
