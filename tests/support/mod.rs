@@ -29,6 +29,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 
+pub mod postgres;
+
 /// `Last-Modified` value used by [`Route::feed`].
 pub const FEED_LAST_MODIFIED: &str = "Mon, 01 Jan 2024 00:00:00 GMT";
 

@@ -159,15 +159,6 @@ impl Sqlite {
     // ---- feeds ---------------------------------------------------------------------------
 }
 
-/// Sent or failed messages deleted per prune transaction (their bodies are most of the
-/// bytes a prune frees).
-const PRUNE_OUTBOX_BATCH: usize = 200;
-/// Items looked at per prune transaction.
-const PRUNE_ITEM_BATCH: usize = 2000;
-/// Between prune batches: the lock is free this long, so writers waiting on it (a poll
-/// storing items) get it rather than the next batch.
-const PRUNE_PAUSE: Duration = Duration::from_millis(50);
-
 /// Whether `feed`'s claim still holds it.
 fn holds_claim(tx: &rusqlite::Transaction<'_>, feed: &FeedToPoll) -> rusqlite::Result<bool> {
     let claim: Option<String> = tx
@@ -176,11 +167,6 @@ fn holds_claim(tx: &rusqlite::Transaction<'_>, feed: &FeedToPoll) -> rusqlite::R
         .optional()?
         .flatten();
     Ok(claim == feed.claim)
-}
-
-/// A lease in whole seconds, rounded up (a lease of 0.5 s must not end at once).
-fn lease_secs(lease: Duration) -> i64 {
-    i64::try_from(lease.as_secs() + u64::from(lease.subsec_nanos() > 0)).unwrap_or(i64::MAX / 4)
 }
 
 /// Queues one message (not a digest) to `recipient` inside `tx`.
@@ -258,13 +244,6 @@ fn subscriber_row(r: &rusqlite::Row<'_>) -> Result<Subscriber> {
     })
 }
 
-fn split_tags(tags: &str) -> Vec<String> {
-    tags.split(',')
-        .filter(|t| !t.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxMessage> {
     Ok(OutboxMessage {
         subscriber_id: r.get(12)?,
@@ -282,10 +261,6 @@ fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxMessage> {
         sent_at: r.get::<_, Option<i64>>(11)?.and_then(from_unix),
         claim: r.get(13)?,
     })
-}
-
-fn from_unix(secs: i64) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp(secs, 0)
 }
 
 #[cfg(test)]

@@ -1,0 +1,139 @@
+//! Digests: which are due, and taking a subscriber's pending matches into one.
+
+use super::*;
+
+impl Postgres {
+    pub fn due_digests(&self, now: DateTime<Utc>, ignore_schedule: bool) -> Result<Vec<i64>> {
+        let rows = self.conn()?.query(
+            "SELECT s.id FROM subscribers s
+             WHERE s.paused_at IS NULL AND (
+                 (s.frequency <> 'immediate' AND NOT $2
+                  AND (s.next_digest_at IS NULL OR s.next_digest_at <= $1))
+                 OR ((s.frequency = 'immediate' OR $2) AND EXISTS (
+                     SELECT 1 FROM subscriptions q
+                     JOIN matches m ON m.subscription_id = q.id AND m.outbox_id IS NULL
+                     WHERE q.subscriber_id = s.id)))
+             ORDER BY s.id",
+            &[&now.timestamp(), &ignore_schedule],
+        )?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    pub fn take_digest(
+        &self,
+        subscriber_id: i64,
+        now: DateTime<Utc>,
+        message_domain: &str,
+        render: impl FnOnce(&Subscriber, &[DigestEntry], bool) -> Result<Rendered>,
+    ) -> Result<Option<i64>> {
+        let now_s = now.timestamp();
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        // The subscriber's row is locked to the end: a second take for them (another
+        // instance, the same moment) waits, then finds the matches taken.
+        let row = tx.query_opt(
+            &format!("SELECT {SUBSCRIBER_COLUMNS} FROM subscribers s WHERE s.id = $1 FOR UPDATE"),
+            &[&subscriber_id],
+        )?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut subscriber = subscriber_row(&row)?;
+        let next = subscriber.schedule.next_after(now, subscriber.timezone);
+        tx.execute(
+            "UPDATE subscribers SET next_digest_at = $2 WHERE id = $1",
+            &[&subscriber.id, &next.map(|d| d.timestamp())],
+        )?;
+        // FOR UPDATE OF m: the matches rendered stay as they are until taken below (a
+        // search removed meanwhile waits to cascade), so every match rendered is taken.
+        let rows = tx.query(
+            "SELECT q.id, q.query, i.id, f.id, f.name, f.tags, i.title, i.link, i.summary,
+                    i.content, i.published_at, i.first_seen_at, m.updated
+             FROM matches m
+             JOIN subscriptions q ON q.id = m.subscription_id
+             JOIN items i ON i.id = m.item_id
+             JOIN feeds f ON f.id = i.feed_id
+             WHERE q.subscriber_id = $1 AND m.outbox_id IS NULL
+             ORDER BY q.id, COALESCE(i.published_at, i.first_seen_at) DESC, i.id
+             LIMIT $2
+             FOR UPDATE OF m",
+            &[&subscriber.id, &(MAX_DIGEST_ENTRIES as i64 + 1)],
+        )?;
+        let mut entries = rows
+            .iter()
+            .map(|r| {
+                let tags: String = r.try_get(5)?;
+                Ok(DigestEntry {
+                    subscription_id: r.try_get(0)?,
+                    query: r.try_get(1)?,
+                    item_id: r.try_get(2)?,
+                    feed_id: r.try_get(3)?,
+                    feed_name: r.try_get(4)?,
+                    tags: split_tags(&tags),
+                    title: r.try_get(6)?,
+                    link: r.try_get(7)?,
+                    summary: r.try_get(8)?,
+                    content: r.try_get(9)?,
+                    published: time_opt(r.try_get(10)?)?,
+                    first_seen: time(r.try_get(11)?)?,
+                    updated: r.try_get(12)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if entries.is_empty() {
+            tx.commit()?;
+            return Ok(None);
+        }
+        let more_follow = entries.len() > MAX_DIGEST_ENTRIES;
+        if more_follow {
+            entries.truncate(MAX_DIGEST_ENTRIES);
+            // Due again at once: the rest go out in the next message, not next period.
+            tx.execute(
+                "UPDATE subscribers SET next_digest_at = $2 WHERE id = $1",
+                &[&subscriber.id, &now_s],
+            )?;
+        }
+        subscriber.queries = entries.iter().map(|e| e.query.clone()).collect();
+        subscriber.queries.dedup();
+        let rendered = render(&subscriber, &entries, more_follow)?;
+
+        // The row id is part of the Message-ID: taken from the identity first.
+        let outbox_id = next_id(&mut tx, "outbox")?;
+        let message_id = format!(
+            "<digest.{outbox_id}.{}.{now_s}@{message_domain}>",
+            subscriber.id
+        );
+        tx.execute(
+            "INSERT INTO outbox (id, subscriber_id, recipient, message_id, subject, body_text,
+                                 body_html, created_at, next_attempt_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+            &[
+                &outbox_id,
+                &subscriber.id,
+                &subscriber.email,
+                &message_id,
+                &rendered.subject,
+                &rendered.text,
+                &rendered.html,
+                &now_s,
+            ],
+        )?;
+        let take = tx.prepare(
+            "UPDATE matches SET outbox_id = $3
+             WHERE subscription_id = $1 AND item_id = $2 AND outbox_id IS NULL",
+        )?;
+        let mut taken = 0;
+        for e in &entries {
+            taken += tx.execute(&take, &[&e.subscription_id, &e.item_id, &outbox_id])?;
+        }
+        if taken != entries.len() as u64 {
+            bail!(
+                "digest for subscriber {}: took {taken} matches but rendered {}",
+                subscriber.id,
+                entries.len()
+            );
+        }
+        tx.commit()?;
+        Ok(Some(outbox_id))
+    }
+}

@@ -1,0 +1,203 @@
+//! Items: storing a poll's items (with their matches and tombstones), reading them back.
+
+use super::*;
+
+impl Postgres {
+    pub fn store_items(
+        &self,
+        feed: &FeedToPoll,
+        poll: &SuccessfulPoll,
+        mut find_matches: impl FnMut(&Item) -> Vec<i64>,
+    ) -> Result<StoreOutcome> {
+        let SuccessfulPoll {
+            items,
+            etag,
+            last_modified,
+            full_fetch,
+            moved_to,
+            repairs,
+            body_hash,
+            now,
+            next_poll_at,
+            baseline_cutoff,
+            matcher_generation,
+        } = poll;
+        let (full_fetch, now, next_poll_at) = (*full_fetch, *now, *next_poll_at);
+        let (baseline_cutoff, matcher_generation) = (*baseline_cutoff, *matcher_generation);
+        let now_s = now.timestamp();
+        let is_baseline = feed.baseline_at.is_none();
+        let mut stored = Stored::default();
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        // Locks the feed's row to the end: the claim cannot be taken or voided before this
+        // commits, and this feed's items are written by this transaction alone (prune
+        // waits for the row too), so "seen before?" below stays true until the commit.
+        if !holds_claim(&mut tx, feed)? {
+            return Ok(StoreOutcome::ClaimLost);
+        }
+        // FOR SHARE to the end: a change to the subscriptions locks this row first (a
+        // trigger, before the change), so none commits between this check and the matches
+        // written below; polls of other feeds share the lock and do not wait for this one.
+        let generation: i64 = tx
+            .query_one(
+                "SELECT value FROM generations WHERE name = 'subscriptions' FOR SHARE",
+                &[],
+            )?
+            .try_get(0)?;
+        if generation != matcher_generation {
+            return Ok(StoreOutcome::StaleMatcher);
+        }
+        let pruned = tx.prepare(
+            "SELECT EXISTS (SELECT 1 FROM item_tombstones WHERE feed_id = $1 AND key = $2)",
+        )?;
+        let insert_item = tx.prepare(
+            "INSERT INTO items (feed_id, key, guid, link, title, summary, content, published_at,
+                                first_seen_at, content_hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (feed_id, key) DO NOTHING
+             RETURNING id",
+        )?;
+        let known_hash =
+            tx.prepare("SELECT id, content_hash FROM items WHERE feed_id = $1 AND key = $2")?;
+        let update_item = tx.prepare(
+            "UPDATE items SET title = $2, summary = $3, content = $4, link = $5,
+                content_hash = $6, updated_at = $7 WHERE id = $1",
+        )?;
+        let set_hash = tx.prepare("UPDATE items SET content_hash = $2 WHERE id = $1")?;
+        let insert_match = tx.prepare(
+            "INSERT INTO matches (subscription_id, item_id, matched_at) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+        )?;
+        // An edited item goes out again, marked updated, to the subscriptions it was
+        // already sent to and still matches; one still pending just shows the new text.
+        let resend_match = tx.prepare(
+            "UPDATE matches SET outbox_id = NULL, updated = TRUE, matched_at = $3
+             WHERE subscription_id = $1 AND item_id = $2 AND outbox_id IS NOT NULL",
+        )?;
+        for item in items.iter() {
+            let was_pruned: bool = tx.query_one(&pruned, &[&feed.id, &item.key])?.try_get(0)?;
+            if was_pruned {
+                // Past retention and pruned: old news, whatever the feed says now.
+                continue;
+            }
+            let hash = item.fingerprint();
+            let inserted = tx.query_opt(
+                &insert_item,
+                &[
+                    &feed.id,
+                    &item.key,
+                    &item.guid,
+                    &item.link,
+                    &item.title,
+                    &item.summary,
+                    &item.content,
+                    &item.published.map(|d| d.timestamp()),
+                    &now_s,
+                    &hash,
+                ],
+            )?;
+            let Some(inserted) = inserted else {
+                // Seen before: never new again, but a material edit is recorded.
+                let row = tx.query_one(&known_hash, &[&feed.id, &item.key])?;
+                let id: i64 = row.try_get(0)?;
+                let old: Option<String> = row.try_get(1)?;
+                match old {
+                    Some(old) if old != hash => {
+                        tx.execute(
+                            &update_item,
+                            &[
+                                &id,
+                                &item.title,
+                                &item.summary,
+                                &item.content,
+                                &item.link,
+                                &hash,
+                                &now_s,
+                            ],
+                        )?;
+                        stored.updated_items += 1;
+                        for subscription in find_matches(item) {
+                            stored.matches +=
+                                tx.execute(&resend_match, &[&subscription, &id, &now_s])? as usize;
+                        }
+                    }
+                    None => {
+                        tx.execute(&set_hash, &[&id, &hash])?;
+                    }
+                    Some(_) => {}
+                }
+                continue;
+            };
+            stored.new_items += 1;
+            if is_baseline && item.published.is_none_or(|p| p < baseline_cutoff) {
+                continue;
+            }
+            let item_id: i64 = inserted.try_get(0)?;
+            for subscription in find_matches(item) {
+                stored.matches +=
+                    tx.execute(&insert_match, &[&subscription, &item_id, &now_s])? as usize;
+            }
+        }
+        let repairs = (!repairs.is_empty()).then(|| repairs.join("\n"));
+        tx.execute(
+            "UPDATE feeds SET etag = $2, last_modified = $3,
+             baseline_at = COALESCE(baseline_at, $4), next_poll_at = $5, last_poll_at = $4,
+             last_success_at = $4, last_status = 'ok', last_error = NULL,
+             last_error_kind = NULL, consecutive_failures = 0, failing_since = NULL,
+             claimed_until = NULL, claim = NULL,
+             last_full_fetch_at = CASE WHEN $6 THEN $4 ELSE last_full_fetch_at END,
+             moved_to = $7, repairs = $8, body_hash = $9
+             WHERE id = $1",
+            &[
+                &feed.id,
+                &etag,
+                &last_modified,
+                &now_s,
+                &next_poll_at.timestamp(),
+                &full_fetch,
+                &moved_to,
+                &repairs,
+                &body_hash,
+            ],
+        )?;
+        tx.commit()?;
+        Ok(StoreOutcome::Stored(stored))
+    }
+
+    pub fn feed_items(&self, feed_id: &str) -> Result<Vec<(String, Option<DateTime<Utc>>)>> {
+        let rows = self.conn()?.query(
+            "SELECT title, updated_at FROM items WHERE feed_id = $1 ORDER BY id DESC",
+            &[&feed_id],
+        )?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, time_opt(r.try_get(1)?)?)))
+            .collect()
+    }
+
+    pub fn items_since(&self, since: DateTime<Utc>) -> Result<Vec<StoredItem>> {
+        let rows = self.conn()?.query(
+            "SELECT f.id, f.name, f.tags, i.title, i.summary, i.content, i.link, i.published_at,
+                    i.first_seen_at
+             FROM items i JOIN feeds f ON f.id = i.feed_id
+             WHERE i.first_seen_at >= $1
+             ORDER BY COALESCE(i.published_at, i.first_seen_at) DESC, i.id DESC",
+            &[&since.timestamp()],
+        )?;
+        rows.iter()
+            .map(|r| {
+                let tags: String = r.try_get(2)?;
+                Ok(StoredItem {
+                    feed_id: r.try_get(0)?,
+                    feed_name: r.try_get(1)?,
+                    tags: split_tags(&tags),
+                    title: r.try_get(3)?,
+                    summary: r.try_get(4)?,
+                    content: r.try_get(5)?,
+                    link: r.try_get(6)?,
+                    published: time_opt(r.try_get(7)?)?,
+                    first_seen: time(r.try_get(8)?)?,
+                })
+            })
+            .collect()
+    }
+}
