@@ -39,11 +39,86 @@ pub const SMTP_PASSWORD_ENV: &str = "TIDINGS_SMTP_PASSWORD";
 /// Overrides `[web] base_url` (see [`Config::override_from`]).
 pub const BASE_URL_ENV: &str = "TIDINGS_BASE_URL";
 
+/// Where the PostgreSQL password comes from: never the config file.
+pub const DATABASE_PASSWORD_ENV: &str = "TIDINGS_DATABASE_PASSWORD";
+
+/// Where the data lives (`database` in the config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// A SQLite file, the embedded default (a relative path is relative to the config).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database that several instances may share:
+    /// `postgres://user@host:port/name`, without a password (it comes from
+    /// [`DATABASE_PASSWORD_ENV`]).
+    Postgres(String),
+}
+
+impl Database {
+    /// The SQLite file, if this is one.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match self {
+            Database::Sqlite(path) => Some(path),
+            Database::Postgres(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(path) => write!(f, "{}", path.display()),
+            Database::Postgres(url) => f.write_str(url),
+        }
+    }
+}
+
+/// Reads `database`: a `postgres://` (or `postgresql://`) URL, or a SQLite file path
+/// relative to `base`. A URL carrying a password is refused: config files are shared,
+/// copied and checked in, so the password comes from the environment.
+fn database(text: &str, base: &Path) -> Result<Database, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("`database` must not be empty".into());
+    }
+    let is_url = ["postgres://", "postgresql://"].iter().any(|scheme| {
+        text.get(..scheme.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+    });
+    if !is_url {
+        if text.contains("://") {
+            return Err(format!(
+                "`database` must be a SQLite file path or a postgres:// URL, found {text:?}"
+            ));
+        }
+        return Ok(Database::Sqlite(base.join(text)));
+    }
+    let url = Url::parse(text).map_err(|e| format!("`database`: not a valid URL: {e}"))?;
+    if url.password().is_some() {
+        return Err(format!(
+            "`database` must not hold the password: set it in the environment variable {DATABASE_PASSWORD_ENV} and write the URL without it"
+        ));
+    }
+    if url
+        .query_pairs()
+        .any(|(key, _)| key.eq_ignore_ascii_case("password"))
+    {
+        return Err(format!(
+            "`database` must not hold the password (`password=` in the URL): set it in {DATABASE_PASSWORD_ENV}"
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(
+            "`database`: a postgres:// URL needs a host (postgres://user@host/name)".into(),
+        );
+    }
+    Ok(Database::Postgres(text.to_string()))
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The file this was loaded from; relative paths inside it resolve against its folder.
     pub path: PathBuf,
-    pub database: PathBuf,
+    pub database: Database,
     /// Items first seen longer ago than this are pruned (unless a digest still needs
     /// them), and so is sent or failed mail older than this.
     pub retention: Duration,
@@ -856,12 +931,11 @@ fn validate(
     let base = path.parent().unwrap_or(Path::new("."));
 
     let database = match &raw.database {
-        Some(db) if db.get_ref().trim().is_empty() => {
-            report(db.span(), "`database` must not be empty".into());
-            PathBuf::new()
-        }
-        Some(db) => base.join(db.get_ref()),
-        None => base.join("tidings.db"),
+        Some(db) => database(db.get_ref(), base).unwrap_or_else(|e| {
+            report(db.span(), e);
+            Database::Sqlite(PathBuf::new())
+        }),
+        None => Database::Sqlite(base.join("tidings.db")),
     };
     let retention = match &raw.retention {
         None => DEFAULT_RETENTION,
@@ -1091,7 +1165,11 @@ fn validate(
     };
     let secret_file = match &raw.web.secret_file {
         Some(f) => base.join(f),
-        None => database.parent().unwrap_or(base).join("tidings.secret"),
+        None => database
+            .sqlite_path()
+            .and_then(Path::parent)
+            .unwrap_or(base)
+            .join("tidings.secret"),
     };
 
     let mut listen = |value: &Option<Spanned<String>>, key: &str, default: &str| {
@@ -1474,7 +1552,10 @@ mod tests {
     fn shipped_config_is_valid() {
         let config = parse(EXAMPLE).expect("shipped config.toml must be valid");
         assert!(config.feeds.len() >= 5, "ships real immigration feeds");
-        assert_eq!(config.database, Path::new("/etc/tidings/tidings.db"));
+        assert_eq!(
+            config.database,
+            Database::Sqlite("/etc/tidings/tidings.db".into())
+        );
         assert!(matches!(config.mail.transport, MailTransport::File { .. }));
         let green = config
             .synonyms
@@ -1509,10 +1590,52 @@ mod tests {
         );
     }
 
+    /// `database` is a SQLite path (relative to the config) or a PostgreSQL URL without a
+    /// password; anything else is refused where it is written.
+    #[test]
+    fn the_database_is_a_sqlite_path_or_a_postgres_url_without_a_password() {
+        let db = |value: &str| parse(&format!("database = {value:?}\n")).map(|c| c.database);
+        assert_eq!(
+            db("data/t.db").unwrap(),
+            Database::Sqlite("/etc/tidings/data/t.db".into())
+        );
+        for url in [
+            "postgres://tidings@db.internal:5432/tidings",
+            "postgresql://tidings@10.0.0.5/tidings?sslmode=disable",
+            "POSTGRES://tidings@db/t",
+        ] {
+            assert_eq!(db(url).unwrap(), Database::Postgres(url.into()), "{url}");
+        }
+        for (value, expected) in [
+            (
+                "postgres://tidings:hunter2@db/t",
+                "TIDINGS_DATABASE_PASSWORD",
+            ),
+            (
+                "postgres://tidings@db/t?password=hunter2",
+                "TIDINGS_DATABASE_PASSWORD",
+            ),
+            ("postgres:///tidings", "needs a host"),
+            ("mysql://db/t", "a SQLite file path or a postgres:// URL"),
+            ("   ", "must not be empty"),
+        ] {
+            let err = db(value).unwrap_err().to_string();
+            assert!(err.contains(expected), "{value}: {err}");
+            assert!(err.contains("config.toml:1:"), "{value}: where: {err}");
+            assert!(
+                !err.contains("hunter2"),
+                "the password is never repeated: {err}"
+            );
+        }
+    }
+
     #[test]
     fn defaults_and_relative_paths() {
         let config = parse("").unwrap();
-        assert_eq!(config.database, Path::new("/etc/tidings/tidings.db"));
+        assert_eq!(
+            config.database,
+            Database::Sqlite("/etc/tidings/tidings.db".into())
+        );
         assert_eq!(config.retention, Duration::from_secs(90 * 86400));
         assert_eq!(config.poll.interval, Duration::from_secs(900));
         assert_eq!(config.poll.initial_backlog, Duration::from_secs(86400));

@@ -744,7 +744,7 @@ async fn check_config(config: &Config) -> Result<()> {
     say!("{}: ok", config.path.display());
     say!(
         "  database: {} (items and sent mail kept {})",
-        config.database.display(),
+        config.database,
         in_days(config.retention)
     );
     match &config.mail.transport {
@@ -813,10 +813,10 @@ async fn check_config(config: &Config) -> Result<()> {
 /// Warns (on stderr) of each stored search that names a feed or tag the config does not
 /// have, when there is a database to read; the config itself is fine all the same.
 async fn warn_dangling_searches(config: &Config) {
-    if !config.database.exists() {
+    if config.database.sqlite_path().is_some_and(|p| !p.exists()) {
         return;
     }
-    let subscribers = match Store::open_read_only(&config.database) {
+    let subscribers = match Store::open_database_read_only(&config.database).await {
         Ok(store) => store.subscribers().await,
         Err(e) => Err(e),
     };
@@ -980,8 +980,14 @@ fn in_days(d: Duration) -> String {
 
 /// `tidings backup`: a consistent copy of the database at `path`, with what it holds.
 async fn backup(config: &Config, path: &std::path::Path, force: bool) -> Result<()> {
-    if !config.database.exists() {
-        bail!("no database at {}", config.database.display());
+    let Some(database) = config.database.sqlite_path() else {
+        bail!(
+            "`tidings backup` copies a SQLite database; back up PostgreSQL with its own tools \
+             (pg_dump, or the server's continuous archiving)"
+        );
+    };
+    if !database.exists() {
+        bail!("no database at {}", database.display());
     }
     if !force && path.exists() {
         bail!(
@@ -989,18 +995,18 @@ async fn backup(config: &Config, path: &std::path::Path, force: bool) -> Result<
             path.display()
         );
     }
-    if std::fs::canonicalize(path).ok() == std::fs::canonicalize(&config.database).ok() {
+    if std::fs::canonicalize(path).ok() == std::fs::canonicalize(database).ok() {
         bail!("{} is the database itself", path.display());
     }
     // Its own connection, and no sync with the config: a backup writes nothing.
-    let store = Store::open(&config.database)?;
+    let store = Store::open(database)?;
     let s = store
         .backup_to(path, force)
         .await
         .with_context(|| format!("backing up to {}", path.display()))?;
     say!(
         "backed up {} to {}: {:.1} MiB; {}, {} ({} pruned), {}, {}",
-        config.database.display(),
+        database.display(),
         path.display(),
         s.bytes as f64 / (1024.0 * 1024.0),
         count(s.feeds as usize, "feed"),
@@ -1015,7 +1021,7 @@ async fn backup(config: &Config, path: &std::path::Path, force: bool) -> Result<
 /// The database alone, for admin commands that neither fetch nor mail (so they work
 /// without, say, the SMTP password in the environment).
 async fn open_store(config: &Config) -> Result<Store> {
-    let store = Store::open(&config.database)?;
+    let store = Store::open_database(&config.database).await?;
     store.sync_feeds(&config.feeds).await?;
     Ok(store)
 }

@@ -104,7 +104,7 @@ impl App {
     pub async fn open(config: Config) -> Result<App> {
         let synonyms = Synonyms::new(config.synonyms.clone())
             .map_err(|e| anyhow::anyhow!("{}: [synonyms]: {e}", config.path.display()))?;
-        let store = Store::open(&config.database)?;
+        let store = Store::open_database(&config.database).await?;
         store
             .sync_feeds(&config.feeds)
             .await

@@ -128,7 +128,7 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
     let _ = poll_tx.try_send(());
     let _ = digest_tx.try_send(());
     let _ = prune_tx.try_send(());
-    info!(feeds = app.config.feeds.len(), database = %app.config.database.display(), "tidings running");
+    info!(feeds = app.config.feeds.len(), database = %app.config.database, "tidings running");
     warn_dangling_searches(&app).await;
     let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status("running")]);
 

@@ -57,10 +57,12 @@ fn no_panic(what: &str, out: &Output) {
 /// The searches stored for `email` in the database of `config`.
 async fn searches(config: &str, email: &str) -> Vec<String> {
     let loaded = tidings::config::Config::load(Path::new(config)).unwrap();
-    if !loaded.database.exists() {
+    if loaded.database.sqlite_path().is_some_and(|p| !p.exists()) {
         return Vec::new();
     }
-    let store = tidings::store::Store::open(&loaded.database).unwrap();
+    let store = tidings::store::Store::open_database(&loaded.database)
+        .await
+        .unwrap();
     store
         .subscriber(email)
         .await
@@ -493,7 +495,10 @@ async fn poll_says_a_feed_whose_result_cannot_be_saved_failed() {
     );
     let database = tidings::config::Config::load(Path::new(&config))
         .unwrap()
-        .database;
+        .database
+        .sqlite_path()
+        .unwrap()
+        .to_path_buf();
     drop(tidings::store::Store::open(&database).unwrap());
     rusqlite::Connection::open(&database)
         .unwrap()

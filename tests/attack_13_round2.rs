@@ -231,7 +231,7 @@ async fn check_config_after_an_unclean_stop_leaves_the_database_file_as_it_was()
         .await;
     daemon.signal("KILL");
     daemon.wait_exit(Duration::from_secs(10)).await;
-    let db = config.database.clone();
+    let db = config.database.sqlite_path().unwrap().to_path_buf();
     let wal = Path::new(&format!("{}-wal", db.display())).to_path_buf();
     assert!(
         wal.exists(),

@@ -595,7 +595,9 @@ async fn sigkill_while_sending_loses_nothing_and_duplicates_keep_their_message_i
     );
     {
         let loaded = tidings::config::Config::load(Path::new(&config)).unwrap();
-        let store = tidings::store::Store::open(&loaded.database).unwrap();
+        let store = tidings::store::Store::open_database(&loaded.database)
+            .await
+            .unwrap();
         let now = chrono::Utc::now();
         for n in 0..SUBSCRIBERS {
             store

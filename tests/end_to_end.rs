@@ -69,7 +69,7 @@ async fn each_subscriber_gets_the_right_items_exactly_once() {
     let config = write_config(dir.path(), &serve_fixtures(&feeds).await, smtp.port());
     assert_eq!(
         config.database,
-        dir.path().join("data/tidings.db"),
+        tidings::config::Database::Sqlite(dir.path().join("data/tidings.db")),
         "relative to the config"
     );
     let now = at("2026-11-28T12:00:00Z");

@@ -99,7 +99,9 @@ async fn a_closed_reader_ends_every_listing_quietly() {
     );
 
     let loaded = tidings::config::Config::load(Path::new(&config)).unwrap();
-    let store = tidings::store::Store::open(&loaded.database).unwrap();
+    let store = tidings::store::Store::open_database(&loaded.database)
+        .await
+        .unwrap();
     let now = chrono::Utc::now();
     for n in 0..2000 {
         store

@@ -55,7 +55,7 @@ fn days(n: i64) -> chrono::Duration {
 }
 
 fn db(app: &App) -> rusqlite::Connection {
-    rusqlite::Connection::open(&app.config.database).unwrap()
+    rusqlite::Connection::open(app.config.database.sqlite_path().unwrap()).unwrap()
 }
 
 /// The id of the item with this guid.

@@ -700,7 +700,9 @@ async fn sigterm_while_sending_finishes_the_mail_in_flight_and_claims_no_more() 
     std::fs::write(&config, text).unwrap();
     {
         let loaded = tidings::config::Config::load(&config).unwrap();
-        let store = tidings::store::Store::open(&loaded.database).unwrap();
+        let store = tidings::store::Store::open_database(&loaded.database)
+            .await
+            .unwrap();
         for n in 0..SUBSCRIBERS {
             store
                 .add_subscription(

@@ -24,7 +24,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
-use crate::config::FeedConfig;
+use crate::config::{DATABASE_PASSWORD_ENV, Database, FeedConfig};
 use crate::digest::{DigestEntry, FailingFeed, Rendered, Schedule};
 use crate::parse::Item;
 
@@ -84,12 +84,43 @@ impl Store {
 
     /// Connects to the PostgreSQL database at `url` (`postgres://user@host:port/database`),
     /// with `password` instead of the URL's when given, and brings its schema up to date
-    /// (instances starting at once take turns). Blocks while connecting and migrating.
-    /// Messages name the database without its password.
-    pub fn connect(url: &str, password: Option<&str>) -> Result<Store> {
-        Ok(Store::from(Backend::Postgres(Postgres::connect(
-            url, password,
-        )?)))
+    /// (instances starting at once take turns). Messages name the database without its
+    /// password.
+    pub async fn connect(url: &str, password: Option<&str>) -> Result<Store> {
+        let (url, password) = (url.to_owned(), password.map(str::to_owned));
+        let postgres = off_thread(move || Postgres::connect(&url, password.as_deref())).await?;
+        Ok(Store::from(Backend::Postgres(postgres)))
+    }
+
+    /// Opens the configured database: the SQLite file (created and migrated as
+    /// [`Store::open`]) or the PostgreSQL database (as [`Store::connect`], its password
+    /// from [`DATABASE_PASSWORD_ENV`] when set).
+    pub async fn open_database(database: &Database) -> Result<Store> {
+        match database {
+            Database::Sqlite(path) => {
+                let path = path.clone();
+                off_thread(move || Store::open(&path)).await
+            }
+            Database::Postgres(url) => {
+                let password = std::env::var(DATABASE_PASSWORD_ENV).ok();
+                Store::connect(url, password.as_deref()).await
+            }
+        }
+    }
+
+    /// Opens the configured database to read only, without creating or migrating it, as
+    /// [`Store::open_read_only`] does for SQLite; a PostgreSQL session is read-only too.
+    pub async fn open_database_read_only(database: &Database) -> Result<Store> {
+        let database = database.clone();
+        off_thread(move || match database {
+            Database::Sqlite(path) => Store::open_read_only(&path),
+            Database::Postgres(url) => {
+                let password = std::env::var(DATABASE_PASSWORD_ENV).ok();
+                let postgres = Postgres::connect_read_only(&url, password.as_deref())?;
+                Ok(Store::from(Backend::Postgres(postgres)))
+            }
+        })
+        .await
     }
 
     fn from(backend: Backend) -> Store {
@@ -105,10 +136,18 @@ impl Store {
         call: impl FnOnce(&Backend) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let backend = self.backend.clone();
-        tokio::task::spawn_blocking(move || call(&backend))
-            .await
-            .context("a database call panicked")?
+        off_thread(move || call(&backend)).await
     }
+}
+
+/// Runs blocking database work on tokio's blocking pool (the PostgreSQL client blocks on
+/// a runtime of its own, which may not be started from an async task).
+async fn off_thread<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .context("a database call panicked")?
 }
 
 /// What the poller needs to know about a feed it is about to fetch.

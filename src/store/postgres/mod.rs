@@ -84,9 +84,9 @@ type Manager = PostgresConnectionManager<NoTls>;
 type Connection = r2d2::PooledConnection<Manager>;
 
 /// A pool of connections to one PostgreSQL database; cheap to clone, safe to share.
-#[derive(Clone)]
 pub struct Postgres {
-    pool: r2d2::Pool<Manager>,
+    /// `None` only while being dropped.
+    pool: Option<r2d2::Pool<Manager>>,
     /// `postgres://user@host:port/database`, never with the password: for messages.
     name: String,
 }
@@ -99,11 +99,34 @@ impl std::fmt::Debug for Postgres {
     }
 }
 
+impl Drop for Postgres {
+    /// The client closes a connection by blocking on a runtime of its own, which must
+    /// not start on a thread that drives async tasks (the last `Store` is often dropped
+    /// on one): a plain thread closes them.
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take()
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            let _ = std::thread::spawn(move || drop(pool)).join();
+        }
+    }
+}
+
 impl Postgres {
     /// Connects to the database at `url` (`postgres://user@host:port/database`), with
     /// `password` instead of the URL's when given, and brings its schema up to date.
     /// Messages name the database without its password.
     pub fn connect(url: &str, password: Option<&str>) -> Result<Postgres> {
+        Postgres::open(url, password, false)
+    }
+
+    /// Connects without creating or migrating anything, in read-only sessions: for
+    /// commands that only look. Refuses a database whose schema is not this version's.
+    pub fn connect_read_only(url: &str, password: Option<&str>) -> Result<Postgres> {
+        Postgres::open(url, password, true)
+    }
+
+    fn open(url: &str, password: Option<&str>, read_only: bool) -> Result<Postgres> {
         // The parser's errors name the option at fault, never its value.
         let mut config: postgres::Config = url
             .parse()
@@ -114,25 +137,37 @@ impl Postgres {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
+        if read_only {
+            config.options("-c default_transaction_read_only=on");
+        }
         let name = display_name(&config);
         // The first connection is made here, not by the pool: a wrong address or password
         // is reported at once, with PostgreSQL's reason (the pool would retry until its
-        // timeout). It migrates, and closes; the pool opens its own.
+        // timeout). It migrates (or checks the version), and closes; the pool opens its own.
         let mut first = config
             .connect(NoTls)
             .with_context(|| format!("connecting to database {name}"))?;
-        migrate(&mut first, &name)?;
+        if read_only {
+            check_current(&mut first, &name)?;
+        } else {
+            migrate(&mut first, &name)?;
+        }
         drop(first);
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
             .connection_timeout(Duration::from_secs(30))
             .build_unchecked(PostgresConnectionManager::new(config, NoTls));
-        Ok(Postgres { pool, name })
+        Ok(Postgres {
+            pool: Some(pool),
+            name,
+        })
     }
 
     fn conn(&self) -> Result<Connection> {
         self.pool
+            .as_ref()
+            .context("the connection pool is closed")?
             .get()
             .with_context(|| format!("connecting to database {}", self.name))
     }
@@ -188,6 +223,27 @@ fn migrate(conn: &mut postgres::Client, name: &str) -> Result<()> {
             &[&version, file],
         )?;
         tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Refuses a database whose schema is not this version's, without changing anything.
+fn check_current(conn: &mut postgres::Client, name: &str) -> Result<()> {
+    let mut tx = conn.transaction()?;
+    let exists: bool = tx
+        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])?
+        .try_get(0)?;
+    let version = if exists {
+        schema_version(&mut tx, name)?
+    } else {
+        0
+    };
+    let expected = MIGRATIONS.len();
+    if usize::try_from(version).ok() != Some(expected) {
+        bail!(
+            "database {name} has schema version {version}, not {expected}: `tidings run` (or \
+             any command that writes) migrates it"
+        );
     }
     Ok(())
 }
