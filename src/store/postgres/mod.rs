@@ -86,7 +86,8 @@ type Connection = r2d2::PooledConnection<Manager>;
 /// A pool of connections to one PostgreSQL database; cheap to clone, safe to share.
 #[derive(Clone)]
 pub struct Postgres {
-    pool: r2d2::Pool<Manager>,
+    /// Always `Some` but while being dropped (see `Drop`).
+    pool: Option<r2d2::Pool<Manager>>,
     /// `postgres://user@host:port/database`, never with the password: for messages.
     name: String,
 }
@@ -99,11 +100,39 @@ impl std::fmt::Debug for Postgres {
     }
 }
 
+/// The `postgres` crate blocks on a tokio runtime of its own to connect and to close a
+/// connection, and blocking on a runtime inside another one panics. So inside a runtime
+/// (a `Store` opened or dropped in async code, as SQLite's may be) that work goes to a
+/// thread of its own.
+fn in_a_runtime() -> bool {
+    tokio::runtime::Handle::try_current().is_ok()
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take().filter(|_| in_a_runtime()) {
+            // The last handle on the pool closes its connections.
+            std::thread::spawn(move || drop(pool));
+        }
+    }
+}
+
 impl Postgres {
     /// Connects to the database at `url` (`postgres://user@host:port/database`), with
     /// `password` instead of the URL's when given, and brings its schema up to date.
     /// Messages name the database without its password.
     pub fn connect(url: &str, password: Option<&str>) -> Result<Postgres> {
+        if in_a_runtime() {
+            return std::thread::scope(|s| {
+                s.spawn(|| Postgres::connect_here(url, password))
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            });
+        }
+        Postgres::connect_here(url, password)
+    }
+
+    fn connect_here(url: &str, password: Option<&str>) -> Result<Postgres> {
         // The parser's errors name the option at fault, never its value.
         let mut config: postgres::Config = url
             .parse()
@@ -128,11 +157,16 @@ impl Postgres {
             .min_idle(Some(1))
             .connection_timeout(Duration::from_secs(30))
             .build_unchecked(PostgresConnectionManager::new(config, NoTls));
-        Ok(Postgres { pool, name })
+        Ok(Postgres {
+            pool: Some(pool),
+            name,
+        })
     }
 
     fn conn(&self) -> Result<Connection> {
         self.pool
+            .as_ref()
+            .expect("the pool is taken only by drop")
             .get()
             .with_context(|| format!("connecting to database {}", self.name))
     }
