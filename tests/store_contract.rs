@@ -489,33 +489,33 @@ async fn a_released_claim_frees_the_feed_at_once(store: Store, _: Database) {
     assert_ne!(again[0].claim, held.claim, "a new claim each time");
 }
 
+/// Two workers (two instances) claiming at the same instant share the feeds between
+/// them: none is claimed by both, none left out.
 async fn two_workers_claiming_at_once_never_get_the_same_feed(store: Store, db: Database) {
-    {
-        let feeds: Vec<FeedConfig> = (0..200)
-            .map(|n| feed(&format!("f{n:03}"), &format!("https://f{n}.example/feed")))
-            .collect();
-        store.sync_feeds(&feeds).await.unwrap();
-        for round in 0..5 {
-            // Each round after the last one's leases ran out: every feed is free again.
-            let now = noon() + minutes(10 * round);
-            let claimed = at_once(&db, 2, move |s| async move {
-                s.claim_feeds(now, Duration::from_secs(300), false)
-                    .await
-                    .unwrap()
-                    .into_iter()
-                    .map(|f| f.id)
-                    .collect::<Vec<_>>()
-            })
-            .await;
-            let a: HashSet<&String> = claimed[0].iter().collect();
-            let both: Vec<&String> = claimed[1].iter().filter(|id| a.contains(id)).collect();
-            assert!(both.is_empty(), "round {round}: both claimed {both:?}");
-            assert_eq!(
-                claimed[0].len() + claimed[1].len(),
-                200,
-                "round {round}: every feed claimed once"
-            );
-        }
+    let feeds: Vec<FeedConfig> = (0..200)
+        .map(|n| feed(&format!("f{n:03}"), &format!("https://f{n}.example/feed")))
+        .collect();
+    store.sync_feeds(&feeds).await.unwrap();
+    for round in 0..5 {
+        // Each round after the last one's leases ran out: every feed is free again.
+        let now = noon() + minutes(10 * round);
+        let claimed = at_once(&db, 2, move |s| async move {
+            s.claim_feeds(now, Duration::from_secs(300), false)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|f| f.id)
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let a: HashSet<&String> = claimed[0].iter().collect();
+        let both: Vec<&String> = claimed[1].iter().filter(|id| a.contains(id)).collect();
+        assert!(both.is_empty(), "round {round}: both claimed {both:?}");
+        assert_eq!(
+            claimed[0].len() + claimed[1].len(),
+            200,
+            "round {round}: every feed claimed once"
+        );
     }
 }
 
@@ -1439,6 +1439,8 @@ async fn one_digest_taken_twice_at_once_is_queued_once(store: Store, db: Databas
 
 // ---- the outbox -----------------------------------------------------------------------------
 
+/// Two senders (two instances) claiming in batches at the same instant never get the
+/// same message, and between them get every one.
 async fn two_senders_claiming_at_once_never_get_the_same_message(store: Store, db: Database) {
     let now = noon();
     for n in 0..150 {
@@ -2073,6 +2075,8 @@ async fn sign_up_limits_hold_when_requests_come_at_once(store: Store, db: Databa
 
 // ---- upkeep ---------------------------------------------------------------------------------
 
+/// `/metrics` and `/healthz` counts: pending mail and its age, active and failing feeds
+/// (inactive ones not counted), subscribers (one per address, any case).
 async fn service_stats_count_what_is_stored(store: Store, _: Database) {
     let t0 = noon();
     assert_eq!(
@@ -2193,6 +2197,7 @@ async fn a_store_opens_and_closes_inside_async_code(store: Store, db: Database) 
 
 // ---- PostgreSQL only ------------------------------------------------------------------------
 
+/// Connecting again to a migrated database keeps its data and applies nothing.
 async fn migrations_apply_once_and_reconnecting_is_a_no_op(store: Store, db: Database) {
     let (url, _) = db.postgres();
     let url = url.to_owned();
@@ -2216,6 +2221,7 @@ async fn migrations_apply_once_and_reconnecting_is_a_no_op(store: Store, db: Dat
     assert_eq!(versions, [1], "applied once");
 }
 
+/// A schema version this Tidings does not know is refused before anything is written.
 async fn a_database_from_a_newer_tidings_is_refused_and_left_as_it_is(_: Store, db: Database) {
     let (url, _) = db.postgres();
     let url = url.to_owned();
@@ -2286,6 +2292,8 @@ async fn errors_never_show_the_password(_: Store, db: Database) {
     .await;
 }
 
+/// Instances starting at the same instant on an empty database take turns: the schema
+/// is made once.
 async fn three_instances_starting_at_once_migrate_once(_: Store, db: Database) {
     let (_, server) = db.postgres();
     let server = server.clone();
@@ -2319,6 +2327,7 @@ async fn three_instances_starting_at_once_migrate_once(_: Store, db: Database) {
     .await;
 }
 
+/// The online backup is SQLite's; on PostgreSQL it says to use pg_dump, and writes nothing.
 async fn backup_to_points_to_pg_dump(store: Store, _: Database) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("copy.db");
