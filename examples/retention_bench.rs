@@ -445,6 +445,8 @@ fn write_continuously(path: &Path, stop: &AtomicBool) -> Result<Vec<Write>> {
         consecutive_failures: 0,
         body_hash: None,
         claim: None,
+        tags: Vec::new(),
+        interval: None,
     };
     let generation = wait(store.subscriptions_generation())?;
     let mut words = Words::new(0xD1B5_4A32_D192_ED03);

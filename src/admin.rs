@@ -195,6 +195,16 @@ async fn metrics(State(app): State<watch::Receiver<App>>) -> Response {
         // Counters are still worth serving; the stored-state gauges keep their last value.
         Err(e) => warn!(error = %format!("{e:#}"), "metrics: reading stored state"),
     }
+    let lease = crate::pipeline::poll_lease(&app.config.poll);
+    match app.store.cluster_stats(Utc::now(), lease).await {
+        Ok(cluster) => {
+            let m = &app.metrics;
+            m.instances.set(cluster.instances_alive);
+            m.feeds_due.set(cluster.feeds_due);
+            m.feeds_overdue.set(cluster.feeds_overdue);
+        }
+        Err(e) => warn!(error = %format!("{e:#}"), "metrics: reading the cluster's state"),
+    }
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], app.metrics.encode()).into_response()
 }
 

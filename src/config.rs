@@ -118,6 +118,9 @@ fn database(text: &str, base: &Path) -> Result<Database, String> {
 pub struct Config {
     /// The file this was loaded from; relative paths inside it resolve against its folder.
     pub path: PathBuf,
+    /// When that file was last modified (`None` when parsed from text): instances sharing
+    /// a database keep the feed list of the config written last.
+    pub written_at: Option<std::time::SystemTime>,
     pub database: Database,
     /// Items first seen longer ago than this are pruned (unless a digest still needs
     /// them), and so is sent or failed mail older than this.
@@ -328,8 +331,32 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("reading config {}: {e}", path.display()))?;
         let mut config = Config::parse(&text, path)?;
+        config.written_at = std::fs::metadata(path).and_then(|m| m.modified()).ok();
         config.override_from(|name| std::env::var(name).ok())?;
         Ok(config)
+    }
+
+    /// What identifies the feed list (ids, URLs, names, tags, intervals, in id order):
+    /// two configs with the same list have the same fingerprint, whatever else differs.
+    pub fn feed_list_fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut feeds: Vec<&FeedConfig> = self.feeds.iter().collect();
+        feeds.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut hash = Sha256::new();
+        for f in feeds {
+            for field in [
+                f.id.as_str(),
+                f.url.as_str(),
+                f.name.as_str(),
+                &f.tags.join(","),
+                &f.interval.as_secs().to_string(),
+            ] {
+                hash.update(field.as_bytes());
+                hash.update([0]);
+            }
+            hash.update([1]);
+        }
+        hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// Settings the environment overrides: `TIDINGS_BASE_URL` for `[web] base_url`, the
@@ -1343,6 +1370,7 @@ fn validate(
     sorted_tags.dedup();
     Ok(Config {
         path: path.to_path_buf(),
+        written_at: None,
         database,
         retention,
         poll: PollSettings {

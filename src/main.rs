@@ -1022,7 +1022,7 @@ async fn backup(config: &Config, path: &std::path::Path, force: bool) -> Result<
 /// without, say, the SMTP password in the environment).
 async fn open_store(config: &Config) -> Result<Store> {
     let store = Store::open_database(&config.database).await?;
-    store.sync_feeds(&config.feeds).await?;
+    tidings::pipeline::sync_feed_list(&store, config).await?;
     Ok(store)
 }
 

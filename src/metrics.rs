@@ -41,6 +41,11 @@ pub struct Metrics {
     pub feeds_active: Gauge,
     pub feeds_failing: Gauge,
     pub subscribers: Gauge,
+    /// Instances of the cluster that reported within the last minute.
+    pub instances: Gauge,
+    /// Active feeds whose next poll time has come, and those due longer than a poll lease.
+    pub feeds_due: Gauge,
+    pub feeds_overdue: Gauge,
     /// Unix time of the scheduler's last tick.
     pub last_tick: Gauge<i64, AtomicI64>,
 }
@@ -140,6 +145,24 @@ impl Metrics {
         );
         let subscribers = Gauge::default();
         registry.register("subscribers", "Subscribers", subscribers.clone());
+        let instances = Gauge::default();
+        registry.register(
+            "cluster_instances",
+            "Tidings instances on this database that reported within the last minute",
+            instances.clone(),
+        );
+        let feeds_due = Gauge::default();
+        registry.register(
+            "feeds_due",
+            "Active feeds whose next poll time has come (every instance)",
+            feeds_due.clone(),
+        );
+        let feeds_overdue = Gauge::default();
+        registry.register(
+            "feeds_overdue",
+            "Feeds due for longer than a poll lease: no instance is polling them",
+            feeds_overdue.clone(),
+        );
         let last_tick = Gauge::<i64, AtomicI64>::default();
         registry.register_with_unit(
             "scheduler_last_tick_timestamp",
@@ -162,6 +185,9 @@ impl Metrics {
             feeds_active,
             feeds_failing,
             subscribers,
+            instances,
+            feeds_due,
+            feeds_overdue,
             last_tick,
         }
     }

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use url::Url;
 
-use crate::config::{Config, MAX_DURATION};
+use crate::config::{Config, Database, MAX_DURATION};
 use crate::digest::{DigestContext, FailingFeed, StoryCache, render_digest};
 use crate::fetch::{FetchError, FetchOutcome, Fetcher, Validators};
 use crate::mail::{self, Delivery, Mailer};
@@ -27,14 +27,15 @@ use crate::matcher::{Document, Matcher, Query, Scope, Synonyms};
 use crate::metrics::{Metrics, PollResult};
 use crate::parse::{Item, body_hash, body_text, parse_feed};
 use crate::store::{
-    FeedToPoll, Pruned, Store, StoreOutcome, Subscriber, SuccessfulPoll, UnchangedPoll,
+    FeedListSync, FeedListVersion, FeedToPoll, Pruned, Store, StoreOutcome, Subscriber,
+    SuccessfulPoll, UnchangedPoll,
 };
 use crate::token::{Links, Signer};
 
 /// How long a worker may hold a feed it claimed before another may take it: the fetch's
 /// timeouts and a margin for parsing and storing, at least five minutes. The claim is
 /// renewed right before the fetch, so waiting for a connection slot does not count.
-fn poll_lease(poll: &crate::config::PollSettings) -> Duration {
+pub fn poll_lease(poll: &crate::config::PollSettings) -> Duration {
     (poll.connect_timeout + poll.timeout + Duration::from_secs(60)).max(Duration::from_secs(300))
 }
 
@@ -105,12 +106,12 @@ impl App {
         let synonyms = Synonyms::new(config.synonyms.clone())
             .map_err(|e| anyhow::anyhow!("{}: [synonyms]: {e}", config.path.display()))?;
         let store = Store::open_database(&config.database).await?;
-        store
-            .sync_feeds(&config.feeds)
-            .await
-            .context("syncing feeds from config")?;
+        sync_feed_list(&store, &config).await?;
         let fetcher = Fetcher::new(&config.poll)?;
-        let signer = Signer::load_or_create(&config.web.secret_file)?;
+        let signer = match &config.database {
+            Database::Sqlite(_) => Signer::load_or_create(&config.web.secret_file)?,
+            Database::Postgres(_) => shared_signer(&store, &config.web.secret_file).await?,
+        };
         let links = Links::new(config.web.base_url.clone(), signer);
         let mailer = Mailer::new(&config.mail, Some(links.clone()))?;
         let poll_slots = Arc::new(PollSlots::new(
@@ -147,11 +148,8 @@ impl App {
         let fetcher = Fetcher::new(&config.poll)?;
         let links = self.links.with_base_url(config.web.base_url.clone());
         let mailer = Mailer::new(&config.mail, Some(links.clone()))?;
-        self.store
-            .sync_feeds(&config.feeds)
-            .await
-            .context("syncing feeds from config")?;
-        for feed in &config.feeds {
+        let applied = sync_feed_list(&self.store, &config).await? == FeedListSync::Applied;
+        for feed in config.feeds.iter().filter(|_| applied) {
             let old = self.config.feed(&feed.id);
             if old.is_some_and(|old| old.url == feed.url && feed.interval < old.interval)
                 && let Some(last) = self.store.last_poll_at(&feed.id).await?
@@ -187,6 +185,58 @@ impl App {
             matcher: Arc::default(),
         })
     }
+}
+
+/// The link-signing key every instance on a shared database uses: `TIDINGS_SECRET` when
+/// set, else the one stored in the database, which the first instance stores: the secret
+/// file's, if this instance has one (a deployment moved from SQLite keeps its links
+/// working), or a new random one.
+async fn shared_signer(store: &Store, secret_file: &std::path::Path) -> Result<Signer> {
+    if let Some(signer) = Signer::from_env() {
+        return signer;
+    }
+    let candidate = match Signer::read_file(secret_file)? {
+        Some(secret) => secret,
+        None => crate::token::random_secret()?,
+    };
+    let secret = store
+        .setting_or_insert(LINK_SECRET_SETTING, &candidate)
+        .await
+        .context("reading the shared signing secret")?;
+    Signer::new(secret.as_bytes()).context("the signing secret stored in the database")
+}
+
+/// The database setting that holds the shared link-signing secret.
+pub const LINK_SECRET_SETTING: &str = "link_secret";
+
+/// Proposes the config's feed list to the database ([`Store::sync_feed_list`]): applied
+/// unless the database holds a list from a config written later, which is kept, with a
+/// warning (this instance then polls the database's list).
+pub async fn sync_feed_list(store: &Store, config: &Config) -> Result<FeedListSync> {
+    let host =
+        hostname::get().map_or_else(|_| "unknown".into(), |h| h.to_string_lossy().into_owned());
+    let version = FeedListVersion {
+        fingerprint: config.feed_list_fingerprint(),
+        written_at: config
+            .written_at
+            .map_or(DateTime::UNIX_EPOCH, DateTime::<Utc>::from),
+        written_by: format!("{host}:{}", config.path.display()),
+    };
+    let outcome = store
+        .sync_feed_list(&config.feeds, version)
+        .await
+        .context("syncing feeds from config")?;
+    if let FeedListSync::Kept {
+        written_at,
+        written_by,
+    } = &outcome
+    {
+        warn!(config = %config.path.display(), newer = %written_by,
+              written = %written_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+              "the feed list in the database comes from a config written later than this one: \
+               it is kept, and polled; update this config to match");
+    }
+    Ok(outcome)
 }
 
 /// Name of the environment variable holding the web admin page's password.
@@ -519,10 +569,7 @@ pub async fn refresh_feed(
 ) -> Result<FeedOutcome> {
     let started = Instant::now();
     let poll = &app.config.poll;
-    let interval = app
-        .config
-        .feed(&feed.id)
-        .map_or(poll.interval, |f| f.interval);
+    let interval = feed.interval.unwrap_or(poll.interval);
     let full_fetch = feed.last_full_fetch_at.is_none_or(|t| {
         now - t
             >= chrono::Duration::from_std(poll.full_fetch_every).unwrap_or(chrono::Duration::MAX)
@@ -672,12 +719,9 @@ pub async fn refresh_feed(
     let feed_id = feed.id.clone();
     let baseline = feed.baseline_at.is_none();
     let repairs = parsed.repairs.len();
-    let tags = app
-        .config
-        .feed(&feed.id)
-        .map(|f| f.tags.clone())
-        .unwrap_or_default();
-    let tags: Arc<[String]> = tags.into();
+    // The database's feed list, not this instance's config: every instance matches an
+    // item with the same tags.
+    let tags: Arc<[String]> = feed.tags.clone().into();
     let mut poll = SuccessfulPoll {
         items: parsed.items.into(),
         etag: fetched.validators.etag,
@@ -767,10 +811,7 @@ async fn record_failure(
     started: Instant,
 ) -> Result<FeedOutcome> {
     let poll = &app.config.poll;
-    let interval = app
-        .config
-        .feed(&feed.id)
-        .map_or(poll.interval, |f| f.interval);
+    let interval = feed.interval.unwrap_or(poll.interval);
     let failures = feed.consecutive_failures + 1;
     let next_poll_at = next_after_failure(
         interval,

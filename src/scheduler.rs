@@ -22,6 +22,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::store::Instance;
 use anyhow::{Context, Result};
 use chrono::Utc;
 use notify::{RecursiveMode, Watcher};
@@ -124,6 +125,7 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
     let poller = tokio::spawn(poll_loop(app_rx.clone(), poll_rx, digest_tx.clone()));
     let sender = tokio::spawn(digest_loop(app_rx.clone(), digest_rx));
     let pruner = tokio::spawn(prune_loop(app_rx.clone(), prune_rx));
+    let beats = tokio::spawn(heartbeat_loop(app_rx.clone(), this_instance()));
     // Start right away rather than at the first tick.
     let _ = poll_tx.try_send(());
     let _ = digest_tx.try_send(());
@@ -140,6 +142,7 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
         "shutting down: finishing work in progress"
     );
     stopped.draining.cancel();
+    beats.abort();
     signals.abort();
     reloader.abort();
     if let Err(e) = scheduler.shutdown().await {
@@ -166,6 +169,47 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
         info!("stopped at the deadline");
     }
     Ok(())
+}
+
+/// How often a running instance reports to the database (`instances` counts those that
+/// reported within a minute).
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
+
+/// This process, as it reports itself: unique per start.
+fn this_instance() -> Instance {
+    let host =
+        hostname::get().map_or_else(|_| "unknown".into(), |h| h.to_string_lossy().into_owned());
+    let (pid, started_at) = (std::process::id(), Utc::now());
+    Instance {
+        id: format!("{host}:{pid}:{}", started_at.timestamp_millis()),
+        host,
+        pid,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at,
+    }
+}
+
+/// Reports this instance alive every [`HEARTBEAT_EVERY`]; a failure is logged once, and
+/// its end once.
+async fn heartbeat_loop(app: watch::Receiver<App>, instance: Instance) {
+    let mut failing = false;
+    let mut every = tokio::time::interval(HEARTBEAT_EVERY);
+    loop {
+        every.tick().await;
+        let store = app.borrow().store.clone();
+        match store.heartbeat(&instance, Utc::now()).await {
+            Ok(()) if failing => {
+                info!(instance = %instance.id, "heartbeat recorded again");
+                failing = false;
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                warn!(instance = %instance.id, error = %format!("{e:#}"), "recording heartbeat");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// Waits for the next tick of a job; returns the current [`App`] to run it with, or

@@ -40,12 +40,29 @@ impl Signer {
         Ok(Signer { key: key.to_vec() })
     }
 
+    /// The key from `TIDINGS_SECRET`, if set.
+    pub fn from_env() -> Option<Result<Signer>> {
+        let secret = std::env::var(SECRET_ENV).ok()?;
+        Some(
+            Signer::new(secret.trim().as_bytes())
+                .with_context(|| format!("{SECRET_ENV} is too short")),
+        )
+    }
+
+    /// The secret in the file at `path`, if there is one.
+    pub fn read_file(path: &Path) -> Result<Option<String>> {
+        match std::fs::read_to_string(path) {
+            Ok(secret) => Ok(Some(secret.trim().to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading secret file {}", path.display())),
+        }
+    }
+
     /// The key from `TIDINGS_SECRET`, else from `path`, which is created (0600, 32
     /// random bytes as hex) if it does not exist yet.
     pub fn load_or_create(path: &Path) -> Result<Signer> {
-        if let Ok(secret) = std::env::var(SECRET_ENV) {
-            return Signer::new(secret.trim().as_bytes())
-                .with_context(|| format!("{SECRET_ENV} is too short"));
+        if let Some(signer) = Signer::from_env() {
+            return signer;
         }
         match std::fs::read_to_string(path) {
             Ok(secret) => Signer::new(secret.trim().as_bytes())
@@ -247,10 +264,15 @@ const FEED: &str = "feed";
 const CONFIRM: &str = "confirm";
 const FORM: &str = "form";
 
-fn create_secret(path: &Path) -> Result<Signer> {
+/// 32 random bytes as hex: a new signing secret.
+pub fn random_secret() -> Result<String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for a secret: {e}"))?;
-    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn create_secret(path: &Path) -> Result<Signer> {
+    let secret = random_secret()?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

@@ -157,6 +157,76 @@ async fn the_commands_work_on_postgres(server: &PgServer) {
     );
 }
 
+/// The active feeds as `feeds status --json` lists them, by id.
+fn active_feeds(config: &Path) -> Vec<String> {
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["feeds", "status", "--json"], config)).unwrap();
+    let mut ids: Vec<String> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["active"] == true)
+        .map(|f| f["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Instances whose configs list different feeds never switch each other's feeds off
+/// back and forth: the feed list of the config file written last is the database's,
+/// an older one is kept out (with a warning), and the same list again changes nothing.
+async fn the_config_written_last_decides_the_feed_list(server: &PgServer) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = tokio::task::block_in_place(|| server.fresh_database());
+    let write = |name: &str, feeds: &[&str], age_secs: u64| {
+        let path = dir.path().join(name);
+        let mut text = format!("database = \"{url}\"\n");
+        for id in feeds {
+            text.push_str(&format!(
+                "[[feeds]]\nid = \"{id}\"\nurl = \"https://{id}.example/feed.xml\"\n"
+            ));
+        }
+        std::fs::write(&path, text).unwrap();
+        let when = std::time::SystemTime::now() - std::time::Duration::from_secs(age_secs);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+        path
+    };
+    let old = write("old.toml", &["a", "b"], 3600);
+    let new = write("new.toml", &["a", "c"], 60);
+    let same_as_new = write("same.toml", &["c", "a"], 7200);
+
+    assert_eq!(active_feeds(&old), ["a", "b"], "the first list is applied");
+    assert_eq!(active_feeds(&new), ["a", "c"], "a newer config wins");
+    let kept = tidings(&["feeds", "status"], &old);
+    assert!(kept.status.success());
+    assert!(
+        text(&kept.stderr).contains("config written later"),
+        "{}",
+        text(&kept.stderr)
+    );
+    assert_eq!(
+        active_feeds(&old),
+        ["a", "c"],
+        "an older config is kept out"
+    );
+    assert_eq!(
+        active_feeds(&same_as_new),
+        ["a", "c"],
+        "the same list, however old its file, changes nothing"
+    );
+    let same = tidings(&["feeds", "status"], &same_as_new);
+    assert!(!text(&same.stderr).contains("config written later"));
+
+    // Editing the old config makes it the newest: it wins.
+    write("old.toml", &["a", "b"], 0);
+    assert_eq!(active_feeds(&old), ["a", "b"]);
+}
+
 type Test = fn(&PgServer) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>;
 
 macro_rules! tests {
@@ -172,25 +242,28 @@ fn main() -> std::process::ExitCode {
     } else {
         PgServer::start_or_skip("scale-out tests").map(Arc::new)
     };
-    let trials = tests![the_commands_work_on_postgres]
-        .into_iter()
-        .map(|(name, test)| {
-            let server = server.clone();
-            let ignored = server.is_none() && !args.list;
-            Trial::test(name, move || {
-                if let Some(server) = &server {
-                    tokio::runtime::Builder::new_multi_thread()
-                        .worker_threads(2)
-                        .enable_all()
-                        .build()
-                        .unwrap()
-                        .block_on(test(server));
-                }
-                Ok(())
-            })
-            .with_ignored_flag(ignored)
+    let trials = tests![
+        the_commands_work_on_postgres,
+        the_config_written_last_decides_the_feed_list,
+    ]
+    .into_iter()
+    .map(|(name, test)| {
+        let server = server.clone();
+        let ignored = server.is_none() && !args.list;
+        Trial::test(name, move || {
+            if let Some(server) = &server {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(test(server));
+            }
+            Ok(())
         })
-        .collect();
+        .with_ignored_flag(ignored)
+    })
+    .collect();
     let conclusion = libtest_mimic::run(&args, trials);
     // The trials (and their clones of the server) are gone: this stops it.
     drop(server);

@@ -2,6 +2,57 @@
 
 use super::*;
 
+/// The feed list one instance's config proposes ([`Store::sync_feed_list`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedListVersion {
+    /// [`crate::config::Config::feed_list_fingerprint`].
+    pub fingerprint: String,
+    /// When its config file was written.
+    pub written_at: DateTime<Utc>,
+    /// Which instance and file: `host:/etc/tidings/config.toml`.
+    pub written_by: String,
+}
+
+/// What [`Store::sync_feed_list`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedListSync {
+    /// The feeds table now has this list.
+    Applied,
+    /// The database already had this list.
+    Unchanged,
+    /// The database has another list, from a config written later: it is kept, and this
+    /// one is not applied (of two written at the same millisecond, the last synced wins).
+    Kept {
+        written_at: DateTime<Utc>,
+        written_by: String,
+    },
+}
+
+impl FeedListSync {
+    /// The rule, given the stored (fingerprint, written_at ms, written_by): `Some` when
+    /// `version` must not be applied.
+    pub(super) fn kept(
+        stored: Option<(String, i64, String)>,
+        version: &FeedListVersion,
+    ) -> Result<Option<FeedListSync>> {
+        let Some((fingerprint, written_at, written_by)) = stored else {
+            return Ok(None);
+        };
+        if fingerprint == version.fingerprint {
+            return Ok(Some(FeedListSync::Unchanged));
+        }
+        if written_at > version.written_at.timestamp_millis() {
+            let written_at = DateTime::from_timestamp_millis(written_at)
+                .with_context(|| format!("stored feed list time {written_at} is out of range"))?;
+            return Ok(Some(FeedListSync::Kept {
+                written_at,
+                written_by,
+            }));
+        }
+        Ok(None)
+    }
+}
+
 impl Store {
     /// Makes the feeds table agree with the config: new feeds are added (due now),
     /// changed ones updated, and feeds no longer configured are marked inactive (their
@@ -9,6 +60,20 @@ impl Store {
     pub async fn sync_feeds(&self, feeds: &[FeedConfig]) -> Result<()> {
         let feeds = feeds.to_vec();
         run!(self, db => db.sync_feeds(&feeds))
+    }
+
+    /// Makes the feeds table agree with one instance's config, unless the database holds
+    /// a newer feed list: instances whose configs differ never switch each other's feeds
+    /// off. The feed list written from the config file modified last wins; the same list
+    /// again changes nothing; an older one is kept out (the caller warns). Every instance
+    /// polls the database's list, with its intervals and tags.
+    pub async fn sync_feed_list(
+        &self,
+        feeds: &[FeedConfig],
+        version: FeedListVersion,
+    ) -> Result<FeedListSync> {
+        let feeds = feeds.to_vec();
+        run!(self, db => db.sync_feed_list(&feeds, &version))
     }
 
     /// Claims active feeds for polling until `now + lease`: all of them, or only those due.

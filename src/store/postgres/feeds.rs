@@ -6,6 +6,49 @@ impl Postgres {
     pub fn sync_feeds(&self, feeds: &[FeedConfig]) -> Result<()> {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction()?;
+        sync_feeds_in(&mut tx, feeds)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn sync_feed_list(
+        &self,
+        feeds: &[FeedConfig],
+        version: &FeedListVersion,
+    ) -> Result<FeedListSync> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        // The lock first: the version read below stays the latest until this commits.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SYNC_FEEDS_LOCK])?;
+        let stored = tx
+            .query_opt(
+                "SELECT fingerprint, written_at, written_by FROM feed_list WHERE id = 1",
+                &[],
+            )?
+            .map(|r| anyhow::Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .transpose()?;
+        if let Some(kept) = FeedListSync::kept(stored, version)? {
+            return Ok(kept);
+        }
+        sync_feeds_in(&mut tx, feeds)?;
+        tx.execute(
+            "INSERT INTO feed_list (id, fingerprint, written_at, written_by) VALUES (1, $1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET fingerprint = excluded.fingerprint,
+                 written_at = excluded.written_at, written_by = excluded.written_by",
+            &[
+                &version.fingerprint,
+                &version.written_at.timestamp_millis(),
+                &version.written_by,
+            ],
+        )?;
+        tx.commit()?;
+        Ok(FeedListSync::Applied)
+    }
+}
+
+/// Makes the feeds table agree with `feeds` (see [`Store::sync_feeds`]).
+fn sync_feeds_in(tx: &mut Transaction<'_>, feeds: &[FeedConfig]) -> Result<()> {
+    {
         // One sync at a time across instances: two would insert the same new feed (the
         // second failing on its key) or deactivate each other's feeds half-way.
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SYNC_FEEDS_LOCK])?;
@@ -13,6 +56,7 @@ impl Postgres {
         for feed in feeds {
             let url = feed.url.as_str();
             let tags = feed.tags.join(",");
+            let interval = i64::try_from(feed.interval.as_secs()).unwrap_or(i64::MAX);
             let old_url: Option<String> = tx
                 .query_opt("SELECT url FROM feeds WHERE id = $1", &[&feed.id])?
                 .map(|r| r.try_get(0))
@@ -20,13 +64,14 @@ impl Postgres {
             match old_url {
                 None => {
                     tx.execute(
-                        "INSERT INTO feeds (id, url, name, tags) VALUES ($1, $2, $3, $4)",
-                        &[&feed.id, &url, &feed.name, &tags],
+                        "INSERT INTO feeds (id, url, name, tags, interval_secs)
+                         VALUES ($1, $2, $3, $4, $5)",
+                        &[&feed.id, &url, &feed.name, &tags, &interval],
                     )?;
                 }
                 Some(old) if old != url => {
                     tx.execute(
-                        "UPDATE feeds SET url = $2, name = $3, tags = $4, active = TRUE,
+                        "UPDATE feeds SET url = $2, name = $3, tags = $4, interval_secs = $5, active = TRUE,
                          etag = NULL, last_modified = NULL, baseline_at = NULL, next_poll_at = 0,
                          consecutive_failures = 0, gone_at = NULL, moved_to = NULL,
                          last_full_fetch_at = NULL, last_status = NULL, failing_since = NULL,
@@ -35,21 +80,23 @@ impl Postgres {
                          -- now another feed: void it, so that poll records nothing.
                          claim = NULL, claimed_until = NULL
                          WHERE id = $1",
-                        &[&feed.id, &url, &feed.name, &tags],
+                        &[&feed.id, &url, &feed.name, &tags, &interval],
                     )?;
                 }
                 Some(_) => {
                     tx.execute(
-                        "UPDATE feeds SET name = $2, tags = $3, active = TRUE WHERE id = $1",
-                        &[&feed.id, &feed.name, &tags],
+                        "UPDATE feeds SET name = $2, tags = $3, interval_secs = $4, active = TRUE
+                         WHERE id = $1",
+                        &[&feed.id, &feed.name, &tags, &interval],
                     )?;
                 }
             }
         }
-        tx.commit()?;
-        Ok(())
     }
+    Ok(())
+}
 
+impl Postgres {
     pub fn claim_feeds(
         &self,
         now: DateTime<Utc>,
@@ -67,7 +114,7 @@ impl Postgres {
                                 AND (NOT $3 OR next_poll_at <= $1)
                               FOR UPDATE SKIP LOCKED)
                  RETURNING id, url, etag, last_modified, baseline_at, last_full_fetch_at,
-                           consecutive_failures, body_hash, claim"
+                           consecutive_failures, body_hash, claim, tags, interval_secs"
             ),
             &[&now_s, &until, &only_due],
         )?;
@@ -83,6 +130,11 @@ impl Postgres {
                     consecutive_failures: count(r.try_get::<_, i32>(6)?)?,
                     body_hash: r.try_get(7)?,
                     claim: r.try_get(8)?,
+                    tags: split_tags(r.try_get(9)?),
+                    interval: r
+                        .try_get::<_, Option<i64>>(10)?
+                        .and_then(|s| u64::try_from(s).ok())
+                        .map(Duration::from_secs),
                 })
             })
             .collect()

@@ -39,15 +39,16 @@ use postgres::{GenericClient, IsolationLevel, NoTls, Row, Transaction};
 use r2d2_postgres::PostgresConnectionManager;
 
 use super::{
-    ActiveSubscriptions, BackupSummary, FeedStatus, FeedToPoll, MatchedItem, OutboxMessage,
-    PRUNE_ITEM_BATCH, PRUNE_OUTBOX_BATCH, PRUNE_PAUSE, Pruned, ServiceStats, Signup,
-    SignupAdmission, SignupLimits, StoreOutcome, Stored, StoredItem, Subscriber, SuccessfulPoll,
-    UnchangedPoll, from_unix, lease_secs, split_tags,
+    ActiveSubscriptions, BackupSummary, ClusterStats, FeedListSync, FeedListVersion, FeedStatus,
+    FeedToPoll, Instance, MatchedItem, OutboxMessage, PRUNE_ITEM_BATCH, PRUNE_OUTBOX_BATCH,
+    PRUNE_PAUSE, Pruned, ServiceStats, Signup, SignupAdmission, SignupLimits, StoreOutcome, Stored,
+    StoredItem, Subscriber, SuccessfulPoll, UnchangedPoll, from_unix, lease_secs, split_tags,
 };
 use crate::config::FeedConfig;
 use crate::digest::{DigestEntry, FailingFeed, MAX_DIGEST_ENTRIES, Rendered, Schedule};
 use crate::parse::Item;
 
+mod cluster;
 mod digests;
 mod feeds;
 mod items;
@@ -58,10 +59,16 @@ mod subscriptions;
 
 /// The migrations, in order; version N is the Nth. Each file in `migrations/postgres/`
 /// must be listed here.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_init.sql",
-    include_str!("../../../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_init.sql",
+        include_str!("../../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        "0002_cluster.sql",
+        include_str!("../../../migrations/postgres/0002_cluster.sql"),
+    ),
+];
 
 /// Advisory lock keys (the one-bigint key space): instances that start, sync the feed
 /// list or prune at the same moment take turns.

@@ -6,10 +6,52 @@ impl Sqlite {
     pub fn sync_feeds(&self, feeds: &[FeedConfig]) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        sync_feeds_in(&tx, feeds)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn sync_feed_list(
+        &self,
+        feeds: &[FeedConfig],
+        version: &FeedListVersion,
+    ) -> Result<FeedListSync> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let stored: Option<(String, i64, String)> = tx
+            .query_row(
+                "SELECT fingerprint, written_at, written_by FROM feed_list WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        if let Some(kept) = FeedListSync::kept(stored, version)? {
+            return Ok(kept);
+        }
+        sync_feeds_in(&tx, feeds)?;
+        tx.execute(
+            "INSERT INTO feed_list (id, fingerprint, written_at, written_by) VALUES (1, ?1, ?2, ?3)
+             ON CONFLICT (id) DO UPDATE SET fingerprint = excluded.fingerprint,
+                 written_at = excluded.written_at, written_by = excluded.written_by",
+            params![
+                version.fingerprint,
+                version.written_at.timestamp_millis(),
+                version.written_by
+            ],
+        )?;
+        tx.commit()?;
+        Ok(FeedListSync::Applied)
+    }
+}
+
+/// Makes the feeds table agree with `feeds` (see [`Store::sync_feeds`]).
+fn sync_feeds_in(tx: &rusqlite::Transaction<'_>, feeds: &[FeedConfig]) -> Result<()> {
+    {
         tx.execute("UPDATE feeds SET active = 0", [])?;
         for feed in feeds {
             let url = feed.url.as_str();
             let tags = feed.tags.join(",");
+            let interval = i64::try_from(feed.interval.as_secs()).unwrap_or(i64::MAX);
             let old_url: Option<String> = tx
                 .query_row("SELECT url FROM feeds WHERE id = ?1", [&feed.id], |r| {
                     r.get(0)
@@ -18,13 +60,14 @@ impl Sqlite {
             match old_url {
                 None => {
                     tx.execute(
-                        "INSERT INTO feeds (id, url, name, tags) VALUES (?1, ?2, ?3, ?4)",
-                        params![feed.id, url, feed.name, tags],
+                        "INSERT INTO feeds (id, url, name, tags, interval_secs)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![feed.id, url, feed.name, tags, interval],
                     )?;
                 }
                 Some(old) if old != url => {
                     tx.execute(
-                        "UPDATE feeds SET url = ?2, name = ?3, tags = ?4, active = 1, etag = NULL,
+                        "UPDATE feeds SET url = ?2, name = ?3, tags = ?4, interval_secs = ?5, active = 1, etag = NULL,
                          last_modified = NULL, baseline_at = NULL, next_poll_at = 0,
                          consecutive_failures = 0, gone_at = NULL, moved_to = NULL,
                          last_full_fetch_at = NULL, last_status = NULL, failing_since = NULL,
@@ -33,21 +76,23 @@ impl Sqlite {
                          -- now another feed: void it, so that poll records nothing.
                          claim = NULL, claimed_until = NULL
                          WHERE id = ?1",
-                        params![feed.id, url, feed.name, tags],
+                        params![feed.id, url, feed.name, tags, interval],
                     )?;
                 }
                 Some(_) => {
                     tx.execute(
-                        "UPDATE feeds SET name = ?2, tags = ?3, active = 1 WHERE id = ?1",
-                        params![feed.id, feed.name, tags],
+                        "UPDATE feeds SET name = ?2, tags = ?3, interval_secs = ?4, active = 1
+                         WHERE id = ?1",
+                        params![feed.id, feed.name, tags, interval],
                     )?;
                 }
             }
         }
-        tx.commit()?;
-        Ok(())
     }
+    Ok(())
+}
 
+impl Sqlite {
     pub fn claim_feeds(
         &self,
         now: DateTime<Utc>,
@@ -65,7 +110,7 @@ impl Sqlite {
                    AND (claimed_until IS NULL OR claimed_until <= ?1)
                    AND (?3 = 0 OR next_poll_at <= ?1)
                  RETURNING id, url, etag, last_modified, baseline_at, last_full_fetch_at,
-                           consecutive_failures, body_hash, claim",
+                           consecutive_failures, body_hash, claim, tags, interval_secs",
             )?;
             stmt.query_map(params![now_s, until, only_due], |r| {
                 Ok(FeedToPoll {
@@ -78,6 +123,11 @@ impl Sqlite {
                     consecutive_failures: r.get(6)?,
                     body_hash: r.get(7)?,
                     claim: r.get(8)?,
+                    tags: split_tags(&r.get::<_, String>(9)?),
+                    interval: r
+                        .get::<_, Option<i64>>(10)?
+                        .and_then(|s| u64::try_from(s).ok())
+                        .map(Duration::from_secs),
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?

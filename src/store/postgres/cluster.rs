@@ -1,0 +1,77 @@
+//! The mail pacer, settings and instances (see [`Store::reserve_mail_slot`]).
+
+use super::*;
+use crate::store::cluster::{interval_ms, slot_time};
+
+impl Postgres {
+    pub fn reserve_mail_slot(
+        &self,
+        now: DateTime<Utc>,
+        interval: Duration,
+    ) -> Result<DateTime<Utc>> {
+        // The row lock the UPDATE takes makes concurrent senders take turns.
+        let slot: i64 = self
+            .conn()?
+            .query_one(
+                "UPDATE pacers SET next_at_ms = GREATEST(next_at_ms, $1) + $2 WHERE name = 'mail'
+                 RETURNING next_at_ms - $2",
+                &[&now.timestamp_millis(), &interval_ms(interval)],
+            )?
+            .try_get(0)?;
+        slot_time(slot)
+    }
+
+    pub fn setting_or_insert(&self, name: &str, candidate: &str) -> Result<String> {
+        let mut conn = self.conn()?;
+        // Two instances inserting at once: the second's insert waits for the first's
+        // commit and then does nothing; its SELECT (a new snapshot) sees the first's value.
+        conn.execute(
+            "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            &[&name, &candidate],
+        )?;
+        Ok(conn
+            .query_one("SELECT value FROM settings WHERE name = $1", &[&name])?
+            .try_get(0)?)
+    }
+
+    pub fn heartbeat(&self, instance: &Instance, now: DateTime<Utc>) -> Result<()> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO instances (id, host, pid, version, started_at, seen_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at",
+            &[
+                &instance.id,
+                &instance.host,
+                &i64::from(instance.pid),
+                &instance.version,
+                &instance.started_at.timestamp(),
+                &now.timestamp(),
+            ],
+        )?;
+        tx.execute(
+            "DELETE FROM instances WHERE seen_at < $1",
+            &[&(now.timestamp() - 86_400)],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn cluster_stats(&self, now: DateTime<Utc>, lease: Duration) -> Result<ClusterStats> {
+        let now_s = now.timestamp();
+        let r = self.conn()?.query_one(
+            "SELECT (SELECT COUNT(*) FROM instances WHERE seen_at >= $1::BIGINT - 60),
+                    (SELECT COUNT(*) FROM feeds
+                      WHERE active AND gone_at IS NULL AND next_poll_at <= $1::BIGINT),
+                    (SELECT COUNT(*) FROM feeds
+                      WHERE active AND gone_at IS NULL AND next_poll_at <= $1::BIGINT - $2::BIGINT)",
+            &[&now_s, &lease_secs(lease)],
+        )?;
+        Ok(ClusterStats {
+            instances_alive: r.try_get(0)?,
+            feeds_due: r.try_get(1)?,
+            feeds_overdue: r.try_get(2)?,
+        })
+    }
+}

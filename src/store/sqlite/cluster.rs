@@ -1,0 +1,78 @@
+//! The mail pacer, settings and instances (see [`Store::reserve_mail_slot`]).
+
+use super::*;
+use crate::store::cluster::{interval_ms, slot_time};
+
+impl Sqlite {
+    pub fn reserve_mail_slot(
+        &self,
+        now: DateTime<Utc>,
+        interval: Duration,
+    ) -> Result<DateTime<Utc>> {
+        // One statement: SQLite's write lock makes it atomic across processes.
+        let slot: i64 = self.conn().query_row(
+            "UPDATE pacers SET next_at_ms = MAX(next_at_ms, ?1) + ?2 WHERE name = 'mail'
+             RETURNING next_at_ms - ?2",
+            params![now.timestamp_millis(), interval_ms(interval)],
+            |r| r.get(0),
+        )?;
+        slot_time(slot)
+    }
+
+    pub fn setting_or_insert(&self, name: &str, candidate: &str) -> Result<String> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO settings (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+            params![name, candidate],
+        )?;
+        let value = tx.query_row("SELECT value FROM settings WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })?;
+        tx.commit()?;
+        Ok(value)
+    }
+
+    pub fn heartbeat(&self, instance: &Instance, now: DateTime<Utc>) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO instances (id, host, pid, version, started_at, seen_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at",
+            params![
+                instance.id,
+                instance.host,
+                instance.pid,
+                instance.version,
+                instance.started_at.timestamp(),
+                now.timestamp()
+            ],
+        )?;
+        tx.execute(
+            "DELETE FROM instances WHERE seen_at < ?1",
+            [now.timestamp() - 86_400],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn cluster_stats(&self, now: DateTime<Utc>, lease: Duration) -> Result<ClusterStats> {
+        let now_s = now.timestamp();
+        Ok(self.conn().query_row(
+            "SELECT (SELECT COUNT(*) FROM instances WHERE seen_at >= ?1 - 60),
+                    (SELECT COUNT(*) FROM feeds
+                      WHERE active = 1 AND gone_at IS NULL AND next_poll_at <= ?1),
+                    (SELECT COUNT(*) FROM feeds
+                      WHERE active = 1 AND gone_at IS NULL AND next_poll_at <= ?1 - ?2)",
+            params![now_s, lease_secs(lease)],
+            |r| {
+                Ok(ClusterStats {
+                    instances_alive: r.get(0)?,
+                    feeds_due: r.get(1)?,
+                    feeds_overdue: r.get(2)?,
+                })
+            },
+        )?)
+    }
+}
