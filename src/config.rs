@@ -161,6 +161,9 @@ pub struct PollSettings {
     pub max_backoff: Duration,
     /// A full, unconditional fetch at least this often, for servers that send stale 304s.
     pub full_fetch_every: Duration,
+    /// How long a feed an instance claimed stays its own (renewed right before its
+    /// fetch): a crashed instance's feeds are taken over by the others after this.
+    pub claim_lease: Duration,
     pub user_agent: String,
     /// Fetches may go to loopback, private and link-local addresses even when the feed's
     /// URL names a host rather than such an address (see `fetch::AddressPolicy`).
@@ -874,6 +877,7 @@ struct RawPoll {
     per_host: Option<Spanned<u32>>,
     max_backoff: Option<Spanned<String>>,
     full_fetch_every: Option<Spanned<String>>,
+    claim_lease: Option<Spanned<String>>,
     user_agent: Option<String>,
     allow_private_networks: Option<bool>,
     allow_metadata: Option<bool>,
@@ -1020,6 +1024,13 @@ fn validate(
         &raw.poll.full_fetch_every,
         "poll.full_fetch_every",
         Duration::from_secs(12 * 3600),
+    );
+    // Long enough to connect, fetch, parse and store; five minutes unless set.
+    let lease_floor = connect_timeout + timeout + Duration::from_secs(10);
+    let claim_lease = duration(
+        &raw.poll.claim_lease,
+        "poll.claim_lease",
+        Duration::from_secs(300).max(lease_floor),
     );
     let send_timeout = duration(
         &raw.mail.send_timeout,
@@ -1357,6 +1368,19 @@ fn validate(
         synonyms.push(group);
     }
 
+    if let Some(v) = &raw.poll.claim_lease
+        && claim_lease < lease_floor
+    {
+        report(
+            v.span(),
+            format!(
+                "`poll.claim_lease` must cover a whole poll: at least connect_timeout + timeout \
+                 + 10s ({}), found {:?}",
+                humantime::format_duration(lease_floor),
+                v.get_ref()
+            ),
+        );
+    }
     if !problems.is_empty() {
         return Err(ConfigError {
             path: path.to_path_buf(),
@@ -1383,6 +1407,7 @@ fn validate(
             per_host: per_host as usize,
             max_backoff,
             full_fetch_every,
+            claim_lease,
             user_agent: raw.poll.0.user_agent.unwrap_or_else(default_user_agent),
             allow_private_networks: raw.poll.0.allow_private_networks.unwrap_or(false),
             allow_metadata: raw.poll.0.allow_metadata.unwrap_or(false),
@@ -1655,6 +1680,33 @@ mod tests {
                 "the password is never repeated: {err}"
             );
         }
+    }
+
+    /// A claim must outlast a whole poll: the default is five minutes, a shorter lease
+    /// is allowed down to the timeouts plus ten seconds.
+    #[test]
+    fn the_claim_lease_covers_a_whole_poll() {
+        assert_eq!(
+            parse("").unwrap().poll.claim_lease,
+            Duration::from_secs(300)
+        );
+        let short =
+            parse("[poll]\ntimeout = \"5s\"\nconnect_timeout = \"2s\"\nclaim_lease = \"17s\"\n");
+        assert_eq!(short.unwrap().poll.claim_lease, Duration::from_secs(17));
+        let err = parse("[poll]\nclaim_lease = \"30s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("config.toml:2:"), "{err}");
+        assert!(
+            err.contains("at least connect_timeout + timeout + 10s (50s)"),
+            "{err}"
+        );
+        let long = parse("[poll]\ntimeout = \"10m\"\n").unwrap();
+        assert_eq!(
+            long.poll.claim_lease,
+            Duration::from_secs(620),
+            "never shorter than a poll"
+        );
     }
 
     #[test]
