@@ -379,6 +379,10 @@ async fn execute(cli: Cli) -> Result<()> {
         Command::Prune => {
             let store = open_store(&config).await?;
             let p = prune_store(&store, config.retention, Utc::now()).await?;
+            if p.skipped {
+                say!("not pruned: another instance is pruning this database now");
+                return Ok(());
+            }
             say!(
                 "pruned {} first seen more than {} ago and {}",
                 count(p.items, "item"),

@@ -27,8 +27,8 @@ use crate::matcher::{Document, Matcher, Query, Scope, Synonyms};
 use crate::metrics::{Metrics, PollResult};
 use crate::parse::{Item, body_hash, body_text, parse_feed};
 use crate::store::{
-    FeedListSync, FeedListVersion, FeedToPoll, Pruned, Store, StoreOutcome, Subscriber,
-    SuccessfulPoll, UnchangedPoll,
+    FeedListSync, FeedListVersion, FeedToPoll, FetchLimits, Pruned, Store, StoreOutcome,
+    Subscriber, SuccessfulPoll, UnchangedPoll,
 };
 use crate::token::{Links, Signer};
 
@@ -370,7 +370,7 @@ pub async fn poll_feeds_observed(
             .ok()
             .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
             .unwrap_or_default();
-        let per_host = app.poll_slots.host(host);
+        let per_host = app.poll_slots.host(host.clone());
         let (app, matcher, global) = (app.clone(), matcher.clone(), global.clone());
         jobs.spawn(async move {
             let id = feed.id.clone();
@@ -387,23 +387,42 @@ pub async fn poll_feeds_observed(
                     _ = draining.cancelled() => return None,
                     p = global.acquire_owned() => p,
                 };
-                // The wait for a slot may have outlasted the lease: renew it, or leave the
-                // feed to whoever claimed it since.
-                let at = now + to_chrono(started.elapsed());
-                let lease = poll_lease(&app.config.poll);
-                match app.store.renew_feed_claim(&feed, at, lease).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        warn_if_lost(false, &id);
-                        return Some(Ok(FeedOutcome::TakenOver));
-                    }
-                    Err(e) => return Some(Err(e)),
-                }
-                tokio::select! {
+                // The same limits for every instance on the database together.
+                let cluster = tokio::select! {
                     biased;
-                    _ = abort.cancelled() => None,
-                    outcome = refresh_feed_guarded(&app, feed, &matcher, now) => Some(outcome),
+                    _ = draining.cancelled() => return None,
+                    slot = cluster_slot(&app, &host) => slot,
+                };
+                let cluster = match cluster {
+                    Ok(token) => token,
+                    Err(e) => return Some(Err(e)),
+                };
+                let polled = async {
+                    // The wait for a slot may have outlasted the lease: renew it, or leave
+                    // the feed to whoever claimed it since.
+                    let at = now + to_chrono(started.elapsed());
+                    let lease = poll_lease(&app.config.poll);
+                    match app.store.renew_feed_claim(&feed, at, lease).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            warn_if_lost(false, &id);
+                            return Some(Ok(FeedOutcome::TakenOver));
+                        }
+                        Err(e) => return Some(Err(e)),
+                    }
+                    tokio::select! {
+                        biased;
+                        _ = abort.cancelled() => None,
+                        outcome = refresh_feed_guarded(&app, feed, &matcher, now) => Some(outcome),
+                    }
+                };
+                let outcome = polled.await;
+                // Given back whatever happened; if it cannot be (the database is away), its
+                // lease ends it.
+                if let Err(e) = app.store.release_fetch_slot(&cluster).await {
+                    warn!(feed = %id, error = %format!("{e:#}"), "giving back a connection slot");
                 }
+                outcome
             };
             let outcome = work.await;
             if matches!(outcome, None | Some(Err(_))) {
@@ -491,6 +510,30 @@ async fn guard_panics<T>(work: impl Future<Output = T>) -> Result<T, String> {
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "panic".to_string())
         })
+}
+
+/// Waits for one of the cluster's connection slots for `host` ([`Store::acquire_fetch_slot`]:
+/// `poll.per_host` and `poll.concurrency` for every instance together), asking again
+/// with a growing pause (20 ms to 1 s) while they are all taken. Slots are about real
+/// connections: their leases run on the wall clock, whatever time the cycle polls at.
+async fn cluster_slot(app: &App, host: &str) -> Result<String> {
+    let limits = FetchLimits {
+        per_host: app.config.poll.per_host,
+        concurrency: app.config.poll.concurrency,
+    };
+    let lease = poll_lease(&app.config.poll);
+    let mut pause = Duration::from_millis(20);
+    loop {
+        if let Some(token) = app
+            .store
+            .acquire_fetch_slot(host, limits, Utc::now(), lease)
+            .await?
+        {
+            return Ok(token);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
 }
 
 /// Compiles every stored subscription. A query that no longer parses (written by an
@@ -1019,8 +1062,12 @@ pub async fn prune_store(store: &Store, retention: Duration, now: DateTime<Utc>)
         .prune(cutoff, now)
         .await
         .context("pruning the database")?;
-    info!(items = pruned.items, outbox = pruned.outbox, matches = pruned.matches,
-          cutoff = %cutoff.to_rfc3339_opts(SecondsFormat::Secs, true), "pruned");
+    if pruned.skipped {
+        info!("not pruned: another instance is pruning this database");
+    } else {
+        info!(items = pruned.items, outbox = pruned.outbox, matches = pruned.matches,
+              cutoff = %cutoff.to_rfc3339_opts(SecondsFormat::Secs, true), "pruned");
+    }
     Ok(pruned)
 }
 

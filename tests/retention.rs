@@ -171,7 +171,8 @@ async fn an_old_item_a_digest_still_needs_is_kept_until_the_digest_takes_it() {
         Pruned {
             items: 1,
             outbox: 0,
-            matches: 0
+            matches: 0,
+            skipped: false
         }
     );
     assert!(!item_exists(&app, january_id), "its row and text are gone");
@@ -203,7 +204,8 @@ async fn an_old_item_a_digest_still_needs_is_kept_until_the_digest_takes_it() {
         Pruned {
             items: 1,
             outbox: 0,
-            matches: 1
+            matches: 1,
+            skipped: false
         }
     );
     assert!(!item_exists(&app, asylum_id));
@@ -256,7 +258,8 @@ async fn a_pruned_item_still_in_its_feed_never_comes_back_even_when_edited() {
         Pruned {
             items: 1,
             outbox: 1,
-            matches: 1
+            matches: 1,
+            skipped: false
         },
         "the item, and the digest that carried it"
     );
@@ -384,7 +387,8 @@ async fn deleting_old_mail_never_makes_its_matches_pending_again() {
         Pruned {
             items: 0,
             outbox: 2,
-            matches: 2
+            matches: 2,
+            skipped: false
         }
     );
     let outbox = app.store.outbox().await.unwrap();

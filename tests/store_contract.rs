@@ -31,8 +31,8 @@ use tidings::config::FeedConfig;
 use tidings::digest::{DigestEntry, Rendered, Schedule};
 use tidings::parse::Item;
 use tidings::store::{
-    ClusterStats, FeedListSync, FeedListVersion, FeedToPoll, Instance, ServiceStats, Signup,
-    SignupAdmission, SignupLimits, Store, StoreOutcome, Stored, Subscriber, SuccessfulPoll,
+    ClusterStats, FeedListSync, FeedListVersion, FeedToPoll, FetchLimits, Instance, ServiceStats,
+    Signup, SignupAdmission, SignupLimits, Store, StoreOutcome, Stored, Subscriber, SuccessfulPoll,
     UnchangedPoll,
 };
 
@@ -2427,6 +2427,64 @@ async fn heartbeats_and_due_feeds_are_counted(store: Store, _: Database) {
     assert_eq!(stats.instances_alive, 1);
 }
 
+/// Connection slots hold for every instance together: `per_host` per host and
+/// `concurrency` in all, whichever instance asks; a released or expired slot is free.
+async fn fetch_slots_hold_for_every_instance(_: Store, db: Database) {
+    let limits = FetchLimits {
+        per_host: 2,
+        concurrency: 3,
+    };
+    let lease = Duration::from_secs(60);
+    let (a, b) = (db.open().await, db.open().await);
+    let take = async |store: &Store, host: &str, now: DateTime<Utc>| {
+        store
+            .acquire_fetch_slot(host, limits, now, lease)
+            .await
+            .unwrap()
+    };
+    let first = take(&a, "gov.uk", noon()).await.expect("a slot");
+    let second = take(&b, "gov.uk", noon())
+        .await
+        .expect("the host's second slot");
+    assert_ne!(first, second);
+    assert_eq!(
+        take(&a, "gov.uk", noon()).await,
+        None,
+        "per_host = 2 in all"
+    );
+    let third = take(&b, "uscis.gov", noon()).await.expect("another host");
+    assert_eq!(
+        take(&a, "state.gov", noon()).await,
+        None,
+        "concurrency = 3 in all"
+    );
+    a.release_fetch_slot(&second).await.unwrap();
+    let again = take(&a, "gov.uk", noon())
+        .await
+        .expect("a released slot is free");
+    assert_eq!(take(&b, "state.gov", noon()).await, None);
+    // A holder that died: its slots free themselves when the lease ends.
+    let later = noon() + minutes(2);
+    let after = take(&b, "gov.uk", later)
+        .await
+        .expect("expired slots are free");
+    assert!(take(&b, "gov.uk", later).await.is_some());
+    assert!(take(&a, "state.gov", later).await.is_some());
+    assert_eq!(take(&a, "state.gov", later).await, None, "still 3 in all");
+    for token in [first, third, again, after] {
+        a.release_fetch_slot(&token).await.unwrap();
+    }
+    // Many asking at once never get more than the limit.
+    let got = at_once(&db, 6, move |store| async move {
+        store
+            .acquire_fetch_slot("gov.uk", limits, later + minutes(5), lease)
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(got.iter().flatten().count(), 2, "{got:?}");
+}
+
 // ---- PostgreSQL only ------------------------------------------------------------------------
 
 /// Connecting again to a migrated database keeps its data and applies nothing.
@@ -2569,6 +2627,34 @@ async fn three_instances_starting_at_once_migrate_once(_: Store, db: Database) {
     .await;
 }
 
+/// Retention runs on one instance at a time: while another holds the prune job's lock
+/// (here a session of our own), a prune does nothing and says so; then it prunes.
+async fn a_prune_while_another_instance_prunes_is_skipped(store: Store, db: Database) {
+    const PRUNE_JOB_LOCK: i64 = 0x7469_6469_6e67_0004;
+    let (url, _) = db.postgres();
+    let url = url.to_owned();
+    let (held, release) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+    let holder = std::thread::spawn(move || {
+        let mut other = sql(&url);
+        other
+            .execute("SELECT pg_advisory_lock($1)", &[&PRUNE_JOB_LOCK])
+            .unwrap();
+        held.0.send(()).unwrap();
+        release.1.recv().unwrap();
+    });
+    blocking(move || held.1.recv().unwrap()).await;
+    let later = noon() + chrono::Duration::days(200);
+    let skipped = store.prune(noon(), later).await.unwrap();
+    assert!(skipped.skipped, "{skipped:?}");
+    release.0.send(()).unwrap();
+    blocking(move || holder.join().unwrap()).await;
+    let pruned = store.prune(noon(), later).await.unwrap();
+    assert!(
+        !pruned.skipped,
+        "the lock ended with its session: {pruned:?}"
+    );
+}
+
 /// The online backup is SQLite's; on PostgreSQL it says to use pg_dump, and writes nothing.
 async fn backup_to_points_to_pg_dump(store: Store, _: Database) {
     let dir = tempfile::tempdir().unwrap();
@@ -2662,6 +2748,7 @@ fn main() -> std::process::ExitCode {
         the_mail_pacer_spaces_senders_on_every_instance,
         a_setting_is_created_once_and_shared,
         heartbeats_and_due_feeds_are_counted,
+        fetch_slots_hold_for_every_instance,
     ];
     let postgres_only = stories![
         migrations_apply_once_and_reconnecting_is_a_no_op,
@@ -2669,6 +2756,7 @@ fn main() -> std::process::ExitCode {
         errors_never_show_the_password,
         three_instances_starting_at_once_migrate_once,
         backup_to_points_to_pg_dump,
+        a_prune_while_another_instance_prunes_is_skipped,
     ];
     let mut trials = Vec::new();
     for (name, story) in contract {

@@ -25,7 +25,37 @@ pub struct ClusterStats {
     pub feeds_overdue: i64,
 }
 
+/// The connection limits of the whole cluster ([`Store::acquire_fetch_slot`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchLimits {
+    /// Fetches from one host at once (`poll.per_host`).
+    pub per_host: usize,
+    /// Fetches at once in all (`poll.concurrency`).
+    pub concurrency: usize,
+}
+
 impl Store {
+    /// Takes one of `host`'s `per_host` connection slots and one of the `concurrency`
+    /// slots of all hosts, for every instance on this database together, until
+    /// `now + lease` (a crashed holder's slots free themselves then). `None` when either
+    /// is full: wait and ask again. The token opens [`Store::release_fetch_slot`].
+    pub async fn acquire_fetch_slot(
+        &self,
+        host: &str,
+        limits: FetchLimits,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Option<String>> {
+        let host = host.to_owned();
+        run!(self, db => db.acquire_fetch_slot(&host, limits, now, lease))
+    }
+
+    /// Gives back the slots `token` holds.
+    pub async fn release_fetch_slot(&self, token: &str) -> Result<()> {
+        let token = token.to_owned();
+        run!(self, db => db.release_fetch_slot(&token))
+    }
+
     /// Reserves the next slot of the mail pacer every process on this database shares:
     /// one message per `interval` in all (`mail.rate_limit` holds for the cluster).
     /// Returns when this message may go: `now`, or later when others went just before.
@@ -56,6 +86,21 @@ impl Store {
     pub async fn cluster_stats(&self, now: DateTime<Utc>, lease: Duration) -> Result<ClusterStats> {
         run!(self, db => db.cluster_stats(now, lease))
     }
+}
+
+/// The host name the all-hosts slots are kept under (no real host is empty).
+pub(super) const ALL_HOSTS: &str = "";
+
+/// A random token for a slot holder: 24 hex digits.
+pub(super) fn slot_token() -> Result<String> {
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for a token: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A limit as a slot count for SQL (at least one slot).
+pub(super) fn slots(limit: usize) -> i64 {
+    i64::try_from(limit.max(1)).unwrap_or(i64::MAX)
 }
 
 /// An interval in whole milliseconds, at least 1.

@@ -40,7 +40,7 @@ mod signups;
 mod sqlite;
 mod subscriptions;
 
-pub use cluster::{ClusterStats, Instance};
+pub use cluster::{ClusterStats, FetchLimits, Instance};
 pub use feeds::{FeedListSync, FeedListVersion};
 use postgres::Postgres;
 use sqlite::Sqlite;
@@ -317,6 +317,8 @@ pub struct Pruned {
     pub outbox: usize,
     /// Matches deleted with them (every one long since taken by a digest).
     pub matches: usize,
+    /// Another instance was pruning the same database: this one left it to it.
+    pub skipped: bool,
 }
 
 /// What a backup made by [`Store::backup_to`] holds.

@@ -1,7 +1,7 @@
 //! The mail pacer, settings and instances (see [`Store::reserve_mail_slot`]).
 
 use super::*;
-use crate::store::cluster::{interval_ms, slot_time};
+use crate::store::cluster::{ALL_HOSTS, interval_ms, slot_time, slot_token, slots};
 
 impl Postgres {
     pub fn reserve_mail_slot(
@@ -19,6 +19,58 @@ impl Postgres {
             )?
             .try_get(0)?;
         slot_time(slot)
+    }
+
+    pub fn acquire_fetch_slot(
+        &self,
+        host: &str,
+        limits: FetchLimits,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Option<String>> {
+        let token = slot_token()?;
+        let (now_s, until) = (now.timestamp(), now.timestamp() + lease_secs(lease));
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        for (host, limit) in [(host, limits.per_host), (ALL_HOSTS, limits.concurrency)] {
+            let rows: i64 = tx
+                .query_one(
+                    "SELECT COUNT(*) FROM fetch_slots WHERE host = $1 AND slot < $2::BIGINT",
+                    &[&host, &slots(limit)],
+                )?
+                .try_get(0)?;
+            if rows < slots(limit) {
+                tx.execute(
+                    "INSERT INTO fetch_slots (host, slot)
+                     SELECT $1, s FROM generate_series(0, $2::BIGINT - 1) AS s
+                     ON CONFLICT DO NOTHING",
+                    &[&host, &slots(limit)],
+                )?;
+            }
+            // A slot another instance is taking right now is skipped, not waited for.
+            let taken = tx.execute(
+                "UPDATE fetch_slots SET holder = $1, held_until = $2
+                 WHERE (host, slot) = (SELECT host, slot FROM fetch_slots
+                                       WHERE host = $3 AND slot < $4::BIGINT
+                                         AND (holder IS NULL OR held_until <= $5)
+                                       LIMIT 1 FOR UPDATE SKIP LOCKED)",
+                &[&token, &until, &host, &slots(limit), &now_s],
+            )?;
+            if taken == 0 {
+                // Full: the rollback (on drop) gives back the slot taken above, if any.
+                return Ok(None);
+            }
+        }
+        tx.commit()?;
+        Ok(Some(token))
+    }
+
+    pub fn release_fetch_slot(&self, token: &str) -> Result<()> {
+        self.conn()?.execute(
+            "UPDATE fetch_slots SET holder = NULL, held_until = NULL WHERE holder = $1",
+            &[&token],
+        )?;
+        Ok(())
     }
 
     pub fn setting_or_insert(&self, name: &str, candidate: &str) -> Result<String> {

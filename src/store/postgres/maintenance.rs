@@ -37,6 +37,25 @@ impl Postgres {
     /// Each batch holds [`PRUNE_LOCK`] (one prune at a time in the cluster) and checks,
     /// before it commits, that it made no match pending and dropped none that was.
     pub fn prune(&self, cutoff: DateTime<Utc>, now: DateTime<Utc>) -> Result<Pruned> {
+        // One prune at a time in the cluster: the others skip theirs. The lock belongs to
+        // this connection, held to the end (a crash closes it, and so releases it).
+        let mut job = self.conn()?;
+        let ours: bool = job
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&PRUNE_JOB_LOCK])?
+            .try_get(0)?;
+        if !ours {
+            return Ok(Pruned {
+                skipped: true,
+                ..Pruned::default()
+            });
+        }
+        let result = self.prune_held(cutoff, now);
+        job.execute("SELECT pg_advisory_unlock($1)", &[&PRUNE_JOB_LOCK])?;
+        result
+    }
+
+    /// [`Postgres::prune`] once its job lock is held.
+    fn prune_held(&self, cutoff: DateTime<Utc>, now: DateTime<Utc>) -> Result<Pruned> {
         let mut pruned = Pruned::default();
         loop {
             let outbox = self.prune_outbox_batch(cutoff)?;

@@ -40,9 +40,10 @@ use r2d2_postgres::PostgresConnectionManager;
 
 use super::{
     ActiveSubscriptions, BackupSummary, ClusterStats, FeedListSync, FeedListVersion, FeedStatus,
-    FeedToPoll, Instance, MatchedItem, OutboxMessage, PRUNE_ITEM_BATCH, PRUNE_OUTBOX_BATCH,
-    PRUNE_PAUSE, Pruned, ServiceStats, Signup, SignupAdmission, SignupLimits, StoreOutcome, Stored,
-    StoredItem, Subscriber, SuccessfulPoll, UnchangedPoll, from_unix, lease_secs, split_tags,
+    FeedToPoll, FetchLimits, Instance, MatchedItem, OutboxMessage, PRUNE_ITEM_BATCH,
+    PRUNE_OUTBOX_BATCH, PRUNE_PAUSE, Pruned, ServiceStats, Signup, SignupAdmission, SignupLimits,
+    StoreOutcome, Stored, StoredItem, Subscriber, SuccessfulPoll, UnchangedPoll, from_unix,
+    lease_secs, split_tags,
 };
 use crate::config::FeedConfig;
 use crate::digest::{DigestEntry, FailingFeed, MAX_DIGEST_ENTRIES, Rendered, Schedule};
@@ -75,6 +76,8 @@ const MIGRATIONS: &[(&str, &str)] = &[
 const MIGRATION_LOCK: i64 = 0x7469_6469_6e67_0001;
 const SYNC_FEEDS_LOCK: i64 = 0x7469_6469_6e67_0002;
 const PRUNE_LOCK: i64 = 0x7469_6469_6e67_0003;
+/// Held by the one instance pruning (a session lock, see `prune`).
+const PRUNE_JOB_LOCK: i64 = 0x7469_6469_6e67_0004;
 /// Advisory lock classes (the two-int key space), the second key a hash of the value:
 /// sign-ups per client and per address are counted and recorded one at a time.
 const SIGNUP_CLIENT_LOCK: i32 = 0x7469_0001;

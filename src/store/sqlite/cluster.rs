@@ -1,7 +1,7 @@
 //! The mail pacer, settings and instances (see [`Store::reserve_mail_slot`]).
 
 use super::*;
-use crate::store::cluster::{interval_ms, slot_time};
+use crate::store::cluster::{ALL_HOSTS, interval_ms, slot_time, slot_token, slots};
 
 impl Sqlite {
     pub fn reserve_mail_slot(
@@ -17,6 +17,57 @@ impl Sqlite {
             |r| r.get(0),
         )?;
         slot_time(slot)
+    }
+
+    pub fn acquire_fetch_slot(
+        &self,
+        host: &str,
+        limits: FetchLimits,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Option<String>> {
+        let token = slot_token()?;
+        let (now_s, until) = (now.timestamp(), now.timestamp() + lease_secs(lease));
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for (host, limit) in [(host, limits.per_host), (ALL_HOSTS, limits.concurrency)] {
+            let rows: i64 = tx
+                .prepare_cached("SELECT COUNT(*) FROM fetch_slots WHERE host = ?1 AND slot < ?2")?
+                .query_row(params![host, slots(limit)], |r| r.get(0))?;
+            for slot in (rows < slots(limit))
+                .then_some(0..slots(limit))
+                .into_iter()
+                .flatten()
+            {
+                tx.prepare_cached(
+                    "INSERT INTO fetch_slots (host, slot) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![host, slot])?;
+            }
+            let taken = tx
+                .prepare_cached(
+                    "UPDATE fetch_slots SET holder = ?1, held_until = ?2
+                     WHERE rowid = (SELECT rowid FROM fetch_slots
+                                    WHERE host = ?3 AND slot < ?4
+                                      AND (holder IS NULL OR held_until <= ?5)
+                                    LIMIT 1)",
+                )?
+                .execute(params![token, until, host, slots(limit), now_s])?;
+            if taken == 0 {
+                // Full: the rollback gives back the slot taken above, if any.
+                return Ok(None);
+            }
+        }
+        tx.commit()?;
+        Ok(Some(token))
+    }
+
+    pub fn release_fetch_slot(&self, token: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE fetch_slots SET holder = NULL, held_until = NULL WHERE holder = ?1",
+            [token],
+        )?;
+        Ok(())
     }
 
     pub fn setting_or_insert(&self, name: &str, candidate: &str) -> Result<String> {
