@@ -7,7 +7,7 @@
 //! The CLI's one-shots (`tidings poll`, `tidings digest`) and the scheduler's ticks call
 //! these same functions; tests call them too, with the clock as a parameter.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -352,7 +352,15 @@ pub async fn poll_feeds_observed(
 ) -> Result<PollSummary> {
     let started = Instant::now();
     let lease = poll_lease(&app.config.poll);
-    let feeds = app.store.claim_feeds(now, lease, only_due).await?;
+    // Daemon cycles take due feeds in batches as connection slots free up, so instances
+    // sharing the database share them; `tidings poll` (all feeds) takes them at once.
+    let batch = (app.config.poll.concurrency * 2).max(16);
+    let mut feeds = if only_due {
+        app.store.claim_due_feeds(now, lease, batch).await?
+    } else {
+        app.store.claim_feeds(now, lease, false).await?
+    };
+    let mut more = only_due && feeds.len() == batch;
     let mut summary = PollSummary {
         feeds: feeds.len(),
         ..PollSummary::default()
@@ -365,77 +373,104 @@ pub async fn poll_feeds_observed(
 
     let global = app.poll_slots.global.clone();
     let mut jobs = JoinSet::new();
-    for feed in feeds {
-        let host = Url::parse(&feed.url)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
-            .unwrap_or_default();
-        let per_host = app.poll_slots.host(host.clone());
-        let (app, matcher, global) = (app.clone(), matcher.clone(), global.clone());
-        jobs.spawn(async move {
-            let id = feed.id.clone();
-            let claimed = feed.clone();
-            let Shutdown { draining, abort } = app.shutdown.clone();
-            let work = async {
-                let _host = tokio::select! {
-                    biased;
-                    _ = draining.cancelled() => return None,
-                    p = per_host.acquire_owned() => p,
-                };
-                let _slot = tokio::select! {
-                    biased;
-                    _ = draining.cancelled() => return None,
-                    p = global.acquire_owned() => p,
-                };
-                // The same limits for every instance on the database together.
-                let cluster = tokio::select! {
-                    biased;
-                    _ = draining.cancelled() => return None,
-                    slot = cluster_slot(&app, &host) => slot,
-                };
-                let cluster = match cluster {
-                    Ok(token) => token,
-                    Err(e) => return Some(Err(e)),
-                };
-                let polled = async {
-                    // The wait for a slot may have outlasted the lease: renew it, or leave
-                    // the feed to whoever claimed it since.
-                    let at = now + to_chrono(started.elapsed());
-                    let lease = poll_lease(&app.config.poll);
-                    match app.store.renew_feed_claim(&feed, at, lease).await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            warn_if_lost(false, &id);
-                            return Some(Ok(FeedOutcome::TakenOver));
-                        }
-                        Err(e) => return Some(Err(e)),
-                    }
-                    tokio::select! {
+    let mut seen = HashSet::new();
+    loop {
+        for feed in feeds.drain(..) {
+            seen.insert(feed.id.clone());
+            let host = Url::parse(&feed.url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+                .unwrap_or_default();
+            let per_host = app.poll_slots.host(host.clone());
+            let (app, matcher, global) = (app.clone(), matcher.clone(), global.clone());
+            jobs.spawn(async move {
+                let id = feed.id.clone();
+                let claimed = feed.clone();
+                let Shutdown { draining, abort } = app.shutdown.clone();
+                let work = async {
+                    let _host = tokio::select! {
                         biased;
-                        _ = abort.cancelled() => None,
-                        outcome = refresh_feed_guarded(&app, feed, &matcher, now) => Some(outcome),
+                        _ = draining.cancelled() => return None,
+                        p = per_host.acquire_owned() => p,
+                    };
+                    let _slot = tokio::select! {
+                        biased;
+                        _ = draining.cancelled() => return None,
+                        p = global.acquire_owned() => p,
+                    };
+                    // The same limits for every instance on the database together.
+                    let cluster = tokio::select! {
+                        biased;
+                        _ = draining.cancelled() => return None,
+                        slot = cluster_slot(&app, &host) => slot,
+                    };
+                    let cluster = match cluster {
+                        Ok(token) => token,
+                        Err(e) => return Some(Err(e)),
+                    };
+                    let polled = async {
+                        // The wait for a slot may have outlasted the lease: renew it, or leave
+                        // the feed to whoever claimed it since.
+                        let at = now + to_chrono(started.elapsed());
+                        let lease = poll_lease(&app.config.poll);
+                        match app.store.renew_feed_claim(&feed, at, lease).await {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                warn_if_lost(false, &id);
+                                return Some(Ok(FeedOutcome::TakenOver));
+                            }
+                            Err(e) => return Some(Err(e)),
+                        }
+                        tokio::select! {
+                            biased;
+                            _ = abort.cancelled() => None,
+                            outcome = refresh_feed_guarded(&app, feed, &matcher, now) => Some(outcome),
+                        }
+                    };
+                    let outcome = polled.await;
+                    // Given back whatever happened; if it cannot be (the database is away), its
+                    // lease ends it.
+                    if let Err(e) = app.store.release_fetch_slot(&cluster).await {
+                        warn!(feed = %id, error = %format!("{e:#}"), "giving back a connection slot");
                     }
+                    outcome
                 };
-                let outcome = polled.await;
-                // Given back whatever happened; if it cannot be (the database is away), its
-                // lease ends it.
-                if let Err(e) = app.store.release_fetch_slot(&cluster).await {
-                    warn!(feed = %id, error = %format!("{e:#}"), "giving back a connection slot");
+                let outcome = work.await;
+                if matches!(outcome, None | Some(Err(_))) {
+                    // Not polled, or its result could not be written: due again at once (the
+                    // next start, the next tick), not after the lease.
+                    if let Err(e) = app.store.release_claim(&claimed).await {
+                        warn!(feed = %id, error = %format!("{e:#}"), "releasing feed");
+                    }
                 }
-                outcome
-            };
-            let outcome = work.await;
-            if matches!(outcome, None | Some(Err(_))) {
-                // Not polled, or its result could not be written: due again at once (the
-                // next start, the next tick), not after the lease.
-                if let Err(e) = app.store.release_claim(&claimed).await {
-                    warn!(feed = %id, error = %format!("{e:#}"), "releasing feed");
+                (id, outcome)
+            });
+        }
+        if more && jobs.len() < app.config.poll.concurrency && !app.shutdown.draining.is_cancelled()
+        {
+            let want = batch - jobs.len();
+            let claimed = app.store.claim_due_feeds(now, lease, want).await?;
+            more = claimed.len() == want;
+            for feed in claimed {
+                if seen.contains(&feed.id) {
+                    // Due again in the same cycle (its poll could not be written): the
+                    // next tick tries it, not this cycle again.
+                    more = false;
+                    if let Err(e) = app.store.release_claim(&feed).await {
+                        warn!(feed = %feed.id, error = %format!("{e:#}"), "releasing feed");
+                    }
+                } else {
+                    feeds.push(feed);
                 }
             }
-            (id, outcome)
-        });
-    }
-    while let Some(joined) = jobs.join_next().await {
+            summary.feeds += feeds.len();
+            if !feeds.is_empty() {
+                continue;
+            }
+        }
+        let Some(joined) = jobs.join_next().await else {
+            break;
+        };
         let (id, outcome) = match joined {
             Ok(done) => done,
             Err(e) => {

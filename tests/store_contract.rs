@@ -2427,6 +2427,66 @@ async fn heartbeats_and_due_feeds_are_counted(store: Store, _: Database) {
     assert_eq!(stats.instances_alive, 1);
 }
 
+/// A poll cycle claims due feeds in batches, the longest due first, so that instances
+/// share them: each claim takes at most its limit, and what one took the next skips.
+async fn due_feeds_are_claimed_in_batches_longest_due_first(store: Store, db: Database) {
+    let feeds: Vec<FeedConfig> = (0..10)
+        .map(|n| feed(&format!("f{n}"), &format!("https://f{n}.example/feed")))
+        .collect();
+    store.sync_feeds(&feeds).await.unwrap();
+    let lease = Duration::from_secs(60);
+    // Poll them all once, each due again at a different time: f9 first, f0 last.
+    for f in store.claim_feeds(noon(), lease, false).await.unwrap() {
+        let n: i64 = f.id[1..].parse().unwrap();
+        let next = noon() + minutes(20 - n);
+        assert!(
+            store
+                .record_not_modified(&f, noon(), next, None)
+                .await
+                .unwrap()
+        );
+    }
+    let later = noon() + minutes(30);
+    let first = store.claim_due_feeds(later, lease, 4).await.unwrap();
+    // As a set: the order rows come back in is not the order they were chosen in.
+    let ids = |claimed: &[FeedToPoll]| {
+        let mut ids = claimed.iter().map(|f| f.id.clone()).collect::<Vec<_>>();
+        ids.sort();
+        ids
+    };
+    assert_eq!(
+        ids(&first),
+        ["f6", "f7", "f8", "f9"],
+        "the longest due first"
+    );
+    let other = db.open().await;
+    let second = other.claim_due_feeds(later, lease, 4).await.unwrap();
+    assert_eq!(
+        ids(&second),
+        ["f2", "f3", "f4", "f5"],
+        "another instance takes the next"
+    );
+    let rest = store.claim_due_feeds(later, lease, 4).await.unwrap();
+    assert_eq!(ids(&rest), ["f0", "f1"]);
+    assert!(
+        store
+            .claim_due_feeds(later, lease, 4)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Not due yet: not claimed.
+    let early = db.open().await;
+    for f in [first, second, rest].concat() {
+        assert!(early.release_claim(&f).await.is_ok());
+    }
+    let at_noon = early
+        .claim_due_feeds(noon() + minutes(12), lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&at_noon), ["f8", "f9"], "only those due by then");
+}
+
 /// Connection slots hold for every instance together: `per_host` per host and
 /// `concurrency` in all, whichever instance asks; a released or expired slot is free.
 async fn fetch_slots_hold_for_every_instance(_: Store, db: Database) {
@@ -2749,6 +2809,7 @@ fn main() -> std::process::ExitCode {
         a_setting_is_created_once_and_shared,
         heartbeats_and_due_feeds_are_counted,
         fetch_slots_hold_for_every_instance,
+        due_feeds_are_claimed_in_batches_longest_due_first,
     ];
     let postgres_only = stories![
         migrations_apply_once_and_reconnecting_is_a_no_op,

@@ -84,7 +84,19 @@ impl Store {
         lease: Duration,
         only_due: bool,
     ) -> Result<Vec<FeedToPoll>> {
-        run!(self, db => db.claim_feeds(now, lease, only_due))
+        run!(self, db => db.claim_feeds(now, lease, only_due, usize::MAX))
+    }
+
+    /// Claims up to `limit` due feeds, the longest due first, as [`Store::claim_feeds`]
+    /// does: a poll cycle takes its work in batches, so instances sharing the database
+    /// share the due feeds.
+    pub async fn claim_due_feeds(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<FeedToPoll>> {
+        run!(self, db => db.claim_feeds(now, lease, true, limit))
     }
 
     /// Records a 304: the feed is fine and nothing is new.

@@ -102,9 +102,11 @@ impl Postgres {
         now: DateTime<Utc>,
         lease: Duration,
         only_due: bool,
+        limit: usize,
     ) -> Result<Vec<FeedToPoll>> {
         let now_s = now.timestamp();
-        let until = now_s + lease.as_secs() as i64;
+        let until = now_s + lease_secs(lease);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self.conn()?.query(
             &format!(
                 "UPDATE feeds SET claimed_until = $2, claim = {NEW_CLAIM}
@@ -112,11 +114,12 @@ impl Postgres {
                               WHERE active AND gone_at IS NULL
                                 AND (claimed_until IS NULL OR claimed_until <= $1)
                                 AND (NOT $3 OR next_poll_at <= $1)
+                              ORDER BY next_poll_at LIMIT $4
                               FOR UPDATE SKIP LOCKED)
                  RETURNING id, url, etag, last_modified, baseline_at, last_full_fetch_at,
                            consecutive_failures, body_hash, claim, tags, interval_secs"
             ),
-            &[&now_s, &until, &only_due],
+            &[&now_s, &until, &only_due, &limit],
         )?;
         rows.iter()
             .map(|r| {

@@ -98,21 +98,25 @@ impl Sqlite {
         now: DateTime<Utc>,
         lease: Duration,
         only_due: bool,
+        limit: usize,
     ) -> Result<Vec<FeedToPoll>> {
         let now_s = now.timestamp();
-        let until = now_s + lease.as_secs() as i64;
+        let until = now_s + lease_secs(lease);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let feeds = {
             let mut stmt = tx.prepare(
                 "UPDATE feeds SET claimed_until = ?2, claim = hex(randomblob(12))
-                 WHERE active = 1 AND gone_at IS NULL
-                   AND (claimed_until IS NULL OR claimed_until <= ?1)
-                   AND (?3 = 0 OR next_poll_at <= ?1)
+                 WHERE id IN (SELECT id FROM feeds
+                              WHERE active = 1 AND gone_at IS NULL
+                                AND (claimed_until IS NULL OR claimed_until <= ?1)
+                                AND (?3 = 0 OR next_poll_at <= ?1)
+                              ORDER BY next_poll_at LIMIT ?4)
                  RETURNING id, url, etag, last_modified, baseline_at, last_full_fetch_at,
                            consecutive_failures, body_hash, claim, tags, interval_secs",
             )?;
-            stmt.query_map(params![now_s, until, only_due], |r| {
+            stmt.query_map(params![now_s, until, only_due, limit], |r| {
                 Ok(FeedToPoll {
                     id: r.get(0)?,
                     url: r.get(1)?,
