@@ -80,11 +80,7 @@ fn database(text: &str, base: &Path) -> Result<Database, String> {
     if text.is_empty() {
         return Err("`database` must not be empty".into());
     }
-    let is_url = ["postgres://", "postgresql://"].iter().any(|scheme| {
-        text.get(..scheme.len())
-            .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
-    });
-    if !is_url {
+    if !is_postgres_url(text) {
         if text.contains("://") {
             return Err(format!(
                 "`database` must be a SQLite file path or a postgres:// URL, found {text:?}"
@@ -92,10 +88,32 @@ fn database(text: &str, base: &Path) -> Result<Database, String> {
         }
         return Ok(Database::Sqlite(base.join(text)));
     }
-    let url = Url::parse(text).map_err(|e| format!("`database`: not a valid URL: {e}"))?;
+    postgres_url(text, "`database`").map(Database::Postgres)
+}
+
+/// Whether `text` starts with `postgres://` or `postgresql://` (any case).
+fn is_postgres_url(text: &str) -> bool {
+    ["postgres://", "postgresql://"].iter().any(|scheme| {
+        text.get(..scheme.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+    })
+}
+
+/// Checks a `postgres://` (or `postgresql://`) URL as `database` takes one, where `what`
+/// names it in messages (`database`, `--to`): a valid URL with a host and no password
+/// (config files and command lines are shared, copied and logged; the password comes
+/// from [`DATABASE_PASSWORD_ENV`]). Messages never repeat the password.
+pub fn postgres_url(text: &str, what: &str) -> Result<String, String> {
+    let text = text.trim();
+    if !is_postgres_url(text) {
+        return Err(format!(
+            "{what} must be a postgres:// URL (postgres://user@host:port/database)"
+        ));
+    }
+    let url = Url::parse(text).map_err(|e| format!("{what}: not a valid URL: {e}"))?;
     if url.password().is_some() {
         return Err(format!(
-            "`database` must not hold the password: set it in the environment variable {DATABASE_PASSWORD_ENV} and write the URL without it"
+            "{what} must not hold the password: set it in the environment variable {DATABASE_PASSWORD_ENV} and write the URL without it"
         ));
     }
     if url
@@ -103,15 +121,15 @@ fn database(text: &str, base: &Path) -> Result<Database, String> {
         .any(|(key, _)| key.eq_ignore_ascii_case("password"))
     {
         return Err(format!(
-            "`database` must not hold the password (`password=` in the URL): set it in {DATABASE_PASSWORD_ENV}"
+            "{what} must not hold the password (`password=` in the URL): set it in {DATABASE_PASSWORD_ENV}"
         ));
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(
-            "`database`: a postgres:// URL needs a host (postgres://user@host/name)".into(),
-        );
+        return Err(format!(
+            "{what}: a postgres:// URL needs a host (postgres://user@host/name)"
+        ));
     }
-    Ok(Database::Postgres(text.to_string()))
+    Ok(text.to_string())
 }
 
 #[derive(Debug, Clone)]

@@ -18,11 +18,13 @@ use tidings::opml::{self, Entry, Outcome};
 use tidings::output::{self, count};
 use tidings::parse::body_text;
 use tidings::parse::{ParseError, discover_feeds, parse_feed};
+use tidings::pipeline::LINK_SECRET_SETTING;
 use tidings::pipeline::{
     FeedOutcome, PollObserver, before, dangling_searches, poll_feeds_observed, prune_store,
 };
 use tidings::progress::{LogWriter, Progress};
-use tidings::store::Store;
+use tidings::store::{ImportStep, Store};
+use tidings::token::Signer;
 use tidings::{App, mail, scheduler, send_digests};
 
 /// A line on standard output for everything the commands print: text from feeds, mail
@@ -88,6 +90,29 @@ Query syntax (README: \"Query language\"):
   tag:official                items of feeds with that tag
 Whole words only (ICE does not match police); H1B, H-1B and h1b are the same term.";
 
+/// What `migrate-db` does, for `--help` (README: "Moving to PostgreSQL").
+const MIGRATE_DB_HELP: &str = "\
+Copied, every id kept: feeds with their poll state (claims cleared), items, tombstones of
+pruned items, subscribers, their searches, matches (pending and already mailed), the
+outbox (pending, sent and failed, Message-IDs kept), sign-ups, used unsubscribe links,
+the subscriptions generation, the feed list, the mail pacer and settings. New ids come
+after every id SQLite handed out (a removed search's id is never given again). Not
+copied: instance heartbeats and fetch slots. All in one transaction: on any error the
+PostgreSQL database is left as it was. The SQLite file is never changed.
+
+The link-signing secret (--secret-file) is stored in the database, so unsubscribe and
+manage links in mail already sent keep working. Without a secret file (a deployment
+that set TIDINGS_SECRET instead), keep TIDINGS_SECRET on every instance; otherwise the
+first instance makes a new secret and those links stop working.
+
+Moving (the daemon may run while the copy is made, but mail queued and items polled
+after it stay behind in SQLite: stop it before switching):
+  1. stop `tidings run`
+  2. TIDINGS_DATABASE_PASSWORD=... tidings migrate-db --from data/tidings.db \\
+         --to postgres://tidings@db.internal:5432/tidings
+  3. in config.toml: database = \"postgres://tidings@db.internal:5432/tidings\"
+  4. start `tidings run` (with TIDINGS_DATABASE_PASSWORD), on as many machines as needed";
+
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum LogFormat {
     Text,
@@ -142,6 +167,26 @@ enum Command {
         /// Replace PATH if it exists.
         #[arg(long)]
         force: bool,
+    },
+    /// Copy a SQLite database into an empty PostgreSQL database, to move a deployment
+    /// there (--help: what is copied, and the steps). Needs no config file.
+    #[command(after_long_help = MIGRATE_DB_HELP)]
+    MigrateDb {
+        /// The SQLite database (the config's `database`), e.g. data/tidings.db. Read
+        /// only: a snapshot is copied (into TMPDIR, then removed), so the daemon may go on
+        /// running meanwhile, and an older schema is brought up to date in the snapshot.
+        #[arg(long, value_name = "PATH")]
+        from: PathBuf,
+        /// The PostgreSQL database, postgres://user@host:port/name, without the password:
+        /// it comes from TIDINGS_DATABASE_PASSWORD. Its tables are created if needed; it
+        /// must hold no data yet.
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// The link-signing secret of the SQLite deployment ([web] secret_file), stored
+        /// in the database for every instance to sign links with. Default: tidings.secret
+        /// beside --from, if there is one.
+        #[arg(long, value_name = "PATH")]
+        secret_file: Option<PathBuf>,
     },
     /// List mail that is pending or failed (add --all for sent mail too), or requeue one.
     Outbox {
@@ -323,6 +368,14 @@ fn init_logging(format: LogFormat, level: String) {
 }
 
 async fn execute(cli: Cli) -> Result<()> {
+    if let Command::MigrateDb {
+        from,
+        to,
+        secret_file,
+    } = &cli.command
+    {
+        return migrate_db(from, to, secret_file.as_deref()).await;
+    }
     let config = Config::load(&cli.config)?;
     match cli.command {
         Command::CheckConfig => check_config(&config).await,
@@ -392,6 +445,7 @@ async fn execute(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Backup { path, force } => backup(&config, &path, force).await,
+        Command::MigrateDb { .. } => unreachable!("migrate-db needs no config: run above"),
         Command::Match {
             query,
             since,
@@ -1018,6 +1072,95 @@ async fn backup(config: &Config, path: &std::path::Path, force: bool) -> Result<
         s.pruned_items,
         count(s.subscribers as usize, "subscriber"),
         count(s.outbox as usize, "outbox message")
+    );
+    Ok(())
+}
+
+/// `tidings migrate-db`: copies the SQLite database at `from` into the empty PostgreSQL
+/// database at `to`, with the link-signing secret, saying how far it got.
+async fn migrate_db(from: &Path, to: &str, secret_file: Option<&Path>) -> Result<()> {
+    let url = tidings::config::postgres_url(to, "--to").map_err(anyhow::Error::msg)?;
+    if !from.is_file() {
+        bail!("no SQLite database at {}", from.display());
+    }
+    let default_secret;
+    let secret_path = match secret_file {
+        Some(path) => path,
+        None => {
+            default_secret = from
+                .parent()
+                .unwrap_or(Path::new(""))
+                .join("tidings.secret");
+            &default_secret
+        }
+    };
+    let secret = match Signer::read_file(secret_path)? {
+        Some(secret) => {
+            Signer::new(secret.as_bytes())
+                .with_context(|| format!("secret file {}", secret_path.display()))?;
+            Some(secret)
+        }
+        None if secret_file.is_some() => bail!("no secret file at {}", secret_path.display()),
+        None => None,
+    };
+    let password = std::env::var(tidings::config::DATABASE_PASSWORD_ENV).ok();
+    let store = Store::connect(&url, password.as_deref()).await?;
+    let settings = secret
+        .iter()
+        .map(|s| (LINK_SECRET_SETTING.to_string(), s.clone()))
+        .collect();
+    let started = std::time::Instant::now();
+    let source = from.display().to_string();
+    let imported = store
+        .import_sqlite(from, settings, move |step| match step {
+            ImportStep::Snapshot {
+                source_version,
+                version,
+            } => {
+                if source_version == version {
+                    say!("snapshot of {source} taken (schema version {version})");
+                } else {
+                    say!(
+                        "snapshot of {source} taken, its schema migrated from version \
+                         {source_version} to {version} (the file itself is unchanged)"
+                    );
+                }
+            }
+            ImportStep::Table(t) => say!("  {:<16} {}", t.table, count(t.rows as usize, "row")),
+        })
+        .await
+        .with_context(|| format!("copying {} into {url}", from.display()))?;
+    let rows: u64 = imported.tables.iter().map(|t| t.rows).sum();
+    say!(
+        "copied {} in {} into {url} in {:.1} s; not copied: {}",
+        count(rows as usize, "row"),
+        count(imported.tables.len(), "table"),
+        started.elapsed().as_secs_f64(),
+        imported
+            .skipped
+            .iter()
+            .map(|(table, why)| format!("{table} ({why})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if secret.is_some() {
+        say!(
+            "link-signing secret: copied from {}: links in mail already sent keep working",
+            secret_path.display()
+        );
+    } else {
+        esay!(
+            "warning: no secret file at {}: no link-signing secret copied. Links in mail \
+             already sent work on PostgreSQL only if every instance sets TIDINGS_SECRET to \
+             the secret the SQLite deployment used; otherwise the first instance makes a new \
+             one and those links stop working (pass --secret-file to copy one)",
+            secret_path.display()
+        );
+    }
+    say!(
+        "next: set database = \"{url}\" in config.toml and start the daemon; if it ran on {} \
+         during the copy, what it did after the snapshot is not in PostgreSQL",
+        from.display()
     );
     Ok(())
 }

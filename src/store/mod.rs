@@ -30,6 +30,7 @@ use crate::digest::{DigestEntry, FailingFeed, Rendered, Schedule};
 use crate::parse::Item;
 
 mod cluster;
+mod copy;
 mod digests;
 mod feeds;
 mod items;
@@ -41,6 +42,7 @@ mod sqlite;
 mod subscriptions;
 
 pub use cluster::{ClusterStats, FetchLimits, Instance};
+pub use copy::{ImportStep, Imported, TableCopied};
 pub use feeds::{FeedListSync, FeedListVersion};
 use postgres::Postgres;
 use sqlite::Sqlite;

@@ -174,7 +174,7 @@ impl Postgres {
         })
     }
 
-    fn conn(&self) -> Result<Connection> {
+    pub(super) fn conn(&self) -> Result<Connection> {
         self.pool
             .as_ref()
             .context("the connection pool is closed")?

@@ -215,25 +215,7 @@ impl Sqlite {
     fn copy_into(&self, tmp: &Path) -> Result<BackupSummary> {
         let mut copy =
             Connection::open(tmp).with_context(|| format!("opening {}", tmp.display()))?;
-        {
-            let source = self.conn();
-            let backup = Backup::new(&source, &mut copy)?;
-            // All pages in one step, under one read transaction: a consistent snapshot
-            // that writers in WAL mode go on around. (Copying a few pages per step
-            // starts over whenever another connection writes, maybe forever.)
-            let mut waits = 0;
-            loop {
-                match backup.step(-1)? {
-                    StepResult::Done => break,
-                    StepResult::More => {}
-                    _ if waits < 100 => {
-                        waits += 1;
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                    other => bail!("the database stayed locked ({other:?})"),
-                }
-            }
-        }
+        backup_pages(&self.conn(), &mut copy)?;
         // The copy carries the source's WAL flag; a backup is better as one file.
         let mode: String = copy.query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))?;
         if mode != "delete" {

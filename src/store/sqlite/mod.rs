@@ -119,29 +119,10 @@ impl Sqlite {
 
     /// Opens the existing database at `path` to read only, without creating or migrating
     /// it: for commands that only look (`check-config`). Refuses a database whose schema
-    /// is not this version's (older ones are migrated by any other command).
-    ///
-    /// The connection may write but refuses to (`query_only`): a read-only connection to a
-    /// WAL database creates its `-wal` and `-shm` files and cannot remove them, where this
-    /// one, the last to close, removes them, as the daemon's does. A file it may not
-    /// write is opened read-only. A `-wal` file that was there before (a daemon running,
-    /// or one killed) is left as found: closing would otherwise checkpoint it into the
-    /// database file, a write.
+    /// is not this version's (older ones are migrated by any other command). Nothing is
+    /// written, not even by closing (see [`open_untouched`]).
     pub fn open_read_only(path: &Path) -> Result<Sqlite> {
-        let mut wal = path.as_os_str().to_owned();
-        wal.push("-wal");
-        let wal_existed = Path::new(&wal).exists();
-        let open =
-            |flags| Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX);
-        let conn = open(OpenFlags::SQLITE_OPEN_READ_WRITE)
-            .or_else(|_| open(OpenFlags::SQLITE_OPEN_READ_ONLY))
-            .with_context(|| format!("opening database {}", path.display()))?;
-        if wal_existed {
-            conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
-        }
-        conn.pragma_update(None, "query_only", true)?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        let version = schema_version(&conn, path)?;
+        let (conn, version) = open_untouched(path)?;
         let expected = MIGRATIONS.len() as i64;
         if version != expected {
             bail!(
@@ -155,13 +136,81 @@ impl Sqlite {
         })
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    /// Copies the database at `source` into a new database at `copy` with SQLite's online
+    /// backup, while other connections (a daemon) may be writing to it, without changing
+    /// `source` (opened as [`Sqlite::open_read_only`] opens it) nor migrating it; then
+    /// opens the copy, bringing its schema up to date. Returns the copy and the schema
+    /// version `source` has. A file that is not a Tidings database is refused.
+    pub fn snapshot(source: &Path, copy: &Path) -> Result<(Sqlite, i64)> {
+        let (conn, version) = open_untouched(source)?;
+        if version == 0 {
+            bail!(
+                "{} is not a Tidings database (no schema version)",
+                source.display()
+            );
+        }
+        let mut target =
+            Connection::open(copy).with_context(|| format!("creating {}", copy.display()))?;
+        backup_pages(&conn, &mut target)
+            .with_context(|| format!("copying database {}", source.display()))?;
+        target.close().map_err(|(_, e)| e)?;
+        drop(conn);
+        Ok((Sqlite::open(copy)?, version))
+    }
+
+    pub(super) fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite half-written (transactions
         // roll back on drop), so a poisoned lock is safe to keep using.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     // ---- feeds ---------------------------------------------------------------------------
+}
+
+/// Opens the existing database at `path` without creating, migrating or writing to it,
+/// and reads its schema version (one a newer Tidings wrote is refused).
+///
+/// The connection may write but refuses to (`query_only`): a read-only connection to a
+/// WAL database creates its `-wal` and `-shm` files and cannot remove them, where this
+/// one, the last to close, removes them, as the daemon's does. A file it may not
+/// write is opened read-only. A `-wal` file that was there before (a daemon running,
+/// or one killed) is left as found: closing would otherwise checkpoint it into the
+/// database file, a write.
+fn open_untouched(path: &Path) -> Result<(Connection, i64)> {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal_existed = Path::new(&wal).exists();
+    let open = |flags| Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX);
+    let conn = open(OpenFlags::SQLITE_OPEN_READ_WRITE)
+        .or_else(|_| open(OpenFlags::SQLITE_OPEN_READ_ONLY))
+        .with_context(|| format!("opening database {}", path.display()))?;
+    if wal_existed {
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
+    }
+    conn.pragma_update(None, "query_only", true)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    let version = schema_version(&conn, path)?;
+    Ok((conn, version))
+}
+
+/// Copies every page of `source` into `copy` (an empty database) in one step, under one
+/// read transaction: a consistent snapshot that writers in WAL mode go on around.
+/// (Copying a few pages per step starts over whenever another connection writes, maybe
+/// forever.)
+fn backup_pages(source: &Connection, copy: &mut Connection) -> Result<()> {
+    let backup = Backup::new(source, copy)?;
+    let mut waits = 0;
+    loop {
+        match backup.step(-1)? {
+            StepResult::Done => return Ok(()),
+            StepResult::More => {}
+            _ if waits < 100 => {
+                waits += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => bail!("the database stayed locked ({other:?})"),
+        }
+    }
 }
 
 /// Whether `feed`'s claim still holds it.
