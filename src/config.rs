@@ -151,6 +151,10 @@ pub struct PollSettings {
     pub initial_backlog: Duration,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    /// How long a feed an instance claimed stays its own: when it dies mid-poll, others
+    /// take the feed over this long after its fetch began. At least
+    /// [`PollSettings::min_claim_lease`].
+    pub claim_lease: Duration,
     /// Largest response body accepted, counted after decompression.
     pub max_body_bytes: usize,
     /// Feeds polled at once, in all.
@@ -869,6 +873,7 @@ struct RawPoll {
     initial_backlog: Option<Spanned<String>>,
     connect_timeout: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
+    claim_lease: Option<Spanned<String>>,
     max_body_mib: Option<Spanned<u32>>,
     concurrency: Option<Spanned<u32>>,
     per_host: Option<Spanned<u32>>,
@@ -1011,6 +1016,12 @@ fn validate(
         Duration::from_secs(10),
     );
     let timeout = duration(&raw.poll.timeout, "poll.timeout", Duration::from_secs(30));
+    let min_lease = PollSettings::min_claim_lease(connect_timeout, timeout);
+    let claim_lease = duration(
+        &raw.poll.claim_lease,
+        "poll.claim_lease",
+        DEFAULT_CLAIM_LEASE.max(min_lease),
+    );
     let max_backoff = duration(
         &raw.poll.max_backoff,
         "poll.max_backoff",
@@ -1082,6 +1093,18 @@ fn validate(
     );
     let concurrency = positive(&raw.poll.concurrency, "poll.concurrency", 16, 10_000);
     let per_host = positive(&raw.poll.per_host, "poll.per_host", 2, 1000);
+    if let Some(v) = &raw.poll.claim_lease
+        && claim_lease < min_lease
+    {
+        report(
+            v.span(),
+            format!(
+                "`poll.claim_lease` must be at least connect_timeout + timeout + 10s \
+                 ({}s): a fetch may take that long, and its feed must stay claimed meanwhile",
+                min_lease.as_secs()
+            ),
+        );
+    }
 
     let daily_at = match &raw.digest.daily_at {
         None => NaiveTime::from_hms_opt(8, 0, 0).unwrap_or_default(),
@@ -1378,6 +1401,7 @@ fn validate(
             initial_backlog,
             connect_timeout,
             timeout,
+            claim_lease,
             max_body_bytes: max_body_mib as usize * 1024 * 1024,
             concurrency: concurrency as usize,
             per_host: per_host as usize,
@@ -1427,6 +1451,17 @@ fn validate(
         feeds,
         synonyms,
     })
+}
+
+/// `[poll].claim_lease` unless the config says otherwise (or the timeouts need longer).
+pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(5 * 60);
+
+impl PollSettings {
+    /// The shortest claim lease that covers a fetch (`connect_timeout` + `timeout`) and a
+    /// margin for parsing and storing what it brought.
+    pub fn min_claim_lease(connect_timeout: Duration, timeout: Duration) -> Duration {
+        connect_timeout + timeout + Duration::from_secs(10)
+    }
 }
 
 fn default_user_agent() -> String {
@@ -1667,6 +1702,17 @@ mod tests {
         assert_eq!(config.retention, Duration::from_secs(90 * 86400));
         assert_eq!(config.poll.interval, Duration::from_secs(900));
         assert_eq!(config.poll.initial_backlog, Duration::from_secs(86400));
+        assert_eq!(config.poll.claim_lease, Duration::from_secs(300));
+        let slow = parse("[poll]\nconnect_timeout = \"1m\"\ntimeout = \"5m\"\n").unwrap();
+        assert_eq!(
+            slow.poll.claim_lease,
+            Duration::from_secs(370),
+            "the default covers a fetch that may take longer than it"
+        );
+        let short =
+            parse("[poll]\nconnect_timeout = \"2s\"\ntimeout = \"3s\"\nclaim_lease = \"15s\"\n")
+                .unwrap();
+        assert_eq!(short.poll.claim_lease, Duration::from_secs(15));
         assert!(
             !config.poll.allow_private_networks && !config.poll.allow_metadata,
             "public addresses only by default"
@@ -1888,6 +1934,13 @@ mod tests {
                 1,
                 13,
                 "at most 3660d",
+            ),
+            (
+                "a claim lease shorter than a fetch may take",
+                "[poll]\ntimeout = \"30s\"\nclaim_lease = \"30s\"\n",
+                3,
+                15,
+                "`poll.claim_lease` must be at least connect_timeout + timeout + 10s (50s)",
             ),
             (
                 "huge body cap",

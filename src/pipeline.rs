@@ -32,11 +32,12 @@ use crate::store::{
 };
 use crate::token::{Links, Signer};
 
-/// How long a worker may hold a feed it claimed before another may take it: the fetch's
-/// timeouts and a margin for parsing and storing, at least five minutes. The claim is
-/// renewed right before the fetch, so waiting for a connection slot does not count.
+/// How long a worker may hold a feed it claimed before another may take it:
+/// `[poll].claim_lease`, which covers the fetch's timeouts and a margin for parsing and
+/// storing. The claim is renewed right before the fetch, so waiting for a connection slot
+/// does not count.
 pub fn poll_lease(poll: &crate::config::PollSettings) -> Duration {
-    (poll.connect_timeout + poll.timeout + Duration::from_secs(60)).max(Duration::from_secs(300))
+    poll.claim_lease
 }
 
 /// A matcher compiled over the subscriptions of one generation
