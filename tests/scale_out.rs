@@ -846,7 +846,13 @@ async fn three_instances_share_the_work_and_survive_kills(server: &PgServer) {
                     "{path} taken over {} after its claim ran out (a tick is {POLL_TICK:?})",
                     secs(since(f2.start, orphan.claimed_until))
                 );
-                taken_over.push((orphan.victim, since(f2.start, orphan.killed_at)));
+                let delay = since(f2.start, orphan.killed_at);
+                assert!(
+                    delay <= CLAIM_LEASE + POLL_TICK + LATENCY,
+                    "{path} taken over {} after the kill (lease {CLAIM_LEASE:?})",
+                    secs(delay)
+                );
+                taken_over.push((orphan.victim, delay));
             } else {
                 // A poll's next one is due `interval` (plus jitter) after the tick that
                 // claimed it, whole seconds rounded down; only ticks claim (and the start
