@@ -13,7 +13,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::body::Body;
@@ -215,18 +215,25 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 // The daemon
 // ---------------------------------------------------------------------------
 
+/// The `tidings` binary. Integration tests have it (also those with `harness = false`,
+/// which are not built with `cfg(test)`); the examples that share this file do not.
+pub fn tidings_bin() -> &'static str {
+    match option_env!("CARGO_BIN_EXE_tidings") {
+        Some(bin) => bin,
+        None => panic!("only integration tests have the tidings binary"),
+    }
+}
+
 /// A running `tidings run` whose stderr is collected as it is written.
-#[cfg(test)] // examples share this file; only tests have the binary
 pub struct Daemon {
     child: std::process::Child,
     log: Arc<Mutex<String>>,
 }
 
-#[cfg(test)]
 impl Daemon {
     pub fn start(config: &std::path::Path, extra_args: &[&str], env: &[(&str, &str)]) -> Daemon {
         Daemon::start_in(
-            std::process::Command::new(env!("CARGO_BIN_EXE_tidings")),
+            std::process::Command::new(tidings_bin()),
             config,
             extra_args,
             env,
@@ -239,7 +246,7 @@ impl Daemon {
         shell
             .arg("-c")
             .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
-            .arg(env!("CARGO_BIN_EXE_tidings"));
+            .arg(tidings_bin());
         Daemon::start_in(shell, config, &[], &[])
     }
 
@@ -279,6 +286,11 @@ impl Daemon {
 
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Waits until a log line satisfies `pred`; returns that line.
@@ -337,7 +349,6 @@ impl Daemon {
     }
 }
 
-#[cfg(test)]
 impl Daemon {
     /// The address a listener logged at start ("web listener", "admin listener").
     pub async fn address(&self, listener: &str) -> SocketAddr {
@@ -352,7 +363,6 @@ impl Daemon {
     }
 }
 
-#[cfg(test)]
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -523,10 +533,38 @@ struct PathLog {
     not_modified: usize,
 }
 
+/// One request to a [`FeedServer`], as it saw it: what, who, and when it was served.
+#[derive(Clone, Debug)]
+pub struct Fetch {
+    pub path: String,
+    /// The `User-Agent` header (empty without one): which client asked.
+    pub user_agent: String,
+    /// When the request arrived.
+    pub start: SystemTime,
+    /// When its answer was handed to the connection, or the request was dropped (the
+    /// client went away during a delay); `None` while it is being served.
+    pub end: Option<SystemTime>,
+}
+
 #[derive(Default)]
 struct FeedState {
     routes: HashMap<String, Route>,
     log: HashMap<String, PathLog>,
+    fetches: Vec<Fetch>,
+}
+
+/// Marks the end of a [`Fetch`] when the request is answered or dropped.
+struct Serving {
+    state: SharedFeedState,
+    index: usize,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Some(fetch) = lock(&self.state).fetches.get_mut(self.index) {
+            fetch.end = Some(SystemTime::now());
+        }
+    }
 }
 
 type SharedFeedState = Arc<Mutex<FeedState>>;
@@ -594,6 +632,11 @@ impl FeedServer {
         self.with_log(path, |log| log.not_modified)
     }
 
+    /// Every request so far, to any path, in arrival order.
+    pub fn fetches(&self) -> Vec<Fetch> {
+        lock(&self.state).fetches.clone()
+    }
+
     /// Headers of each request for `path` (lowercase names), oldest first.
     pub fn requests(&self, path: &str) -> Vec<Vec<(String, String)>> {
         self.with_log(path, |log| log.requests.clone())
@@ -627,9 +670,24 @@ async fn serve_route(
             (name.as_str().to_owned(), value)
         })
         .collect();
-    let (route, not_modified) = {
+    let user_agent = headers
+        .get(axum::http::header::USER_AGENT)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let (route, not_modified, _serving) = {
+        let shared = Arc::clone(&state);
         let mut state = lock(&state);
         let path = uri.path();
+        let serving = Serving {
+            state: shared,
+            index: state.fetches.len(),
+        };
+        state.fetches.push(Fetch {
+            path: path.to_owned(),
+            user_agent,
+            start: SystemTime::now(),
+            end: None,
+        });
         let route = state.routes.get(path).cloned();
         let not_modified = route
             .as_ref()
@@ -637,7 +695,7 @@ async fn serve_route(
         let log = state.log.entry(path.to_owned()).or_default();
         log.requests.push(recorded);
         log.not_modified += usize::from(not_modified);
-        (route, not_modified)
+        (route, not_modified, serving)
     };
     let Some(route) = route else {
         return StatusCode::NOT_FOUND.into_response();
@@ -661,6 +719,8 @@ pub struct Received {
     pub rcpt_to: Vec<String>,
     /// The message, dot-unstuffed, without the final `.\r\n`.
     pub data: Vec<u8>,
+    /// When its end of data arrived (it is recorded then, before the reply).
+    pub at: SystemTime,
 }
 
 #[derive(Default)]
@@ -996,6 +1056,7 @@ impl SmtpSession {
             mail_from: self.mail_from.take().unwrap_or_default(),
             rcpt_to: std::mem::take(&mut self.rcpt_to),
             data,
+            at: SystemTime::now(),
         };
         let (code, text) = {
             let mut state = lock(&self.shared.state);
