@@ -5,7 +5,16 @@
 //! ```sh
 //! cargo run --release --example poll_bench                  # 10,000 feeds, 20 items, 20 ms
 //! cargo run --release --example poll_bench -- --feeds 2000 --concurrency 16
+//! cargo run --release --example poll_bench -- --backend postgres --instances 3
 //! ```
+//!
+//! With `--instances N`, N Tidings instances (each its own `App`: its own database
+//! connections, connection slots and matcher) poll the same database at once, each running
+//! the daemon's cycle (due feeds, claimed in batches), until every feed is polled:
+//! `concurrency` and `per_host` hold for all of them together, as in a cluster. They share
+//! this process's two cores, as instances on one machine would. `--backend postgres`
+//! starts a PostgreSQL server of its own (Debian's `postgresql` package) in a temporary
+//! folder, stopped at the end.
 //!
 //! The feed server runs in a child process (this same binary with `--serve`), so the
 //! RSS figures are Tidings' own. Feeds are spread over 128 loopback addresses
@@ -13,6 +22,9 @@
 //! publishers.
 
 mod common;
+#[path = "../tests/support/postgres.rs"]
+#[allow(dead_code)]
+mod postgres;
 
 use common::{peak_rss_mib, reset_peak_rss};
 use std::io::{BufRead, BufReader};
@@ -36,6 +48,9 @@ struct Args {
     latency_ms: u64,
     concurrency: usize,
     per_host: usize,
+    /// `Some(N)`: N instances running the daemon's cycle; `None`: `tidings poll`'s.
+    instances: Option<usize>,
+    postgres: bool,
 }
 
 fn parse_args() -> (bool, Args) {
@@ -45,6 +60,8 @@ fn parse_args() -> (bool, Args) {
         latency_ms: 20,
         concurrency: 64,
         per_host: 2,
+        instances: None,
+        postgres: false,
     };
     let mut serve = false;
     let mut it = std::env::args().skip(1);
@@ -61,6 +78,12 @@ fn parse_args() -> (bool, Args) {
             "--latency-ms" => args.latency_ms = num() as u64,
             "--concurrency" => args.concurrency = num(),
             "--per-host" => args.per_host = num(),
+            "--instances" => args.instances = Some(num().max(1)),
+            "--backend" => match it.next().as_deref() {
+                Some("sqlite") => args.postgres = false,
+                Some("postgres") => args.postgres = true,
+                other => panic!("--backend sqlite|postgres, not {other:?}"),
+            },
             other => panic!("unknown argument {other}"),
         }
     }
@@ -155,7 +178,7 @@ fn feed_document(n: usize, items: usize) -> String {
 }
 
 async fn bench(args: Args) {
-    let mut server = Command::new(std::env::current_exe().unwrap())
+    let mut feed_server = Command::new(std::env::current_exe().unwrap())
         .args([
             "--serve",
             "--items",
@@ -167,14 +190,22 @@ async fn bench(args: Args) {
         .spawn()
         .expect("start feed server");
     let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
+    BufReader::new(feed_server.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     let ports: Vec<u16> = line.trim().split(',').map(|p| p.parse().unwrap()).collect();
 
     let dir = tempfile::tempdir().unwrap();
+    let server = args
+        .postgres
+        .then(|| postgres::PgServer::start().expect("PostgreSQL is not installed"));
+    let database = match &server {
+        Some(server) => server.fresh_database(),
+        None => "tidings.db".to_string(),
+    };
     let mut config = format!(
-        "[poll]\nconcurrency = {}\nper_host = {}\ntimeout = \"30s\"\n[mail]\ntransport = \"file\"\n",
+        "database = \"{database}\"\n\
+         [poll]\nconcurrency = {}\nper_host = {}\ntimeout = \"30s\"\n[mail]\ntransport = \"file\"\n",
         args.concurrency, args.per_host
     );
     for n in 0..args.feeds {
@@ -186,7 +217,11 @@ async fn bench(args: Args) {
     }
     let path = dir.path().join("config.toml");
     std::fs::write(&path, config).unwrap();
-    let app = App::open(Config::load(&path).unwrap()).await.unwrap();
+    let mut apps = Vec::new();
+    for _ in 0..args.instances.unwrap_or(1) {
+        apps.push(App::open(Config::load(&path).unwrap()).await.unwrap());
+    }
+    let app = &apps[0];
     let now = Utc::now();
     for (i, q) in [
         "asylum",
@@ -211,13 +246,34 @@ async fn bench(args: Args) {
     }
 
     println!(
-        "poll_bench: {} feeds × {} items, {} ms latency, concurrency {}, per host {} ({} hosts)",
-        args.feeds, args.items, args.latency_ms, args.concurrency, args.per_host, HOSTS
+        "poll_bench: {} feeds × {} items, {} ms latency, concurrency {}, per host {} ({} hosts); \
+         {} on {}",
+        args.feeds,
+        args.items,
+        args.latency_ms,
+        args.concurrency,
+        args.per_host,
+        HOSTS,
+        match args.instances {
+            Some(n) => format!("{} (daemon cycles)", tidings::output::count(n, "instance")),
+            None => "one `tidings poll`".to_string(),
+        },
+        if args.postgres {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        }
     );
     for (cycle, label) in [(1, "first cycle (all new)"), (2, "second cycle (all 304)")] {
         reset_peak_rss();
         let started = Instant::now();
-        let s = poll_feeds(&app, Utc::now(), false).await.unwrap();
+        // Every feed due: the second cycle polls an hour on, when all are due again (and
+        // no full fetch is due yet).
+        let at = Utc::now() + chrono::Duration::hours(cycle - 1);
+        let s = match args.instances {
+            None => poll_feeds(app, at, false).await.unwrap(),
+            Some(_) => all_instances(&apps, at).await,
+        };
         let secs = started.elapsed().as_secs_f64();
         println!(
             "cycle {cycle}: {label}: {:.2} s, {:.0} feeds/s, {:.0} items/s ingested, peak RSS {:.1} MiB \
@@ -233,6 +289,32 @@ async fn bench(args: Args) {
             s.matches
         );
     }
-    let _ = server.kill();
-    let _ = server.wait();
+    let _ = feed_server.kill();
+    let _ = feed_server.wait();
+    drop(apps);
+    drop(server);
+}
+
+/// Daemon cycles of every instance at once, again until no feed is left due at `at`: what
+/// they polled, added up.
+async fn all_instances(apps: &[App], at: chrono::DateTime<Utc>) -> tidings::pipeline::PollSummary {
+    let mut total = tidings::pipeline::PollSummary::default();
+    loop {
+        let cycles = apps.iter().map(|app| poll_feeds(app, at, true));
+        let summaries = futures_util::future::join_all(cycles).await;
+        let mut polled = 0;
+        for s in summaries {
+            let s = s.unwrap();
+            polled += s.feeds;
+            total.feeds += s.feeds;
+            total.updated += s.updated;
+            total.not_modified += s.not_modified;
+            total.failed += s.failed;
+            total.new_items += s.new_items;
+            total.matches += s.matches;
+        }
+        if polled == 0 {
+            return total;
+        }
+    }
 }

@@ -2487,6 +2487,25 @@ async fn due_feeds_are_claimed_in_batches_longest_due_first(store: Store, db: Da
     assert_eq!(ids(&at_noon), ["f8", "f9"], "only those due by then");
 }
 
+/// A stored time the store cannot read (out of range, written by hand or by a bug) is an
+/// error that says so, never a date in 1970 that would pass for real.
+async fn a_time_out_of_range_is_an_error_not_1970(store: Store, db: Database) {
+    subscribe(&store, "a@x.example", "asylum", Schedule::Immediate, noon()).await;
+    assert!(store.subscriber("a@x.example").await.unwrap().is_some());
+    db.execute(
+        "UPDATE subscribers SET next_digest_at = 4611686018427387904",
+        "UPDATE subscribers SET next_digest_at = 4611686018427387904",
+    )
+    .await;
+    for err in [
+        store.subscriber("A@x.example").await.map(|_| ()),
+        store.subscribers().await.map(|_| ()),
+    ] {
+        let err = format!("{:#}", err.unwrap_err());
+        assert!(err.contains("out of range"), "{err}");
+    }
+}
+
 /// Connection slots hold for every instance together: `per_host` per host and
 /// `concurrency` in all, whichever instance asks; a released or expired slot is free.
 async fn fetch_slots_hold_for_every_instance(_: Store, db: Database) {
@@ -2810,6 +2829,7 @@ fn main() -> std::process::ExitCode {
         heartbeats_and_due_feeds_are_counted,
         fetch_slots_hold_for_every_instance,
         due_feeds_are_claimed_in_batches_longest_due_first,
+        a_time_out_of_range_is_an_error_not_1970,
     ];
     let postgres_only = stories![
         migrations_apply_once_and_reconnecting_is_a_no_op,

@@ -68,8 +68,8 @@ impl Sqlite {
                     link: r.get(7)?,
                     summary: r.get(8)?,
                     content: r.get(9)?,
-                    published: r.get::<_, Option<i64>>(10)?.and_then(from_unix),
-                    first_seen: from_unix(r.get(11)?).unwrap_or_default(),
+                    published: time_opt(r, 10)?,
+                    first_seen: time(r, 11)?,
                     updated: r.get(12)?,
                 })
             })?

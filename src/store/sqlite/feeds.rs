@@ -122,8 +122,8 @@ impl Sqlite {
                     url: r.get(1)?,
                     etag: r.get(2)?,
                     last_modified: r.get(3)?,
-                    baseline_at: r.get::<_, Option<i64>>(4)?.and_then(from_unix),
-                    last_full_fetch_at: r.get::<_, Option<i64>>(5)?.and_then(from_unix),
+                    baseline_at: time_opt(r, 4)?,
+                    last_full_fetch_at: time_opt(r, 5)?,
                     consecutive_failures: r.get(6)?,
                     body_hash: r.get(7)?,
                     claim: r.get(8)?,
@@ -256,11 +256,10 @@ impl Sqlite {
             .query_row(
                 "SELECT last_poll_at FROM feeds WHERE id = ?1",
                 [feed_id],
-                |r| r.get::<_, Option<i64>>(0),
+                |r| time_opt(r, 0),
             )
             .optional()?
-            .flatten()
-            .and_then(from_unix))
+            .flatten())
     }
 
     pub fn consecutive_failures(&self, feed_id: &str) -> Result<u32> {
@@ -294,11 +293,11 @@ impl Sqlite {
                 last_error: r.get(5)?,
                 last_error_kind: r.get(6)?,
                 consecutive_failures: r.get(7)?,
-                last_success_at: r.get::<_, Option<i64>>(8)?.and_then(from_unix),
-                next_poll_at: from_unix(r.get(9)?).unwrap_or_default(),
+                last_success_at: time_opt(r, 8)?,
+                next_poll_at: time(r, 9)?,
                 items: r.get(10)?,
-                last_error_at: r.get::<_, Option<i64>>(11)?.and_then(from_unix),
-                last_poll_at: r.get::<_, Option<i64>>(12)?.and_then(from_unix),
+                last_error_at: time_opt(r, 11)?,
+                last_poll_at: time_opt(r, 12)?,
                 moved_to: r.get(13)?,
                 gone: r.get::<_, Option<i64>>(14)?.is_some(),
                 repairs: r
@@ -323,7 +322,7 @@ impl Sqlite {
         let rows = stmt.query_map([min_failures], |r| {
             Ok(FailingFeed {
                 name: r.get(0)?,
-                since: from_unix(r.get(1)?).unwrap_or_default(),
+                since: time(r, 1)?,
                 error: r.get(2)?,
             })
         })?;

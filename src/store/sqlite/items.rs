@@ -149,9 +149,7 @@ impl Sqlite {
         let conn = self.conn();
         let mut stmt = conn
             .prepare("SELECT title, updated_at FROM items WHERE feed_id = ?1 ORDER BY id DESC")?;
-        let rows = stmt.query_map([feed_id], |r| {
-            Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.and_then(from_unix)))
-        })?;
+        let rows = stmt.query_map([feed_id], |r| Ok((r.get(0)?, time_opt(r, 1)?)))?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
@@ -174,8 +172,8 @@ impl Sqlite {
                 summary: r.get(4)?,
                 content: r.get(5)?,
                 link: r.get(6)?,
-                published: r.get::<_, Option<i64>>(7)?.and_then(from_unix),
-                first_seen: from_unix(r.get(8)?).unwrap_or_default(),
+                published: time_opt(r, 7)?,
+                first_seen: time(r, 8)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

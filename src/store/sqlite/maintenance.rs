@@ -20,7 +20,7 @@ impl Sqlite {
             |r| {
                 Ok(ServiceStats {
                     outbox_pending: r.get(0)?,
-                    oldest_pending: r.get::<_, Option<i64>>(1)?.and_then(from_unix),
+                    oldest_pending: time_opt(r, 1)?,
                     feeds_active: r.get(2)?,
                     feeds_failing: r.get(3)?,
                     subscribers: r.get(4)?,

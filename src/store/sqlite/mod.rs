@@ -278,6 +278,31 @@ const OUTBOX_COLUMNS: &str = "id, recipient, message_id, subject, body_text, bod
 const SUBSCRIBER_COLUMNS: &str = "s.id, s.email, s.frequency, s.digest_time, s.digest_weekday, \
      s.timezone, s.next_digest_at, s.bounces, s.paused_at";
 
+/// The time stored in column `i` (Unix seconds). One out of range is an error naming the
+/// column, never 1970.
+fn time(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<DateTime<Utc>> {
+    let secs: i64 = r.get(i)?;
+    from_unix(secs).ok_or_else(|| out_of_range(i, secs))
+}
+
+/// [`time`] of a column that may be NULL.
+fn time_opt(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    match r.get::<_, Option<i64>>(i)? {
+        None => Ok(None),
+        Some(secs) => from_unix(secs)
+            .map(Some)
+            .ok_or_else(|| out_of_range(i, secs)),
+    }
+}
+
+fn out_of_range(column: usize, secs: i64) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        column,
+        rusqlite::types::Type::Integer,
+        format!("stored time {secs} is out of range").into(),
+    )
+}
+
 /// A subscriber from [`SUBSCRIBER_COLUMNS`], without queries.
 fn subscriber_row(r: &rusqlite::Row<'_>) -> Result<Subscriber> {
     let frequency: String = r.get(2)?;
@@ -291,9 +316,9 @@ fn subscriber_row(r: &rusqlite::Row<'_>) -> Result<Subscriber> {
         timezone: timezone
             .parse()
             .map_err(|e| anyhow::anyhow!("time zone {timezone:?}: {e}"))?,
-        next_digest_at: r.get::<_, Option<i64>>(6)?.and_then(from_unix),
+        next_digest_at: time_opt(r, 6)?,
         bounces: r.get(7)?,
-        paused_at: r.get::<_, Option<i64>>(8)?.and_then(from_unix),
+        paused_at: time_opt(r, 8)?,
         queries: Vec::new(),
     })
 }
@@ -307,12 +332,12 @@ fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxMessage> {
         subject: r.get(3)?,
         body_text: r.get(4)?,
         body_html: r.get(5)?,
-        created_at: from_unix(r.get(6)?).unwrap_or_default(),
+        created_at: time(r, 6)?,
         status: r.get(7)?,
         attempts: r.get(8)?,
         last_error: r.get(9)?,
-        next_attempt_at: from_unix(r.get(10)?).unwrap_or_default(),
-        sent_at: r.get::<_, Option<i64>>(11)?.and_then(from_unix),
+        next_attempt_at: time(r, 10)?,
+        sent_at: time_opt(r, 11)?,
         claim: r.get(13)?,
     })
 }

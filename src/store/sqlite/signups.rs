@@ -48,8 +48,8 @@ impl Sqlite {
                         frequency: r.get(2)?,
                         timezone: r.get(3)?,
                         client: r.get(4)?,
-                        created_at: from_unix(r.get(5)?).unwrap_or_default(),
-                        confirmed_at: r.get::<_, Option<i64>>(6)?.and_then(from_unix),
+                        created_at: time(r, 5)?,
+                        confirmed_at: time_opt(r, 6)?,
                     })
                 },
             )

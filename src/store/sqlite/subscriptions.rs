@@ -88,8 +88,8 @@ impl Sqlite {
                 title: r.get(1)?,
                 link: r.get(2)?,
                 summary: r.get(3)?,
-                published: r.get::<_, Option<i64>>(4)?.and_then(from_unix),
-                matched_at: from_unix(r.get(5)?).unwrap_or_default(),
+                published: time_opt(r, 4)?,
+                matched_at: time(r, 5)?,
                 feed_name: r.get(6)?,
             })
         })?;
@@ -206,10 +206,25 @@ impl Sqlite {
     }
 
     pub fn subscriber(&self, email: &str) -> Result<Option<Subscriber>> {
-        Ok(self
-            .subscribers()?
-            .into_iter()
-            .find(|s| s.email.eq_ignore_ascii_case(email.trim())))
+        // The address column compares NOCASE (ASCII), through its unique index.
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {SUBSCRIBER_COLUMNS}, q.query
+             FROM subscribers s LEFT JOIN subscriptions q ON q.subscriber_id = s.id
+             WHERE s.email = ?1 ORDER BY q.id"
+        ))?;
+        let mut rows = stmt.query([email.trim()])?;
+        let mut found: Option<Subscriber> = None;
+        while let Some(r) = rows.next()? {
+            let subscriber = match &mut found {
+                Some(s) => s,
+                None => found.insert(subscriber_row(r)?),
+            };
+            if let Some(q) = r.get::<_, Option<String>>(9)? {
+                subscriber.queries.push(q);
+            }
+        }
+        Ok(found)
     }
 
     pub fn subscriptions_generation(&self) -> Result<i64> {
