@@ -200,7 +200,8 @@ async fn bench(args: Args) {
         .postgres
         .then(|| postgres::PgServer::start().expect("PostgreSQL is not installed"));
     let database = match &server {
-        Some(server) => server.fresh_database(),
+        // The test harness's client blocks: off the async threads.
+        Some(server) => tokio::task::block_in_place(|| server.fresh_database()),
         None => "tidings.db".to_string(),
     };
     let mut config = format!(
