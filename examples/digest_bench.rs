@@ -8,7 +8,15 @@
 //! cargo run --release --example digest_bench                      # 10,000 subscribers
 //! cargo run --release --example digest_bench -- --subscribers 2000 --concurrency 8
 //! cargo run --release --example digest_bench -- --smtp in-process
+//! cargo run --release --example digest_bench -- --backend postgres --instances 3
 //! ```
+//!
+//! With `--instances N`, N Tidings instances (each its own `App`: its own database
+//! connections, mail pacer and SMTP connections) run `send_digests` on the same database at
+//! once, as a cluster's instances would when a digest round comes due: each subscriber's
+//! digest must still be queued once and each message sent once. They share this process's
+//! two cores. `--backend postgres` starts a PostgreSQL server of its own (Debian's
+//! `postgresql` package) in a temporary folder, stopped at the end.
 //!
 //! # What is measured
 //!
@@ -52,6 +60,9 @@
 //! queries match. Any failure is listed and the exit code is 1.
 
 mod common;
+#[path = "../tests/support/postgres.rs"]
+#[allow(dead_code)]
+mod postgres;
 
 use common::{peak_rss_mib, reset_peak_rss};
 use std::collections::{BTreeSet, HashMap};
@@ -89,6 +100,8 @@ struct Args {
     subscribers: usize,
     concurrency: Option<usize>,
     smtp: SmtpMode,
+    instances: usize,
+    postgres: bool,
 }
 
 fn parse_args() -> (bool, Args) {
@@ -96,6 +109,8 @@ fn parse_args() -> (bool, Args) {
         subscribers: 10_000,
         concurrency: None,
         smtp: SmtpMode::Child,
+        instances: 1,
+        postgres: false,
     };
     let mut serve = false;
     let mut it = std::env::args().skip(1);
@@ -105,6 +120,12 @@ fn parse_args() -> (bool, Args) {
             "--serve-smtp" => serve = true,
             "--subscribers" => args.subscribers = value().parse().expect("a number"),
             "--concurrency" => args.concurrency = Some(value().parse().expect("a number")),
+            "--instances" => args.instances = value().parse::<usize>().expect("a number").max(1),
+            "--backend" => match value().as_str() {
+                "sqlite" => args.postgres = false,
+                "postgres" => args.postgres = true,
+                other => panic!("--backend sqlite|postgres, not {other}"),
+            },
             "--smtp" => {
                 args.smtp = match value().as_str() {
                     "child" => SmtpMode::Child,
@@ -563,7 +584,16 @@ async fn bench(args: Args) -> bool {
     let mut smtp = Smtp::start(args.smtp).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let mut config = String::from("[mail]\nfrom = \"Tidings <alerts@tidings.example>\"\n");
+    let server = args
+        .postgres
+        .then(|| postgres::PgServer::start().expect("PostgreSQL is not installed"));
+    let database = match &server {
+        // The test harness's client blocks: off the async threads.
+        Some(server) => tokio::task::block_in_place(|| server.fresh_database()),
+        None => "tidings.db".to_string(),
+    };
+    let mut config = format!("database = \"{database}\"\n");
+    config.push_str("[mail]\nfrom = \"Tidings <alerts@tidings.example>\"\n");
     config.push_str("transport = \"smtp\"\nsend_timeout = \"30s\"\n");
     if let Some(c) = args.concurrency {
         config.push_str(&format!("concurrency = {c}\n"));
@@ -582,7 +612,11 @@ async fn bench(args: Args) -> bool {
     }
     let path = dir.path().join("config.toml");
     std::fs::write(&path, config).unwrap();
-    let app = App::open(Config::load(&path).unwrap()).await.unwrap();
+    let mut apps = Vec::new();
+    for _ in 0..args.instances {
+        apps.push(App::open(Config::load(&path).unwrap()).await.unwrap());
+    }
+    let app = &apps[0];
     let now = Utc::now();
 
     // Subscribers.
@@ -677,7 +711,8 @@ async fn bench(args: Args) -> bool {
     let setup_secs = setup_started.elapsed().as_secs_f64();
     println!(
         "digest_bench: {} subscribers, {} subscriptions, {} items in {} feeds, {} pending matches; \
-         stories per digest min {} / mean {:.1} / max {}; mail.concurrency {}; SMTP server: {}",
+         stories per digest min {} / mean {:.1} / max {}; mail.concurrency {}; SMTP server: {}; \
+         database: {}, {} instance(s)",
         args.subscribers,
         app.store.subscriptions().await.unwrap().queries.len(),
         stored_items,
@@ -691,6 +726,12 @@ async fn bench(args: Args) -> bool {
             SmtpMode::Child => "child process, 127.0.0.1",
             SmtpMode::InProcess => "in-process, 127.0.0.1",
         },
+        if args.postgres {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        },
+        args.instances,
     );
     println!(
         "setup (not counted): {setup_secs:.2} s; load average before run: {}",
@@ -702,7 +743,18 @@ async fn bench(args: Args) -> bool {
     clock.reset();
     let cpu_before = cpu_seconds();
     let started = Instant::now();
-    let summary = send_digests(&app, now, false).await;
+    // Every instance runs the round at once; their summaries add up.
+    let rounds =
+        futures_util::future::join_all(apps.iter().map(|app| send_digests(app, now, false))).await;
+    let summary = rounds.into_iter().try_fold(
+        tidings::pipeline::DigestSummary::default(),
+        |mut all, round| {
+            let round = round?;
+            all.queued += round.queued;
+            all.delivery += round.delivery;
+            anyhow::Ok(all)
+        },
+    );
     let ended = Instant::now();
     let cpu = cpu_seconds() - cpu_before;
     let peak = peak_rss_mib();
