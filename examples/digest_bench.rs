@@ -60,9 +60,6 @@
 //! queries match. Any failure is listed and the exit code is 1.
 
 mod common;
-#[path = "../tests/support/postgres.rs"]
-#[allow(dead_code)]
-mod postgres;
 
 use common::{peak_rss_mib, reset_peak_rss};
 use std::collections::{BTreeSet, HashMap};
@@ -87,7 +84,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use support::SmtpServer;
+use support::{SmtpServer, postgres};
 
 /// Where the SMTP server runs.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
