@@ -73,6 +73,7 @@ use tidings::config::Config;
 use tidings::digest::Schedule;
 use tidings::matcher::{Document, Query};
 use tidings::parse::{Item, body_text};
+use tidings::store::OutboxStatus;
 use tidings::store::{StoreOutcome, SuccessfulPoll};
 use tidings::{App, send_digests};
 use tracing::{Event, Level, Subscriber};
@@ -826,7 +827,10 @@ async fn bench(args: Args) -> bool {
         ));
     }
     let outbox = app.store.outbox().await.unwrap();
-    let not_sent = outbox.iter().filter(|m| m.status != "sent").count();
+    let not_sent = outbox
+        .iter()
+        .filter(|m| m.status != OutboxStatus::Sent)
+        .count();
     if outbox.len() != want || not_sent != 0 {
         failures.push(format!(
             "outbox has {} rows, {not_sent} not sent; expected {want}, all sent",

@@ -248,7 +248,7 @@ fn main() -> Result<()> {
         body_text: rendered.text.clone(),
         body_html: rendered.html.clone(),
         created_at: sent_at,
-        status: "pending".into(),
+        status: tidings::store::OutboxStatus::Pending,
         attempts: 0,
         last_error: None,
         next_attempt_at: sent_at,

@@ -23,7 +23,7 @@ use tidings::pipeline::{
     FeedOutcome, PollObserver, before, dangling_searches, poll_feeds_observed, prune_store,
 };
 use tidings::progress::{LogWriter, Progress};
-use tidings::store::{ImportStep, Store};
+use tidings::store::{ImportStep, OutboxStatus, Store};
 use tidings::token::Signer;
 use tidings::{App, mail, scheduler, send_digests};
 
@@ -968,7 +968,7 @@ async fn list_outbox(store: &Store, all: bool) -> Result<()> {
         .outbox()
         .await?
         .into_iter()
-        .filter(|m| all || m.status != "sent")
+        .filter(|m| all || m.status != OutboxStatus::Sent)
         .collect();
     if rows.is_empty() {
         say!(
@@ -992,9 +992,9 @@ async fn list_outbox(store: &Store, all: bool) -> Result<()> {
     );
     for m in rows {
         let when = utc;
-        let next = match (m.status.as_str(), m.sent_at) {
-            ("sent", Some(t)) => when(t),
-            ("pending", _) => when(m.next_attempt_at),
+        let next = match (m.status, m.sent_at) {
+            (OutboxStatus::Sent, Some(t)) => when(t),
+            (OutboxStatus::Pending, _) => when(m.next_attempt_at),
             _ => "-".to_string(),
         };
         say!(
@@ -1394,11 +1394,11 @@ async fn feeds_status(store: &Store, json: bool) -> Result<()> {
     );
     let when = |d: Option<chrono::DateTime<Utc>>| d.map_or("never".to_string(), utc);
     for f in statuses {
-        let status = match (f.active, f.gone, f.last_status.as_deref()) {
+        let status = match (f.active, f.gone, f.last_status) {
             (false, _, _) => "inactive",
             (true, true, _) => "gone",
             (true, false, None) => "new",
-            (true, false, Some(s)) => s,
+            (true, false, Some(s)) => s.as_str(),
         };
         let mut notes = Vec::new();
         if let (Some(k), Some(e)) = (&f.last_error_kind, &f.last_error) {

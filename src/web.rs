@@ -32,7 +32,7 @@ use tracing::{error, info, warn};
 use crate::digest::{Schedule, parse_time_zone};
 use crate::matcher::Query;
 use crate::pipeline::App;
-use crate::store::{SignupAdmission, SignupLimits, Subscriber};
+use crate::store::{OutboxStatus, PollStatus, SignupAdmission, SignupLimits, Subscriber};
 use crate::token::token_id;
 
 /// Largest form body accepted; a search is at most [`MAX_QUERY_CHARS`].
@@ -753,7 +753,7 @@ async fn admin_page(
             context! {
                 id => &f.id,
                 name => &f.name,
-                status => f.last_status.as_deref().unwrap_or("not polled yet"),
+                status => f.last_status.map_or("not polled yet", PollStatus::as_str),
                 error => &f.last_error,
                 failures => f.consecutive_failures,
                 failing => f.consecutive_failures > 0 || f.gone,
@@ -773,8 +773,14 @@ async fn admin_page(
             context! { email => d.email, query => d.query, missing => missing.join(", ") }
         })
         .collect();
-    let pending: Vec<_> = outbox.iter().filter(|m| m.status == "pending").collect();
-    let failed: Vec<_> = outbox.iter().filter(|m| m.status == "failed").collect();
+    let pending: Vec<_> = outbox
+        .iter()
+        .filter(|m| m.status == OutboxStatus::Pending)
+        .collect();
+    let failed: Vec<_> = outbox
+        .iter()
+        .filter(|m| m.status == OutboxStatus::Failed)
+        .collect();
     let failed_rows: Vec<_> = failed
         .iter()
         .rev()

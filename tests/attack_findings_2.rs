@@ -12,6 +12,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use support::{FeedServer, Route, SmtpServer};
 use tidings::App;
+use tidings::store::OutboxStatus;
 
 /// An RSS feed of `(guid, title)` items published at `date`.
 fn rss_at(items: &[(&str, &str)], date: DateTime<Utc>) -> Route {
@@ -347,7 +348,8 @@ async fn a_send_cut_off_by_the_timeout_does_not_leave_the_next_message_reading_i
         "the server did not accept the second message"
     );
     assert_ne!(
-        row.status, "sent",
+        row.status,
+        OutboxStatus::Sent,
         "the server refused the message (550) but it is recorded as sent: {row:?}"
     );
 }

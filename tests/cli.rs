@@ -6,6 +6,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use tidings::store::OutboxStatus;
 
 use support::{FeedServer, Route, SmtpServer, fixture};
 
@@ -642,7 +643,10 @@ async fn sigkill_while_sending_loses_nothing_and_duplicates_keep_their_message_i
     let unsent = async || {
         let outbox = store.outbox().await.unwrap();
         assert_eq!(outbox.len(), SUBSCRIBERS, "one digest each, queued once");
-        outbox.iter().filter(|m| m.status != "sent").count()
+        outbox
+            .iter()
+            .filter(|m| m.status != OutboxStatus::Sent)
+            .count()
     };
     assert!(unsent().await > 0, "the kill left mail to send");
     let mut second = daemon();

@@ -11,6 +11,7 @@ use support::{
     FeedServer, Route, SmtpServer, at, decode, subscribe, subscribe_in, write_config,
     write_config_with,
 };
+use tidings::store::OutboxStatus;
 use tidings::{App, poll_feeds, send_digests};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -477,7 +478,7 @@ async fn an_address_that_keeps_bouncing_is_paused_until_resumed() {
         .await
         .unwrap()
         .into_iter()
-        .filter(|m| m.status == "failed")
+        .filter(|m| m.status == OutboxStatus::Failed)
         .collect();
     assert_eq!(failed.len(), 2);
     assert!(
@@ -537,7 +538,7 @@ async fn mail_deferred_past_the_maximum_age_is_given_up_with_the_reason() {
         .unwrap();
     assert_eq!((last.delivery.retrying, last.delivery.failed), (0, 1));
     let row = &app.store.outbox().await.unwrap()[0];
-    assert_eq!(row.status, "failed");
+    assert_eq!(row.status, OutboxStatus::Failed);
     let error = row.last_error.as_deref().unwrap();
     assert!(error.starts_with("gave up after 3 attempts: "), "{error}");
 }

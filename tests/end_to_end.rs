@@ -12,6 +12,7 @@ use support::{
     FeedServer, Mail, Received, Route, SmtpServer, at, decode, fixture, subscribe, write_config,
 };
 use tidings::config::Config;
+use tidings::store::{OutboxStatus, PollStatus};
 use tidings::{App, poll_feeds, send_digests};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -314,7 +315,7 @@ async fn broken_feeds_are_recorded_while_the_others_go_on() {
     ];
     for (id, kind, words) in expect {
         let s = &status[id];
-        assert_eq!(s.last_status.as_deref(), Some("error"), "{id}");
+        assert_eq!(s.last_status, Some(PollStatus::Error), "{id}");
         assert_eq!(s.last_error_kind.as_deref(), Some(kind), "{id}");
         assert!(
             s.last_error.as_deref().unwrap_or("").contains(words),
@@ -325,7 +326,7 @@ async fn broken_feeds_are_recorded_while_the_others_go_on() {
         assert!(s.next_poll_at > now, "{id} backs off");
         assert_eq!(s.items, 0, "{id}");
     }
-    assert_eq!(status["good"].last_status.as_deref(), Some("ok"));
+    assert_eq!(status["good"].last_status, Some(PollStatus::Ok));
     assert_eq!(status["good"].items, 4);
 
     // The good feed's match is delivered despite its neighbours.
@@ -391,8 +392,8 @@ async fn failed_fetches_never_make_old_items_new() {
     let status = &app.store.feed_statuses().await.unwrap()[0];
     // Recovered; the body is the one stored before the faults, so it is not parsed again.
     assert_eq!(
-        status.last_status.as_deref(),
-        Some("not-modified"),
+        status.last_status,
+        Some(PollStatus::NotModified),
         "{status:?}"
     );
     assert_eq!(status.consecutive_failures, 0, "recovered");
@@ -437,13 +438,13 @@ async fn smtp_failures_are_retried_or_failed_and_nothing_is_lost() {
         .iter()
         .find(|m| m.recipient == "nobody@example.org")
         .unwrap();
-    assert_eq!(bob.status, "pending");
+    assert_eq!(bob.status, OutboxStatus::Pending);
     assert!(
         bob.last_error.as_deref().unwrap_or("").contains("451"),
         "{:?}",
         bob.last_error
     );
-    assert_eq!(nobody.status, "failed");
+    assert_eq!(nobody.status, OutboxStatus::Failed);
     assert!(
         nobody
             .last_error
@@ -701,7 +702,7 @@ async fn digests_wait_out_a_mail_server_outage_and_all_arrive() {
     assert!(
         outbox
             .iter()
-            .all(|m| m.status == "pending" && m.attempts >= 2),
+            .all(|m| m.status == OutboxStatus::Pending && m.attempts >= 2),
         "{outbox:?}"
     );
 

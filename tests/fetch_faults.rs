@@ -12,6 +12,7 @@ use support::{FeedServer, Route, SmtpServer, at, fixture};
 use tidings::config::Config;
 use tidings::digest::Schedule;
 use tidings::store::FeedStatus;
+use tidings::store::PollStatus;
 use tidings::{App, poll_feeds, send_digests};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -137,8 +138,8 @@ async fn check_fault(fault: impl Fn(&FeedServer), expect: Expect) {
     );
     let good = h.status("good").await;
     assert_eq!(
-        good.last_status.as_deref(),
-        Some("not-modified"),
+        good.last_status,
+        Some(PollStatus::NotModified),
         "the other feed goes on"
     );
     assert_eq!(good.consecutive_failures, 0);
@@ -471,7 +472,7 @@ async fn gone_feed_stops_polling_and_says_so() {
     assert_eq!(poll.failed, 1);
     let s = h.status("flaky").await;
     assert!(s.gone);
-    assert_eq!(s.last_status.as_deref(), Some("gone"));
+    assert_eq!(s.last_status, Some(PollStatus::Gone));
     assert!(
         s.last_error.as_deref().unwrap_or("").contains("410"),
         "{s:?}"
@@ -508,7 +509,7 @@ async fn permanent_redirect_chain_is_followed_and_reported() {
     assert_eq!(poll.failed, 0, "{poll:?}");
     let s = h.status("flaky").await;
     assert_eq!(s.moved_to.as_deref(), Some(new_home.as_str()));
-    assert_eq!(s.last_status.as_deref(), Some("ok"));
+    assert_eq!(s.last_status, Some(PollStatus::Ok));
     assert_eq!(
         poll.new_items, 0,
         "same items at the new address are not new"
@@ -586,7 +587,7 @@ async fn an_identical_body_is_not_parsed_again() {
         .unwrap();
     assert_eq!((poll.updated, poll.not_modified), (0, 2), "{poll:?}");
     let flaky = h.status("flaky").await;
-    assert_eq!(flaky.last_status.as_deref(), Some("not-modified"));
+    assert_eq!(flaky.last_status, Some(PollStatus::NotModified));
     assert_eq!(flaky.last_poll_at, Some(at(T0) + minutes(20)));
 
     // The full fetch due after 12 h is made, and counted though the body is the same:
@@ -625,7 +626,7 @@ async fn an_identical_body_is_not_parsed_again() {
         .await
         .unwrap();
     assert_eq!((poll.updated, poll.new_items), (1, 1), "{poll:?}");
-    assert_eq!(h.status("flaky").await.last_status.as_deref(), Some("ok"));
+    assert_eq!(h.status("flaky").await.last_status, Some(PollStatus::Ok));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -795,7 +796,7 @@ async fn broken_but_readable_feeds_are_repaired_and_say_so() {
     let poll = poll_feeds(&h.app, now, true).await.unwrap();
     assert_eq!((poll.failed, poll.new_items), (0, 1), "{poll:?}");
     let s = h.status("flaky").await;
-    assert_eq!(s.last_status.as_deref(), Some("ok"));
+    assert_eq!(s.last_status, Some(PollStatus::Ok));
     let repairs = s.repairs.join("; ");
     for note in ["windows-1252", "bare '&'", "version"] {
         assert!(repairs.contains(note), "{note} in {repairs}");

@@ -12,6 +12,7 @@ use std::time::Duration;
 use support::{FeedServer, Route};
 use tidings::fetch::{AddressPolicy, FetchError, FetchOutcome, Fetcher, Origin, Validators};
 use tidings::store::FeedStatus;
+use tidings::store::PollStatus;
 use tidings::{App, poll_feeds};
 
 /// Treated as a public address by the policy under test.
@@ -153,8 +154,8 @@ async fn redirects_from_a_public_feed_into_the_private_network_are_refused() {
     );
     for id in ["news", "inside"] {
         assert_eq!(
-            status(&app, id).await.last_status.as_deref(),
-            Some("ok"),
+            status(&app, id).await.last_status,
+            Some(PollStatus::Ok),
             "{id}"
         );
     }

@@ -7,6 +7,7 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
+use tidings::store::{OutboxStatus, PollStatus};
 
 use support::{Daemon, FeedServer, Route, SmtpServer, decode};
 
@@ -156,7 +157,7 @@ async fn absurd_retry_after_values_are_recorded_as_failures_with_a_bounded_wait(
     let limit = now + chrono::Duration::from_std(max_backoff).unwrap();
     for status in app.store.feed_statuses().await.unwrap() {
         assert_eq!(status.consecutive_failures, 1, "{status:?}");
-        assert_eq!(status.last_status.as_deref(), Some("error"), "{status:?}");
+        assert_eq!(status.last_status, Some(PollStatus::Error), "{status:?}");
         assert_eq!(
             status.last_error_kind.as_deref(),
             Some("throttled"),
@@ -217,7 +218,10 @@ async fn a_sender_that_lost_its_claim_never_sends_the_message() {
     to.sort();
     assert_eq!(to, ["r0@x.test", "r1@x.test", "r2@x.test", "r3@x.test"]);
     let outbox = second.store.outbox().await.unwrap();
-    assert!(outbox.iter().all(|m| m.status == "sent"), "{outbox:?}");
+    assert!(
+        outbox.iter().all(|m| m.status == OutboxStatus::Sent),
+        "{outbox:?}"
+    );
 }
 
 /// A digest holds at most `MAX_DIGEST_ENTRIES` matches (60k in one made a 35 MB message

@@ -35,6 +35,7 @@ use tidings::store::{
     Signup, SignupAdmission, SignupLimits, Store, StoreOutcome, Stored, Subscriber, SuccessfulPoll,
     UnchangedPoll,
 };
+use tidings::store::{OutboxStatus, PollStatus};
 
 // ---- the database a trial runs on -----------------------------------------------------------
 
@@ -485,7 +486,7 @@ async fn a_worker_that_lost_its_feed_claim_writes_nothing(store: Store, db: Data
         .unwrap();
     assert!(matches!(outcome, StoreOutcome::Stored(s) if s.new_items == 1));
     let status = &store.feed_statuses().await.unwrap()[0];
-    assert_eq!(status.last_status.as_deref(), Some("ok"));
+    assert_eq!(status.last_status, Some(PollStatus::Ok));
     assert_eq!(status.items, 1);
     // Its result released the claim: due again once its next poll comes.
     let next = later + minutes(15);
@@ -651,7 +652,7 @@ async fn feed_statuses_follow_ok_not_modified_failure_and_gone(store: Store, _: 
         .await
         .unwrap();
     let status = store.feed_statuses().await.unwrap().remove(0);
-    assert_eq!(status.last_status.as_deref(), Some("ok"));
+    assert_eq!(status.last_status, Some(PollStatus::Ok));
     assert_eq!(
         (
             status.last_poll_at,
@@ -691,7 +692,7 @@ async fn feed_statuses_follow_ok_not_modified_failure_and_gone(store: Store, _: 
             .unwrap()
     );
     let status = store.feed_statuses().await.unwrap().remove(0);
-    assert_eq!(status.last_status.as_deref(), Some("not-modified"));
+    assert_eq!(status.last_status, Some(PollStatus::NotModified));
     assert_eq!(status.moved_to.as_deref(), Some(moved));
     assert_eq!(
         (status.last_success_at, status.next_poll_at),
@@ -711,7 +712,7 @@ async fn feed_statuses_follow_ok_not_modified_failure_and_gone(store: Store, _: 
         );
     }
     let status = store.feed_statuses().await.unwrap().remove(0);
-    assert_eq!(status.last_status.as_deref(), Some("error"));
+    assert_eq!(status.last_status, Some(PollStatus::Error));
     assert_eq!(
         (
             status.last_error.as_deref(),
@@ -755,7 +756,10 @@ async fn feed_statuses_follow_ok_not_modified_failure_and_gone(store: Store, _: 
     );
     let status = store.feed_statuses().await.unwrap().remove(0);
     assert_eq!(
-        (status.last_status.as_deref(), status.consecutive_failures),
+        (
+            status.last_status.map(PollStatus::as_str),
+            status.consecutive_failures
+        ),
         (Some("not-modified"), 0)
     );
     assert!(store.failing_feeds(1).await.unwrap().is_empty());
@@ -769,7 +773,7 @@ async fn feed_statuses_follow_ok_not_modified_failure_and_gone(store: Store, _: 
     assert!(status.gone && status.active);
     assert_eq!(
         (
-            status.last_status.as_deref(),
+            status.last_status.map(PollStatus::as_str),
             status.last_error_kind.as_deref()
         ),
         (Some("gone"), Some("gone"))
@@ -858,7 +862,7 @@ async fn sync_feeds_deactivates_removed_feeds_and_restarts_a_moved_one(store: St
         (
             a.name.as_str(),
             a.url.as_str(),
-            a.last_status.clone(),
+            a.last_status,
             a.items
         ),
         ("A, moved", "https://a.example/2", None, 1)
@@ -1708,7 +1712,7 @@ async fn requeue_puts_failed_mail_back_but_not_mail_sent_or_being_sent(store: St
     assert!(store.mark_sent(failed, Some(&claim), t1).await.unwrap());
     let err = store.requeue(failed, t1).await.unwrap_err();
     assert!(format!("{err:#}").contains("already sent"), "{err:#}");
-    assert_eq!(message(&store, failed).await.status, "sent");
+    assert_eq!(message(&store, failed).await.status, OutboxStatus::Sent);
     assert!(
         !store.requeue(failed + 1000, t1).await.unwrap(),
         "no such message"

@@ -35,6 +35,7 @@ mod digests;
 mod feeds;
 mod items;
 mod maintenance;
+mod model;
 mod outbox;
 mod postgres;
 mod signups;
@@ -44,6 +45,7 @@ mod subscriptions;
 pub use cluster::{ClusterStats, FetchLimits, Instance};
 pub use copy::{ImportStep, Imported, TableCopied};
 pub use feeds::{FeedListSync, FeedListVersion};
+pub use model::{OutboxStatus, PollStatus, UnknownStatus};
 use postgres::Postgres;
 use sqlite::Sqlite;
 
@@ -265,8 +267,8 @@ pub struct FeedStatus {
     pub name: String,
     pub url: String,
     pub active: bool,
-    /// `ok`, `not-modified`, `error` or `gone`; `None` before the first poll.
-    pub last_status: Option<String>,
+    /// `None` before the first poll.
+    pub last_status: Option<PollStatus>,
     pub last_error: Option<String>,
     pub last_error_kind: Option<String>,
     pub last_error_at: Option<DateTime<Utc>>,
@@ -376,7 +378,7 @@ pub struct OutboxMessage {
     pub body_text: String,
     pub body_html: String,
     pub created_at: DateTime<Utc>,
-    pub status: String,
+    pub status: OutboxStatus,
     pub attempts: u32,
     pub last_error: Option<String>,
     pub next_attempt_at: DateTime<Utc>,

@@ -40,10 +40,10 @@ use r2d2_postgres::PostgresConnectionManager;
 
 use super::{
     ActiveSubscriptions, BackupSummary, ClusterStats, FeedListSync, FeedListVersion, FeedStatus,
-    FeedToPoll, FetchLimits, Instance, MatchedItem, OutboxMessage, PRUNE_ITEM_BATCH,
-    PRUNE_OUTBOX_BATCH, PRUNE_PAUSE, Pruned, ServiceStats, Signup, SignupAdmission, SignupLimits,
-    StoreOutcome, Stored, StoredItem, Subscriber, SuccessfulPoll, UnchangedPoll, from_unix,
-    lease_secs, split_tags,
+    FeedToPoll, FetchLimits, Instance, MatchedItem, OutboxMessage, OutboxStatus, PRUNE_ITEM_BATCH,
+    PRUNE_OUTBOX_BATCH, PRUNE_PAUSE, PollStatus, Pruned, ServiceStats, Signup, SignupAdmission,
+    SignupLimits, StoreOutcome, Stored, StoredItem, Subscriber, SuccessfulPoll, UnchangedPoll,
+    from_unix, lease_secs, split_tags,
 };
 use crate::config::FeedConfig;
 use crate::digest::{DigestEntry, FailingFeed, MAX_DIGEST_ENTRIES, Rendered, Schedule};
@@ -373,6 +373,25 @@ fn subscriber_row(r: &Row) -> Result<Subscriber> {
         queries: Vec::new(),
     })
 }
+
+/// Statuses are read as the text they are stored as; any other text is an error.
+macro_rules! status_from_sql {
+    ($($status:ty),+) => {$(
+        impl<'a> postgres::types::FromSql<'a> for $status {
+            fn from_sql(
+                ty: &postgres::types::Type,
+                raw: &'a [u8],
+            ) -> std::result::Result<$status, Box<dyn std::error::Error + Sync + Send>> {
+                Ok(<&str as postgres::types::FromSql>::from_sql(ty, raw)?.parse()?)
+            }
+
+            fn accepts(ty: &postgres::types::Type) -> bool {
+                <&str as postgres::types::FromSql>::accepts(ty)
+            }
+        }
+    )+};
+}
+status_from_sql!(OutboxStatus, PollStatus);
 
 fn outbox_row(r: &Row) -> Result<OutboxMessage> {
     Ok(OutboxMessage {

@@ -162,9 +162,9 @@ impl Postgres {
         let Some(row) = row else {
             return Ok(false);
         };
-        let status: String = row.try_get(0)?;
+        let status: OutboxStatus = row.try_get(0)?;
         let claimed_until: Option<i64> = row.try_get(1)?;
-        if status == "sent" {
+        if status == OutboxStatus::Sent {
             bail!("message {outbox_id} was already sent");
         }
         // A sender holds it: requeueing would take its claim and send it twice.

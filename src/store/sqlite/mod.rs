@@ -342,10 +342,61 @@ fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxMessage> {
     })
 }
 
+/// Statuses are read as the text they are stored as; any other text is an error.
+macro_rules! status_from_sql {
+    ($($status:ty),+) => {$(
+        impl rusqlite::types::FromSql for $status {
+            fn column_result(
+                value: rusqlite::types::ValueRef<'_>,
+            ) -> rusqlite::types::FromSqlResult<$status> {
+                value
+                    .as_str()?
+                    .parse()
+                    .map_err(|e| rusqlite::types::FromSqlError::Other(Box::new(e)))
+            }
+        }
+    )+};
+}
+status_from_sql!(OutboxStatus, PollStatus);
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn a_status_this_version_does_not_know_is_an_error_not_a_guess() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Sqlite::open(&dir.path().join("t.db")).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();
+        store
+            .queue_message(
+                "a@x.example",
+                "Hello",
+                "text",
+                "<p>html</p>",
+                "x.example",
+                now,
+            )
+            .unwrap();
+        assert_eq!(store.outbox().unwrap()[0].status, OutboxStatus::Pending);
+        let feed = FeedConfig {
+            id: "f".into(),
+            name: "F".into(),
+            url: "http://127.0.0.1:9/f.xml".parse().unwrap(),
+            tags: Vec::new(),
+            interval: Duration::from_secs(900),
+        };
+        store.sync_feeds(std::slice::from_ref(&feed)).unwrap();
+        assert_eq!(store.feed_statuses().unwrap()[0].last_status, None);
+        // A feed status written by some other version (outbox statuses have a CHECK).
+        store
+            .conn()
+            .execute("UPDATE feeds SET last_status = 'paused'", [])
+            .unwrap();
+        let err = format!("{:#}", store.feed_statuses().unwrap_err());
+        assert!(err.contains("unknown PollStatus \"paused\""), "{err}");
+    }
 
     #[test]
     fn every_migration_file_is_embedded() {

@@ -149,7 +149,7 @@ impl Sqlite {
     pub fn requeue(&self, outbox_id: i64, now: DateTime<Utc>) -> Result<bool> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let row: Option<(String, Option<i64>)> = tx
+        let row: Option<(OutboxStatus, Option<i64>)> = tx
             .query_row(
                 "SELECT status, claimed_until FROM outbox WHERE id = ?1",
                 [outbox_id],
@@ -158,7 +158,7 @@ impl Sqlite {
             .optional()?;
         match row {
             None => return Ok(false),
-            Some((status, _)) if status == "sent" => bail!("message {outbox_id} was already sent"),
+            Some((OutboxStatus::Sent, _)) => bail!("message {outbox_id} was already sent"),
             // A sender holds it: requeueing would take its claim and send it twice.
             Some((_, Some(until))) if until > now.timestamp() => {
                 bail!("message {outbox_id} is being sent right now; look again in a minute")
