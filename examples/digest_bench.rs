@@ -73,7 +73,7 @@ use tidings::config::Config;
 use tidings::digest::Schedule;
 use tidings::matcher::{Document, Query};
 use tidings::parse::{Item, body_text};
-use tidings::store::OutboxStatus;
+use tidings::store::{OutboxStatus, SubscriptionId};
 use tidings::store::{StoreOutcome, SuccessfulPoll};
 use tidings::{App, send_digests};
 use tracing::{Event, Level, Subscriber};
@@ -685,7 +685,8 @@ async fn bench(args: Args) -> bool {
                 move |item| {
                     let body = body_text(&item.summary, &item.content);
                     let doc = Document::new(&item.title, &body).with_source(&id, &tags);
-                    matcher.matcher.find_matches(&doc)
+                    let found = matcher.matcher.find_matches(&doc);
+                    found.into_iter().map(SubscriptionId).collect()
                 }
             })
             .await

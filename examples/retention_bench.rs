@@ -66,7 +66,7 @@ use rusqlite::{Connection, OpenFlags};
 use tidings::config::{DEFAULT_RETENTION, FeedConfig};
 use tidings::digest::{DigestEntry, Rendered, Schedule};
 use tidings::parse::Item;
-use tidings::store::{FeedToPoll, Store, Subscriber, SuccessfulPoll};
+use tidings::store::{FeedToPoll, Store, Subscriber, SubscriberId, SubscriptionId, SuccessfulPoll};
 
 /// Feeds the items are spread over.
 const FEEDS: usize = 200;
@@ -249,8 +249,8 @@ fn round_time(round: usize, now: DateTime<Utc>) -> DateTime<Utc> {
 /// A subscriber and their one subscription.
 #[derive(Clone, Copy)]
 struct Reader {
-    subscriber: i64,
-    subscription: i64,
+    subscriber: SubscriberId,
+    subscription: SubscriptionId,
 }
 
 /// Builds the history through `store` (see the module doc).
@@ -286,7 +286,7 @@ fn build(store: &Store, args: &Args, now: DateTime<Utc>) -> Result<()> {
             start,
         ))?;
     }
-    let subscription_of: HashMap<String, i64> = wait(store.subscriptions())?
+    let subscription_of: HashMap<String, SubscriptionId> = wait(store.subscriptions())?
         .queries
         .into_iter()
         .map(|(id, query)| (query, id))
@@ -353,6 +353,7 @@ fn build(store: &Store, args: &Args, now: DateTime<Utc>) -> Result<()> {
             if let Some(outbox) = wait(store.take_digest(
                 reader.subscriber,
                 sent_at,
+                true,
                 "bench.example",
                 |_, e, _| render(e),
             ))? {
@@ -364,6 +365,7 @@ fn build(store: &Store, args: &Args, now: DateTime<Utc>) -> Result<()> {
                 if let Some(outbox) = wait(store.take_digest(
                     reader.subscriber,
                     sent_at,
+                    true,
                     "bench.example",
                     |_, e, _| render(e),
                 ))? {

@@ -22,7 +22,7 @@ use tidings::config::Config;
 use tidings::digest::{DigestContext, DigestEntry, FailingFeed, Schedule, render_digest};
 use tidings::mail::Mailer;
 use tidings::matcher::Synonyms;
-use tidings::store::OutboxMessage;
+use tidings::store::{ItemId, OutboxId, OutboxMessage, SubscriberId, SubscriptionId};
 use tidings::token::{Links, Signer};
 
 /// The configuration the sample is rendered with: the feeds and synonyms of the shipped
@@ -78,9 +78,9 @@ tags = ["uk", "official"]
 /// A signing key for the sample's unsubscribe links only.
 const SAMPLE_SECRET: &[u8] = b"sample-secret-not-for-production";
 
-const SUBSCRIBER_ID: i64 = 1;
+const SUBSCRIBER_ID: SubscriberId = SubscriberId(1);
 const RECIPIENT: &str = "ana.martinez@example.org";
-const OUTBOX_ID: i64 = 1;
+const OUTBOX_ID: OutboxId = OutboxId(1);
 /// When the digest goes out: 08:00 in New York.
 const SENT_AT: &str = "2026-11-28T13:00:00Z";
 /// Replaces lettre's random multipart boundary, so the `.eml` is reproducible.
@@ -285,9 +285,9 @@ fn entries(config: &Config, first_seen: DateTime<Utc>) -> Result<Vec<DigestEntry
                 .feed(story.feed)
                 .with_context(|| format!("no feed {:?} in the sample config", story.feed))?;
             entries.push(DigestEntry {
-                subscription_id,
+                subscription_id: SubscriptionId(subscription_id),
                 query: query.into(),
-                item_id: story.item_id,
+                item_id: ItemId(story.item_id),
                 feed_id: feed.id.clone(),
                 feed_name: feed.name.clone(),
                 tags: feed.tags.clone(),

@@ -20,6 +20,7 @@ use chrono::{
 use chrono_tz::Tz;
 use minijinja::{AutoEscape, Environment, Value, context};
 
+use crate::ids::{ItemId, SubscriptionId};
 use crate::matcher::{Document, Field, Query, Synonyms};
 use crate::output::plural;
 use crate::parse::body_text;
@@ -281,9 +282,9 @@ fn local_moment(tz: Tz, date: NaiveDate, time: NaiveTime) -> Option<DateTime<Utc
 /// One pending match, as the store hands it over.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DigestEntry {
-    pub subscription_id: i64,
+    pub subscription_id: SubscriptionId,
     pub query: String,
-    pub item_id: i64,
+    pub item_id: ItemId,
     pub feed_id: String,
     pub feed_name: String,
     /// The feed's tags, so `tag:` queries explain (and highlight) as they matched.
@@ -335,7 +336,7 @@ pub const MAX_DIGEST_ENTRIES: usize = 500;
 /// Highlighted title and snippets of items, by (item, query), for one digest round.
 #[derive(Debug, Default)]
 pub struct StoryCache {
-    parts: std::sync::Mutex<HashMap<(i64, String), Arc<StoryParts>>>,
+    parts: std::sync::Mutex<HashMap<(ItemId, String), Arc<StoryParts>>>,
 }
 
 /// What the highlighting of one item for one query produces.
@@ -418,7 +419,7 @@ struct Story<'a> {
 /// that differ in their fragment are different stories.
 fn arrange(entries: &[DigestEntry]) -> Vec<(&str, Vec<Story<'_>>)> {
     let mut groups: Vec<(&str, Vec<Story>)> = Vec::new();
-    let mut shown: HashSet<i64> = HashSet::new();
+    let mut shown: HashSet<ItemId> = HashSet::new();
     // Stories by link: (group, index) of each story with that link.
     let mut by_link: HashMap<&str, Vec<(usize, usize)>> = HashMap::new();
     for entry in entries {
@@ -845,9 +846,9 @@ mod tests {
         link: Option<&str>,
     ) -> DigestEntry {
         DigestEntry {
-            subscription_id: sub,
+            subscription_id: SubscriptionId(sub),
             query: query.into(),
-            item_id: item,
+            item_id: ItemId(item),
             feed_id: feed.into(),
             feed_name: format!("{feed} news"),
             tags: vec!["us".into()],

@@ -8,6 +8,7 @@
 //!
 //! | module        | job                                                                  |
 //! | ------------- | -------------------------------------------------------------------- |
+//! | [`ids`]       | the identities of stored rows, one type each (ids as types)           |
 //! | [`config`]    | `config.toml` → validated [`config::Config`], errors with line/column |
 //! | [`fetch`]     | HTTP: conditional GET, timeouts, body cap (reqwest lives here)        |
 //! | [`parse`]     | bytes → normalized [`parse::Item`]s with stable keys (feed-rs)        |
@@ -34,6 +35,7 @@ pub mod admin;
 pub mod config;
 pub mod digest;
 pub mod fetch;
+pub mod ids;
 pub mod listener;
 pub mod mail;
 pub mod matcher;

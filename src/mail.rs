@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{MailSettings, MailTransport, SMTP_PASSWORD_ENV, TlsMode};
-use crate::store::{OutboxMessage, Store};
+use crate::store::{OutboxId, OutboxMessage, Store};
 use crate::token::Links;
 
 /// Besides the send timeout and rate-limit waits, how long a claimed batch stays ours
@@ -230,7 +230,7 @@ impl Mailer {
 
 /// Writes `<folder>/<id>.eml` atomically (temporary file, then rename), so a resend of
 /// the same row replaces the file instead of adding a second one.
-async fn write_eml(folder: &Path, id: i64, bytes: &[u8]) -> Result<()> {
+async fn write_eml(folder: &Path, id: OutboxId, bytes: &[u8]) -> Result<()> {
     tokio::fs::create_dir_all(folder)
         .await
         .with_context(|| format!("creating mail folder {}", folder.display()))?;
@@ -494,7 +494,7 @@ pub async fn send_due(
                 let held = store.renew_mail_claim(id, token, clock(), lease).await?;
                 if !held {
                     info!(
-                        outbox = id,
+                        outbox = id.0,
                         "claim lost while waiting; another sender has it"
                     );
                     return anyhow::Ok(None);
@@ -528,12 +528,12 @@ async fn record(
     let pause_after = mailer.pause_after_bounces;
     let recorded = match outcome {
         Ok(()) => {
-            info!(outbox = id, to = %to, subject = %row.subject, "mail sent");
+            info!(outbox = id.0, to = %to, subject = %row.subject, "mail sent");
             done.sent += 1;
             store.mark_sent(id, claim.as_deref(), now).await?
         }
         Err(SendError::Transient(e)) if young => {
-            warn!(outbox = id, to = %to, error = %e, "mail deferred; will retry");
+            warn!(outbox = id.0, to = %to, error = %e, "mail deferred; will retry");
             done.retrying += 1;
             let retry_at = now + retry_delay(row.attempts);
             store.mark_retry(id, claim.as_deref(), &e, retry_at).await?
@@ -541,12 +541,12 @@ async fn record(
         Err(SendError::Transient(e)) => {
             let attempts = crate::output::count(row.attempts as usize + 1, "attempt");
             let e = format!("gave up after {attempts}: {e}");
-            warn!(outbox = id, to = %to, error = %e, "mail failed");
+            warn!(outbox = id.0, to = %to, error = %e, "mail failed");
             done.failed += 1;
             store.mark_failed(id, claim.as_deref(), &e).await?
         }
         Err(SendError::Permanent(e)) => {
-            warn!(outbox = id, to = %to, error = %e, "mail rejected");
+            warn!(outbox = id.0, to = %to, error = %e, "mail rejected");
             done.failed += 1;
             match pause_after {
                 Some(limit) => {
@@ -566,7 +566,7 @@ async fn record(
     };
     if !recorded {
         warn!(
-            outbox = id,
+            outbox = id.0,
             "claim lost during the send; the result was not recorded"
         );
     }

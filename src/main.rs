@@ -204,7 +204,7 @@ enum OutboxCommand {
     /// Put a failed (or deferred) message back in the queue, to be sent on the next round.
     Retry {
         /// The message's number, the ID column of `tidings outbox`.
-        id: i64,
+        id: tidings::store::OutboxId,
     },
 }
 

@@ -28,7 +28,7 @@ use crate::metrics::{Metrics, PollResult};
 use crate::parse::{Item, body_hash, body_text, parse_feed};
 use crate::store::{
     FeedListSync, FeedListVersion, FeedToPoll, FetchLimits, Pruned, Store, StoreOutcome,
-    Subscriber, SuccessfulPoll, UnchangedPoll,
+    Subscriber, SubscriberId, SubscriptionId, SuccessfulPoll, UnchangedPoll,
 };
 use crate::token::{Links, Signer};
 
@@ -578,8 +578,9 @@ pub async fn load_matcher(store: &Store, synonyms: &Synonyms) -> Result<Compiled
     let mut compiled = Vec::with_capacity(active.queries.len());
     for (id, text) in active.queries {
         match Query::parse(&text) {
-            Ok(q) => compiled.push((id, q)),
-            Err(e) => warn!(subscription = id, query = %text, error = %e, "skipping bad query"),
+            // The matcher's ids are plain numbers; they come back as subscriptions'.
+            Ok(q) => compiled.push((id.0, q)),
+            Err(e) => warn!(subscription = id.0, query = %text, error = %e, "skipping bad query"),
         }
     }
     Ok(CompiledMatcher {
@@ -823,7 +824,8 @@ pub async fn refresh_feed(
         let outcome = app
             .store
             .store_items(&feed, poll.clone(), move |item| {
-                compiled.matcher.find_matches(&document(item, &id, &tags))
+                let found = compiled.matcher.find_matches(&document(item, &id, &tags));
+                found.into_iter().map(SubscriptionId).collect()
             })
             .await?;
         match outcome {
@@ -1006,7 +1008,7 @@ pub async fn send_digests(
     let failing = Arc::new(failing);
     let queueing_done = std::sync::atomic::AtomicBool::new(false);
     let queue = async {
-        let result = queue_digests(app, now, due, failing).await;
+        let result = queue_digests(app, now, ignore_schedule, due, failing).await;
         queueing_done.store(true, std::sync::atomic::Ordering::Release);
         result
     };
@@ -1042,7 +1044,8 @@ pub async fn send_mail(app: &App, now: DateTime<Utc>) -> Result<Delivery> {
 async fn queue_digests(
     app: &App,
     now: DateTime<Utc>,
-    due: Vec<i64>,
+    ignore_schedule: bool,
+    due: Vec<SubscriberId>,
     failing: Arc<Vec<FailingFeed>>,
 ) -> Result<usize> {
     let domain = app.mailer.message_domain();
@@ -1057,26 +1060,36 @@ async fn queue_digests(
         let cache = cache.clone();
         let store = app.store.clone();
         let outbox = store
-            .take_digest(subscriber, now, &domain, move |s, entries, more_follow| {
-                let unsubscribe = app.links.unsubscribe_url(s.id, &s.email);
-                let manage = app.links.manage_url(s.id, &s.email);
-                let cx = DigestContext {
-                    recipient: &s.email,
-                    schedule: s.schedule,
-                    timezone: s.timezone,
-                    synonyms: &app.synonyms,
-                    failing_feeds: &failing,
-                    unsubscribe_url: Some(&unsubscribe),
-                    manage_url: Some(&manage),
-                    cache: Some(&cache),
-                    more_follow,
-                };
-                Ok(render_digest(entries, &cx)?)
-            })
+            .take_digest(
+                subscriber,
+                now,
+                ignore_schedule,
+                &domain,
+                move |s, entries, more_follow| {
+                    let unsubscribe = app.links.unsubscribe_url(s.id, &s.email);
+                    let manage = app.links.manage_url(s.id, &s.email);
+                    let cx = DigestContext {
+                        recipient: &s.email,
+                        schedule: s.schedule,
+                        timezone: s.timezone,
+                        synonyms: &app.synonyms,
+                        failing_feeds: &failing,
+                        unsubscribe_url: Some(&unsubscribe),
+                        manage_url: Some(&manage),
+                        cache: Some(&cache),
+                        more_follow,
+                    };
+                    Ok(render_digest(entries, &cx)?)
+                },
+            )
             .await
             .with_context(|| format!("queueing digest for subscriber {subscriber}"))?;
         if let Some(outbox) = outbox {
-            info!(subscriber, outbox, "digest queued");
+            info!(
+                subscriber = subscriber.0,
+                outbox = outbox.0,
+                "digest queued"
+            );
             queued += 1;
         }
     }
@@ -1122,7 +1135,7 @@ mod tests {
         )
         .unwrap();
         let subscriber = |email: &str, queries: &[&str]| Subscriber {
-            id: 1,
+            id: SubscriberId(1),
             email: email.into(),
             schedule: crate::digest::Schedule::Immediate,
             timezone: chrono_tz::UTC,

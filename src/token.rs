@@ -15,6 +15,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use url::Url;
 
+use crate::ids::{SignupId, SubscriberId, SubscriptionId};
+
 /// Environment variable that, when set, holds the signing secret.
 pub const SECRET_ENV: &str = "TIDINGS_SECRET";
 
@@ -154,12 +156,12 @@ impl Links {
     }
 
     /// The one-click unsubscribe token of a subscriber.
-    pub fn unsubscribe_token(&self, id: i64, email: &str) -> String {
-        self.signer.token(UNSUBSCRIBE, id, email)
+    pub fn unsubscribe_token(&self, id: SubscriberId, email: &str) -> String {
+        self.signer.token(UNSUBSCRIBE, id.0, email)
     }
 
     /// `<base_url>/unsubscribe/<token>`: GET shows a confirm page, POST unsubscribes.
-    pub fn unsubscribe_url(&self, id: i64, email: &str) -> String {
+    pub fn unsubscribe_url(&self, id: SubscriberId, email: &str) -> String {
         self.url("unsubscribe", &self.unsubscribe_token(id, email))
     }
 
@@ -167,43 +169,49 @@ impl Links {
     pub fn verify_unsubscribe(
         &self,
         token: &str,
-        lookup: impl FnOnce(i64) -> Option<String>,
-    ) -> Option<i64> {
-        self.signer.verify(UNSUBSCRIBE, token, lookup)
+        lookup: impl FnOnce(SubscriberId) -> Option<String>,
+    ) -> Option<SubscriberId> {
+        self.signer
+            .verify(UNSUBSCRIBE, token, |id| lookup(SubscriberId(id)))
+            .map(SubscriberId)
     }
 
     /// `<base_url>/manage/<token>`: the subscriber's own page (queries, schedule).
-    pub fn manage_url(&self, id: i64, email: &str) -> String {
-        self.url("manage", &self.signer.token(MANAGE, id, email))
+    pub fn manage_url(&self, id: SubscriberId, email: &str) -> String {
+        self.url("manage", &self.signer.token(MANAGE, id.0, email))
     }
 
     /// The subscriber a manage token is for, if genuine.
     pub fn verify_manage(
         &self,
         token: &str,
-        lookup: impl FnOnce(i64) -> Option<String>,
-    ) -> Option<i64> {
-        self.signer.verify(MANAGE, token, lookup)
+        lookup: impl FnOnce(SubscriberId) -> Option<String>,
+    ) -> Option<SubscriberId> {
+        self.signer
+            .verify(MANAGE, token, |id| lookup(SubscriberId(id)))
+            .map(SubscriberId)
     }
 
     /// `<base_url>/feed/<token>`: an Atom feed of one subscription's matches. The token
     /// names the subscription and is bound to its subscriber's address.
-    pub fn feed_url(&self, subscription_id: i64, email: &str) -> String {
-        self.url("feed", &self.signer.token(FEED, subscription_id, email))
+    pub fn feed_url(&self, subscription_id: SubscriptionId, email: &str) -> String {
+        self.url("feed", &self.signer.token(FEED, subscription_id.0, email))
     }
 
     /// `<base_url>/confirm/<token>`: confirms sign-up `signup_id` for `email`.
-    pub fn confirm_url(&self, signup_id: i64, email: &str) -> String {
-        self.url("confirm", &self.signer.token(CONFIRM, signup_id, email))
+    pub fn confirm_url(&self, signup_id: SignupId, email: &str) -> String {
+        self.url("confirm", &self.signer.token(CONFIRM, signup_id.0, email))
     }
 
     /// The sign-up a confirm token is for, if genuine (`lookup`: sign-up id → address).
     pub fn verify_confirm(
         &self,
         token: &str,
-        lookup: impl FnOnce(i64) -> Option<String>,
-    ) -> Option<i64> {
-        self.signer.verify(CONFIRM, token, lookup)
+        lookup: impl FnOnce(SignupId) -> Option<String>,
+    ) -> Option<SignupId> {
+        self.signer
+            .verify(CONFIRM, token, |id| lookup(SignupId(id)))
+            .map(SignupId)
     }
 
     /// The anti-forgery value of the public sign-up form, issued at `now` (Unix seconds).
@@ -230,22 +238,24 @@ impl Links {
     pub fn verify_feed(
         &self,
         token: &str,
-        lookup: impl FnOnce(i64) -> Option<String>,
-    ) -> Option<i64> {
-        self.signer.verify(FEED, token, lookup)
+        lookup: impl FnOnce(SubscriptionId) -> Option<String>,
+    ) -> Option<SubscriptionId> {
+        self.signer
+            .verify(FEED, token, |id| lookup(SubscriptionId(id)))
+            .map(SubscriptionId)
     }
 
     /// The anti-forgery value the subscriber's forms carry: only a page rendered for
     /// them holds it, so another site cannot post on their behalf.
-    pub fn csrf_token(&self, id: i64, email: &str) -> String {
-        self.signer.token(CSRF, id, email)
+    pub fn csrf_token(&self, id: SubscriberId, email: &str) -> String {
+        self.signer.token(CSRF, id.0, email)
     }
 
     /// Whether `value` is the subscriber's anti-forgery value.
-    pub fn verify_csrf(&self, id: i64, email: &str, value: &str) -> bool {
+    pub fn verify_csrf(&self, id: SubscriberId, email: &str, value: &str) -> bool {
         self.signer
-            .verify(CSRF, value, |i| (i == id).then(|| email.to_string()))
-            == Some(id)
+            .verify(CSRF, value, |i| (i == id.0).then(|| email.to_string()))
+            == Some(id.0)
     }
 
     fn url(&self, page: &str, token: &str) -> String {
@@ -377,11 +387,11 @@ mod tests {
             ),
         ] {
             let links = Links::new(Url::parse(base).unwrap(), signer.clone());
-            let url = links.unsubscribe_url(7, "a@x.example");
+            let url = links.unsubscribe_url(SubscriberId(7), "a@x.example");
             assert!(url.starts_with(prefix), "{base}: {url}");
             let token = url.rsplit('/').next().unwrap();
             let who = |_| Some("a@x.example".to_string());
-            assert_eq!(links.verify_unsubscribe(token, who), Some(7));
+            assert_eq!(links.verify_unsubscribe(token, who), Some(SubscriberId(7)));
         }
     }
 

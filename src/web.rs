@@ -32,7 +32,10 @@ use tracing::{error, info, warn};
 use crate::digest::{Schedule, parse_time_zone};
 use crate::matcher::Query;
 use crate::pipeline::App;
-use crate::store::{OutboxStatus, PollStatus, SignupAdmission, SignupLimits, Subscriber};
+use crate::store::{
+    OutboxStatus, PollStatus, SignupAdmission, SignupId, SignupLimits, Subscriber, SubscriberId,
+    SubscriptionId,
+};
 use crate::token::token_id;
 
 /// Largest form body accepted; a search is at most [`MAX_QUERY_CHARS`].
@@ -341,7 +344,7 @@ async fn blocking<T: Send + 'static>(
 /// The subscriber a manage token (`manage`) or unsubscribe token names, if genuine. A
 /// database that cannot answer is an error, not a bad link.
 async fn subscriber_for(app: &App, token: &str, manage: bool) -> Result<Subscriber, Failure> {
-    let id = token_id(token).ok_or(Failure::BadLink)?;
+    let id = SubscriberId(token_id(token).ok_or(Failure::BadLink)?);
     let found = app.store.subscriber_by_id(id).await?;
     let email = found.as_ref().map(|s| s.email.clone());
     let genuine = if manage {
@@ -390,7 +393,7 @@ async fn unsubscribe(
         other => other?,
     };
     app.store.unsubscribe(s.id, &token, Utc::now()).await?;
-    info!(subscriber = s.id, "unsubscribed from the web");
+    info!(subscriber = s.id.0, "unsubscribed from the web");
     Ok(unsubscribed_page())
 }
 
@@ -555,10 +558,10 @@ async fn add_query(
 }
 
 /// The search a manage form names (its `subscription` field).
-fn subscription_field(fields: &HashMap<String, String>) -> Result<i64, Failure> {
+fn subscription_field(fields: &HashMap<String, String>) -> Result<SubscriptionId, Failure> {
     fields
         .get("subscription")
-        .and_then(|v| v.parse::<i64>().ok())
+        .and_then(|v| v.parse::<SubscriptionId>().ok())
         .ok_or_else(|| Failure::BadForm("Which search? The form named none.".into()))
 }
 
@@ -845,7 +848,7 @@ async fn matches_feed(
     Path(token): Path<String>,
 ) -> Result<Response, Failure> {
     let app = app.borrow().clone();
-    let id = token_id(&token).ok_or(Failure::BadLink)?;
+    let id = SubscriptionId(token_id(&token).ok_or(Failure::BadLink)?);
     let (query, email) = app.store.subscription(id).await?.ok_or(Failure::BadLink)?;
     app.links
         .verify_feed(&token, |_| Some(email))
@@ -1126,7 +1129,7 @@ async fn subscribe(
         info!("sign-up not mailed: this address was asked for too often today");
         return Ok(check_inbox(&email));
     };
-    info!(signup = signup_id, "sign-up: confirmation mail queued");
+    info!(signup = signup_id.0, "sign-up: confirmation mail queued");
     // Send it now rather than at the next digest tick.
     let sender = app.clone();
     tokio::spawn(async move {
@@ -1188,8 +1191,8 @@ async fn preview(
 }
 
 /// The sign-up a confirm token names, if genuine and not expired.
-async fn signup_for(app: &App, token: &str) -> Result<(i64, crate::store::Signup), Failure> {
-    let id = token_id(token).ok_or(Failure::BadLink)?;
+async fn signup_for(app: &App, token: &str) -> Result<(SignupId, crate::store::Signup), Failure> {
+    let id = SignupId(token_id(token).ok_or(Failure::BadLink)?);
     let signup = app.store.signup(id).await?.ok_or(Failure::BadLink)?;
     let email = signup.email.clone();
     app.links
@@ -1284,8 +1287,8 @@ async fn confirm(
             .confirm_signup(id, schedule, tz, keep, Utc::now())
             .await?;
         info!(
-            signup = id,
-            subscriber,
+            signup = id.0,
+            subscriber = subscriber.0,
             left_out = left_out.len(),
             "sign-up confirmed"
         );

@@ -8,10 +8,8 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
 use std::time::Duration;
 
-use libtest_mimic::{Arguments, Trial};
 use support::postgres::PgServer;
 use support::{FeedServer, Route, Site, SmtpServer, decode};
 use tidings::App;
@@ -800,47 +798,14 @@ async fn the_daemon_may_run_during_the_copy(server: &PgServer) {
     );
 }
 
-type Test = fn(&PgServer) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>;
-
-macro_rules! tests {
-    ($($name:ident),* $(,)?) => {
-        vec![$((stringify!($name), (|s| Box::pin($name(s))) as Test)),*]
-    };
-}
-
 fn main() -> std::process::ExitCode {
-    let args = Arguments::from_args();
-    let server = if args.list {
-        None
-    } else {
-        PgServer::start_or_skip("migrate-db tests").map(Arc::new)
-    };
-    let trials = tests![
-        a_live_deployment_moves_to_postgres_and_carries_on,
-        an_older_schema_is_migrated_in_the_snapshot_not_in_the_file,
-        refusals_and_failures_change_nothing,
-        the_daemon_may_run_during_the_copy,
-    ]
-    .into_iter()
-    .map(|(name, test)| {
-        let server = server.clone();
-        let ignored = server.is_none() && !args.list;
-        Trial::test(name, move || {
-            if let Some(server) = &server {
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .unwrap()
-                    .block_on(test(server));
-            }
-            Ok(())
-        })
-        .with_ignored_flag(ignored)
-    })
-    .collect();
-    let conclusion = libtest_mimic::run(&args, trials);
-    // The trials (and their clones of the server) are gone: this stops it.
-    drop(server);
-    conclusion.exit_code()
+    support::postgres::run_pg_trials(
+        "migrate-db tests",
+        support::postgres::pg_trials![
+            a_live_deployment_moves_to_postgres_and_carries_on,
+            an_older_schema_is_migrated_in_the_snapshot_not_in_the_file,
+            refusals_and_failures_change_nothing,
+            the_daemon_may_run_during_the_copy,
+        ],
+    )
 }

@@ -11,10 +11,8 @@ use std::net::Ipv4Addr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use libtest_mimic::{Arguments, Trial};
 use support::postgres::PgServer;
 use support::{Daemon, FeedServer, Fetch, Route, SmtpServer};
 
@@ -1174,47 +1172,14 @@ async fn two_instances_share_the_due_feeds_within_one_concurrency(server: &PgSer
     assert!(most >= 3, "the limit, not less: {most}");
 }
 
-type Test = fn(&PgServer) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>;
-
-macro_rules! tests {
-    ($($name:ident),* $(,)?) => {
-        vec![$((stringify!($name), (|s| Box::pin($name(s))) as Test)),*]
-    };
-}
-
 fn main() -> std::process::ExitCode {
-    let args = Arguments::from_args();
-    let server = if args.list {
-        None
-    } else {
-        PgServer::start_or_skip("scale-out tests").map(Arc::new)
-    };
-    let trials = tests![
-        the_commands_work_on_postgres,
-        the_config_written_last_decides_the_feed_list,
-        two_instances_share_the_due_feeds_within_one_concurrency,
-        three_instances_share_the_work_and_survive_kills,
-    ]
-    .into_iter()
-    .map(|(name, test)| {
-        let server = server.clone();
-        let ignored = server.is_none() && !args.list;
-        Trial::test(name, move || {
-            if let Some(server) = &server {
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .unwrap()
-                    .block_on(test(server));
-            }
-            Ok(())
-        })
-        .with_ignored_flag(ignored)
-    })
-    .collect();
-    let conclusion = libtest_mimic::run(&args, trials);
-    // The trials (and their clones of the server) are gone: this stops it.
-    drop(server);
-    conclusion.exit_code()
+    support::postgres::run_pg_trials(
+        "scale-out tests",
+        support::postgres::pg_trials![
+            the_commands_work_on_postgres,
+            the_config_written_last_decides_the_feed_list,
+            two_instances_share_the_due_feeds_within_one_concurrency,
+            three_instances_share_the_work_and_survive_kills,
+        ],
+    )
 }

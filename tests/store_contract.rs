@@ -35,7 +35,7 @@ use tidings::store::{
     Signup, SignupAdmission, SignupLimits, Store, StoreOutcome, Stored, Subscriber, SuccessfulPoll,
     UnchangedPoll,
 };
-use tidings::store::{OutboxStatus, PollStatus};
+use tidings::store::{OutboxId, OutboxStatus, PollStatus, SignupId, SubscriberId, SubscriptionId};
 
 // ---- the database a trial runs on -----------------------------------------------------------
 
@@ -225,7 +225,7 @@ async fn store_poll(
     store: &Store,
     items: &[Item],
     now: DateTime<Utc>,
-    subscriptions: &[i64],
+    subscriptions: &[SubscriptionId],
 ) -> Stored {
     let feed = claim_one(store, now).await;
     let generation = store.subscriptions_generation().await.unwrap();
@@ -249,7 +249,7 @@ async fn subscribe(
     query: &str,
     schedule: Schedule,
     now: DateTime<Utc>,
-) -> i64 {
+) -> SubscriptionId {
     assert!(
         store
             .add_subscription(email, query, schedule, Tz::UTC, now)
@@ -261,7 +261,7 @@ async fn subscribe(
     searches.iter().find(|(_, q)| q == query).unwrap().0
 }
 
-async fn subscriber_id(store: &Store, email: &str) -> i64 {
+async fn subscriber_id(store: &Store, email: &str) -> SubscriberId {
     store.subscriber(email).await.unwrap().unwrap().id
 }
 
@@ -294,20 +294,20 @@ fn render_slowly(
 }
 
 /// Takes `subscriber`'s digest at `now`; its outbox id.
-async fn take(store: &Store, subscriber: i64, now: DateTime<Utc>) -> Option<i64> {
+async fn take(store: &Store, subscriber: SubscriberId, now: DateTime<Utc>) -> Option<OutboxId> {
     store
-        .take_digest(subscriber, now, "tidings.test", render)
+        .take_digest(subscriber, now, false, "tidings.test", render)
         .await
         .unwrap()
 }
 
-async fn message(store: &Store, id: i64) -> tidings::store::OutboxMessage {
+async fn message(store: &Store, id: OutboxId) -> tidings::store::OutboxMessage {
     let outbox = store.outbox().await.unwrap();
     outbox.into_iter().find(|m| m.id == id).unwrap()
 }
 
 /// Claims the pending messages due at `now` and returns the one with this id, claimed.
-async fn claim_message(store: &Store, id: i64, now: DateTime<Utc>) -> String {
+async fn claim_message(store: &Store, id: OutboxId, now: DateTime<Utc>) -> String {
     let claimed = store
         .claim_mail(now, Duration::from_secs(60), 100)
         .await
@@ -330,7 +330,7 @@ fn signup(email: &str, queries: &[&str], client: &str, created_at: DateTime<Utc>
     }
 }
 
-fn confirmation(id: i64) -> anyhow::Result<(String, String, String)> {
+fn confirmation(id: SignupId) -> anyhow::Result<(String, String, String)> {
     Ok((format!("confirm {id}"), "text".into(), "<p>html</p>".into()))
 }
 
@@ -859,12 +859,7 @@ async fn sync_feeds_deactivates_removed_feeds_and_restarts_a_moved_one(store: St
     );
     assert!(a.active && c.active && !c.gone);
     assert_eq!(
-        (
-            a.name.as_str(),
-            a.url.as_str(),
-            a.last_status,
-            a.items
-        ),
+        (a.name.as_str(), a.url.as_str(), a.last_status, a.items),
         ("A, moved", "https://a.example/2", None, 1)
     );
 
@@ -1087,7 +1082,13 @@ async fn subscribers_are_found_by_id_and_by_address_in_any_case(store: Store, _:
         store.subscriber_by_id(zoe.id).await.unwrap(),
         Some(zoe.clone())
     );
-    assert_eq!(store.subscriber_by_id(zoe.id + 1000).await.unwrap(), None);
+    assert_eq!(
+        store
+            .subscriber_by_id(SubscriberId(zoe.id.0 + 1000))
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(store.subscriber("nobody@x.example").await.unwrap(), None);
 
     let searches = store.subscriptions_of(zoe.id).await.unwrap();
@@ -1097,7 +1098,13 @@ async fn subscribers_are_found_by_id_and_by_address_in_any_case(store: Store, _:
         store.subscription(asylum).await.unwrap(),
         Some(("asylum".to_string(), "Zoe@X.example".to_string()))
     );
-    assert_eq!(store.subscription(asylum + 1000).await.unwrap(), None);
+    assert_eq!(
+        store
+            .subscription(SubscriptionId(asylum.0 + 1000))
+            .await
+            .unwrap(),
+        None
+    );
 
     // The same schedule a day later: the next digest stays where it was.
     let tomorrow = now + chrono::Duration::days(1);
@@ -1142,7 +1149,12 @@ async fn subscribers_are_found_by_id_and_by_address_in_any_case(store: Store, _:
     );
     assert!(
         !store
-            .set_schedule(zoe.id + 1000, Schedule::Hourly, Tz::UTC, now)
+            .set_schedule(
+                SubscriberId(zoe.id.0 + 1000),
+                Schedule::Hourly,
+                Tz::UTC,
+                now
+            )
             .await
             .unwrap()
     );
@@ -1218,13 +1230,19 @@ async fn edits_are_sent_again_and_pruning_keeps_what_is_pending(store: Store, _:
     let shown = Arc::new(Mutex::new(Vec::new()));
     let seen = shown.clone();
     store
-        .take_digest(subscriber, t1, "tidings.test", move |who, entries, more| {
-            *seen.lock().unwrap() = entries
-                .iter()
-                .map(|e| (e.title.clone(), e.updated))
-                .collect();
-            render(who, entries, more)
-        })
+        .take_digest(
+            subscriber,
+            t1,
+            false,
+            "tidings.test",
+            move |who, entries, more| {
+                *seen.lock().unwrap() = entries
+                    .iter()
+                    .map(|e| (e.title.clone(), e.updated))
+                    .collect();
+                render(who, entries, more)
+            },
+        )
         .await
         .unwrap()
         .unwrap();
@@ -1341,10 +1359,17 @@ async fn take_digest_moves_the_schedule_and_fixes_the_message_id(store: Store, _
     let shown = Arc::new(Mutex::new(None));
     let seen = shown.clone();
     let id = store
-        .take_digest(who.id, late, "tidings.test", move |s, entries, more| {
-            *seen.lock().unwrap() = Some((s.email.clone(), s.queries.clone(), entries.len(), more));
-            render(s, entries, more)
-        })
+        .take_digest(
+            who.id,
+            late,
+            false,
+            "tidings.test",
+            move |s, entries, more| {
+                *seen.lock().unwrap() =
+                    Some((s.email.clone(), s.queries.clone(), entries.len(), more));
+                render(s, entries, more)
+            },
+        )
         .await
         .unwrap()
         .unwrap();
@@ -1409,7 +1434,7 @@ async fn take_digest_moves_the_schedule_and_fixes_the_message_id(store: Store, _
     assert_eq!(who.next_digest_at, Some(next + chrono::Duration::days(1)));
     assert_eq!(store.outbox().await.unwrap().len(), 1);
     assert_eq!(
-        take(&store, who.id + 1000, next).await,
+        take(&store, SubscriberId(who.id.0 + 1000), next).await,
         None,
         "no such subscriber"
     );
@@ -1436,8 +1461,8 @@ async fn one_digest_taken_twice_at_once_is_queued_once(store: Store, db: Databas
     let due = store.due_digests(now, false).await.unwrap();
     assert_eq!(due.len(), 3);
     for subscriber in due {
-        let queued: Vec<i64> = at_once(&db, 2, move |s| async move {
-            s.take_digest(subscriber, now, "tidings.test", render_slowly)
+        let queued: Vec<OutboxId> = at_once(&db, 2, move |s| async move {
+            s.take_digest(subscriber, now, false, "tidings.test", render_slowly)
                 .await
                 .unwrap()
         })
@@ -1465,6 +1490,51 @@ async fn one_digest_taken_twice_at_once_is_queued_once(store: Store, db: Databas
         store.due_digests(now, true).await.unwrap().is_empty(),
         "nothing left pending"
     );
+}
+
+/// Two instances list a daily subscriber as due at the same tick; the first takes their
+/// digest. A match stored before the second gets to them waits for tomorrow: the second
+/// take queues nothing (the schedule is asked again under the lock), unless forced.
+async fn a_scheduled_digest_is_taken_once_per_period_whoever_listed_it(store: Store, _: Database) {
+    let t0 = noon();
+    store
+        .sync_feeds(&[feed("f", "https://f.example/feed")])
+        .await
+        .unwrap();
+    let daily = Schedule::Daily {
+        at: NaiveTime::from_hms_opt(8, 0, 0).unwrap(),
+    };
+    let asylum = subscribe(&store, "ana@x.example", "asylum", daily, t0).await;
+    let who = subscriber_id(&store, "ana@x.example").await;
+    store_poll(&store, &[item("k1", "Asylum one", t0)], t0, &[asylum]).await;
+    let tick = Utc.with_ymd_and_hms(2026, 11, 29, 8, 0, 0).unwrap();
+    // Both instances' lists.
+    assert_eq!(store.due_digests(tick, false).await.unwrap(), [who]);
+    assert_eq!(store.due_digests(tick, false).await.unwrap(), [who]);
+    let first = take(&store, who, tick).await.expect("the day's digest");
+    store_poll(&store, &[item("k2", "Asylum two", tick)], tick, &[asylum]).await;
+    let later = tick + chrono::Duration::minutes(1);
+    assert_eq!(
+        take(&store, who, later).await,
+        None,
+        "a second digest the same day"
+    );
+    let outbox = store.outbox().await.unwrap();
+    assert_eq!(outbox.len(), 1, "{outbox:?}");
+    assert_eq!(outbox[0].id, first);
+    let tomorrow = store.subscriber_by_id(who).await.unwrap().unwrap();
+    assert_eq!(
+        tomorrow.next_digest_at,
+        Some(Utc.with_ymd_and_hms(2026, 11, 30, 8, 0, 0).unwrap()),
+        "the refused take moved nothing"
+    );
+    // `tidings digest --now` sends what is pending whatever the schedule.
+    let forced = store
+        .take_digest(who, later, true, "tidings.test", render)
+        .await
+        .unwrap()
+        .expect("a forced digest");
+    assert_eq!(message(&store, forced).await.subject, "1 new");
 }
 
 // ---- the outbox -----------------------------------------------------------------------------
@@ -1511,8 +1581,8 @@ async fn two_senders_claiming_at_once_never_get_the_same_message(store: Store, d
     })
     .await;
     let (a, b) = (&claimed[0], &claimed[1]);
-    let a_ids: HashSet<i64> = a.iter().map(|m| m.id).collect();
-    let both: Vec<i64> = b
+    let a_ids: HashSet<OutboxId> = a.iter().map(|m| m.id).collect();
+    let both: Vec<OutboxId> = b
         .iter()
         .map(|m| m.id)
         .filter(|id| a_ids.contains(id))
@@ -1714,7 +1784,7 @@ async fn requeue_puts_failed_mail_back_but_not_mail_sent_or_being_sent(store: St
     assert!(format!("{err:#}").contains("already sent"), "{err:#}");
     assert_eq!(message(&store, failed).await.status, OutboxStatus::Sent);
     assert!(
-        !store.requeue(failed + 1000, t1).await.unwrap(),
+        !store.requeue(OutboxId(failed.0 + 1000), t1).await.unwrap(),
         "no such message"
     );
 }
@@ -1748,7 +1818,7 @@ async fn bounces_pause_a_subscriber_after_the_limit(store: Store, _: Database) {
         let s = store.subscriber_by_id(who).await.unwrap().unwrap();
         (s.bounces, s.paused_at)
     };
-    let bounce = async |(id, claim, now): (i64, String, DateTime<Utc>)| {
+    let bounce = async |(id, claim, now): (OutboxId, String, DateTime<Utc>)| {
         store
             .mark_bounced(id, Some(&claim), "550 mailbox full", 2, now)
             .await
@@ -1763,6 +1833,15 @@ async fn bounces_pause_a_subscriber_after_the_limit(store: Store, _: Database) {
     assert_eq!(bounce(digest().await).await, None);
     let last = digest().await;
     let paused_at = last.2;
+    // Queued before the pause, sent after it.
+    store_poll(
+        &store,
+        &[item("in-flight", "Asylum", paused_at)],
+        paused_at,
+        &[asylum],
+    )
+    .await;
+    let in_flight = take(&store, who, paused_at).await.unwrap();
     assert_eq!(bounce(last).await.as_deref(), Some("a@x.example"));
     assert_eq!(state().await, (2, Some(paused_at)));
     let bounced = store.outbox().await.unwrap();
@@ -1772,18 +1851,30 @@ async fn bounces_pause_a_subscriber_after_the_limit(store: Store, _: Database) {
         .collect();
     assert_eq!(
         statuses,
-        [("failed", 1), ("sent", 1), ("failed", 1), ("failed", 1)]
+        [
+            ("failed", 1),
+            ("sent", 1),
+            ("failed", 1),
+            ("failed", 1),
+            ("pending", 0)
+        ]
     );
     assert_eq!(bounced[3].last_error.as_deref(), Some("550 mailbox full"));
 
     // Paused already: another bounce does not pause (nor report) them again.
-    let (id, claim, now) = digest().await;
+    let later = paused_at + minutes(15);
+    let claim = claim_message(&store, in_flight, later).await;
     let again = store
-        .mark_bounced(id, Some(&claim), "550", 2, now)
+        .mark_bounced(in_flight, Some(&claim), "550", 2, later)
         .await
         .unwrap();
     assert_eq!(again, None);
     assert_eq!(state().await, (3, Some(paused_at)));
+    // While paused, nothing new is taken for them, even by a take that got their id
+    // from a list made before the pause.
+    store_poll(&store, &[item("paused", "Asylum", later)], later, &[asylum]).await;
+    assert_eq!(take(&store, who, later).await, None);
+    assert_eq!(store.outbox().await.unwrap().len(), 5);
     assert!(store.resume_subscriber("A@X.EXAMPLE").await.unwrap());
     assert_eq!(state().await, (0, None));
     assert!(!store.resume_subscriber("b@x.example").await.unwrap());
@@ -1980,11 +2071,11 @@ async fn confirming_a_signup_keeps_the_searches_kept_and_twice_is_once(store: St
     assert_eq!(store.signup(id).await.unwrap().unwrap().confirmed_at, None);
     assert!(
         store
-            .confirm_signup(id + 1000, daily, paris, |_| true, later)
+            .confirm_signup(SignupId(id.0 + 1000), daily, paris, |_| true, later)
             .await
             .is_err()
     );
-    assert_eq!(store.signup(id + 1000).await.unwrap(), None);
+    assert_eq!(store.signup(SignupId(id.0 + 1000)).await.unwrap(), None);
 }
 
 /// A client may sign up so many times an hour (refused ones are not recorded); an
@@ -2731,6 +2822,29 @@ async fn a_prune_while_another_instance_prunes_is_skipped(store: Store, db: Data
     assert!(skipped.skipped, "{skipped:?}");
     release.0.send(()).unwrap();
     blocking(move || holder.join().unwrap()).await;
+    // The server lets go of a closed session's locks a moment after the client left.
+    let url = db.postgres().0.to_owned();
+    blocking(move || {
+        let mut client = sql(&url);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while client
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                &[],
+            )
+            .unwrap()
+            .get::<_, i64>(0)
+            > 0
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the holder's session never ended"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await;
     let pruned = store.prune(noon(), later).await.unwrap();
     assert!(
         !pruned.skipped,
@@ -2815,6 +2929,7 @@ fn main() -> std::process::ExitCode {
         due_digests_follow_schedules_and_skip_paused_subscribers,
         take_digest_moves_the_schedule_and_fixes_the_message_id,
         one_digest_taken_twice_at_once_is_queued_once,
+        a_scheduled_digest_is_taken_once_per_period_whoever_listed_it,
         two_senders_claiming_at_once_never_get_the_same_message,
         a_mail_lease_that_expires_lets_another_sender_take_the_message,
         requeue_puts_failed_mail_back_but_not_mail_sent_or_being_sent,

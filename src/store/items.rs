@@ -13,7 +13,7 @@ impl Store {
         &self,
         feed: &FeedToPoll,
         poll: SuccessfulPoll,
-        find_matches: impl FnMut(&Item) -> Vec<i64> + Send + 'static,
+        find_matches: impl FnMut(&Item) -> Vec<SubscriptionId> + Send + 'static,
     ) -> Result<StoreOutcome> {
         let feed = feed.clone();
         run!(self, db => db.store_items(&feed, &poll, find_matches))

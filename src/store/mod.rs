@@ -27,6 +27,7 @@ use chrono_tz::Tz;
 
 use crate::config::{DATABASE_PASSWORD_ENV, Database, FeedConfig};
 use crate::digest::{DigestEntry, FailingFeed, Rendered, Schedule};
+pub use crate::ids::{ItemId, OutboxId, SignupId, SubscriberId, SubscriptionId};
 use crate::parse::Item;
 
 mod cluster;
@@ -208,7 +209,7 @@ pub struct SuccessfulPoll {
 pub struct ActiveSubscriptions {
     pub generation: i64,
     /// (subscription id, query text), by id.
-    pub queries: Vec<(i64, String)>,
+    pub queries: Vec<(SubscriptionId, String)>,
 }
 
 /// What [`Store::store_items`] did.
@@ -235,7 +236,7 @@ pub enum SignupAdmission {
     /// Over the client's limit: nothing recorded.
     TooManyFromClient,
     /// Recorded; `mailed` when its confirmation mail was queued too.
-    Recorded { id: i64, mailed: bool },
+    Recorded { id: SignupId, mailed: bool },
 }
 
 /// A 200 whose body is the one stored last time: nothing to parse, but the feed's
@@ -286,7 +287,7 @@ pub struct FeedStatus {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Subscriber {
-    pub id: i64,
+    pub id: SubscriberId,
     pub email: String,
     pub schedule: Schedule,
     pub timezone: Tz,
@@ -296,6 +297,19 @@ pub struct Subscriber {
     /// Set when `bounces` reached the limit: no digests until resumed.
     pub paused_at: Option<DateTime<Utc>>,
     pub queries: Vec<String>,
+}
+
+impl Subscriber {
+    /// Whether their digest round may run at `now`: never while they are paused; for a
+    /// scheduled subscriber, once its time has come (or with `ignore_schedule`); for an
+    /// immediate one, always (it takes only what is pending). [`Store::due_digests`]
+    /// lists who is due; [`Store::take_digest`] asks again under its lock.
+    pub fn digest_due(&self, now: DateTime<Utc>, ignore_schedule: bool) -> bool {
+        self.paused_at.is_none()
+            && (ignore_schedule
+                || self.schedule == Schedule::Immediate
+                || self.next_digest_at.is_none_or(|at| at <= now))
+    }
 }
 
 /// A stored item with its feed, as `tidings match` previews it.
@@ -357,7 +371,7 @@ pub struct Signup {
 /// An item a subscription matched, for its Atom feed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MatchedItem {
-    pub item_id: i64,
+    pub item_id: ItemId,
     pub title: String,
     pub link: Option<String>,
     pub summary: String,
@@ -369,9 +383,9 @@ pub struct MatchedItem {
 /// A rendered digest waiting in (or gone from) the outbox.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxMessage {
-    pub id: i64,
+    pub id: OutboxId,
     /// `None` once the subscriber was removed (the mail is still sent).
-    pub subscriber_id: Option<i64>,
+    pub subscriber_id: Option<SubscriberId>,
     pub recipient: String,
     pub message_id: String,
     pub subject: String,

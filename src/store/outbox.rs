@@ -13,7 +13,7 @@ impl Store {
         html: &str,
         message_domain: &str,
         now: DateTime<Utc>,
-    ) -> Result<i64> {
+    ) -> Result<OutboxId> {
         let recipient = recipient.to_owned();
         let subject = subject.to_owned();
         let text = text.to_owned();
@@ -40,7 +40,7 @@ impl Store {
     /// the message must not be sent.
     pub async fn renew_mail_claim(
         &self,
-        outbox_id: i64,
+        outbox_id: OutboxId,
         claim: &str,
         now: DateTime<Utc>,
         lease: Duration,
@@ -54,7 +54,7 @@ impl Store {
     /// for a row that was never claimed (tools, benchmarks).
     pub async fn mark_sent(
         &self,
-        outbox_id: i64,
+        outbox_id: OutboxId,
         claim: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<bool> {
@@ -65,7 +65,7 @@ impl Store {
     /// A temporary failure: try again at `retry_at`. False when `claim` was lost.
     pub async fn mark_retry(
         &self,
-        outbox_id: i64,
+        outbox_id: OutboxId,
         claim: Option<&str>,
         error: &str,
         retry_at: DateTime<Utc>,
@@ -79,7 +79,7 @@ impl Store {
     /// False when `claim` was lost.
     pub async fn mark_failed(
         &self,
-        outbox_id: i64,
+        outbox_id: OutboxId,
         claim: Option<&str>,
         error: &str,
     ) -> Result<bool> {
@@ -93,7 +93,7 @@ impl Store {
     /// bounce paused them; nothing is written when `claim` was lost.
     pub async fn mark_bounced(
         &self,
-        outbox_id: i64,
+        outbox_id: OutboxId,
         claim: Option<&str>,
         error: &str,
         pause_after: u32,
@@ -106,7 +106,7 @@ impl Store {
 
     /// Puts a failed (or pending) message back in the queue to be sent at `now`, with its
     /// attempts reset. Sent mail cannot be requeued. Returns false if there is no such row.
-    pub async fn requeue(&self, outbox_id: i64, now: DateTime<Utc>) -> Result<bool> {
+    pub async fn requeue(&self, outbox_id: OutboxId, now: DateTime<Utc>) -> Result<bool> {
         run!(self, db => db.requeue(outbox_id, now))
     }
 

@@ -5,7 +5,7 @@ use super::*;
 impl Store {
     /// Records a sign-up as it is, without limits or mail (tests, tools); the web uses
     /// [`Store::record_signup`].
-    pub async fn create_signup(&self, signup: &Signup) -> Result<i64> {
+    pub async fn create_signup(&self, signup: &Signup) -> Result<SignupId> {
         let signup = signup.clone();
         run!(self, db => db.create_signup(&signup))
     }
@@ -22,7 +22,7 @@ impl Store {
         run!(self, db => db.recent_signups(&email, &client, since))
     }
 
-    pub async fn signup(&self, id: i64) -> Result<Option<Signup>> {
+    pub async fn signup(&self, id: SignupId) -> Result<Option<Signup>> {
         run!(self, db => db.signup(id))
     }
 
@@ -31,12 +31,12 @@ impl Store {
     /// transaction with marking it confirmed. Returns the subscriber id.
     pub async fn confirm_signup(
         &self,
-        id: i64,
+        id: SignupId,
         schedule: Schedule,
         timezone: Tz,
         keep: impl Fn(&str) -> bool + Send + 'static,
         now: DateTime<Utc>,
-    ) -> Result<i64> {
+    ) -> Result<SubscriberId> {
         run!(self, db => db.confirm_signup(id, schedule, timezone, keep, now))
     }
 
@@ -51,7 +51,7 @@ impl Store {
         signup: &Signup,
         limits: SignupLimits,
         message_domain: &str,
-        confirmation: impl FnOnce(i64) -> Result<(String, String, String)> + Send + 'static,
+        confirmation: impl FnOnce(SignupId) -> Result<(String, String, String)> + Send + 'static,
     ) -> Result<SignupAdmission> {
         let signup = signup.clone();
         let message_domain = message_domain.to_owned();

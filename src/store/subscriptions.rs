@@ -28,30 +28,37 @@ impl Store {
     }
 
     /// The subscriber with this id, with their queries.
-    pub async fn subscriber_by_id(&self, id: i64) -> Result<Option<Subscriber>> {
+    pub async fn subscriber_by_id(&self, id: SubscriberId) -> Result<Option<Subscriber>> {
         run!(self, db => db.subscriber_by_id(id))
     }
 
     /// A subscriber's subscriptions as (id, query), oldest first.
-    pub async fn subscriptions_of(&self, subscriber_id: i64) -> Result<Vec<(i64, String)>> {
+    pub async fn subscriptions_of(
+        &self,
+        subscriber_id: SubscriberId,
+    ) -> Result<Vec<(SubscriptionId, String)>> {
         run!(self, db => db.subscriptions_of(subscriber_id))
     }
 
     /// The subscription with this id: (its query, its subscriber's address).
-    pub async fn subscription(&self, id: i64) -> Result<Option<(String, String)>> {
+    pub async fn subscription(&self, id: SubscriptionId) -> Result<Option<(String, String)>> {
         run!(self, db => db.subscription(id))
     }
 
     /// The latest `limit` items a subscription matched, newest match first, sent or not.
-    pub async fn subscription_matches(&self, id: i64, limit: usize) -> Result<Vec<MatchedItem>> {
+    pub async fn subscription_matches(
+        &self,
+        id: SubscriptionId,
+        limit: usize,
+    ) -> Result<Vec<MatchedItem>> {
         run!(self, db => db.subscription_matches(id, limit))
     }
 
     /// A subscriber's subscriptions as (id, query, paused), oldest first.
     pub async fn subscription_states(
         &self,
-        subscriber_id: i64,
-    ) -> Result<Vec<(i64, String, bool)>> {
+        subscriber_id: SubscriberId,
+    ) -> Result<Vec<(SubscriptionId, String, bool)>> {
         run!(self, db => db.subscription_states(subscriber_id))
     }
 
@@ -59,8 +66,8 @@ impl Store {
     /// nothing new. Returns false if they had no such subscription.
     pub async fn set_subscription_paused(
         &self,
-        subscriber_id: i64,
-        subscription_id: i64,
+        subscriber_id: SubscriberId,
+        subscription_id: SubscriptionId,
         paused: bool,
         now: DateTime<Utc>,
     ) -> Result<bool> {
@@ -71,8 +78,8 @@ impl Store {
     /// if they had no such subscription.
     pub async fn remove_subscription(
         &self,
-        subscriber_id: i64,
-        subscription_id: i64,
+        subscriber_id: SubscriberId,
+        subscription_id: SubscriptionId,
     ) -> Result<bool> {
         run!(self, db => db.remove_subscription(subscriber_id, subscription_id))
     }
@@ -81,7 +88,7 @@ impl Store {
     /// from `now`. Returns false if there is no such subscriber.
     pub async fn set_schedule(
         &self,
-        subscriber_id: i64,
+        subscriber_id: SubscriberId,
         schedule: Schedule,
         timezone: Tz,
         now: DateTime<Utc>,
@@ -92,7 +99,12 @@ impl Store {
     /// Unsubscribes the subscriber with this id from the web: removes them, as
     /// [`Store::remove_subscriber`], and remembers the `token` used, so the link keeps
     /// answering "unsubscribed".
-    pub async fn unsubscribe(&self, id: i64, token: &str, now: DateTime<Utc>) -> Result<()> {
+    pub async fn unsubscribe(
+        &self,
+        id: SubscriberId,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         let token = token.to_owned();
         run!(self, db => db.unsubscribe(id, &token, now))
     }
@@ -105,7 +117,7 @@ impl Store {
 
     /// Removes the subscriber with this id, as [`Store::remove_subscriber`]. Returns false
     /// if there was none (already removed: unsubscribing twice is fine).
-    pub async fn remove_subscriber_by_id(&self, id: i64) -> Result<bool> {
+    pub async fn remove_subscriber_by_id(&self, id: SubscriberId) -> Result<bool> {
         run!(self, db => db.remove_subscriber_by_id(id))
     }
 

@@ -240,3 +240,55 @@ fn run(command: &mut Command) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// One trial of a test binary whose trials share one server: an `async fn(&PgServer)`.
+pub type PgTest = fn(&PgServer) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>;
+
+/// `pg_trials![a, b]`: the named `async fn(&PgServer)`s, as [`run_pg_trials`] takes them.
+#[allow(unused_macros)]
+macro_rules! pg_trials {
+    ($($name:ident),* $(,)?) => {
+        vec![$((
+            stringify!($name),
+            (|s| Box::pin($name(s))) as $crate::support::postgres::PgTest,
+        )),*]
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use pg_trials;
+
+/// The `main` of a test binary (`harness = false`) whose trials share one PostgreSQL
+/// server, each on a runtime of its own: starts the server (or skips, see
+/// [`PgServer::start_or_skip`]), runs the trials libtest's way, then stops it.
+pub fn run_pg_trials(what: &str, trials: Vec<(&'static str, PgTest)>) -> std::process::ExitCode {
+    use std::sync::Arc;
+    let args = libtest_mimic::Arguments::from_args();
+    let server = if args.list {
+        None
+    } else {
+        PgServer::start_or_skip(what).map(Arc::new)
+    };
+    let trials = trials
+        .into_iter()
+        .map(|(name, test)| {
+            let server = server.clone();
+            let ignored = server.is_none() && !args.list;
+            libtest_mimic::Trial::test(name, move || {
+                if let Some(server) = &server {
+                    tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(2)
+                        .enable_all()
+                        .build()
+                        .unwrap()
+                        .block_on(test(server));
+                }
+                Ok(())
+            })
+            .with_ignored_flag(ignored)
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    // The trials (and their clones of the server) are gone: this stops it.
+    drop(server);
+    conclusion.exit_code()
+}

@@ -3,7 +3,11 @@
 use super::*;
 
 impl Postgres {
-    pub fn due_digests(&self, now: DateTime<Utc>, ignore_schedule: bool) -> Result<Vec<i64>> {
+    pub fn due_digests(
+        &self,
+        now: DateTime<Utc>,
+        ignore_schedule: bool,
+    ) -> Result<Vec<SubscriberId>> {
         let rows = self.conn()?.query(
             "SELECT s.id FROM subscribers s
              WHERE s.paused_at IS NULL AND (
@@ -21,11 +25,12 @@ impl Postgres {
 
     pub fn take_digest(
         &self,
-        subscriber_id: i64,
+        subscriber_id: SubscriberId,
         now: DateTime<Utc>,
+        ignore_schedule: bool,
         message_domain: &str,
         render: impl FnOnce(&Subscriber, &[DigestEntry], bool) -> Result<Rendered>,
-    ) -> Result<Option<i64>> {
+    ) -> Result<Option<OutboxId>> {
         let now_s = now.timestamp();
         let mut conn = self.conn()?;
         let mut tx = conn.transaction()?;
@@ -39,6 +44,9 @@ impl Postgres {
             return Ok(None);
         };
         let mut subscriber = subscriber_row(&row)?;
+        if !subscriber.digest_due(now, ignore_schedule) {
+            return Ok(None);
+        }
         let next = subscriber.schedule.next_after(now, subscriber.timezone);
         tx.execute(
             "UPDATE subscribers SET next_digest_at = $2 WHERE id = $1",
@@ -134,6 +142,6 @@ impl Postgres {
             );
         }
         tx.commit()?;
-        Ok(Some(outbox_id))
+        Ok(Some(OutboxId(outbox_id)))
     }
 }

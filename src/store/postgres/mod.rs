@@ -40,10 +40,10 @@ use r2d2_postgres::PostgresConnectionManager;
 
 use super::{
     ActiveSubscriptions, BackupSummary, ClusterStats, FeedListSync, FeedListVersion, FeedStatus,
-    FeedToPoll, FetchLimits, Instance, MatchedItem, OutboxMessage, OutboxStatus, PRUNE_ITEM_BATCH,
-    PRUNE_OUTBOX_BATCH, PRUNE_PAUSE, PollStatus, Pruned, ServiceStats, Signup, SignupAdmission,
-    SignupLimits, StoreOutcome, Stored, StoredItem, Subscriber, SuccessfulPoll, UnchangedPoll,
-    from_unix, lease_secs, split_tags,
+    FeedToPoll, FetchLimits, Instance, MatchedItem, OutboxId, OutboxMessage, OutboxStatus,
+    PRUNE_ITEM_BATCH, PRUNE_OUTBOX_BATCH, PRUNE_PAUSE, PollStatus, Pruned, ServiceStats, Signup,
+    SignupAdmission, SignupId, SignupLimits, StoreOutcome, Stored, StoredItem, Subscriber,
+    SubscriberId, SubscriptionId, SuccessfulPoll, UnchangedPoll, from_unix, lease_secs, split_tags,
 };
 use crate::config::FeedConfig;
 use crate::digest::{DigestEntry, FailingFeed, MAX_DIGEST_ENTRIES, Rendered, Schedule};
@@ -323,7 +323,7 @@ fn queue_message_in(
     html: &str,
     message_domain: &str,
     now: DateTime<Utc>,
-) -> Result<i64> {
+) -> Result<OutboxId> {
     let id = next_id(tx, "outbox")?;
     let message_id = format!("<note.{id}.{}@{message_domain}>", now.timestamp());
     tx.execute(
@@ -340,7 +340,7 @@ fn queue_message_in(
             &now.timestamp(),
         ],
     )?;
-    Ok(id)
+    Ok(OutboxId(id))
 }
 
 const OUTBOX_COLUMNS: &str = "id, recipient, message_id, subject, body_text, body_html, created_at, \

@@ -15,7 +15,7 @@ impl Postgres {
         html: &str,
         message_domain: &str,
         now: DateTime<Utc>,
-    ) -> Result<i64> {
+    ) -> Result<OutboxId> {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction()?;
         let id = queue_message_in(&mut tx, recipient, subject, text, html, message_domain, now)?;
@@ -55,7 +55,7 @@ impl Postgres {
 
     pub fn renew_mail_claim(
         &self,
-        outbox_id: i64,
+        outbox_id: OutboxId,
         claim: &str,
         now: DateTime<Utc>,
         lease: Duration,
@@ -69,7 +69,7 @@ impl Postgres {
 
     pub fn mark_sent(
         &self,
-        outbox_id: i64,
+        outbox_id: OutboxId,
         claim: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<bool> {
@@ -95,7 +95,7 @@ impl Postgres {
 
     pub fn mark_retry(
         &self,
-        outbox_id: i64,
+        outbox_id: OutboxId,
         claim: Option<&str>,
         error: &str,
         retry_at: DateTime<Utc>,
@@ -107,7 +107,12 @@ impl Postgres {
         )? == 1)
     }
 
-    pub fn mark_failed(&self, outbox_id: i64, claim: Option<&str>, error: &str) -> Result<bool> {
+    pub fn mark_failed(
+        &self,
+        outbox_id: OutboxId,
+        claim: Option<&str>,
+        error: &str,
+    ) -> Result<bool> {
         Ok(self.conn()?.execute(
             "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = $3,
              claimed_until = NULL, claim = NULL WHERE id = $1 AND claim IS NOT DISTINCT FROM $2",
@@ -117,7 +122,7 @@ impl Postgres {
 
     pub fn mark_bounced(
         &self,
-        outbox_id: i64,
+        outbox_id: OutboxId,
         claim: Option<&str>,
         error: &str,
         pause_after: u32,
@@ -151,7 +156,7 @@ impl Postgres {
         Ok(paused.and_then(|(email, paused)| paused.then_some(email)))
     }
 
-    pub fn requeue(&self, outbox_id: i64, now: DateTime<Utc>) -> Result<bool> {
+    pub fn requeue(&self, outbox_id: OutboxId, now: DateTime<Utc>) -> Result<bool> {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction()?;
         // Locked to the end: a sender or a prune deciding on this row waits for the answer.

@@ -22,7 +22,7 @@ fn signup_row(r: &Row) -> Result<Signup> {
 }
 
 /// Inserts `signup` as it is (created at `signup.created_at`) and returns its id.
-fn insert_signup(tx: &mut impl GenericClient, signup: &Signup) -> Result<i64> {
+fn insert_signup(tx: &mut impl GenericClient, signup: &Signup) -> Result<SignupId> {
     Ok(tx
         .query_one(
             "INSERT INTO signups (email, queries, frequency, timezone, client, created_at)
@@ -63,7 +63,7 @@ fn count_signups(
 }
 
 impl Postgres {
-    pub fn create_signup(&self, signup: &Signup) -> Result<i64> {
+    pub fn create_signup(&self, signup: &Signup) -> Result<SignupId> {
         insert_signup(&mut *self.conn()?, signup)
     }
 
@@ -77,7 +77,7 @@ impl Postgres {
         count_signups(&mut *self.conn()?, email, client, since, since)
     }
 
-    pub fn signup(&self, id: i64) -> Result<Option<Signup>> {
+    pub fn signup(&self, id: SignupId) -> Result<Option<Signup>> {
         self.conn()?
             .query_opt(
                 &format!("SELECT {SIGNUP_COLUMNS} FROM signups WHERE id = $1"),
@@ -89,12 +89,12 @@ impl Postgres {
 
     pub fn confirm_signup(
         &self,
-        id: i64,
+        id: SignupId,
         schedule: Schedule,
         timezone: Tz,
         keep: impl Fn(&str) -> bool,
         now: DateTime<Utc>,
-    ) -> Result<i64> {
+    ) -> Result<SubscriberId> {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction()?;
         // The sign-up's row is locked to the end: two confirmations of one sign-up (a
@@ -121,7 +121,7 @@ impl Postgres {
             "UPDATE signups SET confirmed_at = COALESCE(confirmed_at, $2) WHERE id = $1",
             &[&id, &now.timestamp()],
         )?;
-        let subscriber: i64 = tx
+        let subscriber: SubscriberId = tx
             .query_opt(
                 "SELECT id FROM subscribers
                  WHERE lower(email COLLATE \"C\") = lower($1 COLLATE \"C\")",
@@ -138,7 +138,7 @@ impl Postgres {
         signup: &Signup,
         limits: SignupLimits,
         message_domain: &str,
-        confirmation: impl FnOnce(i64) -> Result<(String, String, String)>,
+        confirmation: impl FnOnce(SignupId) -> Result<(String, String, String)>,
     ) -> Result<SignupAdmission> {
         let now = signup.created_at;
         let mut conn = self.conn()?;

@@ -28,7 +28,7 @@ impl Postgres {
         )? == 1)
     }
 
-    pub fn subscriber_by_id(&self, id: i64) -> Result<Option<Subscriber>> {
+    pub fn subscriber_by_id(&self, id: SubscriberId) -> Result<Option<Subscriber>> {
         let mut conn = self.conn()?;
         let mut tx = Self::snapshot(&mut conn)?;
         let row = tx.query_opt(
@@ -47,11 +47,14 @@ impl Postgres {
         Ok(Some(subscriber))
     }
 
-    pub fn subscriptions_of(&self, subscriber_id: i64) -> Result<Vec<(i64, String)>> {
+    pub fn subscriptions_of(
+        &self,
+        subscriber_id: SubscriberId,
+    ) -> Result<Vec<(SubscriptionId, String)>> {
         subscriptions_of_in(&mut *self.conn()?, subscriber_id)
     }
 
-    pub fn subscription(&self, id: i64) -> Result<Option<(String, String)>> {
+    pub fn subscription(&self, id: SubscriptionId) -> Result<Option<(String, String)>> {
         let row = self.conn()?.query_opt(
             "SELECT q.query, s.email FROM subscriptions q
              JOIN subscribers s ON s.id = q.subscriber_id WHERE q.id = $1",
@@ -63,7 +66,11 @@ impl Postgres {
         }
     }
 
-    pub fn subscription_matches(&self, id: i64, limit: usize) -> Result<Vec<MatchedItem>> {
+    pub fn subscription_matches(
+        &self,
+        id: SubscriptionId,
+        limit: usize,
+    ) -> Result<Vec<MatchedItem>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self.conn()?.query(
             "SELECT i.id, i.title, i.link, i.summary, i.published_at, m.matched_at, f.name
@@ -87,7 +94,10 @@ impl Postgres {
             .collect()
     }
 
-    pub fn subscription_states(&self, subscriber_id: i64) -> Result<Vec<(i64, String, bool)>> {
+    pub fn subscription_states(
+        &self,
+        subscriber_id: SubscriberId,
+    ) -> Result<Vec<(SubscriptionId, String, bool)>> {
         let rows = self.conn()?.query(
             "SELECT id, query, paused_at IS NOT NULL FROM subscriptions
              WHERE subscriber_id = $1 ORDER BY id",
@@ -100,8 +110,8 @@ impl Postgres {
 
     pub fn set_subscription_paused(
         &self,
-        subscriber_id: i64,
-        subscription_id: i64,
+        subscriber_id: SubscriberId,
+        subscription_id: SubscriptionId,
         paused: bool,
         now: DateTime<Utc>,
     ) -> Result<bool> {
@@ -112,7 +122,11 @@ impl Postgres {
         )? == 1)
     }
 
-    pub fn remove_subscription(&self, subscriber_id: i64, subscription_id: i64) -> Result<bool> {
+    pub fn remove_subscription(
+        &self,
+        subscriber_id: SubscriberId,
+        subscription_id: SubscriptionId,
+    ) -> Result<bool> {
         Ok(self.conn()?.execute(
             "DELETE FROM subscriptions WHERE id = $1 AND subscriber_id = $2",
             &[&subscription_id, &subscriber_id],
@@ -121,7 +135,7 @@ impl Postgres {
 
     pub fn set_schedule(
         &self,
-        subscriber_id: i64,
+        subscriber_id: SubscriberId,
         schedule: Schedule,
         timezone: Tz,
         now: DateTime<Utc>,
@@ -143,7 +157,7 @@ impl Postgres {
         )? == 1)
     }
 
-    pub fn unsubscribe(&self, id: i64, token: &str, now: DateTime<Utc>) -> Result<()> {
+    pub fn unsubscribe(&self, id: SubscriberId, token: &str, now: DateTime<Utc>) -> Result<()> {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction()?;
         tx.execute("DELETE FROM subscribers WHERE id = $1", &[&id])?;
@@ -165,7 +179,7 @@ impl Postgres {
             .try_get(0)?)
     }
 
-    pub fn remove_subscriber_by_id(&self, id: i64) -> Result<bool> {
+    pub fn remove_subscriber_by_id(&self, id: SubscriberId) -> Result<bool> {
         Ok(self
             .conn()?
             .execute("DELETE FROM subscribers WHERE id = $1", &[&id])?
@@ -191,7 +205,7 @@ impl Postgres {
         )?;
         let mut out: Vec<Subscriber> = Vec::new();
         for r in &rows {
-            let id: i64 = r.try_get(0)?;
+            let id: SubscriberId = r.try_get(0)?;
             if out.last().is_none_or(|s| s.id != id) {
                 out.push(subscriber_row(r)?);
             }
@@ -203,7 +217,7 @@ impl Postgres {
     }
 
     pub fn subscriber(&self, email: &str) -> Result<Option<Subscriber>> {
-        let id: Option<i64> = self
+        let id: Option<SubscriberId> = self
             .conn()?
             .query_opt(
                 "SELECT id FROM subscribers
@@ -245,8 +259,8 @@ impl Postgres {
 /// A subscriber's subscriptions as (id, query), oldest first.
 fn subscriptions_of_in(
     client: &mut impl GenericClient,
-    subscriber_id: i64,
-) -> Result<Vec<(i64, String)>> {
+    subscriber_id: SubscriberId,
+) -> Result<Vec<(SubscriptionId, String)>> {
     client
         .query(
             "SELECT id, query FROM subscriptions WHERE subscriber_id = $1 ORDER BY id",
@@ -277,10 +291,10 @@ pub(super) fn add_subscription_in(
     schedule: Schedule,
     timezone: Tz,
     now: DateTime<Utc>,
-) -> Result<(i64, bool)> {
+) -> Result<(SubscriberId, bool)> {
     let next = schedule.next_after(now, timezone).map(|d| d.timestamp());
     let (frequency, time, weekday) = schedule_columns(schedule);
-    let subscriber_id: i64 = tx
+    let subscriber_id: SubscriberId = tx
         .query_one(
             "INSERT INTO subscribers (email, frequency, digest_time, digest_weekday, timezone,
                                       next_digest_at, created_at)

@@ -3,7 +3,11 @@
 use super::*;
 
 impl Sqlite {
-    pub fn due_digests(&self, now: DateTime<Utc>, ignore_schedule: bool) -> Result<Vec<i64>> {
+    pub fn due_digests(
+        &self,
+        now: DateTime<Utc>,
+        ignore_schedule: bool,
+    ) -> Result<Vec<SubscriberId>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT s.id FROM subscribers s
@@ -22,11 +26,12 @@ impl Sqlite {
 
     pub fn take_digest(
         &self,
-        subscriber_id: i64,
+        subscriber_id: SubscriberId,
         now: DateTime<Utc>,
+        ignore_schedule: bool,
         message_domain: &str,
         render: impl FnOnce(&Subscriber, &[DigestEntry], bool) -> Result<Rendered>,
-    ) -> Result<Option<i64>> {
+    ) -> Result<Option<OutboxId>> {
         let now_s = now.timestamp();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -40,6 +45,9 @@ impl Sqlite {
         let Some(mut subscriber) = subscriber else {
             return Ok(None);
         };
+        if !subscriber.digest_due(now, ignore_schedule) {
+            return Ok(None);
+        }
         let next = subscriber.schedule.next_after(now, subscriber.timezone);
         tx.prepare_cached("UPDATE subscribers SET next_digest_at = ?2 WHERE id = ?1")?
             .execute(params![subscriber.id, next.map(|d| d.timestamp())])?;
@@ -130,7 +138,7 @@ impl Sqlite {
             );
         }
         tx.commit()?;
-        Ok(Some(outbox_id))
+        Ok(Some(OutboxId(outbox_id)))
     }
 
     // ---- outbox --------------------------------------------------------------------------

@@ -7,7 +7,7 @@ impl Sqlite {
         &self,
         feed: &FeedToPoll,
         poll: &SuccessfulPoll,
-        mut find_matches: impl FnMut(&Item) -> Vec<i64>,
+        mut find_matches: impl FnMut(&Item) -> Vec<SubscriptionId>,
     ) -> Result<StoreOutcome> {
         let SuccessfulPoll {
             items,

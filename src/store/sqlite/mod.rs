@@ -232,14 +232,14 @@ fn queue_message_in(
     html: &str,
     message_domain: &str,
     now: DateTime<Utc>,
-) -> Result<i64> {
+) -> Result<OutboxId> {
     tx.execute(
         "INSERT INTO outbox (recipient, message_id, subject, body_text, body_html,
                              created_at, next_attempt_at)
          VALUES (?1, 'pending:' || hex(randomblob(16)), ?2, ?3, ?4, ?5, ?5)",
         params![recipient, subject, text, html, now.timestamp()],
     )?;
-    let id = tx.last_insert_rowid();
+    let id = OutboxId(tx.last_insert_rowid());
     tx.execute(
         "UPDATE outbox SET message_id = ?2 WHERE id = ?1",
         params![

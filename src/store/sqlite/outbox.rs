@@ -11,7 +11,7 @@ impl Sqlite {
         html: &str,
         message_domain: &str,
         now: DateTime<Utc>,
-    ) -> Result<i64> {
+    ) -> Result<OutboxId> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let id = queue_message_in(&tx, recipient, subject, text, html, message_domain, now)?;
@@ -53,7 +53,7 @@ impl Sqlite {
 
     pub fn renew_mail_claim(
         &self,
-        outbox_id: i64,
+        outbox_id: OutboxId,
         claim: &str,
         now: DateTime<Utc>,
         lease: Duration,
@@ -67,7 +67,7 @@ impl Sqlite {
 
     pub fn mark_sent(
         &self,
-        outbox_id: i64,
+        outbox_id: OutboxId,
         claim: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<bool> {
@@ -93,7 +93,7 @@ impl Sqlite {
 
     pub fn mark_retry(
         &self,
-        outbox_id: i64,
+        outbox_id: OutboxId,
         claim: Option<&str>,
         error: &str,
         retry_at: DateTime<Utc>,
@@ -105,7 +105,12 @@ impl Sqlite {
         )? == 1)
     }
 
-    pub fn mark_failed(&self, outbox_id: i64, claim: Option<&str>, error: &str) -> Result<bool> {
+    pub fn mark_failed(
+        &self,
+        outbox_id: OutboxId,
+        claim: Option<&str>,
+        error: &str,
+    ) -> Result<bool> {
         Ok(self.conn().execute(
             "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?3,
              claimed_until = NULL, claim = NULL WHERE id = ?1 AND claim IS ?2",
@@ -115,7 +120,7 @@ impl Sqlite {
 
     pub fn mark_bounced(
         &self,
-        outbox_id: i64,
+        outbox_id: OutboxId,
         claim: Option<&str>,
         error: &str,
         pause_after: u32,
@@ -146,7 +151,7 @@ impl Sqlite {
         Ok(paused.and_then(|(email, paused)| paused.then_some(email)))
     }
 
-    pub fn requeue(&self, outbox_id: i64, now: DateTime<Utc>) -> Result<bool> {
+    pub fn requeue(&self, outbox_id: OutboxId, now: DateTime<Utc>) -> Result<bool> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let row: Option<(OutboxStatus, Option<i64>)> = tx

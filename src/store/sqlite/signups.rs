@@ -3,7 +3,7 @@
 use super::*;
 
 impl Sqlite {
-    pub fn create_signup(&self, signup: &Signup) -> Result<i64> {
+    pub fn create_signup(&self, signup: &Signup) -> Result<SignupId> {
         let conn = self.conn();
         conn.execute(
             "INSERT INTO signups (email, queries, frequency, timezone, client, created_at)
@@ -17,7 +17,7 @@ impl Sqlite {
                 signup.created_at.timestamp()
             ],
         )?;
-        Ok(conn.last_insert_rowid())
+        Ok(SignupId(conn.last_insert_rowid()))
     }
 
     pub fn recent_signups(
@@ -34,7 +34,7 @@ impl Sqlite {
         )?)
     }
 
-    pub fn signup(&self, id: i64) -> Result<Option<Signup>> {
+    pub fn signup(&self, id: SignupId) -> Result<Option<Signup>> {
         Ok(self
             .conn()
             .query_row(
@@ -58,12 +58,12 @@ impl Sqlite {
 
     pub fn confirm_signup(
         &self,
-        id: i64,
+        id: SignupId,
         schedule: Schedule,
         timezone: Tz,
         keep: impl Fn(&str) -> bool,
         now: DateTime<Utc>,
-    ) -> Result<i64> {
+    ) -> Result<SubscriberId> {
         let signup = self.signup(id)?.context("no such sign-up")?;
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -98,7 +98,7 @@ impl Sqlite {
         signup: &Signup,
         limits: SignupLimits,
         message_domain: &str,
-        confirmation: impl FnOnce(i64) -> Result<(String, String, String)>,
+        confirmation: impl FnOnce(SignupId) -> Result<(String, String, String)>,
     ) -> Result<SignupAdmission> {
         let now = signup.created_at;
         let mut conn = self.conn();
@@ -129,7 +129,7 @@ impl Sqlite {
                 now.timestamp()
             ],
         )?;
-        let id = tx.last_insert_rowid();
+        let id = SignupId(tx.last_insert_rowid());
         let mailed = by_address < limits.per_address_per_day;
         if mailed {
             let (subject, text, html) = confirmation(id)?;

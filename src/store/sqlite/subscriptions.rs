@@ -25,7 +25,7 @@ impl Sqlite {
             == 1)
     }
 
-    pub fn subscriber_by_id(&self, id: i64) -> Result<Option<Subscriber>> {
+    pub fn subscriber_by_id(&self, id: SubscriberId) -> Result<Option<Subscriber>> {
         let conn = self.conn();
         let subscriber = conn
             .query_row(
@@ -46,15 +46,18 @@ impl Sqlite {
         Ok(Some(subscriber))
     }
 
-    pub fn subscriptions_of(&self, subscriber_id: i64) -> Result<Vec<(i64, String)>> {
+    pub fn subscriptions_of(
+        &self,
+        subscriber_id: SubscriberId,
+    ) -> Result<Vec<(SubscriptionId, String)>> {
         self.subscriptions_of_locked(&self.conn(), subscriber_id)
     }
 
     fn subscriptions_of_locked(
         &self,
         conn: &Connection,
-        subscriber_id: i64,
-    ) -> Result<Vec<(i64, String)>> {
+        subscriber_id: SubscriberId,
+    ) -> Result<Vec<(SubscriptionId, String)>> {
         let mut stmt = conn.prepare_cached(
             "SELECT id, query FROM subscriptions WHERE subscriber_id = ?1 ORDER BY id",
         )?;
@@ -62,7 +65,7 @@ impl Sqlite {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    pub fn subscription(&self, id: i64) -> Result<Option<(String, String)>> {
+    pub fn subscription(&self, id: SubscriptionId) -> Result<Option<(String, String)>> {
         Ok(self
             .conn()
             .query_row(
@@ -74,7 +77,11 @@ impl Sqlite {
             .optional()?)
     }
 
-    pub fn subscription_matches(&self, id: i64, limit: usize) -> Result<Vec<MatchedItem>> {
+    pub fn subscription_matches(
+        &self,
+        id: SubscriptionId,
+        limit: usize,
+    ) -> Result<Vec<MatchedItem>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT i.id, i.title, i.link, i.summary, i.published_at, m.matched_at, f.name
@@ -96,7 +103,10 @@ impl Sqlite {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    pub fn subscription_states(&self, subscriber_id: i64) -> Result<Vec<(i64, String, bool)>> {
+    pub fn subscription_states(
+        &self,
+        subscriber_id: SubscriberId,
+    ) -> Result<Vec<(SubscriptionId, String, bool)>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT id, query, paused_at IS NOT NULL FROM subscriptions
@@ -108,8 +118,8 @@ impl Sqlite {
 
     pub fn set_subscription_paused(
         &self,
-        subscriber_id: i64,
-        subscription_id: i64,
+        subscriber_id: SubscriberId,
+        subscription_id: SubscriptionId,
         paused: bool,
         now: DateTime<Utc>,
     ) -> Result<bool> {
@@ -120,7 +130,11 @@ impl Sqlite {
         )? == 1)
     }
 
-    pub fn remove_subscription(&self, subscriber_id: i64, subscription_id: i64) -> Result<bool> {
+    pub fn remove_subscription(
+        &self,
+        subscriber_id: SubscriberId,
+        subscription_id: SubscriptionId,
+    ) -> Result<bool> {
         Ok(self.conn().execute(
             "DELETE FROM subscriptions WHERE id = ?1 AND subscriber_id = ?2",
             params![subscription_id, subscriber_id],
@@ -129,7 +143,7 @@ impl Sqlite {
 
     pub fn set_schedule(
         &self,
-        subscriber_id: i64,
+        subscriber_id: SubscriberId,
         schedule: Schedule,
         timezone: Tz,
         now: DateTime<Utc>,
@@ -150,7 +164,7 @@ impl Sqlite {
         )? == 1)
     }
 
-    pub fn unsubscribe(&self, id: i64, token: &str, now: DateTime<Utc>) -> Result<()> {
+    pub fn unsubscribe(&self, id: SubscriberId, token: &str, now: DateTime<Utc>) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute("DELETE FROM subscribers WHERE id = ?1", [id])?;
@@ -170,7 +184,7 @@ impl Sqlite {
         )?)
     }
 
-    pub fn remove_subscriber_by_id(&self, id: i64) -> Result<bool> {
+    pub fn remove_subscriber_by_id(&self, id: SubscriberId) -> Result<bool> {
         Ok(self
             .conn()
             .execute("DELETE FROM subscribers WHERE id = ?1", [id])?
@@ -194,7 +208,7 @@ impl Sqlite {
         let mut rows = stmt.query([])?;
         let mut out: Vec<Subscriber> = Vec::new();
         while let Some(r) = rows.next()? {
-            let id: i64 = r.get(0)?;
+            let id: SubscriberId = r.get(0)?;
             if out.last().is_none_or(|s| s.id != id) {
                 out.push(subscriber_row(r)?);
             }
@@ -261,9 +275,9 @@ pub(super) fn add_subscription_in(
     schedule: Schedule,
     timezone: Tz,
     now: DateTime<Utc>,
-) -> rusqlite::Result<(i64, bool)> {
+) -> rusqlite::Result<(SubscriberId, bool)> {
     let next = schedule.next_after(now, timezone).map(|d| d.timestamp());
-    let subscriber_id: i64 = tx.query_row(
+    let subscriber_id: SubscriberId = tx.query_row(
         "INSERT INTO subscribers (email, frequency, digest_time, digest_weekday, timezone,
                                   next_digest_at, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
