@@ -523,7 +523,18 @@ async fn refresh_feed_guarded(
     let started = Instant::now();
     let copy = feed.clone();
     match guard_panics(refresh_feed(app, feed, matcher, now)).await {
-        Ok(outcome) => outcome,
+        Ok(Ok(outcome)) => Ok(outcome),
+        // The database refused the poll's result (one item it cannot hold, a constraint):
+        // a failure like any other, with its backoff, so the feed is not fetched again
+        // every tick. Should that be refused too (the database is away), the caller
+        // releases the feed and says so.
+        Ok(Err(e)) => {
+            let error = format!("the poll could not be recorded: {e:#}");
+            match record_failure(app, &copy, now, "database", error, None, started).await {
+                Ok(outcome) => Ok(outcome),
+                Err(_) => Err(e),
+            }
+        }
         Err(why) => {
             error!(feed = %copy.id, error = %why, "poll panicked; recorded as a failure");
             let error = format!("internal error: {why}");

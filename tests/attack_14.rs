@@ -1,0 +1,100 @@
+//! The hostile review of issue 14 (several instances on one database), on SQLite: each
+//! test names the promise it holds Tidings to and the input that broke it when it was
+//! written. (The PostgreSQL ones are in `store_contract.rs` and `scale_out.rs`.) Loopback
+//! only: every server is on 127.0.0.1.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use chrono::{DateTime, Utc};
+use support::{FeedServer, Route};
+
+fn tidings(config: &Path, args: &[&str]) -> Output {
+    Command::new(support::tidings_bin())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("TIDINGS_CONFIG")
+        .env_remove("TIDINGS_SECRET")
+        .output()
+        .expect("run tidings")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn status_of(config: &Path, id: &str) -> serde_json::Value {
+    let out = tidings(config, &["feeds", "status", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    all.as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("no feed {id}: {all}"))
+}
+
+/// "A failing feed backs off … never dropped silently": a poll whose result the database
+/// refuses (here a trigger; on PostgreSQL, one item too large for an index did it) was
+/// released "due again at once" with nothing recorded, so every tick fetched the feed
+/// again, for ever, while `feeds status` showed no failure. It is now recorded as a
+/// failure of kind `database`, with the usual backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_the_database_refuses_is_recorded_and_backs_off() {
+    let feeds = FeedServer::start().await;
+    let date = Utc::now().to_rfc2822();
+    feeds.set(
+        "/news.xml",
+        Route::feed(
+            "application/rss+xml",
+            format!(
+                "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>Agency</title>\
+                 <link>https://agency.example/</link><description>d</description>\
+                 <item><guid>a1</guid><title>Asylum ruling</title>\
+                 <link>https://agency.example/a1</link><pubDate>{date}</pubDate></item>\
+                 </channel></rss>"
+            ),
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "database = \"tidings.db\"\n[[feeds]]\nid = \"news\"\nurl = \"{}\"\n",
+            feeds.url("/news.xml")
+        ),
+    )
+    .unwrap();
+    assert_eq!(status_of(&config, "news")["consecutive_failures"], 0);
+    rusqlite::Connection::open(dir.path().join("tidings.db"))
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON items
+             BEGIN SELECT RAISE(ABORT, 'no room for this item'); END;",
+        )
+        .unwrap();
+
+    let polled = tidings(&config, &["poll"]);
+    assert!(
+        text(&polled.stdout).contains("1 failed"),
+        "{}",
+        text(&polled.stdout)
+    );
+    let news = status_of(&config, "news");
+    let next: DateTime<Utc> = news["next_poll_at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(news["consecutive_failures"], 1, "{news}");
+    assert_eq!(news["last_status"], "error", "{news}");
+    assert_eq!(news["last_error_kind"], "database", "{news}");
+    assert!(
+        news["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no room for this item")),
+        "{news}"
+    );
+    assert!(next > Utc::now(), "backs off, not due at once: {news}");
+}
