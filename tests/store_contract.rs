@@ -1537,6 +1537,55 @@ async fn a_scheduled_digest_is_taken_once_per_period_whoever_listed_it(store: St
     assert_eq!(message(&store, forced).await.subject, "1 new");
 }
 
+/// Values as long as the rules allow are stored by both backends alike: a link of 4,000
+/// characters that do not compress (tracking redirects carry kilobytes of base64) and a
+/// search of 1,000 CJK characters. A PostgreSQL B-tree entry holds at most 2,704 bytes:
+/// the link once failed the poll's whole transaction there, every item of the feed with it.
+async fn long_links_and_searches_are_stored_by_every_backend(store: Store, _: Database) {
+    let now = noon();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut noise = |alphabet: &[char], n: usize| -> String {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                alphabet[(x % alphabet.len() as u64) as usize]
+            })
+            .collect()
+    };
+    let base64: Vec<char> = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+        .chars()
+        .collect();
+    let cjk: Vec<char> = ('\u{4e00}'..='\u{9fa5}').collect();
+    let link = format!("https://news.example/r?u={}", noise(&base64, 4000));
+    let query = noise(&cjk, 1000);
+    store
+        .sync_feeds(&[feed("f", "https://f.example/feed")])
+        .await
+        .unwrap();
+    let search = subscribe(&store, "ana@x.example", &query, Schedule::Immediate, now).await;
+    assert_eq!(store.subscription(search).await.unwrap().unwrap().0, query);
+    let mut long = item("k1", "Asylum ruling", now);
+    long.link = Some(link.clone());
+    let plain = item("k2", "Visa bulletin", now);
+    let stored = store_poll(&store, &[long, plain], now, &[search]).await;
+    assert_eq!((stored.new_items, stored.matches), (2, 2));
+    let matched = store.subscription_matches(search, 10).await.unwrap();
+    assert!(
+        matched.iter().any(|m| m.link.as_deref() == Some(&link)),
+        "{:?}",
+        matched.iter().map(|m| &m.title).collect::<Vec<_>>()
+    );
+    // The same search again is still the same search.
+    assert!(
+        !store
+            .add_subscription("ana@x.example", &query, Schedule::Immediate, Tz::UTC, now)
+            .await
+            .unwrap()
+    );
+}
+
 // ---- the outbox -----------------------------------------------------------------------------
 
 /// Two senders (two instances) claiming in batches at the same instant never get the
@@ -2930,6 +2979,7 @@ fn main() -> std::process::ExitCode {
         take_digest_moves_the_schedule_and_fixes_the_message_id,
         one_digest_taken_twice_at_once_is_queued_once,
         a_scheduled_digest_is_taken_once_per_period_whoever_listed_it,
+        long_links_and_searches_are_stored_by_every_backend,
         two_senders_claiming_at_once_never_get_the_same_message,
         a_mail_lease_that_expires_lets_another_sender_take_the_message,
         requeue_puts_failed_mail_back_but_not_mail_sent_or_being_sent,

@@ -69,6 +69,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_cluster.sql",
         include_str!("../../../migrations/postgres/0002_cluster.sql"),
     ),
+    (
+        "0003_long_values.sql",
+        include_str!("../../../migrations/postgres/0003_long_values.sql"),
+    ),
 ];
 
 /// Advisory lock keys (the one-bigint key space): instances that start, sync the feed
