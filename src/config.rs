@@ -110,8 +110,23 @@ pub fn postgres_url(text: &str, what: &str) -> Result<String, String> {
             "{what} must be a postgres:// URL (postgres://user@host:port/database)"
         ));
     }
-    let url = Url::parse(text).map_err(|e| format!("{what}: not a valid URL: {e}"))?;
-    if url.password().is_some() {
+    // The client takes the scheme in lower case only.
+    let (scheme, rest) = text.split_once("://").unwrap_or_default();
+    let text = format!("{}://{rest}", scheme.to_ascii_lowercase());
+    // The client knows no fragment: in `postgres://x#:pw@host/db` it reads a password
+    // where a URL parser sees none.
+    if text.contains('#') {
+        return Err(format!(
+            "{what}: a postgres:// URL has no `#` (percent-encode it as %23 in a name)"
+        ));
+    }
+    let url = Url::parse(&text).map_err(|e| format!("{what}: not a valid URL: {e}"))?;
+    // Whatever the URL parser thinks, the client is the one that connects: what it reads
+    // decides (its errors name the option at fault, never a value).
+    let client: postgres::Config = text
+        .parse()
+        .map_err(|e| format!("{what}: not a URL the PostgreSQL client reads: {e}"))?;
+    if url.password().is_some() || client.get_password().is_some() {
         return Err(format!(
             "{what} must not hold the password: set it in the environment variable {DATABASE_PASSWORD_ENV} and write the URL without it"
         ));
@@ -129,7 +144,7 @@ pub fn postgres_url(text: &str, what: &str) -> Result<String, String> {
             "{what}: a postgres:// URL needs a host (postgres://user@host/name)"
         ));
     }
-    Ok(text.to_string())
+    Ok(text)
 }
 
 #[derive(Debug, Clone)]
@@ -959,7 +974,7 @@ struct RawFeed {
     /// problems are found too.
     id: Option<Spanned<String>>,
     url: Option<Spanned<String>>,
-    name: Option<String>,
+    name: Option<Spanned<String>>,
     #[serde(default)]
     tags: Vec<Spanned<String>>,
     interval: Option<Spanned<String>>,
@@ -1323,6 +1338,24 @@ fn validate(
             );
         }
 
+        // Shown in digests, pages and terminals, and stored (PostgreSQL refuses a NUL).
+        let name = feed.name.as_ref().and_then(|name| {
+            let text = name.get_ref().trim();
+            if let Some(c) = text
+                .chars()
+                .find(|&c| c.is_control() && !matches!(c, '\t' | '\n'))
+            {
+                report(
+                    name.span(),
+                    format!(
+                        "feed {id:?}: name must not hold a control character ({:?})",
+                        c
+                    ),
+                );
+            }
+            (!text.is_empty()).then(|| text.to_string())
+        });
+
         let mut tags = Vec::new();
         for tag in &feed.tags {
             let t = tag.get_ref().trim().to_lowercase();
@@ -1356,11 +1389,7 @@ fn validate(
 
         if let Some((url, _)) = url {
             feeds.push(FeedConfig {
-                name: feed
-                    .name
-                    .clone()
-                    .filter(|n| !n.trim().is_empty())
-                    .unwrap_or_else(|| id.clone()),
+                name: name.unwrap_or_else(|| id.clone()),
                 id,
                 url,
                 tags,
@@ -1673,10 +1702,14 @@ mod tests {
         for url in [
             "postgres://tidings@db.internal:5432/tidings",
             "postgresql://tidings@10.0.0.5/tidings?sslmode=disable",
-            "POSTGRES://tidings@db/t",
         ] {
             assert_eq!(db(url).unwrap(), Database::Postgres(url.into()), "{url}");
         }
+        // The client knows the scheme in lower case only.
+        assert_eq!(
+            db("POSTGRES://tidings@db/t").unwrap(),
+            Database::Postgres("postgres://tidings@db/t".into())
+        );
         for (value, expected) in [
             (
                 "postgres://tidings:hunter2@db/t",
@@ -1686,6 +1719,9 @@ mod tests {
                 "postgres://tidings@db/t?password=hunter2",
                 "TIDINGS_DATABASE_PASSWORD",
             ),
+            // The client reads no fragment: user `tidings`, password `hunter2` to it.
+            ("postgres://x#:hunter2@db/t?user=tidings", "no `#`"),
+            ("postgres://tidings@db/t#main", "no `#`"),
             ("postgres:///tidings", "needs a host"),
             ("mysql://db/t", "a SQLite file path or a postgres:// URL"),
             ("   ", "must not be empty"),
@@ -1698,6 +1734,31 @@ mod tests {
                 "the password is never repeated: {err}"
             );
         }
+    }
+
+    /// A feed's name is shown in digests, pages and terminals, and stored: a control
+    /// character (a NUL, which PostgreSQL refuses in text; an escape sequence) is refused
+    /// where it is written, not found later by a database or a terminal. Tabs and line
+    /// breaks are text.
+    #[test]
+    fn a_feed_name_holds_no_control_characters() {
+        for name in [
+            "Agency\\u0000News",
+            "Agency\\u001b[2JNews",
+            "Agency\\u0007News",
+        ] {
+            let err = parse(&format!(
+                "[[feeds]]\nid = \"agency\"\nname = \"{name}\"\nurl = \"https://agency.example/feed\"\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("config.toml:3:8"), "{name}: {err}");
+            assert!(err.contains("control character"), "{name}: {err}");
+        }
+        let fine = parse(
+            "[[feeds]]\nid = \"agency\"\nname = \"Agencia de Noticias\tÉ\"\nurl = \"https://agency.example/feed\"\n",
+        );
+        assert_eq!(fine.unwrap().feeds[0].name, "Agencia de Noticias\tÉ");
     }
 
     /// A claim must outlast a whole poll: the default is five minutes, a shorter lease

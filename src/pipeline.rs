@@ -217,9 +217,12 @@ pub async fn sync_feed_list(store: &Store, config: &Config) -> Result<FeedListSy
         hostname::get().map_or_else(|_| "unknown".into(), |h| h.to_string_lossy().into_owned());
     let version = FeedListVersion {
         fingerprint: config.feed_list_fingerprint(),
+        // A file dated in the future (a clock that was wrong, `touch -d`) was written now
+        // at the latest: it must not stay "the newest" until that date.
         written_at: config
             .written_at
-            .map_or(DateTime::UNIX_EPOCH, DateTime::<Utc>::from),
+            .map_or(DateTime::UNIX_EPOCH, DateTime::<Utc>::from)
+            .min(Utc::now()),
         written_by: format!("{host}:{}", config.path.display()),
     };
     let outcome = store

@@ -98,3 +98,62 @@ async fn a_poll_the_database_refuses_is_recorded_and_backs_off() {
     );
     assert!(next > Utc::now(), "backs off, not due at once: {news}");
 }
+
+fn write_feeds(config: &Path, feeds: &[&str], modified: std::time::SystemTime) {
+    let mut body = String::from("database = \"tidings.db\"\n");
+    for id in feeds {
+        body.push_str(&format!(
+            "[[feeds]]\nid = \"{id}\"\nurl = \"https://{id}.example/feed.xml\"\n"
+        ));
+    }
+    std::fs::write(config, body).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(config)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+}
+
+fn active_feeds(config: &Path) -> Vec<String> {
+    let out = tidings(config, &["feeds", "status", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut ids: Vec<String> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["active"] == true)
+        .map(|f| f["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// "The list of the config file modified last wins": a config whose modification time was
+/// in the future (a clock that was wrong once, `touch -d`, an image built on a machine
+/// whose clock ran ahead) stayed "the config written last" until that date, and every
+/// later edit, even of the same file, was kept out. A time in the future counts as now,
+/// and a file's newest reading always replaces its own older one.
+#[test]
+fn a_config_dated_in_the_future_does_not_lock_the_feed_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let next_year = std::time::SystemTime::now() + std::time::Duration::from_secs(365 * 86_400);
+    write_feeds(&config, &["a"], next_year);
+    assert_eq!(active_feeds(&config), ["a"]);
+    write_feeds(&config, &["a", "b"], std::time::SystemTime::now());
+    assert_eq!(
+        active_feeds(&config),
+        ["a", "b"],
+        "the admin's edit of the same file"
+    );
+
+    // Another file dated in the future, then a later edit of the first: the later wins.
+    let other = dir.path().join("other.toml");
+    write_feeds(&other, &["c"], next_year);
+    assert_eq!(active_feeds(&other), ["c"]);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write_feeds(&config, &["a", "d"], std::time::SystemTime::now());
+    assert_eq!(active_feeds(&config), ["a", "d"]);
+}

@@ -2901,6 +2901,34 @@ async fn a_prune_while_another_instance_prunes_is_skipped(store: Store, db: Data
     );
 }
 
+/// A deployment whose URL picks its schema (`?options=-c search_path=tidings`, one
+/// database shared with other applications) is read in that schema by the read-only view
+/// too (`check-config`): its own read-only option is added to the URL's, not put instead.
+async fn the_read_only_view_keeps_the_options_of_the_url(_: Store, db: Database) {
+    let url = db.postgres().0.to_owned();
+    let admin = url.clone();
+    blocking(move || sql(&admin).batch_execute("CREATE SCHEMA tidings").unwrap()).await;
+    let with_schema = format!("{url}?options=-c%20search_path%3Dtidings");
+    let store = Store::connect(&with_schema, None).await.unwrap();
+    subscribe(
+        &store,
+        "ana@x.example",
+        "asylum",
+        Schedule::Immediate,
+        noon(),
+    )
+    .await;
+    let read =
+        Store::open_database_read_only(&tidings::config::Database::Postgres(with_schema.clone()))
+            .await
+            .unwrap();
+    assert_eq!(read.subscribers().await.unwrap().len(), 1, "{with_schema}");
+    assert!(
+        read.remove_subscriber("ana@x.example").await.is_err(),
+        "still read-only"
+    );
+}
+
 /// The online backup is SQLite's; on PostgreSQL it says to use pg_dump, and writes nothing.
 async fn backup_to_points_to_pg_dump(store: Store, _: Database) {
     let dir = tempfile::tempdir().unwrap();
@@ -3007,6 +3035,7 @@ fn main() -> std::process::ExitCode {
         three_instances_starting_at_once_migrate_once,
         backup_to_points_to_pg_dump,
         a_prune_while_another_instance_prunes_is_skipped,
+        the_read_only_view_keeps_the_options_of_the_url,
     ];
     let mut trials = Vec::new();
     for (name, story) in contract {

@@ -20,8 +20,9 @@ pub enum FeedListSync {
     Applied,
     /// The database already had this list.
     Unchanged,
-    /// The database has another list, from a config written later: it is kept, and this
-    /// one is not applied (of two written at the same millisecond, the last synced wins).
+    /// The database has another list, from another config written later: it is kept,
+    /// and this one is not applied (of two written at the same millisecond, the last
+    /// synced wins; a file read again always replaces its own older list).
     Kept {
         written_at: DateTime<Utc>,
         written_by: String,
@@ -41,7 +42,8 @@ impl FeedListSync {
         if fingerprint == version.fingerprint {
             return Ok(Some(FeedListSync::Unchanged));
         }
-        if written_at > version.written_at.timestamp_millis() {
+        // The same file read again is that file's newest word, whatever its dates say.
+        if written_by != version.written_by && written_at > version.written_at.timestamp_millis() {
             let written_at = DateTime::from_timestamp_millis(written_at)
                 .with_context(|| format!("stored feed list time {written_at} is out of range"))?;
             return Ok(Some(FeedListSync::Kept {

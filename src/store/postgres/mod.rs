@@ -152,7 +152,12 @@ impl Postgres {
             config.connect_timeout(Duration::from_secs(10));
         }
         if read_only {
-            config.options("-c default_transaction_read_only=on");
+            // Added to the URL's own options (a `search_path`, say), not put instead.
+            let options = match config.get_options() {
+                Some(theirs) => format!("{theirs} -c default_transaction_read_only=on"),
+                None => "-c default_transaction_read_only=on".to_string(),
+            };
+            config.options(&options);
         }
         let name = display_name(&config);
         // The first connection is made here, not by the pool: a wrong address or password
