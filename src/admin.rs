@@ -185,7 +185,7 @@ async fn metrics(State(app): State<watch::Receiver<App>>) -> Response {
             let m = &app.metrics;
             m.outbox_pending.set(stats.outbox_pending);
             let age = stats.oldest_pending.map_or(0.0, |t| {
-                (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
+                (app.store.now() - t).num_milliseconds().max(0) as f64 / 1000.0
             });
             m.oldest_pending_seconds.set(age);
             m.feeds_active.set(stats.feeds_active);
@@ -196,7 +196,7 @@ async fn metrics(State(app): State<watch::Receiver<App>>) -> Response {
         Err(e) => warn!(error = %format!("{e:#}"), "metrics: reading stored state"),
     }
     let lease = crate::pipeline::poll_lease(&app.config.poll);
-    match app.store.cluster_stats(Utc::now(), lease).await {
+    match app.store.cluster_stats(app.store.now(), lease).await {
         Ok(cluster) => {
             let m = &app.metrics;
             m.instances.set(cluster.instances_alive);

@@ -91,8 +91,8 @@ impl Pacer {
     /// ([`Store::reserve_mail_slot`]): the limit holds for every process sending from it,
     /// the daemon, a one-shot beside it, or other instances.
     async fn wait(&self, store: &Store) -> Result<()> {
-        let slot = store.reserve_mail_slot(Utc::now(), self.interval).await?;
-        if let Ok(wait) = (slot - Utc::now()).to_std() {
+        let slot = store.reserve_mail_slot(store.now(), self.interval).await?;
+        if let Ok(wait) = (slot - store.now()).to_std() {
             tokio::time::sleep(wait).await;
         }
         Ok(())

@@ -399,7 +399,7 @@ async fn execute(cli: Cli) -> Result<()> {
             let app = App::open(config).await?;
             stop_on_signal(&app);
             let progress = PollProgress::default();
-            let s = poll_feeds_observed(&app, Utc::now(), false, &progress).await?;
+            let s = poll_feeds_observed(&app, app.store.now(), false, &progress).await?;
             progress.finish();
             say!(
                 "polled {}: {} ok, {} not modified, {} failed; {}, {}, {}",
@@ -419,7 +419,7 @@ async fn execute(cli: Cli) -> Result<()> {
         Command::Digest { all } => {
             let app = App::open(config).await?;
             stop_on_signal(&app);
-            let s = send_digests(&app, Utc::now(), all).await?;
+            let s = send_digests(&app, app.store.now(), all).await?;
             say!(
                 "queued {}; sent {}, retrying {}, failed {}",
                 count(s.queued, "digest"),
@@ -431,7 +431,7 @@ async fn execute(cli: Cli) -> Result<()> {
         }
         Command::Prune => {
             let store = open_store(&config).await?;
-            let p = prune_store(&store, config.retention, Utc::now()).await?;
+            let p = prune_store(&store, config.retention, store.now()).await?;
             if p.skipped {
                 say!("not pruned: another instance is pruning this database now");
                 return Ok(());
@@ -458,7 +458,7 @@ async fn execute(cli: Cli) -> Result<()> {
             let store = open_store(&config).await?;
             match command {
                 Some(OutboxCommand::Retry { id }) => {
-                    if !store.requeue(id, Utc::now()).await? {
+                    if !store.requeue(id, store.now()).await? {
                         bail!("no message {id} in the outbox");
                     }
                     say!("message {id} requeued; `tidings digest` or the daemon sends it");
@@ -1174,7 +1174,7 @@ async fn open_store(config: &Config) -> Result<Store> {
 }
 
 async fn subscriber(config: &Config, store: &Store, command: SubscriberCommand) -> Result<()> {
-    let now = Utc::now();
+    let now = store.now();
     match command {
         SubscriberCommand::Add {
             email,
@@ -1382,7 +1382,7 @@ async fn feeds_status(store: &Store, json: bool) -> Result<()> {
         );
         return Ok(());
     }
-    let now = Utc::now();
+    let now = store.now();
     say!(
         "{:<24} {:<13} {:>5} {:>7} {:<20} {:<20} NOTE",
         "FEED",

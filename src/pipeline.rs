@@ -222,7 +222,7 @@ pub async fn sync_feed_list(store: &Store, config: &Config) -> Result<FeedListSy
         written_at: config
             .written_at
             .map_or(DateTime::UNIX_EPOCH, DateTime::<Utc>::from)
-            .min(Utc::now()),
+            .min(store.now()),
         written_by: format!("{host}:{}", config.path.display()),
     };
     let outcome = store
@@ -575,7 +575,7 @@ async fn cluster_slot(app: &App, host: &str) -> Result<String> {
     loop {
         if let Some(token) = app
             .store
-            .acquire_fetch_slot(host, limits, Utc::now(), lease)
+            .acquire_fetch_slot(host, limits, app.store.now(), lease)
             .await?
         {
             return Ok(token);

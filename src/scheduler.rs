@@ -175,6 +175,9 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
 /// reported within a minute).
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
 
+/// A clock further than this from the database server's is warned about.
+const CLOCK_SKEW_WARNING: chrono::Duration = chrono::Duration::seconds(2);
+
 /// This process, as it reports itself: unique per start.
 fn this_instance() -> Instance {
     let host =
@@ -193,11 +196,27 @@ fn this_instance() -> Instance {
 /// its end once.
 async fn heartbeat_loop(app: watch::Receiver<App>, instance: Instance) {
     let mut failing = false;
+    let mut skewed = false;
     let mut every = tokio::time::interval(HEARTBEAT_EVERY);
     loop {
         every.tick().await;
         let store = app.borrow().store.clone();
-        match store.heartbeat(&instance, Utc::now()).await {
+        // The cluster goes by the database's clock: measured again each time, and said
+        // once when this machine's is off by more than a little (NTP is not running).
+        if let Ok(offset) = store.sync_clock().await {
+            let off = offset.abs() > CLOCK_SKEW_WARNING;
+            if off && !skewed {
+                warn!(instance = %instance.id, offset_ms = offset.num_milliseconds(),
+                      "this machine's clock is {:.1} s {} the database server's: Tidings goes by \
+                       the database's for claims, leases and schedules; check NTP",
+                      offset.num_milliseconds().abs() as f64 / 1000.0,
+                      if offset > chrono::Duration::zero() { "behind" } else { "ahead of" });
+            } else if !off && skewed {
+                info!(instance = %instance.id, "this machine's clock agrees with the database's again");
+            }
+            skewed = off;
+        }
+        match store.heartbeat(&instance, store.now()).await {
             Ok(()) if failing => {
                 info!(instance = %instance.id, "heartbeat recorded again");
                 failing = false;
@@ -265,7 +284,7 @@ impl PollObserver for DigestOnMatch {
 
 async fn poll_cycle(app: App, digest: mpsc::Sender<()>) {
     let observer = DigestOnMatch(digest);
-    match poll_feeds_observed(&app, Utc::now(), true, &observer).await {
+    match poll_feeds_observed(&app, app.store.now(), true, &observer).await {
         Ok(s) if s.feeds > 0 => {
             info!(
                 feeds = s.feeds,
@@ -285,7 +304,7 @@ async fn poll_cycle(app: App, digest: mpsc::Sender<()>) {
 
 async fn digest_loop(current: watch::Receiver<App>, mut ticks: mpsc::Receiver<()>) {
     while let Some(app) = next_run(&current, &mut ticks).await {
-        match send_digests(&app, Utc::now(), false).await {
+        match send_digests(&app, app.store.now(), false).await {
             Ok(s) if s.queued + s.delivery.sent + s.delivery.retrying + s.delivery.failed > 0 => {
                 info!(
                     queued = s.queued,
@@ -305,7 +324,7 @@ async fn prune_loop(current: watch::Receiver<App>, mut ticks: mpsc::Receiver<()>
     while let Some(app) = next_run(&current, &mut ticks).await {
         // `prune` logs what it did; its batches are short transactions, so a poll or a
         // digest round waits at most one batch for the database.
-        if let Err(e) = prune(&app, Utc::now()).await {
+        if let Err(e) = prune(&app, app.store.now()).await {
             error!(error = %format!("{e:#}"), "prune failed");
         }
     }

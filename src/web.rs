@@ -392,7 +392,7 @@ async fn unsubscribe(
         Err(Failure::BadLink) => return already_unsubscribed(&app, &token).await,
         other => other?,
     };
-    app.store.unsubscribe(s.id, &token, Utc::now()).await?;
+    app.store.unsubscribe(s.id, &token, app.store.now()).await?;
     info!(subscriber = s.id.0, "unsubscribed from the web");
     Ok(unsubscribed_page())
 }
@@ -552,7 +552,7 @@ async fn add_query(
         return Ok((StatusCode::BAD_REQUEST, page).into_response());
     }
     app.store
-        .add_subscription(&s.email, query, s.schedule, s.timezone, Utc::now())
+        .add_subscription(&s.email, query, s.schedule, s.timezone, app.store.now())
         .await?;
     Ok(back_to(&token, "added"))
 }
@@ -592,7 +592,7 @@ async fn pause_query(
     let pause = fields.get("paused").map(String::as_str) == Some("1");
     let changed = app
         .store
-        .set_subscription_paused(s.id, subscription, pause, Utc::now())
+        .set_subscription_paused(s.id, subscription, pause, app.store.now())
         .await?;
     let done = match (changed, pause) {
         (false, _) => "unchanged",
@@ -628,7 +628,7 @@ async fn set_schedule(
         }
     };
     app.store
-        .set_schedule(s.id, schedule, tz, Utc::now())
+        .set_schedule(s.id, schedule, tz, app.store.now())
         .await?;
     Ok(back_to(&token, "schedule"))
 }
@@ -950,7 +950,7 @@ fn subscribe_view(
         "web/subscribe.html",
         context! {
             feeds => app.config.feeds.len(),
-            csrf => app.links.form_token(Utc::now().timestamp()),
+            csrf => app.links.form_token(app.store.now().timestamp()),
             email => &form.email,
             queries => &form.queries,
             frequency => &form.frequency,
@@ -1004,7 +1004,7 @@ async fn subscribe(
             .map(|v| v.trim().to_string())
             .unwrap_or_default()
     };
-    let now = Utc::now();
+    let now = app.store.now();
     if !app
         .links
         .verify_form_token(&field("csrf"), now.timestamp(), FORM_MAX_AGE_SECS)
@@ -1133,7 +1133,7 @@ async fn subscribe(
     // Send it now rather than at the next digest tick.
     let sender = app.clone();
     tokio::spawn(async move {
-        if let Err(e) = crate::pipeline::send_mail(&sender, Utc::now()).await {
+        if let Err(e) = crate::pipeline::send_mail(&sender, app.store.now()).await {
             warn!(error = %format!("{e:#}"), "sending the confirmation mail; the digest round retries it");
         }
     });
@@ -1199,7 +1199,7 @@ async fn signup_for(app: &App, token: &str) -> Result<(SignupId, crate::store::S
         .verify_confirm(token, |_| Some(email))
         .ok_or(Failure::BadLink)?;
     if signup.confirmed_at.is_none()
-        && Utc::now() - signup.created_at > chrono::Duration::hours(CONFIRM_MAX_AGE_HOURS)
+        && app.store.now() - signup.created_at > chrono::Duration::hours(CONFIRM_MAX_AGE_HOURS)
     {
         return Err(Failure::Expired);
     }
@@ -1284,7 +1284,7 @@ async fn confirm(
         let keep = move |text: &str| added.iter().any(|q| q == text);
         let subscriber = app
             .store
-            .confirm_signup(id, schedule, tz, keep, Utc::now())
+            .confirm_signup(id, schedule, tz, keep, app.store.now())
             .await?;
         info!(
             signup = id.0,

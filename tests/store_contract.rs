@@ -2929,6 +2929,74 @@ async fn the_read_only_view_keeps_the_options_of_the_url(_: Store, db: Database)
     );
 }
 
+/// Instance b's clock runs six minutes ahead of a's (no NTP, a VM resumed from suspend).
+/// Leases, connection slots and the pacer were written and compared in each caller's
+/// local time, so b saw a's live five-minute claims as ended: two instances polled one
+/// feed, sent one message, connected twice to a host with `per_host` 1, and a's mail
+/// waited ten minutes behind b's pacer slot. Every instance now goes by the database
+/// server's clock ([`Store::now`], measured at connection and with each heartbeat).
+async fn instances_whose_clocks_disagree_go_by_the_databases(a: Store, db: Database) {
+    fn six_minutes_fast() -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::minutes(6)
+    }
+    let url = db.postgres().0.to_owned();
+    let b = Store::connect(&url, None)
+        .await
+        .unwrap()
+        .with_local_clock(six_minutes_fast);
+    assert!(b.now() - a.now() > minutes(5), "not measured yet");
+    let offset = b.sync_clock().await.unwrap();
+    assert!(
+        (offset + minutes(6)).abs() < chrono::Duration::seconds(1),
+        "{offset}"
+    );
+    assert!(
+        (b.now() - a.now()).abs() < chrono::Duration::seconds(1),
+        "one clock"
+    );
+
+    a.sync_feeds(&[feed("f", "https://f.example/feed")])
+        .await
+        .unwrap();
+    let lease = Duration::from_secs(300);
+    assert_eq!(a.claim_feeds(a.now(), lease, true).await.unwrap().len(), 1);
+    let stolen = b.claim_feeds(b.now(), lease, true).await.unwrap();
+    assert!(stolen.is_empty(), "b took the feed a holds");
+
+    a.queue_message(
+        "ana@x.example",
+        "hello",
+        "text",
+        "<p>html</p>",
+        "t.example",
+        a.now(),
+    )
+    .await
+    .unwrap();
+    let mail_lease = Duration::from_secs(60);
+    assert_eq!(
+        a.claim_mail(a.now(), mail_lease, 10).await.unwrap().len(),
+        1
+    );
+    let stolen = b.claim_mail(b.now(), mail_lease, 10).await.unwrap();
+    assert!(stolen.is_empty(), "b claimed the message a is sending");
+
+    let limits = FetchLimits {
+        per_host: 1,
+        concurrency: 16,
+    };
+    let first = a.acquire_fetch_slot("gov.example", limits, a.now(), lease);
+    assert!(first.await.unwrap().is_some());
+    let second = b.acquire_fetch_slot("gov.example", limits, b.now(), lease);
+    assert_eq!(second.await.unwrap(), None, "per_host 1, two connections");
+
+    let interval = Duration::from_secs(1);
+    b.reserve_mail_slot(b.now(), interval).await.unwrap();
+    let now = a.now();
+    let wait = a.reserve_mail_slot(now, interval).await.unwrap() - now;
+    assert!(wait <= chrono::Duration::seconds(2), "a waits {wait}");
+}
+
 /// The online backup is SQLite's; on PostgreSQL it says to use pg_dump, and writes nothing.
 async fn backup_to_points_to_pg_dump(store: Store, _: Database) {
     let dir = tempfile::tempdir().unwrap();
@@ -3036,6 +3104,7 @@ fn main() -> std::process::ExitCode {
         backup_to_points_to_pg_dump,
         a_prune_while_another_instance_prunes_is_skipped,
         the_read_only_view_keeps_the_options_of_the_url,
+        instances_whose_clocks_disagree_go_by_the_databases,
     ];
     let mut trials = Vec::new();
     for (name, story) in contract {

@@ -54,6 +54,18 @@ use sqlite::Sqlite;
 #[derive(Clone)]
 pub struct Store {
     backend: Arc<Backend>,
+    clock: Arc<Clock>,
+}
+
+/// The time every instance on one database goes by ([`Store::now`]): the database
+/// server's. Leases, connection slots, the mail pacer and schedules are compared across
+/// instances, so one instance whose clock runs minutes ahead would take feeds and
+/// messages another still holds. SQLite's processes share one machine's clock.
+struct Clock {
+    /// This process's clock (`Utc::now`; another in tests).
+    local: fn() -> DateTime<Utc>,
+    /// Database time minus local time, in milliseconds, as last measured.
+    offset_ms: std::sync::atomic::AtomicI64,
 }
 
 /// The database a [`Store`] works on.
@@ -97,7 +109,9 @@ impl Store {
     pub async fn connect(url: &str, password: Option<&str>) -> Result<Store> {
         let (url, password) = (url.to_owned(), password.map(str::to_owned));
         let postgres = off_thread(move || Postgres::connect(&url, password.as_deref())).await?;
-        Ok(Store::from(Backend::Postgres(postgres)))
+        let store = Store::from(Backend::Postgres(postgres));
+        store.sync_clock().await?;
+        Ok(store)
     }
 
     /// Opens the configured database: the SQLite file (created and migrated as
@@ -120,7 +134,7 @@ impl Store {
     /// [`Store::open_read_only`] does for SQLite; a PostgreSQL session is read-only too.
     pub async fn open_database_read_only(database: &Database) -> Result<Store> {
         let database = database.clone();
-        off_thread(move || match database {
+        let store = off_thread(move || match database {
             Database::Sqlite(path) => Store::open_read_only(&path),
             Database::Postgres(url) => {
                 let password = std::env::var(DATABASE_PASSWORD_ENV).ok();
@@ -128,13 +142,67 @@ impl Store {
                 Ok(Store::from(Backend::Postgres(postgres)))
             }
         })
-        .await
+        .await?;
+        store.sync_clock().await?;
+        Ok(store)
     }
 
     fn from(backend: Backend) -> Store {
         Store {
             backend: Arc::new(backend),
+            clock: Arc::new(Clock {
+                local: Utc::now,
+                offset_ms: 0.into(),
+            }),
         }
+    }
+
+    /// This handle with `local` as this process's clock instead of `Utc::now`, the offset
+    /// to the database's not yet measured: for tests of instances whose clocks disagree.
+    pub fn with_local_clock(&self, local: fn() -> DateTime<Utc>) -> Store {
+        Store {
+            backend: self.backend.clone(),
+            clock: Arc::new(Clock {
+                local,
+                offset_ms: 0.into(),
+            }),
+        }
+    }
+
+    /// Now, on the cluster's clock: this process's clock corrected by the offset to the
+    /// database server's last measured ([`Store::sync_clock`]). Every time an instance
+    /// writes or compares in the database (claims, leases, slots, schedules) is this.
+    pub fn now(&self) -> DateTime<Utc> {
+        let offset = self
+            .clock
+            .offset_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        (self.clock.local)() + chrono::Duration::milliseconds(offset)
+    }
+
+    /// Measures how far this process's clock is from the database server's (PostgreSQL;
+    /// SQLite has no other clock) and corrects [`Store::now`] by it. Returns the offset:
+    /// database time minus local time. Called at connection and with every heartbeat.
+    pub async fn sync_clock(&self) -> Result<chrono::Duration> {
+        let local = self.clock.local;
+        let offset_ms = self
+            .blocking(move |backend| match backend {
+                Backend::Sqlite(_) => Ok(0),
+                Backend::Postgres(db) => {
+                    let before = local();
+                    let server_ms = db.server_time_ms()?;
+                    let after = local();
+                    // The server read its clock about halfway through the round trip.
+                    let local_ms =
+                        before.timestamp_millis() + (after - before).num_milliseconds() / 2;
+                    Ok(server_ms - local_ms)
+                }
+            })
+            .await?;
+        self.clock
+            .offset_ms
+            .store(offset_ms, std::sync::atomic::Ordering::Relaxed);
+        Ok(chrono::Duration::milliseconds(offset_ms))
     }
 
     /// Runs `call` on the blocking pool and waits for it; it runs to its end even when

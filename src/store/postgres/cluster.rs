@@ -86,6 +86,17 @@ impl Postgres {
             .try_get(0)?)
     }
 
+    /// The database server's clock, in Unix milliseconds.
+    pub fn server_time_ms(&self) -> Result<i64> {
+        Ok(self
+            .conn()?
+            .query_one(
+                "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+                &[],
+            )?
+            .try_get(0)?)
+    }
+
     pub fn heartbeat(&self, instance: &Instance, now: DateTime<Utc>) -> Result<()> {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction()?;
