@@ -275,7 +275,15 @@ fn find_feeds(outlines: &[Outline], folders: &mut Vec<String>, found: &mut Vec<F
             }
         }
         found.push(FoundFeed {
-            name: title(outline).to_string(),
+            // Text: control characters (a `&#13;`) become spaces; tabs and line breaks stay.
+            name: title(outline)
+                .chars()
+                .map(|c| match c {
+                    '\t' | '\n' => c,
+                    c if c.is_control() => ' ',
+                    c => c,
+                })
+                .collect(),
             url: url.to_string(),
             tags,
             id,
@@ -704,6 +712,21 @@ mod tests {
             assert_eq!(import.entries[0].url, url, "{name}");
             assert_eq!((import.added(), import.skipped()), (1, 1), "{name}");
         }
+    }
+
+    /// A name is text: a carriage return (`&#13;` is valid XML) or any other control
+    /// character an OPML file carries becomes a space, so the config the import writes
+    /// loads (a feed name holds no control characters).
+    #[test]
+    fn control_characters_in_names_become_spaces() {
+        let text = opml(
+            r#"<outline text="Agency&#13;News" xmlUrl="https://a.example/feed"/>
+               <outline text="Two&#10;lines&#9;tab" xmlUrl="https://b.example/feed"/>"#,
+        );
+        let import = run("", &text);
+        let loaded = config(&import.config_text);
+        let names: Vec<&str> = loaded.feeds.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["Agency News", "Two\nlines\ttab"]);
     }
 
     #[test]
