@@ -401,16 +401,20 @@ pub async fn poll_feeds_observed(
                         _ = draining.cancelled() => return None,
                         p = global.acquire_owned() => p,
                     };
-                    // The same limits for every instance on the database together.
-                    let cluster = tokio::select! {
-                        biased;
-                        _ = draining.cancelled() => return None,
-                        slot = cluster_slot(&app, &host) => slot,
-                    };
-                    let cluster = match cluster {
-                        Ok(token) => token,
+                    // The same limits for every instance on the database together. A try
+                    // for a slot is never cut short (the database would finish it, and
+                    // the slot would stay taken until its lease ran out).
+                    let cluster = match cluster_slot(&app, &host, &draining).await {
+                        Ok(Some(token)) => token,
+                        Ok(None) => return None,
                         Err(e) => return Some(Err(e)),
                     };
+                    if draining.is_cancelled() {
+                        if let Err(e) = app.store.release_fetch_slot(&cluster).await {
+                            warn!(feed = %id, error = %format!("{e:#}"), "giving back a connection slot");
+                        }
+                        return None;
+                    }
                     let polled = async {
                         // The wait for a slot may have outlasted the lease: renew it, or leave
                         // the feed to whoever claimed it since.
@@ -563,9 +567,14 @@ async fn guard_panics<T>(work: impl Future<Output = T>) -> Result<T, String> {
 
 /// Waits for one of the cluster's connection slots for `host` ([`Store::acquire_fetch_slot`]:
 /// `poll.per_host` and `poll.concurrency` for every instance together), asking again
-/// with a growing pause (20 ms to 1 s) while they are all taken. Slots are about real
-/// connections: their leases run on the wall clock, whatever time the cycle polls at.
-async fn cluster_slot(app: &App, host: &str) -> Result<String> {
+/// with a growing pause (20 ms to 1 s) while they are all taken; `None` when `draining`
+/// fires during a pause. Slots are about real connections: their leases run on the
+/// cluster's clock, whatever time the cycle polls at.
+async fn cluster_slot(
+    app: &App,
+    host: &str,
+    draining: &CancellationToken,
+) -> Result<Option<String>> {
     let limits = FetchLimits {
         per_host: app.config.poll.per_host,
         concurrency: app.config.poll.concurrency,
@@ -578,9 +587,13 @@ async fn cluster_slot(app: &App, host: &str) -> Result<String> {
             .acquire_fetch_slot(host, limits, app.store.now(), lease)
             .await?
         {
-            return Ok(token);
+            return Ok(Some(token));
         }
-        tokio::time::sleep(pause).await;
+        tokio::select! {
+            biased;
+            _ = draining.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(pause) => {}
+        }
         pause = (pause * 2).min(Duration::from_secs(1));
     }
 }

@@ -157,3 +157,93 @@ fn a_config_dated_in_the_future_does_not_lock_the_feed_list() {
     write_feeds(&config, &["a", "d"], std::time::SystemTime::now());
     assert_eq!(active_feeds(&config), ["a", "d"]);
 }
+
+/// "A crashed holder's slots free themselves after `claim_lease`; they are given back on
+/// every other path": a shutdown that came while a feed's connection slot was being taken
+/// dropped the taking, which the database finished anyway, so the slot stayed taken for
+/// every instance until its lease ran out (five minutes of `per_host` lost). The slot is
+/// now taken to the end and given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_taken_while_shutting_down_is_given_back() {
+    let feeds = FeedServer::start().await;
+    feeds.set(
+        "/news.xml",
+        Route::feed(
+            "application/rss+xml",
+            "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>A</title>\
+             <link>https://a.example/</link><description>d</description></channel></rss>",
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "database = \"tidings.db\"\n[poll]\nper_host = 1\n\
+             [[feeds]]\nid = \"news\"\nurl = \"{}\"\n",
+            feeds.url("/news.xml")
+        ),
+    )
+    .unwrap();
+    let app = tidings::App::open(tidings::Config::load(&path).unwrap())
+        .await
+        .unwrap();
+    let db = dir.path().join("tidings.db");
+    // Another instance is connected to the host: the poll waits for the one slot.
+    let other = tidings::store::Store::open(&db).unwrap();
+    let limits = tidings::store::FetchLimits {
+        per_host: 1,
+        concurrency: 16,
+    };
+    let held = other
+        .acquire_fetch_slot(
+            "127.0.0.1",
+            limits,
+            Utc::now(),
+            std::time::Duration::from_secs(300),
+        )
+        .await
+        .unwrap()
+        .expect("the host's slot");
+    let poll = tokio::spawn({
+        let app = app.clone();
+        async move { tidings::poll_feeds(&app, Utc::now(), false).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // A writer holds the database: the poll's next try for the slot waits for it.
+    let lock = tokio::task::spawn_blocking(move || {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        conn
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    app.shutdown.draining.cancel();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The other instance lets go; the waiting try gets the slot.
+    let lock = tokio::task::spawn_blocking(move || {
+        let freed = lock
+            .execute(
+                "UPDATE fetch_slots SET holder = NULL, held_until = NULL WHERE holder = ?1",
+                [&held],
+            )
+            .unwrap();
+        assert!(freed >= 1, "the other instance's slots");
+        lock.execute_batch("COMMIT").unwrap();
+        lock
+    })
+    .await
+    .unwrap();
+    let summary = poll.await.unwrap().unwrap();
+    assert_eq!(summary.updated, 0, "shutting down: not polled");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let left: i64 = lock
+        .query_row(
+            "SELECT COUNT(*) FROM fetch_slots WHERE holder IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(left, 0, "a connection slot stayed taken after the shutdown");
+}
