@@ -120,6 +120,15 @@ pub fn postgres_url(text: &str, what: &str) -> Result<String, String> {
             "{what}: a postgres:// URL has no `#` (percent-encode it as %23 in a name)"
         ));
     }
+    // Nor does it know where the host ends: all up to the first `@`, wherever it is, is
+    // the user, so an `@` in the path or query would move the host.
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    if rest[authority_end..].contains('@') || rest[..authority_end].matches('@').count() > 1 {
+        return Err(format!(
+            "{what}: write an `@` after the host as %40 (the PostgreSQL client would take \
+             what comes before it for the user, and connect to another host)"
+        ));
+    }
     let url = Url::parse(&text).map_err(|e| format!("{what}: not a valid URL: {e}"))?;
     // Whatever the URL parser thinks, the client is the one that connects: what it reads
     // decides (its errors name the option at fault, never a value).
@@ -1722,6 +1731,14 @@ mod tests {
             // The client reads no fragment: user `tidings`, password `hunter2` to it.
             ("postgres://x#:hunter2@db/t?user=tidings", "no `#`"),
             ("postgres://tidings@db/t#main", "no `#`"),
+            // The client takes all up to the first `@` as the user: this connects to
+            // other.internal, not db.internal.
+            (
+                "postgres://db.internal/tidings?application_name=ops@other.internal",
+                "%40",
+            ),
+            ("postgres://pg.example:5432/t?user=tidings@pg", "%40"),
+            ("postgres://ops@corp@db.internal/t", "%40"),
             ("postgres:///tidings", "needs a host"),
             ("mysql://db/t", "a SQLite file path or a postgres:// URL"),
             ("   ", "must not be empty"),

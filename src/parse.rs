@@ -252,9 +252,14 @@ fn convert(entry: &Entry, now: DateTime<Utc>) -> Item {
     // A date ahead of now is not shown or used as a date, but it still names the item:
     // the key must not change the moment the clock passes it.
     let published = dated.filter(|d| *d <= now);
-    let guid = Some(entry.id.trim().to_string()).filter(|g| !g.is_empty());
+    // The key comes from the id as the feed wrote it (items stored before keep theirs);
+    // the stored id is text, without control characters (PostgreSQL refuses a NUL).
+    let raw_guid = Some(entry.id.trim()).filter(|g| !g.is_empty());
+    let guid = raw_guid
+        .map(|g| g.chars().filter(|c| !c.is_control()).collect::<String>())
+        .filter(|g| !g.is_empty());
 
-    let key = match (&guid, &link) {
+    let key = match (raw_guid, &link) {
         (Some(guid), _) => hash(&["guid", guid]),
         (None, Some(link)) => hash(&["link", link]),
         (None, None) => hash(&[
@@ -1672,6 +1677,19 @@ mod tests {
         assert_eq!(feed.items[0].title, "TPS extended");
         assert_eq!(feed.items[0].content, "Venezuela TPS");
         assert_eq!(feed.items[0].guid.as_deref(), Some("j1"));
+    }
+
+    /// An id is stored, shown and compared as text: a NUL in it (`"\u0000"` is valid
+    /// JSON; PostgreSQL refuses it in text and failed the feed's whole poll) or any other
+    /// control character is dropped from the stored guid. The key is still made from the
+    /// id as the feed wrote it, so items stored before keep their key (no alert again).
+    #[test]
+    fn control_characters_leave_the_guid_but_not_the_key() {
+        let json = r#"{"version":"https://jsonfeed.org/version/1.1","title":"J","items":[
+            {"id":"a\u00001\u001b","url":"https://j.example/1","title":"TPS extended"}]}"#;
+        let feed = parse(json.as_bytes()).unwrap();
+        assert_eq!(feed.items[0].guid.as_deref(), Some("a1"));
+        assert_eq!(feed.items[0].key, hash(&["guid", "a\u{0}1\u{1b}"]));
     }
 
     #[test]

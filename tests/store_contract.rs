@@ -2997,6 +2997,49 @@ async fn instances_whose_clocks_disagree_go_by_the_databases(a: Store, db: Datab
     assert!(wait <= chrono::Duration::seconds(2), "a waits {wait}");
 }
 
+/// The database and this process share one clock here (a true offset of 0). The
+/// measure once started its stopwatch before asking the pool for a connection: with all
+/// eight busy for seconds (a burst of polls, a slow statement), half the wait became
+/// "offset", `Store::now` ran ahead by it until the next heartbeat, and the heartbeat
+/// warned about NTP. Only the query is timed now.
+async fn a_busy_pool_is_not_measured_as_clock_offset(store: Store, db: Database) {
+    let at_rest = store.sync_clock().await.unwrap();
+    assert!(
+        at_rest.abs() < chrono::Duration::milliseconds(200),
+        "{at_rest}"
+    );
+    let url = db.postgres().0.to_owned();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let mut admin = sql(&url);
+        let mut tx = admin.transaction().unwrap();
+        tx.batch_execute("LOCK TABLE subscribers IN ACCESS EXCLUSIVE MODE")
+            .unwrap();
+        locked_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+        tx.commit().unwrap();
+    });
+    blocking(move || locked_rx.recv().unwrap()).await;
+    // Eight calls wait on the lock, each holding one of the pool's eight connections.
+    let busy: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.subscribers().await.map(|s| s.len()) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let offset = store.sync_clock().await.unwrap();
+    for call in busy {
+        assert_eq!(call.await.unwrap().unwrap(), 0);
+    }
+    blocking(move || holder.join().unwrap()).await;
+    assert!(
+        offset.abs() < chrono::Duration::milliseconds(200),
+        "one clock, measured {offset} after waiting for a pooled connection"
+    );
+    assert!((store.now() - Utc::now()).abs() < chrono::Duration::milliseconds(200));
+}
+
 /// The online backup is SQLite's; on PostgreSQL it says to use pg_dump, and writes nothing.
 async fn backup_to_points_to_pg_dump(store: Store, _: Database) {
     let dir = tempfile::tempdir().unwrap();
@@ -3105,6 +3148,7 @@ fn main() -> std::process::ExitCode {
         a_prune_while_another_instance_prunes_is_skipped,
         the_read_only_view_keeps_the_options_of_the_url,
         instances_whose_clocks_disagree_go_by_the_databases,
+        a_busy_pool_is_not_measured_as_clock_offset,
     ];
     let mut trials = Vec::new();
     for (name, story) in contract {

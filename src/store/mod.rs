@@ -57,6 +57,9 @@ pub struct Store {
     clock: Arc<Clock>,
 }
 
+/// A clock measure whose round trip took longer than this is not used.
+const MAX_CLOCK_ROUND_TRIP_MS: i64 = 250;
+
 /// The time every instance on one database goes by ([`Store::now`]): the database
 /// server's. Leases, connection slots, the mail pacer and schedules are compared across
 /// instances, so one instance whose clock runs minutes ahead would take feeds and
@@ -185,24 +188,20 @@ impl Store {
     /// database time minus local time. Called at connection and with every heartbeat.
     pub async fn sync_clock(&self) -> Result<chrono::Duration> {
         let local = self.clock.local;
-        let offset_ms = self
+        let (offset_ms, round_trip_ms) = self
             .blocking(move |backend| match backend {
-                Backend::Sqlite(_) => Ok(0),
-                Backend::Postgres(db) => {
-                    let before = local();
-                    let server_ms = db.server_time_ms()?;
-                    let after = local();
-                    // The server read its clock about halfway through the round trip.
-                    let local_ms =
-                        before.timestamp_millis() + (after - before).num_milliseconds() / 2;
-                    Ok(server_ms - local_ms)
-                }
+                Backend::Sqlite(_) => Ok((0, 0)),
+                Backend::Postgres(db) => db.clock_offset_ms(local),
             })
             .await?;
-        self.clock
-            .offset_ms
-            .store(offset_ms, std::sync::atomic::Ordering::Relaxed);
-        Ok(chrono::Duration::milliseconds(offset_ms))
+        let offset = &self.clock.offset_ms;
+        // A slow answer says little about the clocks: the last good measure stays.
+        if round_trip_ms <= MAX_CLOCK_ROUND_TRIP_MS {
+            offset.store(offset_ms, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(chrono::Duration::milliseconds(
+            offset.load(std::sync::atomic::Ordering::Relaxed),
+        ))
     }
 
     /// Runs `call` on the blocking pool and waits for it; it runs to its end even when

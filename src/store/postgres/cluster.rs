@@ -86,15 +86,26 @@ impl Postgres {
             .try_get(0)?)
     }
 
-    /// The database server's clock, in Unix milliseconds.
-    pub fn server_time_ms(&self) -> Result<i64> {
-        Ok(self
-            .conn()?
-            .query_one(
-                "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
-                &[],
-            )?
-            .try_get(0)?)
+    /// How far the database server's clock is from `local`: (server minus local, the round
+    /// trip), in milliseconds, the best of three tries. Only the query is timed, not the
+    /// wait for a pooled connection.
+    pub fn clock_offset_ms(&self, local: fn() -> DateTime<Utc>) -> Result<(i64, i64)> {
+        let mut conn = self.conn()?;
+        let statement =
+            conn.prepare("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint")?;
+        let mut best: Option<(i64, i64)> = None;
+        for _ in 0..3 {
+            let before = local();
+            let server: i64 = conn.query_one(&statement, &[])?.try_get(0)?;
+            let after = local();
+            let round_trip = (after - before).num_milliseconds();
+            // The server read its clock about halfway through the round trip.
+            let offset = server - (before.timestamp_millis() + round_trip / 2);
+            if best.is_none_or(|(_, rtt)| round_trip < rtt) {
+                best = Some((offset, round_trip));
+            }
+        }
+        Ok(best.unwrap_or_default())
     }
 
     pub fn heartbeat(&self, instance: &Instance, now: DateTime<Utc>) -> Result<()> {
