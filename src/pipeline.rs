@@ -537,7 +537,8 @@ async fn refresh_feed_guarded(
         // releases the feed and says so.
         Ok(Err(e)) => {
             let error = format!("the poll could not be recorded: {e:#}");
-            match record_failure(app, &copy, now, "database", error, None, started).await {
+            let kind = failure_kind(&e);
+            match record_failure(app, &copy, now, kind, error, None, started).await {
                 Ok(outcome) => Ok(outcome),
                 Err(_) => Err(e),
             }
@@ -548,6 +549,16 @@ async fn refresh_feed_guarded(
             record_failure(app, &copy, now, "internal", error, None, started).await
         }
     }
+}
+
+/// The kind a poll's failure to be recorded is filed under: `database` when the database
+/// refused it, `internal` for anything else (a task that died, subscriptions that kept
+/// changing).
+fn failure_kind(error: &anyhow::Error) -> &'static str {
+    let database = error.chain().any(|cause| {
+        cause.is::<rusqlite::Error>() || cause.is::<postgres::Error>() || cause.is::<r2d2::Error>()
+    });
+    if database { "database" } else { "internal" }
 }
 
 /// Runs `work`, turning a panic inside it into an error with the panic's message.
@@ -1319,6 +1330,14 @@ mod tests {
         assert_eq!(formatted, Err("overflowed at 3".to_string()));
         let literal = guard_panics(async { panic!("plain") }).await;
         assert_eq!(literal, Err::<(), _>("plain".to_string()));
+    }
+
+    #[test]
+    fn a_poll_that_could_not_be_recorded_is_filed_under_what_refused_it() {
+        let refused = anyhow::Error::from(rusqlite::Error::InvalidQuery).context("storing items");
+        assert_eq!(failure_kind(&refused), "database");
+        let changing = anyhow::anyhow!("the subscriptions kept changing while storing feed a");
+        assert_eq!(failure_kind(&changing), "internal");
     }
 
     #[test]
