@@ -32,6 +32,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod article;
 pub mod config;
 pub mod digest;
 pub mod fetch;

@@ -1,0 +1,214 @@
+//! Articles: the story a web page tells, never the site around it (menus, "trending"
+//! bars, related-story lists, comments, share bars, footers). A summary-only feed's items
+//! are matched on their feed text plus the article their link points to (issue 15).
+//!
+//! Extraction is Mozilla's Readability algorithm (`dom_smoothie`), or, for a site where
+//! it picks wrong, the admin's CSS selector (`content_selector = "div.entry-content"`).
+//! A page that yields too little text (a paywall, a page drawn by JavaScript, an error
+//! page served with 200) is "no article", never taken for the story. Pure: text in, text
+//! out, no I/O.
+
+use dom_smoothie::{Config, Readability, ReadabilityError, TextMode};
+
+/// What a page held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Extraction {
+    Article(Article),
+    /// The page has no story to match on; the reason says why (for `feeds status`).
+    NoArticle(String),
+}
+
+/// The story of a page, as plain text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Article {
+    /// The page's headline, as the page gives it (may be empty).
+    pub title: String,
+    /// Paragraphs separated by a blank line; spaces within a line collapsed.
+    pub text: String,
+}
+
+/// Less text than this (in characters) is no article: a paywall's teaser, a shell page
+/// filled in by scripts, a "page not found" served with 200.
+pub const MIN_ARTICLE_CHARS: usize = 200;
+
+/// Pages with more elements than this are not taken apart (time and memory grow with
+/// them; a real article page has a few thousand).
+const MAX_ELEMENTS: usize = 50_000;
+
+/// The article in `html`, the page at `url` (absolute; relative links resolve against
+/// it). With `content_selector`, the text of the elements it selects, in page order,
+/// instead of Readability's guess.
+pub fn extract(html: &str, url: &str, content_selector: Option<&str>) -> Extraction {
+    match content_selector {
+        Some(selector) => by_selector(html, selector),
+        None => by_readability(html, url),
+    }
+}
+
+fn by_readability(html: &str, url: &str) -> Extraction {
+    let config = Config {
+        max_elements_to_parse: MAX_ELEMENTS,
+        text_mode: TextMode::Formatted,
+        ..Config::default()
+    };
+    let parsed = Readability::new(html, Some(url), Some(config)).and_then(|mut r| r.parse());
+    match parsed {
+        Ok(article) => checked(article.title, &article.text_content),
+        Err(ReadabilityError::TooManyElements(found, max)) => Extraction::NoArticle(format!(
+            "the page has {found} elements, more than the {max} an article page is read with"
+        )),
+        Err(e) => Extraction::NoArticle(format!("no article found: {e}")),
+    }
+}
+
+fn by_selector(html: &str, selector: &str) -> Extraction {
+    let document = dom_query::Document::from(html);
+    let selected = match document.try_select(selector) {
+        Some(selected) => selected,
+        None => {
+            return Extraction::NoArticle(format!(
+                "content_selector {selector:?} selects nothing on the page"
+            ));
+        }
+    };
+    let parts: Vec<String> = selected
+        .iter()
+        .map(|node| node.formatted_text().to_string())
+        .collect();
+    let title = document.select("title").text().trim().to_string();
+    checked(title, &parts.join("\n\n"))
+}
+
+/// `text` as an article, tidied, if there is enough of it.
+fn checked(title: String, text: &str) -> Extraction {
+    let text = tidy(text);
+    let chars = text.chars().count();
+    if chars < MIN_ARTICLE_CHARS {
+        return Extraction::NoArticle(format!(
+            "no article found: {chars} characters of text (a paywall, a page drawn by \
+             scripts, or an error page)"
+        ));
+    }
+    Extraction::Article(Article {
+        title: tidy(&title),
+        text,
+    })
+}
+
+/// Spaces within each line collapsed, blank lines between paragraphs kept (one), the
+/// ends trimmed; control characters (a NUL) dropped.
+fn tidy(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut blank = false;
+    for line in text.lines() {
+        let words: Vec<&str> = line
+            .split(|c: char| c.is_whitespace() || c.is_control())
+            .filter(|w| !w.is_empty())
+            .collect();
+        if words.is_empty() {
+            blank = !out.is_empty();
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(if blank { "\n\n" } else { "\n" });
+        }
+        blank = false;
+        out.push_str(&words.join(" "));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAGE: &str = include_str!("../tests/fixtures/article-wordpress.html");
+    const URL: &str = "https://news.example/2026/11/30/uscis-extends-ead/";
+
+    fn article(extraction: Extraction) -> Article {
+        match extraction {
+            Extraction::Article(a) => a,
+            Extraction::NoArticle(why) => panic!("no article: {why}"),
+        }
+    }
+
+    /// The story's words are in; the words that appear only in the site's menu, trending
+    /// bar, share bar, related stories, comments, sidebar and footer are not.
+    #[test]
+    fn the_story_without_the_site_around_it() {
+        let a = article(extract(PAGE, URL, None));
+        assert!(
+            a.title.contains("USCIS Extends Employment Authorization"),
+            "{}",
+            a.title
+        );
+        for word in ["Bodyonlyword", "540 days", "Federal Register", "(c)(8)"] {
+            assert!(a.text.contains(word), "{word} missing from:\n{}", a.text);
+        }
+        for word in [
+            "Menuonlyword",
+            "Sidebarword",
+            "Shareonlyword",
+            "Relatedonlyword",
+            "Commentonlyword",
+            "Newsletteronlyword",
+            "Footeronlyword",
+        ] {
+            assert!(!a.text.contains(word), "{word} is site chrome:\n{}", a.text);
+        }
+        assert!(a.text.contains("\n\n"), "paragraphs kept apart: {}", a.text);
+    }
+
+    /// The admin's selector decides instead of Readability: exactly the selected part.
+    #[test]
+    fn a_content_selector_takes_exactly_what_it_selects() {
+        let a = article(extract(PAGE, URL, Some("div.entry-content")));
+        assert!(
+            a.text
+                .starts_with("U.S. Citizenship and Immigration Services announced")
+        );
+        assert!(
+            a.text
+                .ends_with("rather than paying for unofficial services.")
+        );
+        assert!(
+            !a.text.contains("Maria Lopez"),
+            "the byline is outside the selector"
+        );
+        match extract(PAGE, URL, Some("div.no-such-class")) {
+            Extraction::NoArticle(why) => assert!(why.contains("selects nothing"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        match extract(PAGE, URL, Some("div[")) {
+            Extraction::NoArticle(why) => assert!(why.contains("div["), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A page drawn by scripts, a paywall's teaser, an error page served with 200: never
+    /// their text as the story.
+    #[test]
+    fn pages_without_a_story_are_no_article() {
+        let shell = r#"<html><head><title>News</title></head><body><div id="root"></div>
+            <script src="/app.js"></script><noscript>Enable JavaScript to read this.</noscript></body></html>"#;
+        let paywall = r#"<html><body><article><h1>Asylum ruling</h1><p>The court ruled on
+            Monday that</p><div class="paywall">Subscribe to keep reading.</div></article></body></html>"#;
+        let error = r#"<html><head><title>Page not found</title></head><body><h1>404</h1>
+            <p>Sorry, the page you are looking for does not exist.</p><a href="/">Home</a></body></html>"#;
+        for (name, html) in [("shell", shell), ("paywall", paywall), ("error", error)] {
+            match extract(html, URL, None) {
+                Extraction::NoArticle(why) => assert!(why.contains("no article"), "{name}: {why}"),
+                Extraction::Article(a) => panic!("{name} taken for a story: {a:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn text_is_tidied_into_paragraphs() {
+        assert_eq!(
+            tidy("  one \t two\n\n\n  three\u{0}four \nfive  "),
+            "one two\n\nthree four\nfive"
+        );
+        assert_eq!(tidy("\n\n  \n"), "");
+    }
+}
