@@ -8,10 +8,11 @@
 //!
 //! | module        | job                                                                  |
 //! | ------------- | -------------------------------------------------------------------- |
-//! | [`ids`]       | the identities of stored rows, one type each (ids as types)           |
+//! | [`ids`]       | the identities of stored rows, one type each                         |
 //! | [`config`]    | `config.toml` → validated [`config::Config`], errors with line/column |
 //! | [`fetch`]     | HTTP: conditional GET, timeouts, body cap (reqwest lives here)        |
 //! | [`parse`]     | bytes → normalized [`parse::Item`]s with stable keys (feed-rs)        |
+//! | [`article`]   | a web page → its story, without the site around it (dom_smoothie)    |
 //! | [`matcher`]   | query language → compiled matcher; item → matching subscriptions      |
 //! | [`digest`]    | pending matches → rendered digest; digest schedules                   |
 //! | [`store`]     | the only SQL: an async front, one file per domain; backends behind it |
@@ -27,8 +28,8 @@
 //! | [`output`]    | what commands print: terminal-safe, quiet when the reader goes away   |
 //! | [`opml`]      | OPML in (new `[[feeds]]` in the config text, layout kept) and out     |
 //!
-//! `parse`, `matcher`, `digest` and `opml` are plain functions over plain data: no I/O, no
-//! async.
+//! `parse`, `article`, `matcher`, `digest` and `opml` are plain functions over plain data:
+//! no I/O, no async.
 #![forbid(unsafe_code)]
 
 pub mod admin;
