@@ -582,14 +582,7 @@ async fn bench(args: Args) -> bool {
     let mut smtp = Smtp::start(args.smtp).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let server = args
-        .postgres
-        .then(|| postgres::PgServer::start().expect("PostgreSQL is not installed"));
-    let database = match &server {
-        // The test harness's client blocks: off the async threads.
-        Some(server) => tokio::task::block_in_place(|| server.fresh_database()),
-        None => "tidings.db".to_string(),
-    };
+    let (_server, database) = postgres::bench_database(args.postgres);
     let mut config = format!("database = \"{database}\"\n");
     config.push_str("[mail]\nfrom = \"Tidings <alerts@tidings.example>\"\n");
     config.push_str("transport = \"smtp\"\nsend_timeout = \"30s\"\n");

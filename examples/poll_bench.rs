@@ -196,14 +196,7 @@ async fn bench(args: Args) {
     let ports: Vec<u16> = line.trim().split(',').map(|p| p.parse().unwrap()).collect();
 
     let dir = tempfile::tempdir().unwrap();
-    let server = args
-        .postgres
-        .then(|| postgres::PgServer::start().expect("PostgreSQL is not installed"));
-    let database = match &server {
-        // The test harness's client blocks: off the async threads.
-        Some(server) => tokio::task::block_in_place(|| server.fresh_database()),
-        None => "tidings.db".to_string(),
-    };
+    let (server, database) = postgres::bench_database(args.postgres);
     let mut config = format!(
         "database = \"{database}\"\n\
          [poll]\nconcurrency = {}\nper_host = {}\ntimeout = \"30s\"\n[mail]\ntransport = \"file\"\n",

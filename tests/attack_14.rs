@@ -118,16 +118,7 @@ fn write_feeds(config: &Path, feeds: &[&str], modified: std::time::SystemTime) {
 fn active_feeds(config: &Path) -> Vec<String> {
     let out = tidings(config, &["feeds", "status", "--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mut ids: Vec<String> = all
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["active"] == true)
-        .map(|f| f["id"].as_str().unwrap().to_string())
-        .collect();
-    ids.sort();
-    ids
+    support::active_feed_ids(&text(&out.stdout))
 }
 
 /// "The list of the config file modified last wins": a config whose modification time was

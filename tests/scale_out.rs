@@ -162,17 +162,7 @@ async fn the_commands_work_on_postgres(server: &PgServer) {
 
 /// The active feeds as `feeds status --json` lists them, by id.
 fn active_feeds(config: &Path) -> Vec<String> {
-    let json: serde_json::Value =
-        serde_json::from_str(&ok(&["feeds", "status", "--json"], config)).unwrap();
-    let mut ids: Vec<String> = json
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["active"] == true)
-        .map(|f| f["id"].as_str().unwrap().to_string())
-        .collect();
-    ids.sort();
-    ids
+    support::active_feed_ids(&ok(&["feeds", "status", "--json"], config))
 }
 
 /// Instances whose configs list different feeds never switch each other's feeds off

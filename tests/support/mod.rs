@@ -117,6 +117,20 @@ tls = "none"
     tidings::config::Config::load(&path).unwrap()
 }
 
+/// The ids of the active feeds in `feeds status --json` output, sorted.
+pub fn active_feed_ids(status_json: &str) -> Vec<String> {
+    let json: serde_json::Value = serde_json::from_str(status_json).unwrap();
+    let mut ids: Vec<String> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["active"] == true)
+        .map(|f| f["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
 /// Subscribes `email` to `query` on `schedule` ("immediate", "daily 07:30", …) in the
 /// config's default time zone.
 pub async fn subscribe(

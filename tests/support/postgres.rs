@@ -241,6 +241,18 @@ fn run(command: &mut Command) {
     );
 }
 
+/// For the benchmarks' `--backend`: with `postgres`, a server of its own (stopped when
+/// dropped) and a fresh database on it; else no server and the SQLite file `tidings.db`.
+pub fn bench_database(postgres: bool) -> (Option<PgServer>, String) {
+    let server = postgres.then(|| PgServer::start().expect("PostgreSQL is not installed"));
+    let database = match &server {
+        // This client blocks: off the async threads.
+        Some(server) => tokio::task::block_in_place(|| server.fresh_database()),
+        None => "tidings.db".to_string(),
+    };
+    (server, database)
+}
+
 /// One trial of a test binary whose trials share one server: an `async fn(&PgServer)`.
 pub type PgTest = fn(&PgServer) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>;
 
