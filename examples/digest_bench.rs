@@ -675,7 +675,7 @@ async fn bench(args: Args) -> bool {
             .store
             .store_items(&feed, poll, {
                 let (matcher, id, tags) = (matcher.clone(), feed.id.clone(), tags.clone());
-                move |item| {
+                move |item, _| {
                     let body = body_text(&item.summary, &item.content);
                     let doc = Document::new(&item.title, &body).with_source(&id, &tags);
                     let found = matcher.matcher.find_matches(&doc);

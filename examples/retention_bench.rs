@@ -264,6 +264,7 @@ fn build(store: &Store, args: &Args, now: DateTime<Utc>) -> Result<()> {
             id,
             tags: vec!["news".to_string()],
             interval: Duration::from_secs(900),
+            options: Default::default(),
         })
         .collect();
     wait(store.sync_feeds(&feeds))?;
@@ -342,7 +343,7 @@ fn build(store: &Store, args: &Args, now: DateTime<Utc>) -> Result<()> {
                 baseline_cutoff: at - chrono::Duration::days(1),
                 matcher_generation: generation,
             };
-            wait(store.store_items(&to_poll[&id], poll, move |_| {
+            wait(store.store_items(&to_poll[&id], poll, move |_, _| {
                 matches.next().unwrap_or_default()
             }))
             .with_context(|| format!("storing feed {id}"))?;
@@ -449,6 +450,7 @@ fn write_continuously(path: &Path, stop: &AtomicBool) -> Result<Vec<Write>> {
         claim: None,
         tags: Vec::new(),
         interval: None,
+        options: Default::default(),
     };
     let generation = wait(store.subscriptions_generation())?;
     let mut words = Words::new(0xD1B5_4A32_D192_ED03);
@@ -472,7 +474,7 @@ fn write_continuously(path: &Path, stop: &AtomicBool) -> Result<Vec<Write>> {
             matcher_generation: generation,
         };
         let started = Instant::now();
-        let result = wait(store.store_items(&feed, poll, |_| Vec::new()));
+        let result = wait(store.store_items(&feed, poll, |_, _| Vec::new()));
         writes.push(Write {
             started,
             latency: started.elapsed(),

@@ -298,6 +298,7 @@ fn entries(config: &Config, first_seen: DateTime<Utc>) -> Result<Vec<DigestEntry
                 published: Some(at(story.published)?),
                 first_seen,
                 updated: story.updated,
+                article: None,
             });
         }
     }

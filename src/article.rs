@@ -9,6 +9,7 @@
 //! out, no I/O.
 
 use dom_smoothie::{Config, Readability, ReadabilityError, TextMode};
+use encoding_rs::{Encoding, UTF_8, WINDOWS_1252};
 
 /// What a page held.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +78,70 @@ fn by_selector(html: &str, selector: &str) -> Extraction {
         .collect();
     let title = document.select("title").text().trim().to_string();
     checked(title, &parts.join("\n\n"))
+}
+
+/// Decodes a web page to text the way browsers pick its encoding: a byte-order mark, then
+/// the HTTP `charset`, then a `<meta charset>` (or `http-equiv`) in its first 1,024
+/// bytes, then UTF-8 if the bytes are valid UTF-8, else windows-1252 (what a page
+/// declaring ISO-8859-1 or nothing at all is in practice).
+pub fn decode_html(body: &[u8], content_type: Option<&str>) -> String {
+    if let Some((encoding, bom_len)) = Encoding::for_bom(body) {
+        return encoding
+            .decode_without_bom_handling(&body[bom_len..])
+            .0
+            .into_owned();
+    }
+    let declared = content_type
+        .and_then(|ct| charset_in(ct.as_bytes()))
+        .or_else(|| meta_charset(&body[..body.len().min(1024)]));
+    let encoding = match declared {
+        // A page that says UTF-8 but is not (a CMS that pasted windows-1252 in): as
+        // browsers do, its bytes are still read as UTF-8, with replacements.
+        Some(encoding) => encoding,
+        None if std::str::from_utf8(body).is_ok() => UTF_8,
+        None => WINDOWS_1252,
+    };
+    encoding.decode_without_bom_handling(body).0.into_owned()
+}
+
+/// The encoding a `<meta charset="…">` or `<meta http-equiv="Content-Type"
+/// content="…; charset=…">` in `head` names.
+fn meta_charset(head: &[u8]) -> Option<&'static Encoding> {
+    let lower = head.to_ascii_lowercase();
+    let mut rest = &lower[..];
+    while let Some(at) = find(rest, b"<meta") {
+        let tag = &rest[at..];
+        let end = tag.iter().position(|&b| b == b'>').unwrap_or(tag.len());
+        if let Some(found) = charset_in(&tag[..end]) {
+            return Some(found);
+        }
+        rest = &tag[end..];
+    }
+    None
+}
+
+/// The encoding named by the first `charset=` in `text` (quoted or not).
+fn charset_in(text: &[u8]) -> Option<&'static Encoding> {
+    let lower = text.to_ascii_lowercase();
+    let at = find(&lower, b"charset")?;
+    let rest = &text[at + b"charset".len()..];
+    let rest = rest
+        .trim_ascii_start()
+        .strip_prefix(b"=")?
+        .trim_ascii_start();
+    let rest = rest
+        .strip_prefix(b"\"")
+        .or_else(|| rest.strip_prefix(b"'"))
+        .unwrap_or(rest);
+    let end = rest
+        .iter()
+        .position(|&b| matches!(b, b'"' | b'\'' | b';' | b'>' | b'/') || b.is_ascii_whitespace())
+        .unwrap_or(rest.len());
+    Encoding::for_label(&rest[..end])
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// `text` as an article, tidied, if there is enough of it.
@@ -201,6 +266,28 @@ mod tests {
                 Extraction::Article(a) => panic!("{name} taken for a story: {a:?}"),
             }
         }
+    }
+
+    /// The HTTP charset first, then `<meta>`, then UTF-8 or windows-1252 by the bytes.
+    #[test]
+    fn pages_are_decoded_by_their_declared_charset() {
+        let latin1 = b"<html><head><meta charset=\"iso-8859-1\"></head><body>Se\xf1ora, \xbfasilo?</body></html>";
+        assert!(decode_html(latin1, Some("text/html")).contains("Señora, ¿asilo?"));
+        let http_equiv = b"<meta http-equiv='Content-Type' content='text/html; charset=windows-1252'>\x93quoted\x94";
+        assert!(decode_html(http_equiv, None).contains("\u{201c}quoted\u{201d}"));
+        // The header wins over the page.
+        let header = "<meta charset=\"utf-8\">deportaci\u{f3}n".as_bytes();
+        assert!(decode_html(header, Some("text/html; charset=UTF-8")).contains("deportación"));
+        let koi8 = [b"<p>".as_slice(), &[0xd7, 0xc9, 0xda, 0xc1]].concat();
+        assert!(decode_html(&koi8, Some("text/html; charset=\"koi8-r\"")).contains("виза"));
+        // Nothing declared: UTF-8 when valid, else windows-1252.
+        assert_eq!(decode_html("a\u{f1}o".as_bytes(), None), "año");
+        assert_eq!(decode_html(b"a\xf1o", None), "año");
+        let bom = [&[0xef, 0xbb, 0xbf][..], "visa".as_bytes()].concat();
+        assert_eq!(
+            decode_html(&bom, Some("text/html; charset=iso-8859-1")),
+            "visa"
+        );
     }
 
     #[test]

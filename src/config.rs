@@ -213,6 +213,9 @@ pub struct PollSettings {
     /// Cloud metadata addresses (169.254.169.254…) may be fetched, where private
     /// networks may be.
     pub allow_metadata: bool,
+    /// Article fetches (see [`FeedOptions::full_text`]) at once, in all: their own budget,
+    /// beside `concurrency`, so they never hold up feed polls.
+    pub full_text_concurrency: usize,
 }
 
 /// Defaults for subscribers who do not choose their own.
@@ -332,6 +335,35 @@ pub struct FeedConfig {
     pub url: Url,
     pub tags: Vec<String>,
     pub interval: Duration,
+    /// How the feed's items are read, beyond its URL.
+    pub options: FeedOptions,
+}
+
+/// How a feed's items are read, beyond fetching its URL: stored with the feed list in the
+/// database (as JSON), so every instance reads a feed the same way.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(default)]
+pub struct FeedOptions {
+    /// Each new item's link is fetched and its article (see [`crate::article`]) is matched
+    /// with the feed's text (`full_text`, default `[poll] full_text`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub full_text: bool,
+    /// The article is what this CSS selector selects, not Readability's guess.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_selector: Option<String>,
+}
+
+impl FeedOptions {
+    /// As stored in the database.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_string())
+    }
+
+    /// Read back from the database; what an older or newer version wrote and this one
+    /// cannot read is the defaults (a plain feed), never an error that stops polling.
+    pub fn from_json(json: &str) -> FeedOptions {
+        serde_json::from_str(json).unwrap_or_default()
+    }
 }
 
 /// Everything wrong with a config file, each with its position.
@@ -395,6 +427,7 @@ impl Config {
                 f.name.as_str(),
                 &f.tags.join(","),
                 &f.interval.as_secs().to_string(),
+                &f.options.to_json(),
             ] {
                 hash.update(field.as_bytes());
                 hash.update([0]);
@@ -923,6 +956,8 @@ struct RawPoll {
     user_agent: Option<String>,
     allow_private_networks: Option<bool>,
     allow_metadata: Option<bool>,
+    full_text: Option<bool>,
+    full_text_concurrency: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -987,6 +1022,8 @@ struct RawFeed {
     #[serde(default)]
     tags: Vec<Spanned<String>>,
     interval: Option<Spanned<String>>,
+    full_text: Option<bool>,
+    content_selector: Option<Spanned<String>>,
 }
 
 // ---- phase two: validated values ----------------------------------------------------------
@@ -1135,6 +1172,12 @@ fn validate(
     );
     let concurrency = positive(&raw.poll.concurrency, "poll.concurrency", 16, 10_000);
     let per_host = positive(&raw.poll.per_host, "poll.per_host", 2, 1000);
+    let full_text_concurrency = positive(
+        &raw.poll.full_text_concurrency,
+        "poll.full_text_concurrency",
+        4,
+        1000,
+    );
 
     let daily_at = match &raw.digest.daily_at {
         None => NaiveTime::from_hms_opt(8, 0, 0).unwrap_or_default(),
@@ -1278,6 +1321,7 @@ fn validate(
     );
     let web_listen = listen(&raw.web.listen, "web.listen", DEFAULT_WEB_LISTEN);
 
+    let full_text = raw.poll.0.full_text.unwrap_or(false);
     let mut feeds = Vec::with_capacity(raw.feeds.len());
     let mut seen_ids: HashMap<String, usize> = HashMap::new();
     let mut seen_urls: HashMap<String, usize> = HashMap::new();
@@ -1396,6 +1440,24 @@ fn validate(
             },
         };
 
+        let content_selector = feed.content_selector.as_ref().and_then(|selector| {
+            let text = selector.get_ref().trim();
+            match dom_query::Matcher::new(text) {
+                Ok(_) if !text.is_empty() => Some(text.to_string()),
+                Ok(_) | Err(_) => {
+                    report(
+                        selector.span(),
+                        format!("feed {id:?}: content_selector {text:?} is not a CSS selector"),
+                    );
+                    None
+                }
+            }
+        });
+        let options = FeedOptions {
+            full_text: feed.full_text.unwrap_or(full_text),
+            content_selector,
+        };
+
         if let Some((url, _)) = url {
             feeds.push(FeedConfig {
                 name: name.unwrap_or_else(|| id.clone()),
@@ -1403,6 +1465,7 @@ fn validate(
                 url,
                 tags,
                 interval,
+                options,
             });
         }
     }
@@ -1467,6 +1530,7 @@ fn validate(
             user_agent: raw.poll.0.user_agent.unwrap_or_else(default_user_agent),
             allow_private_networks: raw.poll.0.allow_private_networks.unwrap_or(false),
             allow_metadata: raw.poll.0.allow_metadata.unwrap_or(false),
+            full_text_concurrency: full_text_concurrency as usize,
         },
         digest: DigestSettings { daily_at, timezone },
         mail: MailSettings {
@@ -1921,6 +1985,40 @@ mod tests {
         );
     }
 
+    /// `[poll] full_text` is the default of every feed; a feed's own setting wins; the
+    /// options are part of the feed list's fingerprint (instances must agree on them).
+    #[test]
+    fn full_text_is_a_default_a_feed_can_override() {
+        let text = "[poll]\nfull_text = true\n\
+                    [[feeds]]\nid = \"a\"\nurl = \"https://a.example/\"\n\
+                    [[feeds]]\nid = \"b\"\nurl = \"https://b.example/\"\nfull_text = false\n\
+                    [[feeds]]\nid = \"c\"\nurl = \"https://c.example/\"\n\
+                    content_selector = \" div.entry-content \"\n";
+        let config = parse(text).unwrap();
+        let options: Vec<(bool, Option<&str>)> = config
+            .feeds
+            .iter()
+            .map(|f| (f.options.full_text, f.options.content_selector.as_deref()))
+            .collect();
+        assert_eq!(
+            options,
+            [
+                (true, None),
+                (false, None),
+                (true, Some("div.entry-content"))
+            ]
+        );
+        assert_eq!(config.poll.full_text_concurrency, 4);
+        let off = parse(&text.replace("full_text = true\n[[", "full_text = false\n[[")).unwrap();
+        assert!(!off.feeds[0].options.full_text);
+        assert_ne!(config.feed_list_fingerprint(), off.feed_list_fingerprint());
+        assert_eq!(
+            FeedOptions::from_json(&config.feeds[2].options.to_json()),
+            config.feeds[2].options
+        );
+        assert_eq!(FeedOptions::from_json("not json"), FeedOptions::default());
+    }
+
     #[test]
     fn errors_name_key_line_and_column() {
         // (name, config text, line, column, words the message must contain)
@@ -1952,6 +2050,20 @@ mod tests {
                 3,
                 7,
                 "http or https",
+            ),
+            (
+                "bad content selector",
+                "[[feeds]]\nid = \"a\"\nurl = \"https://a.example/\"\nfull_text = true\ncontent_selector = \"div[\"\n",
+                5,
+                20,
+                "content_selector \"div[\" is not a CSS selector",
+            ),
+            (
+                "full_text not a boolean",
+                "[poll]\nfull_text = \"yes\"\n",
+                2,
+                13,
+                "expected a boolean",
             ),
             (
                 "bad duration",

@@ -297,6 +297,8 @@ pub struct DigestEntry {
     pub first_seen: DateTime<Utc>,
     /// The item was in an earlier digest and has changed since.
     pub updated: bool,
+    /// The story its link points to (full-text feeds), which it was matched on too.
+    pub article: Option<String>,
 }
 
 /// A feed that has been failing, named in the footer so silence is not read as "no news".
@@ -346,6 +348,8 @@ struct StoryParts {
     title_html: String,
     snippet_html: String,
     snippet_text: String,
+    /// The snippet is from the article, not the feed's text.
+    from_article: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -566,6 +570,7 @@ fn story_value(
         also_in => also_in.iter().map(|a| one_line(&a.feed_name)).collect::<Vec<_>>(),
         snippet_html => Value::from_safe_string(parts.snippet_html.clone()),
         snippet_text => &parts.snippet_text,
+        from_article => parts.from_article,
         updated => e.updated,
     }
 }
@@ -577,10 +582,20 @@ fn story_parts(e: &DigestEntry, query: Option<&Query>, synonyms: &Synonyms) -> S
     } else {
         one_line(&e.title)
     };
-    let body = crate::parse::visible(body_text(&e.summary, &e.content));
+    let feed_text = crate::parse::visible(body_text(&e.summary, &e.content));
+    let article = e
+        .article
+        .as_deref()
+        .filter(|a| !a.trim().is_empty())
+        .map(|a| crate::parse::visible(a.to_string()));
+    // Explained on the text it was matched on: the feed's, then the article's.
+    let matched = match &article {
+        Some(article) => format!("{feed_text}\n\n{article}"),
+        None => feed_text.clone(),
+    };
     let hits = query
         .and_then(|q| {
-            let doc = Document::new(&title, &body).with_source(&e.feed_id, &e.tags);
+            let doc = Document::new(&title, &matched).with_source(&e.feed_id, &e.tags);
             q.explain(&doc, synonyms)
         })
         .unwrap_or_default();
@@ -590,13 +605,34 @@ fn story_parts(e: &DigestEntry, query: Option<&Query>, synonyms: &Synonyms) -> S
             .map(|h| h.range.clone())
             .collect::<Vec<_>>()
     };
-    let (snippet, snippet_ranges) = excerpt(&body, &ranges_in(Field::Body), SNIPPET_CHARS);
+    // The snippet shows the feed's text, unless what matched is only in the article:
+    // then it shows the article (and says so).
+    let body_hits = ranges_in(Field::Body);
+    let in_feed: Vec<_> = body_hits
+        .iter()
+        .filter(|r| r.end <= feed_text.len())
+        .cloned()
+        .collect();
+    let article_start = feed_text.len() + 2;
+    let (body, body_ranges, from_article) = match &article {
+        Some(article) if in_feed.is_empty() && !body_hits.is_empty() => {
+            let shifted = body_hits
+                .iter()
+                .filter(|r| r.start >= article_start)
+                .map(|r| r.start - article_start..r.end - article_start)
+                .collect();
+            (article.as_str(), shifted, true)
+        }
+        _ => (feed_text.as_str(), in_feed, false),
+    };
+    let (snippet, snippet_ranges) = excerpt(body, &body_ranges, SNIPPET_CHARS);
     let title_parts = segments(&title, &ranges_in(Field::Title));
     let snippet_parts = segments(&snippet, &snippet_ranges);
     StoryParts {
         title_html: highlighted_html(&title_parts),
         snippet_html: highlighted_html(&snippet_parts),
         snippet_text: highlighted_text(&snippet_parts),
+        from_article,
         title,
     }
 }
@@ -859,6 +895,7 @@ mod tests {
             published: Some(at("2026-11-27T15:00:00Z")),
             first_seen: at("2026-11-28T12:00:00Z"),
             updated: false,
+            article: None,
         }
     }
 

@@ -20,7 +20,8 @@ use tidings::parse::body_text;
 use tidings::parse::{ParseError, discover_feeds, parse_feed};
 use tidings::pipeline::LINK_SECRET_SETTING;
 use tidings::pipeline::{
-    FeedOutcome, PollObserver, before, dangling_searches, poll_feeds_observed, prune_store,
+    FeedOutcome, PollObserver, before, dangling_searches, fetch_articles, poll_feeds_observed,
+    prune_store,
 };
 use tidings::progress::{LogWriter, Progress};
 use tidings::store::{ImportStep, OutboxStatus, Store};
@@ -413,6 +414,20 @@ async fn execute(cli: Cli) -> Result<()> {
             );
             if s.skipped > 0 {
                 say!("stopped early: {} not polled", count(s.skipped, "feed"));
+            }
+            // Items of full-text feeds are matched once their article is in: read them now
+            // (a failed fetch is tried again by a later `poll` or by `run`).
+            let a = fetch_articles(&app, app.store.now()).await?;
+            if a.articles > 0 {
+                say!(
+                    "read {}: {} found, {} without a story, {} failed, {} to try again; {}",
+                    count(a.articles, "article"),
+                    a.ok,
+                    a.none,
+                    a.failed,
+                    a.retrying,
+                    count(a.matches, "match")
+                );
             }
             Ok(())
         }
@@ -1410,6 +1425,7 @@ async fn feeds_status(store: &Store, json: bool) -> Result<()> {
         if !f.repairs.is_empty() {
             notes.push(format!("repaired: {}", f.repairs.join("; ")));
         }
+        notes.extend(f.articles.describe());
         let next = if f.gone || !f.active {
             "-".to_string()
         } else if f.next_poll_at <= now {

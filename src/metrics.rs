@@ -33,6 +33,7 @@ pub struct Metrics {
     items_updated: Counter,
     matches: Counter,
     digests_queued: Counter,
+    articles: Family<Result_, Counter>,
     mail: Family<Result_, Counter>,
     reloads: Family<Result_, Counter>,
     /// Read from the database at scrape time.
@@ -110,6 +111,13 @@ impl Metrics {
             "Digests rendered into the outbox",
             digests_queued.clone(),
         );
+        let articles = family(&["ok", "none", "retrying", "failed"]);
+        registry.register(
+            "articles",
+            "Article fetches of full-text feeds by result (ok, none: the page has no story, \
+             retrying, failed: given up)",
+            articles.clone(),
+        );
         let mail = family(&["sent", "retrying", "failed"]);
         registry.register(
             "mail",
@@ -178,6 +186,7 @@ impl Metrics {
             items_updated,
             matches,
             digests_queued,
+            articles,
             mail,
             reloads,
             outbox_pending,
@@ -211,6 +220,11 @@ impl Metrics {
         self.items_new.inc_by(new_items as u64);
         self.items_updated.inc_by(updated as u64);
         self.matches.inc_by(matches as u64);
+    }
+
+    /// One article fetch ended so (`ok`, `none`, `retrying` or `failed`).
+    pub fn article(&self, result: &'static str) {
+        self.articles.get_or_create(&Result_ { result }).inc();
     }
 
     /// A digest round: digests queued and what delivery did.

@@ -32,6 +32,9 @@ use crate::store::{
 };
 use crate::token::{Links, Signer};
 
+mod articles;
+pub use articles::{ARTICLE_TRIES, ArticleSummary, fetch_articles};
+
 /// How long a worker may hold a feed it claimed before another may take it
 /// (`poll.claim_lease`). The claim is renewed right before the fetch, so waiting for a
 /// connection slot does not count.
@@ -861,8 +864,10 @@ pub async fn refresh_feed(
         let (compiled, id, tags) = (matcher.clone(), feed.id.clone(), tags.clone());
         let outcome = app
             .store
-            .store_items(&feed, poll.clone(), move |item| {
-                let found = compiled.matcher.find_matches(&document(item, &id, &tags));
+            .store_items(&feed, poll.clone(), move |item, article| {
+                let found = compiled
+                    .matcher
+                    .find_matches(&document(item, article, &id, &tags));
                 found.into_iter().map(SubscriptionId).collect()
             })
             .await?;
@@ -912,9 +917,34 @@ fn report_move(feed: &FeedToPoll, moved_to: Option<&Url>) {
     }
 }
 
-/// What a subscription is matched against: the item's text, its feed and the feed's tags.
-fn document(item: &Item, feed_id: &str, tags: &[String]) -> Document {
-    Document::new(&item.title, &body_text(&item.summary, &item.content)).with_source(feed_id, tags)
+/// What a subscription is matched against: the item's text (with its article, for a
+/// full-text feed), its feed and the feed's tags.
+fn document(item: &Item, article: Option<&str>, feed_id: &str, tags: &[String]) -> Document {
+    matched_text(
+        &item.title,
+        &item.summary,
+        &item.content,
+        article,
+        feed_id,
+        tags,
+    )
+}
+
+/// [`document`] of an item's stored parts.
+fn matched_text(
+    title: &str,
+    summary: &str,
+    content: &str,
+    article: Option<&str>,
+    feed_id: &str,
+    tags: &[String],
+) -> Document {
+    let mut text = body_text(summary, content);
+    if let Some(article) = article.filter(|a| !a.is_empty()) {
+        text.push_str("\n\n");
+        text.push_str(article);
+    }
+    Document::new(title, &text).with_source(feed_id, tags)
 }
 
 /// Records a failed poll and schedules the next try: exponential backoff with jitter,

@@ -34,12 +34,15 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::pipeline::{
-    App, DanglingSearch, FeedOutcome, PollObserver, dangling_searches, poll_feeds_observed, prune,
-    send_digests,
+    App, DanglingSearch, FeedOutcome, PollObserver, dangling_searches, fetch_articles,
+    poll_feeds_observed, prune, send_digests,
 };
 
 /// Every 15 seconds: poll the feeds that are due.
 const POLL_TICK: &str = "*/15 * * * * *";
+/// Every 15 seconds (offset from polling), and after a poll cycle that stored new items:
+/// fetch the articles of full-text feeds that are due.
+const ARTICLE_TICK: &str = "7/15 * * * * *";
 /// Every 30 seconds (offset from polling): queue due digests and send the outbox.
 const DIGEST_TICK: &str = "5/30 * * * * *";
 /// Daily at 03:17 UTC (and once at start): prune what is older than `retention`.
@@ -64,6 +67,7 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
     let (poll_tx, poll_rx) = mpsc::channel::<()>(1);
     let (digest_tx, digest_rx) = mpsc::channel::<()>(1);
     let (prune_tx, prune_rx) = mpsc::channel::<()>(1);
+    let (article_tx, article_rx) = mpsc::channel::<()>(1);
     let stopped = app.shutdown.clone();
     let metrics = app.metrics.clone();
     metrics.last_tick.set(Utc::now().timestamp());
@@ -73,6 +77,7 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
         (POLL_TICK, poll_tx.clone()),
         (DIGEST_TICK, digest_tx.clone()),
         (PRUNE_TICK, prune_tx.clone()),
+        (ARTICLE_TICK, article_tx.clone()),
     ] {
         let metrics = metrics.clone();
         let job = Job::new_async(schedule, move |_, _| {
@@ -122,7 +127,13 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
     let _watcher = watch_file(&app.config.path, reload_tx.clone());
     let signals = tokio::spawn(reload_on_sighup(reload_tx));
     let reloader = tokio::spawn(reload_loop(current, reload_rx, poll_tx.clone()));
-    let poller = tokio::spawn(poll_loop(app_rx.clone(), poll_rx, digest_tx.clone()));
+    let poller = tokio::spawn(poll_loop(
+        app_rx.clone(),
+        poll_rx,
+        digest_tx.clone(),
+        article_tx.clone(),
+    ));
+    let reader = tokio::spawn(article_loop(app_rx.clone(), article_rx, digest_tx.clone()));
     let sender = tokio::spawn(digest_loop(app_rx.clone(), digest_rx));
     let pruner = tokio::spawn(prune_loop(app_rx.clone(), prune_rx));
     let beats = tokio::spawn(heartbeat_loop(app_rx.clone(), this_instance()));
@@ -130,6 +141,7 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
     let _ = poll_tx.try_send(());
     let _ = digest_tx.try_send(());
     let _ = prune_tx.try_send(());
+    let _ = article_tx.try_send(());
     info!(feeds = app.config.feeds.len(), database = %app.config.database, "tidings running");
     warn_dangling_searches(&app).await;
     let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status("running")]);
@@ -152,6 +164,7 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
     let margin = (grace / 5).min(Duration::from_secs(1));
     let jobs = async {
         let _ = poller.await;
+        let _ = reader.await;
         let _ = sender.await;
         let _ = pruner.await;
     };
@@ -250,6 +263,7 @@ async fn poll_loop(
     current: watch::Receiver<App>,
     mut ticks: mpsc::Receiver<()>,
     digest: mpsc::Sender<()>,
+    articles: mpsc::Sender<()>,
 ) {
     let mut cycles = JoinSet::new();
     while let Some(app) = next_run(&current, &mut ticks).await {
@@ -258,7 +272,7 @@ async fn poll_loop(
                 error!(error = %e, "poll cycle crashed");
             }
         }
-        cycles.spawn(poll_cycle(app, digest.clone()));
+        cycles.spawn(poll_cycle(app, digest.clone(), articles.clone()));
     }
     while let Some(done) = cycles.join_next().await {
         if let Err(e) = done {
@@ -268,22 +282,32 @@ async fn poll_loop(
 }
 
 /// Asks for a digest round as soon as a feed brings matches, so immediate subscribers
-/// do not wait for the rest of the cycle.
-struct DigestOnMatch(mpsc::Sender<()>);
+/// do not wait for the rest of the cycle, and for an article round when it brings new
+/// items (those of full-text feeds wait for their articles).
+struct DigestOnMatch {
+    digest: mpsc::Sender<()>,
+    articles: mpsc::Sender<()>,
+}
 
 impl PollObserver for DigestOnMatch {
     fn finished(&self, _feed: &str, outcome: Option<&FeedOutcome>) {
-        if let Some(FeedOutcome::Updated { matches, .. }) = outcome
-            && *matches > 0
+        if let Some(FeedOutcome::Updated {
+            matches, new_items, ..
+        }) = outcome
         {
-            // Full channel = a round is already pending; it will see these matches.
-            let _ = self.0.try_send(());
+            // Full channel = a round is already pending; it will see these.
+            if *matches > 0 {
+                let _ = self.digest.try_send(());
+            }
+            if *new_items > 0 {
+                let _ = self.articles.try_send(());
+            }
         }
     }
 }
 
-async fn poll_cycle(app: App, digest: mpsc::Sender<()>) {
-    let observer = DigestOnMatch(digest);
+async fn poll_cycle(app: App, digest: mpsc::Sender<()>, articles: mpsc::Sender<()>) {
+    let observer = DigestOnMatch { digest, articles };
     match poll_feeds_observed(&app, app.store.now(), true, &observer).await {
         Ok(s) if s.feeds > 0 => {
             info!(
@@ -299,6 +323,35 @@ async fn poll_cycle(app: App, digest: mpsc::Sender<()>) {
         }
         Ok(_) => {}
         Err(e) => error!(error = %format!("{e:#}"), "poll cycle failed"),
+    }
+}
+
+/// One article round at a time: a round fetches every article due, then asks for a
+/// digest round if it matched anything.
+async fn article_loop(
+    current: watch::Receiver<App>,
+    mut ticks: mpsc::Receiver<()>,
+    digest: mpsc::Sender<()>,
+) {
+    while let Some(app) = next_run(&current, &mut ticks).await {
+        match fetch_articles(&app, app.store.now()).await {
+            Ok(s) if s.articles > 0 => {
+                info!(
+                    articles = s.articles,
+                    ok = s.ok,
+                    no_story = s.none,
+                    failed = s.failed,
+                    retrying = s.retrying,
+                    matched = s.matches,
+                    "article round done"
+                );
+                if s.matches > 0 {
+                    let _ = digest.try_send(());
+                }
+            }
+            Ok(_) => {}
+            Err(e) => error!(error = %format!("{e:#}"), "article round failed"),
+        }
     }
 }
 

@@ -763,6 +763,7 @@ async fn admin_page(
                 last_success => time(f.last_success_at),
                 next_poll => if f.gone { "never (gone)".to_string() } else { time(Some(f.next_poll_at)) },
                 items => f.items,
+                articles => f.articles.describe(),
             }
         })
         .collect();

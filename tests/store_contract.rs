@@ -31,9 +31,9 @@ use tidings::config::FeedConfig;
 use tidings::digest::{DigestEntry, Rendered, Schedule};
 use tidings::parse::Item;
 use tidings::store::{
-    ClusterStats, FeedListSync, FeedListVersion, FeedToPoll, FetchLimits, Instance, ServiceStats,
-    Signup, SignupAdmission, SignupLimits, Store, StoreOutcome, Stored, Subscriber, SuccessfulPoll,
-    UnchangedPoll,
+    ArticleDone, ArticleOutcome, ArticleState, ClusterStats, FeedListSync, FeedListVersion,
+    FeedToPoll, FetchLimits, Instance, ServiceStats, Signup, SignupAdmission, SignupLimits, Store,
+    StoreOutcome, Stored, Subscriber, SuccessfulPoll, UnchangedPoll,
 };
 use tidings::store::{OutboxId, OutboxStatus, PollStatus, SignupId, SubscriberId, SubscriptionId};
 
@@ -168,6 +168,7 @@ fn feed(id: &str, url: &str) -> FeedConfig {
         url: url.parse().unwrap(),
         tags: Vec::new(),
         interval: Duration::from_secs(900),
+        options: Default::default(),
     }
 }
 
@@ -231,7 +232,7 @@ async fn store_poll(
     let generation = store.subscriptions_generation().await.unwrap();
     let subscriptions = subscriptions.to_vec();
     match store
-        .store_items(&feed, poll(items, now, generation), move |_| {
+        .store_items(&feed, poll(items, now, generation), move |_, _| {
             subscriptions.clone()
         })
         .await
@@ -359,7 +360,8 @@ async fn a_baseline_poll_stores_everything_and_matches_only_what_is_new(store: S
         Stored {
             new_items: 3,
             updated_items: 0,
-            matches: 1
+            matches: 1,
+            articles_pending: 0,
         },
         "the baseline matches only what is dated after its cutoff"
     );
@@ -464,7 +466,7 @@ async fn a_worker_that_lost_its_feed_claim_writes_nothing(store: Store, db: Data
     let items = [item("k", "Asylum", later)];
     let generation = store.subscriptions_generation().await.unwrap();
     let outcome = store
-        .store_items(&old, poll(&items, later, generation), |_| Vec::new())
+        .store_items(&old, poll(&items, later, generation), |_, _| Vec::new())
         .await
         .unwrap();
     assert_eq!(outcome, StoreOutcome::ClaimLost);
@@ -481,7 +483,7 @@ async fn a_worker_that_lost_its_feed_claim_writes_nothing(store: Store, db: Data
         "the old holder cannot release the new holder's claim"
     );
     let outcome = other
-        .store_items(&new, poll(&items, later, generation), |_| Vec::new())
+        .store_items(&new, poll(&items, later, generation), |_, _| Vec::new())
         .await
         .unwrap();
     assert!(matches!(outcome, StoreOutcome::Stored(s) if s.new_items == 1));
@@ -561,7 +563,7 @@ async fn storing_with_a_stale_matcher_writes_nothing(store: Store, _: Database) 
     let feed = claim_one(&store, now).await;
     let items = [item("k", "Asylum", now)];
     let outcome = store
-        .store_items(&feed, poll(&items, now, stale), move |_| vec![asylum])
+        .store_items(&feed, poll(&items, now, stale), move |_, _| vec![asylum])
         .await
         .unwrap();
     assert_eq!(outcome, StoreOutcome::StaleMatcher);
@@ -571,7 +573,7 @@ async fn storing_with_a_stale_matcher_writes_nothing(store: Store, _: Database) 
     );
     assert_eq!(store.last_poll_at("f").await.unwrap(), None);
     let outcome = store
-        .store_items(&feed, poll(&items, now, active.generation), move |_| {
+        .store_items(&feed, poll(&items, now, active.generation), move |_, _| {
             vec![asylum]
         })
         .await
@@ -597,7 +599,7 @@ async fn the_body_hash_is_kept_per_url(store: Store, _: Database) {
     let mut hashed = poll(&[], now, generation);
     hashed.body_hash = Some("abc".into());
     store
-        .store_items(&first, hashed, |_| Vec::new())
+        .store_items(&first, hashed, |_, _| Vec::new())
         .await
         .unwrap();
     assert_eq!(
@@ -648,7 +650,7 @@ async fn feed_statuses_follow_ok_not_modified_failure_and_gone(store: Store, _: 
     ok.last_modified = Some("Sat, 28 Nov 2026 11:00:00 GMT".into());
     ok.repairs = vec!["closed an unclosed <item>".to_string()].into();
     store
-        .store_items(&polled, ok, |_| Vec::new())
+        .store_items(&polled, ok, |_, _| Vec::new())
         .await
         .unwrap();
     let status = store.feed_statuses().await.unwrap().remove(0);
@@ -826,7 +828,7 @@ async fn sync_feeds_deactivates_removed_feeds_and_restarts_a_moved_one(store: St
         ok.etag = Some(format!("etag-{}", claimed.id));
         ok.body_hash = Some("h".into());
         store
-            .store_items(&claimed, ok, |_| Vec::new())
+            .store_items(&claimed, ok, |_, _| Vec::new())
             .await
             .unwrap();
     }
@@ -891,7 +893,7 @@ async fn sync_feeds_deactivates_removed_feeds_and_restarts_a_moved_one(store: St
         .store_items(
             &in_flight,
             poll(&[item("k2", "Old", t1)], t1, generation),
-            |_| Vec::new(),
+            |_, _| Vec::new(),
         )
         .await
         .unwrap();
@@ -2271,7 +2273,7 @@ async fn service_stats_count_what_is_stored(store: Store, _: Database) {
             "ok" => {
                 let ok = poll(&[], t0, generation);
                 store
-                    .store_items(&claimed, ok, |_| Vec::new())
+                    .store_items(&claimed, ok, |_, _| Vec::new())
                     .await
                     .unwrap();
             }
@@ -3066,6 +3068,226 @@ macro_rules! stories {
     };
 }
 
+// ---- articles (full-text feeds) ---------------------------------------------------------------
+
+fn done(
+    state: ArticleState,
+    text: Option<&str>,
+    matches: &[SubscriptionId],
+    generation: i64,
+) -> ArticleDone {
+    ArticleDone {
+        state,
+        text: text.map(str::to_string),
+        error: None,
+        matches: matches.to_vec(),
+        matcher_generation: generation,
+    }
+}
+
+/// An item of a full-text feed is stored unmatched, its article pending; one worker at a
+/// time holds it; a try that failed comes back when due; a worker whose claim lapsed, or
+/// whose matcher is stale, writes nothing; the article and the matches are written once;
+/// an edit with the same link is matched with the stored article, a new link is fetched
+/// again; the digest carries the article.
+async fn a_full_text_item_waits_for_its_article_and_is_matched_once(store: Store, db: Database) {
+    let mut full = feed("f", "https://f.example/feed");
+    full.options.full_text = true;
+    full.options.content_selector = Some("div.entry".into());
+    store.sync_feeds(&[full]).await.unwrap();
+    let now = noon();
+    let asylum = subscribe(&store, "a@example.org", "asylum", Schedule::Immediate, now).await;
+    let mut linked = item("a", "Ruling", now - minutes(5));
+    linked.link = Some("https://f.example/a".into());
+    linked.summary = "Teaser.".into();
+    let unlinked = item("b", "No link", now - minutes(5));
+    let stored = store_poll(&store, &[linked.clone(), unlinked], now, &[asylum]).await;
+    assert_eq!(
+        (stored.new_items, stored.matches, stored.articles_pending),
+        (2, 1, 1),
+        "the item without a link is matched at once; the other waits"
+    );
+
+    // Two workers at once: one gets it.
+    let claimed = at_once(&db, 2, move |s| async move {
+        s.claim_articles(now, Duration::from_secs(60), 10)
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(claimed[0].len() + claimed[1].len(), 1, "{claimed:?}");
+    let first = claimed.into_iter().flatten().next().unwrap();
+    assert_eq!(
+        (
+            first.link.as_str(),
+            first.feed_id.as_str(),
+            first.content_selector.as_deref(),
+            first.summary.as_str(),
+            first.attempts
+        ),
+        ("https://f.example/a", "f", Some("div.entry"), "Teaser.", 0)
+    );
+    assert!(
+        store
+            .claim_articles(now, Duration::from_secs(60), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "held"
+    );
+
+    // A try failed: pending, not matched, back when due.
+    assert!(
+        store
+            .retry_article(&first, "timed out", now + minutes(2))
+            .await
+            .unwrap()
+    );
+    let counts = &store.article_counts().await.unwrap()["f"];
+    assert_eq!(
+        (counts.pending, counts.last_error.as_deref()),
+        (1, Some("timed out"))
+    );
+    let early = store.claim_articles(now + minutes(1), Duration::from_secs(60), 10);
+    assert!(early.await.unwrap().is_empty());
+    let lapsing = store
+        .claim_articles(now + minutes(3), Duration::from_secs(60), 10)
+        .await
+        .unwrap();
+    assert_eq!(lapsing.len(), 1);
+    assert_eq!(lapsing[0].attempts, 1);
+    // Its lease lapses; another worker takes it over.
+    let taken = store
+        .claim_articles(now + minutes(5), Duration::from_secs(60), 10)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_ne!(taken[0].claim, lapsing[0].claim);
+    let generation = store.subscriptions_generation().await.unwrap();
+    let story = Some("The asylum ruling in full.");
+    assert_eq!(
+        store
+            .finish_article(
+                &lapsing[0],
+                done(ArticleState::Ok, story, &[asylum], generation),
+                now
+            )
+            .await
+            .unwrap(),
+        ArticleOutcome::ClaimLost
+    );
+    assert_eq!(
+        store
+            .finish_article(
+                &taken[0],
+                done(ArticleState::Ok, story, &[asylum], generation - 1),
+                now
+            )
+            .await
+            .unwrap(),
+        ArticleOutcome::StaleMatcher
+    );
+    assert_eq!(store.article_counts().await.unwrap()["f"].pending, 1);
+    assert_eq!(
+        store
+            .finish_article(
+                &taken[0],
+                done(ArticleState::Ok, story, &[asylum], generation),
+                now
+            )
+            .await
+            .unwrap(),
+        ArticleOutcome::Matched(1)
+    );
+    assert_eq!(
+        store
+            .finish_article(
+                &taken[0],
+                done(ArticleState::Ok, story, &[asylum], generation),
+                now
+            )
+            .await
+            .unwrap(),
+        ArticleOutcome::ClaimLost,
+        "once"
+    );
+    let status = store.feed_statuses().await.unwrap();
+    assert_eq!(
+        (
+            status[0].articles.ok,
+            status[0].articles.pending,
+            status[0].articles.last_error.as_deref()
+        ),
+        (1, 0, None),
+        "read at last: no failure left to show"
+    );
+
+    // The digest carries the article.
+    let who = subscriber_id(&store, "a@example.org").await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen_in = seen.clone();
+    store
+        .take_digest(who, now, false, "tidings.test", move |s, entries, more| {
+            seen_in
+                .lock()
+                .unwrap()
+                .extend(entries.iter().map(|e| (e.title.clone(), e.article.clone())));
+            render(s, entries, more)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("No link".to_string(), None),
+            ("Ruling".to_string(), story.map(str::to_string))
+        ]
+    );
+
+    // An edit, same link: matched with the stored article, not fetched again.
+    let mut edited = linked.clone();
+    edited.title = "Ruling (corrected)".into();
+    let later = now + minutes(60);
+    let feed = claim_one(&store, later).await;
+    let generation = store.subscriptions_generation().await.unwrap();
+    let articles = Arc::new(Mutex::new(Vec::new()));
+    let articles_in = articles.clone();
+    let outcome = store
+        .store_items(
+            &feed,
+            poll(&[edited.clone()], later, generation),
+            move |_, article| {
+                articles_in
+                    .lock()
+                    .unwrap()
+                    .push(article.map(str::to_string));
+                vec![asylum]
+            },
+        )
+        .await
+        .unwrap();
+    let StoreOutcome::Stored(stored) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!((stored.updated_items, stored.articles_pending), (1, 0));
+    assert_eq!(*articles.lock().unwrap(), [story.map(str::to_string)]);
+    // A new link (text unchanged): fetched again, its item not matched until then.
+    edited.link = Some("https://f.example/a-v2".into());
+    let stored = store_poll(&store, &[edited], later + minutes(60), &[asylum]).await;
+    assert_eq!((stored.matches, stored.articles_pending), (0, 1));
+    let again = store
+        .claim_articles(later + minutes(60), Duration::from_secs(60), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.len(), again[0].link.as_str(), again[0].attempts),
+        (1, "https://f.example/a-v2", 0)
+    );
+}
+
 /// Runs `story` on its own runtime, on a fresh database of `backend`.
 fn run(story: Story, backend: &Backend) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -3138,6 +3360,7 @@ fn main() -> std::process::ExitCode {
         fetch_slots_hold_for_every_instance,
         due_feeds_are_claimed_in_batches_longest_due_first,
         a_time_out_of_range_is_an_error_not_1970,
+        a_full_text_item_waits_for_its_article_and_is_matched_once,
     ];
     let postgres_only = stories![
         migrations_apply_once_and_reconnecting_is_a_no_op,

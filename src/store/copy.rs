@@ -49,7 +49,10 @@ const TABLES: &[Table] = &[
         name: "feeds",
         how: How::Rows { clear: CLAIMS },
     },
-    rows("items"),
+    Table {
+        name: "items",
+        how: How::Rows { clear: CLAIMS },
+    },
     rows("item_tombstones"),
     rows("subscribers"),
     rows("subscriptions"),

@@ -187,8 +187,14 @@ impl Store {
         run!(self, db => db.consecutive_failures(&feed_id))
     }
 
+    /// Every feed's health, with the articles of its items.
     pub async fn feed_statuses(&self) -> Result<Vec<FeedStatus>> {
-        run!(self, db => db.feed_statuses())
+        let mut statuses = run!(self, db => db.feed_statuses())?;
+        let mut articles = self.article_counts().await?;
+        for status in &mut statuses {
+            status.articles = articles.remove(&status.id).unwrap_or_default();
+        }
+        Ok(statuses)
     }
 
     /// Active feeds that have failed `min_failures` times in a row (or are gone), for

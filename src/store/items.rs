@@ -7,13 +7,15 @@ impl Store {
     /// feed's new validators and schedule. `find_matches` is called for each *new* item
     /// that may match (on the baseline poll, only those published after `baseline_cutoff`)
     /// and for each known item whose text changed materially, and returns the ids of the
-    /// subscriptions it matches. A changed item is sent again (marked updated) only to
+    /// subscriptions it matches (given the item's stored article, if any). New items of a
+    /// full-text feed are stored unmatched, their articles pending: they are matched when
+    /// the article is in ([`Store::finish_article`]). A changed item is sent again (marked updated) only to
     /// subscriptions it was already sent to, so an edit never floods anyone with old news.
     pub async fn store_items(
         &self,
         feed: &FeedToPoll,
         poll: SuccessfulPoll,
-        find_matches: impl FnMut(&Item) -> Vec<SubscriptionId> + Send + 'static,
+        find_matches: impl FnMut(&Item, Option<&str>) -> Vec<SubscriptionId> + Send + 'static,
     ) -> Result<StoreOutcome> {
         let feed = feed.clone();
         run!(self, db => db.store_items(&feed, &poll, find_matches))

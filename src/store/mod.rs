@@ -17,6 +17,7 @@
 //! (`claimed_until`). [`Store::prune`] works in short batches, each a transaction that
 //! leaves every pending match as it was.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,11 +26,12 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
-use crate::config::{DATABASE_PASSWORD_ENV, Database, FeedConfig};
+use crate::config::{DATABASE_PASSWORD_ENV, Database, FeedConfig, FeedOptions};
 use crate::digest::{DigestEntry, FailingFeed, Rendered, Schedule};
 pub use crate::ids::{ItemId, OutboxId, SignupId, SubscriberId, SubscriptionId};
 use crate::parse::Item;
 
+mod articles;
 mod cluster;
 mod copy;
 mod digests;
@@ -43,10 +45,11 @@ mod signups;
 mod sqlite;
 mod subscriptions;
 
+pub use articles::{ArticleCounts, ArticleDone, ArticleOutcome, ArticleToFetch};
 pub use cluster::{ClusterStats, FetchLimits, Instance};
 pub use copy::{ImportStep, Imported, TableCopied};
 pub use feeds::{FeedListSync, FeedListVersion};
-pub use model::{OutboxStatus, PollStatus, UnknownStatus};
+pub use model::{ArticleState, OutboxStatus, PollStatus, UnknownStatus};
 use postgres::Postgres;
 use sqlite::Sqlite;
 
@@ -247,6 +250,8 @@ pub struct FeedToPoll {
     pub tags: Vec<String>,
     /// `None` for a feed synced before intervals were stored: the default applies.
     pub interval: Option<Duration>,
+    /// How the feed's items are read (full text…), as the database's feed list says.
+    pub options: FeedOptions,
 }
 
 /// A successful fetch and parse, ready to be stored.
@@ -326,6 +331,8 @@ pub struct Stored {
     /// Known items whose title or text changed materially.
     pub updated_items: usize,
     pub matches: usize,
+    /// New items of full-text feeds left waiting for their article (matched once it is in).
+    pub articles_pending: usize,
 }
 
 /// A feed's health, for `tidings feeds status` and for tests.
@@ -350,6 +357,8 @@ pub struct FeedStatus {
     pub gone: bool,
     /// What the parser had to repair on the last successful poll.
     pub repairs: Vec<String>,
+    /// The articles of its items (full-text feeds).
+    pub articles: ArticleCounts,
 }
 
 #[derive(Debug, Clone, PartialEq)]

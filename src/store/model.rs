@@ -71,6 +71,21 @@ stored_status! {
     }
 }
 
+stored_status! {
+    /// Where an item's article stands (items of full-text feeds only).
+    ArticleState {
+        /// To be fetched; the item is not matched until it is no longer pending.
+        Pending = "pending",
+        /// The story was found; the item was matched on it too.
+        Ok = "ok",
+        /// The page has no story (a paywall, scripts only, an error page): matched on its
+        /// feed text alone.
+        None = "none",
+        /// Every try failed: matched on its feed text alone.
+        Failed = "failed",
+    }
+}
+
 /// A status the database holds that this version does not know (a newer version wrote
 /// it, or someone edited the row).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +122,14 @@ mod tests {
             PollStatus::Gone,
         ] {
             assert_eq!(status.to_string().parse::<PollStatus>(), Ok(status));
+        }
+        for state in [
+            ArticleState::Pending,
+            ArticleState::Ok,
+            ArticleState::None,
+            ArticleState::Failed,
+        ] {
+            assert_eq!(state.as_str().parse::<ArticleState>(), Ok(state));
         }
         let err = "Sent".parse::<OutboxStatus>().unwrap_err();
         assert_eq!(

@@ -56,7 +56,7 @@ impl Postgres {
         // search removed meanwhile waits to cascade), so every match rendered is taken.
         let rows = tx.query(
             "SELECT q.id, q.query, i.id, f.id, f.name, f.tags, i.title, i.link, i.summary,
-                    i.content, i.published_at, i.first_seen_at, m.updated
+                    i.content, i.published_at, i.first_seen_at, m.updated, i.article_text
              FROM matches m
              JOIN subscriptions q ON q.id = m.subscription_id
              JOIN items i ON i.id = m.item_id
@@ -85,6 +85,7 @@ impl Postgres {
                     published: time_opt(r.try_get(10)?)?,
                     first_seen: time(r.try_get(11)?)?,
                     updated: r.try_get(12)?,
+                    article: r.try_get(13)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

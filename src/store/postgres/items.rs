@@ -7,7 +7,7 @@ impl Postgres {
         &self,
         feed: &FeedToPoll,
         poll: &SuccessfulPoll,
-        mut find_matches: impl FnMut(&Item) -> Vec<SubscriptionId>,
+        mut find_matches: impl FnMut(&Item, Option<&str>) -> Vec<SubscriptionId>,
     ) -> Result<StoreOutcome> {
         let SuccessfulPoll {
             items,
@@ -52,18 +52,31 @@ impl Postgres {
         )?;
         let insert_item = tx.prepare(
             "INSERT INTO items (feed_id, key, guid, link, title, summary, content, published_at,
-                                first_seen_at, content_hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                first_seen_at, content_hash, article_state, article_link,
+                                article_next_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $4, $9)
              ON CONFLICT (feed_id, key) DO NOTHING
              RETURNING id",
         )?;
-        let known_hash =
-            tx.prepare("SELECT id, content_hash FROM items WHERE feed_id = $1 AND key = $2")?;
+        let known = tx.prepare(
+            "SELECT id, content_hash, link, article_state, article_text
+             FROM items WHERE feed_id = $1 AND key = $2",
+        )?;
+        // A new link for an item whose article is in: fetched again, and the item sent
+        // again (marked updated) once it is. One still pending fetches the new link.
+        let refetch_article = tx.prepare(
+            "UPDATE items SET article_state = 'pending', article_link = $2,
+                article_next_at = $3, article_attempts = 0, article_error = NULL,
+                article_resend = (article_state IS DISTINCT FROM 'pending' OR article_resend),
+                claim = NULL, claimed_until = NULL
+             WHERE id = $1",
+        )?;
         let update_item = tx.prepare(
             "UPDATE items SET title = $2, summary = $3, content = $4, link = $5,
                 content_hash = $6, updated_at = $7 WHERE id = $1",
         )?;
         let set_hash = tx.prepare("UPDATE items SET content_hash = $2 WHERE id = $1")?;
+        let set_link = tx.prepare("UPDATE items SET link = $2 WHERE id = $1")?;
         let insert_match = tx.prepare(
             "INSERT INTO matches (subscription_id, item_id, matched_at) VALUES ($1, $2, $3)
              ON CONFLICT DO NOTHING",
@@ -81,6 +94,11 @@ impl Postgres {
                 continue;
             }
             let hash = item.fingerprint();
+            // On the baseline poll, only recent items may match: older ones are stored as
+            // seen, and their articles never fetched.
+            let may_match = !(is_baseline && item.published.is_none_or(|p| p < baseline_cutoff));
+            let wants_article = may_match && feed.options.full_text && item.link.is_some();
+            let pending = wants_article.then_some(ArticleState::Pending.as_str());
             let inserted = tx.query_opt(
                 &insert_item,
                 &[
@@ -94,13 +112,22 @@ impl Postgres {
                     &item.published.map(|d| d.timestamp()),
                     &now_s,
                     &hash,
+                    &pending,
                 ],
             )?;
             let Some(inserted) = inserted else {
                 // Seen before: never new again, but a material edit is recorded.
-                let row = tx.query_one(&known_hash, &[&feed.id, &item.key])?;
+                let row = tx.query_one(&known, &[&feed.id, &item.key])?;
                 let id: i64 = row.try_get(0)?;
                 let old: Option<String> = row.try_get(1)?;
+                let old_link: Option<String> = row.try_get(2)?;
+                let article: Option<ArticleState> = row.try_get(3)?;
+                let article_text: Option<String> = row.try_get(4)?;
+                // A full-text item's new link is a new article: fetched again.
+                let refetch = feed.options.full_text
+                    && article.is_some()
+                    && item.link.is_some()
+                    && item.link != old_link;
                 match old {
                     Some(old) if old != hash => {
                         tx.execute(
@@ -116,24 +143,42 @@ impl Postgres {
                             ],
                         )?;
                         stored.updated_items += 1;
-                        for subscription in find_matches(item) {
-                            stored.matches +=
-                                tx.execute(&resend_match, &[&subscription, &id, &now_s])? as usize;
+                        if refetch {
+                            tx.execute(&refetch_article, &[&id, &item.link, &now_s])?;
+                            stored.articles_pending += 1;
+                        } else if article != Some(ArticleState::Pending) {
+                            // (A pending item is matched once its article is in, with the
+                            // latest text.)
+                            for subscription in find_matches(item, article_text.as_deref()) {
+                                stored.matches += tx
+                                    .execute(&resend_match, &[&subscription, &id, &now_s])?
+                                    as usize;
+                            }
                         }
                     }
                     None => {
                         tx.execute(&set_hash, &[&id, &hash])?;
+                    }
+                    Some(_) if refetch => {
+                        tx.execute(&set_link, &[&id, &item.link])?;
+                        tx.execute(&refetch_article, &[&id, &item.link, &now_s])?;
+                        stored.articles_pending += 1;
                     }
                     Some(_) => {}
                 }
                 continue;
             };
             stored.new_items += 1;
-            if is_baseline && item.published.is_none_or(|p| p < baseline_cutoff) {
+            if !may_match {
+                continue;
+            }
+            if wants_article {
+                // Matched once, when its article is in (or will never be).
+                stored.articles_pending += 1;
                 continue;
             }
             let item_id: i64 = inserted.try_get(0)?;
-            for subscription in find_matches(item) {
+            for subscription in find_matches(item, None) {
                 stored.matches +=
                     tx.execute(&insert_match, &[&subscription, &item_id, &now_s])? as usize;
             }

@@ -29,6 +29,7 @@
 //! Private helpers take a `&mut Transaction` (or any client, for reads); the public
 //! operations are built from them.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -39,16 +40,18 @@ use postgres::{GenericClient, IsolationLevel, NoTls, Row, Transaction};
 use r2d2_postgres::PostgresConnectionManager;
 
 use super::{
-    ActiveSubscriptions, BackupSummary, ClusterStats, FeedListSync, FeedListVersion, FeedStatus,
-    FeedToPoll, FetchLimits, Instance, MatchedItem, OutboxId, OutboxMessage, OutboxStatus,
-    PRUNE_ITEM_BATCH, PRUNE_OUTBOX_BATCH, PRUNE_PAUSE, PollStatus, Pruned, ServiceStats, Signup,
-    SignupAdmission, SignupId, SignupLimits, StoreOutcome, Stored, StoredItem, Subscriber,
-    SubscriberId, SubscriptionId, SuccessfulPoll, UnchangedPoll, from_unix, lease_secs, split_tags,
+    ActiveSubscriptions, ArticleCounts, ArticleDone, ArticleOutcome, ArticleState, ArticleToFetch,
+    BackupSummary, ClusterStats, FeedListSync, FeedListVersion, FeedStatus, FeedToPoll,
+    FetchLimits, Instance, MatchedItem, OutboxId, OutboxMessage, OutboxStatus, PRUNE_ITEM_BATCH,
+    PRUNE_OUTBOX_BATCH, PRUNE_PAUSE, PollStatus, Pruned, ServiceStats, Signup, SignupAdmission,
+    SignupId, SignupLimits, StoreOutcome, Stored, StoredItem, Subscriber, SubscriberId,
+    SubscriptionId, SuccessfulPoll, UnchangedPoll, from_unix, lease_secs, split_tags,
 };
-use crate::config::FeedConfig;
+use crate::config::{FeedConfig, FeedOptions};
 use crate::digest::{DigestEntry, FailingFeed, MAX_DIGEST_ENTRIES, Rendered, Schedule};
 use crate::parse::Item;
 
+mod articles;
 mod cluster;
 mod digests;
 mod feeds;
@@ -72,6 +75,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0003_long_values.sql",
         include_str!("../../../migrations/postgres/0003_long_values.sql"),
+    ),
+    (
+        "0004_articles.sql",
+        include_str!("../../../migrations/postgres/0004_articles.sql"),
     ),
 ];
 
@@ -400,7 +407,7 @@ macro_rules! status_from_sql {
         }
     )+};
 }
-status_from_sql!(OutboxStatus, PollStatus);
+status_from_sql!(OutboxStatus, PollStatus, ArticleState);
 
 fn outbox_row(r: &Row) -> Result<OutboxMessage> {
     Ok(OutboxMessage {

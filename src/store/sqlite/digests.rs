@@ -54,7 +54,7 @@ impl Sqlite {
         let entries = {
             let mut stmt = tx.prepare_cached(
                 "SELECT q.id, q.query, i.id, f.id, f.name, f.tags, i.title, i.link, i.summary,
-                        i.content, i.published_at, i.first_seen_at, m.updated
+                        i.content, i.published_at, i.first_seen_at, m.updated, i.article_text
                  FROM matches m
                  JOIN subscriptions q ON q.id = m.subscription_id
                  JOIN items i ON i.id = m.item_id
@@ -79,6 +79,7 @@ impl Sqlite {
                     published: time_opt(r, 10)?,
                     first_seen: time(r, 11)?,
                     updated: r.get(12)?,
+                    article: r.get(13)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?

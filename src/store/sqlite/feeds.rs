@@ -52,6 +52,7 @@ fn sync_feeds_in(tx: &rusqlite::Transaction<'_>, feeds: &[FeedConfig]) -> Result
             let url = feed.url.as_str();
             let tags = feed.tags.join(",");
             let interval = i64::try_from(feed.interval.as_secs()).unwrap_or(i64::MAX);
+            let options = feed.options.to_json();
             let old_url: Option<String> = tx
                 .query_row("SELECT url FROM feeds WHERE id = ?1", [&feed.id], |r| {
                     r.get(0)
@@ -60,14 +61,15 @@ fn sync_feeds_in(tx: &rusqlite::Transaction<'_>, feeds: &[FeedConfig]) -> Result
             match old_url {
                 None => {
                     tx.execute(
-                        "INSERT INTO feeds (id, url, name, tags, interval_secs)
-                         VALUES (?1, ?2, ?3, ?4, ?5)",
-                        params![feed.id, url, feed.name, tags, interval],
+                        "INSERT INTO feeds (id, url, name, tags, interval_secs, options)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![feed.id, url, feed.name, tags, interval, options],
                     )?;
                 }
                 Some(old) if old != url => {
                     tx.execute(
-                        "UPDATE feeds SET url = ?2, name = ?3, tags = ?4, interval_secs = ?5, active = 1, etag = NULL,
+                        "UPDATE feeds SET url = ?2, name = ?3, tags = ?4, interval_secs = ?5, options = ?6,
+                         active = 1, etag = NULL,
                          last_modified = NULL, baseline_at = NULL, next_poll_at = 0,
                          consecutive_failures = 0, gone_at = NULL, moved_to = NULL,
                          last_full_fetch_at = NULL, last_status = NULL, failing_since = NULL,
@@ -76,14 +78,15 @@ fn sync_feeds_in(tx: &rusqlite::Transaction<'_>, feeds: &[FeedConfig]) -> Result
                          -- now another feed: void it, so that poll records nothing.
                          claim = NULL, claimed_until = NULL
                          WHERE id = ?1",
-                        params![feed.id, url, feed.name, tags, interval],
+                        params![feed.id, url, feed.name, tags, interval, options],
                     )?;
                 }
                 Some(_) => {
                     tx.execute(
-                        "UPDATE feeds SET name = ?2, tags = ?3, interval_secs = ?4, active = 1
+                        "UPDATE feeds SET name = ?2, tags = ?3, interval_secs = ?4, options = ?5,
+                         active = 1
                          WHERE id = ?1",
-                        params![feed.id, feed.name, tags, interval],
+                        params![feed.id, feed.name, tags, interval, options],
                     )?;
                 }
             }
@@ -114,7 +117,7 @@ impl Sqlite {
                                 AND (?3 = 0 OR next_poll_at <= ?1)
                               ORDER BY next_poll_at LIMIT ?4)
                  RETURNING id, url, etag, last_modified, baseline_at, last_full_fetch_at,
-                           consecutive_failures, body_hash, claim, tags, interval_secs",
+                           consecutive_failures, body_hash, claim, tags, interval_secs, options",
             )?;
             stmt.query_map(params![now_s, until, only_due, limit], |r| {
                 Ok(FeedToPoll {
@@ -132,6 +135,7 @@ impl Sqlite {
                         .get::<_, Option<i64>>(10)?
                         .and_then(|s| u64::try_from(s).ok())
                         .map(Duration::from_secs),
+                    options: FeedOptions::from_json(&r.get::<_, String>(11)?),
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?
@@ -304,6 +308,7 @@ impl Sqlite {
                     .get::<_, Option<String>>(15)?
                     .map(|s| s.lines().map(str::to_string).collect())
                     .unwrap_or_default(),
+                articles: ArticleCounts::default(),
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

@@ -7,7 +7,7 @@ impl Sqlite {
         &self,
         feed: &FeedToPoll,
         poll: &SuccessfulPoll,
-        mut find_matches: impl FnMut(&Item) -> Vec<SubscriptionId>,
+        mut find_matches: impl FnMut(&Item, Option<&str>) -> Vec<SubscriptionId>,
     ) -> Result<StoreOutcome> {
         let SuccessfulPoll {
             items,
@@ -40,12 +40,24 @@ impl Sqlite {
         {
             let mut insert_item = tx.prepare(
                 "INSERT INTO items (feed_id, key, guid, link, title, summary, content, published_at,
-                                    first_seen_at, content_hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                                    first_seen_at, content_hash, article_state, article_link,
+                                    article_next_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?4, ?9)
                  ON CONFLICT (feed_id, key) DO NOTHING",
             )?;
-            let mut known_hash =
-                tx.prepare("SELECT id, content_hash FROM items WHERE feed_id = ?1 AND key = ?2")?;
+            let mut known = tx.prepare(
+                "SELECT id, content_hash, link, article_state, article_text
+                 FROM items WHERE feed_id = ?1 AND key = ?2",
+            )?;
+            // A new link for an item whose article is in: fetched again, and the item sent
+            // again (marked updated) once it is. One still pending fetches the new link.
+            let mut refetch_article = tx.prepare(
+                "UPDATE items SET article_state = 'pending', article_link = ?2,
+                    article_next_at = ?3, article_attempts = 0, article_error = NULL,
+                    article_resend = (article_state IS NOT 'pending' OR article_resend),
+                    claim = NULL, claimed_until = NULL
+                 WHERE id = ?1",
+            )?;
             let mut pruned = tx.prepare(
                 "SELECT EXISTS (SELECT 1 FROM item_tombstones WHERE feed_id = ?1 AND key = ?2)",
             )?;
@@ -54,6 +66,7 @@ impl Sqlite {
                     content_hash = ?6, updated_at = ?7 WHERE id = ?1",
             )?;
             let mut set_hash = tx.prepare("UPDATE items SET content_hash = ?2 WHERE id = ?1")?;
+            let mut set_link = tx.prepare("UPDATE items SET link = ?2 WHERE id = ?1")?;
             let mut insert_match = tx.prepare(
                 "INSERT INTO matches (subscription_id, item_id, matched_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT DO NOTHING",
@@ -70,6 +83,11 @@ impl Sqlite {
                     continue;
                 }
                 let hash = item.fingerprint();
+                // On the baseline poll, only recent items may match: older ones are stored
+                // as seen, and their articles never fetched.
+                let may_match =
+                    !(is_baseline && item.published.is_none_or(|p| p < baseline_cutoff));
+                let wants_article = may_match && feed.options.full_text && item.link.is_some();
                 let inserted = insert_item.execute(params![
                     feed.id,
                     item.key,
@@ -81,11 +99,24 @@ impl Sqlite {
                     item.published.map(|d| d.timestamp()),
                     now_s,
                     hash,
+                    wants_article.then_some(ArticleState::Pending.as_str()),
                 ])?;
                 if inserted == 0 {
                     // Seen before: never new again, but a material edit is recorded.
-                    let (id, old): (i64, Option<String>) = known_hash
-                        .query_row(params![feed.id, item.key], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    let (id, old, old_link, article, article_text): (
+                        i64,
+                        Option<String>,
+                        Option<String>,
+                        Option<ArticleState>,
+                        Option<String>,
+                    ) = known.query_row(params![feed.id, item.key], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    })?;
+                    // A full-text item's new link is a new article: fetched again.
+                    let refetch = feed.options.full_text
+                        && article.is_some()
+                        && item.link.is_some()
+                        && item.link != old_link;
                     match old {
                         Some(old) if old != hash => {
                             update_item.execute(params![
@@ -98,24 +129,41 @@ impl Sqlite {
                                 now_s
                             ])?;
                             stored.updated_items += 1;
-                            for subscription in find_matches(item) {
-                                stored.matches +=
-                                    resend_match.execute(params![subscription, id, now_s])?;
+                            if refetch {
+                                refetch_article.execute(params![id, item.link, now_s])?;
+                                stored.articles_pending += 1;
+                            } else if article != Some(ArticleState::Pending) {
+                                // (A pending item is matched once its article is in, with
+                                // the latest text.)
+                                for subscription in find_matches(item, article_text.as_deref()) {
+                                    stored.matches +=
+                                        resend_match.execute(params![subscription, id, now_s])?;
+                                }
                             }
                         }
                         None => {
                             set_hash.execute(params![id, hash])?;
+                        }
+                        Some(_) if refetch => {
+                            set_link.execute(params![id, item.link])?;
+                            refetch_article.execute(params![id, item.link, now_s])?;
+                            stored.articles_pending += 1;
                         }
                         Some(_) => {}
                     }
                     continue;
                 }
                 stored.new_items += 1;
-                if is_baseline && item.published.is_none_or(|p| p < baseline_cutoff) {
+                if !may_match {
+                    continue;
+                }
+                if wants_article {
+                    // Matched once, when its article is in (or will never be).
+                    stored.articles_pending += 1;
                     continue;
                 }
                 let item_id = tx.last_insert_rowid();
-                for subscription in find_matches(item) {
+                for subscription in find_matches(item, None) {
                     stored.matches +=
                         insert_match.execute(params![subscription, item_id, now_s])?;
                 }

@@ -17,6 +17,7 @@ use rusqlite_migration::{M, Migrations};
 use super::*;
 use crate::digest::MAX_DIGEST_ENTRIES;
 
+mod articles;
 mod cluster;
 mod digests;
 mod feeds;
@@ -59,6 +60,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0008_cluster.sql",
         include_str!("../../../migrations/sqlite/0008_cluster.sql"),
+    ),
+    (
+        "0009_articles.sql",
+        include_str!("../../../migrations/sqlite/0009_articles.sql"),
     ),
 ];
 
@@ -357,7 +362,7 @@ macro_rules! status_from_sql {
         }
     )+};
 }
-status_from_sql!(OutboxStatus, PollStatus);
+status_from_sql!(OutboxStatus, PollStatus, ArticleState);
 
 #[cfg(test)]
 mod tests {
@@ -386,6 +391,7 @@ mod tests {
             url: "http://127.0.0.1:9/f.xml".parse().unwrap(),
             tags: Vec::new(),
             interval: Duration::from_secs(900),
+            options: Default::default(),
         };
         store.sync_feeds(std::slice::from_ref(&feed)).unwrap();
         assert_eq!(store.feed_statuses().unwrap()[0].last_status, None);

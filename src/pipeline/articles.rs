@@ -1,0 +1,377 @@
+//! The article job: for each pending article (a new item of a full-text feed), fetch its
+//! link → decode → extract the story → match the item on its feed text and the story,
+//! once → write both in one transaction. A job of its own beside polling, with its own
+//! connection budget (`poll.full_text_concurrency`), so articles never hold up a poll.
+
+use super::*;
+use crate::article::{Extraction, decode_html, extract};
+use crate::fetch::Origin;
+use crate::store::{ArticleDone, ArticleOutcome, ArticleState, ArticleToFetch};
+
+/// Tries per article: the first and three retries (after 2, 10 and 30 minutes). Then the
+/// item is matched on its feed text alone; nothing waits for ever.
+pub const ARTICLE_TRIES: u32 = 4;
+
+/// The pause after the `tries`-th failed try.
+fn retry_delay(tries: u32) -> chrono::Duration {
+    chrono::Duration::minutes(match tries {
+        0 | 1 => 2,
+        2 => 10,
+        _ => 30,
+    })
+}
+
+/// What one article round did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ArticleSummary {
+    /// Articles claimed.
+    pub articles: usize,
+    pub ok: usize,
+    /// Pages without a story: matched on the feed text.
+    pub none: usize,
+    /// Given up: matched on the feed text.
+    pub failed: usize,
+    /// Failed this time, tried again later (not matched yet).
+    pub retrying: usize,
+    /// Left for later (shutdown) or taken by another worker.
+    pub skipped: usize,
+    pub matches: usize,
+}
+
+/// How one article's try ended, before it is written.
+enum Tried {
+    Done {
+        state: ArticleState,
+        text: Option<String>,
+        error: Option<String>,
+    },
+    Retry(String),
+}
+
+/// Fetches every article due at `now`, `poll.full_text_concurrency` at a time, each host's
+/// connections counted with the polls' (`poll.per_host`, for every instance together),
+/// but only taken when free: an article never queues in front of a feed poll. Returns
+/// when none is due any more (a retry is due later) or on shutdown.
+pub async fn fetch_articles(app: &App, now: DateTime<Utc>) -> Result<ArticleSummary> {
+    let started = Instant::now();
+    let concurrency = app.config.poll.full_text_concurrency;
+    let lease = poll_lease(&app.config.poll);
+    let mut summary = ArticleSummary::default();
+    let mut seen = HashSet::new();
+    loop {
+        if app.shutdown.draining.is_cancelled() {
+            break;
+        }
+        let at = now + to_chrono(started.elapsed());
+        let claimed = app.store.claim_articles(at, lease, concurrency * 4).await?;
+        if claimed.is_empty() {
+            break;
+        }
+        let mut fresh = Vec::new();
+        for article in claimed {
+            if seen.insert(article.item) {
+                fresh.push(article);
+            } else {
+                // Its write failed earlier in this round: the next round tries it.
+                app.store.release_article(&article).await?;
+            }
+        }
+        if fresh.is_empty() {
+            break;
+        }
+        summary.articles += fresh.len();
+        let slots = Arc::new(Semaphore::new(concurrency));
+        let mut jobs = JoinSet::new();
+        for article in fresh {
+            let (app, slots) = (app.clone(), slots.clone());
+            jobs.spawn(async move {
+                let outcome = article_job(&app, &article, slots, now, started).await;
+                if !matches!(outcome, Ok(Some(_))) {
+                    // Not tried (shutdown), or its result could not be written: due again.
+                    if let Err(e) = app.store.release_article(&article).await {
+                        warn!(item = article.item.0, error = %format!("{e:#}"), "releasing article");
+                    }
+                }
+                (article, outcome)
+            });
+        }
+        while let Some(joined) = jobs.join_next().await {
+            let (article, outcome) = match joined {
+                Ok(done) => done,
+                Err(e) => {
+                    error!(error = %e, "article task crashed");
+                    summary.skipped += 1;
+                    continue;
+                }
+            };
+            match outcome {
+                Ok(Some(Finished::Done(state, matches))) => {
+                    summary.matches += matches;
+                    match state {
+                        ArticleState::Ok => summary.ok += 1,
+                        ArticleState::None => summary.none += 1,
+                        ArticleState::Failed | ArticleState::Pending => summary.failed += 1,
+                    }
+                }
+                Ok(Some(Finished::Retrying)) => summary.retrying += 1,
+                Ok(None) => summary.skipped += 1,
+                Err(e) => {
+                    error!(feed = %article.feed_id, item = article.item.0, link = %article.link,
+                           error = %format!("{e:#}"), "could not record article");
+                    summary.skipped += 1;
+                }
+            }
+        }
+    }
+    Ok(summary)
+}
+
+/// How an article's job ended, written.
+enum Finished {
+    /// Matched now (with this many matches) in this state.
+    Done(ArticleState, usize),
+    Retrying,
+}
+
+/// One article: a connection slot, the fetch, the extraction and the write. `None`: not
+/// tried (shutdown, or another worker has it now).
+async fn article_job(
+    app: &App,
+    article: &ArticleToFetch,
+    slots: Arc<Semaphore>,
+    now: DateTime<Utc>,
+    started: Instant,
+) -> Result<Option<Finished>> {
+    let draining = app.shutdown.draining.clone();
+    let url = match Url::parse(&article.link) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => url,
+        _ => {
+            let tried = Tried::Done {
+                state: ArticleState::Failed,
+                text: None,
+                error: Some(format!(
+                    "the item's link {:?} is not a web address",
+                    article.link
+                )),
+            };
+            return record(app, article, tried, now + to_chrono(started.elapsed())).await;
+        }
+    };
+    let _slot = tokio::select! {
+        biased;
+        _ = draining.cancelled() => return Ok(None),
+        p = slots.acquire_owned() => p?,
+    };
+    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    let _host = {
+        let per_host = app.poll_slots.host(host.clone());
+        let mut pause = Duration::from_millis(20);
+        loop {
+            // Taken only when free: a poll waiting for this host goes first.
+            if let Ok(permit) = per_host.clone().try_acquire_owned() {
+                break permit;
+            }
+            tokio::select! {
+                biased;
+                _ = draining.cancelled() => return Ok(None),
+                _ = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    };
+    let cluster = match cluster_slot(app, &host, &draining).await? {
+        Some(token) => token,
+        None => return Ok(None),
+    };
+    let at = now + to_chrono(started.elapsed());
+    let tried = async {
+        if !app
+            .store
+            .renew_article_claim(article, at, poll_lease(&app.config.poll))
+            .await?
+        {
+            return Ok(None);
+        }
+        let abort = app.shutdown.abort.clone();
+        tokio::select! {
+            biased;
+            _ = abort.cancelled() => Ok(None),
+            tried = try_article(app, article, &url) => Ok(Some(tried)),
+        }
+    }
+    .await;
+    if let Err(e) = app.store.release_fetch_slot(&cluster).await {
+        warn!(item = article.item.0, error = %format!("{e:#}"), "giving back a connection slot");
+    }
+    match tried {
+        Ok(Some(tried)) => record(app, article, tried, now + to_chrono(started.elapsed())).await,
+        Ok(None) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Fetches and reads one article.
+async fn try_article(app: &App, article: &ArticleToFetch, url: &Url) -> Tried {
+    // The link was written by whoever writes the feed: public addresses only.
+    let fetched = match app
+        .fetcher
+        .fetch(url, &Validators::default(), Origin::Found)
+        .await
+    {
+        Ok(FetchOutcome::Fetched(f)) => f,
+        Ok(FetchOutcome::NotModified(_)) => {
+            return Tried::Retry("the server answered 304 to a plain request".into());
+        }
+        Err(FetchError::Empty) => {
+            return Tried::Done {
+                state: ArticleState::None,
+                text: None,
+                error: Some("no article found: the page is empty".into()),
+            };
+        }
+        Err(e) => {
+            let error = format!("fetching {url}: {e}");
+            return if transient(&e) && article.attempts + 1 < ARTICLE_TRIES {
+                Tried::Retry(error)
+            } else {
+                Tried::Done {
+                    state: ArticleState::Failed,
+                    text: None,
+                    error: Some(error),
+                }
+            };
+        }
+    };
+    if let Some(kind) = fetched.content_type.as_deref().filter(|ct| !is_page(ct)) {
+        return Tried::Done {
+            state: ArticleState::None,
+            text: None,
+            error: Some(format!(
+                "no article found: the link is {kind}, not a web page"
+            )),
+        };
+    }
+    let selector = article.content_selector.clone();
+    let base = fetched.final_url.to_string();
+    let extracted = tokio::task::spawn_blocking(move || {
+        let html = decode_html(&fetched.body, fetched.content_type.as_deref());
+        extract(&html, &base, selector.as_deref())
+    })
+    .await;
+    match extracted {
+        Ok(Extraction::Article(a)) => Tried::Done {
+            state: ArticleState::Ok,
+            text: Some(a.text),
+            error: None,
+        },
+        Ok(Extraction::NoArticle(why)) => Tried::Done {
+            state: ArticleState::None,
+            text: None,
+            error: Some(why),
+        },
+        Err(e) => Tried::Done {
+            state: ArticleState::Failed,
+            text: None,
+            error: Some(format!("internal error reading the page: {e}")),
+        },
+    }
+}
+
+/// Failures worth another try: the network, timeouts, throttling and server errors.
+/// A 404, a refused address or a page over the size cap stays what it is.
+fn transient(e: &FetchError) -> bool {
+    match e {
+        FetchError::Timeout | FetchError::Connection(_) | FetchError::Throttled { .. } => true,
+        FetchError::Status(code) => *code >= 500 || *code == 408,
+        FetchError::Gone
+        | FetchError::Challenge
+        | FetchError::TooLarge { .. }
+        | FetchError::Empty
+        | FetchError::Redirect(_)
+        | FetchError::Refused(_) => false,
+    }
+}
+
+/// HTML (or XHTML), by its `Content-Type`.
+fn is_page(content_type: &str) -> bool {
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    mime.is_empty() || mime.contains("html") || mime == "text/plain"
+}
+
+/// Writes a try: a retry, or the article with the item's matches (compiled again while
+/// the subscriptions change under it).
+async fn record(
+    app: &App,
+    article: &ArticleToFetch,
+    tried: Tried,
+    now: DateTime<Utc>,
+) -> Result<Option<Finished>> {
+    let (state, text, error) = match tried {
+        Tried::Retry(error) => {
+            let at = now + retry_delay(article.attempts + 1);
+            warn!(feed = %article.feed_id, item = article.item.0, link = %article.link,
+                  error = %error, tries = article.attempts + 1,
+                  next = %at.to_rfc3339_opts(SecondsFormat::Secs, true),
+                  "article fetch failed; trying again later");
+            app.metrics.article("retrying");
+            return Ok(app
+                .store
+                .retry_article(article, &error, at)
+                .await?
+                .then_some(Finished::Retrying));
+        }
+        Tried::Done { state, text, error } => (state, text, error),
+    };
+    let mut attempts = 0;
+    loop {
+        let matcher = app.current_matcher().await?;
+        let document = matched_text(
+            &article.title,
+            &article.summary,
+            &article.content,
+            text.as_deref(),
+            &article.feed_id,
+            &article.tags,
+        );
+        let matches = matcher
+            .matcher
+            .find_matches(&document)
+            .into_iter()
+            .map(SubscriptionId)
+            .collect();
+        let done = ArticleDone {
+            state,
+            text: text.clone(),
+            error: error.clone(),
+            matches,
+            matcher_generation: matcher.generation,
+        };
+        match app.store.finish_article(article, done, now).await? {
+            ArticleOutcome::Matched(matches) => {
+                match state {
+                    ArticleState::Ok => {
+                        info!(feed = %article.feed_id, item = article.item.0, matched = matches,
+                              chars = text.as_deref().map_or(0, |t| t.chars().count()),
+                              "article read")
+                    }
+                    _ => warn!(feed = %article.feed_id, item = article.item.0,
+                               link = %article.link, state = %state, matched = matches,
+                               error = %error.as_deref().unwrap_or_default(),
+                               "no article; the item is matched on its feed text"),
+                }
+                app.metrics.article(state.as_str());
+                return Ok(Some(Finished::Done(state, matches)));
+            }
+            ArticleOutcome::StaleMatcher if attempts < 10 => attempts += 1,
+            ArticleOutcome::StaleMatcher => {
+                anyhow::bail!("the subscriptions kept changing while matching an article")
+            }
+            ArticleOutcome::ClaimLost => return Ok(None),
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Articles: claims on pending articles, what each fetch found, with the item's matches.
+
+use super::*;
+
+impl Sqlite {
+    pub fn claim_articles(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<ArticleToFetch>> {
+        let now_s = now.timestamp();
+        let until = now_s + lease_secs(lease);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut claimed = {
+            let mut stmt = tx.prepare(
+                "UPDATE items SET claim = hex(randomblob(12)), claimed_until = ?2
+                 WHERE id IN (SELECT id FROM items
+                              WHERE article_state = 'pending' AND article_next_at <= ?1
+                                AND (claimed_until IS NULL OR claimed_until <= ?1)
+                              ORDER BY article_next_at, id LIMIT ?3)
+                 RETURNING id, claim, feed_id, COALESCE(article_link, ''), title, summary,
+                           content, article_attempts",
+            )?;
+            stmt.query_map(params![now_s, until, limit], |r| {
+                Ok(ArticleToFetch {
+                    item: r.get(0)?,
+                    claim: r.get(1)?,
+                    feed_id: r.get(2)?,
+                    tags: Vec::new(),
+                    link: r.get(3)?,
+                    content_selector: None,
+                    title: r.get(4)?,
+                    summary: r.get(5)?,
+                    content: r.get(6)?,
+                    attempts: r.get(7)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        {
+            let mut feed = tx.prepare("SELECT tags, options FROM feeds WHERE id = ?1")?;
+            for article in &mut claimed {
+                let (tags, options): (String, String) =
+                    feed.query_row([&article.feed_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                article.tags = split_tags(&tags);
+                article.content_selector = FeedOptions::from_json(&options).content_selector;
+            }
+        }
+        tx.commit()?;
+        claimed.sort_by_key(|a| a.item);
+        Ok(claimed)
+    }
+
+    pub fn renew_article_claim(
+        &self,
+        article: &ArticleToFetch,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<bool> {
+        Ok(self.conn().execute(
+            "UPDATE items SET claimed_until = ?3 WHERE id = ?1 AND claim = ?2",
+            params![
+                article.item,
+                article.claim,
+                now.timestamp() + lease_secs(lease)
+            ],
+        )? == 1)
+    }
+
+    pub fn finish_article(
+        &self,
+        article: &ArticleToFetch,
+        done: &ArticleDone,
+        now: DateTime<Utc>,
+    ) -> Result<ArticleOutcome> {
+        let now_s = now.timestamp();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let resend: Option<bool> = tx
+            .query_row(
+                "SELECT article_resend FROM items
+                 WHERE id = ?1 AND claim = ?2 AND article_state = 'pending'",
+                params![article.item, article.claim],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(resend) = resend else {
+            return Ok(ArticleOutcome::ClaimLost);
+        };
+        // Checked inside the write transaction, as for a poll's matches.
+        if subscriptions_generation(&tx)? != done.matcher_generation {
+            return Ok(ArticleOutcome::StaleMatcher);
+        }
+        tx.execute(
+            "UPDATE items SET article_state = ?2, article_text = ?3, article_error = ?4,
+                article_attempts = article_attempts + 1, article_next_at = NULL,
+                article_resend = 0, claim = NULL, claimed_until = NULL
+             WHERE id = ?1",
+            params![article.item, done.state.as_str(), done.text, done.error],
+        )?;
+        let mut matches = 0;
+        {
+            // New: matched now, once. A new link of an item already sent: sent again,
+            // marked updated, to the subscriptions it was sent to and still matches.
+            let mut write = tx.prepare(if resend {
+                "UPDATE matches SET outbox_id = NULL, updated = 1, matched_at = ?3
+                 WHERE subscription_id = ?1 AND item_id = ?2 AND outbox_id IS NOT NULL"
+            } else {
+                "INSERT INTO matches (subscription_id, item_id, matched_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO NOTHING"
+            })?;
+            for subscription in &done.matches {
+                matches += write.execute(params![subscription, article.item, now_s])?;
+            }
+        }
+        tx.commit()?;
+        Ok(ArticleOutcome::Matched(matches))
+    }
+
+    pub fn retry_article(
+        &self,
+        article: &ArticleToFetch,
+        error: &str,
+        retry_at: DateTime<Utc>,
+    ) -> Result<bool> {
+        Ok(self.conn().execute(
+            "UPDATE items SET article_attempts = article_attempts + 1, article_error = ?3,
+                article_next_at = ?4, claim = NULL, claimed_until = NULL
+             WHERE id = ?1 AND claim = ?2 AND article_state = 'pending'",
+            params![article.item, article.claim, error, retry_at.timestamp()],
+        )? == 1)
+    }
+
+    pub fn release_article(&self, article: &ArticleToFetch) -> Result<()> {
+        self.conn().execute(
+            "UPDATE items SET claim = NULL, claimed_until = NULL WHERE id = ?1 AND claim = ?2",
+            params![article.item, article.claim],
+        )?;
+        Ok(())
+    }
+
+    pub fn article_counts(&self) -> Result<HashMap<String, ArticleCounts>> {
+        let conn = self.conn();
+        let mut counts: HashMap<String, ArticleCounts> = HashMap::new();
+        let mut by_state = conn.prepare(
+            "SELECT feed_id, article_state, COUNT(*) FROM items
+             WHERE article_state IS NOT NULL GROUP BY feed_id, article_state",
+        )?;
+        let rows = by_state.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, ArticleState>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (feed, state, n) = row?;
+            let n = u64::try_from(n).unwrap_or_default();
+            counts.entry(feed).or_default().add(state, n);
+        }
+        let mut last_error = conn.prepare(
+            "SELECT feed_id, article_error FROM items
+             WHERE id IN (SELECT MAX(id) FROM items WHERE article_error IS NOT NULL
+                          GROUP BY feed_id)",
+        )?;
+        let rows = last_error.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?;
+        for row in rows {
+            let (feed, error) = row?;
+            counts.entry(feed).or_default().last_error = error;
+        }
+        Ok(counts)
+    }
+}
