@@ -670,6 +670,7 @@ async fn bench(args: Args) -> bool {
             next_poll_at: now + chrono::Duration::minutes(15),
             baseline_cutoff: now - backlog,
             matcher_generation: matcher.generation,
+            snapshot: None,
         };
         let StoreOutcome::Stored(stored) = app
             .store

@@ -72,7 +72,7 @@ fn article_page(n: usize) -> String {
     let page = include_str!("../tests/fixtures/article-wordpress.html");
     let padding = format!(
         "<script>window.__site = {{\"menu\": [{}]}};</script>",
-        (0..1800)
+        (0..3400)
             .map(|i| format!("{{\"id\":{i},\"label\":\"Section {i}\"}}"))
             .collect::<Vec<_>>()
             .join(",")

@@ -342,6 +342,7 @@ fn build(store: &Store, args: &Args, now: DateTime<Utc>) -> Result<()> {
                 next_poll_at: at + chrono::Duration::minutes(15),
                 baseline_cutoff: at - chrono::Duration::days(1),
                 matcher_generation: generation,
+                snapshot: None,
             };
             wait(store.store_items(&to_poll[&id], poll, move |_, _| {
                 matches.next().unwrap_or_default()
@@ -451,6 +452,7 @@ fn write_continuously(path: &Path, stop: &AtomicBool) -> Result<Vec<Write>> {
         tags: Vec::new(),
         interval: None,
         options: Default::default(),
+        snapshot: None,
     };
     let generation = wait(store.subscriptions_generation())?;
     let mut words = Words::new(0xD1B5_4A32_D192_ED03);
@@ -472,6 +474,7 @@ fn write_continuously(path: &Path, stop: &AtomicBool) -> Result<Vec<Write>> {
             next_poll_at: now + chrono::Duration::minutes(15),
             baseline_cutoff: now,
             matcher_generation: generation,
+            snapshot: None,
         };
         let started = Instant::now();
         let result = wait(store.store_items(&feed, poll, |_, _| Vec::new()));

@@ -351,6 +351,28 @@ pub struct FeedOptions {
     /// The article is what this CSS selector selects, not Readability's guess.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content_selector: Option<String>,
+    /// What the URL serves: a feed, or a page without one (`kind`).
+    #[serde(skip_serializing_if = "Source::is_feed")]
+    pub source: Source,
+}
+
+/// What a feed's URL serves (`kind` in config.toml).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Source {
+    /// RSS, Atom or JSON Feed (`kind = "feed"`, the default).
+    #[default]
+    Feed,
+    /// A listing page: each element `item_selector` selects is an item (`kind = "html"`).
+    Html(crate::page::ListingRules),
+    /// A watched page: a change of what `selector` selects is an item (`kind = "watch"`).
+    Watch { selector: String },
+}
+
+impl Source {
+    pub fn is_feed(&self) -> bool {
+        *self == Source::Feed
+    }
 }
 
 impl FeedOptions {
@@ -1024,6 +1046,12 @@ struct RawFeed {
     interval: Option<Spanned<String>>,
     full_text: Option<bool>,
     content_selector: Option<Spanned<String>>,
+    kind: Option<Spanned<String>>,
+    item_selector: Option<Spanned<String>>,
+    title_selector: Option<Spanned<String>>,
+    link_selector: Option<Spanned<String>>,
+    date_selector: Option<Spanned<String>>,
+    selector: Option<Spanned<String>>,
 }
 
 // ---- phase two: validated values ----------------------------------------------------------
@@ -1440,22 +1468,99 @@ fn validate(
             },
         };
 
-        let content_selector = feed.content_selector.as_ref().and_then(|selector| {
+        // A CSS selector, checked; `None` (reported) when it is not one.
+        let mut css = |key: &str, value: &Option<Spanned<String>>| -> Option<String> {
+            let selector = value.as_ref()?;
             let text = selector.get_ref().trim();
             match dom_query::Matcher::new(text) {
                 Ok(_) if !text.is_empty() => Some(text.to_string()),
                 Ok(_) | Err(_) => {
                     report(
                         selector.span(),
-                        format!("feed {id:?}: content_selector {text:?} is not a CSS selector"),
+                        format!("feed {id:?}: {key} {text:?} is not a CSS selector"),
                     );
                     None
                 }
             }
-        });
+        };
+        let content_selector = css("content_selector", &feed.content_selector);
+        let item_selector = css("item_selector", &feed.item_selector);
+        let title_selector = css("title_selector", &feed.title_selector);
+        let link_selector = css("link_selector", &feed.link_selector);
+        let date_selector = css("date_selector", &feed.date_selector);
+        let selector = css("selector", &feed.selector);
+        let kind = feed.kind.as_ref().map(|k| (k.get_ref().trim(), k.span()));
+        let kind_name = kind.as_ref().map_or("feed", |(k, _)| *k);
+        // Keys of another kind are a mistake worth saying (a watch with an item_selector
+        // would silently watch nothing).
+        let wrong_kind = |key: &str, value: &Option<Spanned<String>>, for_kind: &str| {
+            value.as_ref().filter(|_| kind_name != for_kind).map(|v| {
+                (
+                    v.span(),
+                    format!("feed {id:?}: {key} is for kind = \"{for_kind}\", not \"{kind_name}\""),
+                )
+            })
+        };
+        let misplaced: Vec<(Range<usize>, String)> = [
+            wrong_kind("item_selector", &feed.item_selector, "html"),
+            wrong_kind("title_selector", &feed.title_selector, "html"),
+            wrong_kind("link_selector", &feed.link_selector, "html"),
+            wrong_kind("date_selector", &feed.date_selector, "html"),
+            wrong_kind("selector", &feed.selector, "watch"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        for (span, message) in misplaced {
+            report(span, message);
+        }
+        let source = match &kind {
+            None | Some(("feed", _)) => Source::Feed,
+            Some(("html", span)) => match item_selector {
+                Some(item_selector) => Source::Html(crate::page::ListingRules {
+                    item_selector,
+                    title_selector,
+                    link_selector,
+                    date_selector,
+                }),
+                None => {
+                    if feed.item_selector.is_none() {
+                        report(
+                            span.clone(),
+                            format!("feed {id:?}: kind = \"html\" needs an item_selector"),
+                        );
+                    }
+                    Source::Feed
+                }
+            },
+            Some(("watch", span)) => match selector {
+                Some(selector) => Source::Watch { selector },
+                None => {
+                    if feed.selector.is_none() {
+                        report(
+                            span.clone(),
+                            format!("feed {id:?}: kind = \"watch\" needs a selector"),
+                        );
+                    }
+                    Source::Feed
+                }
+            },
+            Some((other, span)) => {
+                report(
+                    span.clone(),
+                    format!(
+                        "feed {id:?}: kind must be \"feed\", \"html\" or \"watch\", found {other:?}"
+                    ),
+                );
+                Source::Feed
+            }
+        };
+        // A watched page's link is the page itself: no article to fetch.
+        let is_watch = matches!(source, Source::Watch { .. });
         let options = FeedOptions {
-            full_text: feed.full_text.unwrap_or(full_text),
+            full_text: feed.full_text.unwrap_or(full_text) && !is_watch,
             content_selector,
+            source,
         };
 
         if let Some((url, _)) = url {
@@ -2017,6 +2122,32 @@ mod tests {
             config.feeds[2].options
         );
         assert_eq!(FeedOptions::from_json("not json"), FeedOptions::default());
+
+        let pages = parse(
+            "[poll]\nfull_text = true\n\
+             [[feeds]]\nid = \"news\"\nurl = \"https://a.example/news\"\nkind = \"html\"\n\
+             item_selector = \"li.item\"\ndate_selector = \"time\"\n\
+             [[feeds]]\nid = \"vb\"\nurl = \"https://a.example/vb\"\nkind = \"watch\"\n\
+             selector = \"#dates\"\n",
+        )
+        .unwrap();
+        let rules = crate::page::ListingRules {
+            item_selector: "li.item".into(),
+            date_selector: Some("time".into()),
+            ..Default::default()
+        };
+        assert_eq!(pages.feeds[0].options.source, Source::Html(rules));
+        assert!(pages.feeds[0].options.full_text, "a listing's entries have articles");
+        assert_eq!(
+            pages.feeds[1].options.source,
+            Source::Watch {
+                selector: "#dates".into()
+            }
+        );
+        assert!(!pages.feeds[1].options.full_text, "a watched page is its own article");
+        for feed in &pages.feeds {
+            assert_eq!(FeedOptions::from_json(&feed.options.to_json()), feed.options);
+        }
     }
 
     #[test]
@@ -2057,6 +2188,34 @@ mod tests {
                 5,
                 20,
                 "content_selector \"div[\" is not a CSS selector",
+            ),
+            (
+                "listing page without item_selector",
+                "[[feeds]]\nid = \"a\"\nurl = \"https://a.example/\"\nkind = \"html\"\n",
+                4,
+                8,
+                "kind = \"html\" needs an item_selector",
+            ),
+            (
+                "selector of another kind",
+                "[[feeds]]\nid = \"a\"\nurl = \"https://a.example/\"\nkind = \"html\"\nitem_selector = \"li\"\nselector = \"#x\"\n",
+                6,
+                12,
+                "selector is for kind = \"watch\", not \"html\"",
+            ),
+            (
+                "unknown kind",
+                "[[feeds]]\nid = \"a\"\nurl = \"https://a.example/\"\nkind = \"rss\"\n",
+                4,
+                8,
+                "kind must be \"feed\", \"html\" or \"watch\", found \"rss\"",
+            ),
+            (
+                "bad item selector",
+                "[[feeds]]\nid = \"a\"\nurl = \"https://a.example/\"\nkind = \"html\"\nitem_selector = \"li >\"\n",
+                5,
+                17,
+                "item_selector \"li >\" is not a CSS selector",
             ),
             (
                 "full_text not a boolean",

@@ -44,6 +44,7 @@ pub mod matcher;
 pub mod metrics;
 pub mod opml;
 pub mod output;
+pub mod page;
 pub mod parse;
 pub mod pipeline;
 pub mod progress;

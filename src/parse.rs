@@ -301,7 +301,8 @@ impl Item {
     }
 }
 
-fn hash(parts: &[&str]) -> String {
+/// A short stable hash of `parts`: the key of an item without an id of its own.
+pub(crate) fn hash(parts: &[&str]) -> String {
     let mut h = Sha256::new();
     for p in parts {
         h.update(p.as_bytes());
@@ -1174,7 +1175,7 @@ impl BadDates {
 /// formats real feeds use: "2024-12-15 12:15:00", "2024-12-15", "15 Dec 2024",
 /// "December 15, 2024 3:05 PM EST", day and month names in some other languages, zone
 /// abbreviations. A missing zone means UTC. An unknown zone fails rather than guess.
-fn parse_timestamp(raw: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_timestamp(raw: &str) -> Option<DateTime<Utc>> {
     let s = raw.trim();
     DateTime::parse_from_rfc3339(s)
         .or_else(|_| DateTime::parse_from_rfc2822(s))

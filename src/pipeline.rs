@@ -19,13 +19,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use url::Url;
 
-use crate::config::{Config, Database, MAX_DURATION};
+use crate::article::decode_html;
+use crate::config::{Config, Database, MAX_DURATION, Source};
 use crate::digest::{DigestContext, FailingFeed, StoryCache, render_digest};
 use crate::fetch::{FetchError, FetchOutcome, Fetcher, Validators};
 use crate::mail::{self, Delivery, Mailer};
 use crate::matcher::{Document, Matcher, Query, Scope, Synonyms};
 use crate::metrics::{Metrics, PollResult};
-use crate::parse::{Item, body_hash, body_text, parse_feed};
+use crate::parse::{Item, ParsedFeed, body_hash, body_text, parse_feed};
 use crate::store::{
     FeedListSync, FeedListVersion, FeedToPoll, FetchLimits, Pruned, Store, StoreOutcome,
     Subscriber, SubscriberId, SubscriptionId, SuccessfulPoll, UnchangedPoll,
@@ -771,20 +772,32 @@ pub async fn refresh_feed(
         let content_type = fetched.content_type.clone();
         let base = fetched.final_url.clone();
         let last = feed.body_hash.clone();
+        let (source, snapshot, name) = (
+            feed.options.source.clone(),
+            feed.snapshot.clone(),
+            feed.id.clone(),
+        );
         tokio::task::spawn_blocking(move || {
             let hash = body_hash(&body, content_type.as_deref(), &base);
             // The body stored last time (a server that ignores conditional requests):
             // nothing in it can be new.
-            let parsed = (last.as_deref() != Some(hash.as_str()))
-                .then(|| parse_feed(&body, content_type.as_deref(), &base, now));
+            let parsed = (last.as_deref() != Some(hash.as_str())).then(|| {
+                let page = Page {
+                    body: &body,
+                    content_type: content_type.as_deref(),
+                    base: &base,
+                    name: &name,
+                };
+                read_body(page, &source, snapshot.as_deref(), now)
+            });
             (hash, parsed)
         })
         .await?
     };
-    let parsed = match parsed {
+    let (parsed, snapshot) = match parsed {
         Some(Ok(p)) => p,
-        Some(Err(e)) => {
-            return record_failure(app, &feed, now, "parse", e.to_string(), None, started).await;
+        Some(Err((kind, error))) => {
+            return record_failure(app, &feed, now, kind, error, None, started).await;
         }
         None => {
             let next_poll_at = now
@@ -854,6 +867,7 @@ pub async fn refresh_feed(
         body_hash: Some(hash),
         baseline_cutoff,
         matcher_generation: 0,
+        snapshot,
     };
     let mut matcher = matcher.clone();
     // The store refuses a matcher older than the subscriptions (they may change in
@@ -901,6 +915,52 @@ pub async fn refresh_feed(
         updated_items: stored.updated_items,
         matches: stored.matches,
     })
+}
+
+/// A fetched body and where it came from.
+struct Page<'a> {
+    body: &'a [u8],
+    content_type: Option<&'a str>,
+    /// After redirects: the base of relative links.
+    base: &'a Url,
+    /// The feed's id, the title of a watched page that has none.
+    name: &'a str,
+}
+
+/// What a fetched body holds, as a feed's items: a feed parsed; a listing page's entries;
+/// a watched page's change since `snapshot` (none the first time), with the text to
+/// remember. An error is its kind (`parse`, `page`) and message.
+fn read_body(
+    page: Page<'_>,
+    source: &Source,
+    snapshot: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(ParsedFeed, Option<String>), (&'static str, String)> {
+    let items = |items| ParsedFeed {
+        title: None,
+        items,
+        repairs: Vec::new(),
+        ttl: None,
+    };
+    match source {
+        Source::Feed => parse_feed(page.body, page.content_type, page.base, now)
+            .map(|parsed| (parsed, None))
+            .map_err(|e| ("parse", e.to_string())),
+        Source::Html(rules) => {
+            let html = decode_html(page.body, page.content_type);
+            let found =
+                crate::page::listing(&html, page.base, rules, now).map_err(|e| ("page", e))?;
+            Ok((items(found), None))
+        }
+        Source::Watch { selector } => {
+            let html = decode_html(page.body, page.content_type);
+            let text = crate::page::watched_text(&html, selector).map_err(|e| ("page", e))?;
+            let change = snapshot.and_then(|old| {
+                crate::page::change_item(&html, page.base, page.name, old, &text, now)
+            });
+            Ok((items(change.into_iter().collect()), Some(text)))
+        }
+    }
 }
 
 /// A poll whose claim another worker took over wrote nothing; says so.

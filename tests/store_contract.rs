@@ -199,6 +199,7 @@ fn poll(items: &[Item], now: DateTime<Utc>, generation: i64) -> SuccessfulPoll {
         next_poll_at: now + minutes(15),
         baseline_cutoff: now - chrono::Duration::days(1),
         matcher_generation: generation,
+        snapshot: None,
     }
 }
 

@@ -3,6 +3,8 @@
 -- How a feed's items are read beyond its URL (`FeedOptions` as JSON: full_text,
 -- content_selector…), as the feed list in the database has it.
 ALTER TABLE feeds ADD COLUMN options TEXT NOT NULL DEFAULT '{}';
+-- A watched page (kind = "watch"): the text of what its selector selected last time.
+ALTER TABLE feeds ADD COLUMN page_snapshot TEXT;
 
 -- An item of a full-text feed waits for its article before it is matched, once.
 --   article_state: NULL (no article wanted), 'pending' (to fetch; not matched yet),

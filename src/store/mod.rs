@@ -252,6 +252,8 @@ pub struct FeedToPoll {
     pub interval: Option<Duration>,
     /// How the feed's items are read (full text…), as the database's feed list says.
     pub options: FeedOptions,
+    /// A watched page: the text of its selected part at the last poll (`None` before).
+    pub snapshot: Option<String>,
 }
 
 /// A successful fetch and parse, ready to be stored.
@@ -274,6 +276,8 @@ pub struct SuccessfulPoll {
     pub baseline_cutoff: DateTime<Utc>,
     /// The subscriptions generation the matcher was compiled at.
     pub matcher_generation: i64,
+    /// A watched page: the text of its selected part now, remembered for the next poll.
+    pub snapshot: Option<String>,
 }
 
 /// The subscriptions the matcher runs, and the generation they were read at.

@@ -77,7 +77,7 @@ fn sync_feeds_in(tx: &mut Transaction<'_>, feeds: &[FeedConfig]) -> Result<()> {
                          etag = NULL, last_modified = NULL, baseline_at = NULL, next_poll_at = 0,
                          consecutive_failures = 0, gone_at = NULL, moved_to = NULL,
                          last_full_fetch_at = NULL, last_status = NULL, failing_since = NULL,
-                         body_hash = NULL,
+                         body_hash = NULL, page_snapshot = NULL,
                          -- A poll of the old URL still in flight holds a claim on what is
                          -- now another feed: void it, so that poll records nothing.
                          claim = NULL, claimed_until = NULL
@@ -88,7 +88,11 @@ fn sync_feeds_in(tx: &mut Transaction<'_>, feeds: &[FeedConfig]) -> Result<()> {
                 Some(_) => {
                     tx.execute(
                         "UPDATE feeds SET name = $2, tags = $3, interval_secs = $4, options = $5,
-                         active = TRUE
+                         active = TRUE,
+                         -- Read another way: what was remembered of the page no longer
+                         -- compares (nor does the body hash stand for the same items).
+                         page_snapshot = CASE WHEN options = $5 THEN page_snapshot END,
+                         body_hash = CASE WHEN options = $5 THEN body_hash END
                          WHERE id = $1",
                         &[&feed.id, &feed.name, &tags, &interval, &options],
                     )?;
@@ -120,7 +124,8 @@ impl Postgres {
                               ORDER BY next_poll_at LIMIT $4
                               FOR UPDATE SKIP LOCKED)
                  RETURNING id, url, etag, last_modified, baseline_at, last_full_fetch_at,
-                           consecutive_failures, body_hash, claim, tags, interval_secs, options"
+                           consecutive_failures, body_hash, claim, tags, interval_secs, options,
+                           page_snapshot"
             ),
             &[&now_s, &until, &only_due, &limit],
         )?;
@@ -142,6 +147,7 @@ impl Postgres {
                         .and_then(|s| u64::try_from(s).ok())
                         .map(Duration::from_secs),
                     options: FeedOptions::from_json(r.try_get(11)?),
+                    snapshot: r.try_get(12)?,
                 })
             })
             .collect()

@@ -21,6 +21,7 @@ impl Postgres {
             next_poll_at,
             baseline_cutoff,
             matcher_generation,
+            snapshot,
         } = poll;
         let (full_fetch, now, next_poll_at) = (*full_fetch, *now, *next_poll_at);
         let (baseline_cutoff, matcher_generation) = (*baseline_cutoff, *matcher_generation);
@@ -191,7 +192,8 @@ impl Postgres {
              last_error_kind = NULL, consecutive_failures = 0, failing_since = NULL,
              claimed_until = NULL, claim = NULL,
              last_full_fetch_at = CASE WHEN $6 THEN $4 ELSE last_full_fetch_at END,
-             moved_to = $7, repairs = $8, body_hash = $9
+             moved_to = $7, repairs = $8, body_hash = $9,
+             page_snapshot = COALESCE($10, page_snapshot)
              WHERE id = $1",
             &[
                 &feed.id,
@@ -203,6 +205,7 @@ impl Postgres {
                 &moved_to,
                 &repairs,
                 &body_hash,
+                &snapshot,
             ],
         )?;
         tx.commit()?;

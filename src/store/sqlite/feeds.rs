@@ -73,7 +73,7 @@ fn sync_feeds_in(tx: &rusqlite::Transaction<'_>, feeds: &[FeedConfig]) -> Result
                          last_modified = NULL, baseline_at = NULL, next_poll_at = 0,
                          consecutive_failures = 0, gone_at = NULL, moved_to = NULL,
                          last_full_fetch_at = NULL, last_status = NULL, failing_since = NULL,
-                         body_hash = NULL,
+                         body_hash = NULL, page_snapshot = NULL,
                          -- A poll of the old URL still in flight holds a claim on what is
                          -- now another feed: void it, so that poll records nothing.
                          claim = NULL, claimed_until = NULL
@@ -84,7 +84,11 @@ fn sync_feeds_in(tx: &rusqlite::Transaction<'_>, feeds: &[FeedConfig]) -> Result
                 Some(_) => {
                     tx.execute(
                         "UPDATE feeds SET name = ?2, tags = ?3, interval_secs = ?4, options = ?5,
-                         active = 1
+                         active = 1,
+                         -- Read another way: what was remembered of the page no longer
+                         -- compares (nor does the body hash stand for the same items).
+                         page_snapshot = CASE WHEN options = ?5 THEN page_snapshot END,
+                         body_hash = CASE WHEN options = ?5 THEN body_hash END
                          WHERE id = ?1",
                         params![feed.id, feed.name, tags, interval, options],
                     )?;
@@ -117,7 +121,8 @@ impl Sqlite {
                                 AND (?3 = 0 OR next_poll_at <= ?1)
                               ORDER BY next_poll_at LIMIT ?4)
                  RETURNING id, url, etag, last_modified, baseline_at, last_full_fetch_at,
-                           consecutive_failures, body_hash, claim, tags, interval_secs, options",
+                           consecutive_failures, body_hash, claim, tags, interval_secs, options,
+                           page_snapshot",
             )?;
             stmt.query_map(params![now_s, until, only_due, limit], |r| {
                 Ok(FeedToPoll {
@@ -136,6 +141,7 @@ impl Sqlite {
                         .and_then(|s| u64::try_from(s).ok())
                         .map(Duration::from_secs),
                     options: FeedOptions::from_json(&r.get::<_, String>(11)?),
+                    snapshot: r.get(12)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?

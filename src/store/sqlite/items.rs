@@ -21,6 +21,7 @@ impl Sqlite {
             next_poll_at,
             baseline_cutoff,
             matcher_generation,
+            snapshot,
         } = poll;
         let (full_fetch, now, next_poll_at) = (*full_fetch, *now, *next_poll_at);
         let (baseline_cutoff, matcher_generation) = (*baseline_cutoff, *matcher_generation);
@@ -175,7 +176,8 @@ impl Sqlite {
              last_error = NULL, last_error_kind = NULL, consecutive_failures = 0, failing_since = NULL,
              claimed_until = NULL, claim = NULL,
              last_full_fetch_at = CASE WHEN ?6 THEN ?4 ELSE last_full_fetch_at END,
-             moved_to = ?7, repairs = ?8, body_hash = ?9
+             moved_to = ?7, repairs = ?8, body_hash = ?9,
+             page_snapshot = COALESCE(?10, page_snapshot)
              WHERE id = ?1",
             params![
                 feed.id,
@@ -187,6 +189,7 @@ impl Sqlite {
                 moved_to,
                 (!repairs.is_empty()).then(|| repairs.join("\n")),
                 body_hash,
+                snapshot,
             ],
         )?;
         tx.commit()?;
