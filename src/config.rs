@@ -2137,16 +2137,25 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(pages.feeds[0].options.source, Source::Html(rules));
-        assert!(pages.feeds[0].options.full_text, "a listing's entries have articles");
+        assert!(
+            pages.feeds[0].options.full_text,
+            "a listing's entries have articles"
+        );
         assert_eq!(
             pages.feeds[1].options.source,
             Source::Watch {
                 selector: "#dates".into()
             }
         );
-        assert!(!pages.feeds[1].options.full_text, "a watched page is its own article");
+        assert!(
+            !pages.feeds[1].options.full_text,
+            "a watched page is its own article"
+        );
         for feed in &pages.feeds {
-            assert_eq!(FeedOptions::from_json(&feed.options.to_json()), feed.options);
+            assert_eq!(
+                FeedOptions::from_json(&feed.options.to_json()),
+                feed.options
+            );
         }
     }
 

@@ -1365,10 +1365,16 @@ async fn discover(config: &Config, target: &DiscoverTarget) -> Result<()> {
         Err(ParseError::NotAFeed { .. }) => {
             let links = discover_feeds(&fetched.body, ct, &fetched.final_url);
             if links.is_empty() {
-                bail!(
-                    "{} is a web page that advertises no feed",
-                    fetched.final_url
-                );
+                let html = tidings::article::decode_html(&fetched.body, ct);
+                let Some(found) = tidings::page::suggest_listing(&html, &fetched.final_url) else {
+                    bail!(
+                        "{} is a web page that advertises no feed, and has no list of \
+                         article links to read as one",
+                        fetched.final_url
+                    );
+                };
+                say_listing(&fetched.final_url, &found);
+                return Ok(());
             }
             for link in links {
                 say!(
@@ -1382,6 +1388,37 @@ async fn discover(config: &Config, target: &DiscoverTarget) -> Result<()> {
         }
         Err(e) => Err(anyhow::anyhow!("{}: {e}", fetched.final_url)),
     }
+}
+
+/// A page without a feed whose list of article links can be read as one: what was found,
+/// and the `[[feeds]]` table that reads it.
+fn say_listing(url: &url::Url, found: &tidings::page::Suggestion) {
+    say!(
+        "{url} advertises no feed, but lists {} that can be read as one (kind = \"html\"):",
+        count(found.entries, "entry")
+    );
+    for (title, link) in &found.sample {
+        say!("  {}  {link}", output::printable(title));
+    }
+    let id: String = url
+        .host_str()
+        .unwrap_or("page")
+        .trim_start_matches("www.")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    say!("");
+    say!("[[feeds]]");
+    say!("id = {:?}", id);
+    say!("url = {:?}", url.as_str());
+    say!("kind = \"html\"");
+    say!("item_selector = {:?}", found.rules.item_selector);
 }
 
 async fn feeds_status(store: &Store, json: bool) -> Result<()> {

@@ -145,6 +145,157 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+// ---- suggesting a listing ----------------------------------------------------------------
+
+/// What `tidings feeds discover` proposes for a page without a feed: the rules that read
+/// its repeated list of article links, how many entries they find and the first few.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suggestion {
+    pub rules: ListingRules,
+    pub entries: usize,
+    /// (title, link) of the first entries, in page order.
+    pub sample: Vec<(String, String)>,
+}
+
+/// Like elements under one parent: the parent and the elements' [`signature`].
+type GroupKey = (dom_query::NodeId, String);
+/// One element of a group, with the title and link of its first story link.
+type Entry = (dom_query::NodeId, String, String);
+
+/// Links whose text is shorter than this are menus and buttons, not stories.
+const MIN_STORY_LINK_CHARS: usize = 15;
+/// A list needs this many entries to be one.
+const MIN_ENTRIES: usize = 3;
+
+/// Finds the page's repeated list of article links: the elements of one kind (tag and
+/// classes) under one parent that each hold a link with a story-like text, outside the
+/// navigation, header, footer and sidebars; the largest such group wins. `None` when
+/// there is no list of at least three.
+pub fn suggest_listing(html: &str, base: &Url) -> Option<Suggestion> {
+    use std::collections::HashMap;
+    let document = Document::from(html);
+    // (parent, signature) → the distinct elements, in page order, with their first link.
+    let mut groups: HashMap<GroupKey, Vec<Entry>> = HashMap::new();
+    let mut order: Vec<GroupKey> = Vec::new();
+    for anchor in document.select("a[href]").nodes() {
+        let title = one_line(&anchor.text());
+        if title.chars().count() < MIN_STORY_LINK_CHARS {
+            continue;
+        }
+        let Some(link) = anchor
+            .attr("href")
+            .and_then(|href| base.join(href.trim()).ok())
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .and_then(|u| canonical_link(u.as_str()))
+        else {
+            continue;
+        };
+        let mut chain = vec![*anchor];
+        let mut chrome = false;
+        let mut node = *anchor;
+        while let Some(parent) = node.parent().filter(|p| p.is_element()) {
+            let name = parent
+                .node_name()
+                .map(|n| n.to_ascii_lowercase())
+                .unwrap_or_default();
+            if matches!(name.as_str(), "nav" | "header" | "footer" | "aside") {
+                chrome = true;
+                break;
+            }
+            if matches!(name.as_str(), "body" | "html") {
+                break;
+            }
+            chain.push(parent);
+            node = parent;
+        }
+        if chrome {
+            continue;
+        }
+        for element in chain.iter().take(5) {
+            let Some(parent) = element.parent() else {
+                continue;
+            };
+            let key = (parent.id, signature(element));
+            let members = groups.entry(key.clone()).or_insert_with(|| {
+                order.push(key.clone());
+                Vec::new()
+            });
+            if !members.iter().any(|(id, _, _)| *id == element.id) {
+                members.push((element.id, title.clone(), link.clone()));
+            }
+        }
+    }
+    // The largest group; on a tie, the one found first (the outermost entry element
+    // comes after the link in `order`, so prefer the later key of equal size: it holds
+    // the whole entry, date and teaser included).
+    let mut best: Option<&GroupKey> = None;
+    for key in &order {
+        let size = groups[key].len();
+        if size >= MIN_ENTRIES && best.is_none_or(|b| size >= groups[b].len()) {
+            best = Some(key);
+        }
+    }
+    let key = best?;
+    let members = &groups[key];
+    let parent = document
+        .select("*")
+        .nodes()
+        .iter()
+        .find(|n| n.id == key.0)
+        .cloned()?;
+    let plain = key.1.clone();
+    let qualified = format!("{} > {plain}", signature(&parent));
+    let fits = |selector: &str| {
+        dom_query::Matcher::new(selector).is_ok()
+            && document.try_select(selector).map_or(0, |s| s.length()) == members.len()
+    };
+    let item_selector = [plain, qualified].into_iter().find(|s| fits(s))?;
+    Some(Suggestion {
+        rules: ListingRules {
+            item_selector,
+            ..ListingRules::default()
+        },
+        entries: members.len(),
+        sample: members
+            .iter()
+            .take(3)
+            .map(|(_, title, link)| (title.clone(), link.clone()))
+            .collect(),
+    })
+}
+
+/// `tag.class1.class2` (or `tag#id` when it has an id and no class): how an element
+/// is selected among its siblings.
+fn signature(element: &dom_query::NodeRef<'_>) -> String {
+    let tag = element
+        .node_name()
+        .map(|n| n.to_ascii_lowercase())
+        .unwrap_or_default();
+    let classes: Vec<String> = element
+        .attr("class")
+        .map(|c| {
+            c.split_whitespace()
+                .filter(|c| {
+                    c.chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+                })
+                .map(|c| format!(".{c}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    if classes.is_empty()
+        && let Some(id) = element.attr("id").filter(|id| {
+            !id.is_empty()
+                && id
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+        })
+    {
+        return format!("{tag}#{id}");
+    }
+    format!("{tag}{}", classes.concat())
+}
+
 // ---- watched pages ---------------------------------------------------------------------
 
 /// The remembered text of a watched page: what `selector` selects, each element's text
@@ -385,6 +536,53 @@ mod tests {
         };
         let error = listing(NEWSROOM, &base, &gone, now()).unwrap_err();
         assert!(error.contains("selects nothing"), "{error}");
+    }
+
+    /// The newsroom's list is found; its navigation and footer links are not entries.
+    #[test]
+    fn a_repeated_list_of_story_links_is_suggested() {
+        let base = Url::parse("https://www.uscis.gov/newsroom/all-news").unwrap();
+        let page = format!(
+            "<html><body><nav><ul>{nav}</ul></nav><div id=\"main\"><ul class=\"news\">{items}</ul>\
+             <div class=\"pager\"><a href=\"?page=2\">Next page of results</a></div></div>\
+             <footer><ul>{nav}</ul></footer></body></html>",
+            nav = (0..8)
+                .map(|i| format!("<li><a href=\"/topic/{i}\">A long navigation topic number {i}</a></li>"))
+                .collect::<String>(),
+            items = (0..5)
+                .map(|i| format!(
+                    "<li class=\"news-item\"><h3><a href=\"/news/story-{i}\">Story number {i} about TPS</a></h3>\
+                     <time datetime=\"2026-11-2{i}\">Nov 2{i}</time></li>"
+                ))
+                .collect::<String>(),
+        );
+        let found = suggest_listing(&page, &base).unwrap();
+        assert_eq!(found.rules.item_selector, "li.news-item");
+        assert_eq!(found.entries, 5);
+        assert_eq!(
+            found.sample[0],
+            (
+                "Story number 0 about TPS".to_string(),
+                "https://www.uscis.gov/news/story-0".to_string()
+            )
+        );
+        // The suggestion reads the page.
+        let items = listing(&page, &base, &found.rules, now()).unwrap();
+        assert_eq!(items.len(), 5);
+        assert_eq!(
+            items[2].published,
+            Some("2026-11-22T00:00:00Z".parse().unwrap())
+        );
+        // Plain list items need their parent to tell them from others.
+        let bare = page.replace(" class=\"news-item\"", "");
+        assert_eq!(
+            suggest_listing(&bare, &base).unwrap().rules.item_selector,
+            "ul.news > li"
+        );
+        assert_eq!(
+            suggest_listing("<html><body><p>No links</p></body></html>", &base),
+            None
+        );
     }
 
     const BULLETIN: &str = r#"<html><head><title>Visa Bulletin for January 2027</title></head><body>

@@ -498,6 +498,49 @@ async fn feeds_discover_lists_what_a_page_advertises() {
         "{}",
         text(&none.stderr)
     );
+
+    // No feed, but a list of stories: the [[feeds]] table that reads it as one, which
+    // check-config accepts.
+    let stories: String = (1..=4)
+        .map(|i| {
+            format!(
+                "<article class=\"card\"><a href=\"/news/{i}\">Asylum office update number {i}</a></article>"
+            )
+        })
+        .collect();
+    feeds.set(
+        "/newsroom",
+        Route::feed(
+            "text/html",
+            format!("<html><body><nav><a href=\"/\">Home of the agency newsroom</a></nav>{stories}</body></html>"),
+        ),
+    );
+    let listing = discover(feeds.url("/newsroom")).await.unwrap();
+    assert!(listing.status.success(), "{}", text(&listing.stderr));
+    let out = text(&listing.stdout);
+    assert!(
+        out.contains("lists 4 entries that can be read as one"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "Asylum office update number 1  {}",
+            feeds.url("/news/1")
+        )),
+        "{out}"
+    );
+    let table = &out[out.find("[[feeds]]").expect(&out)..];
+    assert!(
+        table.contains("kind = \"html\"\nitem_selector = \"article.card\""),
+        "{table}"
+    );
+    let checked_dir = tempfile::tempdir().unwrap();
+    let checked = write(checked_dir.path(), "config.toml", table);
+    let check =
+        tokio::task::spawn_blocking(move || tidings(&["check-config", "--config", &checked]))
+            .await
+            .unwrap();
+    assert!(check.status.success(), "{}\n{table}", text(&check.stderr));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
