@@ -550,10 +550,27 @@ async fn the_admin_page_needs_its_password_and_shows_feeds_outbox_and_counts() {
     let feeds = support::FeedServer::start().await;
     feeds.set("/broken.xml", support::Route::status(500, "<b>down</b>"));
     let mut config = (*site.app.config).clone();
+    // A full-text feed whose article link leads to a private address: refused, and the
+    // failure shown with the feed.
+    let published = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc2822();
+    feeds.set(
+        "/teasers.xml",
+        support::Route::feed(
+            "application/rss+xml",
+            format!(
+                "<rss version=\"2.0\"><channel><title>T</title><item><guid>1</guid>\
+                 <title>Teaser</title><link>{}</link><pubDate>{published}</pubDate></item>\
+                 </channel></rss>",
+                feeds.url("/story")
+            ),
+        ),
+    );
     config.feeds = tidings::config::Config::parse(
         &format!(
-            "[[feeds]]\nid = \"broken\"\nname = \"Broken <Feed>\"\nurl = \"{}\"\n",
-            feeds.url("/broken.xml")
+            "[[feeds]]\nid = \"broken\"\nname = \"Broken <Feed>\"\nurl = \"{}\"\n\
+             [[feeds]]\nid = \"teasers\"\nurl = \"{}\"\nfull_text = true\n",
+            feeds.url("/broken.xml"),
+            feeds.url("/teasers.xml")
         ),
         &config.path,
     )
@@ -561,6 +578,9 @@ async fn the_admin_page_needs_its_password_and_shows_feeds_outbox_and_counts() {
     .feeds;
     let app = site.app.reconfigure(config).await.unwrap();
     tidings::poll_feeds(&app, chrono::Utc::now(), false)
+        .await
+        .unwrap();
+    tidings::pipeline::fetch_articles(&app, chrono::Utc::now())
         .await
         .unwrap();
 
@@ -600,6 +620,11 @@ async fn the_admin_page_needs_its_password_and_shows_feeds_outbox_and_counts() {
     assert!(page.contains("Broken &lt;Feed&gt;"), "escaped: {page}");
     assert!(page.contains("HTTP 500"), "{page}");
     assert!(!page.contains("<b>down</b>"));
+    assert!(
+        page.contains("articles: 0 read, 1 failed (last: fetching http://127.0.0.1:"),
+        "{page}"
+    );
+    assert!(page.contains("refused by the fetch policy"), "{page}");
 
     // One of each is said in the singular.
     assert!(
