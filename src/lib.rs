@@ -13,11 +13,12 @@
 //! | [`fetch`]     | HTTP: conditional GET, timeouts, body cap (reqwest lives here)        |
 //! | [`parse`]     | bytes → normalized [`parse::Item`]s with stable keys (feed-rs)        |
 //! | [`article`]   | a web page → its story, without the site around it (dom_smoothie)    |
+//! | [`page`]      | pages without feeds: a listing's entries, a watched page's changes   |
 //! | [`matcher`]   | query language → compiled matcher; item → matching subscriptions      |
 //! | [`digest`]    | pending matches → rendered digest; digest schedules                   |
 //! | [`store`]     | the only SQL: an async front, one file per domain; backends behind it |
 //! | [`mail`]      | outbox → SMTP or `.eml` files, retries (lettre)                       |
-//! | [`pipeline`]  | the jobs: [`poll_feeds`], [`send_digests`], [`prune`]                 |
+//! | [`pipeline`]  | the jobs: [`poll_feeds`], articles, [`send_digests`], [`prune`]       |
 //! | [`scheduler`] | the daemon: cron ticks driving the jobs, reload, shutdown             |
 //! | [`admin`]     | the admin HTTP listener: `/healthz`, `/metrics` (axum)                 |
 //! | [`metrics`]   | counters and gauges in the Prometheus text format                     |
@@ -28,7 +29,7 @@
 //! | [`output`]    | what commands print: terminal-safe, quiet when the reader goes away   |
 //! | [`opml`]      | OPML in (new `[[feeds]]` in the config text, layout kept) and out     |
 //!
-//! `parse`, `article`, `matcher`, `digest` and `opml` are plain functions over plain data:
+//! `parse`, `article`, `page`, `matcher`, `digest` and `opml` are plain functions over plain data:
 //! no I/O, no async.
 #![forbid(unsafe_code)]
 
