@@ -91,17 +91,50 @@ pub fn decode_html(body: &[u8], content_type: Option<&str>) -> String {
             .0
             .into_owned();
     }
+    let from_meta = || {
+        // As browsers do: a page cannot declare itself UTF-16 in ASCII (its bytes would
+        // not be ASCII), so a meta saying so means UTF-8; x-user-defined, windows-1252.
+        meta_charset(&body[..body.len().min(1024)]).map(|e| {
+            if e == encoding_rs::UTF_16LE || e == encoding_rs::UTF_16BE {
+                UTF_8
+            } else if e == encoding_rs::X_USER_DEFINED {
+                WINDOWS_1252
+            } else {
+                e
+            }
+        })
+    };
     let declared = content_type
         .and_then(|ct| charset_in(ct.as_bytes()))
-        .or_else(|| meta_charset(&body[..body.len().min(1024)]));
+        .or_else(from_meta);
     let encoding = match declared {
         // A page that says UTF-8 but is not (a CMS that pasted windows-1252 in): as
         // browsers do, its bytes are still read as UTF-8, with replacements.
         Some(encoding) => encoding,
-        None if std::str::from_utf8(body).is_ok() => UTF_8,
+        None if mostly_utf8(body) => UTF_8,
         None => WINDOWS_1252,
     };
     encoding.decode_without_bom_handling(body).0.into_owned()
+}
+
+/// Whether undeclared bytes are UTF-8: valid, or with more well-formed multi-byte
+/// characters than malformed sequences (one stray windows-1252 byte in a UTF-8 page
+/// must not turn every accented word of it into mojibake). windows-1252 text almost
+/// never forms a valid multi-byte UTF-8 sequence.
+fn mostly_utf8(body: &[u8]) -> bool {
+    if std::str::from_utf8(body).is_ok() {
+        return true;
+    }
+    let text = String::from_utf8_lossy(body);
+    let (mut good, mut bad) = (0usize, 0usize);
+    for c in text.chars().filter(|c| !c.is_ascii()) {
+        if c == char::REPLACEMENT_CHARACTER {
+            bad += 1;
+        } else {
+            good += 1;
+        }
+    }
+    good > bad
 }
 
 /// The encoding a `<meta charset="…">` or `<meta http-equiv="Content-Type"

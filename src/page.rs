@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use dom_query::{Document, Selection};
 use serde::{Deserialize, Serialize};
-use similar::{Algorithm, DiffOp, capture_diff_slices};
+use similar::{Algorithm, DiffOp, capture_diff_slices_deadline};
 use url::Url;
 
 use crate::parse::{Item, canonical_link, parse_timestamp, visible};
@@ -32,21 +32,27 @@ pub struct ListingRules {
     pub date_selector: Option<String>,
 }
 
-/// Items read from one page at most: a page that selects more is cut here.
-pub const MAX_PAGE_ITEMS: usize = 500;
+/// Items read from one page at most: a page that selects more is cut here, and says so.
+pub const MAX_PAGE_ITEMS: usize = 2_000;
 /// Characters of an item's own text kept as its summary.
 const MAX_SUMMARY_CHARS: usize = 4_000;
+/// Pages nesting elements deeper than this are not taken apart: building their tree costs
+/// time growing with the square of the depth (30,000 unclosed `<div>`s: seconds), and no
+/// real page nests more than a few dozen.
+pub const MAX_DEPTH: usize = 1_000;
 
-/// The items of a listing page at `base`, in page order, each once (by key). An error
-/// when the selector selects nothing: the site changed, and the admin should know,
-/// rather than hear nothing ever again.
+/// The items of a listing page at `page`, in page order, each once (by key), and a note
+/// when the page had more than [`MAX_PAGE_ITEMS`]. An error when the selector selects
+/// nothing: the site changed, and the admin should know, rather than hear nothing ever
+/// again.
 pub fn listing(
     html: &str,
-    base: &Url,
+    page: &Url,
     rules: &ListingRules,
     now: DateTime<Utc>,
-) -> Result<Vec<Item>, String> {
-    let document = Document::from(html);
+) -> Result<(Vec<Item>, Option<String>), String> {
+    let document = parsed(html)?;
+    let base = base_of(&document, page);
     let selected = document.try_select(&rules.item_selector).ok_or_else(|| {
         format!(
             "item_selector {:?} selects nothing on the page (has the site changed?)",
@@ -55,26 +61,30 @@ pub fn listing(
     })?;
     let mut items = Vec::new();
     let mut keys = std::collections::HashSet::new();
+    let mut selected_count = 0;
     for element in selected.iter() {
-        let link = item_link(&element, rules.link_selector.as_deref(), base);
-        let own_text = one_line(&element.text());
+        selected_count += 1;
+        if items.len() == MAX_PAGE_ITEMS {
+            continue;
+        }
         let title = match &rules.title_selector {
             Some(selector) => element
                 .try_select(selector)
-                .map(|t| one_line(&t.text()))
+                .map(|t| text_of(&t))
                 .unwrap_or_default(),
-            None => default_title(&element, &own_text),
+            None => default_title(&element),
         };
+        let link = item_link(&element, rules, &base);
+        let own_text = text_of(&element);
         if title.is_empty() && own_text.is_empty() {
             continue;
         }
         let published = item_date(&element, rules.date_selector.as_deref()).filter(|d| *d <= now);
+        // The link names the entry; without one, its title does (the rest of its text
+        // may say "3 hours ago").
         let key = match &link {
             Some(link) => format!("link:{}", crate::parse::hash(&["page-link", link])),
-            None => format!(
-                "text:{}",
-                crate::parse::hash(&["page-text", &title, &own_text])
-            ),
+            None => format!("text:{}", crate::parse::hash(&["page-text", &title])),
         };
         if !keys.insert(key.clone()) {
             continue;
@@ -83,14 +93,11 @@ pub fn listing(
             key,
             guid: None,
             link,
-            title: visible(title),
-            summary: visible(own_text.chars().take(MAX_SUMMARY_CHARS).collect()),
+            title,
+            summary: own_text.chars().take(MAX_SUMMARY_CHARS).collect(),
             content: String::new(),
             published,
         });
-        if items.len() == MAX_PAGE_ITEMS {
-            break;
-        }
     }
     if items.is_empty() {
         return Err(format!(
@@ -98,35 +105,137 @@ pub fn listing(
             rules.item_selector
         ));
     }
-    Ok(items)
+    let cut = (selected_count > MAX_PAGE_ITEMS).then(|| {
+        format!("the page lists {selected_count} entries; only the first {MAX_PAGE_ITEMS} are read")
+    });
+    Ok((items, cut))
 }
 
-fn item_link(element: &Selection<'_>, selector: Option<&str>, base: &Url) -> Option<String> {
-    let anchor = match selector {
-        Some(selector) => element.try_select(selector)?,
-        None if element.is("a[href]") => element.clone(),
-        None => element.try_select("a[href]")?,
+/// `html` as a tree, unless it nests deeper than [`MAX_DEPTH`]; without the parts that
+/// are never shown (scripts, styles, `noscript`, templates), whose text changes with
+/// every render (nonces, tokens).
+fn parsed(html: &str) -> Result<Document, String> {
+    if crate::parse::nesting_depth(html, MAX_DEPTH) > MAX_DEPTH {
+        return Err(format!(
+            "the page nests elements more than {MAX_DEPTH} deep: not read"
+        ));
+    }
+    let document = Document::from(html);
+    document
+        .select("script, style, noscript, template")
+        .remove();
+    Ok(document)
+}
+
+/// What relative links resolve against: the page's `<base href>` (as browsers do), else
+/// the page's own address.
+fn base_of(document: &Document, page: &Url) -> Url {
+    document
+        .select("base[href]")
+        .attr("href")
+        .and_then(|href| page.join(href.trim()).ok())
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .unwrap_or_else(|| page.clone())
+}
+
+/// The text of an element as a reader sees it: words of block elements apart, entities
+/// decoded, whitespace and control characters collapsed to single spaces.
+fn text_of(element: &Selection<'_>) -> String {
+    visible(crate::parse::html_to_text(&element.html()))
+}
+
+/// An entry's link: what `link_selector` selects, else the entry itself if it is a
+/// link, else the link in its headline (or title), else its first link whose text reads
+/// like a headline, else its first web link. Never a `javascript:` or `mailto:` one.
+fn item_link(element: &Selection<'_>, rules: &ListingRules, base: &Url) -> Option<String> {
+    let resolve = |anchor: &Selection<'_>| {
+        anchor.iter().find_map(|a| {
+            let href = a.attr("href")?;
+            let url = base.join(href.trim()).ok()?;
+            listing_link(&url)
+        })
     };
-    let href = anchor.first().attr("href")?;
-    let url = base.join(href.trim()).ok()?;
-    matches!(url.scheme(), "http" | "https")
-        .then(|| canonical_link(url.as_str()))
-        .flatten()
+    if let Some(selector) = &rules.link_selector {
+        return resolve(&element.try_select(selector)?);
+    }
+    if element.is("a[href]") {
+        return resolve(element);
+    }
+    let headline = rules
+        .title_selector
+        .iter()
+        .map(|t| format!("{t} a[href], a[href]{t}"))
+        .chain(["h1 a[href], h2 a[href], h3 a[href], h4 a[href], h5 a[href], h6 a[href]".into()]);
+    for selector in headline {
+        if let Some(link) = element.try_select(&selector).and_then(|a| resolve(&a)) {
+            return Some(link);
+        }
+    }
+    let anchors = element.try_select("a[href]")?;
+    let story = anchors
+        .iter()
+        .filter(|a| text_of(a).chars().count() >= MIN_STORY_LINK_CHARS)
+        .find_map(|a| resolve(&a));
+    story.or_else(|| resolve(&anchors))
 }
 
-fn default_title(element: &Selection<'_>, own_text: &str) -> String {
+/// Query parameters that name a visit or a click, not a page: a site that rewrites them
+/// into every link on each render must not make every entry new.
+const VISIT_PARAMETERS: &[&str] = &[
+    "phpsessid",
+    "jsessionid",
+    "sid",
+    "sessionid",
+    "session_id",
+    "fbclid",
+    "gclid",
+    "dclid",
+    "msclkid",
+    "yclid",
+    "mc_cid",
+    "mc_eid",
+    "_ga",
+    "_gl",
+    "_hsenc",
+    "_hsmi",
+    "igshid",
+    "ref_src",
+];
+
+/// A listing entry's link as it is keyed and shown: [`canonical_link`], and without the
+/// session and click parameters of [`VISIT_PARAMETERS`] (`;jsessionid=…` too).
+fn listing_link(url: &Url) -> Option<String> {
+    let mut url = url.clone();
+    if !matches!(url.scheme(), "http" | "https") {
+        return None;
+    }
+    let path = url.path().to_string();
+    if let Some(at) = path.to_ascii_lowercase().find(";jsessionid=") {
+        url.set_path(&path[..at]);
+    }
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| !VISIT_PARAMETERS.contains(&k.to_ascii_lowercase().as_str()))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if kept.is_empty() {
+        url.set_query(None);
+    } else if url.query_pairs().count() != kept.len() {
+        url.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    canonical_link(url.as_str())
+}
+
+fn default_title(element: &Selection<'_>) -> String {
     for selector in ["h1, h2, h3, h4, h5, h6", "a[href]"] {
         if let Some(found) = element.try_select(selector) {
-            let text = one_line(&found.first().text());
+            let text = text_of(&found.first());
             if !text.is_empty() {
                 return text;
             }
         }
     }
-    if element.is("a[href]") {
-        return own_text.to_string();
-    }
-    own_text.chars().take(200).collect()
+    text_of(element).chars().take(200).collect()
 }
 
 fn item_date(element: &Selection<'_>, selector: Option<&str>) -> Option<DateTime<Utc>> {
@@ -136,13 +245,16 @@ fn item_date(element: &Selection<'_>, selector: Option<&str>) -> Option<DateTime
         .attr("datetime")
         .or_else(|| node.attr("content"))
         .map(|a| a.to_string())
-        .unwrap_or_else(|| one_line(&node.text()));
+        .unwrap_or_else(|| text_of(&node));
     parse_timestamp(&raw)
 }
 
-/// Spaces (line breaks too) collapsed, ends trimmed.
+/// Spaces (line breaks too) and control characters collapsed, ends trimmed.
 fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    text.split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 // ---- suggesting a listing ----------------------------------------------------------------
@@ -171,22 +283,22 @@ const MIN_ENTRIES: usize = 3;
 /// classes) under one parent that each hold a link with a story-like text, outside the
 /// navigation, header, footer and sidebars; the largest such group wins. `None` when
 /// there is no list of at least three.
-pub fn suggest_listing(html: &str, base: &Url) -> Option<Suggestion> {
+pub fn suggest_listing(html: &str, page: &Url) -> Option<Suggestion> {
     use std::collections::HashMap;
-    let document = Document::from(html);
+    let document = parsed(html).ok()?;
+    let base = base_of(&document, page);
     // (parent, signature) → the distinct elements, in page order, with their first link.
     let mut groups: HashMap<GroupKey, Vec<Entry>> = HashMap::new();
     let mut order: Vec<GroupKey> = Vec::new();
     for anchor in document.select("a[href]").nodes() {
-        let title = one_line(&anchor.text());
+        let title = visible(crate::parse::html_to_text(&anchor.html()));
         if title.chars().count() < MIN_STORY_LINK_CHARS {
             continue;
         }
         let Some(link) = anchor
             .attr("href")
             .and_then(|href| base.join(href.trim()).ok())
-            .filter(|u| matches!(u.scheme(), "http" | "https"))
-            .and_then(|u| canonical_link(u.as_str()))
+            .and_then(|u| listing_link(&u))
         else {
             continue;
         };
@@ -302,7 +414,7 @@ fn signature(element: &dom_query::NodeRef<'_>) -> String {
 /// with its lines kept (a table row stays a line) and spacing collapsed. An error when it
 /// selects nothing (or only empty elements).
 pub fn watched_text(html: &str, selector: &str) -> Result<String, String> {
-    let document = Document::from(html);
+    let document = parsed(html)?;
     let selected = document.try_select(selector).ok_or_else(|| {
         format!("selector {selector:?} selects nothing on the page (has the site changed?)")
     })?;
@@ -326,6 +438,72 @@ const MAX_CHANGES: usize = 40;
 /// Words of unchanged text shown before a change, from the same line.
 const CONTEXT_WORDS: usize = 8;
 
+/// The longest a diff may take: past it, what is left is reported as one replacement
+/// (the diff's cost grows with the product of the sizes when everything changed).
+const DIFF_DEADLINE: std::time::Duration = std::time::Duration::from_millis(300);
+/// A watched part of at least this many words that turns into text sharing less than a
+/// fifth of its words with it is taken for an error or maintenance page, not a change.
+const UNRELATED_MIN_WORDS: usize = 20;
+
+/// How a watched page's text compares with what was remembered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compared {
+    /// The same words (only spacing or line breaks moved).
+    Same,
+    /// A change, described as [`describe_change`] does.
+    Changed(String),
+    /// Something else entirely now stands where the part was (a maintenance or error
+    /// page served with 200 that the selector still fits): not a change; the reason.
+    Unrelated(String),
+}
+
+/// Compares the remembered text of a watched page with its text now.
+pub fn compare(old: &str, new: &str) -> Compared {
+    let (old_words, new_words) = (tokens(old), tokens(new));
+    if old_words == new_words {
+        return Compared::Same;
+    }
+    if let Some(why) = unrelated(&old_words, &new_words) {
+        return Compared::Unrelated(why);
+    }
+    match describe_change(old, new) {
+        Some(change) => Compared::Changed(change),
+        None => Compared::Same,
+    }
+}
+
+/// Why `new` is not a version of `old` at all, if it is not: `old` is substantial and
+/// they share under a fifth of their words either way.
+fn unrelated(old: &[&str], new: &[&str]) -> Option<String> {
+    use std::collections::HashSet;
+    let words = |t: &[&str]| -> HashSet<String> {
+        t.iter()
+            .filter(|w| **w != "\n")
+            .map(|w| w.to_lowercase())
+            .collect()
+    };
+    let (old_set, new_set) = (words(old), words(new));
+    if old_set.len() < UNRELATED_MIN_WORDS || new_set.is_empty() {
+        return None;
+    }
+    let shared = old_set.intersection(&new_set).count();
+    if shared * 5 >= new_set.len() || shared * 5 >= old_set.len() {
+        return None;
+    }
+    let opening: Vec<&str> = new
+        .iter()
+        .filter(|w| **w != "\n")
+        .take(12)
+        .copied()
+        .collect();
+    Some(format!(
+        "the watched part now reads as something else entirely (\"{}…\", {shared} of its \
+         words were there before): taken for an error or maintenance page, not a change; \
+         the last version is kept",
+        opening.join(" ")
+    ))
+}
+
 /// What changed from `old` to `new`, word by word, as lines a reader can follow (and a
 /// search can match): `… context: removed → added`, `… context: + added`,
 /// `… context: − removed`. `None` when the words are the same (only spacing or line
@@ -336,7 +514,9 @@ pub fn describe_change(old: &str, new: &str) -> Option<String> {
     if old_words == new_words {
         return None;
     }
-    let ops = capture_diff_slices(Algorithm::Myers, &old_words, &new_words);
+    let deadline = std::time::Instant::now() + DIFF_DEADLINE;
+    let ops =
+        capture_diff_slices_deadline(Algorithm::Myers, &old_words, &new_words, Some(deadline));
     let mut lines = Vec::new();
     let mut changes = 0;
     let words = |range: std::ops::Range<usize>, from: &[&str]| -> String {
@@ -429,20 +609,19 @@ fn tokens(text: &str) -> Vec<&str> {
     out
 }
 
-/// The change of a watched page as an item: titled after the page ("Visa Bulletin for
-/// January 2027 — page changed"), its text the change, its link the page, dated `now`.
-/// Its key is new for each change.
+/// A change of a watched page (from [`compare`]) as an item: titled after the page
+/// ("Visa Bulletin for January 2027 — page changed"), its text the change, its link the
+/// page, dated `now`. Its key is new for each change.
 pub fn change_item(
     html: &str,
     page: &Url,
     fallback_title: &str,
-    old: &str,
-    new: &str,
+    change: String,
     now: DateTime<Utc>,
-) -> Option<Item> {
-    let change = describe_change(old, new)?;
-    let document = Document::from(html);
-    let title = one_line(&document.select("title").text());
+) -> Item {
+    let title = parsed(html)
+        .map(|d| one_line(&d.select("title").text()))
+        .unwrap_or_default();
     let title = if title.is_empty() {
         fallback_title.to_string()
     } else {
@@ -450,9 +629,9 @@ pub fn change_item(
     };
     let key = format!(
         "change:{}",
-        crate::parse::hash(&["page-change", old, new, &now.timestamp().to_string()])
+        crate::parse::hash(&["page-change", &change, &now.timestamp().to_string()])
     );
-    Some(Item {
+    Item {
         key,
         guid: None,
         link: canonical_link(page.as_str()),
@@ -460,7 +639,7 @@ pub fn change_item(
         summary: change,
         content: String::new(),
         published: Some(now),
-    })
+    }
 }
 
 #[cfg(test)]
@@ -489,7 +668,7 @@ mod tests {
             item_selector: "li.news-item".into(),
             ..ListingRules::default()
         };
-        let items = listing(NEWSROOM, &base, &rules, now()).unwrap();
+        let items = listing(NEWSROOM, &base, &rules, now()).unwrap().0;
         let got: Vec<(&str, Option<&str>)> = items
             .iter()
             .map(|i| (i.title.as_str(), i.link.as_deref()))
@@ -518,7 +697,8 @@ mod tests {
             &rules,
             now(),
         )
-        .unwrap();
+        .unwrap()
+        .0;
         assert_eq!(again[1].key, items[1].key);
 
         let picky = ListingRules {
@@ -527,7 +707,7 @@ mod tests {
             link_selector: Some("h3 a".into()),
             date_selector: Some("time".into()),
         };
-        let items = listing(NEWSROOM, &base, &picky, now()).unwrap();
+        let items = listing(NEWSROOM, &base, &picky, now()).unwrap().0;
         assert_eq!(items[0].title, "The Secretary extended TPS.");
 
         let gone = ListingRules {
@@ -567,7 +747,7 @@ mod tests {
             )
         );
         // The suggestion reads the page.
-        let items = listing(&page, &base, &found.rules, now()).unwrap();
+        let items = listing(&page, &base, &found.rules, now()).unwrap().0;
         assert_eq!(items.len(), 5);
         assert_eq!(
             items[2].published,
@@ -614,13 +794,16 @@ mod tests {
         assert!(change.ends_with("+ EB-5 Mexico C"), "{change}");
 
         let base = Url::parse("https://travel.state.gov/bulletin.html").unwrap();
-        let item = change_item(&moved, &base, "bulletin", &old, &new, now()).unwrap();
+        let Compared::Changed(change) = compare(&old, &new) else {
+            panic!("no change")
+        };
+        let item = change_item(&moved, &base, "bulletin", change, now());
         assert_eq!(item.title, "Visa Bulletin for January 2027 — page changed");
         assert_eq!(
             item.link.as_deref(),
             Some("https://travel.state.gov/bulletin.html")
         );
-        assert!(change_item(&cosmetic, &base, "bulletin", &old, &same, now()).is_none());
+        assert_eq!(compare(&old, &same), Compared::Same);
         assert!(
             watched_text(BULLETIN, "#missing")
                 .unwrap_err()

@@ -285,6 +285,19 @@ impl Item {
     /// Identity of the item's visible text, to tell an edit from a re-send: a change of
     /// whitespace, case or punctuation is not material; a changed word of the title or
     /// text is.
+    /// What a listing page's entry is, as far as edits go: its title and link. The rest of
+    /// its text ("Posted 3 hours ago", a teaser that moves between boxes) is read and
+    /// matched, but changes of it are not news.
+    pub fn headline_fingerprint(&self) -> String {
+        let title: String = self
+            .title
+            .chars()
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_lowercase)
+            .collect();
+        hash(&[&title, self.link.as_deref().unwrap_or_default()])
+    }
+
     pub fn fingerprint(&self) -> String {
         let normalize = |field: &str| -> String {
             field
@@ -412,6 +425,33 @@ pub fn html_to_text(html: &str) -> String {
         !text.is_full()
     });
     text.into_string()
+}
+
+/// How deep `html` nests its elements, as a browser's tree would (counting at most up to
+/// `stop`, where it stops reading): start tags open an element, end tags close one; void
+/// elements and those whose end tag may be left out (`p`, `li`, table cells…) do not count.
+/// Linear, with no tree: to refuse a page before building one costs more than it is worth.
+pub(crate) fn nesting_depth(html: &str, stop: usize) -> usize {
+    const FLAT: &[&str] = &[
+        "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param",
+        "source", "track", "wbr", "p", "li", "dt", "dd", "option", "optgroup", "tr", "td", "th",
+        "thead", "tbody", "tfoot", "rb", "rt", "rp", "colgroup", "caption", "html", "head", "body",
+    ];
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for_each_token(html, |token| {
+        if let Token::TagToken(tag) = token
+            && !FLAT.contains(&&*tag.name)
+        {
+            match tag.kind {
+                TagKind::StartTag if !tag.self_closing => depth += 1,
+                TagKind::StartTag => {}
+                TagKind::EndTag => depth = depth.saturating_sub(1),
+            }
+            deepest = deepest.max(depth);
+        }
+        deepest <= stop
+    });
+    deepest
 }
 
 /// Collapsed text growing up to a byte budget: runs of whitespace and control characters

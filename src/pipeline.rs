@@ -26,6 +26,7 @@ use crate::fetch::{FetchError, FetchOutcome, Fetcher, Validators};
 use crate::mail::{self, Delivery, Mailer};
 use crate::matcher::{Document, Matcher, Query, Scope, Synonyms};
 use crate::metrics::{Metrics, PollResult};
+use crate::page::Compared;
 use crate::parse::{Item, ParsedFeed, body_hash, body_text, parse_feed};
 use crate::store::{
     FeedListSync, FeedListVersion, FeedToPoll, FetchLimits, Pruned, Store, StoreOutcome,
@@ -948,16 +949,23 @@ fn read_body(
             .map_err(|e| ("parse", e.to_string())),
         Source::Html(rules) => {
             let html = decode_html(page.body, page.content_type);
-            let found =
+            let (found, cut) =
                 crate::page::listing(&html, page.base, rules, now).map_err(|e| ("page", e))?;
-            Ok((items(found), None))
+            let mut parsed = items(found);
+            parsed.repairs.extend(cut);
+            Ok((parsed, None))
         }
         Source::Watch { selector } => {
             let html = decode_html(page.body, page.content_type);
             let text = crate::page::watched_text(&html, selector).map_err(|e| ("page", e))?;
-            let change = snapshot.and_then(|old| {
-                crate::page::change_item(&html, page.base, page.name, old, &text, now)
-            });
+            let change = match snapshot.map(|old| crate::page::compare(old, &text)) {
+                None | Some(Compared::Same) => None,
+                Some(Compared::Changed(change)) => Some(crate::page::change_item(
+                    &html, page.base, page.name, change, now,
+                )),
+                // Not remembered, so the page's return is no change either.
+                Some(Compared::Unrelated(why)) => return Err(("page", why)),
+            };
             Ok((items(change.into_iter().collect()), Some(text)))
         }
     }

@@ -88,7 +88,10 @@ fn sync_feeds_in(tx: &rusqlite::Transaction<'_>, feeds: &[FeedConfig]) -> Result
                          -- Read another way: what was remembered of the page no longer
                          -- compares (nor does the body hash stand for the same items).
                          page_snapshot = CASE WHEN options = ?5 THEN page_snapshot END,
-                         body_hash = CASE WHEN options = ?5 THEN body_hash END
+                         body_hash = CASE WHEN options = ?5 THEN body_hash END,
+                         -- and its next poll is a baseline again: what the page holds
+                         -- now, read the new way, is not news.
+                         baseline_at = CASE WHEN options = ?5 THEN baseline_at END
                          WHERE id = ?1",
                         params![feed.id, feed.name, tags, interval, options],
                     )?;

@@ -27,6 +27,7 @@ impl Sqlite {
         let (baseline_cutoff, matcher_generation) = (*baseline_cutoff, *matcher_generation);
         let now_s = now.timestamp();
         let is_baseline = feed.baseline_at.is_none();
+        let listing = matches!(feed.options.source, crate::config::Source::Html(_));
         let mut stored = Stored::default();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -83,11 +84,19 @@ impl Sqlite {
                     // Past retention and pruned: old news, whatever the feed says now.
                     continue;
                 }
-                let hash = item.fingerprint();
+                let hash = if listing {
+                    item.headline_fingerprint()
+                } else {
+                    item.fingerprint()
+                };
                 // On the baseline poll, only recent items may match: older ones are stored
                 // as seen, and their articles never fetched.
-                let may_match =
-                    !(is_baseline && item.published.is_none_or(|p| p < baseline_cutoff));
+                let old_news = item.published.is_some_and(|p| p < baseline_cutoff);
+                // A listing page shows what it lists now: an entry dated before the
+                // backlog that slides onto it (from page 2) is old news on any poll.
+                let baseline_old =
+                    is_baseline && item.published.is_none_or(|p| p < baseline_cutoff);
+                let may_match = !(baseline_old || listing && old_news);
                 let wants_article = may_match && feed.options.full_text && item.link.is_some();
                 let inserted = insert_item.execute(params![
                     feed.id,
