@@ -40,6 +40,14 @@ const MAX_ELEMENTS: usize = 50_000;
 /// it). With `content_selector`, the text of the elements it selects, in page order,
 /// instead of Readability's guess.
 pub fn extract(html: &str, url: &str, content_selector: Option<&str>) -> Extraction {
+    // Building a page's tree costs the square of its depth (4,000 nested `<div>`s: a
+    // minute); no article page nests more than a few dozen.
+    if crate::parse::nesting_depth(html, crate::page::MAX_DEPTH) > crate::page::MAX_DEPTH {
+        return Extraction::NoArticle(format!(
+            "the page nests elements more than {} deep: not read",
+            crate::page::MAX_DEPTH
+        ));
+    }
     match content_selector {
         Some(selector) => by_selector(html, selector),
         None => by_readability(html, url),
@@ -72,10 +80,31 @@ fn by_selector(html: &str, selector: &str) -> Extraction {
             ));
         }
     };
-    let parts: Vec<String> = selected
-        .iter()
-        .map(|node| node.formatted_text().to_string())
-        .collect();
+    // The outermost selected elements only: one inside another is in its text already.
+    let ids: std::collections::HashSet<_> = selected.nodes().iter().map(|n| n.id).collect();
+    let mut parts: Vec<String> = Vec::new();
+    let mut length = 0;
+    for node in selected.nodes() {
+        let mut ancestor = node.parent();
+        let mut nested = false;
+        while let Some(a) = ancestor {
+            if ids.contains(&a.id) {
+                nested = true;
+                break;
+            }
+            ancestor = a.parent();
+        }
+        if nested {
+            continue;
+        }
+        let text = node.formatted_text().to_string();
+        length += text.len();
+        parts.push(text);
+        // Never more text than the page had.
+        if length > html.len() {
+            break;
+        }
+    }
     let title = document.select("title").text().trim().to_string();
     checked(title, &parts.join("\n\n"))
 }

@@ -595,6 +595,16 @@ async fn cluster_slot(
         per_host: app.config.poll.per_host,
         concurrency: app.config.poll.concurrency,
     };
+    cluster_slot_within(app, host, limits, draining).await
+}
+
+/// [`cluster_slot`] within `limits` (articles leave one of a host's slots to polls).
+async fn cluster_slot_within(
+    app: &App,
+    host: &str,
+    limits: FetchLimits,
+    draining: &CancellationToken,
+) -> Result<Option<String>> {
     let lease = poll_lease(&app.config.poll);
     let mut pause = Duration::from_millis(20);
     loop {

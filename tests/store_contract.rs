@@ -3289,6 +3289,85 @@ async fn a_full_text_item_waits_for_its_article_and_is_matched_once(store: Store
     );
 }
 
+/// A poll that edits an item while its article is being fetched: the article's write is
+/// refused until it is matched on the new text; a new link that brings the same story
+/// sends nothing again.
+async fn an_article_is_matched_on_the_items_text_as_it_is_when_written(store: Store, _: Database) {
+    let mut full = feed("f", "https://f.example/feed");
+    full.options.full_text = true;
+    store.sync_feeds(&[full]).await.unwrap();
+    let now = noon();
+    let asylum = subscribe(&store, "a@example.org", "asylum", Schedule::Immediate, now).await;
+    let mut teaser = item("a", "Ruling", now - minutes(5));
+    teaser.link = Some("https://f.example/a".into());
+    store_poll(&store, std::slice::from_ref(&teaser), now, &[asylum]).await;
+    let claimed = store
+        .claim_articles(now, Duration::from_secs(600), 10)
+        .await
+        .unwrap()
+        .remove(0);
+    teaser.summary = "Edited while the page was on its way.".into();
+    let stored = store_poll(
+        &store,
+        std::slice::from_ref(&teaser),
+        now + minutes(1),
+        &[asylum],
+    )
+    .await;
+    assert_eq!(stored.updated_items, 1);
+    let generation = store.subscriptions_generation().await.unwrap();
+    let story = Some("The asylum story.");
+    assert_eq!(
+        store
+            .finish_article(
+                &claimed,
+                done(ArticleState::Ok, story, &[asylum], generation),
+                now
+            )
+            .await
+            .unwrap(),
+        ArticleOutcome::TextChanged
+    );
+    let fresh = store.reread_article(&claimed).await.unwrap().unwrap();
+    assert_eq!(fresh.summary, "Edited while the page was on its way.");
+    assert_eq!(
+        store
+            .finish_article(
+                &fresh,
+                done(ArticleState::Ok, story, &[asylum], generation),
+                now
+            )
+            .await
+            .unwrap(),
+        ArticleOutcome::Matched(1)
+    );
+    let who = subscriber_id(&store, "a@example.org").await;
+    take(&store, who, now + minutes(2)).await.unwrap();
+
+    // A new link (a tracking parameter) and the same story: fetched, not sent again.
+    teaser.link = Some("https://f.example/a?ref=2".into());
+    let later = now + minutes(60);
+    let stored = store_poll(&store, std::slice::from_ref(&teaser), later, &[asylum]).await;
+    assert_eq!(stored.articles_pending, 1);
+    let again = store
+        .claim_articles(later, Duration::from_secs(600), 10)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        store
+            .finish_article(
+                &again,
+                done(ArticleState::Ok, story, &[asylum], generation),
+                later
+            )
+            .await
+            .unwrap(),
+        ArticleOutcome::Matched(0)
+    );
+    assert_eq!(take(&store, who, later).await, None, "nothing new to send");
+}
+
 /// Runs `story` on its own runtime, on a fresh database of `backend`.
 fn run(story: Story, backend: &Backend) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -3362,6 +3441,7 @@ fn main() -> std::process::ExitCode {
         due_feeds_are_claimed_in_batches_longest_due_first,
         a_time_out_of_range_is_an_error_not_1970,
         a_full_text_item_waits_for_its_article_and_is_matched_once,
+        an_article_is_matched_on_the_items_text_as_it_is_when_written,
     ];
     let postgres_only = stories![
         migrations_apply_once_and_reconnecting_is_a_no_op,

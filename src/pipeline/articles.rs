@@ -6,7 +6,7 @@
 use super::*;
 use crate::article::{Extraction, decode_html, extract};
 use crate::fetch::Origin;
-use crate::store::{ArticleDone, ArticleOutcome, ArticleState, ArticleToFetch};
+use crate::store::{ArticleDone, ArticleOutcome, ArticleState, ArticleToFetch, FetchLimits};
 
 /// Tries per article: the first and three retries (after 2, 10 and 30 minutes). Then the
 /// item is matched on its feed text alone; nothing waits for ever.
@@ -48,6 +48,40 @@ enum Tried {
     Retry(String),
 }
 
+/// What one fetch of a link found, for every item that links there.
+enum Read {
+    /// Final: the story, or why there is none.
+    Done {
+        state: ArticleState,
+        text: Option<String>,
+        error: Option<String>,
+    },
+    /// A failure that may pass (a timeout, a 5xx, a 304 to a plain request): tried again
+    /// while an item has tries left.
+    Passing(String),
+}
+
+impl Read {
+    /// What it means for `article`, given the tries it had.
+    fn for_article(&self, article: &ArticleToFetch) -> Tried {
+        match self {
+            Read::Done { state, text, error } => Tried::Done {
+                state: *state,
+                text: text.clone(),
+                error: error.clone(),
+            },
+            Read::Passing(error) if article.attempts + 1 < ARTICLE_TRIES => {
+                Tried::Retry(error.clone())
+            }
+            Read::Passing(error) => Tried::Done {
+                state: ArticleState::Failed,
+                text: None,
+                error: Some(error.clone()),
+            },
+        }
+    }
+}
+
 /// Fetches every article due at `now`, `poll.full_text_concurrency` at a time, each host's
 /// connections counted with the polls' (`poll.per_host`, for every instance together),
 /// but only taken when free: an article never queues in front of a feed poll. Returns
@@ -80,23 +114,36 @@ pub async fn fetch_articles(app: &App, now: DateTime<Utc>) -> Result<ArticleSumm
             break;
         }
         summary.articles += fresh.len();
+        // Items that link to the same page (read the same way) share one fetch.
+        let mut groups: Vec<Vec<ArticleToFetch>> = Vec::new();
+        for article in fresh {
+            match groups.iter_mut().find(|g| {
+                g[0].link == article.link && g[0].content_selector == article.content_selector
+            }) {
+                Some(group) => group.push(article),
+                None => groups.push(vec![article]),
+            }
+        }
         let slots = Arc::new(Semaphore::new(concurrency));
         let mut jobs = JoinSet::new();
-        for article in fresh {
+        for group in groups {
             let (app, slots) = (app.clone(), slots.clone());
             jobs.spawn(async move {
-                let outcome = article_job(&app, &article, slots, now, started).await;
-                if !matches!(outcome, Ok(Some(_))) {
-                    // Not tried (shutdown), or its result could not be written: due again.
-                    if let Err(e) = app.store.release_article(&article).await {
-                        warn!(item = article.item.0, error = %format!("{e:#}"), "releasing article");
+                let outcomes = article_job(&app, group, slots, now, started).await;
+                for (article, outcome) in &outcomes {
+                    if !matches!(outcome, Ok(Some(_))) {
+                        // Not tried (shutdown), or its result could not be written: due
+                        // again.
+                        if let Err(e) = app.store.release_article(article).await {
+                            warn!(item = article.item.0, error = %format!("{e:#}"), "releasing article");
+                        }
                     }
                 }
-                (article, outcome)
+                outcomes
             });
         }
         while let Some(joined) = jobs.join_next().await {
-            let (article, outcome) = match joined {
+            let outcomes = match joined {
                 Ok(done) => done,
                 Err(e) => {
                     error!(error = %e, "article task crashed");
@@ -104,21 +151,23 @@ pub async fn fetch_articles(app: &App, now: DateTime<Utc>) -> Result<ArticleSumm
                     continue;
                 }
             };
-            match outcome {
-                Ok(Some(Finished::Done(state, matches))) => {
-                    summary.matches += matches;
-                    match state {
-                        ArticleState::Ok => summary.ok += 1,
-                        ArticleState::None => summary.none += 1,
-                        ArticleState::Failed | ArticleState::Pending => summary.failed += 1,
+            for (article, outcome) in outcomes {
+                match outcome {
+                    Ok(Some(Finished::Done(state, matches))) => {
+                        summary.matches += matches;
+                        match state {
+                            ArticleState::Ok => summary.ok += 1,
+                            ArticleState::None => summary.none += 1,
+                            ArticleState::Failed | ArticleState::Pending => summary.failed += 1,
+                        }
                     }
-                }
-                Ok(Some(Finished::Retrying)) => summary.retrying += 1,
-                Ok(None) => summary.skipped += 1,
-                Err(e) => {
-                    error!(feed = %article.feed_id, item = article.item.0, link = %article.link,
+                    Ok(Some(Finished::Retrying)) => summary.retrying += 1,
+                    Ok(None) => summary.skipped += 1,
+                    Err(e) => {
+                        error!(feed = %article.feed_id, item = article.item.0, link = %article.link,
                            error = %format!("{e:#}"), "could not record article");
-                    summary.skipped += 1;
+                        summary.skipped += 1;
+                    }
                 }
             }
         }
@@ -133,42 +182,93 @@ enum Finished {
     Retrying,
 }
 
-/// One article: a connection slot, the fetch, the extraction and the write. `None`: not
-/// tried (shutdown, or another worker has it now).
+/// The items of a group, each with how its job ended.
+type Outcomes = Vec<(ArticleToFetch, Result<Option<Finished>>)>;
+
+/// The articles of `group` (items linking to one page): a connection slot, one fetch and
+/// extraction, and each item's write. `None`: not tried (shutdown, or another worker has
+/// it now).
 async fn article_job(
     app: &App,
-    article: &ArticleToFetch,
+    group: Vec<ArticleToFetch>,
     slots: Arc<Semaphore>,
     now: DateTime<Utc>,
     started: Instant,
-) -> Result<Option<Finished>> {
-    let draining = app.shutdown.draining.clone();
-    let url = match Url::parse(&article.link) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") => url,
-        _ => {
-            let tried = Tried::Done {
-                state: ArticleState::Failed,
-                text: None,
-                error: Some(format!(
-                    "the item's link {:?} is not a web address",
-                    article.link
-                )),
-            };
-            return record(app, article, tried, now + to_chrono(started.elapsed())).await;
-        }
+) -> Outcomes {
+    let untried = |group: Vec<ArticleToFetch>| -> Outcomes {
+        group.into_iter().map(|a| (a, Ok(None))).collect()
     };
+    let link = group[0].link.clone();
+    let read = match Url::parse(&link) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => {
+            match fetch_in_turn(app, &group, &url, slots, now, started).await {
+                Ok(Some((read, renewed))) => {
+                    let mut outcomes = Vec::new();
+                    for (article, held) in group.into_iter().zip(renewed) {
+                        let outcome = if held {
+                            let at = now + to_chrono(started.elapsed());
+                            record(app, &article, read.for_article(&article), at).await
+                        } else {
+                            Ok(None)
+                        };
+                        outcomes.push((article, outcome));
+                    }
+                    return outcomes;
+                }
+                Ok(None) => return untried(group),
+                Err(e) => {
+                    let message = format!("{e:#}");
+                    return group
+                        .into_iter()
+                        .map(|a| (a, Err(anyhow::anyhow!("{message}"))))
+                        .collect();
+                }
+            }
+        }
+        _ => Read::Done {
+            state: ArticleState::Failed,
+            text: None,
+            error: Some(format!("the item's link {link:?} is not a web address")),
+        },
+    };
+    let mut outcomes = Vec::new();
+    for article in group {
+        let at = now + to_chrono(started.elapsed());
+        let outcome = record(app, &article, read.for_article(&article), at).await;
+        outcomes.push((article, outcome));
+    }
+    outcomes
+}
+
+/// Waits for this round's slot, a connection slot of the host that a poll is not
+/// waiting for, and the cluster's slot; renews the group's claims and reads `url` once.
+/// The read, and which claims were still held; `None` on shutdown.
+async fn fetch_in_turn(
+    app: &App,
+    group: &[ArticleToFetch],
+    url: &Url,
+    slots: Arc<Semaphore>,
+    now: DateTime<Utc>,
+    started: Instant,
+) -> Result<Option<(Read, Vec<bool>)>> {
+    let draining = app.shutdown.draining.clone();
     let _slot = tokio::select! {
         biased;
         _ = draining.cancelled() => return Ok(None),
         p = slots.acquire_owned() => p?,
     };
     let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    // With two or more connections per host, one is always left to the polls.
+    let per_host = app.config.poll.per_host;
+    let reserved = usize::from(per_host > 1);
     let _host = {
-        let per_host = app.poll_slots.host(host.clone());
+        let host_slots = app.poll_slots.host(host.clone());
         let mut pause = Duration::from_millis(20);
         loop {
             // Taken only when free: a poll waiting for this host goes first.
-            if let Ok(permit) = per_host.clone().try_acquire_owned() {
+            if host_slots.available_permits() > reserved
+                && let Ok(permit) = host_slots.clone().try_acquire_owned()
+            {
                 break permit;
             }
             tokio::select! {
@@ -179,39 +279,40 @@ async fn article_job(
             pause = (pause * 2).min(Duration::from_millis(500));
         }
     };
-    let cluster = match cluster_slot(app, &host, &draining).await? {
+    let limits = FetchLimits {
+        per_host: per_host - reserved,
+        concurrency: app.config.poll.concurrency,
+    };
+    let cluster = match cluster_slot_within(app, &host, limits, &draining).await? {
         Some(token) => token,
         None => return Ok(None),
     };
     let at = now + to_chrono(started.elapsed());
     let tried = async {
-        if !app
-            .store
-            .renew_article_claim(article, at, poll_lease(&app.config.poll))
-            .await?
-        {
+        let mut renewed = Vec::with_capacity(group.len());
+        for article in group {
+            let lease = poll_lease(&app.config.poll);
+            renewed.push(app.store.renew_article_claim(article, at, lease).await?);
+        }
+        if !renewed.contains(&true) {
             return Ok(None);
         }
         let abort = app.shutdown.abort.clone();
         tokio::select! {
             biased;
             _ = abort.cancelled() => Ok(None),
-            tried = try_article(app, article, &url) => Ok(Some(tried)),
+            read = read_page(app, &group[0], url) => Ok(Some((read, renewed))),
         }
     }
     .await;
     if let Err(e) = app.store.release_fetch_slot(&cluster).await {
-        warn!(item = article.item.0, error = %format!("{e:#}"), "giving back a connection slot");
+        warn!(link = %url, error = %format!("{e:#}"), "giving back a connection slot");
     }
-    match tried {
-        Ok(Some(tried)) => record(app, article, tried, now + to_chrono(started.elapsed())).await,
-        Ok(None) => Ok(None),
-        Err(e) => Err(e),
-    }
+    tried
 }
 
-/// Fetches and reads one article.
-async fn try_article(app: &App, article: &ArticleToFetch, url: &Url) -> Tried {
+/// Fetches and reads one page (for every item of `article`'s group).
+async fn read_page(app: &App, article: &ArticleToFetch, url: &Url) -> Read {
     // The link was written by whoever writes the feed: public addresses only.
     let fetched = match app
         .fetcher
@@ -220,10 +321,14 @@ async fn try_article(app: &App, article: &ArticleToFetch, url: &Url) -> Tried {
     {
         Ok(FetchOutcome::Fetched(f)) => f,
         Ok(FetchOutcome::NotModified(_)) => {
-            return Tried::Retry("the server answered 304 to a plain request".into());
+            // A 304 to a request that asked for nothing conditional: a broken server or
+            // cache, tried like any failure that may pass, as often.
+            return Read::Passing(format!(
+                "fetching {url}: the server answered 304 to a plain request"
+            ));
         }
         Err(FetchError::Empty) => {
-            return Tried::Done {
+            return Read::Done {
                 state: ArticleState::None,
                 text: None,
                 error: Some("no article found: the page is empty".into()),
@@ -231,10 +336,10 @@ async fn try_article(app: &App, article: &ArticleToFetch, url: &Url) -> Tried {
         }
         Err(e) => {
             let error = format!("fetching {url}: {e}");
-            return if transient(&e) && article.attempts + 1 < ARTICLE_TRIES {
-                Tried::Retry(error)
+            return if transient(&e) {
+                Read::Passing(error)
             } else {
-                Tried::Done {
+                Read::Done {
                     state: ArticleState::Failed,
                     text: None,
                     error: Some(error),
@@ -243,7 +348,7 @@ async fn try_article(app: &App, article: &ArticleToFetch, url: &Url) -> Tried {
         }
     };
     if let Some(kind) = fetched.content_type.as_deref().filter(|ct| !is_page(ct)) {
-        return Tried::Done {
+        return Read::Done {
             state: ArticleState::None,
             text: None,
             error: Some(format!(
@@ -259,17 +364,17 @@ async fn try_article(app: &App, article: &ArticleToFetch, url: &Url) -> Tried {
     })
     .await;
     match extracted {
-        Ok(Extraction::Article(a)) => Tried::Done {
+        Ok(Extraction::Article(a)) => Read::Done {
             state: ArticleState::Ok,
             text: Some(a.text),
             error: None,
         },
-        Ok(Extraction::NoArticle(why)) => Tried::Done {
+        Ok(Extraction::NoArticle(why)) => Read::Done {
             state: ArticleState::None,
             text: None,
             error: Some(why),
         },
-        Err(e) => Tried::Done {
+        Err(e) => Read::Done {
             state: ArticleState::Failed,
             text: None,
             error: Some(format!("internal error reading the page: {e}")),
@@ -328,6 +433,7 @@ async fn record(
         Tried::Done { state, text, error } => (state, text, error),
     };
     let mut attempts = 0;
+    let mut article = article.clone();
     loop {
         let matcher = app.current_matcher().await?;
         let document = matched_text(
@@ -351,7 +457,7 @@ async fn record(
             matches,
             matcher_generation: matcher.generation,
         };
-        match app.store.finish_article(article, done, now).await? {
+        match app.store.finish_article(&article, done, now).await? {
             ArticleOutcome::Matched(matches) => {
                 match state {
                     ArticleState::Ok => {
@@ -370,6 +476,17 @@ async fn record(
             ArticleOutcome::StaleMatcher if attempts < 10 => attempts += 1,
             ArticleOutcome::StaleMatcher => {
                 anyhow::bail!("the subscriptions kept changing while matching an article")
+            }
+            // A poll edited the item meanwhile: matched on its text as it is now.
+            ArticleOutcome::TextChanged if attempts < 10 => {
+                attempts += 1;
+                match app.store.reread_article(&article).await? {
+                    Some(fresh) => article = fresh,
+                    None => return Ok(None),
+                }
+            }
+            ArticleOutcome::TextChanged => {
+                anyhow::bail!("the item kept changing while matching its article")
             }
             ArticleOutcome::ClaimLost => return Ok(None),
         }

@@ -22,6 +22,9 @@ pub struct ArticleToFetch {
     pub content: String,
     /// Tries made before this one.
     pub attempts: u32,
+    /// The fingerprint of that text: a poll that edits the item meanwhile changes it, and
+    /// the item is matched on the new text ([`ArticleOutcome::TextChanged`]).
+    pub content_hash: Option<String>,
 }
 
 /// The end of an article's wait: the item is matched now, once.
@@ -49,6 +52,9 @@ pub enum ArticleOutcome {
     /// The claim lapsed and another worker took the article (or the item was pruned, or
     /// got a new link meanwhile): nothing was written.
     ClaimLost,
+    /// A poll edited the item's text since it was claimed: nothing was written; match
+    /// again on the text [`Store::reread_article`] gives.
+    TextChanged,
 }
 
 /// The articles of one feed's items, for `feeds status` and `/admin`.
@@ -152,6 +158,13 @@ impl Store {
     ) -> Result<bool> {
         let (article, error) = (article.clone(), error.to_owned());
         run!(self, db => db.retry_article(&article, &error, retry_at))
+    }
+
+    /// `article` with the item's text as it is now (a poll edited it), if the claim still
+    /// holds.
+    pub async fn reread_article(&self, article: &ArticleToFetch) -> Result<Option<ArticleToFetch>> {
+        let article = article.clone();
+        run!(self, db => db.reread_article(&article))
     }
 
     /// Gives a claimed article back untried (shutdown): due again at once.

@@ -23,7 +23,8 @@ impl Postgres {
                                 ORDER BY article_next_at, id LIMIT $3
                                 FOR UPDATE SKIP LOCKED)
                  RETURNING i.id, i.claim, i.feed_id, COALESCE(i.article_link, ''), i.title,
-                           i.summary, i.content, i.article_attempts, f.tags, f.options"
+                           i.summary, i.content, i.article_attempts, f.tags, f.options,
+                           i.content_hash"
             ),
             &[&now_s, &until, &limit],
         )?;
@@ -41,6 +42,7 @@ impl Postgres {
                     attempts: count(r.try_get::<_, i32>(7)?)?,
                     tags: split_tags(r.try_get(8)?),
                     content_selector: FeedOptions::from_json(r.try_get(9)?).content_selector,
+                    content_hash: r.try_get(10)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -74,16 +76,26 @@ impl Postgres {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction()?;
         // Locks the item's row to the end: its claim cannot be taken meanwhile.
-        let resend: Option<bool> = tx
-            .query_opt(
-                "SELECT article_resend FROM items
-                 WHERE id = $1 AND claim = $2 AND article_state = 'pending' FOR UPDATE",
-                &[&article.item, &article.claim],
-            )?
-            .map(|r| r.try_get(0))
-            .transpose()?;
-        let Some(resend) = resend else {
+        let row = tx.query_opt(
+            "SELECT article_resend, article_text, content_hash FROM items
+             WHERE id = $1 AND claim = $2 AND article_state = 'pending' FOR UPDATE",
+            &[&article.item, &article.claim],
+        )?;
+        let Some(row) = row else {
             return Ok(ArticleOutcome::ClaimLost);
+        };
+        let resend: bool = row.try_get(0)?;
+        let old_text: Option<String> = row.try_get(1)?;
+        let hash: Option<String> = row.try_get(2)?;
+        if hash != article.content_hash {
+            return Ok(ArticleOutcome::TextChanged);
+        }
+        // A new link that brought the same story (a tracking parameter changed): nothing
+        // to send again.
+        let resend_to = if resend && old_text == done.text {
+            &[][..]
+        } else {
+            &done.matches[..]
         };
         // FOR SHARE to the end, as for a poll's matches: no change to the subscriptions
         // commits between this check and the matches written below.
@@ -113,7 +125,7 @@ impl Postgres {
              ON CONFLICT DO NOTHING"
         })?;
         let mut matches = 0;
-        for subscription in &done.matches {
+        for subscription in resend_to {
             matches += tx.execute(&write, &[subscription, &article.item, &now_s])? as usize;
         }
         tx.commit()?;
@@ -132,6 +144,24 @@ impl Postgres {
              WHERE id = $1 AND claim = $2 AND article_state = 'pending'",
             &[&article.item, &article.claim, &error, &retry_at.timestamp()],
         )? == 1)
+    }
+
+    pub fn reread_article(&self, article: &ArticleToFetch) -> Result<Option<ArticleToFetch>> {
+        let row = self.conn()?.query_opt(
+            "SELECT title, summary, content, content_hash FROM items
+             WHERE id = $1 AND claim = $2",
+            &[&article.item, &article.claim],
+        )?;
+        row.map(|r| {
+            Ok(ArticleToFetch {
+                title: r.try_get(0)?,
+                summary: r.try_get(1)?,
+                content: r.try_get(2)?,
+                content_hash: r.try_get(3)?,
+                ..article.clone()
+            })
+        })
+        .transpose()
     }
 
     pub fn release_article(&self, article: &ArticleToFetch) -> Result<()> {

@@ -22,7 +22,7 @@ impl Sqlite {
                                 AND (claimed_until IS NULL OR claimed_until <= ?1)
                               ORDER BY article_next_at, id LIMIT ?3)
                  RETURNING id, claim, feed_id, COALESCE(article_link, ''), title, summary,
-                           content, article_attempts",
+                           content, article_attempts, content_hash",
             )?;
             stmt.query_map(params![now_s, until, limit], |r| {
                 Ok(ArticleToFetch {
@@ -36,6 +36,7 @@ impl Sqlite {
                     summary: r.get(5)?,
                     content: r.get(6)?,
                     attempts: r.get(7)?,
+                    content_hash: r.get(8)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?
@@ -79,16 +80,26 @@ impl Sqlite {
         let now_s = now.timestamp();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let resend: Option<bool> = tx
+        let row: Option<(bool, Option<String>, Option<String>)> = tx
             .query_row(
-                "SELECT article_resend FROM items
+                "SELECT article_resend, article_text, content_hash FROM items
                  WHERE id = ?1 AND claim = ?2 AND article_state = 'pending'",
                 params![article.item, article.claim],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
-        let Some(resend) = resend else {
+        let Some((resend, old_text, hash)) = row else {
             return Ok(ArticleOutcome::ClaimLost);
+        };
+        if hash != article.content_hash {
+            return Ok(ArticleOutcome::TextChanged);
+        }
+        // A new link that brought the same story (a tracking parameter changed): nothing
+        // to send again.
+        let resend_to = if resend && old_text == done.text {
+            &[][..]
+        } else {
+            &done.matches[..]
         };
         // Checked inside the write transaction, as for a poll's matches.
         if subscriptions_generation(&tx)? != done.matcher_generation {
@@ -112,7 +123,7 @@ impl Sqlite {
                 "INSERT INTO matches (subscription_id, item_id, matched_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT DO NOTHING"
             })?;
-            for subscription in &done.matches {
+            for subscription in resend_to {
                 matches += write.execute(params![subscription, article.item, now_s])?;
             }
         }
@@ -132,6 +143,26 @@ impl Sqlite {
              WHERE id = ?1 AND claim = ?2 AND article_state = 'pending'",
             params![article.item, article.claim, error, retry_at.timestamp()],
         )? == 1)
+    }
+
+    pub fn reread_article(&self, article: &ArticleToFetch) -> Result<Option<ArticleToFetch>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT title, summary, content, content_hash FROM items
+                 WHERE id = ?1 AND claim = ?2",
+                params![article.item, article.claim],
+                |r| {
+                    Ok(ArticleToFetch {
+                        title: r.get(0)?,
+                        summary: r.get(1)?,
+                        content: r.get(2)?,
+                        content_hash: r.get(3)?,
+                        ..article.clone()
+                    })
+                },
+            )
+            .optional()?)
     }
 
     pub fn release_article(&self, article: &ArticleToFetch) -> Result<()> {
