@@ -530,3 +530,62 @@ async fn a_new_link_is_fetched_again_and_sent_as_an_update() {
     );
     assert!(mail[0].text.contains("[Updated]"), "{}", mail[0].text);
 }
+
+/// A listing page (no feed) with `full_text = true`: each new entry's article is read and
+/// matched with the entry's own text, as for a feed's items.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_pages_entries_are_read_in_full_too() {
+    let site = public_server().await;
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let now = at("2026-11-30T15:00:00Z");
+    site.set("/2026/11/30/ead/", page(fixture("article-wordpress.html")));
+    let listing = |entries: &str| {
+        page(format!(
+            "<html><body><nav><a href=\"/\">Home</a></nav><ul class=\"news\">{entries}</ul></body></html>"
+        ))
+    };
+    site.set(
+        "/newsroom",
+        listing("<li class=\"n\"><a href=\"/2026/11/01/old/\">An older notice</a></li>"),
+    );
+    let feeds = feed_table(
+        "newsroom",
+        &site.url("/newsroom"),
+        "kind = \"html\"\nitem_selector = \"li.n\"\nfull_text = true",
+    );
+    let app = app(dir.path(), "", &feeds, smtp.port()).await;
+    subscribe(&app, "body@example.org", "Bodyonlyword", "immediate", now).await;
+    let baseline = poll_feeds(&app, now, false).await.unwrap();
+    assert_eq!((baseline.new_items, baseline.matches), (1, 0));
+    assert_eq!(
+        fetch_articles(&app, now).await.unwrap().articles,
+        0,
+        "old news is not read"
+    );
+
+    let later = now + chrono::Duration::hours(1);
+    site.set(
+        "/newsroom",
+        listing(
+            "<li class=\"n\"><h3><a href=\"/2026/11/30/ead/\">USCIS extends work permits</a></h3></li>\
+             <li class=\"n\"><a href=\"/2026/11/01/old/\">An older notice</a></li>",
+        ),
+    );
+    let poll = poll_feeds(&app, later, false).await.unwrap();
+    assert_eq!((poll.new_items, poll.matches), (1, 0), "{poll:?}");
+    let read = fetch_articles(&app, later).await.unwrap();
+    assert_eq!((read.ok, read.matches), (1, 1), "{read:?}");
+    let mail = digest_mail(&app, &smtp, later, 1).await;
+    assert!(
+        mail[0].text.contains("USCIS extends work permits"),
+        "{}",
+        mail[0].text
+    );
+    assert!(
+        mail[0].text.contains("From the article:"),
+        "{}",
+        mail[0].text
+    );
+    assert_eq!(site.hits("/2026/11/01/old/"), 0);
+}
