@@ -276,7 +276,7 @@ async fn fetch_in_turn(
                 _ = draining.cancelled() => return Ok(None),
                 _ = tokio::time::sleep(pause) => {}
             }
-            pause = (pause * 2).min(Duration::from_millis(500));
+            pause = (pause * 2).min(Duration::from_millis(50));
         }
     };
     let limits = FetchLimits {
