@@ -180,11 +180,11 @@ fn item_link(element: &Selection<'_>, rules: &ListingRules, base: &Url) -> Optio
 }
 
 /// Query parameters that name a visit or a click, not a page: a site that rewrites them
-/// into every link on each render must not make every entry new.
+/// into every link on each render must not make every entry new. (Not `sid`: news CMSs
+/// use it as the story id.)
 const VISIT_PARAMETERS: &[&str] = &[
     "phpsessid",
     "jsessionid",
-    "sid",
     "sessionid",
     "session_id",
     "fbclid",
@@ -441,9 +441,13 @@ const CONTEXT_WORDS: usize = 8;
 /// The longest a diff may take: past it, what is left is reported as one replacement
 /// (the diff's cost grows with the product of the sizes when everything changed).
 const DIFF_DEADLINE: std::time::Duration = std::time::Duration::from_millis(300);
-/// A watched part of at least this many words that turns into text sharing less than a
-/// fifth of its words with it is taken for an error or maintenance page, not a change.
+/// A watched part of at least this many words that turns into text under half its size,
+/// sharing less than a fifth of its words with it, is taken for an error or
+/// maintenance page, not a change (until it stays: see [`UNRELATED_ACCEPTED_AFTER`]).
 const UNRELATED_MIN_WORDS: usize = 20;
+/// Polls in a row that found the same part "unrelated" before it is taken as the page
+/// now (a change like any other): a maintenance page does not last that long.
+pub const UNRELATED_ACCEPTED_AFTER: u32 = 3;
 
 /// How a watched page's text compares with what was remembered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -487,7 +491,12 @@ fn unrelated(old: &[&str], new: &[&str]) -> Option<String> {
         return None;
     }
     let shared = old_set.intersection(&new_set).count();
-    if shared * 5 >= new_set.len() || shared * 5 >= old_set.len() {
+    // Much shorter, and hardly a word in common: a rewrite of the same size (the next
+    // notice replacing the last) is a change.
+    if new_set.len() * 2 >= old_set.len()
+        || shared * 5 >= new_set.len()
+        || shared * 5 >= old_set.len()
+    {
         return None;
     }
     let opening: Vec<&str> = new
@@ -499,7 +508,8 @@ fn unrelated(old: &[&str], new: &[&str]) -> Option<String> {
     Some(format!(
         "the watched part now reads as something else entirely (\"{}…\", {shared} of its \
          words were there before): taken for an error or maintenance page, not a change; \
-         the last version is kept",
+         the last version is kept (if it stays so for {UNRELATED_ACCEPTED_AFTER} polls in a \
+         row, it is taken as the page now)",
         opening.join(" ")
     ))
 }

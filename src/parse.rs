@@ -427,27 +427,44 @@ pub fn html_to_text(html: &str) -> String {
     text.into_string()
 }
 
-/// How deep `html` nests its elements, as a browser's tree would (counting at most up to
-/// `stop`, where it stops reading): start tags open an element, end tags close one; void
-/// elements and those whose end tag may be left out (`p`, `li`, table cells…) do not count.
-/// Linear, with no tree: to refuse a page before building one costs more than it is worth.
+/// How deep `html` nests its elements, about as a browser's tree would (counting at most
+/// up to `stop`, where it stops reading): a start tag opens an element; an end tag closes
+/// the nearest open element of its name and everything opened inside it (an unclosed
+/// `<span>` or `<font>` ends with its `<li>` or `<p>`); a new `<li>`, `<p>`, `<tr>`,
+/// table cell or `<option>` closes the open one of its kind the same way. Void elements
+/// open nothing. Linear in the input with no tree: to refuse a page before building one.
 pub(crate) fn nesting_depth(html: &str, stop: usize) -> usize {
-    const FLAT: &[&str] = &[
+    const VOID: &[&str] = &[
         "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param",
-        "source", "track", "wbr", "p", "li", "dt", "dd", "option", "optgroup", "tr", "td", "th",
-        "thead", "tbody", "tfoot", "rb", "rt", "rp", "colgroup", "caption", "html", "head", "body",
+        "source", "track", "wbr", "html", "head", "body",
     ];
-    let (mut depth, mut deepest) = (0usize, 0usize);
+    const SIBLINGS: &[&str] = &["li", "p", "dt", "dd", "tr", "td", "th", "option"];
+    let mut open: Vec<String> = Vec::new();
+    let mut deepest = 0usize;
     for_each_token(html, |token| {
-        if let Token::TagToken(tag) = token
-            && !FLAT.contains(&&*tag.name)
-        {
-            match tag.kind {
-                TagKind::StartTag if !tag.self_closing => depth += 1,
-                TagKind::StartTag => {}
-                TagKind::EndTag => depth = depth.saturating_sub(1),
+        if let Token::TagToken(tag) = token {
+            let name = &*tag.name;
+            if VOID.contains(&name) {
+                return true;
             }
-            deepest = deepest.max(depth);
+            // Searched among the 256 innermost only: a stray end tag costs little however
+            // deep the page.
+            let close_to = |open: &mut Vec<String>| {
+                if let Some(back) = open.iter().rev().take(256).position(|n| n == name) {
+                    open.truncate(open.len() - back - 1);
+                }
+            };
+            match tag.kind {
+                TagKind::StartTag if tag.self_closing => {}
+                TagKind::StartTag => {
+                    if SIBLINGS.contains(&name) {
+                        close_to(&mut open);
+                    }
+                    open.push(name.to_string());
+                }
+                TagKind::EndTag => close_to(&mut open),
+            }
+            deepest = deepest.max(open.len());
         }
         deepest <= stop
     });

@@ -783,10 +783,11 @@ pub async fn refresh_feed(
         let content_type = fetched.content_type.clone();
         let base = fetched.final_url.clone();
         let last = feed.body_hash.clone();
-        let (source, snapshot, name) = (
+        let (source, snapshot, name, failures) = (
             feed.options.source.clone(),
             feed.snapshot.clone(),
             feed.id.clone(),
+            feed.consecutive_failures,
         );
         tokio::task::spawn_blocking(move || {
             let hash = body_hash(&body, content_type.as_deref(), &base);
@@ -798,6 +799,7 @@ pub async fn refresh_feed(
                     content_type: content_type.as_deref(),
                     base: &base,
                     name: &name,
+                    failures,
                 };
                 read_body(page, &source, snapshot.as_deref(), now)
             });
@@ -936,6 +938,8 @@ struct Page<'a> {
     base: &'a Url,
     /// The feed's id, the title of a watched page that has none.
     name: &'a str,
+    /// Polls of the feed that failed in a row before this one.
+    failures: u32,
 }
 
 /// What a fetched body holds, as a feed's items: a feed parsed; a listing page's entries;
@@ -973,8 +977,18 @@ fn read_body(
                 Some(Compared::Changed(change)) => Some(crate::page::change_item(
                     &html, page.base, page.name, change, now,
                 )),
-                // Not remembered, so the page's return is no change either.
-                Some(Compared::Unrelated(why)) => return Err(("page", why)),
+                // Not remembered, so the page's return is no change either; unless it
+                // stays: then it is the page now.
+                Some(Compared::Unrelated(why))
+                    if page.failures < crate::page::UNRELATED_ACCEPTED_AFTER =>
+                {
+                    return Err(("page", why));
+                }
+                Some(Compared::Unrelated(_)) => snapshot
+                    .and_then(|old| crate::page::describe_change(old, &text))
+                    .map(|change| {
+                        crate::page::change_item(&html, page.base, page.name, change, now)
+                    }),
             };
             Ok((items(change.into_iter().collect()), Some(text)))
         }

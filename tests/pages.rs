@@ -264,3 +264,68 @@ async fn a_watched_page_alerts_once_per_real_change_and_never_for_cosmetics() {
         mail[0].text
     );
 }
+
+/// An error page served with 200 that the selector still fits is not a change (a visible
+/// failure, nothing mailed, nothing when the page comes back); if it stays, it is the
+/// page now, and that is one alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maintenance_page_is_not_news_unless_it_stays() {
+    let site = FeedServer::start().await;
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let now = at("2026-12-01T12:00:00Z");
+    let full = bulletin("15DEC22", "Dec 1", "").replace(
+        "</table>",
+        "<tr><td>EB-4</td><td>01SEP20</td><td>01SEP20</td></tr>\
+         <tr><td>EB-5 Unreserved</td><td>C</td><td>01DEC19</td></tr>\
+         <tr><td>Other Workers</td><td>01JAN17</td><td>01JAN13</td></tr>\
+         <tr><td>Certain Religious Workers</td><td>01SEP20</td><td>01SEP20</td></tr>\
+         <tr><td>Targeted Employment Areas</td><td>C</td><td>C</td></tr></table>",
+    );
+    let down = "<html><head><title>Visa Bulletin</title></head><body><table id=\"final-action\">\
+                <tr><td>Down for maintenance, back soon</td></tr></table></body></html>";
+    site.set("/bulletin", page(full.clone()));
+    let feeds = format!(
+        "[[feeds]]\nid = \"visa-bulletin\"\nurl = \"{}\"\nkind = \"watch\"\nselector = \"#final-action\"\n",
+        site.url("/bulletin")
+    );
+    let app = app(dir.path(), &feeds, smtp.port()).await;
+    subscribe(
+        &app,
+        "all@example.org",
+        "maintenance OR \"EB-2\"",
+        "immediate",
+        now,
+    )
+    .await;
+    poll_feeds(&app, now, false).await.unwrap();
+
+    // Down once: a failure, then back: nothing to say.
+    site.set("/bulletin", page(down.to_string()));
+    let mut t = now + chrono::Duration::hours(1);
+    let failed = poll_feeds(&app, t, false).await.unwrap();
+    assert_eq!((failed.failed, failed.new_items), (1, 0), "{failed:?}");
+    let status = app.store.feed_statuses().await.unwrap();
+    assert_eq!(status[0].last_error_kind.as_deref(), Some("page"));
+    site.set("/bulletin", page(full.clone()));
+    t += chrono::Duration::hours(1);
+    let back = poll_feeds(&app, t, false).await.unwrap();
+    assert_eq!((back.failed, back.new_items), (0, 0), "{back:?}");
+    assert!(digest_mail(&app, &smtp, t).await.is_empty());
+
+    // Down and staying down: after three failed polls, it is the page now.
+    site.set("/bulletin", page(down.to_string()));
+    let mut new_items = Vec::new();
+    for _ in 0..4 {
+        t += chrono::Duration::hours(1);
+        new_items.push(poll_feeds(&app, t, false).await.unwrap().new_items);
+    }
+    assert_eq!(new_items, [0, 0, 0, 1]);
+    let mail = digest_mail(&app, &smtp, t).await;
+    assert_eq!(mail.len(), 1);
+    assert!(
+        mail[0].text.contains("Down for *maintenance*, back soon"),
+        "{}",
+        mail[0].text
+    );
+}

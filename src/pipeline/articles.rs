@@ -118,7 +118,9 @@ pub async fn fetch_articles(app: &App, now: DateTime<Utc>) -> Result<ArticleSumm
         let mut groups: Vec<Vec<ArticleToFetch>> = Vec::new();
         for article in fresh {
             match groups.iter_mut().find(|g| {
-                g[0].link == article.link && g[0].content_selector == article.content_selector
+                g[0].link == article.link
+                    && g[0].content_selector == article.content_selector
+                    && g[0].wanted == article.wanted
             }) {
                 Some(group) => group.push(article),
                 None => groups.push(vec![article]),
@@ -200,6 +202,12 @@ async fn article_job(
     };
     let link = group[0].link.clone();
     let read = match Url::parse(&link) {
+        // The feed no longer asks for articles: matched on its text, nothing fetched.
+        _ if !group[0].wanted => Read::Done {
+            state: ArticleState::None,
+            text: None,
+            error: Some("full text was turned off for this feed: not fetched".into()),
+        },
         Ok(url) if matches!(url.scheme(), "http" | "https") => {
             match fetch_in_turn(app, &group, &url, slots, now, started).await {
                 Ok(Some((read, renewed))) => {

@@ -16,6 +16,9 @@ pub struct ArticleToFetch {
     pub link: String,
     /// The feed's `content_selector`, if any.
     pub content_selector: Option<String>,
+    /// The feed still asks for full text (turned off meanwhile: matched on its feed text,
+    /// without a fetch).
+    pub wanted: bool,
     /// The item's text from the feed, matched together with the article.
     pub title: String,
     pub summary: String,

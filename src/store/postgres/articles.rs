@@ -31,6 +31,7 @@ impl Postgres {
         let mut claimed = rows
             .iter()
             .map(|r| {
+                let options = FeedOptions::from_json(r.try_get(9)?);
                 Ok(ArticleToFetch {
                     item: r.try_get(0)?,
                     claim: r.try_get(1)?,
@@ -41,7 +42,8 @@ impl Postgres {
                     content: r.try_get(6)?,
                     attempts: count(r.try_get::<_, i32>(7)?)?,
                     tags: split_tags(r.try_get(8)?),
-                    content_selector: FeedOptions::from_json(r.try_get(9)?).content_selector,
+                    wanted: options.full_text,
+                    content_selector: options.content_selector,
                     content_hash: r.try_get(10)?,
                 })
             })

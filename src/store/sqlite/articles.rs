@@ -32,6 +32,7 @@ impl Sqlite {
                     tags: Vec::new(),
                     link: r.get(3)?,
                     content_selector: None,
+                    wanted: true,
                     title: r.get(4)?,
                     summary: r.get(5)?,
                     content: r.get(6)?,
@@ -47,7 +48,9 @@ impl Sqlite {
                 let (tags, options): (String, String) =
                     feed.query_row([&article.feed_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
                 article.tags = split_tags(&tags);
-                article.content_selector = FeedOptions::from_json(&options).content_selector;
+                let options = FeedOptions::from_json(&options);
+                article.content_selector = options.content_selector;
+                article.wanted = options.full_text;
             }
         }
         tx.commit()?;
