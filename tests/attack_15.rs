@@ -3,105 +3,16 @@
 
 mod support;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-use support::{FeedServer, Mail, Route, SmtpServer, at, decode, fixture, subscribe};
-use tidings::config::Config;
+use support::articles::{PUBLIC, Teaser, app, digest_mail, feed_table, page, public_server, rss};
+use support::{FeedServer, Route, SmtpServer, at, fixture, subscribe};
 use tidings::fetch::{AddressPolicy, Fetcher};
 use tidings::pipeline::fetch_articles;
-use tidings::{App, poll_feeds, send_digests};
+use tidings::{poll_feeds, send_digests};
 
-const PUBLIC: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const WAIT: Duration = Duration::from_secs(10);
-
-async fn public_server() -> FeedServer {
-    FeedServer::start_on(SocketAddr::from((PUBLIC, 0)))
-        .await
-        .expect("bind 127.0.0.2")
-}
-
-struct Teaser<'a> {
-    guid: &'a str,
-    title: &'a str,
-    link: String,
-    summary: &'a str,
-}
-
-fn rss(items: &[Teaser<'_>], now: DateTime<Utc>) -> Route {
-    let published = (now - chrono::Duration::hours(1)).to_rfc2822();
-    let mut xml =
-        String::from("<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>Daily</title>");
-    for item in items {
-        xml.push_str(&format!(
-            "<item><guid>{}</guid><title>{}</title><link>{}</link>\
-             <description>{}</description><pubDate>{published}</pubDate></item>",
-            item.guid,
-            item.title,
-            item.link.replace('&', "&amp;"),
-            item.summary
-        ));
-    }
-    xml.push_str("</channel></rss>");
-    Route::feed("application/rss+xml", xml)
-}
-
-fn page(body: impl Into<Vec<u8>>) -> Route {
-    Route::status(200, body).header("content-type", "text/html; charset=utf-8")
-}
-
-async fn app(dir: &std::path::Path, poll: &str, feeds: &str, smtp_port: u16) -> App {
-    let text = format!(
-        r#"
-database = "data/tidings.db"
-[poll]
-initial_backlog = "24h"
-timeout = "2s"
-{poll}
-[digest]
-daily_at = "08:00"
-timezone = "UTC"
-[mail]
-from = "Tidings <alerts@tidings.test>"
-transport = "smtp"
-send_timeout = "5s"
-[mail.smtp]
-host = "127.0.0.1"
-port = {smtp_port}
-tls = "none"
-[service]
-admin_listen = ""
-[web]
-listen = ""
-{feeds}
-"#
-    );
-    let path = dir.join("config.toml");
-    std::fs::write(&path, text).unwrap();
-    let config = Config::load(&path).unwrap();
-    let mut app = App::open(config).await.unwrap();
-    let policy = AddressPolicy {
-        treat_as_public: vec![IpAddr::V4(PUBLIC)],
-        ..AddressPolicy::default()
-    };
-    app.fetcher = Fetcher::with_policy(&app.config.poll, policy).unwrap();
-    app
-}
-
-fn feed_table(id: &str, url: &str, extra: &str) -> String {
-    format!("\n[[feeds]]\nid = \"{id}\"\nname = \"{id} feed\"\nurl = \"{url}\"\n{extra}\n")
-}
-
-async fn digest_mail(app: &App, smtp: &SmtpServer, now: DateTime<Utc>, n: usize) -> Vec<Mail> {
-    let before = smtp.messages().len();
-    let round = send_digests(app, now, false).await.unwrap();
-    assert_eq!(round.delivery.sent, n, "{round:?}");
-    smtp.wait_for(before + n, WAIT).await[before..]
-        .iter()
-        .map(decode)
-        .collect()
-}
 
 /// A page whose story (plain text) is `depth` `<div>`s deep: 11 bytes of markup per level.
 fn nested_page(depth: usize, word: &str) -> String {

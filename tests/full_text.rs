@@ -7,19 +7,13 @@
 mod support;
 
 use std::io::Write as _;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use support::{FeedServer, Mail, Route, SmtpServer, at, decode, fixture, subscribe};
-use tidings::config::Config;
-use tidings::fetch::{AddressPolicy, Fetcher};
+use support::articles::{Teaser, app, digest_mail, feed_table, page, public_server, rss, status};
+use support::{FeedServer, Route, SmtpServer, at, fixture, subscribe};
 use tidings::pipeline::{ArticleSummary, fetch_articles};
-use tidings::store::{ArticleCounts, FeedStatus};
-use tidings::{App, poll_feeds, send_digests};
-
-const PUBLIC: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
-const WAIT: Duration = Duration::from_secs(10);
+use tidings::store::ArticleCounts;
+use tidings::{poll_feeds, send_digests};
 
 /// Words the fixture page has only in its site chrome, one per part of it.
 const CHROME_WORDS: [&str; 7] = [
@@ -31,100 +25,6 @@ const CHROME_WORDS: [&str; 7] = [
     "Newsletteronlyword",
     "Footeronlyword",
 ];
-
-async fn public_server() -> FeedServer {
-    FeedServer::start_on(SocketAddr::from((PUBLIC, 0)))
-        .await
-        .expect("bind 127.0.0.2 (Linux answers on all of 127/8)")
-}
-
-/// One RSS item: guid, title, link and a one-line teaser, published an hour before `now`.
-struct Teaser<'a> {
-    guid: &'a str,
-    title: &'a str,
-    link: String,
-    summary: &'a str,
-}
-
-fn rss(items: &[Teaser<'_>], now: DateTime<Utc>) -> Route {
-    let published = (now - chrono::Duration::hours(1)).to_rfc2822();
-    let mut xml = String::from(
-        "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>Immigration Daily</title>",
-    );
-    for item in items {
-        xml.push_str(&format!(
-            "<item><guid>{}</guid><title>{}</title><link>{}</link>\
-             <description>{} &lt;a href=\"{}\"&gt;Read more&lt;/a&gt;</description>\
-             <pubDate>{published}</pubDate></item>",
-            item.guid, item.title, item.link, item.summary, item.link
-        ));
-    }
-    xml.push_str("</channel></rss>");
-    Route::feed("application/rss+xml", xml)
-}
-
-fn page(body: impl Into<Vec<u8>>) -> Route {
-    Route::status(200, body).header("content-type", "text/html; charset=utf-8")
-}
-
-/// A config polling `feeds` with `[poll]` keys `poll` (say `full_text = true`), mailing
-/// through `smtp_port`; the app's fetcher treats 127.0.0.2 as public.
-async fn app(dir: &std::path::Path, poll: &str, feeds: &str, smtp_port: u16) -> App {
-    let text = format!(
-        r#"
-database = "data/tidings.db"
-[poll]
-initial_backlog = "24h"
-timeout = "2s"
-{poll}
-[digest]
-daily_at = "08:00"
-timezone = "UTC"
-[mail]
-from = "Tidings <alerts@tidings.test>"
-transport = "smtp"
-send_timeout = "5s"
-[mail.smtp]
-host = "127.0.0.1"
-port = {smtp_port}
-tls = "none"
-[service]
-admin_listen = ""
-[web]
-listen = ""
-{feeds}
-"#
-    );
-    let path = dir.join("config.toml");
-    std::fs::write(&path, text).unwrap();
-    let config = Config::load(&path).unwrap();
-    let mut app = App::open(config).await.unwrap();
-    let policy = AddressPolicy {
-        treat_as_public: vec![IpAddr::V4(PUBLIC)],
-        ..AddressPolicy::default()
-    };
-    app.fetcher = Fetcher::with_policy(&app.config.poll, policy).unwrap();
-    app
-}
-
-fn feed_table(id: &str, url: &str, extra: &str) -> String {
-    format!("\n[[feeds]]\nid = \"{id}\"\nname = \"{id} feed\"\nurl = \"{url}\"\n{extra}\n")
-}
-
-async fn status(app: &App, id: &str) -> FeedStatus {
-    let all = app.store.feed_statuses().await.unwrap();
-    all.into_iter().find(|s| s.id == id).unwrap()
-}
-
-async fn digest_mail(app: &App, smtp: &SmtpServer, now: DateTime<Utc>, n: usize) -> Vec<Mail> {
-    let before = smtp.messages().len();
-    let round = send_digests(app, now, false).await.unwrap();
-    assert_eq!(round.delivery.sent, n, "{round:?}");
-    smtp.wait_for(before + n, WAIT).await[before..]
-        .iter()
-        .map(decode)
-        .collect()
-}
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());

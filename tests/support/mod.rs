@@ -29,6 +29,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 
+pub mod articles;
 pub mod postgres;
 
 /// `Last-Modified` value used by [`Route::feed`].
