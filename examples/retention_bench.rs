@@ -64,7 +64,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags};
 use tidings::config::{DEFAULT_RETENTION, FeedConfig};
-use tidings::digest::{DigestEntry, Rendered, Schedule};
+use tidings::digest::{DigestEntry, Rendered, RenderedRound, Schedule};
 use tidings::parse::Item;
 use tidings::store::{FeedToPoll, Store, Subscriber, SubscriberId, SubscriptionId, SuccessfulPoll};
 
@@ -357,7 +357,12 @@ fn build(store: &Store, args: &Args, now: DateTime<Utc>) -> Result<()> {
                 sent_at,
                 true,
                 "bench.example",
-                |_, e, _| render(e),
+                |_, p| {
+                    Ok(RenderedRound {
+                        email: Some(render(&p.email)?),
+                        events: Vec::new(),
+                    })
+                },
             ))? {
                 wait(store.mark_sent(outbox, None, sent_at))?;
             }
@@ -369,7 +374,12 @@ fn build(store: &Store, args: &Args, now: DateTime<Utc>) -> Result<()> {
                     sent_at,
                     true,
                     "bench.example",
-                    |_, e, _| render(e),
+                    |_, p| {
+                        Ok(RenderedRound {
+                            email: Some(render(&p.email)?),
+                            events: Vec::new(),
+                        })
+                    },
                 ))? {
                     wait(store.mark_bounced(outbox, None, "550 mailbox unavailable", 1, sent_at))?;
                 }

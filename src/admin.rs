@@ -195,6 +195,20 @@ async fn metrics(State(app): State<watch::Receiver<App>>) -> Response {
         // Counters are still worth serving; the stored-state gauges keep their last value.
         Err(e) => warn!(error = %format!("{e:#}"), "metrics: reading stored state"),
     }
+    match app.store.push_backlog().await {
+        Ok(backlog) => {
+            let now = app.store.now();
+            let rows: Vec<(&str, i64, f64)> = backlog
+                .iter()
+                .map(|(kind, n, oldest)| {
+                    let age = (now - *oldest).num_milliseconds().max(0) as f64 / 1000.0;
+                    (kind.as_str(), *n, age)
+                })
+                .collect();
+            app.metrics.set_push_backlog(&rows);
+        }
+        Err(e) => warn!(error = %format!("{e:#}"), "metrics: reading the destinations' backlog"),
+    }
     let lease = crate::pipeline::poll_lease(&app.config.poll);
     match app.store.cluster_stats(app.store.now(), lease).await {
         Ok(cluster) => {

@@ -172,6 +172,10 @@ pub struct Config {
     pub mail: MailSettings,
     pub web: WebSettings,
     pub service: ServiceSettings,
+    /// Destinations beside email: how their messages are sent.
+    pub channels: ChannelSettings,
+    /// Destinations the admin keeps in this file (`[[destinations]]`).
+    pub destinations: Vec<DestinationConfig>,
     pub feeds: Vec<FeedConfig>,
     /// Synonym groups: a query term equal to any member matches every member.
     pub synonyms: Vec<Vec<String>>,
@@ -281,6 +285,58 @@ impl ListenLimits {
         max_connections: 512,
         max_connections_per_client: 64,
     };
+}
+
+/// How messages to destinations beside email (webhooks, chats) are sent: `[channels]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelSettings {
+    /// One request (connect, send, answer) gets this long.
+    pub timeout: Duration,
+    /// Requests at once, in all.
+    pub concurrency: usize,
+    /// A destination rejected this many times in a row is paused and its owner told.
+    pub pause_after: u32,
+    /// Destinations subscribers add must use https:// URLs.
+    pub require_https: bool,
+    /// Webhook requests per second to one host; 0 = no limit.
+    pub webhook_rate: f64,
+    /// Requests per second to a host (or an incoming webhook's pacer), overriding the
+    /// services' published limits Tidings keeps to by default.
+    pub rate_limits: HashMap<String, f64>,
+}
+
+impl Default for ChannelSettings {
+    fn default() -> ChannelSettings {
+        ChannelSettings {
+            timeout: Duration::from_secs(15),
+            concurrency: 8,
+            pause_after: 3,
+            require_https: true,
+            webhook_rate: 0.0,
+            rate_limits: HashMap::new(),
+        }
+    }
+}
+
+/// A `[[destinations]]` table: a subscriber's destination kept in config.toml, its secret
+/// in the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestinationConfig {
+    /// The subscriber's address (they must exist: `tidings subscriber add`).
+    pub subscriber: String,
+    pub name: String,
+    pub kind: String,
+    /// A webhook or ntfy topic URL (not secret).
+    pub url: Option<String>,
+    /// The environment variable with the secret: a Slack/Discord/Mattermost webhook URL,
+    /// a Telegram or Matrix or ntfy token, or a webhook's signing secret.
+    pub secret_env: Option<String>,
+    pub chat_id: Option<String>,
+    pub homeserver: Option<String>,
+    pub room: Option<String>,
+    pub api: Option<String>,
+    /// The searches (as written) it takes; empty for every search.
+    pub searches: Vec<String>,
 }
 
 /// How the daemon runs as a service.
@@ -888,6 +944,8 @@ sections! {
     RawSmtp => "a `[mail.smtp]` table",
     RawWeb => "a `[web]` table",
     RawService => "a `[service]` table",
+    RawChannels => "a `[channels]` table",
+    RawDestination => "a `[[destinations]]` table (with `subscriber`, `name` and `kind`)",
     RawFeed => "a `[[feeds]]` table (with `id` and `url`)",
     RawSynonyms => "a `[synonyms]` table",
 }
@@ -957,6 +1015,10 @@ struct RawConfig {
     #[serde(default)]
     service: Table<RawService>,
     #[serde(default)]
+    channels: Table<RawChannels>,
+    #[serde(default)]
+    destinations: Vec<Spanned<Table<RawDestination>>>,
+    #[serde(default)]
     feeds: Feeds,
     #[serde(default)]
     synonyms: Table<RawSynonyms>,
@@ -980,6 +1042,38 @@ struct RawPoll {
     allow_metadata: Option<bool>,
     full_text: Option<bool>,
     full_text_concurrency: Option<Spanned<u32>>,
+}
+
+/// `[[destinations]]`: a subscriber's destination the admin keeps in the file. Secrets
+/// are named by environment variable (`*_env`), never written here.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDestination {
+    subscriber: Option<Spanned<String>>,
+    name: Option<Spanned<String>>,
+    kind: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
+    url_env: Option<Spanned<String>>,
+    secret_env: Option<Spanned<String>>,
+    token_env: Option<Spanned<String>>,
+    chat_id: Option<Spanned<String>>,
+    homeserver: Option<Spanned<String>>,
+    room: Option<Spanned<String>>,
+    api: Option<Spanned<String>>,
+    #[serde(default)]
+    searches: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawChannels {
+    timeout: Option<Spanned<String>>,
+    concurrency: Option<Spanned<u32>>,
+    pause_after: Option<Spanned<u32>>,
+    require_https: Option<bool>,
+    webhook_rate: Option<Spanned<f64>>,
+    #[serde(default)]
+    rate_limits: std::collections::BTreeMap<String, Spanned<f64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1164,6 +1258,11 @@ fn validate(
         "web.request_timeout",
         ListenLimits::WEB.request_timeout,
     );
+    let channel_timeout = duration(
+        &raw.channels.timeout,
+        "channels.timeout",
+        ChannelSettings::default().timeout,
+    );
 
     // A count from 1 to `max`.
     let mut positive = |value: &Option<Spanned<u32>>, key: &str, default: u32, max: u32| match value
@@ -1186,6 +1285,19 @@ fn validate(
         MAX_BODY_MIB,
     );
     let mail_concurrency = positive(&raw.mail.concurrency, "mail.concurrency", 4, 1000);
+    let channel_defaults = ChannelSettings::default();
+    let channel_concurrency = positive(
+        &raw.channels.concurrency,
+        "channels.concurrency",
+        channel_defaults.concurrency as u32,
+        1000,
+    );
+    let pause_after = positive(
+        &raw.channels.pause_after,
+        "channels.pause_after",
+        channel_defaults.pause_after,
+        1000,
+    );
     let max_connections = positive(
         &raw.web.max_connections,
         "web.max_connections",
@@ -1592,6 +1704,155 @@ fn validate(
         synonyms.push(group);
     }
 
+    let mut rate = |value: &Spanned<f64>, key: &str| {
+        let per_second = *value.get_ref();
+        if per_second.is_finite() && (0.0..=10_000.0).contains(&per_second) {
+            per_second
+        } else {
+            report(
+                value.span(),
+                format!(
+                    "`{key}` must be a number of requests per second from 0 (no limit) to 10000"
+                ),
+            );
+            0.0
+        }
+    };
+    let webhook_rate = raw
+        .channels
+        .webhook_rate
+        .as_ref()
+        .map_or(0.0, |v| rate(v, "channels.webhook_rate"));
+    let rate_limits: HashMap<String, f64> = raw
+        .channels
+        .rate_limits
+        .iter()
+        .map(|(host, v)| {
+            let per_second = rate(v, &format!("channels.rate_limits.{host}"));
+            (host.trim().to_ascii_lowercase(), per_second)
+        })
+        .collect();
+    let mut destinations: Vec<DestinationConfig> = Vec::new();
+    for table in &raw.destinations {
+        let d = table.get_ref();
+        let text = |v: &Option<Spanned<String>>| v.as_ref().map(|v| v.get_ref().trim().to_string());
+        let mut required = |v: &Option<Spanned<String>>, key: &str| match v {
+            Some(v) if !v.get_ref().trim().is_empty() => v.get_ref().trim().to_string(),
+            _ => {
+                report(table.span(), format!("[[destinations]]: missing `{key}`"));
+                String::new()
+            }
+        };
+        let subscriber = required(&d.subscriber, "subscriber");
+        let name = required(&d.name, "name");
+        let kind = required(&d.kind, "kind");
+        let envs = [
+            ("url_env", &d.url_env),
+            ("secret_env", &d.secret_env),
+            ("token_env", &d.token_env),
+        ];
+        let given: Vec<&(&str, &Option<Spanned<String>>)> =
+            envs.iter().filter(|(_, v)| v.is_some()).collect();
+        if given.len() > 1 {
+            report(
+                table.span(),
+                "[[destinations]]: give one of `url_env`, `secret_env`, `token_env`".into(),
+            );
+        }
+        for (key, value) in &envs {
+            if let Some(v) = value
+                && !is_env_name(v.get_ref().trim())
+            {
+                report(
+                    v.span(),
+                    format!(
+                        "`{key}` names an environment variable (LIKE_THIS), not {:?}: secrets are never written in this file",
+                        v.get_ref()
+                    ),
+                );
+            }
+        }
+        let secret_env = given.first().and_then(|(_, v)| text(v));
+        let needs = match kind.as_str() {
+            "webhook" => Some((
+                "secret_env",
+                "the variable holding its signing secret (whsec_…)",
+            )),
+            "telegram" | "matrix" => Some(("token_env", "the variable holding its token")),
+            "slack" | "discord" | "mattermost" => {
+                Some(("url_env", "the variable holding its incoming-webhook URL"))
+            }
+            _ => None,
+        };
+        if let Some((key, what)) = needs
+            && secret_env.is_none()
+        {
+            report(
+                table.span(),
+                format!("[[destinations]] {name:?}: a {kind} destination needs `{key}`, {what}"),
+            );
+        }
+        if matches!(kind.as_str(), "slack" | "discord" | "mattermost")
+            && let Some(url) = &d.url
+        {
+            report(
+                url.span(),
+                format!(
+                    "a {kind} incoming-webhook URL is a secret: put it in an environment variable and name it with `url_env`"
+                ),
+            );
+        }
+        // Everything else the kind needs is checked as the CLI and the pages check it.
+        let spec = crate::push::Spec {
+            kind: kind.clone(),
+            url: match kind.as_str() {
+                "slack" | "discord" | "mattermost" => {
+                    Some("https://secret.invalid/from-env".into())
+                }
+                _ => text(&d.url),
+            },
+            token: secret_env.as_ref().map(|_| "from-env".to_string()),
+            chat_id: text(&d.chat_id),
+            homeserver: text(&d.homeserver),
+            room: text(&d.room),
+            api: text(&d.api),
+        };
+        if !kind.is_empty()
+            && let Err(e) = spec.check(false)
+        {
+            report(table.span(), format!("[[destinations]] {name:?}: {e}"));
+        }
+        if let Err(e) = crate::push::check_name(&name)
+            && !name.is_empty()
+        {
+            report(table.span(), format!("[[destinations]]: {e}"));
+        }
+        if destinations
+            .iter()
+            .any(|o| o.subscriber.eq_ignore_ascii_case(&subscriber) && o.name == name)
+        {
+            report(
+                table.span(),
+                format!("[[destinations]]: {subscriber} has two destinations named {name:?}"),
+            );
+        }
+        destinations.push(DestinationConfig {
+            subscriber,
+            name,
+            kind,
+            url: text(&d.url),
+            secret_env,
+            chat_id: text(&d.chat_id),
+            homeserver: text(&d.homeserver),
+            room: text(&d.room),
+            api: text(&d.api),
+            searches: d
+                .searches
+                .iter()
+                .map(|s| s.get_ref().trim().to_string())
+                .collect(),
+        });
+    }
     if let Some(v) = &raw.poll.claim_lease
         && claim_lease < lease_floor
     {
@@ -1663,6 +1924,15 @@ fn validate(
             shutdown_timeout,
             watch_config: raw.service.watch_config.unwrap_or(true),
         },
+        destinations,
+        channels: ChannelSettings {
+            timeout: channel_timeout,
+            concurrency: channel_concurrency as usize,
+            pause_after,
+            require_https: raw.channels.require_https.unwrap_or(true),
+            webhook_rate,
+            rate_limits,
+        },
         feed_index: feeds
             .iter()
             .enumerate()
@@ -1677,6 +1947,16 @@ fn validate(
         feeds,
         synonyms,
     })
+}
+
+/// `LIKE_THIS`: a name an environment variable can have.
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 100
 }
 
 fn default_user_agent() -> String {

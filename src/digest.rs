@@ -20,7 +20,7 @@ use chrono::{
 use chrono_tz::Tz;
 use minijinja::{AutoEscape, Environment, Value, context};
 
-use crate::ids::{ItemId, SubscriptionId};
+use crate::ids::{ChannelId, ItemId, SubscriptionId};
 use crate::matcher::{Document, Field, Query, Synonyms};
 use crate::output::plural;
 use crate::parse::body_text;
@@ -348,8 +348,12 @@ struct StoryParts {
     title_html: String,
     snippet_html: String,
     snippet_text: String,
+    /// The snippet without highlights or wrapping, for other destinations.
+    snippet_plain: String,
     /// The snippet is from the article, not the feed's text.
     from_article: bool,
+    /// The query's terms that matched, each once, in the order they were found.
+    matched: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -530,13 +534,9 @@ pub fn render_digest(
     })
 }
 
-fn story_value(
-    e: &DigestEntry,
-    also_in: &[&DigestEntry],
-    query: Option<&Query>,
-    cx: &DigestContext<'_>,
-) -> Value {
-    let parts = match cx.cache {
+/// The highlighted parts of `e` for its query, from the round's cache when there is one.
+fn parts_of(e: &DigestEntry, query: Option<&Query>, cx: &DigestContext<'_>) -> Arc<StoryParts> {
+    match cx.cache {
         Some(cache) => {
             let key = (e.item_id, e.query.clone());
             let cached = cache
@@ -556,7 +556,16 @@ fn story_value(
             })
         }
         None => Arc::new(story_parts(e, query, cx.synonyms)),
-    };
+    }
+}
+
+fn story_value(
+    e: &DigestEntry,
+    also_in: &[&DigestEntry],
+    query: Option<&Query>,
+    cx: &DigestContext<'_>,
+) -> Value {
+    let parts = parts_of(e, query, cx);
     let date = e
         .published
         .unwrap_or(e.first_seen)
@@ -628,12 +637,270 @@ fn story_parts(e: &DigestEntry, query: Option<&Query>, synonyms: &Synonyms) -> S
     let (snippet, snippet_ranges) = excerpt(body, &body_ranges, SNIPPET_CHARS);
     let title_parts = segments(&title, &ranges_in(Field::Title));
     let snippet_parts = segments(&snippet, &snippet_ranges);
+    let mut matched: Vec<String> = Vec::new();
+    for hit in &hits {
+        if !matched.contains(&hit.term) {
+            matched.push(hit.term.clone());
+        }
+    }
     StoryParts {
+        snippet_plain: snippet.trim().to_string(),
+        matched,
         title_html: highlighted_html(&title_parts),
         snippet_html: highlighted_html(&snippet_parts),
         snippet_text: highlighted_text(&snippet_parts),
         from_article,
         title,
+    }
+}
+
+// ---- destinations beside email --------------------------------------------------------------
+
+/// Where a subscriber's searches go, as the digest's transaction reads it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Routes {
+    /// Searches whose subscriber turned email off for them.
+    pub not_to_email: HashSet<SubscriptionId>,
+    /// The subscriber's active destinations.
+    pub channels: Vec<ChannelRoute>,
+}
+
+/// One active destination and the searches it takes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelRoute {
+    pub id: ChannelId,
+    pub name: String,
+    /// Takes every search; otherwise only `searches`.
+    pub every_search: bool,
+    pub searches: HashSet<SubscriptionId>,
+}
+
+impl ChannelRoute {
+    fn takes(&self, search: SubscriptionId) -> bool {
+        self.every_search || self.searches.contains(&search)
+    }
+}
+
+/// A digest round's matches, split by where they go. Every match goes somewhere: a
+/// search whose destinations are all paused or gone, or that has none, goes to email.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parcels {
+    pub more_follow: bool,
+    pub email: Vec<DigestEntry>,
+    /// Each destination with the matches it takes (none listed that take nothing).
+    pub channels: Vec<(ChannelRoute, Vec<DigestEntry>)>,
+}
+
+/// Splits `entries` (in digest order) between email and the destinations of `routes`.
+pub fn route(entries: &[DigestEntry], routes: &Routes, more_follow: bool) -> Parcels {
+    let mut email = Vec::new();
+    let mut channels: Vec<(ChannelRoute, Vec<DigestEntry>)> = routes
+        .channels
+        .iter()
+        .map(|c| (c.clone(), Vec::new()))
+        .collect();
+    for e in entries {
+        let mut elsewhere = false;
+        for (channel, taken) in &mut channels {
+            if channel.takes(e.subscription_id) {
+                taken.push(e.clone());
+                elsewhere = true;
+            }
+        }
+        if !elsewhere || !routes.not_to_email.contains(&e.subscription_id) {
+            email.push(e.clone());
+        }
+    }
+    channels.retain(|(_, taken)| !taken.is_empty());
+    Parcels {
+        more_follow,
+        email,
+        channels,
+    }
+}
+
+/// What a digest round writes to the outbox: the mail (when anything goes to email) and
+/// one event per destination, in the order of [`Parcels::channels`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedRound {
+    pub email: Option<Rendered>,
+    pub events: Vec<Event>,
+}
+
+/// What a destination receives, before each service's formatting: the body of a webhook
+/// (the Standard Webhooks shape: `type`, `timestamp`, `data`), and what the chat
+/// formats are made from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Event {
+    /// `tidings.digest`, `tidings.verify` or `tidings.test`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub timestamp: DateTime<Utc>,
+    pub data: EventData,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EventData {
+    /// The subscriber's address.
+    pub subscriber: String,
+    /// The destination's name.
+    pub destination: String,
+    /// One line: the digest's subject, or what a notice is about.
+    pub title: String,
+    /// The subscriber's time zone (IANA), for the dates chat messages show.
+    pub timezone: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub searches: Vec<EventSearch>,
+    /// More matches were pending than one digest holds; they follow in the next.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub more_follow: bool,
+    /// A notice's text (a verification, a test).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// A verification's code, to be entered on the subscriber's page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EventSearch {
+    pub query: String,
+    /// The search's private feed: every match, for a message cut short.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed_url: Option<String>,
+    pub items: Vec<EventItem>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EventItem {
+    pub title: String,
+    #[serde(default)]
+    pub link: Option<String>,
+    /// The feed's name.
+    pub source: String,
+    /// Published (or first seen, when the feed gives no date).
+    pub date: DateTime<Utc>,
+    /// Plain text around what matched.
+    pub snippet: String,
+    /// The search's terms that matched.
+    pub matched: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub updated: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_article: bool,
+    /// Other feeds carrying the same story.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_in: Vec<EventSource>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EventSource {
+    pub source: String,
+    #[serde(default)]
+    pub link: Option<String>,
+}
+
+impl Event {
+    /// A notice for a destination: a verification (`code` set) or a test.
+    pub fn notice(
+        kind: &str,
+        subscriber: &str,
+        destination: &str,
+        title: &str,
+        text: &str,
+        code: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Event {
+        Event {
+            kind: kind.to_string(),
+            timestamp: now,
+            data: EventData {
+                subscriber: subscriber.to_string(),
+                destination: destination.to_string(),
+                title: title.to_string(),
+                timezone: "UTC".to_string(),
+                searches: Vec::new(),
+                more_follow: false,
+                text: Some(text.to_string()),
+                code: code.map(str::to_string),
+            },
+        }
+    }
+
+    /// The number of items it carries.
+    pub fn items(&self) -> usize {
+        self.data.searches.iter().map(|s| s.items.len()).sum()
+    }
+}
+
+/// The digest of `entries` for the destination `destination`, as an [`Event`]: stories
+/// arranged as in mail (see [`arrange`]), with plain snippets and the matched terms.
+pub fn digest_event(
+    entries: &[DigestEntry],
+    cx: &DigestContext<'_>,
+    destination: &str,
+    now: DateTime<Utc>,
+    feed_url: &dyn Fn(SubscriptionId) -> String,
+) -> Event {
+    let groups = arrange(entries);
+    let stories = groups.iter().flat_map(|(_, s)| s);
+    let updated = stories.clone().filter(|s| s.entry.updated).count();
+    let new = stories.count() - updated;
+    let title = subject(new, updated, &groups, |(q, s)| (*q, s.len()));
+    let mut queries: HashMap<&str, Option<Query>> = HashMap::new();
+    let searches = groups
+        .iter()
+        .map(|(query, stories)| {
+            let parsed = queries
+                .entry(query)
+                .or_insert_with(|| Query::parse(query).ok())
+                .as_ref();
+            let items = stories
+                .iter()
+                .map(|story| {
+                    let e = story.entry;
+                    let parts = parts_of(e, parsed, cx);
+                    EventItem {
+                        title: parts.title.clone(),
+                        link: e.link.clone(),
+                        source: one_line(&e.feed_name),
+                        date: e.published.unwrap_or(e.first_seen),
+                        snippet: parts.snippet_plain.clone(),
+                        matched: parts.matched.clone(),
+                        updated: e.updated,
+                        from_article: parts.from_article,
+                        also_in: story
+                            .also_in
+                            .iter()
+                            .map(|a| EventSource {
+                                source: one_line(&a.feed_name),
+                                link: a.link.clone(),
+                            })
+                            .collect(),
+                    }
+                })
+                .collect();
+            let search = stories.first().map(|s| s.entry.subscription_id);
+            EventSearch {
+                query: one_line(query),
+                feed_url: search.map(feed_url),
+                items,
+            }
+        })
+        .collect();
+    Event {
+        kind: "tidings.digest".to_string(),
+        timestamp: now,
+        data: EventData {
+            subscriber: cx.recipient.to_string(),
+            destination: destination.to_string(),
+            title,
+            timezone: cx.timezone.name().to_string(),
+            searches,
+            more_follow: cx.more_follow,
+            text: None,
+            code: None,
+        },
     }
 }
 

@@ -270,6 +270,9 @@ pub enum Origin {
     Configured,
     /// Found in fetched content, such as a link in a feed: public addresses only.
     Found,
+    /// A destination a subscriber gave (a webhook): public addresses only, so no one
+    /// can make the server send into its own network.
+    Subscriber,
 }
 
 /// What the next connection of a fetch may go to.
@@ -523,6 +526,96 @@ impl Fetcher {
     }
 }
 
+/// A request that delivers something (a webhook, a chat message): sent once, never
+/// redirected, through the same fetch guard as every fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// `PUT` when true (Matrix sends are idempotent PUTs), else `POST`.
+    pub put: bool,
+    pub url: Url,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// What the receiver answered to an [`Outgoing`] request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    /// `Retry-After`, seconds or an HTTP date.
+    pub retry_after: Option<RetryAfter>,
+    /// The start of the body (at most [`ANSWER_BYTES`]), for error messages and the
+    /// services that put their retry delay in it.
+    pub body: String,
+}
+
+/// How much of an answer's body is kept.
+pub const ANSWER_BYTES: usize = 4096;
+
+impl Fetcher {
+    /// Sends `request`, whose URL came from `origin`, within `timeout`. Any answer is
+    /// an [`Answer`] (the caller decides what a status means); a redirect is not
+    /// followed. Errors are the connection's: refused by the policy, timeout, network.
+    pub async fn deliver(
+        &self,
+        request: &Outgoing,
+        origin: Origin,
+        timeout: Duration,
+    ) -> Result<Answer, FetchError> {
+        let reach = self.policy.first_reach(&request.url, origin);
+        let refused = |subject: &str, class| refusal(subject, class, 0, reach, origin);
+        if let Some(ip) = literal_ip(&request.url) {
+            let class = self.policy.class_of(ip);
+            if !self.policy.permits(reach, class) {
+                return Err(refused(&format!("{ip} is"), class));
+            }
+        }
+        let client = match reach {
+            Reach::Public => &self.public,
+            Reach::Private => &self.private,
+        };
+        let mut builder = match request.put {
+            true => client.put(request.url.as_str()),
+            false => client.post(request.url.as_str()),
+        };
+        for (name, value) in &request.headers {
+            builder = builder.header(name, value);
+        }
+        let work =
+            async {
+                let mut response = builder.body(request.body.clone()).send().await.map_err(
+                    |e| match classify(e) {
+                        Err(RefusedAddress { host, class }) => {
+                            refused(&format!("{host} resolves to"), class)
+                        }
+                        Ok(other) => other,
+                    },
+                )?;
+                let status = response.status().as_u16();
+                let retry_after = retry_after(response.headers());
+                let mut body = Vec::new();
+                // An answer is read up to the cap and no further: a receiver cannot make
+                // us hold its 1 GB error page.
+                while body.len() < ANSWER_BYTES {
+                    match response.chunk().await {
+                        Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                        Ok(None) => break,
+                        // The status arrived; a body cut short does not change it.
+                        Err(_) => break,
+                    }
+                }
+                body.truncate(ANSWER_BYTES);
+                Ok(Answer {
+                    status,
+                    retry_after,
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                })
+            };
+        tokio::time::timeout(timeout, work)
+            .await
+            .unwrap_or(Err(FetchError::Timeout))
+    }
+}
+
 // ---- the fetch guard: where a request may connect ------------------------------------------
 
 /// What an IP address is, as far as the fetch policy cares. [`classify_address`] decides.
@@ -722,6 +815,9 @@ fn refusal(
         AddressClass::Reserved | AddressClass::Public => what,
         _ if hop > 0 => format!("a redirect from a public address: {what}"),
         _ if origin == Origin::Found => format!("a link found in a feed: {what}"),
+        _ if origin == Origin::Subscriber => {
+            format!("a destination a subscriber gave may only be public: {what}")
+        }
         _ => format!(
             "{what}; name that address itself in the feed's url, or set [poll] allow_private_networks = true"
         ),

@@ -86,6 +86,8 @@ row_id! {
     OutboxId;
     /// A sign-up from the web, before and after it was confirmed.
     SignupId;
+    /// A subscriber's destination beside email (a webhook, a chat).
+    ChannelId;
 }
 
 #[cfg(test)]

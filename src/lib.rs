@@ -18,6 +18,7 @@
 //! | [`digest`]    | pending matches → rendered digest; digest schedules                   |
 //! | [`store`]     | the only SQL: an async front, one file per domain; backends behind it |
 //! | [`mail`]      | outbox → SMTP or `.eml` files, retries (lettre)                       |
+//! | [`push`]      | outbox → webhooks, ntfy, Telegram, Matrix, Slack, Discord, Mattermost |
 //! | [`pipeline`]  | the jobs: [`poll_feeds`], articles, [`send_digests`], [`prune`]       |
 //! | [`scheduler`] | the daemon: cron ticks driving the jobs, reload, shutdown             |
 //! | [`admin`]     | the admin HTTP listener: `/healthz`, `/metrics` (axum)                 |
@@ -49,6 +50,7 @@ pub mod page;
 pub mod parse;
 pub mod pipeline;
 pub mod progress;
+pub mod push;
 pub mod scheduler;
 pub mod store;
 pub mod token;

@@ -243,7 +243,88 @@ enum SubscriberCommand {
         /// The subscriber's email address.
         email: String,
     },
+    /// Destinations beside email: webhooks, ntfy, Telegram, Matrix, Slack, Discord,
+    /// Mattermost. Each gets the subscriber's digests on their schedule.
+    #[command(subcommand)]
+    Channel(ChannelCommand),
+    /// Choose where one search goes: email and/or destinations, by name.
+    Route {
+        /// The subscriber's email address.
+        email: String,
+        /// The search, as listed by `tidings subscriber list`.
+        #[arg(long, short, allow_hyphen_values = true)]
+        query: String,
+        /// Where it goes: `email` and destination names, comma-separated
+        /// (e.g. "email,team-slack").
+        #[arg(long, value_delimiter = ',', required = true)]
+        to: Vec<String>,
+    },
 }
+
+// Parsed once per run: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+enum ChannelCommand {
+    /// Add a destination. It is active at once (the admin vouches for it); a webhook's
+    /// signing secret is printed once. Secrets come from environment variables, never the
+    /// command line.
+    #[command(after_long_help = CHANNEL_EXAMPLES)]
+    Add {
+        /// The subscriber's email address.
+        email: String,
+        /// webhook, ntfy, telegram, matrix, slack, discord or mattermost.
+        kind: String,
+        /// A name for it, unique for this subscriber (e.g. "phone", "team-slack").
+        name: String,
+        /// Webhook URL, or ntfy topic URL (https://ntfy.sh/TOPIC).
+        #[arg(long)]
+        url: Option<String>,
+        /// The environment variable holding a secret URL: a Slack, Discord or Mattermost
+        /// incoming webhook.
+        #[arg(long, value_name = "VAR")]
+        url_env: Option<String>,
+        /// The environment variable holding the token: Telegram bot token, Matrix access
+        /// token, ntfy access token (optional for ntfy).
+        #[arg(long, value_name = "VAR")]
+        token_env: Option<String>,
+        /// Telegram chat id (a number, or @channelname).
+        #[arg(long)]
+        chat_id: Option<String>,
+        /// Matrix homeserver URL.
+        #[arg(long)]
+        homeserver: Option<String>,
+        /// Matrix room id (!abc:example.org).
+        #[arg(long)]
+        room: Option<String>,
+        /// Another Telegram Bot API server.
+        #[arg(long)]
+        api: Option<String>,
+        /// Only these searches go there (repeat the flag); default: every search.
+        #[arg(long = "search", allow_hyphen_values = true, value_name = "QUERY")]
+        searches: Vec<String>,
+    },
+    /// List destinations (of one subscriber, or all) with their state and last error.
+    List {
+        /// Only this subscriber's.
+        email: Option<String>,
+    },
+    /// Remove a destination; what waited to go there fails.
+    Remove { email: String, name: String },
+    /// Stop sending to a destination; its digests wait until it is resumed.
+    Pause { email: String, name: String },
+    /// Send to a paused destination again (its failures forgotten), with what waited.
+    Resume { email: String, name: String },
+    /// Send a test message to a destination now and say what its service answered.
+    Test { email: String, name: String },
+}
+
+const CHANNEL_EXAMPLES: &str = "\
+Examples:
+  tidings subscriber channel add ana@example.org webhook crm --url https://crm.example.org/hooks/tidings
+  tidings subscriber channel add ana@example.org ntfy phone --url https://ntfy.sh/ana-alerts
+  TG_TOKEN=123:abc tidings subscriber channel add ana@example.org telegram tg --chat-id 4242 --token-env TG_TOKEN
+  MX_TOKEN=syt_... tidings subscriber channel add ana@example.org matrix room --homeserver https://matrix.org --room '!abc:matrix.org' --token-env MX_TOKEN
+  SLACK_URL=https://hooks.slack.com/services/T/B/X tidings subscriber channel add ana@example.org slack team --url-env SLACK_URL --search asylum";
 
 #[derive(Subcommand)]
 enum FeedsCommand {
@@ -1185,6 +1266,9 @@ async fn migrate_db(from: &Path, to: &str, secret_file: Option<&Path>) -> Result
 async fn open_store(config: &Config) -> Result<Store> {
     let store = Store::open_database(&config.database).await?;
     tidings::pipeline::sync_feed_list(&store, config).await?;
+    for problem in tidings::pipeline::sync_destinations(&store, config).await? {
+        esay!("warning: {problem}");
+    }
     Ok(store)
 }
 
@@ -1287,6 +1371,208 @@ async fn subscriber(config: &Config, store: &Store, command: SubscriberCommand) 
                 bail!("no subscriber {email}");
             }
             say!("removed {email}");
+        }
+        SubscriberCommand::Channel(command) => channel(config, store, command).await?,
+        SubscriberCommand::Route { email, query, to } => {
+            let who = subscriber_named(store, &email).await?;
+            let searches = store.subscriptions_of(who.id).await?;
+            let Some((search, _)) = searches.iter().find(|(_, q)| q.trim() == query.trim()) else {
+                bail!("{email} has no search {query:?} (see `tidings subscriber list`)");
+            };
+            let channels = store.channels(Some(who.id)).await?;
+            let mut to_email = false;
+            let mut chosen = Vec::new();
+            for name in to.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+                if name.eq_ignore_ascii_case("email") {
+                    to_email = true;
+                } else if let Some(c) = channels.iter().find(|c| c.name == name) {
+                    chosen.push(c.id);
+                } else {
+                    bail!(
+                        "{email} has no destination {name:?} (see `tidings subscriber channel list`)"
+                    );
+                }
+            }
+            store.set_search_route(*search, to_email, chosen).await?;
+            say!("{query:?} of {email} now goes to {}", to.join(", "));
+        }
+    }
+    Ok(())
+}
+
+/// The subscriber with this address, or an error naming it.
+async fn subscriber_named(store: &Store, email: &str) -> Result<tidings::store::Subscriber> {
+    store
+        .subscriber(&stored_spelling(email))
+        .await?
+        .with_context(|| format!("no subscriber {email}"))
+}
+
+/// A destination by its owner and name.
+async fn channel_named(store: &Store, email: &str, name: &str) -> Result<tidings::store::Channel> {
+    let who = subscriber_named(store, email).await?;
+    store
+        .channels(Some(who.id))
+        .await?
+        .into_iter()
+        .find(|c| c.name == name)
+        .with_context(|| {
+            format!("{email} has no destination {name:?} (see `tidings subscriber channel list`)")
+        })
+}
+
+/// The value of an environment variable a flag names.
+fn secret_from_env(flag: &str, var: &Option<String>) -> Result<Option<String>> {
+    let Some(var) = var else {
+        return Ok(None);
+    };
+    match std::env::var(var) {
+        Ok(value) if !value.trim().is_empty() => Ok(Some(value.trim().to_string())),
+        _ => bail!("{flag} {var}: that environment variable is not set"),
+    }
+}
+
+async fn channel(config: &Config, store: &Store, command: ChannelCommand) -> Result<()> {
+    use tidings::push::{Spec, Target};
+    use tidings::store::ChannelOrigin;
+    let now = store.now();
+    match command {
+        ChannelCommand::Add {
+            email,
+            kind,
+            name,
+            url,
+            url_env,
+            token_env,
+            chat_id,
+            homeserver,
+            room,
+            api,
+            searches,
+        } => {
+            let who = subscriber_named(store, &email).await?;
+            let url = match (url, secret_from_env("--url-env", &url_env)?) {
+                (Some(_), Some(_)) => bail!("give --url or --url-env, not both"),
+                (url, from_env) => url.or(from_env),
+            };
+            let spec = Spec {
+                kind,
+                url,
+                token: secret_from_env("--token-env", &token_env)?,
+                chat_id,
+                homeserver,
+                room,
+                api,
+            };
+            let known = store.subscriptions_of(who.id).await?;
+            let mut chosen = Vec::new();
+            for query in &searches {
+                let Some((id, _)) = known.iter().find(|(_, q)| q.trim() == query.trim()) else {
+                    bail!("{email} has no search {query:?} (see `tidings subscriber list`)");
+                };
+                chosen.push(*id);
+            }
+            // The admin may point a destination at a private network as `[poll]` allows.
+            let added = tidings::push::add_channel(
+                store,
+                &config.channels,
+                &who,
+                &name,
+                &spec,
+                ChannelOrigin::Admin,
+                chosen,
+                now,
+            )
+            .await?;
+            say!(
+                "added {} destination {name:?} (#{}) for {email}: {}",
+                added.target.kind(),
+                added.id,
+                added.target.describe()
+            );
+            if let Some(secret) = &added.signing_secret {
+                say!(
+                    "signing secret (shown once; the receiver verifies webhook-signature with it):"
+                );
+                say!("    {secret}");
+            }
+            say!("check it with `tidings subscriber channel test {email} {name}`");
+        }
+        ChannelCommand::List { email } => {
+            let owner = match &email {
+                Some(email) => Some(subscriber_named(store, email).await?.id),
+                None => None,
+            };
+            let channels = store.channels(owner).await?;
+            if channels.is_empty() {
+                say!(
+                    "no destinations beside email (add one with `tidings subscriber channel add`)"
+                );
+            }
+            for c in channels {
+                let target = serde_json::from_str::<Target>(&c.target)
+                    .map(|t| t.describe())
+                    .unwrap_or_else(|e| format!("(unreadable: {e})"));
+                let searches = match c.every_search {
+                    true => "every search".to_string(),
+                    false => count(c.searches.len(), "search"),
+                };
+                say!(
+                    "{} {} {:?}: {}, {}, {} (added by {})",
+                    c.email,
+                    c.kind,
+                    c.name,
+                    target,
+                    c.state,
+                    searches,
+                    c.added_by
+                );
+                if let Some(reason) = &c.paused_reason {
+                    say!("    paused: {reason}");
+                } else if let Some(error) = &c.last_error {
+                    say!(
+                        "    last error ({}): {error}",
+                        count(c.failures as usize, "failure")
+                    );
+                }
+            }
+        }
+        ChannelCommand::Remove { email, name } => {
+            let c = channel_named(store, &email, &name).await?;
+            store.remove_channel(c.id).await?;
+            say!("removed {} destination {name:?} of {email}", c.kind);
+        }
+        ChannelCommand::Pause { email, name } => {
+            let c = channel_named(store, &email, &name).await?;
+            if !store.pause_channel(c.id, "paused by an admin").await? {
+                bail!("{name:?} is {}, not active: nothing changed", c.state);
+            }
+            say!("paused {name:?} of {email}; its digests wait until it is resumed");
+        }
+        ChannelCommand::Resume { email, name } => {
+            let c = channel_named(store, &email, &name).await?;
+            if !store.resume_channel(c.id, now).await? {
+                bail!("{name:?} is {}, not paused: nothing changed", c.state);
+            }
+            say!("resumed {name:?} of {email}; what waited goes with the next round");
+        }
+        ChannelCommand::Test { email, name } => {
+            let c = channel_named(store, &email, &name).await?;
+            let app = App::open(config.clone()).await?;
+            let id = tidings::push::queue_test(&app.store, &c, now).await?;
+            tidings::pipeline::send_push(&app, app.store.now()).await?;
+            let row = app.store.outbox().await?.into_iter().find(|m| m.id == id);
+            match row {
+                Some(m) if m.status == OutboxStatus::Sent => {
+                    say!("sent: {} accepted the test message", c.kind)
+                }
+                Some(m) => bail!(
+                    "not sent ({}): {}",
+                    m.status,
+                    m.last_error.as_deref().unwrap_or("no answer yet")
+                ),
+                None => bail!("the test message is gone from the outbox"),
+            }
         }
     }
     Ok(())

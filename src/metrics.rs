@@ -24,6 +24,31 @@ struct Result_ {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindResult {
+    kind: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Kind {
+    kind: &'static str,
+}
+
+/// The kinds of destination beside email, as the `kind` label has them.
+pub const CHANNEL_KINDS: [&str; 7] = [
+    "webhook",
+    "ntfy",
+    "telegram",
+    "matrix",
+    "slack",
+    "discord",
+    "mattermost",
+];
+
+/// What a delivery to a destination came to, as the `result` label has it.
+pub const PUSH_RESULTS: [&str; 4] = ["sent", "retry", "failed", "rejected"];
+
 /// Every metric Tidings exports. Cheap to share: clone the `Arc` it lives in.
 pub struct Metrics {
     registry: Registry,
@@ -35,6 +60,10 @@ pub struct Metrics {
     digests_queued: Counter,
     articles: Family<Result_, Counter>,
     mail: Family<Result_, Counter>,
+    push: Family<KindResult, Counter>,
+    /// Read from the database at scrape time, by kind of destination.
+    push_pending: Family<Kind, Gauge>,
+    push_oldest_seconds: Family<Kind, Gauge<f64, AtomicU64>>,
     reloads: Family<Result_, Counter>,
     /// Read from the database at scrape time.
     pub outbox_pending: Gauge,
@@ -124,6 +153,34 @@ impl Metrics {
             "Delivery attempts by result (sent, retrying, failed)",
             mail.clone(),
         );
+        let push = Family::<KindResult, Counter>::default();
+        let push_pending = Family::<Kind, Gauge>::default();
+        let push_oldest_seconds = Family::<Kind, Gauge<f64, AtomicU64>>::default();
+        for kind in CHANNEL_KINDS {
+            for result in PUSH_RESULTS {
+                let _ = push.get_or_create(&KindResult { kind, result });
+            }
+            let _ = push_pending.get_or_create(&Kind { kind });
+            let _ = push_oldest_seconds.get_or_create(&Kind { kind });
+        }
+        registry.register(
+            "deliveries",
+            "Deliveries to destinations beside email, by kind (webhook, ntfy, telegram, matrix, \
+             slack, discord, mattermost) and result (sent, retry, failed: gave up on a temporary \
+             failure, rejected: a permanent one)",
+            push.clone(),
+        );
+        registry.register(
+            "deliveries_pending",
+            "Messages waiting for destinations beside email, by kind",
+            push_pending.clone(),
+        );
+        registry.register_with_unit(
+            "deliveries_oldest_pending_age",
+            "Age of the oldest message waiting for a destination of this kind (0 when none)",
+            Unit::Seconds,
+            push_oldest_seconds.clone(),
+        );
         let reloads = family(&["ok", "error"]);
         registry.register(
             "config_reloads",
@@ -188,6 +245,9 @@ impl Metrics {
             digests_queued,
             articles,
             mail,
+            push,
+            push_pending,
+            push_oldest_seconds,
             reloads,
             outbox_pending,
             oldest_pending_seconds,
@@ -220,6 +280,27 @@ impl Metrics {
         self.items_new.inc_by(new_items as u64);
         self.items_updated.inc_by(updated as u64);
         self.matches.inc_by(matches as u64);
+    }
+
+    /// One delivery to a destination of `kind` ended so (one of [`PUSH_RESULTS`]).
+    pub fn delivery(&self, kind: &str, result: &'static str) {
+        if let Some(kind) = CHANNEL_KINDS.into_iter().find(|k| *k == kind) {
+            self.push.get_or_create(&KindResult { kind, result }).inc();
+        }
+    }
+
+    /// The destination backlog read at scrape time: (kind, pending, oldest age in s).
+    pub fn set_push_backlog(&self, backlog: &[(&str, i64, f64)]) {
+        for kind in CHANNEL_KINDS {
+            let (pending, age) = backlog
+                .iter()
+                .find(|(k, _, _)| *k == kind)
+                .map_or((0, 0.0), |&(_, n, age)| (n, age));
+            self.push_pending.get_or_create(&Kind { kind }).set(pending);
+            self.push_oldest_seconds
+                .get_or_create(&Kind { kind })
+                .set(age);
+        }
     }
 
     /// One article fetch ended so (`ok`, `none`, `retrying` or `failed`).

@@ -21,13 +21,16 @@ use url::Url;
 
 use crate::article::decode_html;
 use crate::config::{Config, Database, MAX_DURATION, Source};
-use crate::digest::{DigestContext, FailingFeed, StoryCache, render_digest};
+use crate::digest::{
+    DigestContext, FailingFeed, RenderedRound, StoryCache, digest_event, render_digest,
+};
 use crate::fetch::{FetchError, FetchOutcome, Fetcher, Validators};
 use crate::mail::{self, Delivery, Mailer};
 use crate::matcher::{Document, Matcher, Query, Scope, Synonyms};
 use crate::metrics::{Metrics, PollResult};
 use crate::page::Compared;
 use crate::parse::{Item, ParsedFeed, body_hash, body_text, parse_feed};
+use crate::push::{self, PushRound, Pusher};
 use crate::store::{
     FeedListSync, FeedListVersion, FeedToPoll, FetchLimits, Pruned, Store, StoreOutcome,
     Subscriber, SubscriberId, SubscriptionId, SuccessfulPoll, UnchangedPoll,
@@ -73,6 +76,8 @@ pub struct App {
     matcher: Arc<std::sync::Mutex<Option<Arc<CompiledMatcher>>>>,
     /// Connection slots shared by every poll cycle running at once.
     poll_slots: Arc<PollSlots>,
+    /// Held by the process's one destination-sending round ([`send_push`]).
+    push_running: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// `poll.concurrency` fetches in all and `poll.per_host` per host, shared by the poll
@@ -112,6 +117,9 @@ impl App {
             .map_err(|e| anyhow::anyhow!("{}: [synonyms]: {e}", config.path.display()))?;
         let store = Store::open_database(&config.database).await?;
         sync_feed_list(&store, &config).await?;
+        for problem in sync_destinations(&store, &config).await? {
+            warn!("{problem}");
+        }
         let fetcher = Fetcher::new(&config.poll)?;
         let signer = match &config.database {
             Database::Sqlite(_) => Signer::load_or_create(&config.web.secret_file)?,
@@ -132,6 +140,7 @@ impl App {
             fetcher,
             mailer,
             matcher: Arc::default(),
+            push_running: Arc::default(),
             metrics: Arc::default(),
             shutdown: Shutdown::default(),
             sender: mail::Sender::default(),
@@ -154,6 +163,9 @@ impl App {
         let links = self.links.with_base_url(config.web.base_url.clone());
         let mailer = Mailer::new(&config.mail, Some(links.clone()))?;
         let applied = sync_feed_list(&self.store, &config).await? == FeedListSync::Applied;
+        for problem in sync_destinations(&self.store, &config).await? {
+            warn!("{problem}");
+        }
         for feed in config.feeds.iter().filter(|_| applied) {
             let old = self.config.feed(&feed.id);
             if old.is_some_and(|old| old.url == feed.url && feed.interval < old.interval)
@@ -188,6 +200,7 @@ impl App {
             mailer,
             links,
             matcher: Arc::default(),
+            push_running: self.push_running.clone(),
         })
     }
 }
@@ -252,6 +265,90 @@ pub const ADMIN_TOKEN_ENV: &str = "TIDINGS_ADMIN_TOKEN";
 
 /// The admin password from the environment: unset or empty turns the page off; a short
 /// one is refused (it guards subscriber addresses).
+/// Makes the destinations config.toml keeps (`[[destinations]]`) the database's: new ones
+/// added, changed ones replaced, ones gone from the file removed; each takes the
+/// searches it names. Destinations subscribers or admins added otherwise are left alone.
+/// Returns what could not be done (an unknown subscriber or search, a name taken), for
+/// the caller to log.
+pub async fn sync_destinations(store: &Store, config: &Config) -> Result<Vec<String>> {
+    use crate::store::{ChannelOrigin, NewChannel};
+    let mut problems = Vec::new();
+    let mut kept = HashSet::new();
+    let existing = store.channels(None).await?;
+    let now = store.now();
+    for d in &config.destinations {
+        let what = format!("[[destinations]] {:?} of {}", d.name, d.subscriber);
+        let Some(who) = store.subscriber(&d.subscriber).await? else {
+            problems.push(format!(
+                "{what}: no such subscriber (add them with `tidings subscriber add`)"
+            ));
+            continue;
+        };
+        let target = match push::config_target(d) {
+            Ok(target) => target,
+            Err(e) => {
+                problems.push(format!("{what}: {e}"));
+                continue;
+            }
+        };
+        let searches_of = store.subscriptions_of(who.id).await?;
+        let mut searches = Vec::new();
+        for query in &d.searches {
+            match searches_of.iter().find(|(_, q)| q.trim() == query) {
+                Some((id, _)) => searches.push(*id),
+                None => problems.push(format!("{what}: {} has no search {query:?}", d.subscriber)),
+            }
+        }
+        let target_json = serde_json::to_string(&target)?;
+        let same_name = existing
+            .iter()
+            .find(|c| c.subscriber_id == who.id && c.name == d.name);
+        let id = match same_name {
+            Some(c) if c.added_by != ChannelOrigin::Config => {
+                problems.push(format!(
+                    "{what}: the subscriber has a destination of that name already"
+                ));
+                continue;
+            }
+            Some(c) if c.target == target_json && c.secret_env == d.secret_env => c.id,
+            stale => {
+                if let Some(c) = stale {
+                    store.remove_channel(c.id).await?;
+                }
+                store
+                    .add_channel(
+                        NewChannel {
+                            subscriber_id: who.id,
+                            name: d.name.clone(),
+                            kind: target.kind(),
+                            target: target_json,
+                            secret: None,
+                            secret_env: d.secret_env.clone(),
+                            added_by: ChannelOrigin::Config,
+                            confirm_code: None,
+                            every_search: searches.is_empty(),
+                            searches: searches.clone(),
+                        },
+                        now,
+                    )
+                    .await?
+            }
+        };
+        store
+            .set_channel_searches(id, searches.is_empty(), searches)
+            .await?;
+        kept.insert(id);
+    }
+    for c in existing
+        .iter()
+        .filter(|c| c.added_by == crate::store::ChannelOrigin::Config && !kept.contains(&c.id))
+    {
+        info!(channel = c.id.0, name = %c.name, "destination no longer in config.toml: removed");
+        store.remove_channel(c.id).await?;
+    }
+    Ok(problems)
+}
+
 fn admin_token_from_env() -> Result<Option<Arc<str>>> {
     match std::env::var(ADMIN_TOKEN_ENV) {
         Ok(t) if t.trim().is_empty() => Ok(None),
@@ -1149,6 +1246,8 @@ fn jittered(base: Duration, feed_id: &str, now: DateTime<Utc>) -> chrono::Durati
 pub struct DigestSummary {
     pub queued: usize,
     pub delivery: Delivery,
+    /// What went to destinations beside email.
+    pub push: PushRound,
 }
 
 /// A feed that failed this many times in a row is named in digest footers.
@@ -1189,7 +1288,12 @@ pub async fn send_digests(
     let (queued, delivery) = tokio::try_join!(queue, deliver)?;
     app.metrics
         .digests(queued, delivery.sent, delivery.retrying, delivery.failed);
-    Ok(DigestSummary { queued, delivery })
+    let push = send_push(app, now).await?;
+    Ok(DigestSummary {
+        queued,
+        delivery,
+        push,
+    })
 }
 
 /// Delivers what the outbox holds that is due at `now`, through the process's one
@@ -1198,6 +1302,32 @@ pub async fn send_mail(app: &App, now: DateTime<Utc>) -> Result<Delivery> {
     app.sender
         .deliver(&app.store, &app.mailer, now, &app.shutdown.draining)
         .await
+}
+
+/// Sends what the outbox holds for destinations beside email that is due at `now` (see
+/// [`push::send_due`]). One round runs per process at a time: a call while one runs
+/// returns at once, and the running round, which goes on until nothing is due, sends
+/// what this call would have.
+pub async fn send_push(app: &App, now: DateTime<Utc>) -> Result<PushRound> {
+    let Ok(_running) = app.push_running.try_lock() else {
+        return Ok(PushRound::default());
+    };
+    push::send_due(&app.store, &app.pusher(), now, &app.shutdown.draining).await
+}
+
+impl App {
+    /// The destination sender over this app's HTTP client and settings.
+    pub fn pusher(&self) -> Pusher {
+        let metrics = self.metrics.clone();
+        Pusher {
+            fetcher: self.fetcher.clone(),
+            settings: self.config.channels.clone(),
+            max_age: chrono::Duration::from_std(self.config.mail.max_age)
+                .unwrap_or(chrono::Duration::days(3)),
+            message_domain: self.mailer.message_domain(),
+            observe: Arc::new(move |kind, result| metrics.delivery(kind.as_str(), result)),
+        }
+    }
 }
 
 /// Renders and queues the digests of `due` subscribers, one transaction each.
@@ -1225,7 +1355,7 @@ async fn queue_digests(
                 now,
                 ignore_schedule,
                 &domain,
-                move |s, entries, more_follow| {
+                move |s, parcels| {
                     let unsubscribe = app.links.unsubscribe_url(s.id, &s.email);
                     let manage = app.links.manage_url(s.id, &s.email);
                     let cx = DigestContext {
@@ -1237,9 +1367,21 @@ async fn queue_digests(
                         unsubscribe_url: Some(&unsubscribe),
                         manage_url: Some(&manage),
                         cache: Some(&cache),
-                        more_follow,
+                        more_follow: parcels.more_follow,
                     };
-                    Ok(render_digest(entries, &cx)?)
+                    let email = match parcels.email.is_empty() {
+                        true => None,
+                        false => Some(render_digest(&parcels.email, &cx)?),
+                    };
+                    let feed_url = |search| app.links.feed_url(search, &s.email);
+                    let events = parcels
+                        .channels
+                        .iter()
+                        .map(|(channel, taken)| {
+                            digest_event(taken, &cx, &channel.name, now, &feed_url)
+                        })
+                        .collect();
+                    Ok(RenderedRound { email, events })
                 },
             )
             .await

@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Form, middleware};
 use chrono::Utc;
-use minijinja::{Environment, context};
+use minijinja::{Environment, Value, context};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -128,6 +128,16 @@ pub fn router(app: watch::Receiver<App>) -> Router {
         .route("/manage/{token}/remove", post(remove_query))
         .route("/manage/{token}/pause", post(pause_query))
         .route("/manage/{token}/schedule", post(set_schedule))
+        .route("/manage/{token}/destination", post(add_destination))
+        .route(
+            "/manage/{token}/destination/confirm",
+            post(confirm_destination),
+        )
+        .route(
+            "/manage/{token}/destination/change",
+            post(change_destination),
+        )
+        .route("/manage/{token}/route", post(route_search))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), under_root))
         .layer(Extension(Arc::new(AdminGuard::default())))
@@ -431,6 +441,13 @@ fn notice(done: Option<&str>) -> Option<&'static str> {
         "unchanged" => Some(
             "Nothing changed: that search is not on this page (perhaps it was removed already).",
         ),
+        "confirmed" => Some("Destination confirmed: your alerts go there from now on."),
+        "dest-paused" => Some("Destination paused: its alerts wait until you resume it."),
+        "dest-resumed" => Some("Destination resumed: what waited is on its way."),
+        "dest-removed" => Some("Destination removed."),
+        "dest-tested" => Some("Test message sent: look for it there."),
+        "dest-unchanged" => Some("Nothing changed: that destination is not in that state."),
+        "routed" => Some("Saved where that search goes."),
         _ => None,
     }
 }
@@ -462,12 +479,56 @@ async fn manage_view(
     error: Option<&str>,
     query: &str,
 ) -> Result<axum::response::Html<String>, Failure> {
+    manage_view_with(app, token, s, notice, error, query, None, None).await
+}
+
+/// The manage page, with what only the answer to adding a destination shows: its
+/// signing secret (once), or the form as it was typed when it was refused.
+#[allow(clippy::too_many_arguments)]
+async fn manage_view_with(
+    app: &App,
+    token: &str,
+    s: &Subscriber,
+    notice: Option<&str>,
+    error: Option<&str>,
+    query: &str,
+    shown_once: Option<&str>,
+    destination_form: Option<&HashMap<String, String>>,
+) -> Result<axum::response::Html<String>, Failure> {
     let subscriptions = app.store.subscription_states(s.id).await?;
+    let channels = app.store.channels(Some(s.id)).await?;
+    let not_to_email = app.store.searches_not_to_email(s.id).await?;
     let subscriptions: Vec<_> = subscriptions
         .into_iter()
         .map(|(id, query, paused)| {
             let feed = local_path(&app.links.feed_url(id, &s.email));
-            context! { id, query, paused, feed }
+            let to_email = !not_to_email.contains(&id);
+            let routes: Vec<Value> = channels
+                .iter()
+                .map(|c| {
+                    let takes = c.every_search || c.searches.contains(&id);
+                    context! { id => c.id.0, name => &c.name, takes }
+                })
+                .collect();
+            context! { id, query, paused, feed, to_email, routes }
+        })
+        .collect();
+    let destinations: Vec<Value> = channels
+        .iter()
+        .map(|c| {
+            let target = serde_json::from_str::<crate::push::Target>(&c.target)
+                .map(|t| t.describe())
+                .unwrap_or_default();
+            context! {
+                id => c.id.0,
+                name => &c.name,
+                kind => c.kind.as_str(),
+                target,
+                state => c.state.as_str(),
+                paused_reason => c.paused_reason.as_deref(),
+                last_error => c.last_error.as_deref(),
+                failures => c.failures,
+            }
         })
         .collect();
     Ok(render(
@@ -479,6 +540,9 @@ async fn manage_view(
             error,
             query,
             subscriptions,
+            destinations,
+            shown_once,
+            form => destination_form,
             base => page_path(&format!("manage/{token}")),
             csrf => app.links.csrf_token(s.id, &s.email),
             frequency => s.schedule.spec(),
@@ -600,6 +664,239 @@ async fn pause_query(
         (true, false) => "resumed",
     };
     Ok(back_to(&token, done))
+}
+
+/// Destinations a subscriber may have besides email.
+const MAX_DESTINATIONS: usize = 10;
+/// Verification messages one subscriber may have sent in a day: adding destinations
+/// must not make Tidings post to any address anyone types, over and over.
+const MAX_VERIFICATIONS_PER_DAY: i64 = 10;
+
+/// Adds a destination from the manage page: checked, stored unconfirmed, and its
+/// verification message (with the code) sent at once. The answer shows a webhook's
+/// signing secret, once.
+async fn add_destination(
+    State(app): State<watch::Receiver<App>>,
+    Path(token): Path<String>,
+    form: Result<Form<HashMap<String, String>>, FormRejection>,
+) -> Result<Response, Failure> {
+    let app = app.borrow().clone();
+    let (s, fields) = manage_form(&app, &token, form).await?;
+    let field = |name: &str| {
+        fields
+            .get(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let now = app.store.now();
+    let existing = app.store.channels(Some(s.id)).await?;
+    let refusal = if existing.len() >= MAX_DESTINATIONS {
+        Some(format!(
+            "You have {MAX_DESTINATIONS} destinations, the most there can be; remove one first."
+        ))
+    } else if app
+        .store
+        .notices_since(s.id, now - chrono::Duration::days(1))
+        .await?
+        >= MAX_VERIFICATIONS_PER_DAY
+    {
+        Some("Too many destinations added today; try again tomorrow.".to_string())
+    } else {
+        None
+    };
+    let spec = crate::push::Spec {
+        kind: field("kind").unwrap_or_default(),
+        url: field("url"),
+        token: field("token"),
+        chat_id: field("chat_id"),
+        homeserver: field("homeserver"),
+        room: field("room"),
+        api: None,
+    };
+    let name = field("name").unwrap_or_else(|| spec.kind.clone());
+    let added = match refusal {
+        Some(why) => Err(why),
+        None => crate::push::add_channel(
+            &app.store,
+            &app.config.channels,
+            &s,
+            &name,
+            &spec,
+            crate::store::ChannelOrigin::Subscriber,
+            Vec::new(),
+            now,
+        )
+        .await
+        .map_err(|e| format!("That destination cannot be added: {e:#}")),
+    };
+    let added = match added {
+        Ok(added) => added,
+        Err(why) => {
+            let page =
+                manage_view_with(&app, &token, &s, None, Some(&why), "", None, Some(&fields))
+                    .await?;
+            return Ok((StatusCode::BAD_REQUEST, page).into_response());
+        }
+    };
+    info!(subscriber = s.id.0, channel = added.id.0, kind = %added.target.kind(), "destination added from the web; verification queued");
+    push_soon(&app);
+    let notice = format!(
+        "Destination added. We sent a message with a code to it: enter the code below to \
+         confirm it. Nothing else is sent there until then.{}",
+        if added.signing_secret.is_some() {
+            " Your webhook's signing secret is below: copy it now, it is not shown again."
+        } else {
+            ""
+        }
+    );
+    let page = manage_view_with(
+        &app,
+        &token,
+        &s,
+        Some(&notice),
+        None,
+        "",
+        added.signing_secret.as_deref(),
+        None,
+    )
+    .await?;
+    Ok(page.into_response())
+}
+
+/// Sends what waits for destinations now, rather than at the next digest tick.
+fn push_soon(app: &App) {
+    let app = app.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::pipeline::send_push(&app, app.store.now()).await {
+            warn!(error = %format!("{e:#}"), "sending to destinations failed");
+        }
+    });
+}
+
+/// The subscriber's destination a form names (its `destination` field).
+async fn destination_field(
+    app: &App,
+    s: &Subscriber,
+    fields: &HashMap<String, String>,
+) -> Result<Option<crate::store::Channel>, Failure> {
+    let id = fields
+        .get("destination")
+        .and_then(|v| v.parse::<crate::store::ChannelId>().ok())
+        .ok_or_else(|| Failure::BadForm("Which destination? The form named none.".into()))?;
+    Ok(app
+        .store
+        .channel(id)
+        .await?
+        .filter(|c| c.subscriber_id == s.id))
+}
+
+async fn confirm_destination(
+    State(app): State<watch::Receiver<App>>,
+    Path(token): Path<String>,
+    form: Result<Form<HashMap<String, String>>, FormRejection>,
+) -> Result<Response, Failure> {
+    use crate::store::Confirmation;
+    let app = app.borrow().clone();
+    let (s, fields) = manage_form(&app, &token, form).await?;
+    let Some(channel) = destination_field(&app, &s, &fields).await? else {
+        return Ok(back_to(&token, "dest-unchanged"));
+    };
+    let code = fields.get("code").map(String::as_str).unwrap_or("");
+    let why = match app
+        .store
+        .confirm_channel(channel.id, code, app.store.now())
+        .await?
+    {
+        Confirmation::Confirmed => return Ok(back_to(&token, "confirmed")),
+        Confirmation::NotWaiting => return Ok(back_to(&token, "dest-unchanged")),
+        Confirmation::Wrong { tries_left } => format!(
+            "That is not the code sent to {:?}. {} left.",
+            channel.name,
+            crate::output::count(tries_left as usize, "try")
+        ),
+        Confirmation::Locked => format!(
+            "Too many wrong codes for {:?}: remove it and add it again for a new code.",
+            channel.name
+        ),
+    };
+    let page = manage_view(&app, &token, &s, None, Some(&why), "").await?;
+    Ok((StatusCode::BAD_REQUEST, page).into_response())
+}
+
+async fn change_destination(
+    State(app): State<watch::Receiver<App>>,
+    Path(token): Path<String>,
+    form: Result<Form<HashMap<String, String>>, FormRejection>,
+) -> Result<Response, Failure> {
+    let app = app.borrow().clone();
+    let (s, fields) = manage_form(&app, &token, form).await?;
+    let Some(channel) = destination_field(&app, &s, &fields).await? else {
+        return Ok(back_to(&token, "dest-unchanged"));
+    };
+    let now = app.store.now();
+    let done = match fields.get("action").map(String::as_str) {
+        Some("pause") => app
+            .store
+            .pause_channel(channel.id, "paused by you")
+            .await?
+            .then_some("dest-paused"),
+        Some("resume") => {
+            let resumed = app.store.resume_channel(channel.id, now).await?;
+            if resumed {
+                push_soon(&app);
+            }
+            resumed.then_some("dest-resumed")
+        }
+        Some("remove") => app
+            .store
+            .remove_channel(channel.id)
+            .await?
+            .then_some("dest-removed"),
+        Some("test") if channel.state == crate::store::ChannelState::Active => {
+            crate::push::queue_test(&app.store, &channel, now).await?;
+            push_soon(&app);
+            Some("dest-tested")
+        }
+        Some("test") => None,
+        _ => {
+            return Err(Failure::BadForm(
+                "What should change? The form said nothing.".into(),
+            ));
+        }
+    };
+    Ok(back_to(&token, done.unwrap_or("dest-unchanged")))
+}
+
+/// Where one search goes: email (`email` = 1) and the destinations ticked
+/// (`to_<id>` = 1).
+async fn route_search(
+    State(app): State<watch::Receiver<App>>,
+    Path(token): Path<String>,
+    form: Result<Form<HashMap<String, String>>, FormRejection>,
+) -> Result<Response, Failure> {
+    let app = app.borrow().clone();
+    let (s, fields) = manage_form(&app, &token, form).await?;
+    let search = subscription_field(&fields)?;
+    let mine = app.store.subscription_states(s.id).await?;
+    if !mine.iter().any(|(id, _, _)| *id == search) {
+        return Ok(back_to(&token, "unchanged"));
+    }
+    let to_email = fields.get("email").map(String::as_str) == Some("1");
+    let chosen: Vec<crate::store::ChannelId> = app
+        .store
+        .channels(Some(s.id))
+        .await?
+        .into_iter()
+        .filter(|c| fields.get(&format!("to_{}", c.id)).map(String::as_str) == Some("1"))
+        .map(|c| c.id)
+        .collect();
+    if !to_email && chosen.is_empty() {
+        let why = "A search must go somewhere: tick email or a destination (or remove the search).";
+        let page = manage_view(&app, &token, &s, None, Some(why), "").await?;
+        return Ok((StatusCode::BAD_REQUEST, page).into_response());
+    }
+    app.store.set_search_route(search, to_email, chosen).await?;
+    Ok(back_to(&token, "routed"))
 }
 
 async fn set_schedule(

@@ -23,6 +23,8 @@ const COPIED: &[&str] = &[
     "item_tombstones",
     "subscribers",
     "subscriptions",
+    "channels",
+    "channel_searches",
     "outbox",
     "matches",
     "unsubscribed",
@@ -299,6 +301,22 @@ async fn a_live_deployment_moves_to_postgres_and_carries_on(server: &PgServer) {
             &lite,
         );
     }
+    // A destination beside email that takes one search (ben's digest is not due today).
+    ok(
+        &[
+            "subscriber",
+            "channel",
+            "add",
+            "ben@x.example",
+            "webhook",
+            "crm",
+            "--url",
+            "https://hooks.x.example/in",
+            "--search",
+            "visa",
+        ],
+        &lite,
+    );
     smtp.reject_rcpt("eve@x.example", 550, "no such user");
     smtp.reject_rcpt("fay@x.example", 451, "mailbox busy, try later");
     ok(&["poll"], &lite);

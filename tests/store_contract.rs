@@ -28,12 +28,15 @@ use chrono_tz::Tz;
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use support::postgres::PgServer;
 use tidings::config::FeedConfig;
-use tidings::digest::{DigestEntry, Rendered, Schedule};
+use tidings::digest::{DigestEntry, Event, Parcels, Rendered, RenderedRound, Schedule};
 use tidings::parse::Item;
 use tidings::store::{
     ArticleDone, ArticleOutcome, ArticleState, ClusterStats, FeedListSync, FeedListVersion,
     FeedToPoll, FetchLimits, Instance, ServiceStats, Signup, SignupAdmission, SignupLimits, Store,
     StoreOutcome, Stored, Subscriber, SuccessfulPoll, UnchangedPoll,
+};
+use tidings::store::{
+    ChannelId, ChannelKind, ChannelOrigin, ChannelState, Confirmation, NewChannel, OutboxKind,
 };
 use tidings::store::{OutboxId, OutboxStatus, PollStatus, SignupId, SubscriberId, SubscriptionId};
 
@@ -268,12 +271,12 @@ async fn subscriber_id(store: &Store, email: &str) -> SubscriberId {
 }
 
 /// A digest's subject is "N new"; its text the titles, one a line (updated ones marked).
-fn render(_: &Subscriber, entries: &[DigestEntry], more_follow: bool) -> anyhow::Result<Rendered> {
+fn render_mail(entries: &[DigestEntry], more_follow: bool) -> Rendered {
     let lines: Vec<String> = entries
         .iter()
         .map(|e| format!("{}{}", e.title, if e.updated { " (updated)" } else { "" }))
         .collect();
-    Ok(Rendered {
+    Rendered {
         subject: format!(
             "{} new{}",
             entries.len(),
@@ -281,18 +284,38 @@ fn render(_: &Subscriber, entries: &[DigestEntry], more_follow: bool) -> anyhow:
         ),
         text: lines.join("\n"),
         html: "<p>html</p>".into(),
-    })
+    }
+}
+
+/// The mail as [`render_mail`] makes it, and for each destination an event whose title
+/// is "N new" and whose text is the titles, one a line.
+fn render(_: &Subscriber, parcels: &Parcels) -> anyhow::Result<RenderedRound> {
+    let email =
+        (!parcels.email.is_empty()).then(|| render_mail(&parcels.email, parcels.more_follow));
+    let events = parcels
+        .channels
+        .iter()
+        .map(|(channel, taken)| {
+            let titles: Vec<&str> = taken.iter().map(|e| e.title.as_str()).collect();
+            Event::notice(
+                "tidings.digest",
+                "",
+                &channel.name,
+                &format!("{} new", taken.len()),
+                &titles.join("\n"),
+                None,
+                noon(),
+            )
+        })
+        .collect();
+    Ok(RenderedRound { email, events })
 }
 
 /// [`render`], slowly: a second take of the same digest started meanwhile must wait for
 /// this one, not read the same pending matches (rendering runs inside the transaction).
-fn render_slowly(
-    subscriber: &Subscriber,
-    entries: &[DigestEntry],
-    more_follow: bool,
-) -> anyhow::Result<Rendered> {
+fn render_slowly(subscriber: &Subscriber, parcels: &Parcels) -> anyhow::Result<RenderedRound> {
     std::thread::sleep(Duration::from_millis(100));
-    render(subscriber, entries, more_follow)
+    render(subscriber, parcels)
 }
 
 /// Takes `subscriber`'s digest at `now`; its outbox id.
@@ -1238,12 +1261,13 @@ async fn edits_are_sent_again_and_pruning_keeps_what_is_pending(store: Store, _:
             t1,
             false,
             "tidings.test",
-            move |who, entries, more| {
-                *seen.lock().unwrap() = entries
+            move |who, parcels| {
+                *seen.lock().unwrap() = parcels
+                    .email
                     .iter()
                     .map(|e| (e.title.clone(), e.updated))
                     .collect();
-                render(who, entries, more)
+                render(who, parcels)
             },
         )
         .await
@@ -1362,17 +1386,15 @@ async fn take_digest_moves_the_schedule_and_fixes_the_message_id(store: Store, _
     let shown = Arc::new(Mutex::new(None));
     let seen = shown.clone();
     let id = store
-        .take_digest(
-            who.id,
-            late,
-            false,
-            "tidings.test",
-            move |s, entries, more| {
-                *seen.lock().unwrap() =
-                    Some((s.email.clone(), s.queries.clone(), entries.len(), more));
-                render(s, entries, more)
-            },
-        )
+        .take_digest(who.id, late, false, "tidings.test", move |s, parcels| {
+            *seen.lock().unwrap() = Some((
+                s.email.clone(),
+                s.queries.clone(),
+                parcels.email.len(),
+                parcels.more_follow,
+            ));
+            render(s, parcels)
+        })
         .await
         .unwrap()
         .unwrap();
@@ -3062,6 +3084,375 @@ fn boxed(
     Box::pin(story)
 }
 
+// ---- destinations beside email ----------------------------------------------------------------
+
+/// Adds a destination `name` for `subscriber`, active, taking `searches` (every search
+/// when empty).
+async fn destination(
+    store: &Store,
+    subscriber: SubscriberId,
+    name: &str,
+    searches: &[SubscriptionId],
+) -> ChannelId {
+    store
+        .add_channel(
+            NewChannel {
+                subscriber_id: subscriber,
+                name: name.into(),
+                kind: ChannelKind::Webhook,
+                target: r#"{"kind":"webhook","url":"https://hooks.example/in"}"#.into(),
+                secret: Some("whsec_AAAA".into()),
+                secret_env: None,
+                added_by: ChannelOrigin::Admin,
+                confirm_code: None,
+                every_search: searches.is_empty(),
+                searches: searches.to_vec(),
+            },
+            noon(),
+        )
+        .await
+        .unwrap()
+}
+
+/// The outbox rows of destination `name` (`kind:name` as recipient), oldest first.
+async fn pushed(store: &Store, name: &str) -> Vec<tidings::store::OutboxMessage> {
+    let outbox = store.outbox().await.unwrap();
+    outbox
+        .into_iter()
+        .filter(|m| m.recipient == format!("webhook:{name}"))
+        .collect()
+}
+
+/// One digest round writes a mail and one event per destination, each with the
+/// searches routed there; a search routed away from email is not mailed, unless every
+/// destination it goes to is paused (then email takes it: nothing is taken unshown).
+/// Unconfirmed destinations get nothing; each match is taken once.
+async fn a_digest_goes_to_each_destination_its_searches_choose(store: Store, _: Database) {
+    let t0 = noon();
+    store
+        .sync_feeds(&[feed("f", "https://f.example/feed")])
+        .await
+        .unwrap();
+    let asylum = subscribe(&store, "a@x.example", "asylum", Schedule::Immediate, t0).await;
+    let visa = subscribe(&store, "a@x.example", "visa", Schedule::Immediate, t0).await;
+    let who = subscriber_id(&store, "a@x.example").await;
+    let hook = destination(&store, who, "hook", &[]).await;
+    let chat = destination(&store, who, "chat", &[visa]).await;
+    store
+        .set_search_route(visa, false, vec![chat])
+        .await
+        .unwrap();
+    let hook_row = store.channel(hook).await.unwrap().unwrap();
+    assert!(
+        !hook_row.every_search,
+        "left out of one search: it lists the others"
+    );
+    assert_eq!(hook_row.searches, vec![asylum]);
+    assert_eq!(store.searches_not_to_email(who).await.unwrap(), vec![visa]);
+    // Unconfirmed: routed nowhere.
+    let mut pending = NewChannel {
+        subscriber_id: who,
+        name: "later".into(),
+        kind: ChannelKind::Telegram,
+        target: r#"{"kind":"telegram","chat_id":"1"}"#.into(),
+        secret: Some("1:x".into()),
+        secret_env: None,
+        added_by: ChannelOrigin::Subscriber,
+        confirm_code: Some("1234 5678".into()),
+        every_search: true,
+        searches: Vec::new(),
+    };
+    store.add_channel(pending.clone(), t0).await.unwrap();
+    pending.confirm_code = None;
+    let taken = store.add_channel(pending, t0).await.unwrap_err();
+    assert!(
+        taken
+            .to_string()
+            .contains("already a destination named \"later\""),
+        "{taken}"
+    );
+
+    store_poll(&store, &[item("k1", "Asylum one", t0)], t0, &[asylum]).await;
+    let t0 = t0 + minutes(15);
+    store_poll(&store, &[item("k2", "Visa one", t0)], t0, &[visa]).await;
+    let first = take(&store, who, t0).await.unwrap();
+    let mail = message(&store, first).await;
+    assert_eq!(
+        (mail.subject.as_str(), mail.body_text.as_str()),
+        ("1 new", "Asylum one")
+    );
+    let hooked = pushed(&store, "hook").await;
+    assert_eq!(hooked.len(), 1);
+    assert!(
+        hooked[0].body_text.contains("Asylum one") && !hooked[0].body_text.contains("Visa one")
+    );
+    let chatted = pushed(&store, "chat").await;
+    assert_eq!(chatted.len(), 1);
+    assert!(chatted[0].body_text.contains("Visa one") && !chatted[0].body_text.contains("Asylum"));
+    assert!(
+        chatted[0].message_id.starts_with("evt_") && chatted[0].message_id != hooked[0].message_id
+    );
+    assert!(pushed(&store, "later").await.is_empty());
+    assert!(
+        take(&store, who, t0).await.is_none(),
+        "every match was taken"
+    );
+
+    // The chat paused: its search goes to email, the waiting event is held.
+    assert!(store.pause_channel(chat, "on holiday").await.unwrap());
+    assert!(!store.pause_channel(chat, "again").await.unwrap());
+    let t1 = t0 + minutes(15);
+    store_poll(&store, &[item("k3", "Visa two", t1)], t1, &[visa]).await;
+    let second = take(&store, who, t1).await.unwrap();
+    assert_eq!(message(&store, second).await.body_text, "Visa two");
+    assert_eq!(pushed(&store, "chat").await.len(), 1);
+    let claimed = store
+        .claim_push(t1, Duration::from_secs(60), 10)
+        .await
+        .unwrap();
+    let names: Vec<&str> = claimed.iter().map(|m| m.channel.name.as_str()).collect();
+    assert_eq!(names, vec!["hook"], "a paused destination's digest waits");
+    assert!(
+        store
+            .claim_mail(t1, Duration::from_secs(60), 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|m| !m.recipient.contains(':')),
+        "mail senders never get destination messages"
+    );
+    assert!(store.resume_channel(chat, t1).await.unwrap());
+    let claimed = store
+        .claim_push(t1, Duration::from_secs(60), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].channel.name, "chat");
+    assert_eq!(claimed[0].kind, OutboxKind::Push);
+}
+
+/// Permanent rejections pause a destination after the limit (at once when gone); a
+/// success forgets them; a sender that lost its claim writes nothing; two senders never
+/// claim the same message; a notice goes to a destination in any state.
+async fn destination_messages_are_claimed_once_and_rejections_pause(store: Store, db: Database) {
+    let t0 = noon();
+    store
+        .add_subscription("a@x.example", "asylum", Schedule::Immediate, Tz::UTC, t0)
+        .await
+        .unwrap();
+    let who = subscriber_id(&store, "a@x.example").await;
+    let hook = destination(&store, who, "hook", &[]).await;
+    for n in 0..40 {
+        store
+            .queue_notice(hook, "test", "{}", &format!("evt_{n}"), t0)
+            .await
+            .unwrap();
+    }
+    let lease = Duration::from_secs(60);
+    let claimed = at_once(&db, 2, move |s| async move {
+        let mut got = Vec::new();
+        loop {
+            let batch = s.claim_push(t0, lease, 3).await.unwrap();
+            if batch.is_empty() {
+                return got;
+            }
+            got.extend(batch.into_iter().map(|m| m.outbox.message_id));
+        }
+    })
+    .await;
+    let mut all: Vec<String> = claimed.concat();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 40);
+    assert_eq!(claimed[0].len() + claimed[1].len(), 40, "each claimed once");
+
+    let later = t0 + minutes(2);
+    let mut rows = store.claim_push(later, lease, 100).await.unwrap();
+    assert_eq!(rows.len(), 40, "the lease ran out");
+    let mut next = || rows.remove(0).outbox;
+    let reject = |m: tidings::store::OutboxMessage, gone: bool| {
+        let store = store.clone();
+        async move {
+            store
+                .mark_push_rejected(m.id, m.claim.as_deref(), "HTTP 404", 3, gone)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(reject(next(), false).await.is_none());
+    assert!(reject(next(), false).await.is_none());
+    let ok = next();
+    assert!(
+        store
+            .mark_sent(ok.id, ok.claim.as_deref(), later)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.channel(hook).await.unwrap().unwrap().failures,
+        0,
+        "a success forgets"
+    );
+    let stale = next();
+    assert!(
+        store
+            .mark_push_rejected(
+                stale.id,
+                Some("0123456789ABCDEF01234567"),
+                "HTTP 404",
+                1,
+                true
+            )
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store.channel(hook).await.unwrap().unwrap().state,
+        ChannelState::Active,
+        "a lost claim writes nothing"
+    );
+    assert!(reject(next(), false).await.is_none());
+    assert!(reject(next(), false).await.is_none());
+    let paused = reject(next(), false)
+        .await
+        .expect("the third in a row pauses");
+    assert_eq!((paused.state, paused.failures), (ChannelState::Paused, 3));
+    assert_eq!(paused.paused_reason.as_deref(), Some("HTTP 404"));
+    assert!(reject(next(), false).await.is_none(), "paused once");
+    assert!(store.resume_channel(hook, later).await.unwrap());
+    let gone = reject(next(), true).await.expect("a 410 pauses at once");
+    assert_eq!(gone.failures, 1);
+    // Notices go whatever the state.
+    store
+        .queue_notice(hook, "verify", "{}", "evt_x", later)
+        .await
+        .unwrap();
+    let claimed = store.claim_push(later, lease, 100).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(
+        (claimed[0].kind, claimed[0].outbox.message_id.as_str()),
+        (OutboxKind::Notice, "evt_x")
+    );
+    let backlog = store.push_backlog().await.unwrap();
+    assert_eq!(backlog.len(), 1);
+    // 40 notices, 8 recorded (the one whose claim was lost is still pending), and evt_x.
+    assert_eq!((backlog[0].0, backlog[0].1), (ChannelKind::Webhook, 33));
+}
+
+/// A verification code is checked a limited number of times, even when guesses come
+/// at once; routes and searches stay within one subscriber; a removed destination's
+/// waiting messages fail, and so do a removed subscriber's.
+async fn codes_routes_and_removals_hold(store: Store, db: Database) {
+    let t0 = noon();
+    let asylum = subscribe(&store, "a@x.example", "asylum", Schedule::Immediate, t0).await;
+    let other = subscribe(&store, "b@x.example", "visa", Schedule::Immediate, t0).await;
+    let a = subscriber_id(&store, "a@x.example").await;
+    let b = subscriber_id(&store, "b@x.example").await;
+    let theirs = destination(&store, b, "theirs", &[]).await;
+    let id = store
+        .add_channel(
+            NewChannel {
+                subscriber_id: a,
+                name: "mine".into(),
+                kind: ChannelKind::Ntfy,
+                target: r#"{"kind":"ntfy","url":"https://ntfy.sh/t"}"#.into(),
+                secret: None,
+                secret_env: None,
+                added_by: ChannelOrigin::Subscriber,
+                confirm_code: Some("1234 5678".into()),
+                every_search: true,
+                searches: Vec::new(),
+            },
+            t0,
+        )
+        .await
+        .unwrap();
+    let outcomes = at_once(&db, 2, move |s| async move {
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            seen.push(s.confirm_channel(id, "0000 0000", t0).await.unwrap());
+        }
+        seen
+    })
+    .await
+    .concat();
+    let wrong = outcomes
+        .iter()
+        .filter(|o| matches!(o, Confirmation::Wrong { .. }))
+        .count();
+    assert_eq!(wrong, 4, "{outcomes:?}");
+    assert_eq!(
+        store.confirm_channel(id, "12345678", t0).await.unwrap(),
+        Confirmation::Locked
+    );
+    assert_eq!(
+        store.channel(id).await.unwrap().unwrap().state,
+        ChannelState::Unconfirmed
+    );
+
+    let stranger = store
+        .set_search_route(asylum, true, vec![theirs])
+        .await
+        .unwrap_err();
+    assert!(
+        stranger.to_string().contains("not this subscriber's"),
+        "{stranger}"
+    );
+    let foreign = store
+        .add_channel(
+            NewChannel {
+                subscriber_id: a,
+                name: "x".into(),
+                kind: ChannelKind::Webhook,
+                target: "{}".into(),
+                secret: None,
+                secret_env: None,
+                added_by: ChannelOrigin::Admin,
+                confirm_code: None,
+                every_search: false,
+                searches: vec![other],
+            },
+            t0,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        foreign.to_string().contains("not this subscriber's"),
+        "{foreign}"
+    );
+    assert!(
+        store
+            .channels(Some(a))
+            .await
+            .unwrap()
+            .iter()
+            .all(|c| c.name != "x"),
+        "nothing stored"
+    );
+
+    store
+        .queue_notice(id, "verify", "{}", "evt_1", t0)
+        .await
+        .unwrap();
+    store
+        .queue_notice(theirs, "test", "{}", "evt_2", t0)
+        .await
+        .unwrap();
+    assert!(store.remove_channel(id).await.unwrap());
+    assert!(!store.remove_channel(id).await.unwrap());
+    assert!(store.remove_subscriber("b@x.example").await.unwrap());
+    let outbox = store.outbox().await.unwrap();
+    assert_eq!(outbox.len(), 2);
+    for m in outbox {
+        assert_eq!(
+            (m.status, m.last_error.as_deref()),
+            (OutboxStatus::Failed, Some("destination removed"))
+        );
+    }
+    assert!(store.channels(None).await.unwrap().is_empty());
+}
+
 /// (name, story) for each story named.
 macro_rules! stories {
     ($($story:ident),* $(,)?) => {
@@ -3228,12 +3619,14 @@ async fn a_full_text_item_waits_for_its_article_and_is_matched_once(store: Store
     let seen = Arc::new(Mutex::new(Vec::new()));
     let seen_in = seen.clone();
     store
-        .take_digest(who, now, false, "tidings.test", move |s, entries, more| {
-            seen_in
-                .lock()
-                .unwrap()
-                .extend(entries.iter().map(|e| (e.title.clone(), e.article.clone())));
-            render(s, entries, more)
+        .take_digest(who, now, false, "tidings.test", move |s, parcels| {
+            seen_in.lock().unwrap().extend(
+                parcels
+                    .email
+                    .iter()
+                    .map(|e| (e.title.clone(), e.article.clone())),
+            );
+            render(s, parcels)
         })
         .await
         .unwrap()
@@ -3442,6 +3835,9 @@ fn main() -> std::process::ExitCode {
         a_time_out_of_range_is_an_error_not_1970,
         a_full_text_item_waits_for_its_article_and_is_matched_once,
         an_article_is_matched_on_the_items_text_as_it_is_when_written,
+        a_digest_goes_to_each_destination_its_searches_choose,
+        destination_messages_are_claimed_once_and_rejections_pause,
+        codes_routes_and_removals_hold,
     ];
     let postgres_only = stories![
         migrations_apply_once_and_reconnecting_is_a_no_op,

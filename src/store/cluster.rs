@@ -67,6 +67,18 @@ impl Store {
         run!(self, db => db.reserve_mail_slot(now, interval))
     }
 
+    /// Reserves the next slot of the pacer `pacer` (created on first use), shared like
+    /// the mail pacer: one request per `interval` to a destination's host, cluster-wide.
+    pub async fn reserve_slot(
+        &self,
+        pacer: &str,
+        now: DateTime<Utc>,
+        interval: Duration,
+    ) -> Result<DateTime<Utc>> {
+        let pacer = pacer.to_owned();
+        run!(self, db => db.reserve_slot(&pacer, now, interval))
+    }
+
     /// The value of setting `name`, created as `candidate` by the first instance to ask:
     /// every instance gets the same value (the link-signing secret).
     pub async fn setting_or_insert(&self, name: &str, candidate: &str) -> Result<String> {

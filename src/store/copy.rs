@@ -56,6 +56,8 @@ const TABLES: &[Table] = &[
     rows("item_tombstones"),
     rows("subscribers"),
     rows("subscriptions"),
+    rows("channels"),
+    rows("channel_searches"),
     Table {
         name: "outbox",
         how: How::Rows { clear: CLAIMS },

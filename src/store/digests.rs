@@ -31,9 +31,46 @@ impl Store {
         now: DateTime<Utc>,
         ignore_schedule: bool,
         message_domain: &str,
-        render: impl FnOnce(&Subscriber, &[DigestEntry], bool) -> Result<Rendered> + Send + 'static,
+        render: impl FnOnce(&Subscriber, &Parcels) -> Result<RenderedRound> + Send + 'static,
     ) -> Result<Option<OutboxId>> {
         let message_domain = message_domain.to_owned();
         run!(self, db => db.take_digest(subscriber_id, now, ignore_schedule, &message_domain, render))
     }
+}
+
+/// Checks that what `render` made for `parcels` is what the outbox needs: a mail exactly
+/// when something goes to email, one event per destination, and every one of the
+/// round's `entries` carried by at least one of them. Returns the number of rows to write.
+pub(super) fn check_rendered(
+    parcels: &Parcels,
+    rendered: &RenderedRound,
+    entries: usize,
+) -> Result<usize> {
+    if parcels.email.is_empty() != rendered.email.is_none() {
+        bail!(
+            "digest rendering: {} matches for email, but {} mail",
+            parcels.email.len(),
+            if rendered.email.is_some() { "a" } else { "no" }
+        );
+    }
+    if parcels.channels.len() != rendered.events.len() {
+        bail!(
+            "digest rendering: {} destinations, but {} events",
+            parcels.channels.len(),
+            rendered.events.len()
+        );
+    }
+    let carried: std::collections::HashSet<(SubscriptionId, ItemId)> = parcels
+        .email
+        .iter()
+        .chain(parcels.channels.iter().flat_map(|(_, taken)| taken))
+        .map(|e| (e.subscription_id, e.item_id))
+        .collect();
+    if carried.len() != entries {
+        bail!(
+            "digest routing: {entries} matches taken, {} carried",
+            carried.len()
+        );
+    }
+    Ok(rendered.events.len() + usize::from(rendered.email.is_some()))
 }

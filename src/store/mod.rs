@@ -27,11 +27,15 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
 use crate::config::{DATABASE_PASSWORD_ENV, Database, FeedConfig, FeedOptions};
-use crate::digest::{DigestEntry, FailingFeed, Rendered, Schedule};
-pub use crate::ids::{ItemId, OutboxId, SignupId, SubscriberId, SubscriptionId};
+use crate::digest::{
+    ChannelRoute, DigestEntry, FailingFeed, Parcels, RenderedRound, Routes, Schedule, route,
+};
+pub use crate::ids::{ChannelId, ItemId, OutboxId, SignupId, SubscriberId, SubscriptionId};
 use crate::parse::Item;
+use anyhow::bail;
 
 mod articles;
+mod channels;
 mod cluster;
 mod copy;
 mod digests;
@@ -46,10 +50,14 @@ mod sqlite;
 mod subscriptions;
 
 pub use articles::{ArticleCounts, ArticleDone, ArticleOutcome, ArticleToFetch};
+pub use channels::{CONFIRM_TRIES, Channel, Confirmation, NewChannel, PushMessage, event_id};
 pub use cluster::{ClusterStats, FetchLimits, Instance};
 pub use copy::{ImportStep, Imported, TableCopied};
 pub use feeds::{FeedListSync, FeedListVersion};
-pub use model::{ArticleState, OutboxStatus, PollStatus, UnknownStatus};
+pub use model::{
+    ArticleState, ChannelKind, ChannelOrigin, ChannelState, OutboxKind, OutboxStatus, PollStatus,
+    UnknownStatus,
+};
 use postgres::Postgres;
 use sqlite::Sqlite;
 

@@ -86,6 +86,57 @@ stored_status! {
     }
 }
 
+stored_status! {
+    /// What a message in the outbox is.
+    OutboxKind {
+        /// Mail to the subscriber's address.
+        Mail = "mail",
+        /// A digest for one of the subscriber's other destinations: sent while the
+        /// destination is active, held while it is paused.
+        Push = "push",
+        /// A destination's verification or test message: sent whatever its state.
+        Notice = "notice",
+    }
+}
+
+stored_status! {
+    /// The services a destination can be.
+    ChannelKind {
+        /// HTTPS POST of the digest as JSON, signed as Standard Webhooks specify.
+        Webhook = "webhook",
+        Ntfy = "ntfy",
+        Telegram = "telegram",
+        Matrix = "matrix",
+        Slack = "slack",
+        Discord = "discord",
+        Mattermost = "mattermost",
+    }
+}
+
+stored_status! {
+    /// Where a destination stands.
+    ChannelState {
+        /// Added from the manage page; only its verification message goes there until
+        /// its owner enters the code.
+        Unconfirmed = "unconfirmed",
+        Active = "active",
+        /// Paused by its owner or after repeated permanent failures; its digests wait.
+        Paused = "paused",
+    }
+}
+
+stored_status! {
+    /// Who added a destination, which decides where it may be sent.
+    ChannelOrigin {
+        /// `tidings subscriber channel add`: private networks as `[poll]` allows.
+        Admin = "admin",
+        /// A `[[channels]]` table in config.toml; its secret is read from the environment.
+        Config = "config",
+        /// The subscriber, on their page: public addresses only.
+        Subscriber = "subscriber",
+    }
+}
+
 /// A status the database holds that this version does not know (a newer version wrote
 /// it, or someone edited the row).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -30,6 +30,7 @@ use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 
 pub mod articles;
+pub mod channels;
 pub mod postgres;
 
 /// `Last-Modified` value used by [`Route::feed`].

@@ -21,6 +21,28 @@ impl Postgres {
         slot_time(slot)
     }
 
+    pub fn reserve_slot(
+        &self,
+        pacer: &str,
+        now: DateTime<Utc>,
+        interval: Duration,
+    ) -> Result<DateTime<Utc>> {
+        let mut conn = self.conn()?;
+        conn.execute(
+            "INSERT INTO pacers (name, next_at_ms) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+            &[&pacer],
+        )?;
+        // The row lock the UPDATE takes makes concurrent senders take turns.
+        let slot: i64 = conn
+            .query_one(
+                "UPDATE pacers SET next_at_ms = GREATEST(next_at_ms, $1) + $2 WHERE name = $3
+                 RETURNING next_at_ms - $2",
+                &[&now.timestamp_millis(), &interval_ms(interval), &pacer],
+            )?
+            .try_get(0)?;
+        slot_time(slot)
+    }
+
     pub fn acquire_fetch_slot(
         &self,
         host: &str,

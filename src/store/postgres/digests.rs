@@ -1,6 +1,7 @@
 //! Digests: which are due, and taking a subscriber's pending matches into one.
 
 use super::*;
+use crate::store::digests::check_rendered;
 
 impl Postgres {
     pub fn due_digests(
@@ -29,7 +30,7 @@ impl Postgres {
         now: DateTime<Utc>,
         ignore_schedule: bool,
         message_domain: &str,
-        render: impl FnOnce(&Subscriber, &[DigestEntry], bool) -> Result<Rendered>,
+        render: impl FnOnce(&Subscriber, &Parcels) -> Result<RenderedRound>,
     ) -> Result<Option<OutboxId>> {
         let now_s = now.timestamp();
         let mut conn = self.conn()?;
@@ -104,45 +105,93 @@ impl Postgres {
         }
         subscriber.queries = entries.iter().map(|e| e.query.clone()).collect();
         subscriber.queries.dedup();
-        let rendered = render(&subscriber, &entries, more_follow)?;
+        let routes = Routes {
+            not_to_email: tx
+                .query(
+                    "SELECT id FROM subscriptions WHERE subscriber_id = $1 AND NOT to_email",
+                    &[&subscriber.id],
+                )?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()?,
+            channels: super::channels::active_routes(&mut tx, subscriber.id)?,
+        };
+        let parcels = route(&entries, &routes, more_follow);
+        let rendered = render(&subscriber, &parcels)?;
+        let rows = check_rendered(&parcels, &rendered, entries.len())?;
 
-        // The row id is part of the Message-ID: taken from the identity first.
-        let outbox_id = next_id(&mut tx, "outbox")?;
-        let message_id = format!(
-            "<digest.{outbox_id}.{}.{now_s}@{message_domain}>",
-            subscriber.id
-        );
-        tx.execute(
-            "INSERT INTO outbox (id, subscriber_id, recipient, message_id, subject, body_text,
-                                 body_html, created_at, next_attempt_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
-            &[
-                &outbox_id,
-                &subscriber.id,
-                &subscriber.email,
-                &message_id,
-                &rendered.subject,
-                &rendered.text,
-                &rendered.html,
-                &now_s,
-            ],
-        )?;
+        let mut carrier: HashMap<(SubscriptionId, ItemId), OutboxId> = HashMap::new();
+        let mut first = None;
+        if let Some(mail) = &rendered.email {
+            // The row id is part of the Message-ID: taken from the identity first.
+            let outbox_id = next_id(&mut tx, "outbox")?;
+            let message_id = format!(
+                "<digest.{outbox_id}.{}.{now_s}@{message_domain}>",
+                subscriber.id
+            );
+            tx.execute(
+                "INSERT INTO outbox (id, subscriber_id, recipient, message_id, subject, body_text,
+                                     body_html, created_at, next_attempt_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+                &[
+                    &outbox_id,
+                    &subscriber.id,
+                    &subscriber.email,
+                    &message_id,
+                    &mail.subject,
+                    &mail.text,
+                    &mail.html,
+                    &now_s,
+                ],
+            )?;
+            let outbox_id = OutboxId(outbox_id);
+            for e in &parcels.email {
+                carrier.insert((e.subscription_id, e.item_id), outbox_id);
+            }
+            first = Some(outbox_id);
+        }
+        for ((channel, taken), event) in parcels.channels.iter().zip(&rendered.events) {
+            let body = serde_json::to_string(event)?;
+            let outbox_id = super::channels::insert_push(
+                &mut tx,
+                OutboxKind::Push,
+                subscriber.id,
+                channel.id,
+                &channel.name,
+                &event_id()?,
+                &event.data.title,
+                &body,
+                now,
+            )?;
+            for e in taken {
+                carrier
+                    .entry((e.subscription_id, e.item_id))
+                    .or_insert(outbox_id);
+            }
+            first.get_or_insert(outbox_id);
+        }
         let take = tx.prepare(
             "UPDATE matches SET outbox_id = $3
              WHERE subscription_id = $1 AND item_id = $2 AND outbox_id IS NULL",
         )?;
         let mut taken = 0;
         for e in &entries {
-            taken += tx.execute(&take, &[&e.subscription_id, &e.item_id, &outbox_id])?;
+            let Some(outbox_id) = carrier.get(&(e.subscription_id, e.item_id)) else {
+                continue;
+            };
+            taken += tx.execute(&take, &[&e.subscription_id, &e.item_id, outbox_id])?;
         }
-        if taken != entries.len() as u64 {
+        if taken != entries.len() as u64 || rows == 0 {
             bail!(
                 "digest for subscriber {}: took {taken} matches but rendered {}",
                 subscriber.id,
                 entries.len()
             );
         }
+        let Some(outbox_id) = first else {
+            bail!("digest for subscriber {}: nothing written", subscriber.id);
+        };
         tx.commit()?;
-        Ok(Some(OutboxId(outbox_id)))
+        Ok(Some(outbox_id))
     }
 }

@@ -10,8 +10,8 @@ impl Postgres {
 
     pub fn service_stats(&self) -> Result<ServiceStats> {
         let r = self.conn()?.query_one(
-            "SELECT (SELECT COUNT(*) FROM outbox WHERE status = 'pending'),
-                    (SELECT MIN(created_at) FROM outbox WHERE status = 'pending'),
+            "SELECT (SELECT COUNT(*) FROM outbox WHERE status = 'pending' AND kind = 'mail'),
+                    (SELECT MIN(created_at) FROM outbox WHERE status = 'pending' AND kind = 'mail'),
                     (SELECT COUNT(*) FROM feeds WHERE active),
                     (SELECT COUNT(*) FROM feeds WHERE active
                         AND (consecutive_failures > 0 OR gone_at IS NOT NULL)),

@@ -41,17 +41,23 @@ use r2d2_postgres::PostgresConnectionManager;
 
 use super::{
     ActiveSubscriptions, ArticleCounts, ArticleDone, ArticleOutcome, ArticleState, ArticleToFetch,
-    BackupSummary, ClusterStats, FeedListSync, FeedListVersion, FeedStatus, FeedToPoll,
-    FetchLimits, Instance, MatchedItem, OutboxId, OutboxMessage, OutboxStatus, PRUNE_ITEM_BATCH,
-    PRUNE_OUTBOX_BATCH, PRUNE_PAUSE, PollStatus, Pruned, ServiceStats, Signup, SignupAdmission,
-    SignupId, SignupLimits, StoreOutcome, Stored, StoredItem, Subscriber, SubscriberId,
-    SubscriptionId, SuccessfulPoll, UnchangedPoll, from_unix, lease_secs, split_tags,
+    BackupSummary, CONFIRM_TRIES, Channel, ChannelId, ChannelKind, ChannelOrigin, ChannelState,
+    ClusterStats, Confirmation, FeedListSync, FeedListVersion, FeedStatus, FeedToPoll, FetchLimits,
+    Instance, ItemId, MatchedItem, NewChannel, OutboxId, OutboxKind, OutboxMessage, OutboxStatus,
+    PRUNE_ITEM_BATCH, PRUNE_OUTBOX_BATCH, PRUNE_PAUSE, PollStatus, Pruned, PushMessage,
+    ServiceStats, Signup, SignupAdmission, SignupId, SignupLimits, StoreOutcome, Stored,
+    StoredItem, Subscriber, SubscriberId, SubscriptionId, SuccessfulPoll, UnchangedPoll, event_id,
+    from_unix, lease_secs, split_tags,
 };
 use crate::config::{FeedConfig, FeedOptions};
-use crate::digest::{DigestEntry, FailingFeed, MAX_DIGEST_ENTRIES, Rendered, Schedule};
+use crate::digest::{
+    ChannelRoute, DigestEntry, FailingFeed, MAX_DIGEST_ENTRIES, Parcels, RenderedRound, Routes,
+    Schedule, route,
+};
 use crate::parse::Item;
 
 mod articles;
+mod channels;
 mod cluster;
 mod digests;
 mod feeds;
@@ -79,6 +85,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0004_articles.sql",
         include_str!("../../../migrations/postgres/0004_articles.sql"),
+    ),
+    (
+        "0005_channels.sql",
+        include_str!("../../../migrations/postgres/0005_channels.sql"),
     ),
 ];
 
@@ -407,7 +417,15 @@ macro_rules! status_from_sql {
         }
     )+};
 }
-status_from_sql!(OutboxStatus, PollStatus, ArticleState);
+status_from_sql!(
+    OutboxStatus,
+    PollStatus,
+    ArticleState,
+    OutboxKind,
+    ChannelKind,
+    ChannelState,
+    ChannelOrigin
+);
 
 fn outbox_row(r: &Row) -> Result<OutboxMessage> {
     Ok(OutboxMessage {

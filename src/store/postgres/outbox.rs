@@ -34,7 +34,8 @@ impl Postgres {
             &format!(
                 "UPDATE outbox SET claimed_until = $2, claim = {NEW_CLAIM}
                  WHERE id IN (SELECT id FROM outbox
-                              WHERE status = 'pending' AND next_attempt_at <= $1
+                              WHERE status = 'pending' AND kind = 'mail'
+                                AND next_attempt_at <= $1
                                 AND (claimed_until IS NULL OR claimed_until <= $1)
                               -- The order of `outbox_pending`: no sort, and the scan stops
                               -- after LIMIT rows instead of reading every pending body.
@@ -75,6 +76,13 @@ impl Postgres {
     ) -> Result<bool> {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction()?;
+        // A destination's row (none for mail) before its message's, the order a removal
+        // takes them in (see `channels`).
+        tx.execute(
+            "SELECT 1 FROM channels WHERE id = (SELECT channel_id FROM outbox WHERE id = $1)
+             FOR NO KEY UPDATE",
+            &[&outbox_id],
+        )?;
         let marked = tx.execute(
             "UPDATE outbox SET status = 'sent', sent_at = $3, attempts = attempts + 1,
              last_error = NULL, claimed_until = NULL, claim = NULL
@@ -86,7 +94,14 @@ impl Postgres {
         }
         tx.execute(
             "UPDATE subscribers SET bounces = 0
-             WHERE bounces > 0 AND id = (SELECT subscriber_id FROM outbox WHERE id = $1)",
+             WHERE bounces > 0
+               AND id = (SELECT subscriber_id FROM outbox WHERE id = $1 AND kind = 'mail')",
+            &[&outbox_id],
+        )?;
+        tx.execute(
+            "UPDATE channels SET failures = 0, last_error = NULL
+             WHERE id = (SELECT channel_id FROM outbox WHERE id = $1)
+               AND (failures > 0 OR last_error IS NOT NULL)",
             &[&outbox_id],
         )?;
         tx.commit()?;

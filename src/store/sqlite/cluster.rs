@@ -19,6 +19,26 @@ impl Sqlite {
         slot_time(slot)
     }
 
+    pub fn reserve_slot(
+        &self,
+        pacer: &str,
+        now: DateTime<Utc>,
+        interval: Duration,
+    ) -> Result<DateTime<Utc>> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO pacers (name, next_at_ms) VALUES (?1, 0) ON CONFLICT DO NOTHING",
+            [pacer],
+        )?;
+        let slot: i64 = conn.query_row(
+            "UPDATE pacers SET next_at_ms = MAX(next_at_ms, ?1) + ?2 WHERE name = ?3
+             RETURNING next_at_ms - ?2",
+            params![now.timestamp_millis(), interval_ms(interval), pacer],
+            |r| r.get(0),
+        )?;
+        slot_time(slot)
+    }
+
     pub fn acquire_fetch_slot(
         &self,
         host: &str,

@@ -30,7 +30,7 @@ impl Sqlite {
         now: DateTime<Utc>,
         ignore_schedule: bool,
         message_domain: &str,
-        render: impl FnOnce(&Subscriber, &[DigestEntry], bool) -> Result<Rendered>,
+        render: impl FnOnce(&Subscriber, &Parcels) -> Result<RenderedRound>,
     ) -> Result<Option<OutboxId>> {
         let now_s = now.timestamp();
         let mut conn = self.conn();
@@ -98,29 +98,68 @@ impl Sqlite {
         }
         subscriber.queries = entries.iter().map(|e| e.query.clone()).collect();
         subscriber.queries.dedup();
-        let rendered = render(&subscriber, &entries, more_follow)?;
+        let routes = Routes {
+            not_to_email: tx
+                .prepare_cached(
+                    "SELECT id FROM subscriptions WHERE subscriber_id = ?1 AND NOT to_email",
+                )?
+                .query_map([subscriber.id], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?,
+            channels: super::channels::active_routes(&tx, subscriber.id)?,
+        };
+        let parcels = route(&entries, &routes, more_follow);
+        let rendered = render(&subscriber, &parcels)?;
+        let rows = crate::store::digests::check_rendered(&parcels, &rendered, entries.len())?;
 
-        // The row id is part of the Message-ID, so insert first with a placeholder.
-        tx.prepare_cached(
-            "INSERT INTO outbox (subscriber_id, recipient, message_id, subject, body_text, body_html,
-                                 created_at, next_attempt_at)
-             VALUES (?1, ?2, 'pending:' || hex(randomblob(16)), ?3, ?4, ?5, ?6, ?6)",
-        )?
-        .execute(params![
+        let mut carrier: HashMap<(SubscriptionId, ItemId), OutboxId> = HashMap::new();
+        let mut first = None;
+        if let Some(mail) = &rendered.email {
+            // The row id is part of the Message-ID, so insert first with a placeholder.
+            tx.prepare_cached(
+                "INSERT INTO outbox (subscriber_id, recipient, message_id, subject, body_text,
+                                     body_html, created_at, next_attempt_at)
+                 VALUES (?1, ?2, 'pending:' || hex(randomblob(16)), ?3, ?4, ?5, ?6, ?6)",
+            )?
+            .execute(params![
                 subscriber.id,
                 subscriber.email,
-                rendered.subject,
-                rendered.text,
-                rendered.html,
+                mail.subject,
+                mail.text,
+                mail.html,
                 now_s
             ])?;
-        let outbox_id = tx.last_insert_rowid();
-        let message_id = format!(
-            "<digest.{outbox_id}.{}.{now_s}@{message_domain}>",
-            subscriber.id
-        );
-        tx.prepare_cached("UPDATE outbox SET message_id = ?2 WHERE id = ?1")?
-            .execute(params![outbox_id, message_id])?;
+            let outbox_id = OutboxId(tx.last_insert_rowid());
+            let message_id = format!(
+                "<digest.{outbox_id}.{}.{now_s}@{message_domain}>",
+                subscriber.id
+            );
+            tx.prepare_cached("UPDATE outbox SET message_id = ?2 WHERE id = ?1")?
+                .execute(params![outbox_id, message_id])?;
+            for e in &parcels.email {
+                carrier.insert((e.subscription_id, e.item_id), outbox_id);
+            }
+            first = Some(outbox_id);
+        }
+        for ((channel, taken), event) in parcels.channels.iter().zip(&rendered.events) {
+            let body = serde_json::to_string(event)?;
+            let outbox_id = super::channels::insert_push(
+                &tx,
+                OutboxKind::Push,
+                subscriber.id,
+                channel.id,
+                &channel.name,
+                &crate::store::event_id()?,
+                &event.data.title,
+                &body,
+                now,
+            )?;
+            for e in taken {
+                carrier
+                    .entry((e.subscription_id, e.item_id))
+                    .or_insert(outbox_id);
+            }
+            first.get_or_insert(outbox_id);
+        }
         let mut taken = 0;
         {
             let mut take = tx.prepare_cached(
@@ -128,18 +167,24 @@ impl Sqlite {
                  WHERE subscription_id = ?1 AND item_id = ?2 AND outbox_id IS NULL",
             )?;
             for e in &entries {
+                let Some(outbox_id) = carrier.get(&(e.subscription_id, e.item_id)) else {
+                    continue;
+                };
                 taken += take.execute(params![e.subscription_id, e.item_id, outbox_id])?;
             }
         }
-        if taken != entries.len() {
+        if taken != entries.len() || rows == 0 {
             bail!(
                 "digest for subscriber {}: took {taken} matches but rendered {}",
                 subscriber.id,
                 entries.len()
             );
         }
+        let Some(outbox_id) = first else {
+            bail!("digest for subscriber {}: nothing written", subscriber.id);
+        };
         tx.commit()?;
-        Ok(Some(OutboxId(outbox_id)))
+        Ok(Some(outbox_id))
     }
 
     // ---- outbox --------------------------------------------------------------------------

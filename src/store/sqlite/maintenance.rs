@@ -10,8 +10,8 @@ impl Sqlite {
 
     pub fn service_stats(&self) -> Result<ServiceStats> {
         Ok(self.conn().query_row(
-            "SELECT (SELECT COUNT(*) FROM outbox WHERE status = 'pending'),
-                    (SELECT MIN(created_at) FROM outbox WHERE status = 'pending'),
+            "SELECT (SELECT COUNT(*) FROM outbox WHERE status = 'pending' AND kind = 'mail'),
+                    (SELECT MIN(created_at) FROM outbox WHERE status = 'pending' AND kind = 'mail'),
                     (SELECT COUNT(*) FROM feeds WHERE active = 1),
                     (SELECT COUNT(*) FROM feeds WHERE active = 1
                         AND (consecutive_failures > 0 OR gone_at IS NOT NULL)),

@@ -18,6 +18,7 @@ use super::*;
 use crate::digest::MAX_DIGEST_ENTRIES;
 
 mod articles;
+mod channels;
 mod cluster;
 mod digests;
 mod feeds;
@@ -64,6 +65,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0009_articles.sql",
         include_str!("../../../migrations/sqlite/0009_articles.sql"),
+    ),
+    (
+        "0010_channels.sql",
+        include_str!("../../../migrations/sqlite/0010_channels.sql"),
     ),
 ];
 
@@ -362,7 +367,15 @@ macro_rules! status_from_sql {
         }
     )+};
 }
-status_from_sql!(OutboxStatus, PollStatus, ArticleState);
+status_from_sql!(
+    OutboxStatus,
+    PollStatus,
+    ArticleState,
+    OutboxKind,
+    ChannelKind,
+    ChannelState,
+    ChannelOrigin
+);
 
 #[cfg(test)]
 mod tests {

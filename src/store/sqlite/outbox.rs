@@ -32,7 +32,8 @@ impl Sqlite {
             let mut stmt = tx.prepare(&format!(
                 "UPDATE outbox SET claimed_until = ?2, claim = hex(randomblob(12))
                  WHERE id IN (SELECT id FROM outbox
-                              WHERE status = 'pending' AND next_attempt_at <= ?1
+                              WHERE status = 'pending' AND kind = 'mail'
+                                AND next_attempt_at <= ?1
                                 AND (claimed_until IS NULL OR claimed_until <= ?1)
                               -- The order of `outbox_pending`: no sort, and the scan stops
                               -- after LIMIT rows instead of reading every pending body.
@@ -84,7 +85,13 @@ impl Sqlite {
         }
         tx.execute(
             "UPDATE subscribers SET bounces = 0
-             WHERE bounces > 0 AND id = (SELECT subscriber_id FROM outbox WHERE id = ?1)",
+             WHERE bounces > 0
+               AND id = (SELECT subscriber_id FROM outbox WHERE id = ?1 AND kind = 'mail')",
+            [outbox_id],
+        )?;
+        tx.execute(
+            "UPDATE channels SET failures = 0, last_error = NULL
+             WHERE id = (SELECT channel_id FROM outbox WHERE id = ?1)",
             [outbox_id],
         )?;
         tx.commit()?;
