@@ -101,7 +101,10 @@ impl Target {
             Target::Telegram { chat_id, api } => format!("chat {chat_id} via {api}"),
             Target::Matrix { homeserver, room } => format!("{room} on {homeserver}"),
             Target::Slack { host } | Target::Discord { host } | Target::Mattermost { host } => {
-                format!("incoming webhook on {host}")
+                match host.strip_prefix('$') {
+                    Some(var) => format!("incoming webhook from ${var}"),
+                    None => format!("incoming webhook on {host}"),
+                }
             }
         }
     }
@@ -420,29 +423,7 @@ pub async fn add_channel(
         )
         .await?;
     if let Some(code) = &confirm {
-        let event = Event::notice(
-            "tidings.verify",
-            &subscriber.email,
-            name,
-            "Tidings: confirm this destination",
-            &format!(
-                "Someone asked Tidings to send alerts for {} here. If it was you, enter this \
-                 code on your Tidings page. If not, ignore this message: nothing else is sent \
-                 here until the code is entered.",
-                subscriber.email
-            ),
-            Some(code),
-            now,
-        );
-        store
-            .queue_notice(
-                id,
-                &event.data.title,
-                &serde_json::to_string(&event)?,
-                &crate::store::event_id()?,
-                now,
-            )
-            .await?;
+        queue_verification(store, &subscriber.email, id, name, code, now).await?;
     }
     Ok(Added {
         id,
@@ -454,29 +435,65 @@ pub async fn add_channel(
     })
 }
 
-/// What a `[[destinations]]` table stores in the open. A secret URL's host is read from
-/// its environment variable when set (for display and pacing only).
+/// What a `[[destinations]]` table stores in the open. A secret URL is named by its
+/// environment variable (`$TEAM_SLACK_URL`), never read into the database.
 pub fn config_target(d: &crate::config::DestinationConfig) -> Result<Target, String> {
-    let secret_url = match d.kind.as_str() {
-        "slack" | "discord" | "mattermost" => Some(
-            d.secret_env
-                .as_deref()
-                .and_then(|var| std::env::var(var).ok())
-                .filter(|u| Url::parse(u.trim()).is_ok())
-                .unwrap_or_else(|| "https://secret.invalid/".to_string()),
-        ),
-        _ => None,
-    };
+    let secret_url = matches!(d.kind.as_str(), "slack" | "discord" | "mattermost");
     let spec = Spec {
         kind: d.kind.clone(),
-        url: secret_url.or_else(|| d.url.clone()),
+        // The URL is the secret, read when sending: what is stored must not depend on
+        // whether this process has the variable.
+        url: match secret_url {
+            true => Some("https://secret.invalid/".into()),
+            false => d.url.clone(),
+        },
         token: Some("from-env".into()),
         chat_id: d.chat_id.clone(),
         homeserver: d.homeserver.clone(),
         room: d.room.clone(),
         api: d.api.clone(),
     };
-    Ok(spec.check(false)?.target)
+    let named = format!("${}", d.secret_env.as_deref().unwrap_or("?"));
+    Ok(match spec.check(false)?.target {
+        Target::Slack { .. } => Target::Slack { host: named },
+        Target::Discord { .. } => Target::Discord { host: named },
+        Target::Mattermost { .. } => Target::Mattermost { host: named },
+        other => other,
+    })
+}
+
+/// Queues the verification message of destination `id` (`name`, of `email`), with
+/// its `code`.
+pub async fn queue_verification(
+    store: &Store,
+    email: &str,
+    id: crate::store::ChannelId,
+    name: &str,
+    code: &str,
+    now: DateTime<Utc>,
+) -> Result<crate::store::OutboxId> {
+    let event = Event::notice(
+        "tidings.verify",
+        email,
+        name,
+        "Tidings: confirm this destination",
+        &format!(
+            "Someone asked Tidings to send alerts for {email} here. If it was you, enter this \
+             code on your Tidings page. If not, ignore this message: nothing else is sent \
+             here until the code is entered."
+        ),
+        Some(code),
+        now,
+    );
+    store
+        .queue_notice(
+            id,
+            &event.data.title,
+            &serde_json::to_string(&event)?,
+            &crate::store::event_id()?,
+            now,
+        )
+        .await
 }
 
 /// Queues a test message for a destination (sent whatever its state).

@@ -446,6 +446,7 @@ fn notice(done: Option<&str>) -> Option<&'static str> {
         "dest-resumed" => Some("Destination resumed: what waited is on its way."),
         "dest-removed" => Some("Destination removed."),
         "dest-tested" => Some("Test message sent: look for it there."),
+        "dest-resent" => Some("The code was sent again: look for it there."),
         "dest-unchanged" => Some("Nothing changed: that destination is not in that state."),
         "routed" => Some("Saved where that search goes."),
         _ => None,
@@ -856,6 +857,35 @@ async fn change_destination(
             crate::push::queue_test(&app.store, &channel, now).await?;
             push_soon(&app);
             Some("dest-tested")
+        }
+        Some("resend") => {
+            let code = app.store.pending_code(channel.id).await?;
+            let today = app
+                .store
+                .notices_since(s.id, now - chrono::Duration::days(1))
+                .await?;
+            match code {
+                Some(code) if today < MAX_VERIFICATIONS_PER_DAY => {
+                    crate::push::queue_verification(
+                        &app.store,
+                        &s.email,
+                        channel.id,
+                        &channel.name,
+                        &code,
+                        now,
+                    )
+                    .await?;
+                    push_soon(&app);
+                    Some("dest-resent")
+                }
+                Some(_) => {
+                    let why =
+                        "Too many messages sent to your destinations today; try again tomorrow.";
+                    let page = manage_view(&app, &token, &s, None, Some(why), "").await?;
+                    return Ok((StatusCode::BAD_REQUEST, page).into_response());
+                }
+                None => None,
+            }
         }
         Some("test") => None,
         _ => {

@@ -279,7 +279,22 @@ fn main() -> std::process::ExitCode {
         },
     )
     .with_ignored_flag(missing.is_some() && !required);
-    libtest_mimic::run(&args, vec![walk]).exit_code()
+    let webhook = libtest_mimic::Trial::test(
+        "a_subscriber_adds_a_webhook_confirms_it_and_the_next_digest_arrives_there",
+        || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a tokio runtime")
+                .block_on(
+                    a_subscriber_adds_a_webhook_confirms_it_and_the_next_digest_arrives_there(),
+                );
+            Ok(())
+        },
+    )
+    .with_ignored_flag(missing.is_some() && !required);
+    libtest_mimic::run(&args, vec![walk, webhook]).exit_code()
 }
 
 async fn a_subscriber_signs_up_confirms_manages_and_leaves_in_a_real_browser() {
@@ -419,6 +434,153 @@ async fn a_subscriber_signs_up_confirms_manages_and_leaves_in_a_real_browser() {
     screenshot(&browser, "06-unsubscribed").await;
     assert_eq!(searches_of(&app).await, None);
     assert_eq!(smtp.messages().len(), 1, "only the confirmation was mailed");
+
+    browser.close().await.unwrap();
+    drop(driver);
+}
+
+/// The manage page in the browser: a subscriber adds a webhook (its signing secret shown
+/// once), their receiver refuses the first verification (it did not know the secret
+/// yet), they ask for the code again, enter it, send a search to the webhook alone, and
+/// the next digest arrives there, signed, and not by mail.
+async fn a_subscriber_adds_a_webhook_confirms_it_and_the_next_digest_arrives_there() {
+    use support::articles::{PUBLIC, Teaser, feed_table, public_server, rss};
+    use support::channels::{Fault, WebhookReceiver};
+    let (driver, chromium) = start_driver().unwrap_or_else(|why| {
+        panic!("the browser test cannot run: {why} (apt-get install -y chromium chromium-driver)")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let feed = public_server().await;
+    let smtp = support::SmtpServer::start().await;
+    let receiver = WebhookReceiver::start_on(PUBLIC.into(), "whsec_AAAA").await;
+    let now = chrono::Utc::now();
+    let teaser = |guid: &'static str, title: &'static str| Teaser {
+        guid,
+        title,
+        link: format!("https://news.example/{guid}"),
+        summary: "The agency's notice.",
+    };
+    feed.set("/feed.xml", rss(&[teaser("a1", "Asylum rule one")], now));
+    let app = support::articles::app(
+        dir.path(),
+        "[channels]\nrequire_https = false",
+        &feed_table("news", &feed.url("/feed.xml"), ""),
+        smtp.port(),
+    )
+    .await;
+    tidings::poll_feeds(&app, now, false).await.unwrap();
+    support::subscribe(&app, EMAIL, "asylum", "immediate", now).await;
+    let zoe = app.store.subscriber(EMAIL).await.unwrap().unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(app.clone());
+    std::mem::forget(tx);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let addr = tidings::web::serve((Ipv4Addr::LOCALHOST, 0).into(), rx, stop)
+        .await
+        .unwrap();
+    let manage = app.links.manage_url(zoe.id, EMAIL);
+    let manage = manage.replace("http://localhost:8080", &format!("http://{addr}"));
+    let browser = open_browser(&driver, &chromium).await;
+
+    // 1. Add a webhook: the page shows its signing secret, once.
+    browser.goto(&manage).await.unwrap();
+    wait_for_text(&browser, "Where alerts go").await;
+    receiver.fail_next(1, Fault::Status(401));
+    fill(&browser, "dest-name", "crm").await;
+    fill(&browser, "dest-url", &receiver.url("/hooks/tidings")).await;
+    let page = click_button(&browser, "", "Add destination", "Destination added").await;
+    assert!(
+        page.contains("crm (webhook:") && page.contains("waiting for its code"),
+        "{page}"
+    );
+    let secret = browser
+        .find(Locator::Id("signing-secret"))
+        .await
+        .expect("the secret, shown once")
+        .text()
+        .await
+        .unwrap();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    screenshot(&browser, "07-destination-added").await;
+    browser.refresh().await.unwrap();
+    let again = wait_for_text(&browser, "Where alerts go").await;
+    assert!(!again.contains(&secret), "the secret is shown once");
+
+    // 2. The receiver refused the first code (no secret yet); with the secret, the code
+    // sent again arrives, signed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while receiver.requests().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(receiver.requests().len(), 1, "the first verification");
+    assert!(receiver.accepted_events().is_empty());
+    receiver.set_secret(&secret);
+    click_button(
+        &browser,
+        "//li[strong[text()='crm']]",
+        "Send the code again",
+        "The code was sent again",
+    )
+    .await;
+    receiver.wait_for(1, Duration::from_secs(10)).await;
+    let verify = receiver.accepted_events().remove(0);
+    assert_eq!(verify["type"], "tidings.verify");
+    let code = verify["data"]["code"].as_str().unwrap().to_string();
+
+    // 3. The code, then the search sent to the webhook alone.
+    let channel = app.store.channels(Some(zoe.id)).await.unwrap().remove(0);
+    fill(&browser, &format!("code-{}", channel.id), &code).await;
+    click_button(&browser, "", "Confirm", "Destination confirmed").await;
+    let email_box = browser
+        .find(Locator::XPath(
+            "//ul[@class='routes']//input[@name='email']",
+        ))
+        .await
+        .expect("the search's email box");
+    assert_eq!(
+        email_box.prop("checked").await.unwrap().as_deref(),
+        Some("true")
+    );
+    email_box.click().await.unwrap();
+    let page = click_button(
+        &browser,
+        "//ul[@class='routes']",
+        "Save",
+        "Saved where that search goes",
+    )
+    .await;
+    assert!(page.contains("crm") && page.contains("active"), "{page}");
+    screenshot(&browser, "08-destinations").await;
+    assert_eq!(
+        app.store.searches_not_to_email(zoe.id).await.unwrap().len(),
+        1
+    );
+
+    // 4. The next digest arrives at the webhook, not by mail.
+    let later = now + chrono::Duration::minutes(20);
+    feed.set(
+        "/feed.xml",
+        rss(
+            &[
+                teaser("a1", "Asylum rule one"),
+                teaser("a2", "Asylum rule two"),
+            ],
+            later,
+        ),
+    );
+    tidings::poll_feeds(&app, later, false).await.unwrap();
+    let round = tidings::send_digests(&app, later, false).await.unwrap();
+    assert_eq!((round.push.sent, round.delivery.sent), (1, 0), "{round:?}");
+    let digest = receiver.accepted_events().pop().unwrap();
+    assert_eq!(digest["type"], "tidings.digest");
+    let titles: Vec<&str> = digest["data"]["searches"][0]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["Asylum rule two"]);
+    assert!(smtp.messages().is_empty(), "nothing by mail");
 
     browser.close().await.unwrap();
     drop(driver);

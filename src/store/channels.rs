@@ -119,6 +119,12 @@ impl Store {
         run!(self, db => db.confirm_channel(id, &code, now))
     }
 
+    /// The code an unconfirmed destination waits for (to send it again), unless it is
+    /// locked by wrong tries.
+    pub async fn pending_code(&self, id: ChannelId) -> Result<Option<String>> {
+        run!(self, db => db.pending_code(id))
+    }
+
     /// Which searches a destination takes: every one, or those listed (which must be its
     /// subscriber's).
     pub async fn set_channel_searches(

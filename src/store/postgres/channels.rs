@@ -243,6 +243,19 @@ impl Postgres {
         Ok(outcome)
     }
 
+    pub fn pending_code(&self, id: ChannelId) -> Result<Option<String>> {
+        Ok(self
+            .conn()?
+            .query_opt(
+                "SELECT confirm_code FROM channels
+                 WHERE id = $1 AND state = 'unconfirmed' AND confirm_tries < $2",
+                &[&id, &(CONFIRM_TRIES as i32)],
+            )?
+            .map(|r| r.try_get::<_, Option<String>>(0))
+            .transpose()?
+            .flatten())
+    }
+
     pub fn set_channel_searches(
         &self,
         id: ChannelId,

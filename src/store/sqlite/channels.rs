@@ -222,6 +222,19 @@ impl Sqlite {
         Ok(outcome)
     }
 
+    pub fn pending_code(&self, id: ChannelId) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT confirm_code FROM channels
+                 WHERE id = ?1 AND state = 'unconfirmed' AND confirm_tries < ?2",
+                params![id, CONFIRM_TRIES],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
     pub fn set_channel_searches(
         &self,
         id: ChannelId,
