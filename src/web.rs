@@ -1104,6 +1104,29 @@ async fn admin_page(
             context! { email => d.email, query => d.query, missing => missing.join(", ") }
         })
         .collect();
+    let channels = app.store.channels(None).await?;
+    let troubled: Vec<_> = channels
+        .iter()
+        .filter(|c| c.state == crate::store::ChannelState::Paused || c.failures > 0)
+        .take(ADMIN_DANGLING)
+        .map(|c| {
+            context! {
+                email => &c.email,
+                name => &c.name,
+                kind => c.kind.as_str(),
+                state => c.state.as_str(),
+                failures => c.failures,
+                error => c.paused_reason.as_deref().or(c.last_error.as_deref()).unwrap_or(""),
+            }
+        })
+        .collect();
+    let destinations = context! {
+        total => channels.len(),
+        active => channels.iter().filter(|c| c.state == crate::store::ChannelState::Active).count(),
+        unconfirmed => channels.iter().filter(|c| c.state == crate::store::ChannelState::Unconfirmed).count(),
+        paused => channels.iter().filter(|c| c.state == crate::store::ChannelState::Paused).count(),
+        troubled,
+    };
     let pending: Vec<_> = outbox
         .iter()
         .filter(|m| m.status == OutboxStatus::Pending)
@@ -1138,6 +1161,7 @@ async fn admin_page(
             feeds,
             dangling,
             dangling_more,
+            destinations,
         },
     )
     .into_response())

@@ -127,6 +127,29 @@ impl World {
     }
 }
 
+/// The `/admin` page of `app`, served on loopback with a password.
+async fn admin_page(app: &App) -> String {
+    let mut app = app.clone();
+    app.admin_token = Some("a-long-enough-admin-password".into());
+    let (tx, rx) = tokio::sync::watch::channel(app);
+    std::mem::forget(tx);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let addr = tidings::web::serve(([127, 0, 0, 1], 0).into(), rx, stop.clone())
+        .await
+        .unwrap();
+    let page = reqwest::Client::new()
+        .get(format!("http://{addr}/admin"))
+        .basic_auth("admin", Some("a-long-enough-admin-password"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    stop.cancel();
+    page
+}
+
 fn webhook(url: String) -> Spec {
     Spec {
         kind: "webhook".into(),
@@ -521,6 +544,22 @@ async fn a_gone_destination_is_paused_its_owner_told_and_email_takes_over() {
         told.subject
     );
     assert!(told.text.contains("channel_is_archived"), "{}", told.text);
+    // The operators' page shows it, with the service's answer.
+    let admin = admin_page(&w.app).await;
+    let start = admin.find("Destinations beside email").unwrap();
+    let section = &admin[start..admin.find("Failed messages").unwrap()];
+    assert!(
+        section.contains("1 in all: 0 active, 0 waiting for their code, 1 paused"),
+        "{section}"
+    );
+    assert!(
+        section.contains("slack: team") && section.contains("channel_is_archived"),
+        "{section}"
+    );
+    assert!(
+        admin[admin.find("Failed messages").unwrap()..].contains("slack:team"),
+        "{admin}"
+    );
 
     // The next match of that search comes by email.
     w.serve(&[("a1", "Asylum ruling one"), ("a2", "Asylum ruling two")]);

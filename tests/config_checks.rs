@@ -627,7 +627,7 @@ async fn the_admin_page_lists_a_hundred_dangling_searches_and_counts_the_rest() 
         .await
         .unwrap();
     let start = page.find("Searches naming missing feeds or tags").unwrap();
-    let section = &page[start..start + page[start..].find("Failed mail").unwrap()];
+    let section = &page[start..start + page[start..].find("Destinations beside email").unwrap()];
     assert_eq!(
         section.matches("<code>feed:b</code>").count(),
         100,
