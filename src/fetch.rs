@@ -580,6 +580,8 @@ impl Fetcher {
         for (name, value) in &request.headers {
             builder = builder.header(name, value);
         }
+        // The destination's timeout, not the feed polls' the client was built with.
+        builder = builder.timeout(timeout);
         let work =
             async {
                 let mut response = builder.body(request.body.clone()).send().await.map_err(

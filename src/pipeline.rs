@@ -1262,6 +1262,18 @@ pub async fn send_digests(
     now: DateTime<Utc>,
     ignore_schedule: bool,
 ) -> Result<DigestSummary> {
+    digest_round(app, now, ignore_schedule, true).await
+}
+
+/// [`send_digests`], sending what goes to destinations beside email too when `push`
+/// (the one-shots); the daemon sends those in a loop of their own, so one slow
+/// destination never holds up anyone's mail.
+pub async fn digest_round(
+    app: &App,
+    now: DateTime<Utc>,
+    ignore_schedule: bool,
+    push: bool,
+) -> Result<DigestSummary> {
     let due = app.store.due_digests(now, ignore_schedule).await?;
     let failing = app.store.failing_feeds(FAILING_AFTER).await?;
     let failing = Arc::new(failing);
@@ -1288,7 +1300,10 @@ pub async fn send_digests(
     let (queued, delivery) = tokio::try_join!(queue, deliver)?;
     app.metrics
         .digests(queued, delivery.sent, delivery.retrying, delivery.failed);
-    let push = send_push(app, now).await?;
+    let push = match push {
+        true => send_push(app, now).await?,
+        false => PushRound::default(),
+    };
     Ok(DigestSummary {
         queued,
         delivery,

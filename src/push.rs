@@ -683,6 +683,8 @@ fn item_text(item: &EventItem, markup: Markup, tz: Tz) -> String {
 /// items while they fit, then a line saying how many more there are and where to find
 /// them (the search's private feed).
 fn compose(event: &Event, markup: Markup, measure: Measure, limit: usize) -> String {
+    // The closing line's count can grow by a digit, and its link differs by search.
+    let limit = limit.saturating_sub(16);
     let nl = markup.newline();
     let tz: Tz = event.data.timezone.parse().unwrap_or(chrono_tz::UTC);
     let mut out = markup.bold(&shorten(&event.data.title, 250));

@@ -34,8 +34,8 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::pipeline::{
-    App, DanglingSearch, FeedOutcome, PollObserver, dangling_searches, fetch_articles,
-    poll_feeds_observed, prune, send_digests,
+    App, DanglingSearch, FeedOutcome, PollObserver, dangling_searches, digest_round,
+    fetch_articles, poll_feeds_observed, prune, send_push,
 };
 
 /// Every 15 seconds: poll the feeds that are due.
@@ -46,6 +46,9 @@ const ARTICLE_TICK: &str = "7/15 * * * * *";
 /// Every 30 seconds (offset from polling): queue due digests and send the outbox.
 const DIGEST_TICK: &str = "5/30 * * * * *";
 /// Daily at 03:17 UTC (and once at start): prune what is older than `retention`.
+/// What waits for destinations beside email (retries included) is sent every 30 s,
+/// between digest rounds.
+const PUSH_TICK: &str = "20/30 * * * * *";
 const PRUNE_TICK: &str = "0 17 3 * * *";
 /// Changes to the config file closer together than this are one reload (editors write
 /// a file in several steps).
@@ -68,6 +71,7 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
     let (digest_tx, digest_rx) = mpsc::channel::<()>(1);
     let (prune_tx, prune_rx) = mpsc::channel::<()>(1);
     let (article_tx, article_rx) = mpsc::channel::<()>(1);
+    let (push_tx, push_rx) = mpsc::channel::<()>(1);
     let stopped = app.shutdown.clone();
     let metrics = app.metrics.clone();
     metrics.last_tick.set(Utc::now().timestamp());
@@ -78,6 +82,7 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
         (DIGEST_TICK, digest_tx.clone()),
         (PRUNE_TICK, prune_tx.clone()),
         (ARTICLE_TICK, article_tx.clone()),
+        (PUSH_TICK, push_tx.clone()),
     ] {
         let metrics = metrics.clone();
         let job = Job::new_async(schedule, move |_, _| {
@@ -134,7 +139,8 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
         article_tx.clone(),
     ));
     let reader = tokio::spawn(article_loop(app_rx.clone(), article_rx, digest_tx.clone()));
-    let sender = tokio::spawn(digest_loop(app_rx.clone(), digest_rx));
+    let sender = tokio::spawn(digest_loop(app_rx.clone(), digest_rx, push_tx.clone()));
+    let pusher = tokio::spawn(push_loop(app_rx.clone(), push_rx));
     let pruner = tokio::spawn(prune_loop(app_rx.clone(), prune_rx));
     let beats = tokio::spawn(heartbeat_loop(app_rx.clone(), this_instance()));
     // Start right away rather than at the first tick.
@@ -142,6 +148,7 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
     let _ = digest_tx.try_send(());
     let _ = prune_tx.try_send(());
     let _ = article_tx.try_send(());
+    let _ = push_tx.try_send(());
     info!(feeds = app.config.feeds.len(), database = %app.config.database, "tidings running");
     warn_dangling_searches(&app).await;
     let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status("running")]);
@@ -166,6 +173,7 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
         let _ = poller.await;
         let _ = reader.await;
         let _ = sender.await;
+        let _ = pusher.await;
         let _ = pruner.await;
     };
     tokio::pin!(jobs);
@@ -355,9 +363,13 @@ async fn article_loop(
     }
 }
 
-async fn digest_loop(current: watch::Receiver<App>, mut ticks: mpsc::Receiver<()>) {
+async fn digest_loop(
+    current: watch::Receiver<App>,
+    mut ticks: mpsc::Receiver<()>,
+    push: mpsc::Sender<()>,
+) {
     while let Some(app) = next_run(&current, &mut ticks).await {
-        match send_digests(&app, app.store.now(), false).await {
+        match digest_round(&app, app.store.now(), false, false).await {
             Ok(s) if s.queued + s.delivery.sent + s.delivery.retrying + s.delivery.failed > 0 => {
                 info!(
                     queued = s.queued,
@@ -366,9 +378,29 @@ async fn digest_loop(current: watch::Receiver<App>, mut ticks: mpsc::Receiver<()
                     failed = s.delivery.failed,
                     "digest round done"
                 );
+                // What the round queued for destinations goes now, not at the next tick.
+                let _ = push.try_send(());
             }
             Ok(_) => {}
             Err(e) => error!(error = %format!("{e:#}"), "digest round failed"),
+        }
+    }
+}
+
+/// Sends what waits for destinations beside email, on its own ticks and after each
+/// digest round: a slow destination delays only itself.
+async fn push_loop(current: watch::Receiver<App>, mut ticks: mpsc::Receiver<()>) {
+    while let Some(app) = next_run(&current, &mut ticks).await {
+        match send_push(&app, app.store.now()).await {
+            Ok(r) if r.sent + r.retrying + r.failed > 0 => info!(
+                sent = r.sent,
+                retrying = r.retrying,
+                failed = r.failed,
+                paused = r.paused,
+                "destination round done"
+            ),
+            Ok(_) => {}
+            Err(e) => error!(error = %format!("{e:#}"), "destination round failed"),
         }
     }
 }

@@ -44,7 +44,11 @@ async fn world(channels: &str) -> World {
     let smtp = SmtpServer::start().await;
     let feed = public_server().await;
     let now = at("2026-12-01T12:00:00Z");
-    let poll = format!("[channels]\nrequire_https = false\ntimeout = \"1s\"\n{channels}");
+    let timeout = match channels.contains("timeout") {
+        true => "",
+        false => "timeout = \"1s\"\n",
+    };
+    let poll = format!("[channels]\nrequire_https = false\n{timeout}{channels}");
     let feeds = feed_table("daily", &feed.url("/feed.xml"), "");
     let app = app(dir.path(), &poll, &feeds, smtp.port()).await;
     World {
@@ -796,4 +800,22 @@ async fn removing_a_destination_or_its_subscriber_stops_everything_waiting() {
     }
     assert_eq!(send_push(&w.app, w.now).await.unwrap(), Default::default());
     assert!(receiver.requests().is_empty());
+}
+
+/// `[channels] timeout` is the destinations' own, even longer than `[poll] timeout` (2 s
+/// here): a receiver answering after 3 s is within a 4 s timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_destinations_timeout_is_their_own() {
+    let w = world("timeout = \"4s\"\n").await;
+    let receiver = WebhookReceiver::start_on(public(), "whsec_AAAA").await;
+    w.serve(&[("a1", "Asylum")]);
+    w.search("asylum").await;
+    let added = w
+        .add("crm", webhook(receiver.url("/in")), ChannelOrigin::Admin)
+        .await;
+    receiver.set_secret(added.signing_secret.as_deref().unwrap());
+    receiver.fail_next(1, Fault::Delay(Duration::from_secs(3)));
+    w.poll().await;
+    let round = w.digest().await;
+    assert_eq!((round.push.sent, round.push.retrying), (1, 0), "{round:?}");
 }

@@ -280,3 +280,85 @@ async fn destinations_in_config_toml_take_their_secrets_from_the_environment() {
     );
     assert!(stderr.contains("config.toml:"), "line and column: {stderr}");
 }
+
+/// A destination that takes its time (a receiver holding the request for 40 s) delays
+/// only itself: mail for everyone else keeps going out, round after round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_destination_never_holds_up_anyones_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    let feed = FeedServer::start().await;
+    let smtp = SmtpServer::start().await;
+    let receiver = WebhookReceiver::start("whsec_AAAA").await;
+    news(&feed, &[("a1", "Asylum rule one")]);
+    let config = write_config_with(
+        dir.path(),
+        &[("news", feed.url("/news.xml"))],
+        smtp.port(),
+        "",
+        "[channels]\ntimeout = \"60s\"\n",
+    );
+    let config = config.path.clone();
+    ok(
+        &config,
+        &["subscriber", "add", ZOE, "--query", "asylum"],
+        &[],
+    );
+    ok(
+        &config,
+        &["subscriber", "add", "ben@x.example", "--query", "asylum"],
+        &[],
+    );
+    ok(
+        &config,
+        &[
+            "subscriber",
+            "channel",
+            "add",
+            ZOE,
+            "webhook",
+            "crm",
+            "--url",
+            &receiver.url("/in"),
+        ],
+        &[],
+    );
+    ok(
+        &config,
+        &[
+            "subscriber",
+            "route",
+            ZOE,
+            "--query",
+            "asylum",
+            "--to",
+            "crm",
+        ],
+        &[],
+    );
+    receiver.fail_next(1, Fault::Delay(Duration::from_secs(40)));
+    let daemon = Daemon::start(&config, &[], &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while receiver.requests().is_empty() || smtp.messages().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "first round; log:\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The webhook's request is held. News for ben arrives; his mail must not wait for it.
+    news(
+        &feed,
+        &[("a1", "Asylum rule one"), ("a2", "Asylum rule two")],
+    );
+    let held_since = Instant::now();
+    ok(&config, &["poll"], &[]);
+    let mails = smtp.wait_for(2, Duration::from_secs(35)).await;
+    assert_eq!(mails.len(), 2, "ben's second mail; log:\n{}", daemon.log());
+    assert!(
+        held_since.elapsed() < Duration::from_secs(40),
+        "it came while the webhook still held its request"
+    );
+    assert_eq!(receiver.requests().len(), 1, "still the one held request");
+    daemon.signal("TERM");
+}
