@@ -800,6 +800,13 @@ async fn removing_a_destination_or_its_subscriber_stops_everything_waiting() {
     }
     assert_eq!(send_push(&w.app, w.now).await.unwrap(), Default::default());
     assert!(receiver.requests().is_empty());
+    // Retrying one is refused: it has nowhere to go (it would wait, unseen, for ever).
+    let row = w.outbox_push().await.remove(0);
+    let refused = w.app.store.requeue(row.id, w.now).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("destination was removed"),
+        "{refused}"
+    );
 }
 
 /// `[channels] timeout` is the destinations' own, even longer than `[poll] timeout` (2 s
@@ -818,4 +825,41 @@ async fn the_destinations_timeout_is_their_own() {
     w.poll().await;
     let round = w.digest().await;
     assert_eq!((round.push.sent, round.push.retrying), (1, 0), "{round:?}");
+}
+
+/// Requests to one Slack incoming webhook are paced at Slack's published one a second,
+/// whoever they are for: three subscribers' digests to one team channel go 1 s apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_incoming_webhook_is_sent_to_at_its_services_pace() {
+    let w = world("").await;
+    let slack = SlackWebhook::start_on(public(), "/services/T/B/TEAM").await;
+    w.serve(&[("a1", "Asylum")]);
+    for who in ["a@x.example", "b@x.example", "c@x.example"] {
+        subscribe(&w.app, who, "asylum", "immediate", w.now).await;
+        let subscriber = w.app.store.subscriber(who).await.unwrap().unwrap();
+        add_channel(
+            &w.app.store,
+            &w.app.config.channels,
+            &subscriber,
+            "team",
+            &kind("slack", slack.endpoint()),
+            ChannelOrigin::Admin,
+            Vec::new(),
+            w.now,
+        )
+        .await
+        .unwrap();
+    }
+    w.poll().await;
+    let round = w.digest().await;
+    assert_eq!(round.push.sent, 3, "{round:?}");
+    let at: Vec<_> = slack.requests().iter().map(|r| r.at).collect();
+    assert_eq!(at.len(), 3);
+    for pair in at.windows(2) {
+        let gap = pair[1].duration_since(pair[0]);
+        assert!(
+            gap >= Duration::from_millis(950),
+            "{gap:?} between two requests"
+        );
+    }
 }

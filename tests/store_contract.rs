@@ -3451,6 +3451,12 @@ async fn codes_routes_and_removals_hold(store: Store, db: Database) {
         );
     }
     assert!(store.channels(None).await.unwrap().is_empty());
+    let orphan = store.outbox().await.unwrap().remove(0);
+    let refused = store.requeue(orphan.id, t0).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("destination was removed"),
+        "{refused}"
+    );
 }
 
 /// (name, story) for each story named.

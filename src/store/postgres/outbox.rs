@@ -176,7 +176,8 @@ impl Postgres {
         let mut tx = conn.transaction()?;
         // Locked to the end: a sender or a prune deciding on this row waits for the answer.
         let row = tx.query_opt(
-            "SELECT status, claimed_until FROM outbox WHERE id = $1 FOR UPDATE",
+            "SELECT status, claimed_until, kind <> 'mail' AND channel_id IS NULL
+             FROM outbox WHERE id = $1 FOR UPDATE",
             &[&outbox_id],
         )?;
         let Some(row) = row else {
@@ -186,6 +187,9 @@ impl Postgres {
         let claimed_until: Option<i64> = row.try_get(1)?;
         if status == OutboxStatus::Sent {
             bail!("message {outbox_id} was already sent");
+        }
+        if row.try_get::<_, bool>(2)? {
+            bail!("message {outbox_id} has nowhere to go: its destination was removed");
         }
         // A sender holds it: requeueing would take its claim and send it twice.
         if claimed_until.is_some_and(|until| until > now.timestamp()) {

@@ -161,18 +161,22 @@ impl Sqlite {
     pub fn requeue(&self, outbox_id: OutboxId, now: DateTime<Utc>) -> Result<bool> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let row: Option<(OutboxStatus, Option<i64>)> = tx
+        let row: Option<(OutboxStatus, Option<i64>, bool)> = tx
             .query_row(
-                "SELECT status, claimed_until FROM outbox WHERE id = ?1",
+                "SELECT status, claimed_until, kind <> 'mail' AND channel_id IS NULL
+                 FROM outbox WHERE id = ?1",
                 [outbox_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
         match row {
             None => return Ok(false),
-            Some((OutboxStatus::Sent, _)) => bail!("message {outbox_id} was already sent"),
+            Some((OutboxStatus::Sent, _, _)) => bail!("message {outbox_id} was already sent"),
+            Some((_, _, true)) => {
+                bail!("message {outbox_id} has nowhere to go: its destination was removed")
+            }
             // A sender holds it: requeueing would take its claim and send it twice.
-            Some((_, Some(until))) if until > now.timestamp() => {
+            Some((_, Some(until), _)) if until > now.timestamp() => {
                 bail!("message {outbox_id} is being sent right now; look again in a minute")
             }
             Some(_) => {}
