@@ -1706,13 +1706,15 @@ fn validate(
 
     let mut rate = |value: &Spanned<f64>, key: &str| {
         let per_second = *value.get_ref();
-        if per_second.is_finite() && (0.0..=10_000.0).contains(&per_second) {
+        if per_second == 0.0 || (per_second.is_finite() && (0.001..=10_000.0).contains(&per_second))
+        {
             per_second
         } else {
             report(
                 value.span(),
                 format!(
-                    "`{key}` must be a number of requests per second from 0 (no limit) to 10000"
+                    "`{key}` must be 0 (no limit) or a number of requests per second from \
+                     0.001 to 10000"
                 ),
             );
             0.0
@@ -1763,11 +1765,12 @@ fn validate(
             if let Some(v) = value
                 && !is_env_name(v.get_ref().trim())
             {
+                // Not quoted back: it may be the secret itself, pasted in the wrong place.
                 report(
                     v.span(),
                     format!(
-                        "`{key}` names an environment variable (LIKE_THIS), not {:?}: secrets are never written in this file",
-                        v.get_ref()
+                        "`{key}` names an environment variable (LIKE_THIS): put the secret \
+                         itself in the environment, never in this file"
                     ),
                 );
             }

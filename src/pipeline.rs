@@ -299,6 +299,13 @@ pub async fn sync_destinations(store: &Store, config: &Config) -> Result<Vec<Str
                 None => problems.push(format!("{what}: {} has no search {query:?}", d.subscriber)),
             }
         }
+        if !d.searches.is_empty() && searches.is_empty() {
+            // Every search it was for is gone: it takes none, never all.
+            problems.push(format!(
+                "{what}: none of its searches exist; it takes nothing"
+            ));
+        }
+        let every_search = d.searches.is_empty();
         let target_json = serde_json::to_string(&target)?;
         let same_name = existing
             .iter()
@@ -310,11 +317,16 @@ pub async fn sync_destinations(store: &Store, config: &Config) -> Result<Vec<Str
                 ));
                 continue;
             }
-            Some(c) if c.target == target_json && c.secret_env == d.secret_env => c.id,
-            stale => {
-                if let Some(c) = stale {
-                    store.remove_channel(c.id).await?;
+            Some(c) => {
+                // Changed in place: what waits for it goes to the new target.
+                if c.target != target_json || c.secret_env != d.secret_env {
+                    store
+                        .update_channel(c.id, target.kind(), &target_json, d.secret_env.as_deref())
+                        .await?;
                 }
+                c.id
+            }
+            None => {
                 store
                     .add_channel(
                         NewChannel {
@@ -326,8 +338,10 @@ pub async fn sync_destinations(store: &Store, config: &Config) -> Result<Vec<Str
                             secret_env: d.secret_env.clone(),
                             added_by: ChannelOrigin::Config,
                             confirm_code: None,
-                            every_search: searches.is_empty(),
+                            every_search,
                             searches: searches.clone(),
+                            limits: None,
+                            verification: None,
                         },
                         now,
                     )
@@ -335,7 +349,7 @@ pub async fn sync_destinations(store: &Store, config: &Config) -> Result<Vec<Str
             }
         };
         store
-            .set_channel_searches(id, searches.is_empty(), searches)
+            .set_channel_searches(id, every_search, searches)
             .await?;
         kept.insert(id);
     }

@@ -405,6 +405,14 @@ pub async fn add_channel(
         true => Some(confirm_code()?),
         false => None,
     };
+    let verification = match &confirm {
+        Some(code) => Some(verification(&subscriber.email, name, code, now)?),
+        None => None,
+    };
+    let limits = by_subscriber.then_some(crate::store::ChannelLimits {
+        max_channels: MAX_DESTINATIONS,
+        max_notices_per_day: MAX_NOTICES_PER_DAY,
+    });
     let id = store
         .add_channel(
             crate::store::NewChannel {
@@ -418,13 +426,12 @@ pub async fn add_channel(
                 confirm_code: confirm.clone(),
                 every_search: searches.is_empty(),
                 searches,
+                limits,
+                verification,
             },
             now,
         )
         .await?;
-    if let Some(code) = &confirm {
-        queue_verification(store, &subscriber.email, id, name, code, now).await?;
-    }
     Ok(Added {
         id,
         signing_secret: matches!(checked.target, Target::Webhook { .. })
@@ -462,16 +469,19 @@ pub fn config_target(d: &crate::config::DestinationConfig) -> Result<Target, Str
     })
 }
 
-/// Queues the verification message of destination `id` (`name`, of `email`), with
-/// its `code`.
-pub async fn queue_verification(
-    store: &Store,
+/// Destinations a subscriber may add besides email.
+pub const MAX_DESTINATIONS: usize = 10;
+/// Notices (verification codes, tests) one subscriber may have sent in a day: the pages
+/// must not make Tidings post to any address anyone types, over and over.
+pub const MAX_NOTICES_PER_DAY: i64 = 10;
+
+/// The verification message of destination `name` (of `email`), with its `code`.
+pub fn verification(
     email: &str,
-    id: crate::store::ChannelId,
     name: &str,
     code: &str,
     now: DateTime<Utc>,
-) -> Result<crate::store::OutboxId> {
+) -> Result<crate::store::Notice> {
     let event = Event::notice(
         "tidings.verify",
         email,
@@ -485,23 +495,15 @@ pub async fn queue_verification(
         Some(code),
         now,
     );
-    store
-        .queue_notice(
-            id,
-            &event.data.title,
-            &serde_json::to_string(&event)?,
-            &crate::store::event_id()?,
-            now,
-        )
-        .await
+    Ok(crate::store::Notice {
+        subject: event.data.title.clone(),
+        event: serde_json::to_string(&event)?,
+        message_id: crate::store::event_id()?,
+    })
 }
 
-/// Queues a test message for a destination (sent whatever its state).
-pub async fn queue_test(
-    store: &Store,
-    channel: &Channel,
-    now: DateTime<Utc>,
-) -> Result<crate::store::OutboxId> {
+/// A test message for `channel`.
+pub fn test_notice(channel: &Channel, now: DateTime<Utc>) -> Result<crate::store::Notice> {
     let event = Event::notice(
         "tidings.test",
         &channel.email,
@@ -511,12 +513,26 @@ pub async fn queue_test(
         None,
         now,
     );
+    Ok(crate::store::Notice {
+        subject: event.data.title.clone(),
+        event: serde_json::to_string(&event)?,
+        message_id: crate::store::event_id()?,
+    })
+}
+
+/// Queues a test message for a destination (sent whatever its state).
+pub async fn queue_test(
+    store: &Store,
+    channel: &Channel,
+    now: DateTime<Utc>,
+) -> Result<crate::store::OutboxId> {
+    let notice = test_notice(channel, now)?;
     store
         .queue_notice(
             channel.id,
-            &event.data.title,
-            &serde_json::to_string(&event)?,
-            &crate::store::event_id()?,
+            &notice.subject,
+            &notice.event,
+            &notice.message_id,
             now,
         )
         .await
@@ -545,6 +561,8 @@ enum Measure {
     Utf16,
     Chars,
     Bytes,
+    /// Bytes once written as a JSON string (escapes count).
+    JsonBytes,
 }
 
 impl Measure {
@@ -553,6 +571,14 @@ impl Measure {
             Measure::Utf16 => s.encode_utf16().count(),
             Measure::Chars => s.chars().count(),
             Measure::Bytes => s.len(),
+            Measure::JsonBytes => s
+                .chars()
+                .map(|c| match c {
+                    '"' | '\\' | '\n' | '\r' | '\t' => 2,
+                    c if (c as u32) < 0x20 => 6,
+                    c => c.len_utf8(),
+                })
+                .sum(),
         }
     }
 }
@@ -683,9 +709,17 @@ fn item_text(item: &EventItem, markup: Markup, tz: Tz) -> String {
 /// items while they fit, then a line saying how many more there are and where to find
 /// them (the search's private feed).
 fn compose(event: &Event, markup: Markup, measure: Measure, limit: usize) -> String {
-    // The closing line's count can grow by a digit, and its link differs by search.
-    let limit = limit.saturating_sub(16);
     let nl = markup.newline();
+    let follows = match event.data.more_follow {
+        true => format!(
+            "{nl}{nl}{}",
+            markup.escape("More matches follow in the next message.")
+        ),
+        false => String::new(),
+    };
+    // The closing line's count can grow by a digit, and its link differs by search; the
+    // "more follow" line is kept room for.
+    let limit = limit.saturating_sub(16 + measure.len(&follows));
     let tz: Tz = event.data.timezone.parse().unwrap_or(chrono_tz::UTC);
     let mut out = markup.bold(&shorten(&event.data.title, 250));
     if let Some(text) = &event.data.text {
@@ -728,10 +762,8 @@ fn compose(event: &Event, markup: Markup, measure: Measure, limit: usize) -> Str
             first = false;
         }
     }
-    if shown == total && event.data.more_follow {
-        out.push_str(nl);
-        out.push_str(nl);
-        out.push_str(&markup.escape("More matches follow in the next message."));
+    if shown == total {
+        out.push_str(&follows);
     }
     out
 }
@@ -763,8 +795,9 @@ const SLACK_LIMIT: usize = 4000;
 const MATTERMOST_LIMIT: usize = 16_383;
 /// ntfy turns a message over 4,096 bytes into an attachment.
 const NTFY_LIMIT: usize = 4096;
-/// A Matrix event is at most 65,536 bytes; the plain and HTML bodies share it.
-const MATRIX_LIMIT: usize = 24_000;
+/// A Matrix event is at most 65,536 bytes as JSON, envelope included; the plain and HTML
+/// bodies share it, each counted as JSON.
+const MATRIX_LIMIT: usize = 28_000;
 
 /// The HTTP request that delivers `event` (its JSON as stored: `body`) to `channel`,
 /// whose secret is `secret`, as message `message_id` sent at `now` (the wall clock's
@@ -884,8 +917,8 @@ pub fn request(
                     "m.room.message",
                     message_id,
                 ]);
-            let plain = compose(&event, Markup::Plain, Measure::Bytes, MATRIX_LIMIT);
-            let html = compose(&event, Markup::Html, Measure::Bytes, MATRIX_LIMIT);
+            let plain = compose(&event, Markup::Plain, Measure::JsonBytes, MATRIX_LIMIT);
+            let html = compose(&event, Markup::Html, Measure::JsonBytes, MATRIX_LIMIT);
             Outgoing {
                 // Idempotent per transaction id: a retry never posts twice.
                 put: true,
@@ -1087,6 +1120,9 @@ pub struct Pusher {
     pub observe: Arc<dyn Fn(ChannelKind, &'static str) + Send + Sync>,
 }
 
+/// The soonest a message is tried again after a temporary failure.
+const MIN_RETRY: chrono::Duration = chrono::Duration::seconds(10);
+
 /// When to try again after `attempts` failures: 1, 2, 4 … minutes, at most 1 hour.
 fn retry_delay(attempts: u32) -> chrono::Duration {
     chrono::Duration::minutes(1i64 << attempts.min(6)).min(chrono::Duration::hours(1))
@@ -1142,7 +1178,8 @@ impl Pusher {
         (per_second > 0.0).then(|| {
             (
                 format!("push:{key}"),
-                Duration::from_secs_f64(1.0 / per_second),
+                // At most an hour between two: a tiny rate is a typo, not a reason to stop.
+                Duration::from_secs_f64((1.0 / per_second).min(3600.0)),
             )
         })
     }
@@ -1197,12 +1234,12 @@ pub async fn send_due(
                 }
                 let token = row.outbox.claim.as_deref().unwrap_or_default();
                 if !store
-                    .renew_mail_claim(row.outbox.id, token, clock(), lease)
+                    .renew_push_claim(row.outbox.id, token, clock(), lease)
                     .await?
                 {
                     info!(
                         outbox = row.outbox.id.0,
-                        "claim lost while waiting; another sender has it"
+                        "not sent: the claim was lost while waiting, or the destination was paused"
                     );
                     return anyhow::Ok(None);
                 }
@@ -1292,7 +1329,11 @@ async fn record(
             warn!(outbox = fields.0, channel = fields.1, kind = fields.2, error = %why, "delivery deferred; will retry");
             done.retrying += 1;
             result = "retry";
-            let retry_at = at.unwrap_or_else(|| now + retry_delay(outbox.attempts));
+            // Never sooner than a floor, whatever the service says ("Retry-After: 0"):
+            // the round ends, and a receiver cannot make us post as fast as it answers.
+            let retry_at = at
+                .unwrap_or_else(|| now + retry_delay(outbox.attempts))
+                .max(now + MIN_RETRY);
             store.mark_retry(id, claim, &why, retry_at).await?
         }
         Verdict::Retry { why, .. } => {

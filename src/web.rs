@@ -211,6 +211,8 @@ enum Failure {
     TooManyTries(Duration),
     TooLarge,
     BadForm(String),
+    /// A whole page to answer with (a form refused, shown again with why).
+    Page(StatusCode, String),
     Internal(anyhow::Error),
 }
 
@@ -293,6 +295,9 @@ impl IntoResponse for Failure {
                 "There have been too many sign-ups from your network. Please try again in an hour."
                     .to_string(),
             ),
+            Failure::Page(status, page) => {
+                return (status, axum::response::Html(page)).into_response();
+            }
             Failure::Internal(e) => {
                 error!(error = %format!("{e:#}"), "web request failed");
                 (
@@ -667,12 +672,6 @@ async fn pause_query(
     Ok(back_to(&token, done))
 }
 
-/// Destinations a subscriber may have besides email.
-const MAX_DESTINATIONS: usize = 10;
-/// Verification messages one subscriber may have sent in a day: adding destinations
-/// must not make Tidings post to any address anyone types, over and over.
-const MAX_VERIFICATIONS_PER_DAY: i64 = 10;
-
 /// Adds a destination from the manage page: checked, stored unconfirmed, and its
 /// verification message (with the code) sent at once. The answer shows a webhook's
 /// signing secret, once.
@@ -690,21 +689,6 @@ async fn add_destination(
             .filter(|v| !v.is_empty())
     };
     let now = app.store.now();
-    let existing = app.store.channels(Some(s.id)).await?;
-    let refusal = if existing.len() >= MAX_DESTINATIONS {
-        Some(format!(
-            "You have {MAX_DESTINATIONS} destinations, the most there can be; remove one first."
-        ))
-    } else if app
-        .store
-        .notices_since(s.id, now - chrono::Duration::days(1))
-        .await?
-        >= MAX_VERIFICATIONS_PER_DAY
-    {
-        Some("Too many destinations added today; try again tomorrow.".to_string())
-    } else {
-        None
-    };
     let spec = crate::push::Spec {
         kind: field("kind").unwrap_or_default(),
         url: field("url"),
@@ -715,21 +699,19 @@ async fn add_destination(
         api: None,
     };
     let name = field("name").unwrap_or_else(|| spec.kind.clone());
-    let added = match refusal {
-        Some(why) => Err(why),
-        None => crate::push::add_channel(
-            &app.store,
-            &app.config.channels,
-            &s,
-            &name,
-            &spec,
-            crate::store::ChannelOrigin::Subscriber,
-            Vec::new(),
-            now,
-        )
-        .await
-        .map_err(|e| format!("That destination cannot be added: {e:#}")),
-    };
+    // The limits (destinations, messages a day) hold in the transaction that adds it.
+    let added = crate::push::add_channel(
+        &app.store,
+        &app.config.channels,
+        &s,
+        &name,
+        &spec,
+        crate::store::ChannelOrigin::Subscriber,
+        Vec::new(),
+        now,
+    )
+    .await
+    .map_err(|e| format!("That destination cannot be added: {e:#}."));
     let added = match added {
         Ok(added) => added,
         Err(why) => {
@@ -854,39 +836,16 @@ async fn change_destination(
             .await?
             .then_some("dest-removed"),
         Some("test") if channel.state == crate::store::ChannelState::Active => {
-            crate::push::queue_test(&app.store, &channel, now).await?;
-            push_soon(&app);
-            Some("dest-tested")
+            let notice = crate::push::test_notice(&channel, now)?;
+            notice_or_refuse(&app, &token, &s, channel.id, notice, "dest-tested").await?
         }
-        Some("resend") => {
-            let code = app.store.pending_code(channel.id).await?;
-            let today = app
-                .store
-                .notices_since(s.id, now - chrono::Duration::days(1))
-                .await?;
-            match code {
-                Some(code) if today < MAX_VERIFICATIONS_PER_DAY => {
-                    crate::push::queue_verification(
-                        &app.store,
-                        &s.email,
-                        channel.id,
-                        &channel.name,
-                        &code,
-                        now,
-                    )
-                    .await?;
-                    push_soon(&app);
-                    Some("dest-resent")
-                }
-                Some(_) => {
-                    let why =
-                        "Too many messages sent to your destinations today; try again tomorrow.";
-                    let page = manage_view(&app, &token, &s, None, Some(why), "").await?;
-                    return Ok((StatusCode::BAD_REQUEST, page).into_response());
-                }
-                None => None,
+        Some("resend") => match app.store.pending_code(channel.id).await? {
+            Some(code) => {
+                let notice = crate::push::verification(&s.email, &channel.name, &code, now)?;
+                notice_or_refuse(&app, &token, &s, channel.id, notice, "dest-resent").await?
             }
-        }
+            None => None,
+        },
         Some("test") => None,
         _ => {
             return Err(Failure::BadForm(
@@ -895,6 +854,35 @@ async fn change_destination(
         }
     };
     Ok(back_to(&token, done.unwrap_or("dest-unchanged")))
+}
+
+/// Queues `notice` unless the subscriber had their notices for the day: then the page
+/// says so (as `Err`, the answer to send).
+async fn notice_or_refuse(
+    app: &App,
+    token: &str,
+    s: &Subscriber,
+    channel: crate::store::ChannelId,
+    notice: crate::store::Notice,
+    done: &'static str,
+) -> Result<Option<&'static str>, Failure> {
+    let queued = app
+        .store
+        .queue_notice_limited(
+            channel,
+            notice,
+            crate::push::MAX_NOTICES_PER_DAY,
+            app.store.now(),
+        )
+        .await?;
+    if queued.is_none() {
+        let why = crate::store::OverLimit::NoticesToday(crate::push::MAX_NOTICES_PER_DAY);
+        let why = format!("Not sent: {why}.");
+        let page = manage_view(app, token, s, None, Some(&why), "").await?;
+        return Err(Failure::Page(StatusCode::TOO_MANY_REQUESTS, page.0));
+    }
+    push_soon(app);
+    Ok(Some(done))
 }
 
 /// Where one search goes: email (`email` = 1) and the destinations ticked

@@ -3107,6 +3107,8 @@ async fn destination(
                 confirm_code: None,
                 every_search: searches.is_empty(),
                 searches: searches.to_vec(),
+                limits: None,
+                verification: None,
             },
             noon(),
         )
@@ -3161,6 +3163,8 @@ async fn a_digest_goes_to_each_destination_its_searches_choose(store: Store, _: 
         confirm_code: Some("1234 5678".into()),
         every_search: true,
         searches: Vec::new(),
+        limits: None,
+        verification: None,
     };
     store.add_channel(pending.clone(), t0).await.unwrap();
     pending.confirm_code = None;
@@ -3266,9 +3270,40 @@ async fn destination_messages_are_claimed_once_and_rejections_pause(store: Store
     assert_eq!(all.len(), 40);
     assert_eq!(claimed[0].len() + claimed[1].len(), 40, "each claimed once");
 
-    let later = t0 + minutes(2);
-    let mut rows = store.claim_push(later, lease, 100).await.unwrap();
-    assert_eq!(rows.len(), 40, "the lease ran out");
+    // Digests for another subscriber's destination, one per round.
+    let visa = subscribe(&store, "b@x.example", "visa", Schedule::Immediate, t0).await;
+    let b = subscriber_id(&store, "b@x.example").await;
+    let hook2 = destination(&store, b, "hook2", &[]).await;
+    store
+        .set_search_route(visa, false, vec![hook2])
+        .await
+        .unwrap();
+    store
+        .sync_feeds(&[feed("f", "https://f.example/feed")])
+        .await
+        .unwrap();
+    let mut t = t0;
+    for n in 0..9 {
+        store_poll(
+            &store,
+            &[item(&format!("v{n}"), &format!("Visa {n}"), t)],
+            t,
+            &[visa],
+        )
+        .await;
+        take(&store, b, t).await.unwrap();
+        t += minutes(15);
+    }
+    let later = t;
+    let all_rows = store.claim_push(later, lease, 100).await.unwrap();
+    assert_eq!(
+        all_rows.len(),
+        49,
+        "the lease ran out: 40 notices and 9 digests"
+    );
+    let (mut rows, notices): (Vec<_>, Vec<_>) =
+        all_rows.into_iter().partition(|m| m.channel.id == hook2);
+    assert!(rows.iter().all(|m| m.kind == OutboxKind::Push));
     let mut next = || rows.remove(0).outbox;
     let reject = |m: tidings::store::OutboxMessage, gone: bool| {
         let store = store.clone();
@@ -3280,6 +3315,11 @@ async fn destination_messages_are_claimed_once_and_rejections_pause(store: Store
         }
     };
     assert!(reject(next(), false).await.is_none());
+    // What a rejected digest carried is pending again, to go where its search goes.
+    let again = take(&store, b, later)
+        .await
+        .expect("the rejected match, again");
+    assert!(message(&store, again).await.body_text.contains("Visa 0"));
     assert!(reject(next(), false).await.is_none());
     let ok = next();
     assert!(
@@ -3289,7 +3329,7 @@ async fn destination_messages_are_claimed_once_and_rejections_pause(store: Store
             .unwrap()
     );
     assert_eq!(
-        store.channel(hook).await.unwrap().unwrap().failures,
+        store.channel(hook2).await.unwrap().unwrap().failures,
         0,
         "a success forgets"
     );
@@ -3308,9 +3348,27 @@ async fn destination_messages_are_claimed_once_and_rejections_pause(store: Store
             .is_none()
     );
     assert_eq!(
-        store.channel(hook).await.unwrap().unwrap().state,
+        store.channel(hook2).await.unwrap().unwrap().state,
         ChannelState::Active,
         "a lost claim writes nothing"
+    );
+    // A notice refused does not count.
+    let notice = &notices[0];
+    assert_eq!(notice.kind, OutboxKind::Notice);
+    store
+        .mark_push_rejected(
+            notice.outbox.id,
+            notice.outbox.claim.as_deref(),
+            "HTTP 401",
+            1,
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.channel(hook).await.unwrap().unwrap().failures, 0);
+    assert_eq!(
+        store.channel(hook).await.unwrap().unwrap().state,
+        ChannelState::Active
     );
     assert!(reject(next(), false).await.is_none());
     assert!(reject(next(), false).await.is_none());
@@ -3320,15 +3378,19 @@ async fn destination_messages_are_claimed_once_and_rejections_pause(store: Store
     assert_eq!((paused.state, paused.failures), (ChannelState::Paused, 3));
     assert_eq!(paused.paused_reason.as_deref(), Some("HTTP 404"));
     assert!(reject(next(), false).await.is_none(), "paused once");
-    assert!(store.resume_channel(hook, later).await.unwrap());
+    assert!(store.resume_channel(hook2, later).await.unwrap());
     let gone = reject(next(), true).await.expect("a 410 pauses at once");
     assert_eq!(gone.failures, 1);
     // Notices go whatever the state.
     store
-        .queue_notice(hook, "verify", "{}", "evt_x", later)
+        .queue_notice(hook2, "verify", "{}", "evt_x", later)
         .await
         .unwrap();
     let claimed = store.claim_push(later, lease, 100).await.unwrap();
+    let claimed: Vec<_> = claimed
+        .into_iter()
+        .filter(|m| m.channel.id == hook2)
+        .collect();
     assert_eq!(claimed.len(), 1);
     assert_eq!(
         (claimed[0].kind, claimed[0].outbox.message_id.as_str()),
@@ -3336,8 +3398,9 @@ async fn destination_messages_are_claimed_once_and_rejections_pause(store: Store
     );
     let backlog = store.push_backlog().await.unwrap();
     assert_eq!(backlog.len(), 1);
-    // 40 notices, 8 recorded (the one whose claim was lost is still pending), and evt_x.
-    assert_eq!((backlog[0].0, backlog[0].1), (ChannelKind::Webhook, 33));
+    // 39 notices of hook (one rejected), the digest whose claim was lost, the one the
+    // rejection made again, and evt_x.
+    assert_eq!((backlog[0].0, backlog[0].1), (ChannelKind::Webhook, 42));
 }
 
 /// A verification code is checked a limited number of times, even when guesses come
@@ -3363,6 +3426,8 @@ async fn codes_routes_and_removals_hold(store: Store, db: Database) {
                 confirm_code: Some("1234 5678".into()),
                 every_search: true,
                 searches: Vec::new(),
+                limits: None,
+                verification: None,
             },
             t0,
         )
@@ -3412,6 +3477,8 @@ async fn codes_routes_and_removals_hold(store: Store, db: Database) {
                 confirm_code: None,
                 every_search: false,
                 searches: vec![other],
+                limits: None,
+                verification: None,
             },
             t0,
         )

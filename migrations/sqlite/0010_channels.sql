@@ -51,8 +51,12 @@ ALTER TABLE outbox ADD COLUMN channel_id INTEGER REFERENCES channels(id) ON DELE
 CREATE INDEX outbox_channel ON outbox(channel_id) WHERE channel_id IS NOT NULL;
 
 -- A destination removed (by its owner, or with its subscriber): what waited to go there
--- fails, saying so, rather than lingering without a destination.
+-- fails, saying so, rather than lingering without a destination; the matches it carried
+-- are pending again, to go where their searches go now.
 CREATE TRIGGER channels_deleted BEFORE DELETE ON channels BEGIN
+    UPDATE matches SET outbox_id = NULL
+    WHERE outbox_id IN (SELECT id FROM outbox
+                        WHERE channel_id = OLD.id AND status = 'pending' AND kind = 'push');
     UPDATE outbox SET status = 'failed', last_error = 'destination removed',
                       claim = NULL, claimed_until = NULL
     WHERE channel_id = OLD.id AND status = 'pending';

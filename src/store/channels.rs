@@ -21,7 +21,54 @@ pub struct NewChannel {
     /// Takes every search of its subscriber (else only `searches`).
     pub every_search: bool,
     pub searches: Vec<SubscriptionId>,
+    /// Held in the transaction that adds it (so forms posted at once cannot pass them
+    /// together): at most this many destinations and notices a day for the subscriber.
+    pub limits: Option<ChannelLimits>,
+    /// Its verification message, queued in the same transaction.
+    pub verification: Option<Notice>,
 }
+
+/// Limits on what one subscriber may make Tidings send (see [`NewChannel::limits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelLimits {
+    pub max_channels: usize,
+    /// Notices (verifications, tests) queued in the last 24 hours.
+    pub max_notices_per_day: i64,
+}
+
+/// A notice for a destination: its subject, its event (JSON) and its stable id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub subject: String,
+    pub event: String,
+    pub message_id: String,
+}
+
+/// Why a destination or a notice was refused by its limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverLimit {
+    Channels(usize),
+    NoticesToday(i64),
+}
+
+impl std::fmt::Display for OverLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OverLimit::Channels(n) => {
+                write!(
+                    f,
+                    "you have {n} destinations, the most there can be; remove one first"
+                )
+            }
+            OverLimit::NoticesToday(_) => write!(
+                f,
+                "too many messages to your destinations today (codes and tests); try again tomorrow"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for OverLimit {}
 
 /// A destination as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -172,9 +219,53 @@ impl Store {
         message_id: &str,
         now: DateTime<Utc>,
     ) -> Result<OutboxId> {
-        let (subject, event, message_id) =
-            (subject.to_owned(), event.to_owned(), message_id.to_owned());
-        run!(self, db => db.queue_notice(channel, &subject, &event, &message_id, now))
+        let notice = Notice {
+            subject: subject.to_owned(),
+            event: event.to_owned(),
+            message_id: message_id.to_owned(),
+        };
+        run!(self, db => db.queue_notice(channel, &notice, None, now))?
+            .context("a notice without a limit is always queued")
+    }
+
+    /// [`Store::queue_notice`], unless the destination's subscriber already had
+    /// `max_per_day` notices queued in the last 24 hours (counted in the transaction
+    /// that queues it): then `None`.
+    pub async fn queue_notice_limited(
+        &self,
+        channel: ChannelId,
+        notice: Notice,
+        max_per_day: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Option<OutboxId>> {
+        run!(self, db => db.queue_notice(channel, &notice, Some(max_per_day), now))
+    }
+
+    /// Changes what a destination is (config.toml changed it) in place: what waits for
+    /// it stays, and goes to the new target.
+    pub async fn update_channel(
+        &self,
+        id: ChannelId,
+        kind: ChannelKind,
+        target: &str,
+        secret_env: Option<&str>,
+    ) -> Result<bool> {
+        let (target, secret_env) = (target.to_owned(), secret_env.map(str::to_owned));
+        run!(self, db => db.update_channel(id, kind, &target, secret_env.as_deref()))
+    }
+
+    /// Extends a destination message's claim right before it is sent, like
+    /// [`Store::renew_mail_claim`]; false too when its destination was paused meanwhile
+    /// (a digest waits for the resume; a notice goes whatever the state).
+    pub async fn renew_push_claim(
+        &self,
+        outbox_id: OutboxId,
+        claim: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<bool> {
+        let claim = claim.to_owned();
+        run!(self, db => db.renew_push_claim(outbox_id, &claim, now, lease))
     }
 
     /// Claims up to `limit` destination messages that are due: digests for active

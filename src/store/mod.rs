@@ -50,7 +50,10 @@ mod sqlite;
 mod subscriptions;
 
 pub use articles::{ArticleCounts, ArticleDone, ArticleOutcome, ArticleToFetch};
-pub use channels::{CONFIRM_TRIES, Channel, Confirmation, NewChannel, PushMessage, event_id};
+pub use channels::{
+    CONFIRM_TRIES, Channel, ChannelLimits, Confirmation, NewChannel, Notice, OverLimit,
+    PushMessage, event_id,
+};
 pub use cluster::{ClusterStats, FetchLimits, Instance};
 pub use copy::{ImportStep, Imported, TableCopied};
 pub use feeds::{FeedListSync, FeedListVersion};

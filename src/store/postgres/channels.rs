@@ -6,6 +6,7 @@
 use postgres::types::ToSql;
 
 use super::*;
+use crate::store::{Notice, OverLimit};
 
 /// A destination's columns, its searches last (none when it takes every search).
 const CHANNEL_COLUMNS: &str = "c.id, c.subscriber_id, s.email, c.name, c.kind, c.target, c.secret, \
@@ -107,6 +108,25 @@ impl Postgres {
             Some(_) => ChannelState::Unconfirmed,
             None => ChannelState::Active,
         };
+        if let Some(limits) = new.limits {
+            // The subscriber's row, locked to the end: adds at once count in turn.
+            tx.execute(
+                "SELECT 1 FROM subscribers WHERE id = $1 FOR UPDATE",
+                &[&new.subscriber_id],
+            )?;
+            let held: i64 = tx
+                .query_one(
+                    "SELECT COUNT(*) FROM channels WHERE subscriber_id = $1",
+                    &[&new.subscriber_id],
+                )?
+                .try_get(0)?;
+            if held >= limits.max_channels as i64 {
+                return Err(OverLimit::Channels(limits.max_channels).into());
+            }
+            if notices_today(&mut tx, new.subscriber_id, now)? >= limits.max_notices_per_day {
+                return Err(OverLimit::NoticesToday(limits.max_notices_per_day).into());
+            }
+        }
         // The unique (subscriber_id, name) decides between two adding one name at once.
         let row = tx.query_opt(
             "INSERT INTO channels (subscriber_id, name, kind, target, secret, secret_env, added_by,
@@ -140,6 +160,19 @@ impl Postgres {
             new.every_search,
             &new.searches,
         )?;
+        if let Some(notice) = &new.verification {
+            insert_push(
+                &mut tx,
+                OutboxKind::Notice,
+                new.subscriber_id,
+                id,
+                &new.name,
+                &notice.message_id,
+                &notice.subject,
+                &notice.event,
+                now,
+            )?;
+        }
         tx.commit()?;
         Ok(id)
     }
@@ -375,11 +408,10 @@ impl Postgres {
     pub fn queue_notice(
         &self,
         channel: ChannelId,
-        subject: &str,
-        event: &str,
-        message_id: &str,
+        notice: &Notice,
+        max_per_day: Option<i64>,
         now: DateTime<Utc>,
-    ) -> Result<OutboxId> {
+    ) -> Result<Option<OutboxId>> {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction()?;
         // FOR KEY SHARE: a removal waits for the notice, then fails it.
@@ -392,19 +424,59 @@ impl Postgres {
         };
         let subscriber: SubscriberId = owner.try_get(0)?;
         let name: String = owner.try_get(1)?;
+        if let Some(max) = max_per_day {
+            // Counted in turn with adds and other notices of this subscriber.
+            tx.execute(
+                "SELECT 1 FROM subscribers WHERE id = $1 FOR UPDATE",
+                &[&subscriber],
+            )?;
+            if notices_today(&mut tx, subscriber, now)? >= max {
+                return Ok(None);
+            }
+        }
         let id = insert_push(
             &mut tx,
             OutboxKind::Notice,
             subscriber,
             channel,
             &name,
-            message_id,
-            subject,
-            event,
+            &notice.message_id,
+            &notice.subject,
+            &notice.event,
             now,
         )?;
         tx.commit()?;
-        Ok(id)
+        Ok(Some(id))
+    }
+
+    pub fn update_channel(
+        &self,
+        id: ChannelId,
+        kind: ChannelKind,
+        target: &str,
+        secret_env: Option<&str>,
+    ) -> Result<bool> {
+        Ok(self.conn()?.execute(
+            "UPDATE channels SET kind = $2, target = $3, secret_env = $4 WHERE id = $1",
+            &[&id, &kind.as_str(), &target, &secret_env],
+        )? == 1)
+    }
+
+    pub fn renew_push_claim(
+        &self,
+        outbox_id: OutboxId,
+        claim: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<bool> {
+        Ok(self.conn()?.execute(
+            "UPDATE outbox SET claimed_until = $3
+             WHERE id = $1 AND claim = $2 AND status = 'pending'
+               AND (kind = 'notice' OR EXISTS (SELECT 1 FROM channels c
+                                               WHERE c.id = outbox.channel_id
+                                                 AND c.state = 'active'))",
+            &[&outbox_id, &claim, &(now.timestamp() + lease_secs(lease))],
+        )? == 1)
     }
 
     pub fn claim_push(
@@ -484,10 +556,11 @@ impl Postgres {
         // rejections at once count one after the other, each on the newest count.
         let before = tx.query_opt(
             "SELECT id, state, failures FROM channels
-             WHERE id = (SELECT channel_id FROM outbox WHERE id = $1)
+             WHERE id = (SELECT channel_id FROM outbox WHERE id = $1 AND kind = 'push')
              FOR NO KEY UPDATE",
             &[&outbox_id],
         )?;
+        // A notice refused says nothing of the destination in use: `before` is None.
         let before = match before {
             Some(r) => Some((
                 r.try_get::<_, ChannelId>(0)?,
@@ -508,6 +581,11 @@ impl Postgres {
             tx.commit()?;
             return Ok(None);
         };
+        // What it carried goes where its searches go now (email once it is paused).
+        tx.execute(
+            "UPDATE matches SET outbox_id = NULL WHERE outbox_id = $1",
+            &[&outbox_id],
+        )?;
         let pause = state == ChannelState::Active && (pause_now || failures + 1 >= pause_after);
         tx.execute(
             "UPDATE channels SET failures = failures + 1, last_error = $2,
@@ -548,6 +626,21 @@ impl Postgres {
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, time(r.try_get(2)?)?)))
             .collect()
     }
+}
+
+/// Notices queued for `subscriber`'s destinations in the 24 hours before `now`.
+fn notices_today(
+    tx: &mut Transaction<'_>,
+    subscriber: SubscriberId,
+    now: DateTime<Utc>,
+) -> Result<i64> {
+    Ok(tx
+        .query_one(
+            "SELECT COUNT(*) FROM outbox
+             WHERE subscriber_id = $1 AND kind = 'notice' AND created_at > $2",
+            &[&subscriber, &(now.timestamp() - 86_400)],
+        )?
+        .try_get(0)?)
 }
 
 /// Writes one outbox row for a destination inside `tx`.

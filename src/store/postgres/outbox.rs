@@ -128,11 +128,27 @@ impl Postgres {
         claim: Option<&str>,
         error: &str,
     ) -> Result<bool> {
-        Ok(self.conn()?.execute(
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        let marked = tx.query_opt(
             "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = $3,
-             claimed_until = NULL, claim = NULL WHERE id = $1 AND claim IS NOT DISTINCT FROM $2",
+             claimed_until = NULL, claim = NULL WHERE id = $1 AND claim IS NOT DISTINCT FROM $2
+             RETURNING kind",
             &[&outbox_id, &claim, &error],
-        )? == 1)
+        )?;
+        let Some(row) = marked else {
+            return Ok(false);
+        };
+        if row.try_get::<_, OutboxKind>(0)? == OutboxKind::Push {
+            // A destination's digest given up: what it carried goes where its searches
+            // go now (mail's matches were in the mail: they stay taken).
+            tx.execute(
+                "UPDATE matches SET outbox_id = NULL WHERE outbox_id = $1",
+                &[&outbox_id],
+            )?;
+        }
+        tx.commit()?;
+        Ok(true)
     }
 
     pub fn mark_bounced(

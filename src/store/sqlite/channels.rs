@@ -102,6 +102,19 @@ impl Sqlite {
         if taken {
             bail!("there is already a destination named {:?}", new.name);
         }
+        if let Some(limits) = new.limits {
+            let held: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM channels WHERE subscriber_id = ?1",
+                [new.subscriber_id],
+                |r| r.get(0),
+            )?;
+            if held >= limits.max_channels as i64 {
+                return Err(OverLimit::Channels(limits.max_channels).into());
+            }
+            if notices_today(&tx, new.subscriber_id, now)? >= limits.max_notices_per_day {
+                return Err(OverLimit::NoticesToday(limits.max_notices_per_day).into());
+            }
+        }
         let state = match new.confirm_code {
             Some(_) => ChannelState::Unconfirmed,
             None => ChannelState::Active,
@@ -127,6 +140,19 @@ impl Sqlite {
         )?;
         let id = ChannelId(tx.last_insert_rowid());
         write_searches(&tx, id, new.subscriber_id, new.every_search, &new.searches)?;
+        if let Some(notice) = &new.verification {
+            insert_push(
+                &tx,
+                OutboxKind::Notice,
+                new.subscriber_id,
+                id,
+                &new.name,
+                &notice.message_id,
+                &notice.subject,
+                &notice.event,
+                now,
+            )?;
+        }
         tx.commit()?;
         Ok(id)
     }
@@ -343,11 +369,10 @@ impl Sqlite {
     pub fn queue_notice(
         &self,
         channel: ChannelId,
-        subject: &str,
-        event: &str,
-        message_id: &str,
+        notice: &Notice,
+        max_per_day: Option<i64>,
         now: DateTime<Utc>,
-    ) -> Result<OutboxId> {
+    ) -> Result<Option<OutboxId>> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let owner: Option<(SubscriberId, String)> = tx
@@ -360,19 +385,54 @@ impl Sqlite {
         let Some((subscriber, name)) = owner else {
             bail!("no destination {channel}");
         };
+        if max_per_day
+            .is_some_and(|max| notices_today(&tx, subscriber, now).is_ok_and(|n| n >= max))
+        {
+            return Ok(None);
+        }
         let id = insert_push(
             &tx,
             OutboxKind::Notice,
             subscriber,
             channel,
             &name,
-            message_id,
-            subject,
-            event,
+            &notice.message_id,
+            &notice.subject,
+            &notice.event,
             now,
         )?;
         tx.commit()?;
-        Ok(id)
+        Ok(Some(id))
+    }
+
+    pub fn update_channel(
+        &self,
+        id: ChannelId,
+        kind: ChannelKind,
+        target: &str,
+        secret_env: Option<&str>,
+    ) -> Result<bool> {
+        Ok(self.conn().execute(
+            "UPDATE channels SET kind = ?2, target = ?3, secret_env = ?4 WHERE id = ?1",
+            params![id, kind.as_str(), target, secret_env],
+        )? == 1)
+    }
+
+    pub fn renew_push_claim(
+        &self,
+        outbox_id: OutboxId,
+        claim: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<bool> {
+        Ok(self.conn().execute(
+            "UPDATE outbox SET claimed_until = ?3
+             WHERE id = ?1 AND claim = ?2 AND status = 'pending'
+               AND (kind = 'notice' OR EXISTS (SELECT 1 FROM channels c
+                                               WHERE c.id = outbox.channel_id
+                                                 AND c.state = 'active'))",
+            params![outbox_id, claim, now.timestamp() + lease_secs(lease)],
+        )? == 1)
     }
 
     pub fn claim_push(
@@ -439,18 +499,24 @@ impl Sqlite {
         if marked == 0 {
             return Ok(None);
         }
-        let before: Option<(ChannelId, ChannelState, u32)> = tx
+        let before: Option<(ChannelId, ChannelState, u32, OutboxKind)> = tx
             .query_row(
-                "SELECT c.id, c.state, c.failures FROM channels c
+                "SELECT c.id, c.state, c.failures, o.kind FROM channels c
                  JOIN outbox o ON o.channel_id = c.id WHERE o.id = ?1",
                 [outbox_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()?;
-        let Some((id, state, failures)) = before else {
+        let Some((id, state, failures, OutboxKind::Push)) = before else {
+            // A notice refused says nothing of the destination in use.
             tx.commit()?;
             return Ok(None);
         };
+        // What it carried goes where its searches go now (email once it is paused).
+        tx.execute(
+            "UPDATE matches SET outbox_id = NULL WHERE outbox_id = ?1",
+            [outbox_id],
+        )?;
         let pause = state == ChannelState::Active && (pause_now || failures + 1 >= pause_after);
         tx.execute(
             "UPDATE channels SET failures = failures + 1, last_error = ?2,
@@ -487,6 +553,20 @@ impl Sqlite {
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, time(r, 2)?)))?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
+}
+
+/// Notices queued for `subscriber`'s destinations in the 24 hours before `now`.
+fn notices_today(
+    tx: &rusqlite::Transaction<'_>,
+    subscriber: SubscriberId,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<i64> {
+    tx.query_row(
+        "SELECT COUNT(*) FROM outbox
+         WHERE subscriber_id = ?1 AND kind = 'notice' AND created_at > ?2",
+        params![subscriber, now.timestamp() - 86_400],
+        |r| r.get(0),
+    )
 }
 
 /// Writes one outbox row for a destination inside `tx`.

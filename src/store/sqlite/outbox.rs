@@ -118,11 +118,25 @@ impl Sqlite {
         claim: Option<&str>,
         error: &str,
     ) -> Result<bool> {
-        Ok(self.conn().execute(
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let marked = tx.execute(
             "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?3,
              claimed_until = NULL, claim = NULL WHERE id = ?1 AND claim IS ?2",
             params![outbox_id, claim, error],
-        )? == 1)
+        )? == 1;
+        if marked {
+            // A destination's digest given up: what it carried goes where its searches
+            // go now (mail's matches were in the mail: they stay taken).
+            tx.execute(
+                "UPDATE matches SET outbox_id = NULL
+                 WHERE outbox_id = ?1
+                   AND (SELECT kind FROM outbox WHERE id = ?1) = 'push'",
+                [outbox_id],
+            )?;
+        }
+        tx.commit()?;
+        Ok(marked)
     }
 
     pub fn mark_bounced(
