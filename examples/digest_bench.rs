@@ -1,14 +1,17 @@
 //! Digest benchmark: 10,000 subscribers with pending matches → digests rendered and
-//! queued in the SQLite outbox → delivered over real SMTP to a server on 127.0.0.1.
-//! Prints digests/s (render + queue), messages/s (delivery), messages/s end to end and
-//! peak RSS, then checks that every recipient got exactly one message (exit code 1 if
-//! not).
+//! queued in the SQLite outbox → delivered over real SMTP to a server on 127.0.0.1, or
+//! with `--to webhook` as signed webhook events to an HTTP receiver on 127.0.0.1.
+//! Prints digests/s (render + queue), messages/s or events/s (delivery), the same end to
+//! end, CPU seconds and peak RSS, then checks that every recipient (destination) got
+//! exactly one message (event) (exit code 1 if not).
 //!
 //! ```sh
 //! cargo run --release --example digest_bench                      # 10,000 subscribers
 //! cargo run --release --example digest_bench -- --subscribers 2000 --concurrency 8
 //! cargo run --release --example digest_bench -- --smtp in-process
 //! cargo run --release --example digest_bench -- --backend postgres --instances 3
+//! cargo run --release --example digest_bench -- --to webhook      # 10,000 webhooks
+//! cargo run --release --example digest_bench -- --to webhook --channel-concurrency 32
 //! ```
 //!
 //! With `--instances N`, N Tidings instances (each its own `App`: its own database
@@ -42,6 +45,34 @@
 //! The mail settings are the shipped defaults (`mail.concurrency = 4`, no rate limit)
 //! unless `--concurrency` says otherwise.
 //!
+//! # `--to webhook`
+//!
+//! The issue 16 benchmark: events/s to a loopback webhook receiver, with 10,000
+//! destinations (target: at least the mail path's rate). Setup adds, for every
+//! subscriber, one webhook destination as an admin would (`Store::add_channel`, kind
+//! webhook, `http://127.0.0.1:PORT/in/<i>`, its own `whsec_` secret from
+//! [`tidings::push::webhook_secret`], every search, active at once), and routes each of
+//! their searches to that destination only (`set_search_route(search, false, [it])`): the
+//! round writes no mail and one outbox event (~2.8 KiB of JSON) per subscriber.
+//! `send_digests` queues them all (its mail sender finds nothing to send) and then sends
+//! them through `send_push` with the shipped `[channels]` settings (`concurrency = 8`, no
+//! webhook pacing) unless `--channel-concurrency` sets `[channels] concurrency`. The
+//! boundary is the last `digest queued` event, as for mail, with the first `delivered`
+//! event (target `tidings::push`) in place of the first `mail sent`. CPU is also split at
+//! that first event (one look at `/proc` when it is logged): render + queue, then
+//! delivery. On this benchmark's 2 cores `--channel-concurrency 32` or `64` delivers no
+//! faster than the default 8: delivery is CPU-bound (about 0.3 ms of this process's CPU
+//! per event), not waiting on the receiver.
+//!
+//! The receiver is an axum server in a child process (this same binary with
+//! `--serve-webhooks FILE`), so that its work and memory are not this process's; it shares
+//! the two cores, and its CPU seconds are printed beside. The parent writes each path's
+//! secret to FILE before starting it. It verifies every request as a Standard Webhooks
+//! library does (the `webhook-id`, `webhook-timestamp` and `webhook-signature` headers; a
+//! timestamp within 5 minutes; a `v1,` HMAC-SHA256 over `{id}.{timestamp}.{body}` keyed
+//! by the base64 after `whsec_`), answers 200 (401 to a request that fails), and keeps
+//! (path, `webhook-id`, verdict, size) for each request, which it reports when asked.
+//!
 //! # Where the SMTP server runs
 //!
 //! The server is the test suite's hand-written ESMTP server (`tests/support`). It runs
@@ -49,7 +80,8 @@
 //! server, because in-process it keeps every message it receives in the benchmark's own
 //! heap. Measured both ways at 10,000 subscribers: peak RSS 151 MiB in-process against
 //! 22 MiB in a child, delivery rates within run-to-run noise.
-//! `--smtp in-process` is kept for comparison.
+//! `--smtp in-process` is kept for comparison. With `--to webhook` it runs as well (the
+//! config sends mail there) and must receive nothing.
 //!
 //! # Verification
 //!
@@ -58,12 +90,21 @@
 //! exactly one per subscriber address, each carrying the `Message-ID` of that
 //! subscriber's outbox row; and every subject counts the stories that subscriber's
 //! queries match. Any failure is listed and the exit code is 1.
+//!
+//! With `--to webhook`: `send_digests` reports 10,000 queued, no mail and 10,000 events
+//! sent, none retrying, failed or paused, and the tracing layer saw 10,000 `delivered`;
+//! the SMTP server received nothing; the outbox holds 10,000 rows, all `sent`, one per
+//! subscriber, each for their webhook (none a mail); the receiver got exactly 10,000
+//! requests, exactly one per destination path, every signature valid, no `webhook-id`
+//! twice, each `webhook-id` equal to the `message_id` of that destination's outbox row;
+//! and every event's title counts the stories that subscriber's queries match.
 
 mod common;
 
 use common::{peak_rss_mib, reset_peak_rss};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -73,7 +114,10 @@ use tidings::config::Config;
 use tidings::digest::Schedule;
 use tidings::matcher::{Document, Query};
 use tidings::parse::{Item, body_text};
-use tidings::store::{OutboxStatus, SubscriptionId};
+use tidings::push::Target;
+use tidings::store::{
+    ChannelKind, ChannelOrigin, NewChannel, OutboxStatus, SubscriberId, SubscriptionId,
+};
 use tidings::store::{StoreOutcome, SuccessfulPoll};
 use tidings::{App, send_digests};
 use tracing::{Event, Level, Subscriber};
@@ -94,30 +138,61 @@ enum SmtpMode {
     InProcess,
 }
 
+/// Where the digests go.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum To {
+    /// Every search to email: one mail per subscriber, over SMTP.
+    Mail,
+    /// Every search to the subscriber's one webhook: one event per subscriber, over HTTP.
+    Webhook,
+}
+
 struct Args {
     subscribers: usize,
     concurrency: Option<usize>,
+    channel_concurrency: Option<usize>,
     smtp: SmtpMode,
+    to: To,
     instances: usize,
     postgres: bool,
 }
 
-fn parse_args() -> (bool, Args) {
+/// What this process is: the benchmark, or one of its servers in a child process.
+enum Role {
+    Bench(Args),
+    SmtpServer,
+    /// The webhook receiver, with the file of its secrets (`path<TAB>secret` lines).
+    WebhookReceiver(PathBuf),
+}
+
+fn parse_args() -> Role {
     let mut args = Args {
         subscribers: 10_000,
         concurrency: None,
+        channel_concurrency: None,
         smtp: SmtpMode::Child,
+        to: To::Mail,
         instances: 1,
         postgres: false,
     };
-    let mut serve = false;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().expect("a value after the option");
         match a.as_str() {
-            "--serve-smtp" => serve = true,
+            "--serve-smtp" => return Role::SmtpServer,
+            "--serve-webhooks" => return Role::WebhookReceiver(value().into()),
             "--subscribers" => args.subscribers = value().parse().expect("a number"),
             "--concurrency" => args.concurrency = Some(value().parse().expect("a number")),
+            "--channel-concurrency" => {
+                args.channel_concurrency = Some(value().parse().expect("a number"))
+            }
+            "--to" => {
+                args.to = match value().as_str() {
+                    "mail" => To::Mail,
+                    "webhook" => To::Webhook,
+                    other => panic!("--to mail|webhook, not {other}"),
+                }
+            }
             "--instances" => args.instances = value().parse::<usize>().expect("a number").max(1),
             "--backend" => match value().as_str() {
                 "sqlite" => args.postgres = false,
@@ -134,18 +209,18 @@ fn parse_args() -> (bool, Args) {
             other => panic!("unknown argument {other}"),
         }
     }
-    (serve, args)
+    Role::Bench(args)
 }
 
 fn main() {
-    let (serve, args) = parse_args();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    if serve {
-        runtime.block_on(serve_smtp());
-    } else {
-        let ok = runtime.block_on(bench(args));
-        if !ok {
-            std::process::exit(1);
+    match parse_args() {
+        Role::SmtpServer => runtime.block_on(serve_smtp()),
+        Role::WebhookReceiver(secrets) => runtime.block_on(serve_webhooks(&secrets)),
+        Role::Bench(args) => {
+            if !runtime.block_on(bench(args)) {
+                std::process::exit(1);
+            }
         }
     }
 }
@@ -302,9 +377,210 @@ impl Smtp {
     }
 }
 
+// ---- the webhook receiver ------------------------------------------------------------------
+
+/// One request as the receiver saw it: its path, `webhook-id`, whether its Standard
+/// Webhooks signature (and timestamp) checked out, and its body's size.
+struct Hook {
+    path: String,
+    webhook_id: String,
+    /// `ok`, or why the request was refused.
+    verdict: String,
+    bytes: usize,
+}
+
+/// The receiver's state: each path's HMAC key, and what arrived.
+struct Receiver {
+    keys: HashMap<String, Vec<u8>>,
+    hooks: Mutex<Vec<Hook>>,
+}
+
+/// The HMAC key of a `whsec_<base64>` secret.
+fn webhook_key(secret: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let encoded = secret.strip_prefix("whsec_")?;
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()
+}
+
+impl Receiver {
+    /// Checks a request as a Standard Webhooks receiver does: the three headers, a
+    /// timestamp within five minutes, and a `v1` signature made with this path's key over
+    /// `{webhook-id}.{webhook-timestamp}.{body}`. Returns the `webhook-id` and `ok`, or
+    /// why not.
+    fn verify(&self, path: &str, headers: &axum::http::HeaderMap, body: &[u8]) -> (String, String) {
+        use base64::Engine as _;
+        use hmac::Mac as _;
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let id = header("webhook-id").unwrap_or_default().to_string();
+        let (Some(timestamp), Some(signatures)) =
+            (header("webhook-timestamp"), header("webhook-signature"))
+        else {
+            return (id, "missing webhook-timestamp or webhook-signature".into());
+        };
+        if id.is_empty() {
+            return (id, "missing webhook-id".into());
+        }
+        let Some(key) = self.keys.get(path) else {
+            return (id, "no secret for this path".into());
+        };
+        let Ok(at) = timestamp.trim().parse::<i64>() else {
+            return (id, format!("bad webhook-timestamp {timestamp:?}"));
+        };
+        if (Utc::now().timestamp() - at).abs() > 300 {
+            return (id, format!("webhook-timestamp {at} is over 5 minutes off"));
+        }
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
+        mac.update(format!("{id}.{at}.").as_bytes());
+        mac.update(body);
+        let valid = signatures
+            .split(' ')
+            .filter_map(|s| s.split_once(','))
+            .filter(|(version, _)| *version == "v1")
+            .filter_map(|(_, sig)| base64::engine::general_purpose::STANDARD.decode(sig).ok())
+            .any(|sig| mac.clone().verify_slice(&sig).is_ok());
+        match valid {
+            true => (id, "ok".into()),
+            false => (id, "no valid v1 signature".into()),
+        }
+    }
+}
+
+async fn receive(
+    axum::extract::State(receiver): axum::extract::State<Arc<Receiver>>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    body: bytes::Bytes,
+) -> axum::http::StatusCode {
+    let path = uri.path().to_string();
+    let (webhook_id, verdict) = receiver.verify(&path, &headers, &body);
+    let status = match verdict.as_str() {
+        "ok" => axum::http::StatusCode::OK,
+        _ => axum::http::StatusCode::UNAUTHORIZED,
+    };
+    receiver.hooks.lock().unwrap().push(Hook {
+        path,
+        webhook_id,
+        verdict,
+        bytes: body.len(),
+    });
+    status
+}
+
+/// Child mode: an HTTP receiver on 127.0.0.1 for the webhooks whose secrets `secrets`
+/// lists (`path<TAB>whsec_…` lines), any method, any path; answers 200 to a request
+/// whose signature checks out and 401 otherwise. Prints its port, then on each `report`
+/// line from stdin prints one `path<TAB>webhook-id<TAB>verdict<TAB>bytes` line per
+/// request received and `END <its CPU seconds>`. Exits when stdin closes.
+async fn serve_webhooks(secrets: &Path) {
+    use tokio::io::AsyncBufReadExt as _;
+    let text = std::fs::read_to_string(secrets).expect("the webhook secrets file");
+    let keys = text
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(path, secret)| {
+            let key =
+                webhook_key(secret).unwrap_or_else(|| panic!("{path}: not whsec_ and base64"));
+            (path.to_string(), key)
+        })
+        .collect();
+    let receiver = Arc::new(Receiver {
+        keys,
+        hooks: Mutex::new(Vec::new()),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    println!("{}", listener.local_addr().unwrap().port());
+    let app = axum::Router::new()
+        .fallback(receive)
+        .with_state(receiver.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.trim() == "report" {
+            let hooks = receiver.hooks.lock().unwrap();
+            let mut out = std::io::stdout().lock();
+            for h in hooks.iter() {
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}",
+                    h.path, h.webhook_id, h.verdict, h.bytes
+                )
+                .unwrap();
+            }
+            writeln!(out, "END {:.2}", cpu_seconds()).unwrap();
+            out.flush().unwrap();
+        }
+    }
+}
+
+/// The receiver in a child process; killed when dropped.
+struct ChildReceiver {
+    child: Child,
+    port: u16,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl ChildReceiver {
+    fn start(secrets: &Path) -> ChildReceiver {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .arg("--serve-webhooks")
+            .arg(secrets)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the webhook receiver");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let port = line.trim().parse().expect("the webhook receiver's port");
+        ChildReceiver {
+            child,
+            port,
+            stdout,
+        }
+    }
+
+    /// What arrived, and the receiver's CPU seconds so far.
+    fn report(&mut self) -> (Vec<Hook>, f64) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(b"report\n").unwrap();
+        stdin.flush().unwrap();
+        let mut out = Vec::new();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if self.stdout.read_line(&mut line).unwrap() == 0 {
+                panic!("webhook receiver exited before reporting");
+            }
+            let line = line.trim_end();
+            if let Some(cpu) = line.strip_prefix("END") {
+                return (out, cpu.trim().parse().unwrap_or(f64::NAN));
+            }
+            let mut fields = line.split('\t');
+            let mut next = || fields.next().unwrap_or_default().to_string();
+            let (path, webhook_id, verdict, bytes) = (next(), next(), next(), next());
+            out.push(Hook {
+                path,
+                webhook_id,
+                verdict,
+                bytes: bytes.parse().unwrap_or(0),
+            });
+        }
+    }
+}
+
+impl Drop for ChildReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 // ---- phase boundaries from the library's own events ---------------------------------------
 
-/// Records when the last digest was queued and the first mail sent; prints nothing.
+/// Records when the last digest was queued and the first mail sent or webhook event
+/// delivered; prints nothing.
 #[derive(Clone, Default)]
 struct PhaseClock(Arc<Mutex<Phases>>);
 
@@ -314,17 +590,45 @@ struct Phases {
     first_sent: Option<Instant>,
     queued_events: usize,
     sent_events: usize,
+    /// `delivered` events of `tidings::push`: messages to destinations beside email.
+    first_delivered: Option<Instant>,
+    delivered_events: usize,
+    /// This process's CPU seconds at the first `delivered` event (one look at `/proc`).
+    cpu_at_first_delivered: Option<f64>,
+}
+
+/// Whether an event's message is `delivered`.
+struct IsDelivered(bool);
+
+impl tracing::field::Visit for IsDelivered {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.0 = value == "delivered";
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}") == "delivered";
+        }
+    }
 }
 
 impl<S: Subscriber> Layer<S> for PhaseClock {
     fn on_event(&self, event: &Event<'_>, _cx: Context<'_, S>) {
         let now = Instant::now();
-        // `digest queued` and `mail sent` both name the outbox row.
+        // `digest queued`, `mail sent` and `delivered` all name the outbox row.
         if event.metadata().fields().field("outbox").is_none() {
             return;
         }
+        let target = event.metadata().target();
+        let delivered = target == "tidings::push" && {
+            let mut visitor = IsDelivered(false);
+            event.record(&mut visitor);
+            visitor.0
+        };
         let mut p = self.0.lock().unwrap();
-        match event.metadata().target() {
+        match target {
             "tidings::pipeline" => {
                 p.last_queued = Some(now);
                 p.queued_events += 1;
@@ -332,6 +636,13 @@ impl<S: Subscriber> Layer<S> for PhaseClock {
             "tidings::mail" => {
                 p.first_sent.get_or_insert(now);
                 p.sent_events += 1;
+            }
+            "tidings::push" if delivered => {
+                if p.first_delivered.is_none() {
+                    p.first_delivered = Some(now);
+                    p.cpu_at_first_delivered = Some(cpu_seconds());
+                }
+                p.delivered_events += 1;
             }
             _ => {}
         }
@@ -341,7 +652,11 @@ impl<S: Subscriber> Layer<S> for PhaseClock {
 impl PhaseClock {
     fn install(&self) {
         let clock = self.clone().with_filter(filter_fn(|m| {
-            *m.level() == Level::INFO && matches!(m.target(), "tidings::pipeline" | "tidings::mail")
+            *m.level() == Level::INFO
+                && matches!(
+                    m.target(),
+                    "tidings::pipeline" | "tidings::mail" | "tidings::push"
+                )
         }));
         let stderr = tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
@@ -548,6 +863,11 @@ fn email_of(i: usize) -> String {
     format!("subscriber{i:05}@example.org")
 }
 
+/// The path of subscriber `i`'s webhook on the receiver.
+fn hook_path(i: usize) -> String {
+    format!("/in/{i}")
+}
+
 // ---- measurement helpers -------------------------------------------------------------------
 
 /// CPU time (user + system) of this process so far, in seconds.
@@ -582,6 +902,22 @@ async fn bench(args: Args) -> bool {
     let mut smtp = Smtp::start(args.smtp).await;
 
     let dir = tempfile::tempdir().unwrap();
+    // With `--to webhook`: a secret per destination, in a file the receiver reads.
+    let mut receiver = None;
+    let mut secrets = Vec::new();
+    if args.to == To::Webhook {
+        secrets = (0..args.subscribers)
+            .map(|_| tidings::push::webhook_secret().unwrap())
+            .collect();
+        let file = dir.path().join("webhook-secrets.tsv");
+        let lines: String = secrets
+            .iter()
+            .enumerate()
+            .map(|(i, secret)| format!("{}\t{secret}\n", hook_path(i)))
+            .collect();
+        std::fs::write(&file, lines).unwrap();
+        receiver = Some(ChildReceiver::start(&file));
+    }
     let (_server, database) = postgres::bench_database(args.postgres);
     let mut config = format!("database = \"{database}\"\n");
     config.push_str("[mail]\nfrom = \"Tidings <alerts@tidings.example>\"\n");
@@ -594,6 +930,9 @@ async fn bench(args: Args) -> bool {
          [web]\nbase_url = \"https://alerts.tidings.example/\"\n",
         smtp.port()
     ));
+    if let Some(c) = args.channel_concurrency {
+        config.push_str(&format!("[channels]\nconcurrency = {c}\n"));
+    }
     for (id, name, tags) in FEEDS {
         let tags: Vec<String> = tags.iter().map(|t| format!("{t:?}")).collect();
         config.push_str(&format!(
@@ -624,6 +963,47 @@ async fn bench(args: Args) -> bool {
                 )
                 .await
                 .unwrap();
+        }
+    }
+
+    // With `--to webhook`: each subscriber's one webhook, taking each of their searches,
+    // which no longer go to email. `subscriber_index`: the subscriber of each id.
+    let mut subscriber_index: HashMap<SubscriberId, usize> = HashMap::new();
+    if let Some(receiver) = &receiver {
+        for (i, secret) in secrets.iter().enumerate() {
+            let subscriber = app.store.subscriber(&email_of(i)).await.unwrap().unwrap();
+            subscriber_index.insert(subscriber.id, i);
+            let url = format!("http://127.0.0.1:{}{}", receiver.port, hook_path(i));
+            let target = Target::Webhook {
+                url: url.parse().unwrap(),
+            };
+            let channel = app
+                .store
+                .add_channel(
+                    NewChannel {
+                        subscriber_id: subscriber.id,
+                        name: "hook".into(),
+                        kind: ChannelKind::Webhook,
+                        target: serde_json::to_string(&target).unwrap(),
+                        secret: Some(secret.clone()),
+                        secret_env: None,
+                        added_by: ChannelOrigin::Admin,
+                        confirm_code: None,
+                        every_search: true,
+                        searches: Vec::new(),
+                        limits: None,
+                        verification: None,
+                    },
+                    now,
+                )
+                .await
+                .unwrap();
+            for (search, _) in app.store.subscriptions_of(subscriber.id).await.unwrap() {
+                app.store
+                    .set_search_route(search, false, vec![channel])
+                    .await
+                    .unwrap();
+            }
         }
     }
 
@@ -704,8 +1084,7 @@ async fn bench(args: Args) -> bool {
     let setup_secs = setup_started.elapsed().as_secs_f64();
     println!(
         "digest_bench: {} subscribers, {} subscriptions, {} items in {} feeds, {} pending matches; \
-         stories per digest min {} / mean {:.1} / max {}; mail.concurrency {}; SMTP server: {}; \
-         database: {}, {} instance(s)",
+         stories per digest min {} / mean {:.1} / max {}; {}; database: {}, {} instance(s)",
         args.subscribers,
         app.store.subscriptions().await.unwrap().queries.len(),
         stored_items,
@@ -714,10 +1093,21 @@ async fn bench(args: Args) -> bool {
         per_subscriber.iter().min().unwrap_or(&0),
         per_subscriber.iter().sum::<usize>() as f64 / per_subscriber.len().max(1) as f64,
         per_subscriber.iter().max().unwrap_or(&0),
-        app.config.mail.concurrency,
-        match args.smtp {
-            SmtpMode::Child => "child process, 127.0.0.1",
-            SmtpMode::InProcess => "in-process, 127.0.0.1",
+        match args.to {
+            To::Mail => format!(
+                "mail.concurrency {}; SMTP server: {}",
+                app.config.mail.concurrency,
+                match args.smtp {
+                    SmtpMode::Child => "child process, 127.0.0.1",
+                    SmtpMode::InProcess => "in-process, 127.0.0.1",
+                }
+            ),
+            To::Webhook => format!(
+                "to {} webhooks (one per subscriber, every search, none to email); \
+                 channels.concurrency {}; webhook receiver: child process, 127.0.0.1",
+                subscriber_index.len(),
+                app.config.channels.concurrency
+            ),
         },
         if args.postgres {
             "PostgreSQL"
@@ -745,6 +1135,7 @@ async fn bench(args: Args) -> bool {
             let round = round?;
             all.queued += round.queued;
             all.delivery += round.delivery;
+            all.push += round.push;
             anyhow::Ok(all)
         },
     );
@@ -762,64 +1153,115 @@ async fn bench(args: Args) -> bool {
 
     let total = (ended - started).as_secs_f64();
     let queue_end = phases.last_queued.unwrap_or(started);
-    let first_sent = phases.first_sent.unwrap_or(ended);
-    let queue = (queue_end - started).as_secs_f64();
-    let deliver = (ended - queue_end).as_secs_f64();
     let n = summary.queued as f64;
-    let sent = summary.delivery.sent as f64;
     println!(
         "render + queue: {queue:.2} s, {:.0} digests/s ({} queued)",
-        n / queue,
-        summary.queued
+        n / (queue_end - started).as_secs_f64(),
+        summary.queued,
+        queue = (queue_end - started).as_secs_f64(),
     );
-    if first_sent >= queue_end {
-        println!(
-            "deliver:        {deliver:.2} s, {:.0} messages/s ({} sent, {} retrying, {} failed; \
-             first sent {:.1} ms after the last queued)",
-            sent / deliver,
+    // What the round delivered, the first delivery and how it is named.
+    let (first_out, out, retrying, failed, unit, verb, target) = match args.to {
+        To::Mail => (
+            phases.first_sent,
             summary.delivery.sent,
             summary.delivery.retrying,
             summary.delivery.failed,
-            (first_sent - queue_end).as_secs_f64() * 1000.0
+            "messages",
+            "sent",
+            "target 500",
+        ),
+        To::Webhook => (
+            phases.first_delivered,
+            summary.push.sent,
+            summary.push.retrying,
+            summary.push.failed,
+            "events",
+            "delivered",
+            "target: the mail path's rate",
+        ),
+    };
+    let first_out = first_out.unwrap_or(ended);
+    let deliver = (ended - queue_end).as_secs_f64();
+    let sent = out as f64;
+    if first_out >= queue_end {
+        println!(
+            "deliver:        {deliver:.2} s, {:.0} {unit}/s ({out} {verb}, {retrying} retrying, \
+             {failed} failed; first {verb} {:.1} ms after the last queued)",
+            sent / deliver,
+            (first_out - queue_end).as_secs_f64() * 1000.0
         );
     } else {
         // A library that delivers while it still queues: no separate delivery phase.
-        let window = (ended - first_sent).as_secs_f64();
+        let window = (ended - first_out).as_secs_f64();
         println!(
-            "deliver:        overlapped with queueing: first sent {:.2} s after the start, \
-             {window:.2} s from first sent to last, {:.0} messages/s over that window; \
-             {deliver:.2} s after the last queued ({} sent, {} retrying, {} failed)",
-            (first_sent - started).as_secs_f64(),
+            "deliver:        overlapped with queueing: first {verb} {:.2} s after the start, \
+             {window:.2} s from first {verb} to last, {:.0} {unit}/s over that window; \
+             {deliver:.2} s after the last queued ({out} {verb}, {retrying} retrying, \
+             {failed} failed)",
+            (first_out - started).as_secs_f64(),
             sent / window,
-            summary.delivery.sent,
-            summary.delivery.retrying,
-            summary.delivery.failed
         );
     }
     println!(
-        "end to end:     {total:.2} s, {:.0} messages/s (target 500); CPU {cpu:.2} s \
+        "end to end:     {total:.2} s, {:.0} {unit}/s ({target}); CPU {cpu:.2} s \
          ({:.0}% of one core) in this process; peak RSS {peak:.1} MiB",
         sent / total,
         cpu / total * 100.0
     );
+    if let (To::Webhook, Some(at)) = (args.to, phases.cpu_at_first_delivered) {
+        // No mail: nothing is delivered before the last digest is queued.
+        println!(
+            "CPU by phase:   {:.2} s until the first event delivered (render + queue), \
+             {:.2} s delivering",
+            at - cpu_before,
+            cpu_before + cpu - at
+        );
+    }
 
     // Checks.
     let mut failures = Vec::new();
     let want = args.subscribers;
-    if summary.queued != want || summary.delivery.sent != want {
-        failures.push(format!(
-            "send_digests queued {} and sent {}, expected {want} each",
-            summary.queued, summary.delivery.sent
-        ));
+    let (want_mail, want_push) = match args.to {
+        To::Mail => (want, 0),
+        To::Webhook => (0, want),
+    };
+    if summary.queued != want
+        || summary.delivery.sent != want_mail
+        || summary.push.sent != want_push
+    {
+        failures.push(match args.to {
+            To::Mail => format!(
+                "send_digests queued {} and sent {}, expected {want} each",
+                summary.queued, summary.delivery.sent
+            ),
+            To::Webhook => format!(
+                "send_digests queued {}, sent {} mails and {} events; expected {want} queued, \
+                 no mail, {want} events",
+                summary.queued, summary.delivery.sent, summary.push.sent
+            ),
+        });
     }
     if summary.delivery.retrying + summary.delivery.failed + summary.delivery.paused != 0 {
         failures.push(format!("delivery problems: {:?}", summary.delivery));
     }
-    if phases.queued_events != want || phases.sent_events != want {
-        failures.push(format!(
-            "events: {} queued, {} sent (phase boundary unreliable)",
-            phases.queued_events, phases.sent_events
-        ));
+    if summary.push.retrying + summary.push.failed + summary.push.paused != 0 {
+        failures.push(format!("webhook delivery problems: {:?}", summary.push));
+    }
+    if phases.queued_events != want
+        || phases.sent_events != want_mail
+        || phases.delivered_events != want_push
+    {
+        failures.push(match args.to {
+            To::Mail => format!(
+                "events: {} queued, {} sent (phase boundary unreliable)",
+                phases.queued_events, phases.sent_events
+            ),
+            To::Webhook => format!(
+                "events: {} queued, {} mail sent, {} delivered (phase boundary unreliable)",
+                phases.queued_events, phases.sent_events, phases.delivered_events
+            ),
+        });
     }
     let outbox = app.store.outbox().await.unwrap();
     let not_sent = outbox
@@ -832,17 +1274,61 @@ async fn bench(args: Args) -> bool {
             outbox.len()
         ));
     }
+    match receiver {
+        None => check_mail(&mut smtp, &outbox, &expected, want, failures),
+        Some(mut receiver) => {
+            let mails = smtp.arrivals().len();
+            if mails != 0 {
+                failures.push(format!(
+                    "the SMTP server received {mails} messages, expected none"
+                ));
+            }
+            let subscribers = Subscribers {
+                index: &subscriber_index,
+                expected: &expected,
+            };
+            check_webhooks(&mut receiver, &outbox, &subscribers, want, failures)
+        }
+    }
+}
+
+/// The story count a digest's subject (or an event's title) gives: `Tidings: N …`.
+fn stories_in(subject: &str) -> Option<usize> {
+    subject
+        .strip_prefix("Tidings: ")
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse::<usize>().ok())
+}
+
+/// Prints the checks' result; true when there were no failures.
+fn report_checks(failures: &[String], ok: String) -> bool {
+    if failures.is_empty() {
+        println!("check: OK: {ok}");
+        true
+    } else {
+        println!("check: FAILED ({} problems)", failures.len());
+        for f in failures.iter().take(20) {
+            println!("  {f}");
+        }
+        false
+    }
+}
+
+/// `--to mail`: one mail per subscriber, each with its outbox row's `Message-ID` and
+/// the right story count.
+fn check_mail(
+    smtp: &mut Smtp,
+    outbox: &[tidings::store::OutboxMessage],
+    expected: &HashMap<String, usize>,
+    want: usize,
+    mut failures: Vec<String>,
+) -> bool {
     let mut by_recipient: HashMap<&str, &tidings::store::OutboxMessage> = HashMap::new();
-    for m in &outbox {
+    for m in outbox {
         if by_recipient.insert(&m.recipient, m).is_some() {
             failures.push(format!("two outbox rows for {}", m.recipient));
         }
-        let stories = m
-            .subject
-            .strip_prefix("Tidings: ")
-            .and_then(|s| s.split(' ').next())
-            .and_then(|n| n.parse::<usize>().ok());
-        if stories != expected.get(&m.recipient).copied() {
+        if stories_in(&m.subject) != expected.get(&m.recipient).copied() {
             failures.push(format!(
                 "{}: subject {:?}, expected {:?} stories",
                 m.recipient,
@@ -886,19 +1372,109 @@ async fn bench(args: Args) -> bool {
     }
     let mean_bytes =
         received.iter().map(|a| a.bytes).sum::<usize>() as f64 / received.len().max(1) as f64;
-    if failures.is_empty() {
-        println!(
-            "check: OK: {want} recipients, exactly one message each ({} received, mean {:.1} KiB), \
+    report_checks(
+        &failures,
+        format!(
+            "{want} recipients, exactly one message each ({} received, mean {:.1} KiB), \
              Message-IDs and story counts match the outbox",
             received.len(),
             mean_bytes / 1024.0
-        );
-        true
-    } else {
-        println!("check: FAILED ({} problems)", failures.len());
-        for f in failures.iter().take(20) {
-            println!("  {f}");
+        ),
+    )
+}
+
+/// Who the subscribers are, for `--to webhook`'s checks.
+struct Subscribers<'a> {
+    /// Subscriber `i`'s id → `i`.
+    index: &'a HashMap<SubscriberId, usize>,
+    /// Address → stories their digest must carry.
+    expected: &'a HashMap<String, usize>,
+}
+
+/// `--to webhook`: no mail; one event per destination, each with its outbox row's
+/// `message_id` as `webhook-id`, a valid signature and the right story count.
+fn check_webhooks(
+    receiver: &mut ChildReceiver,
+    outbox: &[tidings::store::OutboxMessage],
+    subscribers: &Subscribers<'_>,
+    want: usize,
+    mut failures: Vec<String>,
+) -> bool {
+    // Subscriber i's outbox row.
+    let mut rows: HashMap<usize, &tidings::store::OutboxMessage> = HashMap::new();
+    for m in outbox {
+        let Some(&i) = m.subscriber_id.and_then(|id| subscribers.index.get(&id)) else {
+            failures.push(format!("outbox row {} of no known subscriber", m.id));
+            continue;
+        };
+        if m.recipient != "webhook:hook" {
+            failures.push(format!(
+                "outbox row {} goes to {:?}, not the webhook",
+                m.id, m.recipient
+            ));
         }
-        false
+        if rows.insert(i, m).is_some() {
+            failures.push(format!("two outbox rows for {}", email_of(i)));
+        }
+        let want_stories = subscribers.expected.get(&email_of(i)).copied();
+        if stories_in(&m.subject) != want_stories {
+            failures.push(format!(
+                "{}: event title {:?}, expected {want_stories:?} stories",
+                email_of(i),
+                m.subject,
+            ));
+        }
     }
+    let (hooks, receiver_cpu) = receiver.report();
+    let mut per_path: HashMap<&str, usize> = HashMap::new();
+    let mut ids = HashSet::new();
+    let mut invalid = 0;
+    for h in &hooks {
+        *per_path.entry(&h.path).or_default() += 1;
+        if !ids.insert(h.webhook_id.as_str()) {
+            failures.push(format!("{}: webhook-id {} twice", h.path, h.webhook_id));
+        }
+        if h.verdict != "ok" {
+            invalid += 1;
+            failures.push(format!("{}: refused: {}", h.path, h.verdict));
+        }
+        let i = h.path.strip_prefix("/in/").and_then(|i| i.parse().ok());
+        match i.and_then(|i: usize| rows.get(&i)) {
+            None => failures.push(format!("request to unknown path {}", h.path)),
+            Some(row) if row.message_id != h.webhook_id => failures.push(format!(
+                "{}: webhook-id {}, outbox has {}",
+                h.path, h.webhook_id, row.message_id
+            )),
+            Some(_) => {}
+        }
+    }
+    for i in 0..want {
+        let got = per_path.get(hook_path(i).as_str()).copied().unwrap_or(0);
+        if got != 1 {
+            failures.push(format!(
+                "{} got {got} requests, expected exactly 1",
+                hook_path(i)
+            ));
+        }
+    }
+    if hooks.len() != want {
+        failures.push(format!(
+            "receiver got {} requests, expected {want}",
+            hooks.len()
+        ));
+    }
+    let mean_bytes =
+        hooks.iter().map(|h| h.bytes).sum::<usize>() as f64 / hooks.len().max(1) as f64;
+    println!("webhook receiver (child process): CPU {receiver_cpu:.2} s in all");
+    report_checks(
+        &failures,
+        format!(
+            "{want} webhook destinations, exactly one event each ({} received, mean {:.1} KiB, \
+             {} signatures valid, {invalid} invalid), no mail, webhook-ids and story counts \
+             match the outbox, which is all sent",
+            hooks.len(),
+            mean_bytes / 1024.0,
+            hooks.len() - invalid
+        ),
+    )
 }

@@ -840,9 +840,15 @@ pub fn request(
         }
         Target::Ntfy { url } => {
             let topic = topic_of(&url).context("ntfy URL without a topic")?;
+            // JSON is published to the server's root: the topic URL without its topic
+            // (a server under a path prefix keeps it).
             let mut server = url.clone();
-            server.set_path("/");
             server.set_query(None);
+            server.set_fragment(None);
+            let path = server.path().trim_end_matches('/');
+            let root = path.rsplit_once('/').map_or("", |(root, _)| root);
+            let root = format!("{root}/");
+            server.set_path(&root);
             let text = compose(&event, Markup::Plain, Measure::Bytes, NTFY_LIMIT - 200);
             // The title goes in its own field; the message is what follows it.
             let message = text
@@ -1013,7 +1019,12 @@ pub fn judge(
     };
     let status = answer.status;
     let why = describe_answer(kind, answer);
+    // Telegram says `"ok": false` in its body when it did not send, whatever the status.
+    let refused_in_body = kind == ChannelKind::Telegram
+        && serde_json::from_str::<serde_json::Value>(&answer.body)
+            .is_ok_and(|b| b.get("ok") == Some(&serde_json::Value::Bool(false)));
     match status {
+        200..=299 if refused_in_body => Verdict::Rejected { why, gone: false },
         200..=299 => Verdict::Sent,
         429 | 503 => Verdict::Retry {
             at: retry_at(answer, now),
@@ -1490,6 +1501,49 @@ mod tests {
     }
 
     #[test]
+    fn ntfy_is_published_to_the_servers_root_under_any_prefix() {
+        let channel = |url: &str| Channel {
+            id: crate::store::ChannelId(1),
+            subscriber_id: crate::store::SubscriberId(1),
+            email: "a@x.example".into(),
+            name: "n".into(),
+            kind: ChannelKind::Ntfy,
+            target: serde_json::to_string(&Target::Ntfy {
+                url: url.parse().unwrap(),
+            })
+            .unwrap(),
+            secret: None,
+            secret_env: None,
+            added_by: ChannelOrigin::Admin,
+            state: crate::store::ChannelState::Active,
+            paused_reason: None,
+            every_search: true,
+            searches: Vec::new(),
+            failures: 0,
+            last_error: None,
+            created_at: Utc::now(),
+            confirmed_at: None,
+        };
+        let body = serde_json::to_string(&event(vec![item("A", "https://n.example/1")])).unwrap();
+        for (topic_url, root) in [
+            ("https://ntfy.sh/alerts", "https://ntfy.sh/"),
+            (
+                "https://example.org/ntfy/alerts",
+                "https://example.org/ntfy/",
+            ),
+            (
+                "https://example.org/ntfy/alerts/?x=1",
+                "https://example.org/ntfy/",
+            ),
+        ] {
+            let sent = request(&channel(topic_url), None, &body, "evt_1", Utc::now()).unwrap();
+            assert_eq!(sent.url.as_str(), root, "{topic_url}");
+            let json: serde_json::Value = serde_json::from_slice(&sent.body).unwrap();
+            assert_eq!(json["topic"], "alerts", "{topic_url}");
+        }
+    }
+
+    #[test]
     fn codes_compare_whatever_the_spacing() {
         let code = confirm_code().unwrap();
         assert_eq!(code.len(), 9);
@@ -1581,6 +1635,19 @@ mod tests {
                 ChannelKind::Discord,
                 answer(204, "", None),
                 Verdict::Sent,
+            ),
+            (
+                "telegram 200 but not ok",
+                ChannelKind::Telegram,
+                answer(
+                    200,
+                    r#"{"ok":false,"description":"Bad Request: chat not found"}"#,
+                    None,
+                ),
+                Verdict::Rejected {
+                    why: "telegram: HTTP 200: Bad Request: chat not found".into(),
+                    gone: false,
+                },
             ),
             (
                 "telegram 429 body",
