@@ -49,11 +49,13 @@ ALTER TABLE subscriptions ADD COLUMN to_email BOOLEAN NOT NULL DEFAULT TRUE;
 ALTER TABLE outbox ADD COLUMN kind TEXT NOT NULL DEFAULT 'mail' CHECK (kind IN ('mail', 'push', 'notice'));
 ALTER TABLE outbox ADD COLUMN channel_id BIGINT REFERENCES channels(id) ON DELETE SET NULL;
 CREATE INDEX outbox_channel ON outbox(channel_id) WHERE channel_id IS NOT NULL;
--- Pending messages by kind, each in the order they are due: mail senders and destination
--- senders each scan their own, never the other's (rows held for a paused destination
--- would otherwise be read by every mail claim).
+-- Pending messages in the order they are due, mail and destination messages apart: each
+-- sender scans its own in order and stops after its batch, never reading the other's
+-- (rows held for a paused destination would otherwise be read by every mail claim).
 DROP INDEX outbox_pending;
-CREATE INDEX outbox_pending ON outbox(kind, next_attempt_at, id) WHERE status = 'pending';
+CREATE INDEX outbox_pending ON outbox(next_attempt_at, id) WHERE status = 'pending' AND kind = 'mail';
+CREATE INDEX outbox_push_pending ON outbox(next_attempt_at, id)
+    WHERE status = 'pending' AND kind <> 'mail';
 
 -- A destination removed (by its owner, or with its subscriber): what waited to go there
 -- fails, saying so, rather than lingering without a destination; the matches it carried

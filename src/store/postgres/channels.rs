@@ -493,7 +493,7 @@ impl Postgres {
             &format!(
                 "UPDATE outbox SET claimed_until = $2, claim = {NEW_CLAIM}
                  WHERE id IN (SELECT o.id FROM outbox o JOIN channels c ON c.id = o.channel_id
-                              WHERE o.status = 'pending' AND o.kind IN ('push', 'notice')
+                              WHERE o.status = 'pending' AND o.kind <> 'mail'
                                 AND o.next_attempt_at <= $1
                                 AND (o.claimed_until IS NULL OR o.claimed_until <= $1)
                                 AND (o.kind = 'notice' OR c.state = 'active')
@@ -618,7 +618,7 @@ impl Postgres {
             .query(
                 "SELECT c.kind, COUNT(*), MIN(o.created_at) FROM outbox o
                  JOIN channels c ON c.id = o.channel_id
-                 WHERE o.status = 'pending' AND o.kind IN ('push', 'notice')
+                 WHERE o.status = 'pending' AND o.kind <> 'mail'
                  GROUP BY c.kind ORDER BY c.kind",
                 &[],
             )?

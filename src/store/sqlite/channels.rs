@@ -448,7 +448,7 @@ impl Sqlite {
             .prepare_cached(
                 "UPDATE outbox SET claimed_until = ?2, claim = hex(randomblob(12))
                  WHERE id IN (SELECT o.id FROM outbox o JOIN channels c ON c.id = o.channel_id
-                              WHERE o.status = 'pending' AND o.kind IN ('push', 'notice')
+                              WHERE o.status = 'pending' AND o.kind <> 'mail'
                                 AND o.next_attempt_at <= ?1
                                 AND (o.claimed_until IS NULL OR o.claimed_until <= ?1)
                                 AND (o.kind = 'notice' OR c.state = 'active')
@@ -547,7 +547,7 @@ impl Sqlite {
         let mut stmt = conn.prepare_cached(
             "SELECT c.kind, COUNT(*), MIN(o.created_at) FROM outbox o
              JOIN channels c ON c.id = o.channel_id
-             WHERE o.status = 'pending' AND o.kind IN ('push', 'notice')
+             WHERE o.status = 'pending' AND o.kind <> 'mail'
              GROUP BY c.kind ORDER BY c.kind",
         )?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, time(r, 2)?)))?;
