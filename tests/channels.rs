@@ -863,3 +863,62 @@ async fn one_incoming_webhook_is_sent_to_at_its_services_pace() {
         );
     }
 }
+
+/// `/metrics`: deliveries by kind and result, and what waits, by kind, with the oldest's
+/// age.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_deliveries_by_kind_and_result_and_what_waits() {
+    let w = world("").await;
+    let receiver = WebhookReceiver::start_on(public(), "whsec_AAAA").await;
+    let slack = SlackWebhook::start_on(public(), "/services/T/B/M").await;
+    w.serve(&[("a1", "Asylum")]);
+    w.search("asylum").await;
+    let hook = w
+        .add("crm", webhook(receiver.url("/in")), ChannelOrigin::Admin)
+        .await;
+    receiver.set_secret(hook.signing_secret.as_deref().unwrap());
+    w.add(
+        "team",
+        kind("slack", slack.endpoint()),
+        ChannelOrigin::Admin,
+    )
+    .await;
+    slack.fail_next(1, Fault::Status(503));
+    w.poll().await;
+    let round = w.digest().await;
+    assert_eq!((round.push.sent, round.push.retrying), (1, 1), "{round:?}");
+
+    let (tx, rx) = tokio::sync::watch::channel(w.app.clone());
+    std::mem::forget(tx);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let addr = tidings::admin::serve(([127, 0, 0, 1], 0).into(), rx, stop.clone())
+        .await
+        .unwrap();
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "tidings_deliveries_total{kind=\"webhook\",result=\"sent\"} 1",
+        "tidings_deliveries_total{kind=\"slack\",result=\"retry\"} 1",
+        "tidings_deliveries_total{kind=\"telegram\",result=\"rejected\"} 0",
+        "tidings_deliveries_pending{kind=\"slack\"} 1",
+        "tidings_deliveries_pending{kind=\"webhook\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+    let age = metrics
+        .lines()
+        .find(|l| l.starts_with("tidings_deliveries_oldest_pending_age_seconds{kind=\"slack\"}"))
+        .unwrap();
+    let age: f64 = age.rsplit(' ').next().unwrap().parse().unwrap();
+    // Queued at the test's clock; the scrape reads the database's (the wall clock).
+    let expected = (chrono::Utc::now() - w.now).num_seconds() as f64;
+    assert!(
+        (age - expected).abs() < 60.0,
+        "{age} s, expected about {expected} s"
+    );
+    stop.cancel();
+}
