@@ -1051,6 +1051,7 @@ async fn bench(args: Args) -> bool {
             baseline_cutoff: now - backlog,
             matcher_generation: matcher.generation,
             snapshot: None,
+            stories: Default::default(),
         };
         let StoreOutcome::Stored(stored) = app
             .store

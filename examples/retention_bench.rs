@@ -343,6 +343,7 @@ fn build(store: &Store, args: &Args, now: DateTime<Utc>) -> Result<()> {
                 baseline_cutoff: at - chrono::Duration::days(1),
                 matcher_generation: generation,
                 snapshot: None,
+                stories: Default::default(),
             };
             wait(store.store_items(&to_poll[&id], poll, move |_, _| {
                 matches.next().unwrap_or_default()
@@ -485,6 +486,7 @@ fn write_continuously(path: &Path, stop: &AtomicBool) -> Result<Vec<Write>> {
             baseline_cutoff: now,
             matcher_generation: generation,
             snapshot: None,
+            stories: Default::default(),
         };
         let started = Instant::now();
         let result = wait(store.store_items(&feed, poll, |_, _| Vec::new()));

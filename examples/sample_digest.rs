@@ -183,7 +183,7 @@ fn pending() -> Vec<(i64, &'static str, Vec<Story>)> {
                     published: "2026-11-27T13:45:00Z",
                     updated: false,
                 },
-                // The same notice again, through USCIS's own feed: shown once, "also in".
+                // The same notice again, through USCIS's own feed: shown once, "also covered by".
                 Story {
                     feed: "uscis-news",
                     item_id: 106,
@@ -299,6 +299,9 @@ fn entries(config: &Config, first_seen: DateTime<Utc>) -> Result<Vec<DigestEntry
                 first_seen,
                 updated: story.updated,
                 article: None,
+                // Same link, same story (the store groups them when it stores them).
+                story: story.link.len() as i64,
+                more_coverage: false,
             });
         }
     }

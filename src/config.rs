@@ -176,6 +176,8 @@ pub struct Config {
     pub channels: ChannelSettings,
     /// Destinations the admin keeps in this file (`[[destinations]]`).
     pub destinations: Vec<DestinationConfig>,
+    /// How items of different feeds are grouped into stories: `[stories]`.
+    pub stories: crate::story::StoryRules,
     pub feeds: Vec<FeedConfig>,
     /// Synonym groups: a query term equal to any member matches every member.
     pub synonyms: Vec<Vec<String>>,
@@ -655,6 +657,7 @@ impl Config {
             ("mail", self.mail != old.mail),
             ("web", self.web != old.web),
             ("service", self.service != old.service),
+            ("stories", self.stories != old.stories),
             ("synonyms", self.synonyms != old.synonyms),
         ]
         .into_iter()
@@ -945,6 +948,7 @@ sections! {
     RawWeb => "a `[web]` table",
     RawService => "a `[service]` table",
     RawChannels => "a `[channels]` table",
+    RawStories => "a `[stories]` table",
     RawDestination => "a `[[destinations]]` table (with `subscriber`, `name` and `kind`)",
     RawFeed => "a `[[feeds]]` table (with `id` and `url`)",
     RawSynonyms => "a `[synonyms]` table",
@@ -1019,6 +1023,8 @@ struct RawConfig {
     #[serde(default)]
     destinations: Vec<Spanned<Table<RawDestination>>>,
     #[serde(default)]
+    stories: Table<RawStories>,
+    #[serde(default)]
     feeds: Feeds,
     #[serde(default)]
     synonyms: Table<RawSynonyms>,
@@ -1062,6 +1068,14 @@ struct RawDestination {
     api: Option<Spanned<String>>,
     #[serde(default)]
     searches: Vec<Spanned<String>>,
+}
+
+/// `[stories]`: grouping items of different feeds that report the same news.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStories {
+    window: Option<Spanned<String>>,
+    similarity: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1263,6 +1277,46 @@ fn validate(
         "channels.timeout",
         ChannelSettings::default().timeout,
     );
+    let story_window = duration(
+        &raw.stories.window,
+        "stories.window",
+        crate::story::DEFAULT_WINDOW,
+    );
+    // What a subscriber got is forgotten with old mail (`retention`): a story may not be
+    // joined for longer than that. The default window is shortened to fit.
+    let story_window = match &raw.stories.window {
+        None => story_window.min(retention),
+        Some(v) if story_window > Duration::from_secs(90 * 24 * 3600) => {
+            report(v.span(), "`stories.window` must be at most \"90d\"".into());
+            story_window
+        }
+        Some(v) if story_window > retention => {
+            report(
+                v.span(),
+                format!(
+                    "`stories.window` ({}) must not be longer than `retention` ({}): what \
+                     each subscriber got is forgotten with old mail",
+                    v.get_ref(),
+                    humantime::format_duration(retention)
+                ),
+            );
+            story_window
+        }
+        Some(_) => story_window,
+    };
+    let story_similarity = match &raw.stories.similarity {
+        Some(v) if !(0.1..=1.0).contains(v.get_ref()) => {
+            report(
+                v.span(),
+                "`stories.similarity` must be a number from 0.1 to 1 (1: only the same \
+                 link or identical text)"
+                    .into(),
+            );
+            crate::story::DEFAULT_SIMILARITY
+        }
+        Some(v) => *v.get_ref(),
+        None => crate::story::DEFAULT_SIMILARITY,
+    };
 
     // A count from 1 to `max`.
     let mut positive = |value: &Option<Spanned<u32>>, key: &str, default: u32, max: u32| match value
@@ -1928,6 +1982,10 @@ fn validate(
             watch_config: raw.service.watch_config.unwrap_or(true),
         },
         destinations,
+        stories: crate::story::StoryRules {
+            window: story_window,
+            similarity: story_similarity,
+        },
         channels: ChannelSettings {
             timeout: channel_timeout,
             concurrency: channel_concurrency as usize,

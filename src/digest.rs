@@ -299,6 +299,12 @@ pub struct DigestEntry {
     pub updated: bool,
     /// The story its link points to (full-text feeds), which it was matched on too.
     pub article: Option<String>,
+    /// Its story (see [`crate::story`]): items of other feeds with the same story are
+    /// shown once, the others as "also covered by".
+    pub story: i64,
+    /// A new outlet for a story the subscriber already got: listed as more coverage,
+    /// and it did not make this digest due by itself.
+    pub more_coverage: bool,
 }
 
 /// A feed that has been failing, named in the footer so silence is not read as "no news".
@@ -416,49 +422,118 @@ static SANITIZER: LazyLock<ammonia::Builder<'static>> = LazyLock::new(|| {
 #[derive(Debug)]
 struct Story<'a> {
     entry: &'a DigestEntry,
-    /// Items of other feeds with the same canonical link, shown as "also in".
+    /// Items of other feeds with the same story (or canonical link), shown as "also
+    /// covered by".
     also_in: Vec<&'a DigestEntry>,
 }
 
+impl Story<'_> {
+    /// Only new outlets for a story the subscriber already got.
+    fn more_coverage(&self) -> bool {
+        self.entry.more_coverage && self.also_in.iter().all(|e| e.more_coverage)
+    }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// Outlets named under a story, at most: a wire story can be carried by hundreds.
+pub const MAX_ALSO_SHOWN: usize = 10;
+
+/// How much of a story an entry tells: its text, and its article's.
+fn completeness(e: &DigestEntry) -> usize {
+    e.summary.len().max(e.content.len()) + e.article.as_deref().map_or(0, str::len)
+}
+
 /// The digest's stories, grouped by subscription in the order the entries arrive. Every
-/// entry is shown: as a story, or as "also in" of a story with the same link from another
-/// feed. An item matched by several subscriptions appears once, under the first. Two
-/// items of one feed are never merged (a live blog's updates share a page), and links
-/// that differ in their fragment are different stories.
+/// entry is shown: as a story, or as "also covered by" of a story from another feed with
+/// the same story id or link. An item matched by several subscriptions appears once,
+/// under the first. Two items of one feed are never merged (a live blog's updates share
+/// a page), and links that differ in their fragment are different stories. A story shows
+/// its first item (the original) when the digest has it, else its most complete version
+/// (the most text; the first of equals), never hiding an update; stories of only more
+/// coverage come after the others of their search.
 fn arrange(entries: &[DigestEntry]) -> Vec<(&str, Vec<Story<'_>>)> {
     let mut groups: Vec<(&str, Vec<Story>)> = Vec::new();
     let mut shown: HashSet<ItemId> = HashSet::new();
-    // Stories by link: (group, index) of each story with that link.
+    // Stories by link and by story id: (group, index) of each.
     let mut by_link: HashMap<&str, Vec<(usize, usize)>> = HashMap::new();
+    let mut by_story: HashMap<i64, Vec<(usize, usize)>> = HashMap::new();
     for entry in entries {
         if !shown.insert(entry.item_id) {
             continue;
         }
-        let joins = entry.link.as_deref().and_then(|link| {
-            by_link.get(link)?.iter().copied().find(|&(g, s)| {
-                let story: &Story = &groups[g].1[s];
-                story.entry.feed_id != entry.feed_id
-                    && story.also_in.iter().all(|e| e.feed_id != entry.feed_id)
-            })
-        });
+        let fits = |&(g, s): &(usize, usize)| {
+            let story: &Story = &groups[g].1[s];
+            story.entry.feed_id != entry.feed_id
+                && story.also_in.iter().all(|e| e.feed_id != entry.feed_id)
+        };
+        let joins = by_story
+            .get(&entry.story)
+            .and_then(|places| places.iter().copied().find(fits))
+            .or_else(|| {
+                let link = entry.link.as_deref()?;
+                by_link.get(link)?.iter().copied().find(fits)
+            });
         if let Some((g, s)) = joins {
             groups[g].1[s].also_in.push(entry);
             continue;
         }
-        if groups.last().is_none_or(|(q, _)| *q != entry.query) {
-            groups.push((&entry.query, Vec::new()));
-        }
-        let g = groups.len() - 1;
+        let g = match groups.iter().position(|(q, _)| *q == entry.query) {
+            Some(g) => g,
+            None => {
+                groups.push((&entry.query, Vec::new()));
+                groups.len() - 1
+            }
+        };
+        let place = (g, groups[g].1.len());
         if let Some(link) = entry.link.as_deref() {
-            by_link
-                .entry(link)
-                .or_default()
-                .push((g, groups[g].1.len()));
+            by_link.entry(link).or_default().push(place);
         }
+        by_story.entry(entry.story).or_default().push(place);
         groups[g].1.push(Story {
             entry,
             also_in: Vec::new(),
         });
+    }
+    for (_, stories) in &mut groups {
+        // An update (a correction) is never demoted to "also covered by".
+        for story in stories.iter_mut().filter(|s| !s.entry.updated) {
+            // Shown under its search's name, highlighted for its search: only an entry of
+            // the same search takes the story's place. The story's first item (the
+            // original, usually the agency's) before any later copy, however long; else
+            // the most complete version.
+            let candidates = || {
+                story
+                    .also_in
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| e.query == story.entry.query && !e.updated)
+            };
+            let is_first = |e: &DigestEntry| e.item_id.0 == e.story;
+            let pick = if is_first(story.entry) {
+                None
+            } else if let Some((i, _)) = candidates().find(|(_, e)| is_first(e)) {
+                Some(i)
+            } else {
+                candidates()
+                    .fold(None, |best: Option<(usize, usize)>, (i, e)| {
+                        let c = completeness(e);
+                        match best {
+                            Some((_, b)) if b >= c => best,
+                            _ if c > completeness(story.entry) => Some((i, c)),
+                            _ => best,
+                        }
+                    })
+                    .map(|(i, _)| i)
+            };
+            if let Some(i) = pick {
+                std::mem::swap(&mut story.entry, &mut story.also_in[i]);
+            }
+        }
+        // Stable: the order within each kind stays.
+        stories.sort_by_key(Story::more_coverage);
     }
     groups
 }
@@ -470,11 +545,13 @@ pub fn render_digest(
     cx: &DigestContext<'_>,
 ) -> Result<Rendered, minijinja::Error> {
     let groups = arrange(entries);
-    let stories = groups.iter().flat_map(|(_, s)| s);
-    let updated = stories.clone().filter(|s| s.entry.updated).count();
-    let new = stories.count() - updated;
-    let subject = subject(new, updated, &groups, |(q, s)| (*q, s.len()));
+    let (new, updated, coverage) = counts(&groups);
+    let subject = subject(new, updated, coverage, &groups, |(q, s)| (*q, s.len()));
     let intro = match (new, updated) {
+        (0, 0) => format!(
+            "More coverage of {coverage} {} you already got from Tidings.",
+            plural(coverage, "story")
+        ),
         (n, 0) => format!("{n} new {} for your Tidings alerts.", plural(n, "item")),
         (0, u) => format!("{u} updated {} for your Tidings alerts.", plural(u, "item")),
         (n, u) => format!(
@@ -498,7 +575,15 @@ pub fn render_digest(
                 .as_ref();
             let stories: Vec<Value> = stories
                 .iter()
-                .map(|story| story_value(story.entry, &story.also_in, parsed, cx))
+                .map(|story| {
+                    story_value(
+                        story.entry,
+                        &story.also_in,
+                        story.more_coverage(),
+                        parsed,
+                        cx,
+                    )
+                })
                 .collect();
             context! { query => one_line(query), stories }
         })
@@ -559,9 +644,21 @@ fn parts_of(e: &DigestEntry, query: Option<&Query>, cx: &DigestContext<'_>) -> A
     }
 }
 
+/// The new, updated and more-coverage stories of a digest.
+fn counts(groups: &[(&str, Vec<Story<'_>>)]) -> (usize, usize, usize) {
+    let stories = groups.iter().flat_map(|(_, s)| s);
+    let coverage = stories.clone().filter(|s| s.more_coverage()).count();
+    let updated = stories
+        .clone()
+        .filter(|s| !s.more_coverage() && s.entry.updated)
+        .count();
+    (stories.count() - coverage - updated, updated, coverage)
+}
+
 fn story_value(
     e: &DigestEntry,
     also_in: &[&DigestEntry],
+    more_coverage: bool,
     query: Option<&Query>,
     cx: &DigestContext<'_>,
 ) -> Value {
@@ -576,7 +673,13 @@ fn story_value(
         link => e.link.as_deref(),
         source => one_line(&e.feed_name),
         date => date.format("%b %-d, %Y %H:%M %Z").to_string(),
-        also_in => also_in.iter().map(|a| one_line(&a.feed_name)).collect::<Vec<_>>(),
+        also_in => also_in
+            .iter()
+            .take(MAX_ALSO_SHOWN)
+            .map(|a| context! { source => one_line(&a.feed_name), link => a.link.as_deref() })
+            .collect::<Vec<_>>(),
+        also_more => also_in.len().saturating_sub(MAX_ALSO_SHOWN),
+        more_coverage,
         snippet_html => Value::from_safe_string(parts.snippet_html.clone()),
         snippet_text => &parts.snippet_text,
         from_article => parts.from_article,
@@ -788,9 +891,15 @@ pub struct EventItem {
     pub updated: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub from_article: bool,
-    /// Other feeds carrying the same story.
+    /// A new outlet for a story the subscriber already got.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub more_coverage: bool,
+    /// Other feeds carrying the same story, the first [`MAX_ALSO_SHOWN`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub also_in: Vec<EventSource>,
+    /// How many more carry it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub also_more: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -843,10 +952,8 @@ pub fn digest_event(
     feed_url: &dyn Fn(SubscriptionId) -> String,
 ) -> Event {
     let groups = arrange(entries);
-    let stories = groups.iter().flat_map(|(_, s)| s);
-    let updated = stories.clone().filter(|s| s.entry.updated).count();
-    let new = stories.count() - updated;
-    let title = subject(new, updated, &groups, |(q, s)| (*q, s.len()));
+    let (new, updated, coverage) = counts(&groups);
+    let title = subject(new, updated, coverage, &groups, |(q, s)| (*q, s.len()));
     let mut queries: HashMap<&str, Option<Query>> = HashMap::new();
     let searches = groups
         .iter()
@@ -869,9 +976,12 @@ pub fn digest_event(
                         matched: parts.matched.clone(),
                         updated: e.updated,
                         from_article: parts.from_article,
+                        more_coverage: story.more_coverage(),
+                        also_more: story.also_in.len().saturating_sub(MAX_ALSO_SHOWN),
                         also_in: story
                             .also_in
                             .iter()
+                            .take(MAX_ALSO_SHOWN)
                             .map(|a| EventSource {
                                 source: one_line(&a.feed_name),
                                 link: a.link.clone(),
@@ -908,10 +1018,12 @@ pub fn digest_event(
 fn subject<G>(
     new: usize,
     updated: usize,
+    coverage: usize,
     groups: &[G],
     name_and_count: impl Fn(&G) -> (&str, usize),
 ) -> String {
     let counts = match (new, updated) {
+        (0, 0) => format!("more coverage of {coverage}"),
         (n, 0) => format!("{n} new"),
         (0, u) => format!("{u} updated"),
         (n, u) => format!("{n} new, {u} updated"),
@@ -1163,6 +1275,8 @@ mod tests {
             first_seen: at("2026-11-28T12:00:00Z"),
             updated: false,
             article: None,
+            story: item,
+            more_coverage: false,
         }
     }
 
@@ -1599,6 +1713,27 @@ mod tests {
     }
 
     #[test]
+    fn a_story_carried_by_many_names_ten_and_counts_the_rest() {
+        let entries: Vec<DigestEntry> = (0..15)
+            .map(|i| {
+                let mut e = entry(1, "asylum", 10 + i, &format!("f{i}"), "Wire story", None);
+                e.story = 7;
+                e
+            })
+            .collect();
+        let r = render(&entries);
+        assert_eq!(r.text.matches("\nWire story\n").count(), 1, "{}", r.text);
+        assert_eq!(
+            r.text.matches("\n    - f").count(),
+            MAX_ALSO_SHOWN,
+            "{}",
+            r.text
+        );
+        assert!(r.text.contains("    - and 4 more\n"), "{}", r.text);
+        assert!(r.html.contains(" and 4 more</div>"), "{}", r.html);
+    }
+
+    #[test]
     fn same_story_appears_once_with_also_in() {
         let entries = vec![
             entry(
@@ -1628,8 +1763,19 @@ mod tests {
         ];
         let r = render(&entries);
         assert_eq!(r.text.matches("\nSame story\n").count(), 1, "{}", r.text);
-        assert!(r.text.contains("also in: b news"), "{}", r.text);
-        assert!(r.html.contains("also in: b news"), "{}", r.html);
+        assert!(
+            r.text
+                .contains("  Also covered by:\n    - b news: https://x.example/s\n"),
+            "{}",
+            r.text
+        );
+        assert!(
+            r.html.contains(
+                r#"also covered by: <a href="https://x.example/s" style="color:#1a4f9c;">b news</a></div>"#
+            ),
+            "{}",
+            r.html
+        );
         assert_eq!(r.subject, "Tidings: 1 new — asylum (1)");
     }
 
@@ -1676,7 +1822,7 @@ mod tests {
             assert!(r.text.contains(title), "{title} missing:\n{}", r.text);
             assert!(r.html.contains(title), "{title} missing:\n{}", r.html);
         }
-        assert!(!r.text.contains("also in"), "{}", r.text);
+        assert!(!r.text.contains("lso covered by"), "{}", r.text);
         assert_eq!(r.subject, "Tidings: 4 new — asylum (4)");
     }
 
@@ -1695,7 +1841,8 @@ mod tests {
                 Some("https://x.example/live#update-2"),
                 Some("https://y.example/story"),
             ];
-            let item = (0..3usize, 0..links.len());
+            // Feed, link, story, text length, more coverage.
+            let item = (0..3usize, 0..links.len(), 0..4i64, 0..3usize, any::<bool>());
             (
                 proptest::collection::vec(item, 1..12),
                 proptest::collection::vec((0..3i64, any::<proptest::sample::Index>()), 1..20),
@@ -1705,7 +1852,7 @@ mod tests {
                         .into_iter()
                         .map(|(sub, pick)| {
                             let n = pick.index(items.len());
-                            let (feed, link) = items[n];
+                            let (feed, link, story, length, quiet) = items[n];
                             let feed = ["a", "b", "c"][feed];
                             let mut e = entry(
                                 sub,
@@ -1716,6 +1863,9 @@ mod tests {
                                 links[link],
                             );
                             e.feed_name = format!("Feed-{feed}-name");
+                            e.story = story;
+                            e.summary = "more text ".repeat(length);
+                            e.more_coverage = quiet;
                             e
                         })
                         .collect();
@@ -1729,8 +1879,9 @@ mod tests {
             #![proptest_config(ProptestConfig::with_cases(500))]
 
             /// Every match a digest takes is shown in it: its item is a story (title in
-            /// both parts), or it is listed "also in" under a story with the same link
-            /// from another feed. Never two items of one feed in one story.
+            /// both parts), or it is listed "also covered by" under a story with the same
+            /// link or story id from another feed. Never two items of one feed in one
+            /// story. A story shows its most complete version of its search.
             #[test]
             fn every_match_taken_is_shown(entries in digests()) {
                 let r = render(&entries);
@@ -1740,8 +1891,12 @@ mod tests {
                     let own = stories.iter().any(|s| s.entry.item_id == e.item_id);
                     let joined = stories.iter().any(|s| {
                         s.also_in.iter().any(|a| a.item_id == e.item_id)
-                            && s.entry.link == e.link
                             && s.entry.feed_id != e.feed_id
+                            && s.also_in.iter().chain([&s.entry]).any(|m| {
+                                m.item_id != e.item_id
+                                    && (m.story == e.story
+                                        || m.link.is_some() && m.link == e.link)
+                            })
                     });
                     prop_assert!(own != joined, "item {} shown {} times", e.item_id,
                                  u8::from(own) + u8::from(joined));
@@ -1758,6 +1913,13 @@ mod tests {
                     for a in &s.also_in {
                         prop_assert!(r.text.contains(&a.feed_name));
                         prop_assert!(r.html.contains(&a.feed_name));
+                        let first = |e: &DigestEntry| e.item_id.0 == e.story;
+                        if a.query == s.entry.query && !s.entry.updated && !a.updated
+                            && !first(s.entry) && !first(a)
+                        {
+                            prop_assert!(completeness(a) <= completeness(s.entry),
+                                         "the most complete version is shown");
+                        }
                     }
                 }
             }

@@ -53,6 +53,7 @@ pub mod progress;
 pub mod push;
 pub mod scheduler;
 pub mod store;
+pub mod story;
 pub mod token;
 pub mod web;
 

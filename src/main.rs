@@ -243,6 +243,15 @@ enum SubscriberCommand {
         /// The subscriber's email address.
         email: String,
     },
+    /// Choose what EMAIL hears when another outlet carries a story they already got:
+    /// "never"; "next" (the default: listed as more coverage in their next digest, which
+    /// it does not send by itself); "always" (alerted as news).
+    NewOutlets {
+        /// The subscriber's email address.
+        email: String,
+        /// never, next or always.
+        choice: String,
+    },
     /// Destinations beside email: webhooks, ntfy, Telegram, Matrix, Slack, Discord,
     /// Mattermost. Each gets the subscriber's digests on their schedule.
     #[command(subcommand)]
@@ -1340,18 +1349,39 @@ async fn subscriber(config: &Config, store: &Store, command: SubscriberCommand) 
                 let paused = s
                     .paused_at
                     .map(|_| format!(", PAUSED after {}", count(s.bounces as usize, "bounce")));
+                let outlets = (s.new_outlets != Default::default())
+                    .then(|| format!(", new outlets: {}", s.new_outlets.as_str()));
                 say!(
-                    "{} ({}, {}{}{})",
+                    "{} ({}, {}{}{}{})",
                     s.email,
                     s.schedule,
                     s.timezone,
                     next.unwrap_or_default(),
+                    outlets.unwrap_or_default(),
                     paused.unwrap_or_default()
                 );
                 for q in &s.queries {
                     say!("    {q}");
                 }
             }
+        }
+        SubscriberCommand::NewOutlets { email, choice } => {
+            let choice: tidings::store::NewOutlets = choice.parse().map_err(anyhow::Error::msg)?;
+            let Some(subscriber) = store.subscriber(&stored_spelling(&email)).await? else {
+                bail!("no subscriber {email}");
+            };
+            store.set_new_outlets(subscriber.id, choice).await?;
+            say!(
+                "{email}: {}",
+                match choice {
+                    tidings::store::NewOutlets::Never =>
+                        "new outlets for stories they got are not sent (what waited is dropped)",
+                    tidings::store::NewOutlets::Next =>
+                        "new outlets for stories they got are listed in their next digest",
+                    tidings::store::NewOutlets::Always =>
+                        "new outlets for stories they got are sent as news (what waited too)",
+                }
+            );
         }
         SubscriberCommand::Resume { email } => {
             let stored = stored_spelling(&email);

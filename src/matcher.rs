@@ -147,7 +147,7 @@ pub const MAX_NESTING: usize = 32;
 
 /// Folds one character for comparison and passes the result (zero or more
 /// characters) to `emit`. Documents and queries go through the same folding.
-fn fold_char(c: char, mut emit: impl FnMut(char)) {
+pub(crate) fn fold_char(c: char, mut emit: impl FnMut(char)) {
     if c.is_ascii() {
         emit(c.to_ascii_lowercase());
         return;

@@ -992,6 +992,7 @@ pub async fn refresh_feed(
         baseline_cutoff,
         matcher_generation: 0,
         snapshot,
+        stories: app.config.stories,
     };
     let mut matcher = matcher.clone();
     // The store refuses a matcher older than the subscriptions (they may change in
@@ -1474,6 +1475,7 @@ mod tests {
             bounces: 0,
             paused_at: None,
             queries: queries.iter().map(|q| q.to_string()).collect(),
+            new_outlets: Default::default(),
         };
         let subscribers = [
             subscriber(

@@ -671,9 +671,12 @@ fn shorten(s: &str, max_chars: usize) -> String {
 fn item_text(item: &EventItem, markup: Markup, tz: Tz) -> String {
     let nl = markup.newline();
     let title = shorten(&item.title, ITEM_TITLE_CHARS);
-    let title = match item.updated {
-        true => format!("Updated: {title}"),
-        false => title,
+    let title = if item.more_coverage {
+        format!("More coverage: {title}")
+    } else if item.updated {
+        format!("Updated: {title}")
+    } else {
+        title
     };
     let headline = match item.link.as_deref().filter(|l| l.len() <= ITEM_LINK_BYTES) {
         Some(link) => markup.link(&title, link),
@@ -685,14 +688,21 @@ fn item_text(item: &EventItem, markup: Markup, tz: Tz) -> String {
         markup.escape(&shorten(&item.source, 80))
     );
     if !item.also_in.is_empty() {
-        let others: Vec<String> = item
+        let mut others: Vec<String> = item
             .also_in
             .iter()
+            .take(crate::digest::MAX_ALSO_SHOWN)
             .map(|a| shorten(&a.source, 40))
             .collect();
-        line.push_str(&markup.escape(&format!(" · also in {}", others.join(", "))));
+        if item.also_in.len() > crate::digest::MAX_ALSO_SHOWN {
+            others.push(format!(
+                "{} more",
+                item.also_in.len() - crate::digest::MAX_ALSO_SHOWN
+            ));
+        }
+        line.push_str(&markup.escape(&format!(" · also covered by {}", others.join(", "))));
     }
-    if !item.snippet.is_empty() {
+    if !item.snippet.is_empty() && !item.more_coverage {
         let prefix = if item.from_article {
             "From the article: "
         } else {
@@ -1464,6 +1474,8 @@ mod tests {
             updated: false,
             from_article: false,
             also_in: Vec::new(),
+            also_more: 0,
+            more_coverage: false,
         }
     }
 

@@ -128,6 +128,7 @@ pub fn router(app: watch::Receiver<App>) -> Router {
         .route("/manage/{token}/remove", post(remove_query))
         .route("/manage/{token}/pause", post(pause_query))
         .route("/manage/{token}/schedule", post(set_schedule))
+        .route("/manage/{token}/outlets", post(set_new_outlets))
         .route("/manage/{token}/destination", post(add_destination))
         .route(
             "/manage/{token}/destination/confirm",
@@ -441,6 +442,7 @@ fn notice(done: Option<&str>) -> Option<&'static str> {
         "added" => Some("Search added. It matches news from now on."),
         "removed" => Some("Search removed."),
         "schedule" => Some("Schedule saved."),
+        "outlets" => Some("Saved what you hear of stories you already got."),
         "paused" => Some("Search paused: it matches nothing until you resume it."),
         "resumed" => Some("Search resumed. It matches news from now on."),
         "unchanged" => Some(
@@ -553,6 +555,13 @@ async fn manage_view_with(
             csrf => app.links.csrf_token(s.id, &s.email),
             frequency => s.schedule.spec(),
             timezone => s.timezone.name(),
+            new_outlets => s.new_outlets.as_str(),
+            outlet_choices => [
+                ("next", "List it in my next digest, under \"More coverage\""),
+                ("never", "Nothing: one alert per story is enough"),
+                ("always", "Alert me as for news"),
+            ]
+            .map(|(value, label)| context! { value, label }),
             unsubscribe => local_path(&app.links.unsubscribe_url(s.id, &s.email)),
         },
     ))
@@ -915,6 +924,23 @@ async fn route_search(
     }
     app.store.set_search_route(search, to_email, chosen).await?;
     Ok(back_to(&token, "routed"))
+}
+
+async fn set_new_outlets(
+    State(app): State<watch::Receiver<App>>,
+    Path(token): Path<String>,
+    form: Result<Form<HashMap<String, String>>, FormRejection>,
+) -> Result<Response, Failure> {
+    let app = app.borrow().clone();
+    let (s, fields) = manage_form(&app, &token, form).await?;
+    let choice = fields.get("new_outlets").map(String::as_str).unwrap_or("");
+    let Ok(choice) = choice.parse::<crate::store::NewOutlets>() else {
+        return Err(Failure::BadForm(
+            "Choose one of the options for stories you already got.".into(),
+        ));
+    };
+    app.store.set_new_outlets(s.id, choice).await?;
+    Ok(back_to(&token, "outlets"))
 }
 
 async fn set_schedule(

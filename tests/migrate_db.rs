@@ -27,6 +27,7 @@ const COPIED: &[&str] = &[
     "channel_searches",
     "outbox",
     "matches",
+    "stories_sent",
     "unsubscribed",
     "signups",
     "generations",

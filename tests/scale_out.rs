@@ -265,6 +265,28 @@ fn topic(feed: usize, round: usize) -> usize {
     (feed + 3 * round) % TOPICS.len()
 }
 
+/// Words of their own for each item: every item is a story of its own, not a copy of
+/// another feed's (which the store would group as one story).
+fn story_words(feed: usize, round: usize) -> String {
+    const SYLLABLES: [&str; 16] = [
+        "ka", "lo", "mi", "ne", "su", "ta", "ri", "po", "de", "va", "zu", "be", "fo", "gi", "ha",
+        "ju",
+    ];
+    let mut x = (feed as u64 * 7919 + round as u64 * 104_729) | 1;
+    // Enough of them that the shared template ("New asylum notice …") is not most of it.
+    (0..30)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (0..4)
+                .map(|i| SYLLABLES[((x >> (4 * i)) & 15) as usize])
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn guid(feed: usize, round: usize) -> String {
     format!("f{feed:03}-r{round}")
 }
@@ -318,8 +340,9 @@ fn feed_route(feed: usize, published: &[chrono::DateTime<chrono::Utc>]) -> Route
             format!(
                 "<item><guid>{id}</guid><title>New {word} notice {id}</title>\
                  <link>https://agency.example/{id}</link>\
-                 <description>What changes for {word} cases.</description>\
+                 <description>What changes for {word} cases: {}.</description>\
                  <pubDate>{}</pubDate></item>",
+                story_words(feed, round),
                 published[round - 1].to_rfc2822()
             )
         })

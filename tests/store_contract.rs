@@ -30,6 +30,7 @@ use support::postgres::PgServer;
 use tidings::config::FeedConfig;
 use tidings::digest::{DigestEntry, Event, Parcels, Rendered, RenderedRound, Schedule};
 use tidings::parse::Item;
+use tidings::store::NewOutlets;
 use tidings::store::{
     ArticleDone, ArticleOutcome, ArticleState, ClusterStats, FeedListSync, FeedListVersion,
     FeedToPoll, FetchLimits, Instance, ServiceStats, Signup, SignupAdmission, SignupLimits, Store,
@@ -203,6 +204,7 @@ fn poll(items: &[Item], now: DateTime<Utc>, generation: i64) -> SuccessfulPoll {
         baseline_cutoff: now - chrono::Duration::days(1),
         matcher_generation: generation,
         snapshot: None,
+        stories: Default::default(),
     }
 }
 
@@ -3858,6 +3860,145 @@ enum Backend {
     Postgres(Arc<PgServer>),
 }
 
+/// Items of different feeds with the same link, or nearly the same text, are one story;
+/// a subscriber who got it hears of another outlet as they chose: never (no match kept),
+/// in their next digest (a quiet match that does not make them due), or always.
+async fn one_story_across_feeds_and_new_outlets_as_chosen(store: Store, _: Database) {
+    const WIRE: &str = "U.S. Citizenship and Immigration Services said Tuesday it will \
+        extend the automatic extension of employment authorization documents to 540 days \
+        for asylum applicants who file Form I-765 on time, citing processing backlogs.";
+    let t0 = noon();
+    store
+        .sync_feeds(&[
+            feed("a", "https://a.example/feed"),
+            feed("b", "https://b.example/feed"),
+            feed("c", "https://c.example/feed"),
+        ])
+        .await
+        .unwrap();
+    let mut subs = Vec::new();
+    for who in ["next", "never", "always"] {
+        let email = format!("{who}@x.example");
+        subs.push(subscribe(&store, &email, "asylum", Schedule::Immediate, t0).await);
+    }
+    let [next, never, always] = [
+        subscriber_id(&store, "next@x.example").await,
+        subscriber_id(&store, "never@x.example").await,
+        subscriber_id(&store, "always@x.example").await,
+    ];
+    assert!(
+        store
+            .set_new_outlets(never, NewOutlets::Never)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .set_new_outlets(always, NewOutlets::Always)
+            .await
+            .unwrap()
+    );
+    let story_item = |key: &str, title: &str, link: &str, text: &str| Item {
+        link: Some(link.into()),
+        summary: text.into(),
+        ..item(key, title, t0)
+    };
+    // Stores `item` as feed `feed`'s poll at `now`, matched by every search.
+    let poll_feed = async |feed: &str, item: Item, now: DateTime<Utc>| {
+        let claimed = store.claim_feeds(now, Duration::ZERO, false).await.unwrap();
+        let to_poll = claimed.into_iter().find(|f| f.id == feed).unwrap();
+        let generation = store.subscriptions_generation().await.unwrap();
+        let subs = subs.clone();
+        match store
+            .store_items(&to_poll, poll(&[item], now, generation), move |_, _| {
+                subs.clone()
+            })
+            .await
+            .unwrap()
+        {
+            StoreOutcome::Stored(stored) => stored,
+            other => panic!("{other:?}"),
+        }
+    };
+    // What a digest took: (title, story, more coverage).
+    let take_seen = async |subscriber: SubscriberId, now: DateTime<Utc>| {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let out = seen.clone();
+        let taken = store
+            .take_digest(subscriber, now, false, "tidings.test", move |s, parcels| {
+                out.lock().unwrap().extend(
+                    parcels
+                        .email
+                        .iter()
+                        .map(|e| (e.title.clone(), e.story, e.more_coverage)),
+                );
+                render(s, parcels)
+            })
+            .await
+            .unwrap();
+        let seen = seen.lock().unwrap().clone();
+        (taken, seen)
+    };
+
+    let a = story_item(
+        "ka",
+        "USCIS extends EAD to 540 days",
+        "https://a.example/ead",
+        WIRE,
+    );
+    assert_eq!(poll_feed("a", a, t0).await.matches, 3);
+    let copy = format!("WASHINGTON — {WIRE} The post appeared first on B.");
+    let b = story_item(
+        "kb",
+        "Agency extends work permits",
+        "https://b.example/1",
+        &copy,
+    );
+    assert_eq!(poll_feed("b", b, t0 + minutes(1)).await.matches, 3);
+    for subscriber in [next, never, always] {
+        let (taken, seen) = take_seen(subscriber, t0 + minutes(2)).await;
+        assert!(taken.is_some());
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen[0].1, seen[1].1, "one story: {seen:?}");
+        assert!(seen.iter().all(|s| !s.2), "{seen:?}");
+    }
+
+    // A third outlet, with the first one's link.
+    let c = story_item(
+        "kc",
+        "Work permits extended",
+        "https://a.example/ead",
+        "Short.",
+    );
+    let stored = poll_feed("c", c, t0 + minutes(3)).await;
+    assert_eq!(stored.matches, 2, "nothing kept for who wants nothing more");
+    let due = store.due_digests(t0 + minutes(4), false).await.unwrap();
+    assert_eq!(due, [always], "a quiet match does not make a digest due");
+    assert_eq!(take_seen(next, t0 + minutes(4)).await.0, None);
+    assert_eq!(take_seen(never, t0 + minutes(4)).await.0, None);
+    let (taken, seen) = take_seen(always, t0 + minutes(4)).await;
+    assert!(taken.is_some());
+    assert_eq!(
+        seen,
+        [("Work permits extended".to_string(), seen[0].1, false)]
+    );
+
+    // Wanting every outlet after all: what waited goes out now, as news.
+    assert!(
+        store
+            .set_new_outlets(next, NewOutlets::Always)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.due_digests(t0 + minutes(5), false).await.unwrap(),
+        [next]
+    );
+    let (_, seen) = take_seen(next, t0 + minutes(5)).await;
+    assert_eq!(seen.len(), 1);
+    assert!(!seen[0].2);
+}
+
 fn main() -> std::process::ExitCode {
     let args = Arguments::from_args();
     let started = Instant::now();
@@ -3910,6 +4051,7 @@ fn main() -> std::process::ExitCode {
         an_article_is_matched_on_the_items_text_as_it_is_when_written,
         a_digest_goes_to_each_destination_its_searches_choose,
         destination_messages_are_claimed_once_and_rejections_pause,
+        one_story_across_feeds_and_new_outlets_as_chosen,
         codes_routes_and_removals_hold,
     ];
     let postgres_only = stories![

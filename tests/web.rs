@@ -212,6 +212,42 @@ async fn forged_moved_or_misused_tokens_get_a_clear_page_and_change_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manage_page_sets_what_a_subscriber_hears_of_stories_they_got() {
+    use tidings::store::NewOutlets;
+    let site = Site::start().await;
+    let manage = site.manage_path("ana@example.org").await;
+    let csrf = site.csrf("ana@example.org").await;
+    let (_, _, page) = site.get(&manage).await;
+    assert!(
+        page.contains(r#"<input type="radio" name="new_outlets" value="next" checked>"#),
+        "the default is chosen: {page}"
+    );
+    let outlets = format!("{manage}/outlets");
+    let (status, _, _) = site.post(&outlets, &[("new_outlets", "never")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "without the form's value");
+    let (status, _, page) = site
+        .post(&outlets, &[("new_outlets", "often"), ("csrf", &csrf)])
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
+    assert!(page.contains("Choose one of the options"), "{page}");
+    let (status, location, _) = site
+        .post(&outlets, &[("new_outlets", "never"), ("csrf", &csrf)])
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location, format!("{manage}?done=outlets"));
+    let ana = site.subscriber("ana@example.org").await.unwrap();
+    assert_eq!(ana.new_outlets, NewOutlets::Never);
+    let ben = site.subscriber("ben@example.org").await.unwrap();
+    assert_eq!(ben.new_outlets, NewOutlets::Next, "only ana's changed");
+    let (_, _, page) = site.get(&location).await;
+    assert!(page.contains("Saved what you hear"), "{page}");
+    assert!(
+        page.contains(r#"<input type="radio" name="new_outlets" value="never" checked>"#),
+        "{page}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_manage_page_adds_removes_and_reschedules_only_with_its_csrf_value() {
     let site = Site::start().await;
     let manage = site.manage_path("ana@example.org").await;

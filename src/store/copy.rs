@@ -63,6 +63,7 @@ const TABLES: &[Table] = &[
         how: How::Rows { clear: CLAIMS },
     },
     rows("matches"),
+    rows("stories_sent"),
     rows("unsubscribed"),
     rows("signups"),
     // After `subscriptions`, whose triggers bump it as their rows go in.

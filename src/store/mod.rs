@@ -289,6 +289,8 @@ pub struct SuccessfulPoll {
     pub matcher_generation: i64,
     /// A watched page: the text of its selected part now, remembered for the next poll.
     pub snapshot: Option<String>,
+    /// How new items join stories.
+    pub stories: crate::story::StoryRules,
 }
 
 /// The subscriptions the matcher runs, and the generation they were read at.
@@ -388,6 +390,45 @@ pub struct Subscriber {
     /// Set when `bounces` reached the limit: no digests until resumed.
     pub paused_at: Option<DateTime<Utc>>,
     pub queries: Vec<String>,
+    /// What they hear of a story they already got when another outlet carries it.
+    pub new_outlets: NewOutlets,
+}
+
+/// What a subscriber hears of a story they already got when another outlet carries it
+/// (see [`crate::story`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NewOutlets {
+    /// Nothing.
+    Never,
+    /// Listed as "more coverage" in their next digest; it does not send one by itself.
+    #[default]
+    Next,
+    /// Alerted as any new item.
+    Always,
+}
+
+impl NewOutlets {
+    pub const ALL: [NewOutlets; 3] = [NewOutlets::Never, NewOutlets::Next, NewOutlets::Always];
+
+    /// As stored, and as written on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NewOutlets::Never => "never",
+            NewOutlets::Next => "next",
+            NewOutlets::Always => "always",
+        }
+    }
+}
+
+impl std::str::FromStr for NewOutlets {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<NewOutlets, String> {
+        NewOutlets::ALL
+            .into_iter()
+            .find(|n| n.as_str() == s.trim())
+            .ok_or_else(|| format!("{s:?}: expected never, next or always"))
+    }
 }
 
 impl Subscriber {

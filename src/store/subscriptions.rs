@@ -96,6 +96,17 @@ impl Store {
         run!(self, db => db.set_schedule(subscriber_id, schedule, timezone, now))
     }
 
+    /// Sets what the subscriber hears of new outlets for stories they already got. New
+    /// outlets waiting for their next digest are dropped with `never`, and go out as news
+    /// with `always`. Returns false if there is no such subscriber.
+    pub async fn set_new_outlets(
+        &self,
+        subscriber_id: SubscriberId,
+        new_outlets: NewOutlets,
+    ) -> Result<bool> {
+        run!(self, db => db.set_new_outlets(subscriber_id, new_outlets))
+    }
+
     /// Unsubscribes the subscriber with this id from the web: removes them, as
     /// [`Store::remove_subscriber`], and remembers the `token` used, so the link keeps
     /// answering "unsubscribed".

@@ -119,16 +119,23 @@ impl Postgres {
         )?;
         // New: matched now, once. A new link of an item already sent: sent again, marked
         // updated, to the subscriptions it was sent to and still matches.
-        let write = tx.prepare(if resend {
+        let resend_match = tx.prepare(
             "UPDATE matches SET outbox_id = NULL, updated = TRUE, matched_at = $3
-             WHERE subscription_id = $1 AND item_id = $2 AND outbox_id IS NOT NULL"
-        } else {
-            "INSERT INTO matches (subscription_id, item_id, matched_at) VALUES ($1, $2, $3)
-             ON CONFLICT DO NOTHING"
-        })?;
+             WHERE subscription_id = $1 AND item_id = $2 AND outbox_id IS NOT NULL",
+        )?;
+        let story: i64 = tx
+            .query_one(
+                "SELECT COALESCE(story_id, id) FROM items WHERE id = $1",
+                &[&article.item],
+            )?
+            .try_get(0)?;
         let mut matches = 0;
         for subscription in resend_to {
-            matches += tx.execute(&write, &[subscription, &article.item, &now_s])? as usize;
+            matches += if resend {
+                tx.execute(&resend_match, &[subscription, &article.item, &now_s])? as usize
+            } else {
+                super::stories::insert_match(&mut tx, subscription, article.item.0, story, now_s)?
+            };
         }
         tx.commit()?;
         Ok(ArticleOutcome::Matched(matches))

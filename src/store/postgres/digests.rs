@@ -17,6 +17,7 @@ impl Postgres {
                  OR ((s.frequency = 'immediate' OR $2) AND EXISTS (
                      SELECT 1 FROM subscriptions q
                      JOIN matches m ON m.subscription_id = q.id AND m.outbox_id IS NULL
+                                       AND NOT m.quiet
                      WHERE q.subscriber_id = s.id)))
              ORDER BY s.id",
             &[&now.timestamp(), &ignore_schedule],
@@ -57,13 +58,14 @@ impl Postgres {
         // search removed meanwhile waits to cascade), so every match rendered is taken.
         let rows = tx.query(
             "SELECT q.id, q.query, i.id, f.id, f.name, f.tags, i.title, i.link, i.summary,
-                    i.content, i.published_at, i.first_seen_at, m.updated, i.article_text
+                    i.content, i.published_at, i.first_seen_at, m.updated, i.article_text,
+                        COALESCE(i.story_id, i.id), m.quiet
              FROM matches m
              JOIN subscriptions q ON q.id = m.subscription_id
              JOIN items i ON i.id = m.item_id
              JOIN feeds f ON f.id = i.feed_id
              WHERE q.subscriber_id = $1 AND m.outbox_id IS NULL
-             ORDER BY q.id, COALESCE(i.published_at, i.first_seen_at) DESC, i.id
+             ORDER BY m.quiet, q.id, COALESCE(i.published_at, i.first_seen_at) DESC, i.id
              LIMIT $2
              FOR UPDATE OF m",
             &[&subscriber.id, &(MAX_DIGEST_ENTRIES as i64 + 1)],
@@ -87,10 +89,13 @@ impl Postgres {
                     first_seen: time(r.try_get(11)?)?,
                     updated: r.try_get(12)?,
                     article: r.try_get(13)?,
+                    story: r.try_get(14)?,
+                    more_coverage: r.try_get(15)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        if entries.is_empty() {
+        // New outlets for stories the subscriber got wait for a digest with news.
+        if entries.iter().all(|e| e.more_coverage) {
             tx.commit()?;
             return Ok(None);
         }
@@ -174,12 +179,17 @@ impl Postgres {
             "UPDATE matches SET outbox_id = $3
              WHERE subscription_id = $1 AND item_id = $2 AND outbox_id IS NULL",
         )?;
+        let got = tx.prepare(
+            "INSERT INTO stories_sent (subscriber_id, story_id, sent_at) VALUES ($1, $2, $3)
+             ON CONFLICT (subscriber_id, story_id) DO UPDATE SET sent_at = excluded.sent_at",
+        )?;
         let mut taken = 0;
         for e in &entries {
             let Some(outbox_id) = carrier.get(&(e.subscription_id, e.item_id)) else {
                 continue;
             };
             taken += tx.execute(&take, &[&e.subscription_id, &e.item_id, outbox_id])?;
+            tx.execute(&got, &[&subscriber.id, &e.story, &now.timestamp()])?;
         }
         if taken != entries.len() as u64 || rows == 0 {
             bail!(

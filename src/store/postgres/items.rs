@@ -22,6 +22,7 @@ impl Postgres {
             baseline_cutoff,
             matcher_generation,
             snapshot,
+            stories,
         } = poll;
         let (full_fetch, now, next_poll_at) = (*full_fetch, *now, *next_poll_at);
         let (baseline_cutoff, matcher_generation) = (*baseline_cutoff, *matcher_generation);
@@ -49,6 +50,8 @@ impl Postgres {
         if generation != matcher_generation {
             return Ok(StoreOutcome::StaleMatcher);
         }
+        super::stories::refresh(&mut tx, &self.stories, now_s, stories)?;
+        let mut grouped = Vec::new();
         let pruned = tx.prepare(
             "SELECT EXISTS (SELECT 1 FROM item_tombstones WHERE feed_id = $1 AND key = $2)",
         )?;
@@ -79,10 +82,6 @@ impl Postgres {
         )?;
         let set_hash = tx.prepare("UPDATE items SET content_hash = $2 WHERE id = $1")?;
         let set_link = tx.prepare("UPDATE items SET link = $2 WHERE id = $1")?;
-        let insert_match = tx.prepare(
-            "INSERT INTO matches (subscription_id, item_id, matched_at) VALUES ($1, $2, $3)
-             ON CONFLICT DO NOTHING",
-        )?;
         // An edited item goes out again, marked updated, to the subscriptions it was
         // already sent to and still matches; one still pending just shows the new text.
         let resend_match = tx.prepare(
@@ -178,19 +177,31 @@ impl Postgres {
                 }
                 continue;
             };
+            let item_id: i64 = inserted.try_get(0)?;
             stored.new_items += 1;
             if !may_match {
                 continue;
             }
+            // Only items that can be alerted are grouped: old news is never shown.
+            let indexed = super::stories::assign_story(
+                &mut tx,
+                &self.stories,
+                item_id,
+                &feed.id,
+                item,
+                now_s,
+                stories,
+            )?;
+            let story = indexed.story;
+            grouped.push(indexed);
             if wants_article {
                 // Matched once, when its article is in (or will never be).
                 stored.articles_pending += 1;
                 continue;
             }
-            let item_id: i64 = inserted.try_get(0)?;
             for subscription in find_matches(item, None) {
                 stored.matches +=
-                    tx.execute(&insert_match, &[&subscription, &item_id, &now_s])? as usize;
+                    super::stories::insert_match(&mut tx, &subscription, item_id, story, now_s)?;
             }
         }
         let repairs = (!repairs.is_empty()).then(|| repairs.join("\n"));
@@ -218,6 +229,10 @@ impl Postgres {
             ],
         )?;
         tx.commit()?;
+        let mut index = self.stories.lock().unwrap_or_else(|p| p.into_inner());
+        for indexed in grouped {
+            index.add(indexed);
+        }
         Ok(StoreOutcome::Stored(stored))
     }
 

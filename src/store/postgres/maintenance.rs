@@ -75,6 +75,10 @@ impl Postgres {
             after = cursor;
             std::thread::sleep(PRUNE_PAUSE);
         }
+        self.conn()?.execute(
+            "DELETE FROM stories_sent WHERE sent_at < $1",
+            &[&cutoff.timestamp()],
+        )?;
         Ok(pruned)
     }
 

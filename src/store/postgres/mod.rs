@@ -65,6 +65,7 @@ mod items;
 mod maintenance;
 mod outbox;
 mod signups;
+mod stories;
 mod subscriptions;
 
 /// The migrations, in order; version N is the Nth. Each file in `migrations/postgres/`
@@ -89,6 +90,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0005_channels.sql",
         include_str!("../../../migrations/postgres/0005_channels.sql"),
+    ),
+    (
+        "0006_stories.sql",
+        include_str!("../../../migrations/postgres/0006_stories.sql"),
     ),
 ];
 
@@ -120,6 +125,8 @@ pub struct Postgres {
     pool: Option<r2d2::Pool<Manager>>,
     /// `postgres://user@host:port/database`, never with the password: for messages.
     name: String,
+    /// The window's grouped items by term (see [`crate::story`]).
+    stories: std::sync::Mutex<crate::story::StoryIndex>,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -197,6 +204,7 @@ impl Postgres {
         Ok(Postgres {
             pool: Some(pool),
             name,
+            stories: Default::default(),
         })
     }
 
@@ -373,7 +381,9 @@ const OUTBOX_COLUMNS: &str = "id, recipient, message_id, subject, body_text, bod
      status, attempts, last_error, next_attempt_at, sent_at, subscriber_id, claim";
 
 const SUBSCRIBER_COLUMNS: &str = "s.id, s.email, s.frequency, s.digest_time, s.digest_weekday, \
-     s.timezone, s.next_digest_at, s.bounces, s.paused_at";
+     s.timezone, s.next_digest_at, s.bounces, s.paused_at, s.new_outlets";
+/// The number of [`SUBSCRIBER_COLUMNS`]: the index of a column selected after them.
+const SUBSCRIBER_COLUMN_COUNT: usize = 10;
 
 /// A subscriber from [`SUBSCRIBER_COLUMNS`], without queries.
 fn subscriber_row(r: &Row) -> Result<Subscriber> {
@@ -397,6 +407,10 @@ fn subscriber_row(r: &Row) -> Result<Subscriber> {
         bounces: count(r.try_get::<_, i32>(7)?)?,
         paused_at: time_opt(r.try_get(8)?)?,
         queries: Vec::new(),
+        new_outlets: r
+            .try_get::<_, String>(9)?
+            .parse()
+            .map_err(anyhow::Error::msg)?,
     })
 }
 

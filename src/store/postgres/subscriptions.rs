@@ -4,6 +4,7 @@
 //! `lower(email COLLATE "C")`, the expression of the unique index `subscribers_email`.
 
 use super::*;
+use crate::store::NewOutlets;
 
 impl Postgres {
     pub fn add_subscription(
@@ -157,6 +158,38 @@ impl Postgres {
         )? == 1)
     }
 
+    pub fn set_new_outlets(&self, id: SubscriberId, new_outlets: NewOutlets) -> Result<bool> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        let found = tx.execute(
+            "UPDATE subscribers SET new_outlets = $2 WHERE id = $1",
+            &[&id, &new_outlets.as_str()],
+        )? == 1;
+        let waiting = "quiet AND outbox_id IS NULL AND subscription_id IN
+                           (SELECT id FROM subscriptions WHERE subscriber_id = $1)";
+        match new_outlets {
+            NewOutlets::Never => {
+                // What waits of stories they got, quiet or not (under `always`), goes.
+                tx.execute(&format!("DELETE FROM matches WHERE {waiting}"), &[&id])?
+                    + tx.execute(
+                        "DELETE FROM matches WHERE outbox_id IS NULL AND NOT updated
+                           AND subscription_id IN
+                               (SELECT id FROM subscriptions WHERE subscriber_id = $1)
+                           AND item_id IN (SELECT i.id FROM items i JOIN stories_sent g
+                                           ON g.story_id = i.story_id AND g.subscriber_id = $1)",
+                        &[&id],
+                    )?
+            }
+            NewOutlets::Always => tx.execute(
+                &format!("UPDATE matches SET quiet = FALSE WHERE {waiting}"),
+                &[&id],
+            )?,
+            NewOutlets::Next => 0,
+        };
+        tx.commit()?;
+        Ok(found)
+    }
+
     pub fn unsubscribe(&self, id: SubscriberId, token: &str, now: DateTime<Utc>) -> Result<()> {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction()?;
@@ -209,7 +242,10 @@ impl Postgres {
             if out.last().is_none_or(|s| s.id != id) {
                 out.push(subscriber_row(r)?);
             }
-            if let (Some(q), Some(last)) = (r.try_get::<_, Option<String>>(9)?, out.last_mut()) {
+            if let (Some(q), Some(last)) = (
+                r.try_get::<_, Option<String>>(SUBSCRIBER_COLUMN_COUNT)?,
+                out.last_mut(),
+            ) {
                 last.queries.push(q);
             }
         }

@@ -119,15 +119,21 @@ impl Sqlite {
         {
             // New: matched now, once. A new link of an item already sent: sent again,
             // marked updated, to the subscriptions it was sent to and still matches.
-            let mut write = tx.prepare(if resend {
+            let mut resend_match = tx.prepare(
                 "UPDATE matches SET outbox_id = NULL, updated = 1, matched_at = ?3
-                 WHERE subscription_id = ?1 AND item_id = ?2 AND outbox_id IS NOT NULL"
-            } else {
-                "INSERT INTO matches (subscription_id, item_id, matched_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT DO NOTHING"
-            })?;
-            for subscription in resend_to {
-                matches += write.execute(params![subscription, article.item, now_s])?;
+                 WHERE subscription_id = ?1 AND item_id = ?2 AND outbox_id IS NOT NULL",
+            )?;
+            let story: i64 = tx.query_row(
+                "SELECT COALESCE(story_id, id) FROM items WHERE id = ?1",
+                [article.item],
+                |r| r.get(0),
+            )?;
+            for &subscription in resend_to {
+                matches += if resend {
+                    resend_match.execute(params![subscription, article.item, now_s])?
+                } else {
+                    super::stories::insert_match(&tx, subscription, article.item.0, story, now_s)?
+                };
             }
         }
         tx.commit()?;

@@ -17,6 +17,7 @@ impl Sqlite {
                  OR ((s.frequency = 'immediate' OR ?2) AND EXISTS (
                      SELECT 1 FROM subscriptions q
                      JOIN matches m ON m.subscription_id = q.id AND m.outbox_id IS NULL
+                                       AND NOT m.quiet
                      WHERE q.subscriber_id = s.id)))
              ORDER BY s.id",
         )?;
@@ -54,13 +55,14 @@ impl Sqlite {
         let entries = {
             let mut stmt = tx.prepare_cached(
                 "SELECT q.id, q.query, i.id, f.id, f.name, f.tags, i.title, i.link, i.summary,
-                        i.content, i.published_at, i.first_seen_at, m.updated, i.article_text
+                        i.content, i.published_at, i.first_seen_at, m.updated, i.article_text,
+                        COALESCE(i.story_id, i.id), m.quiet
                  FROM matches m
                  JOIN subscriptions q ON q.id = m.subscription_id
                  JOIN items i ON i.id = m.item_id
                  JOIN feeds f ON f.id = i.feed_id
                  WHERE q.subscriber_id = ?1 AND m.outbox_id IS NULL
-                 ORDER BY q.id, COALESCE(i.published_at, i.first_seen_at) DESC, i.id
+                 ORDER BY m.quiet, q.id, COALESCE(i.published_at, i.first_seen_at) DESC, i.id
                  LIMIT ?2",
             )?;
             stmt.query_map(params![subscriber.id, MAX_DIGEST_ENTRIES as i64 + 1], |r| {
@@ -80,11 +82,14 @@ impl Sqlite {
                     first_seen: time(r, 11)?,
                     updated: r.get(12)?,
                     article: r.get(13)?,
+                    story: r.get(14)?,
+                    more_coverage: r.get(15)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?
         };
-        if entries.is_empty() {
+        // New outlets for stories the subscriber got wait for a digest with news.
+        if entries.iter().all(|e| e.more_coverage) {
             tx.commit()?;
             return Ok(None);
         }
@@ -166,11 +171,16 @@ impl Sqlite {
                 "UPDATE matches SET outbox_id = ?3
                  WHERE subscription_id = ?1 AND item_id = ?2 AND outbox_id IS NULL",
             )?;
+            let mut got = tx.prepare_cached(
+                "INSERT INTO stories_sent (subscriber_id, story_id, sent_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO UPDATE SET sent_at = excluded.sent_at",
+            )?;
             for e in &entries {
                 let Some(outbox_id) = carrier.get(&(e.subscription_id, e.item_id)) else {
                     continue;
                 };
                 taken += take.execute(params![e.subscription_id, e.item_id, outbox_id])?;
+                got.execute(params![subscriber.id, e.story, now_s])?;
             }
         }
         if taken != entries.len() || rows == 0 {

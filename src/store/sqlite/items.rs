@@ -22,6 +22,7 @@ impl Sqlite {
             baseline_cutoff,
             matcher_generation,
             snapshot,
+            stories,
         } = poll;
         let (full_fetch, now, next_poll_at) = (*full_fetch, *now, *next_poll_at);
         let (baseline_cutoff, matcher_generation) = (*baseline_cutoff, *matcher_generation);
@@ -39,6 +40,8 @@ impl Sqlite {
         if subscriptions_generation(&tx)? != matcher_generation {
             return Ok(StoreOutcome::StaleMatcher);
         }
+        super::stories::refresh(&tx, &self.stories, now_s, stories)?;
+        let mut grouped = Vec::new();
         {
             let mut insert_item = tx.prepare(
                 "INSERT INTO items (feed_id, key, guid, link, title, summary, content, published_at,
@@ -69,10 +72,6 @@ impl Sqlite {
             )?;
             let mut set_hash = tx.prepare("UPDATE items SET content_hash = ?2 WHERE id = ?1")?;
             let mut set_link = tx.prepare("UPDATE items SET link = ?2 WHERE id = ?1")?;
-            let mut insert_match = tx.prepare(
-                "INSERT INTO matches (subscription_id, item_id, matched_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT DO NOTHING",
-            )?;
             // An edited item goes out again, marked updated, to the subscriptions it was
             // already sent to and still matches; one still pending just shows the new text.
             let mut resend_match = tx.prepare(
@@ -163,19 +162,31 @@ impl Sqlite {
                     }
                     continue;
                 }
+                let item_id = tx.last_insert_rowid();
                 stored.new_items += 1;
                 if !may_match {
                     continue;
                 }
+                // Only items that can be alerted are grouped: old news is never shown.
+                let indexed = super::stories::assign_story(
+                    &tx,
+                    &self.stories,
+                    item_id,
+                    &feed.id,
+                    item,
+                    now_s,
+                    stories,
+                )?;
+                let story = indexed.story;
+                grouped.push(indexed);
                 if wants_article {
                     // Matched once, when its article is in (or will never be).
                     stored.articles_pending += 1;
                     continue;
                 }
-                let item_id = tx.last_insert_rowid();
                 for subscription in find_matches(item, None) {
                     stored.matches +=
-                        insert_match.execute(params![subscription, item_id, now_s])?;
+                        super::stories::insert_match(&tx, subscription, item_id, story, now_s)?;
                 }
             }
         }
@@ -202,6 +213,10 @@ impl Sqlite {
             ],
         )?;
         tx.commit()?;
+        let mut index = self.stories.lock().unwrap_or_else(|p| p.into_inner());
+        for indexed in grouped {
+            index.add(indexed);
+        }
         Ok(StoreOutcome::Stored(stored))
     }
 

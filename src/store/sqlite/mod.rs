@@ -26,6 +26,7 @@ mod items;
 mod maintenance;
 mod outbox;
 mod signups;
+mod stories;
 mod subscriptions;
 
 /// The migrations, in order. Each file in `migrations/sqlite/` must be listed here.
@@ -70,11 +71,17 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0010_channels.sql",
         include_str!("../../../migrations/sqlite/0010_channels.sql"),
     ),
+    (
+        "0011_stories.sql",
+        include_str!("../../../migrations/sqlite/0011_stories.sql"),
+    ),
 ];
 
 /// The SQLite database behind a [`Store`].
 pub struct Sqlite {
     conn: Arc<Mutex<Connection>>,
+    /// The window's grouped items by term (see [`crate::story`]).
+    stories: Mutex<crate::story::StoryIndex>,
 }
 
 /// The schema version of the database at `path` (on `conn`). One a newer Tidings wrote is
@@ -124,6 +131,7 @@ impl Sqlite {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         Ok(Sqlite {
             conn: Arc::new(Mutex::new(conn)),
+            stories: Default::default(),
         })
     }
 
@@ -143,6 +151,7 @@ impl Sqlite {
         }
         Ok(Sqlite {
             conn: Arc::new(Mutex::new(conn)),
+            stories: Default::default(),
         })
     }
 
@@ -286,7 +295,9 @@ const OUTBOX_COLUMNS: &str = "id, recipient, message_id, subject, body_text, bod
      status, attempts, last_error, next_attempt_at, sent_at, subscriber_id, claim";
 
 const SUBSCRIBER_COLUMNS: &str = "s.id, s.email, s.frequency, s.digest_time, s.digest_weekday, \
-     s.timezone, s.next_digest_at, s.bounces, s.paused_at";
+     s.timezone, s.next_digest_at, s.bounces, s.paused_at, s.new_outlets";
+/// The number of [`SUBSCRIBER_COLUMNS`]: the index of a column selected after them.
+const SUBSCRIBER_COLUMN_COUNT: usize = 10;
 
 /// The time stored in column `i` (Unix seconds). One out of range is an error naming the
 /// column, never 1970.
@@ -330,6 +341,7 @@ fn subscriber_row(r: &rusqlite::Row<'_>) -> Result<Subscriber> {
         bounces: r.get(7)?,
         paused_at: time_opt(r, 8)?,
         queries: Vec::new(),
+        new_outlets: r.get::<_, String>(9)?.parse().map_err(anyhow::Error::msg)?,
     })
 }
 

@@ -164,6 +164,38 @@ impl Sqlite {
         )? == 1)
     }
 
+    pub fn set_new_outlets(&self, id: SubscriberId, new_outlets: NewOutlets) -> Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let found = tx.execute(
+            "UPDATE subscribers SET new_outlets = ?2 WHERE id = ?1",
+            params![id, new_outlets.as_str()],
+        )? == 1;
+        let waiting = "FROM matches WHERE quiet AND outbox_id IS NULL AND subscription_id IN
+                           (SELECT id FROM subscriptions WHERE subscriber_id = ?1)";
+        match new_outlets {
+            NewOutlets::Never => {
+                // What waits of stories they got, quiet or not (under `always`), goes.
+                tx.execute(&format!("DELETE {waiting}"), [id])?
+                    + tx.execute(
+                        "DELETE FROM matches WHERE outbox_id IS NULL AND NOT updated
+                           AND subscription_id IN
+                               (SELECT id FROM subscriptions WHERE subscriber_id = ?1)
+                           AND item_id IN (SELECT i.id FROM items i JOIN stories_sent g
+                                           ON g.story_id = i.story_id AND g.subscriber_id = ?1)",
+                        [id],
+                    )?
+            }
+            NewOutlets::Always => tx.execute(
+                &format!("UPDATE matches SET quiet = 0 WHERE rowid IN (SELECT rowid {waiting})"),
+                [id],
+            )?,
+            NewOutlets::Next => 0,
+        };
+        tx.commit()?;
+        Ok(found)
+    }
+
     pub fn unsubscribe(&self, id: SubscriberId, token: &str, now: DateTime<Utc>) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -212,7 +244,10 @@ impl Sqlite {
             if out.last().is_none_or(|s| s.id != id) {
                 out.push(subscriber_row(r)?);
             }
-            if let (Some(q), Some(last)) = (r.get::<_, Option<String>>(9)?, out.last_mut()) {
+            if let (Some(q), Some(last)) = (
+                r.get::<_, Option<String>>(SUBSCRIBER_COLUMN_COUNT)?,
+                out.last_mut(),
+            ) {
                 last.queries.push(q);
             }
         }
@@ -234,7 +269,7 @@ impl Sqlite {
                 Some(s) => s,
                 None => found.insert(subscriber_row(r)?),
             };
-            if let Some(q) = r.get::<_, Option<String>>(9)? {
+            if let Some(q) = r.get::<_, Option<String>>(SUBSCRIBER_COLUMN_COUNT)? {
                 subscriber.queries.push(q);
             }
         }
