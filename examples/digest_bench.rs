@@ -844,6 +844,7 @@ fn items_by_feed(now: DateTime<Utc>) -> Vec<Vec<Item>> {
                 String::new()
             },
             published: Some(now - chrono::Duration::minutes(7 * n as i64 + 3)),
+            declared_lang: None,
         });
     }
     feeds
@@ -1052,12 +1053,13 @@ async fn bench(args: Args) -> bool {
             matcher_generation: matcher.generation,
             snapshot: None,
             stories: Default::default(),
+            languages: Default::default(),
         };
         let StoreOutcome::Stored(stored) = app
             .store
             .store_items(&feed, poll, {
                 let (matcher, id, tags) = (matcher.clone(), feed.id.clone(), tags.clone());
-                move |item, _| {
+                move |item, _, _| {
                     let body = body_text(&item.summary, &item.content);
                     let doc = Document::new(&item.title, &body).with_source(&id, &tags);
                     let found = matcher.matcher.find_matches(&doc);

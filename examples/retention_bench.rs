@@ -190,6 +190,7 @@ fn item(words: &mut Words, feed: &str, n: usize, seen: DateTime<Utc>) -> Item {
         summary: words.text(300),
         content: words.text(1_700),
         published: Some(seen - chrono::Duration::hours(1)),
+        declared_lang: None,
     }
 }
 
@@ -344,8 +345,9 @@ fn build(store: &Store, args: &Args, now: DateTime<Utc>) -> Result<()> {
                 matcher_generation: generation,
                 snapshot: None,
                 stories: Default::default(),
+                languages: Default::default(),
             };
-            wait(store.store_items(&to_poll[&id], poll, move |_, _| {
+            wait(store.store_items(&to_poll[&id], poll, move |_, _, _| {
                 matches.next().unwrap_or_default()
             }))
             .with_context(|| format!("storing feed {id}"))?;
@@ -487,9 +489,10 @@ fn write_continuously(path: &Path, stop: &AtomicBool) -> Result<Vec<Write>> {
             matcher_generation: generation,
             snapshot: None,
             stories: Default::default(),
+            languages: Default::default(),
         };
         let started = Instant::now();
-        let result = wait(store.store_items(&feed, poll, |_, _| Vec::new()));
+        let result = wait(store.store_items(&feed, poll, |_, _, _| Vec::new()));
         writes.push(Write {
             started,
             latency: started.elapsed(),

@@ -21,7 +21,6 @@ use chrono_tz::America::New_York;
 use tidings::config::Config;
 use tidings::digest::{DigestContext, DigestEntry, FailingFeed, Schedule, render_digest};
 use tidings::mail::Mailer;
-use tidings::matcher::Synonyms;
 use tidings::store::{ItemId, OutboxId, OutboxMessage, SubscriberId, SubscriptionId};
 use tidings::token::{Links, Signer};
 
@@ -205,7 +204,7 @@ fn main() -> Result<()> {
         .map_or_else(|| PathBuf::from("docs"), PathBuf::from);
 
     let config = Config::parse(CONFIG, Path::new("sample-config.toml"))?;
-    let synonyms = Synonyms::new(config.synonyms.clone()).map_err(anyhow::Error::msg)?;
+    let synonyms = config.matcher_synonyms().map_err(anyhow::Error::msg)?;
     let links = Links::new(config.web.base_url.clone(), Signer::new(SAMPLE_SECRET)?);
     let unsubscribe = links.unsubscribe_url(SUBSCRIBER_ID, RECIPIENT);
     let manage = links.manage_url(SUBSCRIBER_ID, RECIPIENT);
@@ -229,6 +228,7 @@ fn main() -> Result<()> {
         manage_url: Some(&manage),
         cache: None,
         more_follow: false,
+        locale: tidings::locale::get("en"),
     };
     let rendered = render_digest(&entries, &cx)?;
 
@@ -302,6 +302,8 @@ fn entries(config: &Config, first_seen: DateTime<Utc>) -> Result<Vec<DigestEntry
                 // Same link, same story (the store groups them when it stores them).
                 story: story.link.len() as i64,
                 more_coverage: false,
+                lang: None,
+                crosses_languages: false,
             });
         }
     }

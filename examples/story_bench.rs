@@ -237,6 +237,7 @@ fn run() -> Result<()> {
                     } else {
                         now
                     }),
+                    declared_lang: None,
                 }
             })
             .collect();
@@ -259,9 +260,10 @@ fn run() -> Result<()> {
             matcher_generation: generation,
             snapshot: None,
             stories: rules,
+            languages: Default::default(),
         };
         let began = Instant::now();
-        wait(store.store_items(&to_poll, poll, |_, _| Vec::new()))?;
+        wait(store.store_items(&to_poll, poll, |_, _, _| Vec::new()))?;
         *stored += count;
         Ok(began.elapsed())
     };

@@ -82,6 +82,7 @@ fn group(set: &[Labelled], rules: StoryRules, dir: &Path) -> Result<HashMap<Stri
             summary: l.text.clone(),
             content: String::new(),
             published: Some(l.published),
+            declared_lang: None,
         };
         let poll = SuccessfulPoll {
             items: Arc::new([item]),
@@ -98,8 +99,9 @@ fn group(set: &[Labelled], rules: StoryRules, dir: &Path) -> Result<HashMap<Stri
             matcher_generation: generation,
             snapshot: None,
             stories: rules,
+            languages: Default::default(),
         };
-        wait(store.store_items(&feed, poll, |_, _| Vec::new()))?;
+        wait(store.store_items(&feed, poll, |_, _, _| Vec::new()))?;
     }
     drop(store);
     let conn = rusqlite::Connection::open(&path)?;

@@ -25,6 +25,10 @@ use crate::matcher::{KnownScopes, Query, Scope};
 /// The configuration shipped with Tidings; `tidings check-config --example` prints it.
 pub const EXAMPLE: &str = include_str!("../config.toml");
 
+/// The curated immigration vocabulary across languages, reviewed for false friends:
+/// the sets searches crossing languages use, with those of `[languages] synonyms`.
+pub const LANGUAGE_SETS: &str = include_str!("../languages/synonyms.toml");
+
 /// Links in mail point here until `[web].base_url` says otherwise.
 pub const DEFAULT_BASE_URL: &str = "http://localhost:8080/";
 
@@ -178,6 +182,8 @@ pub struct Config {
     pub destinations: Vec<DestinationConfig>,
     /// How items of different feeds are grouped into stories: `[stories]`.
     pub stories: crate::story::StoryRules,
+    /// Detecting items' languages and searching across them: `[languages]`.
+    pub languages: LanguageSettings,
     pub feeds: Vec<FeedConfig>,
     /// Synonym groups: a query term equal to any member matches every member.
     pub synonyms: Vec<Vec<String>>,
@@ -647,6 +653,21 @@ impl Config {
     }
 
     /// The settings other than `[[feeds]]` that differ from `old`, named as in the file
+    /// The synonyms searches match with: `[synonyms]`, and the sets across languages
+    /// for searches that cross them.
+    pub fn matcher_synonyms(&self) -> Result<crate::matcher::Synonyms, String> {
+        crate::matcher::Synonyms::new(self.synonyms.clone())
+            .map_err(|e| format!("[synonyms]: {e}"))?
+            .with_crossings(self.languages.crossings.clone())
+            .map_err(|e| format!("[languages] synonyms: {e}"))
+    }
+
+    /// What tells new items' languages: `[languages] detect`.
+    pub fn language_detector(&self) -> crate::language::Detector {
+        // Checked when the config was read.
+        crate::language::Detector::new(&self.languages.detect).unwrap_or_default()
+    }
+
     /// (`"retention"`, `"poll"`, `"mail"`…), in the file's order.
     pub fn changed_settings(&self, old: &Config) -> Vec<&'static str> {
         [
@@ -658,6 +679,7 @@ impl Config {
             ("web", self.web != old.web),
             ("service", self.service != old.service),
             ("stories", self.stories != old.stories),
+            ("languages", self.languages != old.languages),
             ("synonyms", self.synonyms != old.synonyms),
         ]
         .into_iter()
@@ -949,6 +971,7 @@ sections! {
     RawService => "a `[service]` table",
     RawChannels => "a `[channels]` table",
     RawStories => "a `[stories]` table",
+    RawLanguages => "a `[languages]` table",
     RawDestination => "a `[[destinations]]` table (with `subscriber`, `name` and `kind`)",
     RawFeed => "a `[[feeds]]` table (with `id` and `url`)",
     RawSynonyms => "a `[synonyms]` table",
@@ -1025,6 +1048,8 @@ struct RawConfig {
     #[serde(default)]
     stories: Table<RawStories>,
     #[serde(default)]
+    languages: Table<RawLanguages>,
+    #[serde(default)]
     feeds: Feeds,
     #[serde(default)]
     synonyms: Table<RawSynonyms>,
@@ -1068,6 +1093,111 @@ struct RawDestination {
     api: Option<Spanned<String>>,
     #[serde(default)]
     searches: Vec<Spanned<String>>,
+}
+
+/// `[languages]`: which languages to detect, and more sets across languages.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLanguages {
+    detect: Option<Spanned<Vec<Spanned<String>>>>,
+    synonyms: Option<Spanned<String>>,
+}
+
+/// A file of sets across languages ([`LANGUAGE_SETS`] is one).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLanguageSets {
+    /// Each set: `concept`, `review` and language code → terms, read key by key so
+    /// that errors can say where.
+    #[serde(default)]
+    set: Vec<std::collections::BTreeMap<Spanned<String>, Spanned<toml::Value>>>,
+}
+
+/// Reads a file of sets across languages (the shape of `languages/synonyms.toml`):
+/// each set as (language code, term) pairs. Errors name the line and column, or the
+/// set's concept.
+pub fn language_sets(text: &str) -> Result<Vec<Vec<(String, String)>>, String> {
+    let raw: RawLanguageSets = toml::from_str(text).map_err(|e| e.to_string())?;
+    let at = |span: Range<usize>| {
+        let before = text.get(..span.start).unwrap_or_default();
+        let line = before.matches('\n').count() + 1;
+        let column = before
+            .rsplit('\n')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .count()
+            + 1;
+        format!("line {line}, column {column}")
+    };
+    let mut sets = Vec::with_capacity(raw.set.len());
+    for set in raw.set {
+        let concept = set
+            .iter()
+            .find(|(k, _)| k.get_ref() == "concept")
+            .and_then(|(_, v)| v.get_ref().as_str())
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .ok_or("each [[set]] needs a `concept`: a few words naming it")?;
+        let mut members = Vec::new();
+        for (lang, terms) in &set {
+            if ["concept", "review"].contains(&lang.get_ref().as_str()) {
+                continue;
+            }
+            if crate::language::primary_subtag(lang.get_ref()).is_none() {
+                return Err(format!(
+                    "{}: set {concept:?}: {:?} is not a language code (en, es, fr, pt, ht…)",
+                    at(lang.span()),
+                    lang.get_ref()
+                ));
+            }
+            let list = terms
+                .get_ref()
+                .as_array()
+                .map(|a| a.iter().map(|t| t.as_str()).collect::<Option<Vec<_>>>());
+            let Some(Some(list)) = list else {
+                return Err(format!(
+                    "{}: set {concept:?}: `{}` must be a list of terms, as in [\"asilo\"]",
+                    at(terms.span()),
+                    lang.get_ref()
+                ));
+            };
+            members.extend(
+                list.into_iter()
+                    .map(|t| (lang.get_ref().clone(), t.to_string())),
+            );
+        }
+        if members.len() < 2 {
+            return Err(format!("set {concept:?} needs at least two terms"));
+        }
+        // Checked as the matcher reads them, for an error naming the set.
+        crate::matcher::Synonyms::default()
+            .with_crossings(vec![members.clone()])
+            .map_err(|e| format!("set {concept:?}: {e}"))?;
+        sets.push(members);
+    }
+    Ok(sets)
+}
+
+/// `[languages]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LanguageSettings {
+    /// The languages the detector chooses among (ISO 639-1 codes).
+    pub detect: Vec<String>,
+    /// The sets across languages: the shipped ones, then the admin's.
+    pub crossings: Vec<Vec<(String, String)>>,
+}
+
+impl Default for LanguageSettings {
+    fn default() -> LanguageSettings {
+        LanguageSettings {
+            detect: crate::language::DEFAULT_LANGUAGES
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
+            crossings: language_sets(LANGUAGE_SETS).unwrap_or_default(),
+        }
+    }
 }
 
 /// `[stories]`: grouping items of different feeds that report the same news.
@@ -1741,6 +1871,44 @@ fn validate(
         }
     }
 
+    let mut languages = LanguageSettings::default();
+    if let Some(detect) = &raw.languages.detect {
+        let codes: Vec<String> = detect
+            .get_ref()
+            .iter()
+            .map(|c| c.get_ref().clone())
+            .collect();
+        match crate::language::Detector::new(&codes) {
+            Ok(_) => {
+                languages.detect = codes
+                    .iter()
+                    .filter_map(|c| crate::language::primary_subtag(c))
+                    .collect();
+            }
+            Err(e) => {
+                let span = detect
+                    .get_ref()
+                    .iter()
+                    .find(|c| crate::language::Detector::new(&[c.get_ref()]).is_err())
+                    .map_or(detect.span(), |c| c.span());
+                report(span, format!("`languages.detect`: {e}"));
+            }
+        }
+    }
+    if let Some(file) = &raw.languages.synonyms {
+        let path = base.join(file.get_ref());
+        match std::fs::read_to_string(&path) {
+            Ok(text) => match language_sets(&text) {
+                Ok(sets) => languages.crossings.extend(sets),
+                Err(e) => report(file.span(), format!("{}: {e}", path.display())),
+            },
+            Err(e) => report(
+                file.span(),
+                format!("`languages.synonyms`: cannot read {}: {e}", path.display()),
+            ),
+        }
+    }
+
     let mut synonyms = Vec::with_capacity(raw.synonyms.len());
     for (spanned, others) in raw.synonyms.iter() {
         let term = spanned.get_ref();
@@ -1986,6 +2154,7 @@ fn validate(
             window: story_window,
             similarity: story_similarity,
         },
+        languages,
         channels: ChannelSettings {
             timeout: channel_timeout,
             concurrency: channel_concurrency as usize,

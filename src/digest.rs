@@ -21,8 +21,9 @@ use chrono_tz::Tz;
 use minijinja::{AutoEscape, Environment, Value, context};
 
 use crate::ids::{ChannelId, ItemId, SubscriptionId};
+use crate::language::native_name;
+use crate::locale::Locale;
 use crate::matcher::{Document, Field, Query, Synonyms};
-use crate::output::plural;
 use crate::parse::body_text;
 
 // ---- schedules ------------------------------------------------------------------------------
@@ -305,6 +306,10 @@ pub struct DigestEntry {
     /// A new outlet for a story the subscriber already got: listed as more coverage,
     /// and it did not make this digest due by itself.
     pub more_coverage: bool,
+    /// The item's language (`es`), when known.
+    pub lang: Option<String>,
+    /// Its search crosses languages: explained (highlighted) as it matched.
+    pub crosses_languages: bool,
 }
 
 /// A feed that has been failing, named in the footer so silence is not read as "no news".
@@ -334,6 +339,8 @@ pub struct DigestContext<'a> {
     /// More matches are pending than one message holds ([`MAX_DIGEST_ENTRIES`]): they
     /// follow in the next one, and the intro says so.
     pub more_follow: bool,
+    /// The subscriber's language: the digest's words, dates and numbers.
+    pub locale: &'a Locale,
 }
 
 /// The most matches one digest holds; past it a message grows beyond what mail servers
@@ -344,8 +351,12 @@ pub const MAX_DIGEST_ENTRIES: usize = 500;
 /// Highlighted title and snippets of items, by (item, query), for one digest round.
 #[derive(Debug, Default)]
 pub struct StoryCache {
-    parts: std::sync::Mutex<HashMap<(ItemId, String), Arc<StoryParts>>>,
+    parts: std::sync::Mutex<HashMap<PartsKey, Arc<StoryParts>>>,
 }
+
+/// Item, query, whether it crosses languages, and locale: what the highlighting of an
+/// item depends on.
+type PartsKey = (ItemId, String, bool, String);
 
 /// What the highlighting of one item for one query produces.
 #[derive(Debug)]
@@ -371,6 +382,7 @@ pub struct Rendered {
 
 /// Longest snippet, in characters.
 const SNIPPET_CHARS: usize = 280;
+
 /// Subscriptions named in a subject before "+N more".
 const SUBJECT_QUERIES: usize = 4;
 /// Longest query shown in a subject, in characters.
@@ -399,6 +411,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.set_formatter(html_formatter);
+    crate::locale::install(&mut env);
     // The templates are compiled into the binary; a unit test renders both.
     for (name, source) in [
         ("digest.html", include_str!("../templates/digest.html")),
@@ -546,21 +559,21 @@ pub fn render_digest(
 ) -> Result<Rendered, minijinja::Error> {
     let groups = arrange(entries);
     let (new, updated, coverage) = counts(&groups);
-    let subject = subject(new, updated, coverage, &groups, |(q, s)| (*q, s.len()));
-    let intro = match (new, updated) {
-        (0, 0) => format!(
-            "More coverage of {coverage} {} you already got from Tidings.",
-            plural(coverage, "story")
-        ),
-        (n, 0) => format!("{n} new {} for your Tidings alerts.", plural(n, "item")),
-        (0, u) => format!("{u} updated {} for your Tidings alerts.", plural(u, "item")),
-        (n, u) => format!(
-            "{n} new and {u} updated {} for your Tidings alerts.",
-            plural(n + u, "item")
+    let subject = subject(cx.locale, (new, updated, coverage), &groups, |(q, s)| {
+        (*q, s.len())
+    });
+    let l = cx.locale;
+    let intro = match (new as u64, updated as u64) {
+        (0, 0) => l.count("digest.intro_coverage", coverage as u64, &[]),
+        (n, 0) => l.count("digest.intro_new", n, &[]),
+        (0, u) => l.count("digest.intro_updated", u, &[]),
+        (n, u) => l.fill(
+            "digest.intro_both",
+            &[("new", &l.number(n)), ("updated", &l.number(u))],
         ),
     };
     let intro = if cx.more_follow {
-        format!("{intro} There are more than fit in one message: the rest follow in the next.")
+        format!("{intro} {}", l.text("digest.more_follow"))
     } else {
         intro
     };
@@ -571,7 +584,7 @@ pub fn render_digest(
         .map(|(query, stories)| {
             let parsed = queries
                 .entry(query)
-                .or_insert_with(|| Query::parse(query).ok())
+                .or_insert_with(|| parsed_search(query, stories, cx.synonyms))
                 .as_ref();
             let stories: Vec<Value> = stories
                 .iter()
@@ -594,12 +607,13 @@ pub fn render_digest(
         .map(|f| {
             context! {
                 name => one_line(&f.name),
-                since => local_date(f.since, cx.timezone),
+                since => cx.locale.date(&f.since.with_timezone(&cx.timezone), true),
                 error => truncate(&one_line(&f.error), 120),
             }
         })
         .collect();
     let page = context! {
+        lang => &cx.locale.code,
         subject => &subject,
         intro,
         groups,
@@ -619,11 +633,27 @@ pub fn render_digest(
     })
 }
 
+/// A search of a digest as it matched: across languages when it does (its stories all
+/// come from the one search of that text).
+fn parsed_search(query: &str, stories: &[Story<'_>], synonyms: &Synonyms) -> Option<Query> {
+    let parsed = Query::parse(query).ok()?;
+    Some(if stories.iter().any(|s| s.entry.crosses_languages) {
+        parsed.across_languages(synonyms)
+    } else {
+        parsed
+    })
+}
+
 /// The highlighted parts of `e` for its query, from the round's cache when there is one.
 fn parts_of(e: &DigestEntry, query: Option<&Query>, cx: &DigestContext<'_>) -> Arc<StoryParts> {
     match cx.cache {
         Some(cache) => {
-            let key = (e.item_id, e.query.clone());
+            let key = (
+                e.item_id,
+                e.query.clone(),
+                e.crosses_languages,
+                cx.locale.code.clone(),
+            );
             let cached = cache
                 .parts
                 .lock()
@@ -631,7 +661,7 @@ fn parts_of(e: &DigestEntry, query: Option<&Query>, cx: &DigestContext<'_>) -> A
                 .get(&key)
                 .cloned();
             cached.unwrap_or_else(|| {
-                let parts = Arc::new(story_parts(e, query, cx.synonyms));
+                let parts = Arc::new(story_parts(e, query, cx));
                 cache
                     .parts
                     .lock()
@@ -640,7 +670,7 @@ fn parts_of(e: &DigestEntry, query: Option<&Query>, cx: &DigestContext<'_>) -> A
                 parts
             })
         }
-        None => Arc::new(story_parts(e, query, cx.synonyms)),
+        None => Arc::new(story_parts(e, query, cx)),
     }
 }
 
@@ -672,7 +702,10 @@ fn story_value(
         title_html => Value::from_safe_string(parts.title_html.clone()),
         link => e.link.as_deref(),
         source => one_line(&e.feed_name),
-        date => date.format("%b %-d, %Y %H:%M %Z").to_string(),
+        // Named in itself ("Español") when it is not the digest's language.
+        language => e.lang.as_deref().filter(|l| *l != cx.locale.code).map(native_name),
+        language_code => e.lang.as_deref(),
+        date => cx.locale.date(&date, false),
         also_in => also_in
             .iter()
             .take(MAX_ALSO_SHOWN)
@@ -688,9 +721,10 @@ fn story_value(
 }
 
 /// The title and a snippet of `e` with what `query` matched highlighted.
-fn story_parts(e: &DigestEntry, query: Option<&Query>, synonyms: &Synonyms) -> StoryParts {
+fn story_parts(e: &DigestEntry, query: Option<&Query>, cx: &DigestContext<'_>) -> StoryParts {
+    let synonyms = cx.synonyms;
     let title = if e.title.trim().is_empty() {
-        "(untitled)".to_string()
+        cx.locale.text("digest.untitled").to_string()
     } else {
         one_line(&e.title)
     };
@@ -707,7 +741,9 @@ fn story_parts(e: &DigestEntry, query: Option<&Query>, synonyms: &Synonyms) -> S
     };
     let hits = query
         .and_then(|q| {
-            let doc = Document::new(&title, &matched).with_source(&e.feed_id, &e.tags);
+            let doc = Document::new(&title, &matched)
+                .with_source(&e.feed_id, &e.tags)
+                .with_lang(e.lang.as_deref());
             q.explain(&doc, synonyms)
         })
         .unwrap_or_default();
@@ -900,6 +936,9 @@ pub struct EventItem {
     /// How many more carry it.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub also_more: usize,
+    /// The item's language (`es`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lang: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -953,14 +992,16 @@ pub fn digest_event(
 ) -> Event {
     let groups = arrange(entries);
     let (new, updated, coverage) = counts(&groups);
-    let title = subject(new, updated, coverage, &groups, |(q, s)| (*q, s.len()));
+    let title = subject(cx.locale, (new, updated, coverage), &groups, |(q, s)| {
+        (*q, s.len())
+    });
     let mut queries: HashMap<&str, Option<Query>> = HashMap::new();
     let searches = groups
         .iter()
         .map(|(query, stories)| {
             let parsed = queries
                 .entry(query)
-                .or_insert_with(|| Query::parse(query).ok())
+                .or_insert_with(|| parsed_search(query, stories, cx.synonyms))
                 .as_ref();
             let items = stories
                 .iter()
@@ -978,6 +1019,7 @@ pub fn digest_event(
                         from_article: parts.from_article,
                         more_coverage: story.more_coverage(),
                         also_more: story.also_in.len().saturating_sub(MAX_ALSO_SHOWN),
+                        lang: e.lang.clone(),
                         also_in: story
                             .also_in
                             .iter()
@@ -1016,17 +1058,20 @@ pub fn digest_event(
 
 /// `Tidings: 5 new — asylum (3), H-1B (2)`, naming at most a few subscriptions.
 fn subject<G>(
-    new: usize,
-    updated: usize,
-    coverage: usize,
+    locale: &Locale,
+    (new, updated, coverage): (usize, usize, usize),
     groups: &[G],
     name_and_count: impl Fn(&G) -> (&str, usize),
 ) -> String {
-    let counts = match (new, updated) {
-        (0, 0) => format!("more coverage of {coverage}"),
-        (n, 0) => format!("{n} new"),
-        (0, u) => format!("{u} updated"),
-        (n, u) => format!("{n} new, {u} updated"),
+    let l = locale;
+    let counts = match (new as u64, updated as u64) {
+        (0, 0) => l.count("digest.counts_coverage", coverage as u64, &[]),
+        (n, 0) => l.count("digest.counts_new", n, &[]),
+        (0, u) => l.count("digest.counts_updated", u, &[]),
+        (n, u) => l.fill(
+            "digest.counts_both",
+            &[("new", &l.number(n)), ("updated", &l.number(u))],
+        ),
     };
     let mut named: Vec<String> = groups
         .iter()
@@ -1040,9 +1085,16 @@ fn subject<G>(
         })
         .collect();
     if groups.len() > SUBJECT_QUERIES {
-        named.push(format!("+{} more", groups.len() - SUBJECT_QUERIES));
+        named.push(l.count(
+            "digest.subject_more",
+            (groups.len() - SUBJECT_QUERIES) as u64,
+            &[],
+        ));
     }
-    format!("Tidings: {counts} — {}", named.join(", "))
+    l.fill(
+        "digest.subject",
+        &[("counts", &counts), ("searches", &named.join(", "))],
+    )
 }
 
 /// `text` cut into (piece, highlighted) runs at `ranges`, with whitespace runs
@@ -1199,10 +1251,6 @@ pub fn excerpt(
     (out, kept)
 }
 
-fn local_date(t: DateTime<Utc>, tz: Tz) -> String {
-    t.with_timezone(&tz).format("%b %-d %H:%M %Z").to_string()
-}
-
 fn truncate(s: &str, max_chars: usize) -> String {
     if s.chars().count() <= max_chars {
         return s.to_string();
@@ -1277,6 +1325,8 @@ mod tests {
             article: None,
             story: item,
             more_coverage: false,
+            lang: None,
+            crosses_languages: false,
         }
     }
 
@@ -1305,6 +1355,7 @@ mod tests {
             manage_url: unsubscribe_url.map(|_| "https://alerts.example.org/manage/1.ab"),
             cache: None,
             more_follow: false,
+            locale: crate::locale::get("en"),
         };
         render_digest(entries, &cx).unwrap()
     }
@@ -2132,6 +2183,7 @@ mod tests {
                 manage_url: None,
                 cache,
                 more_follow: false,
+                locale: crate::locale::get("en"),
             };
             render_digest(std::slice::from_ref(&e), &cx).unwrap()
         };

@@ -14,7 +14,9 @@
 //! | [`parse`]     | bytes → normalized [`parse::Item`]s with stable keys (feed-rs)        |
 //! | [`article`]   | a web page → its story, without the site around it (dom_smoothie)    |
 //! | [`page`]      | pages without feeds: a listing's entries, a watched page's changes   |
+//! | [`language`]  | an item's language: detected from its text, or as its feed declares  |
 //! | [`matcher`]   | query language → compiled matcher; item → matching subscriptions      |
+//! | [`story`]     | one story across outlets: near-duplicate text, the in-memory index    |
 //! | [`digest`]    | pending matches → rendered digest; digest schedules                   |
 //! | [`store`]     | the only SQL: an async front, one file per domain; backends behind it |
 //! | [`mail`]      | outbox → SMTP or `.eml` files, retries (lettre)                       |
@@ -23,6 +25,7 @@
 //! | [`scheduler`] | the daemon: cron ticks driving the jobs, reload, shutdown             |
 //! | [`admin`]     | the admin HTTP listener: `/healthz`, `/metrics` (axum)                 |
 //! | [`metrics`]   | counters and gauges in the Prometheus text format                     |
+//! | [`locale`]    | subscriber languages: strings of digests and pages, dates, numbers    |
 //! | [`token`]     | signed per-subscriber tokens and the links that carry them            |
 //! | [`web`]       | subscriber pages: one-click unsubscribe, manage searches (axum)       |
 //! | [`listener`]  | the accept loop both listeners share: deadlines, connection caps      |
@@ -30,7 +33,7 @@
 //! | [`output`]    | what commands print: terminal-safe, quiet when the reader goes away   |
 //! | [`opml`]      | OPML in (new `[[feeds]]` in the config text, layout kept) and out     |
 //!
-//! `parse`, `article`, `page`, `matcher`, `digest` and `opml` are plain functions over plain data:
+//! `parse`, `article`, `page`, `language`, `matcher`, `story`, `digest` and `opml` are plain functions over plain data:
 //! no I/O, no async.
 #![forbid(unsafe_code)]
 
@@ -40,7 +43,9 @@ pub mod config;
 pub mod digest;
 pub mod fetch;
 pub mod ids;
+pub mod language;
 pub mod listener;
+pub mod locale;
 pub mod mail;
 pub mod matcher;
 pub mod metrics;

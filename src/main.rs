@@ -13,7 +13,7 @@ use futures_util::StreamExt as _;
 use tidings::config::{Config, MailTransport};
 use tidings::digest::{Schedule, excerpt, parse_time_zone};
 use tidings::fetch::{FetchError, FetchOutcome, Fetcher, Validators};
-use tidings::matcher::{Document, Field, Query, Synonyms};
+use tidings::matcher::{Document, Field, Query};
 use tidings::opml::{self, Entry, Outcome};
 use tidings::output::{self, count};
 use tidings::parse::body_text;
@@ -150,6 +150,10 @@ enum Command {
         /// Show at most this many items (all are counted).
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Also find the query's terms in other languages, as a search that crosses
+        /// languages does (languages/synonyms.toml): `asylum` finds "asilo" in Spanish.
+        #[arg(long)]
+        cross_languages: bool,
     },
     /// Manage subscribers and their keyword queries.
     #[command(subcommand)]
@@ -256,6 +260,18 @@ enum SubscriberCommand {
     /// Mattermost. Each gets the subscriber's digests on their schedule.
     #[command(subcommand)]
     Channel(ChannelCommand),
+    /// Whether one search also finds its words in other languages: with `on`, "asylum"
+    /// finds "asilo" in Spanish items and "asile" in French ones (languages/synonyms.toml
+    /// and `[languages] synonyms`).
+    CrossLanguages {
+        /// The subscriber's email address.
+        email: String,
+        /// The search, as listed by `tidings subscriber list`.
+        #[arg(long, short, allow_hyphen_values = true)]
+        query: String,
+        /// on or off.
+        choice: String,
+    },
     /// Choose where one search goes: email and/or destinations, by name.
     Route {
         /// The subscriber's email address.
@@ -555,9 +571,16 @@ async fn execute(cli: Cli) -> Result<()> {
             query,
             since,
             limit,
+            cross_languages,
         } => {
             let store = open_store(&config).await?;
-            preview_matches(&config, &store, &query, since, limit).await
+            let search = Search {
+                query: &query,
+                since,
+                limit,
+                cross_languages,
+            };
+            preview_matches(&config, &store, search).await
         }
         Command::Outbox { command, all } => {
             let store = open_store(&config).await?;
@@ -993,17 +1016,30 @@ async fn warn_dangling_searches(config: &Config) {
     }
 }
 
-/// `tidings match`: runs one query over stored items and prints each hit with its
-/// matched words marked (bold on a terminal, `**…**` otherwise).
-async fn preview_matches(
-    config: &Config,
-    store: &Store,
-    query: &str,
+/// What `tidings match` looks for.
+struct Search<'a> {
+    query: &'a str,
     since: Duration,
     limit: usize,
-) -> Result<()> {
+    cross_languages: bool,
+}
+
+/// `tidings match`: runs one query over stored items and prints each hit with its
+/// matched words marked (bold on a terminal, `**…**` otherwise).
+async fn preview_matches(config: &Config, store: &Store, search: Search<'_>) -> Result<()> {
+    let Search {
+        query,
+        since,
+        limit,
+        cross_languages,
+    } = search;
     let parsed = Query::parse(query).map_err(|e| anyhow::anyhow!("bad query {query:?}: {e}"))?;
-    let synonyms = Synonyms::new(config.synonyms.clone()).map_err(anyhow::Error::msg)?;
+    let synonyms = config.matcher_synonyms().map_err(anyhow::Error::msg)?;
+    let parsed = if cross_languages {
+        parsed.across_languages(&synonyms)
+    } else {
+        parsed
+    };
     let since_at = before(Utc::now(), since);
     let (open, close) = if std::io::stdout().is_terminal() {
         ("\x1b[1;33m", "\x1b[0m")
@@ -1028,7 +1064,9 @@ async fn preview_matches(
     let scanned = items.len();
     for item in items {
         let body = body_text(&item.summary, &item.content);
-        let doc = Document::new(&item.title, &body).with_source(&item.feed_id, &item.tags);
+        let doc = Document::new(&item.title, &body)
+            .with_source(&item.feed_id, &item.tags)
+            .with_lang(item.lang.as_deref());
         let Some(hits) = parsed.explain(&doc, &synonyms) else {
             continue;
         };
@@ -1045,7 +1083,14 @@ async fn preview_matches(
         let (snippet, ranges) = excerpt(&body, &in_field(Field::Body), 240);
         let date = utc(item.published.unwrap_or(item.first_seen));
         say!("{}", mark(&item.title, &in_field(Field::Title)));
-        say!("  {} · {date}", item.feed_name);
+        match &item.lang {
+            Some(lang) => say!(
+                "  {} · {date} · {}",
+                item.feed_name,
+                tidings::language::native_name(lang)
+            ),
+            None => say!("  {} · {date}", item.feed_name),
+        }
         if !snippet.is_empty() {
             say!("  {}", mark(&snippet, &ranges));
         }
@@ -1360,9 +1405,39 @@ async fn subscriber(config: &Config, store: &Store, command: SubscriberCommand) 
                     outlets.unwrap_or_default(),
                     paused.unwrap_or_default()
                 );
-                for q in &s.queries {
-                    say!("    {q}");
+                let crossing = store.searches_crossing_languages(s.id).await?;
+                let searches = store.subscriptions_of(s.id).await?;
+                for (id, q) in &searches {
+                    if crossing.contains(id) {
+                        say!("    {q}  (crosses languages)");
+                    } else {
+                        say!("    {q}");
+                    }
                 }
+            }
+        }
+        SubscriberCommand::CrossLanguages {
+            email,
+            query,
+            choice,
+        } => {
+            let crosses = match choice.trim().to_ascii_lowercase().as_str() {
+                "on" | "yes" | "true" => true,
+                "off" | "no" | "false" => false,
+                _ => bail!("say on or off, not {choice:?}"),
+            };
+            let who = subscriber_named(store, &email).await?;
+            let searches = store.subscriptions_of(who.id).await?;
+            let Some((search, _)) = searches.iter().find(|(_, q)| q.trim() == query.trim()) else {
+                bail!("{email} has no search {query:?} (see `tidings subscriber list`)");
+            };
+            store
+                .set_crosses_languages(who.id, *search, crosses)
+                .await?;
+            if crosses {
+                say!("{query:?} of {email} now also finds its words in other languages");
+            } else {
+                say!("{query:?} of {email} now finds its words as written only");
             }
         }
         SubscriberCommand::NewOutlets { email, choice } => {

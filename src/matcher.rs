@@ -212,6 +212,8 @@ pub struct Document {
     feed: Option<String>,
     /// Lowercased.
     tags: Vec<String>,
+    /// The item's language, a primary subtag (`es`); `None` when unknown.
+    lang: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -245,6 +247,7 @@ impl Document {
             title_len,
             feed: None,
             tags: Vec::new(),
+            lang: None,
         }
     }
 
@@ -252,6 +255,13 @@ impl Document {
     pub fn with_source(mut self, feed_id: &str, tags: &[String]) -> Document {
         self.feed = Some(source_name(feed_id));
         self.tags = tags.iter().map(|t| source_name(t)).collect();
+        self
+    }
+
+    /// The document of an item in language `lang` (a tag such as `es` or `es-MX`);
+    /// without it, `lang:` never matches.
+    pub fn with_lang(mut self, lang: Option<&str>) -> Document {
+        self.lang = lang.and_then(crate::language::primary_subtag);
         self
     }
 
@@ -346,6 +356,7 @@ impl Document {
                 .any(|p| !self.occurrences(p, term.title_only).is_empty()),
             Node::Feed(id) => self.feed.as_ref() == Some(id),
             Node::Tag(tag) => self.tags.contains(tag),
+            Node::Lang(code) => self.lang.as_ref() == Some(code),
             Node::Not(_) | Node::And(_) | Node::Or(_) => false,
         }
     }
@@ -512,6 +523,8 @@ enum Node {
     Feed(String),
     /// `tag:name`, lowercased.
     Tag(String),
+    /// `lang:code`: a primary language subtag, lowercased (`es`).
+    Lang(String),
     Not(Box<Node>),
     /// At least two children, none of them an `And` (nested ones are flattened).
     And(Vec<Node>),
@@ -638,6 +651,16 @@ impl Query {
             return Err(QueryError::new(parser.first_not.unwrap_or(1), reason));
         }
         Ok(Query { root })
+    }
+
+    /// The query that also finds, in items of other languages, the terms the
+    /// sets across languages of `synonyms` give for its terms (see the module
+    /// docs). Its `Display` shows what it matches: `asylum` becomes
+    /// `asylum OR (asilo lang:es) OR …`.
+    pub fn across_languages(&self, synonyms: &Synonyms) -> Query {
+        Query {
+            root: cross(&self.root, synonyms),
+        }
     }
 
     /// Whether the document satisfies the query, without synonyms.
@@ -769,7 +792,7 @@ impl Node {
             Node::Not(inner) => !inner.eval(leaf),
             Node::And(parts) => parts.iter().all(|p| p.eval(leaf)),
             Node::Or(parts) => parts.iter().any(|p| p.eval(leaf)),
-            Node::Term(_) | Node::Feed(_) | Node::Tag(_) => leaf(self),
+            Node::Term(_) | Node::Feed(_) | Node::Tag(_) | Node::Lang(_) => leaf(self),
         }
     }
 
@@ -778,7 +801,7 @@ impl Node {
     fn visit_terms(&self, positive: bool, visit: &mut impl FnMut(&Term, bool)) {
         match self {
             Node::Term(term) => visit(term, positive),
-            Node::Feed(_) | Node::Tag(_) => {}
+            Node::Feed(_) | Node::Tag(_) | Node::Lang(_) => {}
             Node::Not(inner) => inner.visit_terms(!positive, visit),
             Node::And(parts) | Node::Or(parts) => {
                 for part in parts {
@@ -791,7 +814,7 @@ impl Node {
     /// Calls `visit` on every `feed:` and `tag:`, excluded or not.
     fn visit_scopes(&self, visit: &mut impl FnMut(Scope)) {
         match self {
-            Node::Term(_) => {}
+            Node::Term(_) | Node::Lang(_) => {}
             Node::Feed(id) => visit(Scope::Feed(id.clone())),
             Node::Tag(tag) => visit(Scope::Tag(tag.clone())),
             Node::Not(inner) => inner.visit_scopes(visit),
@@ -858,6 +881,7 @@ impl fmt::Display for Node {
             }
             Node::Feed(id) => write_source(f, "feed", id),
             Node::Tag(tag) => write_source(f, "tag", tag),
+            Node::Lang(code) => write!(f, "lang:{code}"),
             Node::Not(inner) => match **inner {
                 Node::And(_) | Node::Or(_) => write!(f, "-({inner})"),
                 _ => write!(f, "-{inner}"),
@@ -887,7 +911,8 @@ impl fmt::Display for Node {
 // Synonyms
 // ---------------------------------------------------------------------------
 
-/// Groups of terms that match each other (see the module docs).
+/// Groups of terms that match each other (see the module docs), and the
+/// sets of terms across languages that searches crossing languages use.
 /// `Synonyms::default()` has none.
 #[derive(Debug, Clone, Default)]
 pub struct Synonyms {
@@ -895,6 +920,10 @@ pub struct Synonyms {
     groups: Vec<Vec<Pattern>>,
     /// Member → the groups it belongs to.
     groups_of: HashMap<Pattern, Vec<usize>>,
+    /// Each set's distinct (language, member) pairs.
+    crossings: Vec<Vec<(String, Term)>>,
+    /// Member (in any language) → the sets it belongs to.
+    crossings_of: HashMap<Pattern, Vec<usize>>,
 }
 
 impl Synonyms {
@@ -909,19 +938,7 @@ impl Synonyms {
             }
             let mut members: Vec<Pattern> = Vec::with_capacity(group.len());
             for member in group {
-                let chars: Vec<char> = member.chars().collect();
-                if chars.len() > MAX_QUERY_CHARS {
-                    return Err(format!(
-                        "synonym {:?}… is longer than {MAX_QUERY_CHARS} characters",
-                        chars.iter().take(20).collect::<String>()
-                    ));
-                }
-                let words = split_words(&chars, 1)
-                    .map_err(|e| format!("synonym {member:?}: {}", e.reason))?;
-                if words.is_empty() {
-                    return Err(format!("synonym {member:?} has no letters or digits"));
-                }
-                let pattern = pattern_of(words);
+                let pattern = member_pattern(member)?;
                 if !members.contains(&pattern) {
                     members.push(pattern);
                 }
@@ -944,6 +961,50 @@ impl Synonyms {
         self.groups.is_empty()
     }
 
+    /// These synonyms with `sets` of terms across languages, each a list of
+    /// (language code, term or phrase as a subscriber would write it). Fails
+    /// on an empty set, a bad language code and on members as [`Synonyms::new`].
+    pub fn with_crossings(mut self, sets: Vec<Vec<(String, String)>>) -> Result<Synonyms, String> {
+        for (number, set) in sets.iter().enumerate() {
+            if set.is_empty() {
+                return Err(format!("language set {} is empty", number + 1));
+            }
+            let mut members: Vec<(String, Term)> = Vec::with_capacity(set.len());
+            for (lang, member) in set {
+                let code = crate::language::primary_subtag(lang)
+                    .ok_or_else(|| format!("{lang:?} is not a language code (es, en, fr…)"))?;
+                let pattern = member_pattern(member)?;
+                let text = member.split_whitespace().collect::<Vec<_>>().join(" ");
+                let term = Term {
+                    quoted: text.contains(' '),
+                    text: text.to_lowercase(),
+                    title_only: false,
+                    pattern,
+                };
+                if !members
+                    .iter()
+                    .any(|(l, t)| *l == code && t.pattern == term.pattern)
+                {
+                    members.push((code, term));
+                }
+            }
+            let index = self.crossings.len();
+            for (_, term) in &members {
+                let sets = self.crossings_of.entry(term.pattern.clone()).or_default();
+                if !sets.contains(&index) {
+                    sets.push(index);
+                }
+            }
+            self.crossings.push(members);
+        }
+        Ok(self)
+    }
+
+    /// The number of sets across languages.
+    pub fn crossing_sets(&self) -> usize {
+        self.crossings.len()
+    }
+
     /// `pattern` itself, then the other members of every group it is in.
     fn alternatives<'a>(&'a self, pattern: &'a Pattern) -> Vec<&'a Pattern> {
         let mut all = vec![pattern];
@@ -955,6 +1016,71 @@ impl Synonyms {
             }
         }
         all
+    }
+}
+
+/// The pattern of a synonym written as a subscriber would write a term.
+fn member_pattern(member: &str) -> Result<Pattern, String> {
+    let chars: Vec<char> = member.chars().collect();
+    if chars.len() > MAX_QUERY_CHARS {
+        return Err(format!(
+            "synonym {:?}… is longer than {MAX_QUERY_CHARS} characters",
+            chars.iter().take(20).collect::<String>()
+        ));
+    }
+    let words = split_words(&chars, 1).map_err(|e| format!("synonym {member:?}: {}", e.reason))?;
+    if words.is_empty() {
+        return Err(format!("synonym {member:?} has no letters or digits"));
+    }
+    Ok(pattern_of(words))
+}
+
+/// `node` with each text term that is a member of a set across languages
+/// replaced by: the term itself (anywhere, as always) OR each other member
+/// of its sets in an item of that member's language.
+fn cross(node: &Node, synonyms: &Synonyms) -> Node {
+    match node {
+        Node::Term(term) => {
+            let mut alternatives = vec![Node::Term(term.clone())];
+            for &set in synonyms
+                .crossings_of
+                .get(&term.pattern)
+                .into_iter()
+                .flatten()
+            {
+                for (lang, member) in synonyms.crossings.get(set).into_iter().flatten() {
+                    if member.pattern == term.pattern {
+                        continue;
+                    }
+                    let member = Term {
+                        title_only: term.title_only,
+                        ..member.clone()
+                    };
+                    let alternative = Node::And(vec![Node::Term(member), Node::Lang(lang.clone())]);
+                    if !alternatives.contains(&alternative) {
+                        alternatives.push(alternative);
+                    }
+                }
+            }
+            if alternatives.len() == 1 {
+                node.clone()
+            } else {
+                Node::Or(alternatives)
+            }
+        }
+        Node::Not(inner) => Node::Not(Box::new(cross(inner, synonyms))),
+        Node::And(parts) => Node::And(parts.iter().map(|p| cross(p, synonyms)).collect()),
+        Node::Or(parts) => {
+            let mut flat = Vec::with_capacity(parts.len());
+            for part in parts {
+                match cross(part, synonyms) {
+                    Node::Or(inner) => flat.extend(inner),
+                    other => flat.push(other),
+                }
+            }
+            Node::Or(flat)
+        }
+        Node::Feed(_) | Node::Tag(_) | Node::Lang(_) => node.clone(),
     }
 }
 
@@ -1115,6 +1241,7 @@ enum FieldName {
     Title,
     Feed,
     Tag,
+    Lang,
 }
 
 /// Lexes `name:value` or `name:"value"` for the word `chars[start..start +
@@ -1132,10 +1259,11 @@ fn field(
         "title" => (FieldName::Title, "title:USCIS"),
         "feed" => (FieldName::Feed, "feed:uscis-news"),
         "tag" => (FieldName::Tag, "tag:official"),
+        "lang" => (FieldName::Lang, "lang:es"),
         _ => {
             return Err(QueryError::new(
                 column,
-                format!("unknown field `{name}` (use title:, feed: or tag:)"),
+                format!("unknown field `{name}` (use title:, feed:, tag: or lang:)"),
             ));
         }
     };
@@ -1146,6 +1274,7 @@ fn field(
             FieldName::Title => word(value, value_column, true)?,
             FieldName::Feed => source(value, value_column, column, true)?,
             FieldName::Tag => source(value, value_column, column, false)?,
+            FieldName::Lang => language(value, value_column)?,
         };
         return Ok((leaf, word_len));
     }
@@ -1164,8 +1293,26 @@ fn field(
         FieldName::Title => phrase(content, open + 1, true)?,
         FieldName::Feed => source(content, open + 2, column, true)?,
         FieldName::Tag => source(content, open + 2, column, false)?,
+        FieldName::Lang => language(content, open + 2)?,
     };
     Ok((leaf, word_len + quoted_len))
+}
+
+/// The leaf for `lang:` with the code `value`, whose first character is at
+/// `value_column`.
+fn language(value: &[char], value_column: usize) -> Result<Node, QueryError> {
+    let raw: String = value.iter().collect();
+    crate::language::primary_subtag(raw.trim())
+        .map(Node::Lang)
+        .ok_or_else(|| {
+            QueryError::new(
+                value_column,
+                format!(
+                    "`lang:` takes a language code such as es, en, fr or pt, not {:?}",
+                    raw.chars().take(20).collect::<String>()
+                ),
+            )
+        })
 }
 
 /// The leaf for `feed:` (or else `tag:`) with the name `value`, whose first
@@ -1403,6 +1550,8 @@ pub struct Matcher {
     feeds: HashMap<String, u32>,
     /// Tag → atom.
     tags: HashMap<String, u32>,
+    /// Language code → atom.
+    langs: HashMap<String, u32>,
 }
 
 /// Something a query asks of a document.
@@ -1411,6 +1560,7 @@ enum Atom {
     Text(Pattern),
     Feed(String),
     Tag(String),
+    Lang(String),
 }
 
 /// A query on its way into the matcher.
@@ -1580,6 +1730,9 @@ impl Matcher {
                 Atom::Tag(name) => {
                     self.tags.insert(name.clone(), id);
                 }
+                Atom::Lang(code) => {
+                    self.langs.insert(code.clone(), id);
+                }
             }
         }
         // Every match is wanted, overlapping ones included: the tokens decide.
@@ -1746,6 +1899,11 @@ impl Matcher {
             if let Some(&atom) = self.tags.get(tag) {
                 present.push((atom, IN_SOURCE));
             }
+        }
+        if let Some(lang) = &doc.lang
+            && let Some(&atom) = self.langs.get(lang)
+        {
+            present.push((atom, IN_SOURCE));
         }
         present.sort_unstable();
         // One entry per atom, with all the places it is in.
@@ -1924,6 +2082,7 @@ fn compile(
         },
         Node::Feed(id) => OpKind::Source(intern(Atom::Feed(id.clone()))),
         Node::Tag(tag) => OpKind::Source(intern(Atom::Tag(tag.clone()))),
+        Node::Lang(code) => OpKind::Source(intern(Atom::Lang(code.clone()))),
         Node::Not(inner) => {
             compile(inner, synonyms, intern, ops, term_atoms);
             OpKind::Not
@@ -1964,6 +2123,8 @@ fn rarity(atom: &Atom) -> f64 {
         }
         Atom::Feed(_) => 0.1,
         Atom::Tag(_) => 0.4,
+        // Most items are in one or two languages.
+        Atom::Lang(_) => 0.5,
     }
 }
 
@@ -2538,8 +2699,8 @@ mod tests {
             (&deep_dashes, MAX_NESTING + 1, "too deeply nested"),
             (&deep_nots, MAX_NESTING * 4 + 1, "too deeply nested"),
             // Fields.
-            ("foo:bar", 1, "unknown field `foo` (use title:, feed: or tag:)"),
-            ("visa Foo:bar", 6, "unknown field `Foo` (use title:, feed: or tag:)"),
+            ("foo:bar", 1, "unknown field `foo` (use title:, feed:, tag: or lang:)"),
+            ("visa Foo:bar", 6, "unknown field `Foo` (use title:, feed:, tag: or lang:)"),
             ("-foo:bar", 2, "unknown field `foo`"),
             ("https://uscis.gov", 1, "unknown field `https`"),
             ("title:", 1, "`title:` needs a word or a quoted phrase right after it, as in title:USCIS"),
@@ -2579,7 +2740,7 @@ mod tests {
         assert!(boxed.to_string().contains("column 11"));
         assert_eq!(
             Query::parse("x foo:bar").unwrap_err().to_string(),
-            "unknown field `foo` (use title:, feed: or tag:) at column 3"
+            "unknown field `foo` (use title:, feed:, tag: or lang:) at column 3"
         );
     }
 
@@ -2730,6 +2891,190 @@ mod tests {
                 (2, "[Asylum](asylum) and visa news | parole".to_string()),
             ]
         );
+    }
+
+    fn crossing() -> Synonyms {
+        let set = |members: &[(&str, &str)]| {
+            members
+                .iter()
+                .map(|(l, t)| (l.to_string(), t.to_string()))
+                .collect()
+        };
+        Synonyms::default()
+            .with_crossings(vec![
+                set(&[
+                    ("en", "asylum"),
+                    ("es", "asilo"),
+                    ("es", "asilo político"),
+                    ("fr", "asile"),
+                    ("pt", "asilo"),
+                ]),
+                set(&[
+                    ("en", "deportation"),
+                    ("es", "deportación"),
+                    ("fr", "expulsion"),
+                ]),
+            ])
+            .expect("sets")
+    }
+
+    #[test]
+    fn lang_scopes_match_the_items_language() {
+        let spanish =
+            Document::new("¿Qué pasa con el asilo?", "Niños, año, señal").with_lang(Some("es-MX"));
+        let english = Document::new("Asylum news", "").with_lang(Some("en"));
+        let unknown = Document::new("asilo", "");
+        for (query, doc, want) in [
+            ("asilo lang:es", &spanish, true),
+            ("asilo lang:ES", &spanish, true),
+            ("asilo lang:\"es-419\"", &spanish, true),
+            ("asilo lang:en", &spanish, false),
+            ("asilo -lang:es", &spanish, false),
+            ("lang:es", &spanish, true),
+            ("(lang:es OR lang:en) asylum", &english, true),
+            ("asilo lang:es", &unknown, false),
+            ("asilo -lang:en", &unknown, true),
+            ("niños año", &spanish, true),
+        ] {
+            let q = parse(query);
+            assert_eq!(q.matches(doc), want, "{query}");
+            let matcher = Matcher::new(vec![(1, q.clone())], &Synonyms::default());
+            assert_eq!(
+                !matcher.find_matches(doc).is_empty(),
+                want,
+                "matcher {query}"
+            );
+            // Canonical text parses back to the same query.
+            assert_eq!(parse(&q.to_string()), q, "{query}");
+        }
+        for bad in [
+            "asilo lang:",
+            "lang:español",
+            "lang:e",
+            "lang:1",
+            "lang:\"\"",
+        ] {
+            let err = Query::parse(bad).expect_err(bad);
+            assert!(err.reason.contains("lang:"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn searches_cross_languages_only_when_asked_and_only_into_each_members_language() {
+        let synonyms = crossing();
+        let doc = |title: &str, lang: Option<&str>| Document::new(title, "").with_lang(lang);
+        let cases = [
+            // (query, title, item language, plain, crossing)
+            (
+                "asylum",
+                "Nueva regla de asilo político",
+                Some("es"),
+                false,
+                true,
+            ),
+            (
+                "asylum",
+                "Demandeurs d'asile à Calais",
+                Some("fr"),
+                false,
+                true,
+            ),
+            ("asylum", "Pedido de asilo negado", Some("pt"), false, true),
+            // The member only counts in its own language; unknown is none.
+            ("asylum", "asilo", None, false, false),
+            ("asylum", "asile", Some("en"), false, false),
+            ("asilo", "Asylum backlog grows", Some("en"), false, true),
+            // The search's own word matches in any language, as always.
+            ("asylum", "Asylum en español", Some("es"), true, true),
+            // English "expulsion" is no deportation; French is.
+            (
+                "deportation",
+                "Student expulsion appeal",
+                Some("en"),
+                false,
+                false,
+            ),
+            (
+                "deportation",
+                "Expulsion vers Haïti",
+                Some("fr"),
+                false,
+                true,
+            ),
+            (
+                "title:deportation",
+                "Expulsion vers Haïti",
+                Some("fr"),
+                false,
+                true,
+            ),
+            (
+                "deportation -asylum",
+                "Deportación y asilo",
+                Some("es"),
+                false,
+                false,
+            ),
+            (
+                "deportation OR visa",
+                "Deportación masiva",
+                Some("es"),
+                false,
+                true,
+            ),
+            ("H-1B", "Visa H-1B", Some("es"), true, true),
+        ];
+        for (query, title, lang, plain, crossing) in cases {
+            let q = parse(query);
+            let crossed = q.across_languages(&synonyms);
+            let d = doc(title, lang);
+            assert_eq!(
+                q.explain(&d, &synonyms).is_some(),
+                plain,
+                "plain {query} / {title}"
+            );
+            assert_eq!(
+                crossed.explain(&d, &synonyms).is_some(),
+                crossing,
+                "crossing {query} / {title}"
+            );
+            let matcher = Matcher::new(vec![(1, q.clone()), (2, crossed.clone())], &synonyms);
+            let want: Vec<i64> = [(1, plain), (2, crossing)]
+                .into_iter()
+                .filter_map(|(id, m)| m.then_some(id))
+                .collect();
+            assert_eq!(matcher.find_matches(&d), want, "{query} / {title}");
+            assert_eq!(parse(&crossed.to_string()), crossed, "{crossed}");
+        }
+        // What a crossing search shows it matches, and highlights where.
+        let crossed = parse("asylum").across_languages(&synonyms);
+        assert_eq!(
+            crossed.to_string(),
+            "asylum OR asilo lang:es OR \"asilo político\" lang:es OR asile lang:fr OR asilo lang:pt"
+        );
+        let hits = crossed
+            .explain(&doc("Solicitud de asilo", Some("es")), &synonyms)
+            .expect("matches");
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].term, "asilo");
+        assert_eq!(hits[0].range, 13..18);
+        // Without sets, crossing changes nothing.
+        let plain = parse("asylum");
+        assert_eq!(plain.across_languages(&Synonyms::default()), plain);
+    }
+
+    #[test]
+    fn language_sets_refuse_bad_members() {
+        let one = |lang: &str, term: &str| vec![vec![(lang.to_string(), term.to_string())]];
+        for (sets, want) in [
+            (one("español", "asilo"), "not a language code"),
+            (one("es", "*"), "synonym"),
+            (one("es", "--"), "no letters"),
+            (vec![Vec::new()], "empty"),
+        ] {
+            let err = Synonyms::default().with_crossings(sets).expect_err(want);
+            assert!(err.contains(want), "{err}");
+        }
     }
 
     #[test]
@@ -2957,6 +3302,7 @@ mod tests {
             body: Vec<String>,
             feed: Option<String>,
             tags: Vec<String>,
+            lang: Option<String>,
         }
 
         fn evaluate(node: &Node, item: &Item, groups: &[Vec<Pattern>]) -> bool {
@@ -2972,6 +3318,7 @@ mod tests {
                 }
                 Node::Feed(feed) => item.feed.as_ref() == Some(feed),
                 Node::Tag(tag) => item.tags.contains(tag),
+                Node::Lang(code) => item.lang.as_ref() == Some(code),
                 Node::Not(inner) => !evaluate(inner, item, groups),
                 Node::And(parts) => parts.iter().all(|p| evaluate(p, item, groups)),
                 Node::Or(parts) => parts.iter().any(|p| evaluate(p, item, groups)),
@@ -3035,6 +3382,8 @@ mod tests {
             "feed:b",
             "tag:x",
             "tag:y",
+            "lang:es",
+            "lang:en",
             "é",
             "1b",
         ];
@@ -3138,6 +3487,7 @@ mod tests {
                 feed in prop::option::of(select(&["a", "b", "c"][..])),
                 tags in subsequence(&["x", "y", "z"][..], 0..=3),
                 with_synonyms in any::<bool>(),
+                lang in prop::option::of(select(&["es", "en", "fr"][..])),
             ) {
                 // Ids collide now and then: an id with several queries.
                 let subscriptions: Vec<(i64, Query)> = (0..)
@@ -3153,8 +3503,9 @@ mod tests {
                 } else {
                     (Synonyms::default(), Vec::new())
                 };
-                let doc = document(&title, &body, feed.unwrap_or(""), &tags);
+                let doc = document(&title, &body, feed.unwrap_or(""), &tags).with_lang(lang);
                 let item = Item {
+                    lang: lang.map(String::from),
                     title: tokens(&title),
                     body: tokens(&body),
                     feed: feed.map(String::from),

@@ -97,6 +97,7 @@ pub fn listing(
             summary: own_text.chars().take(MAX_SUMMARY_CHARS).collect(),
             content: String::new(),
             published,
+            declared_lang: None,
         });
     }
     if items.is_empty() {
@@ -649,6 +650,7 @@ pub fn change_item(
         summary: change,
         content: String::new(),
         published: Some(now),
+        declared_lang: None,
     }
 }
 

@@ -32,7 +32,7 @@ use url::Url;
 
 /// One feed entry, reduced to what Tidings stores and matches. All text is plain text:
 /// markup stripped, entities decoded, whitespace collapsed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Item {
     /// Stable identity within its feed (see the module doc).
     pub key: String,
@@ -44,6 +44,9 @@ pub struct Item {
     pub content: String,
     /// Publication (or update) date; `None` when missing, unparseable or in the future.
     pub published: Option<DateTime<Utc>>,
+    /// The language the feed declares for the item (Atom `xml:lang`, else the feed's
+    /// RSS `<language>`), as written; what it really is, `language` decides.
+    pub declared_lang: Option<String>,
 }
 
 /// The body a subscription is matched against: summary and content, once each.
@@ -164,6 +167,13 @@ pub fn parse_feed(
         .iter()
         .map(|entry| {
             let mut item = convert(entry, now);
+            item.declared_lang = entry
+                .language
+                .as_deref()
+                .or(feed.language.as_deref())
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(|l| l.chars().take(35).collect());
             // A guid repeated within one document must still give distinct keys.
             let n = seen.entry(item.key.clone()).or_insert(0);
             *n += 1;
@@ -278,6 +288,7 @@ fn convert(entry: &Entry, now: DateTime<Utc>) -> Item {
         summary,
         content,
         published,
+        declared_lang: None,
     }
 }
 

@@ -67,6 +67,8 @@ pub struct App {
     /// The password of the web admin page (`TIDINGS_ADMIN_TOKEN`); `None` = no page.
     pub admin_token: Option<Arc<str>>,
     pub synonyms: Arc<Synonyms>,
+    /// What tells new items' languages.
+    pub languages: Arc<crate::language::Detector>,
     pub store: Store,
     pub fetcher: Fetcher,
     pub mailer: Mailer,
@@ -113,8 +115,10 @@ impl App {
     /// Opens the database (migrating it), makes its feed list match the config, and
     /// builds the HTTP client and the mailer.
     pub async fn open(config: Config) -> Result<App> {
-        let synonyms = Synonyms::new(config.synonyms.clone())
-            .map_err(|e| anyhow::anyhow!("{}: [synonyms]: {e}", config.path.display()))?;
+        let synonyms = config
+            .matcher_synonyms()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", config.path.display()))?;
+        let languages = Arc::new(config.language_detector());
         let store = Store::open_database(&config.database).await?;
         sync_feed_list(&store, &config).await?;
         for problem in sync_destinations(&store, &config).await? {
@@ -136,6 +140,7 @@ impl App {
             poll_slots,
             config: Arc::new(config),
             synonyms: Arc::new(synonyms),
+            languages,
             store,
             fetcher,
             mailer,
@@ -157,8 +162,10 @@ impl App {
     pub async fn reconfigure(&self, mut config: Config) -> Result<App> {
         config.database = self.config.database.clone();
         config.web.secret_file = self.config.web.secret_file.clone();
-        let synonyms = Synonyms::new(config.synonyms.clone())
-            .map_err(|e| anyhow::anyhow!("{}: [synonyms]: {e}", config.path.display()))?;
+        let synonyms = config
+            .matcher_synonyms()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", config.path.display()))?;
+        let languages = Arc::new(config.language_detector());
         let fetcher = Fetcher::new(&config.poll)?;
         let links = self.links.with_base_url(config.web.base_url.clone());
         let mailer = Mailer::new(&config.mail, Some(links.clone()))?;
@@ -195,6 +202,7 @@ impl App {
             sender: self.sender.clone(),
             admin_token: self.admin_token.clone(),
             synonyms: Arc::new(synonyms),
+            languages,
             store: self.store.clone(),
             fetcher,
             mailer,
@@ -743,6 +751,9 @@ pub async fn load_matcher(store: &Store, synonyms: &Synonyms) -> Result<Compiled
     for (id, text) in active.queries {
         match Query::parse(&text) {
             // The matcher's ids are plain numbers; they come back as subscriptions'.
+            Ok(q) if active.crossing.binary_search(&id).is_ok() => {
+                compiled.push((id.0, q.across_languages(synonyms)));
+            }
             Ok(q) => compiled.push((id.0, q)),
             Err(e) => warn!(subscription = id.0, query = %text, error = %e, "skipping bad query"),
         }
@@ -993,6 +1004,7 @@ pub async fn refresh_feed(
         matcher_generation: 0,
         snapshot,
         stories: app.config.stories,
+        languages: app.languages.clone(),
     };
     let mut matcher = matcher.clone();
     // The store refuses a matcher older than the subscriptions (they may change in
@@ -1003,10 +1015,10 @@ pub async fn refresh_feed(
         let (compiled, id, tags) = (matcher.clone(), feed.id.clone(), tags.clone());
         let outcome = app
             .store
-            .store_items(&feed, poll.clone(), move |item, article| {
+            .store_items(&feed, poll.clone(), move |item, article, lang| {
                 let found = compiled
                     .matcher
-                    .find_matches(&document(item, article, &id, &tags));
+                    .find_matches(&document(item, article, &id, &tags).with_lang(lang));
                 found.into_iter().map(SubscriptionId).collect()
             })
             .await?;
@@ -1398,6 +1410,7 @@ async fn queue_digests(
                         manage_url: Some(&manage),
                         cache: Some(&cache),
                         more_follow: parcels.more_follow,
+                        locale: crate::locale::get(&s.locale),
                     };
                     let email = match parcels.email.is_empty() {
                         true => None,
@@ -1476,6 +1489,7 @@ mod tests {
             paused_at: None,
             queries: queries.iter().map(|q| q.to_string()).collect(),
             new_outlets: Default::default(),
+            locale: "en".into(),
         };
         let subscribers = [
             subscriber(

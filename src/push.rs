@@ -1476,6 +1476,7 @@ mod tests {
             also_in: Vec::new(),
             also_more: 0,
             more_coverage: false,
+            lang: None,
         }
     }
 

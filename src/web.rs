@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::digest::{Schedule, parse_time_zone};
+use crate::locale::Locale;
 use crate::matcher::Query;
 use crate::pipeline::App;
 use crate::store::{
@@ -50,6 +51,7 @@ const CSP: &str = "default-src 'none'; style-src 'self'; form-action 'self'; \
 static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut env = Environment::new();
     env.set_formatter(crate::digest::html_formatter);
+    crate::locale::install(&mut env);
     for (name, source) in [
         (
             "web/layout.html",
@@ -129,6 +131,8 @@ pub fn router(app: watch::Receiver<App>) -> Router {
         .route("/manage/{token}/pause", post(pause_query))
         .route("/manage/{token}/schedule", post(set_schedule))
         .route("/manage/{token}/outlets", post(set_new_outlets))
+        .route("/manage/{token}/languages", post(cross_languages))
+        .route("/manage/{token}/language", post(set_language))
         .route("/manage/{token}/destination", post(add_destination))
         .route(
             "/manage/{token}/destination/confirm",
@@ -330,10 +334,17 @@ fn render(name: &str, cx: minijinja::Value) -> axum::response::Html<String> {
     axum::response::Html(html)
 }
 
-fn message(heading: &str, lines: &[&str], link: Option<(&str, &str)>) -> Response {
+/// A page of a few lines, in a subscriber's language (its texts already translated).
+fn message_in(
+    locale: &Locale,
+    heading: &str,
+    lines: &[&str],
+    link: Option<(&str, &str)>,
+) -> Response {
     render(
         "web/message.html",
         context! {
+            lang => &locale.code,
             heading,
             lines,
             link => link.map(|(url, _)| url),
@@ -387,6 +398,7 @@ async fn unsubscribe_page(
     Ok(render(
         "web/unsubscribe.html",
         context! {
+            lang => &s.locale,
             email => s.email,
             queries => s.queries.len(),
             action => page_path(&format!("unsubscribe/{token}")),
@@ -410,54 +422,62 @@ async fn unsubscribe(
     };
     app.store.unsubscribe(s.id, &token, app.store.now()).await?;
     info!(subscriber = s.id.0, "unsubscribed from the web");
-    Ok(unsubscribed_page())
+    Ok(unsubscribed_page(crate::locale::get(&s.locale)))
 }
 
 /// A token that names no current subscriber: fine if it was used to unsubscribe (the
 /// link keeps working), a bad link otherwise.
 async fn already_unsubscribed(app: &App, token: &str) -> Result<Response, Failure> {
     if app.store.was_unsubscribed(token).await? {
-        Ok(unsubscribed_page())
+        Ok(unsubscribed_page(crate::locale::get(
+            crate::locale::DEFAULT,
+        )))
     } else {
         Err(Failure::BadLink)
     }
 }
 
-fn unsubscribed_page() -> Response {
-    message(
-        "You are unsubscribed",
+fn unsubscribed_page(l: &Locale) -> Response {
+    message_in(
+        l,
+        l.text("unsubscribe.done"),
         &[
-            "You will get no more digests from Tidings, and your searches are deleted.",
-            "A digest already on its way may still arrive.",
+            l.text("unsubscribe.done_line"),
+            l.text("unsubscribe.on_its_way"),
         ],
-        Some((&page_path(""), "Subscribe again")),
+        Some((
+            &page_path(&format!("?lang={}", l.code)),
+            l.text("unsubscribe.again"),
+        )),
     )
 }
 
 // ---- manage -------------------------------------------------------------------------------
 
-/// `?done=` values the manage page turns into a notice after a change.
+/// `?done=` values the manage page turns into a notice after a change: the notice's key
+/// in the locale files.
 fn notice(done: Option<&str>) -> Option<&'static str> {
-    match done? {
-        "added" => Some("Search added. It matches news from now on."),
-        "removed" => Some("Search removed."),
-        "schedule" => Some("Schedule saved."),
-        "outlets" => Some("Saved what you hear of stories you already got."),
-        "paused" => Some("Search paused: it matches nothing until you resume it."),
-        "resumed" => Some("Search resumed. It matches news from now on."),
-        "unchanged" => Some(
-            "Nothing changed: that search is not on this page (perhaps it was removed already).",
-        ),
-        "confirmed" => Some("Destination confirmed: your alerts go there from now on."),
-        "dest-paused" => Some("Destination paused: its alerts wait until you resume it."),
-        "dest-resumed" => Some("Destination resumed: what waited is on its way."),
-        "dest-removed" => Some("Destination removed."),
-        "dest-tested" => Some("Test message sent: look for it there."),
-        "dest-resent" => Some("The code was sent again: look for it there."),
-        "dest-unchanged" => Some("Nothing changed: that destination is not in that state."),
-        "routed" => Some("Saved where that search goes."),
-        _ => None,
-    }
+    Some(match done? {
+        "added" => "notice.added",
+        "removed" => "notice.removed",
+        "schedule" => "notice.schedule",
+        "outlets" => "notice.outlets",
+        "paused" => "notice.paused",
+        "resumed" => "notice.resumed",
+        "unchanged" => "notice.unchanged",
+        "confirmed" => "notice.confirmed",
+        "dest-paused" => "notice.dest_paused",
+        "dest-resumed" => "notice.dest_resumed",
+        "dest-removed" => "notice.dest_removed",
+        "dest-tested" => "notice.dest_tested",
+        "dest-resent" => "notice.dest_resent",
+        "dest-unchanged" => "notice.dest_unchanged",
+        "routed" => "notice.routed",
+        "crossing" => "notice.crossing",
+        "not-crossing" => "notice.not_crossing",
+        "language" => "notice.language",
+        _ => return None,
+    })
 }
 
 async fn manage_page(
@@ -467,11 +487,12 @@ async fn manage_page(
 ) -> Result<Response, Failure> {
     let app = app.borrow().clone();
     let s = subscriber_for(&app, &token, true).await?;
+    let locale = crate::locale::get(&s.locale);
     let page = manage_view(
         &app,
         &token,
         &s,
-        notice(params.get("done").map(String::as_str)),
+        notice(params.get("done").map(String::as_str)).map(|key| locale.text(key)),
         None,
         "",
     )
@@ -506,6 +527,7 @@ async fn manage_view_with(
     let subscriptions = app.store.subscription_states(s.id).await?;
     let channels = app.store.channels(Some(s.id)).await?;
     let not_to_email = app.store.searches_not_to_email(s.id).await?;
+    let crossing = app.store.searches_crossing_languages(s.id).await?;
     let subscriptions: Vec<_> = subscriptions
         .into_iter()
         .map(|(id, query, paused)| {
@@ -518,7 +540,8 @@ async fn manage_view_with(
                     context! { id => c.id.0, name => &c.name, takes }
                 })
                 .collect();
-            context! { id, query, paused, feed, to_email, routes }
+            let crosses = crossing.contains(&id);
+            context! { id, query, paused, feed, to_email, routes, crosses }
         })
         .collect();
     let destinations: Vec<Value> = channels
@@ -542,6 +565,8 @@ async fn manage_view_with(
     Ok(render(
         "web/manage.html",
         context! {
+            lang => &s.locale,
+            locales => locale_choices(),
             email => &s.email,
             paused => s.paused_at.is_some(),
             notice,
@@ -658,6 +683,54 @@ async fn remove_query(
         &token,
         if removed { "removed" } else { "unchanged" },
     ))
+}
+
+/// The language of a subscriber's digests and pages, chosen on the manage page.
+async fn set_language(
+    State(app): State<watch::Receiver<App>>,
+    Path(token): Path<String>,
+    form: Result<Form<HashMap<String, String>>, FormRejection>,
+) -> Result<Response, Failure> {
+    let app = app.borrow().clone();
+    let (s, fields) = manage_form(&app, &token, form).await?;
+    let chosen = fields.get("locale").and_then(|c| crate::locale::find(c));
+    let Some(locale) = chosen else {
+        let why = "Choose one of the languages.";
+        let page = manage_view(&app, &token, &s, None, Some(why), "").await?;
+        return Ok((StatusCode::BAD_REQUEST, page).into_response());
+    };
+    app.store.set_locale(s.id, &locale.code).await?;
+    Ok(back_to(&token, "language"))
+}
+
+/// Every locale as the pages offer them: code and name.
+fn locale_choices() -> Vec<minijinja::Value> {
+    crate::locale::all()
+        .iter()
+        .map(|l| context! { code => &l.code, name => &l.name })
+        .collect()
+}
+
+/// Turns crossing languages on or off for one of the subscriber's searches.
+async fn cross_languages(
+    State(app): State<watch::Receiver<App>>,
+    Path(token): Path<String>,
+    form: Result<Form<HashMap<String, String>>, FormRejection>,
+) -> Result<Response, Failure> {
+    let app = app.borrow().clone();
+    let (s, fields) = manage_form(&app, &token, form).await?;
+    let subscription = subscription_field(&fields)?;
+    let crosses = fields.get("cross").map(String::as_str) == Some("1");
+    let changed = app
+        .store
+        .set_crosses_languages(s.id, subscription, crosses)
+        .await?;
+    let done = match (changed, crosses) {
+        (false, _) => "unchanged",
+        (true, true) => "crossing",
+        (true, false) => "not-crossing",
+    };
+    Ok(back_to(&token, done))
 }
 
 async fn pause_query(
@@ -1296,18 +1369,36 @@ struct SignupForm {
     tz: String,
 }
 
-async fn subscribe_page(State(app): State<watch::Receiver<App>>) -> Response {
+/// The sign-up page, in the language asked for (`?lang=es`), else in the one the
+/// browser prefers (`Accept-Language`) among those there are.
+async fn subscribe_page(
+    State(app): State<watch::Receiver<App>>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
     let app = app.borrow().clone();
     let form = SignupForm {
         frequency: "daily".into(),
         tz: app.config.digest.timezone.name().into(),
         ..SignupForm::default()
     };
-    subscribe_view(&app, &form, &[], None).into_response()
+    let locale = page_locale(params.get("lang").map(String::as_str), &headers);
+    subscribe_view(&app, locale, &form, &[], None).into_response()
+}
+
+/// The locale named by `chosen` (a form field, `?lang=`), else the browser's.
+fn page_locale(chosen: Option<&str>, headers: &axum::http::HeaderMap) -> &'static Locale {
+    chosen.and_then(crate::locale::find).unwrap_or_else(|| {
+        let accept = headers
+            .get(axum::http::header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok());
+        crate::locale::negotiate(accept)
+    })
 }
 
 fn subscribe_view(
     app: &App,
+    locale: &Locale,
     form: &SignupForm,
     errors: &[String],
     previews: Option<Vec<minijinja::Value>>,
@@ -1315,6 +1406,8 @@ fn subscribe_view(
     render(
         "web/subscribe.html",
         context! {
+            lang => &locale.code,
+            locales => locale_choices(),
             feeds => app.config.feeds.len(),
             csrf => app.links.form_token(app.store.now().timestamp()),
             email => &form.email,
@@ -1383,6 +1476,7 @@ async fn subscribe(
         frequency: field("frequency"),
         tz: field("tz"),
     };
+    let locale = page_locale(Some(&field("lang")), &headers);
 
     let mut errors = Vec::new();
     // Counted, stored and mailed in its one spelling; the form shows what was typed.
@@ -1439,10 +1533,11 @@ async fn subscribe(
         } else {
             StatusCode::BAD_REQUEST
         };
-        return Ok((status, subscribe_view(&app, &form, &errors, Some(previews))).into_response());
+        let page = subscribe_view(&app, locale, &form, &errors, Some(previews));
+        return Ok((status, page).into_response());
     }
     let (Ok(schedule), Some(tz), true) = (schedule, tz, errors.is_empty()) else {
-        let page = subscribe_view(&app, &form, &errors, None);
+        let page = subscribe_view(&app, locale, &form, &errors, None);
         return Ok((StatusCode::BAD_REQUEST, page).into_response());
     };
 
@@ -1455,6 +1550,7 @@ async fn subscribe(
         client: client.clone(),
         created_at: now,
         confirmed_at: None,
+        locale: locale.code.clone(),
     };
     let limits = SignupLimits {
         per_client_per_hour: SIGNUPS_PER_CLIENT_PER_HOUR,
@@ -1468,6 +1564,7 @@ async fn subscribe(
         .record_signup(&signup, limits, &domain, move |id| {
             let signup = mail_to;
             let cx = context! {
+                lang => &signup.locale,
                 email => &signup.email,
                 queries => &signup.queries,
                 frequency => schedule.to_string(),
@@ -1480,7 +1577,8 @@ async fn subscribe(
             let html = TEMPLATES
                 .get_template("web/confirm_mail.html")?
                 .render(&cx)?;
-            Ok(("Confirm your Tidings subscription".to_string(), text, html))
+            let subject = crate::locale::get(&signup.locale).text("confirm.mail_subject");
+            Ok((subject.to_string(), text, html))
         })
         .await?;
     let signup_id = match admission {
@@ -1493,7 +1591,7 @@ async fn subscribe(
     let Some(signup_id) = signup_id else {
         // Answered like any other sign-up: the page never tells what it knows.
         info!("sign-up not mailed: this address was asked for too often today");
-        return Ok(check_inbox(&email));
+        return Ok(check_inbox(locale, &email));
     };
     info!(signup = signup_id.0, "sign-up: confirmation mail queued");
     // Send it now rather than at the next digest tick.
@@ -1503,17 +1601,15 @@ async fn subscribe(
             warn!(error = %format!("{e:#}"), "sending the confirmation mail; the digest round retries it");
         }
     });
-    Ok(check_inbox(&email))
+    Ok(check_inbox(locale, &email))
 }
 
-fn check_inbox(email: &str) -> Response {
-    let line = format!(
-        "If {email} can receive mail, a message with a confirmation link is on its way. \
-         Nothing is sent until you confirm."
-    );
-    message(
-        "Check your inbox",
-        &[&line, "The link works for 48 hours."],
+fn check_inbox(l: &Locale, email: &str) -> Response {
+    let line = l.fill("subscribe.sent_link", &[("email", &email)]);
+    message_in(
+        l,
+        l.text("subscribe.check_inbox"),
+        &[&line, l.text("subscribe.link_hours")],
         None,
     )
 }
@@ -1536,7 +1632,8 @@ async fn preview(
     for item in &items {
         let body = crate::parse::body_text(&item.summary, &item.content);
         let doc = crate::matcher::Document::new(&item.title, &body)
-            .with_source(&item.feed_id, &item.tags);
+            .with_source(&item.feed_id, &item.tags)
+            .with_lang(item.lang.as_deref());
         for i in matcher.find_matches(&doc) {
             if let Some(list) = usize::try_from(i).ok().and_then(|i| hits.get_mut(i)) {
                 list.push(&item.title);
@@ -1581,11 +1678,12 @@ async fn confirm_page(
     let app = app.borrow().clone();
     let (_, signup) = signup_for(&app, &token).await?;
     if signup.confirmed_at.is_some() {
-        return subscribed_page(&app, &signup.email, &[]).await;
+        return subscribed_page(&app, &signup, &[]).await;
     }
     Ok(render(
         "web/confirm.html",
         context! {
+            lang => &signup.locale,
             email => &signup.email,
             queries => &signup.queries,
             frequency => &signup.frequency,
@@ -1659,25 +1757,33 @@ async fn confirm(
             "sign-up confirmed"
         );
     }
-    subscribed_page(&app, &signup.email, &left_out).await
+    subscribed_page(&app, &signup, &left_out).await
 }
 
 /// "You are subscribed", naming the searches of the sign-up that were `left_out`.
-async fn subscribed_page(app: &App, email: &str, left_out: &[String]) -> Result<Response, Failure> {
+async fn subscribed_page(
+    app: &App,
+    signup: &crate::store::Signup,
+    left_out: &[String],
+) -> Result<Response, Failure> {
+    let email = &signup.email;
     let subscriber = app.store.subscriber(email).await?;
     let manage = subscriber.map(|s| local_path(&app.links.manage_url(s.id, &s.email)));
-    let line =
-        format!("Digests will go to {email}. Each one links to your page and to unsubscribe.");
+    let l = crate::locale::get(&signup.locale);
+    let line = l.fill("subscribe.subscribed_to", &[("email", email)]);
     let mut lines = vec![line.as_str()];
     let left_out = left_out
         .iter()
-        .map(|q| format!("Not added: {q}"))
+        .map(|q| l.fill("subscribe.not_added", &[("search", q)]))
         .collect::<Vec<_>>();
     lines.extend(left_out.iter().map(String::as_str));
-    Ok(message(
-        "You are subscribed",
+    Ok(message_in(
+        l,
+        l.text("subscribe.subscribed"),
         &lines,
-        manage.as_deref().map(|m| (m, "Your searches and schedule")),
+        manage
+            .as_deref()
+            .map(|m| (m, l.text("subscribe.your_page"))),
     ))
 }
 

@@ -87,11 +87,19 @@ fn start_driver() -> Result<(Driver, PathBuf), String> {
 
 /// A headless chromium session at phone width that stays on loopback.
 async fn open_browser(driver: &Driver, chromium: &Path) -> Client {
+    open_browser_in(driver, chromium, "en-US,en").await
+}
+
+/// [`open_browser`] whose reader prefers `languages` (its `Accept-Language`).
+async fn open_browser_in(driver: &Driver, chromium: &Path, languages: &str) -> Client {
+    let first = languages.split(',').next().unwrap_or("en");
     let capabilities = json!({
         "browserName": "chrome",
         "goog:chromeOptions": {
             "binary": chromium,
+            "prefs": { "intl.accept_languages": languages },
             "args": [
+                format!("--lang={first}"),
                 "--headless=new",
                 "--no-sandbox",
                 "--disable-gpu",
@@ -294,7 +302,20 @@ fn main() -> std::process::ExitCode {
         },
     )
     .with_ignored_flag(missing.is_some() && !required);
-    libtest_mimic::run(&args, vec![walk, webhook]).exit_code()
+    let spanish = libtest_mimic::Trial::test(
+        "a_spanish_reader_signs_up_and_manages_in_spanish_in_a_real_browser",
+        || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a tokio runtime")
+                .block_on(a_spanish_reader_signs_up_and_manages_in_spanish_in_a_real_browser());
+            Ok(())
+        },
+    )
+    .with_ignored_flag(missing.is_some() && !required);
+    libtest_mimic::run(&args, vec![walk, webhook, spanish]).exit_code()
 }
 
 async fn a_subscriber_signs_up_confirms_manages_and_leaves_in_a_real_browser() {
@@ -581,6 +602,151 @@ async fn a_subscriber_adds_a_webhook_confirms_it_and_the_next_digest_arrives_the
         .collect();
     assert_eq!(titles, ["Asylum rule two"]);
     assert!(smtp.messages().is_empty(), "nothing by mail");
+
+    browser.close().await.unwrap();
+    drop(driver);
+}
+
+/// A reader whose browser prefers Spanish: the sign-up page, the confirmation mail, the
+/// pages after it and the digests are in Spanish; a search that crosses languages finds
+/// Spanish news for an English word; the manage page switches the language.
+async fn a_spanish_reader_signs_up_and_manages_in_spanish_in_a_real_browser() {
+    let (driver, chromium) = start_driver().unwrap_or_else(|why| {
+        panic!("the browser test cannot run: {why} (apt-get install -y chromium chromium-driver)")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let feeds = support::FeedServer::start().await;
+    let smtp = support::SmtpServer::start().await;
+    let (app, base, _stop) = start_site(dir.path(), &feeds, &smtp).await;
+    let browser = open_browser_in(&driver, &chromium, "es-MX,es").await;
+    const ANA: &str = "ana@example.org";
+
+    // 1. The sign-up page, in Spanish from the browser's preference.
+    browser.goto(&format!("{base}/")).await.unwrap();
+    assert_eq!(browser.title().await.unwrap(), "Suscribirse · Tidings");
+    let page = main_text(&browser).await;
+    assert!(
+        page.contains("Reciba las noticias de inmigración que coinciden con sus palabras"),
+        "{page}"
+    );
+    fill(&browser, "email", ANA).await;
+    fill(&browser, "queries", "asylum").await;
+    fill(&browser, "frequency", "immediate").await;
+    fill(&browser, "tz", "America/Mexico_City").await;
+    let page = click_button(
+        &browser,
+        "",
+        "Ver qué encontraría",
+        "Lo que habrían encontrado en los últimos 7 días",
+    )
+    .await;
+    assert!(page.contains("asylum: 2 noticias"), "{page}");
+    screenshot(&browser, "07-registro-en-espanol").await;
+    click_button(&browser, "", "Suscribirse", "Revise su correo").await;
+
+    // 2. The confirmation mail and page, in Spanish.
+    let received = smtp.wait_for(1, Duration::from_secs(10)).await;
+    let mail = support::decode(&received[0]);
+    assert_eq!(mail.subject, "Confirme su suscripción a Tidings");
+    assert!(
+        mail.text.contains("Alguien, probablemente usted"),
+        "{}",
+        mail.text
+    );
+    let link = mail
+        .text
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix("http://localhost:8080/confirm/"))
+        .unwrap_or_else(|| panic!("no confirmation link in {}", mail.text));
+    browser
+        .goto(&format!("{base}/confirm/{link}"))
+        .await
+        .unwrap();
+    wait_for_text(&browser, "Confirme su suscripción").await;
+    click_button(&browser, "", "Confirmar", "Ya está suscrito").await;
+    let ana = app
+        .store
+        .subscriber(ANA)
+        .await
+        .unwrap()
+        .expect("subscribed");
+    assert_eq!(ana.locale, "es");
+
+    // 3. The manage page: the search crosses languages from a button.
+    click_link(&browser, "Sus búsquedas y su horario", "Sus resúmenes").await;
+    let page = click_button(
+        &browser,
+        "//li[code[text()='asylum']]",
+        "También en otros idiomas",
+        "también encuentra sus palabras en otros idiomas",
+    )
+    .await;
+    assert!(page.contains("Solo como está escrita"), "{page}");
+    screenshot(&browser, "08-gestion-en-espanol").await;
+
+    // 4. Spanish news reaches the English word, in a Spanish digest.
+    let now = chrono::Utc::now();
+    feeds.set(
+        "/news.xml",
+        support::Route::feed(
+            "application/rss+xml",
+            format!(
+                "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>Noticias</title>\
+                 <item><guid>es1</guid><title>¿Qué cambia con la nueva regla de asilo?</title>\
+                 <description>El gobierno publicó una norma que limita las solicitudes de asilo \
+                 en la frontera sur; los niños y las familias señalan que será impugnada.</description>\
+                 <pubDate>{}</pubDate></item></channel></rss>",
+                now.to_rfc2822()
+            ),
+        ),
+    );
+    tidings::poll_feeds(&app, now, false).await.unwrap();
+    tidings::send_digests(&app, now, false).await.unwrap();
+    let received = smtp.wait_for(2, Duration::from_secs(10)).await;
+    let digest = support::decode(&received[1]);
+    assert_eq!(
+        digest.subject, "Tidings: 1 nueva — asylum (1)",
+        "{}",
+        digest.text
+    );
+    assert!(
+        digest
+            .text
+            .contains("1 noticia nueva para sus alertas de Tidings.")
+            && digest
+                .text
+                .contains("¿Qué cambia con la nueva regla de asilo?")
+            && digest.text.contains("Cancelar la suscripción: http"),
+        "{}",
+        digest.text
+    );
+    assert!(
+        digest.html.contains("<html lang=\"es\">"),
+        "{}",
+        digest.html
+    );
+
+    // 5. Back to English from the manage page.
+    browser
+        .find(Locator::Css("input[name='locale'][value='en']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    click_button(
+        &browser,
+        "//form[contains(@action, '/language')]",
+        "Guardar",
+        "Language saved.",
+    )
+    .await;
+    assert_eq!(browser.title().await.unwrap(), "Your digests · Tidings");
+    assert_eq!(
+        app.store.subscriber(ANA).await.unwrap().unwrap().locale,
+        "en"
+    );
 
     browser.close().await.unwrap();
     drop(driver);

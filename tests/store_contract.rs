@@ -185,6 +185,7 @@ fn item(key: &str, title: &str, published: DateTime<Utc>) -> Item {
         summary: String::new(),
         content: String::new(),
         published: Some(published),
+        declared_lang: None,
     }
 }
 
@@ -205,6 +206,7 @@ fn poll(items: &[Item], now: DateTime<Utc>, generation: i64) -> SuccessfulPoll {
         matcher_generation: generation,
         snapshot: None,
         stories: Default::default(),
+        languages: Default::default(),
     }
 }
 
@@ -238,7 +240,7 @@ async fn store_poll(
     let generation = store.subscriptions_generation().await.unwrap();
     let subscriptions = subscriptions.to_vec();
     match store
-        .store_items(&feed, poll(items, now, generation), move |_, _| {
+        .store_items(&feed, poll(items, now, generation), move |_, _, _| {
             subscriptions.clone()
         })
         .await
@@ -354,6 +356,7 @@ fn signup(email: &str, queries: &[&str], client: &str, created_at: DateTime<Utc>
         client: client.into(),
         created_at,
         confirmed_at: None,
+        locale: "en".into(),
     }
 }
 
@@ -492,7 +495,7 @@ async fn a_worker_that_lost_its_feed_claim_writes_nothing(store: Store, db: Data
     let items = [item("k", "Asylum", later)];
     let generation = store.subscriptions_generation().await.unwrap();
     let outcome = store
-        .store_items(&old, poll(&items, later, generation), |_, _| Vec::new())
+        .store_items(&old, poll(&items, later, generation), |_, _, _| Vec::new())
         .await
         .unwrap();
     assert_eq!(outcome, StoreOutcome::ClaimLost);
@@ -509,7 +512,7 @@ async fn a_worker_that_lost_its_feed_claim_writes_nothing(store: Store, db: Data
         "the old holder cannot release the new holder's claim"
     );
     let outcome = other
-        .store_items(&new, poll(&items, later, generation), |_, _| Vec::new())
+        .store_items(&new, poll(&items, later, generation), |_, _, _| Vec::new())
         .await
         .unwrap();
     assert!(matches!(outcome, StoreOutcome::Stored(s) if s.new_items == 1));
@@ -589,7 +592,7 @@ async fn storing_with_a_stale_matcher_writes_nothing(store: Store, _: Database) 
     let feed = claim_one(&store, now).await;
     let items = [item("k", "Asylum", now)];
     let outcome = store
-        .store_items(&feed, poll(&items, now, stale), move |_, _| vec![asylum])
+        .store_items(&feed, poll(&items, now, stale), move |_, _, _| vec![asylum])
         .await
         .unwrap();
     assert_eq!(outcome, StoreOutcome::StaleMatcher);
@@ -599,9 +602,11 @@ async fn storing_with_a_stale_matcher_writes_nothing(store: Store, _: Database) 
     );
     assert_eq!(store.last_poll_at("f").await.unwrap(), None);
     let outcome = store
-        .store_items(&feed, poll(&items, now, active.generation), move |_, _| {
-            vec![asylum]
-        })
+        .store_items(
+            &feed,
+            poll(&items, now, active.generation),
+            move |_, _, _| vec![asylum],
+        )
         .await
         .unwrap();
     assert!(
@@ -625,7 +630,7 @@ async fn the_body_hash_is_kept_per_url(store: Store, _: Database) {
     let mut hashed = poll(&[], now, generation);
     hashed.body_hash = Some("abc".into());
     store
-        .store_items(&first, hashed, |_, _| Vec::new())
+        .store_items(&first, hashed, |_, _, _| Vec::new())
         .await
         .unwrap();
     assert_eq!(
@@ -676,7 +681,7 @@ async fn feed_statuses_follow_ok_not_modified_failure_and_gone(store: Store, _: 
     ok.last_modified = Some("Sat, 28 Nov 2026 11:00:00 GMT".into());
     ok.repairs = vec!["closed an unclosed <item>".to_string()].into();
     store
-        .store_items(&polled, ok, |_, _| Vec::new())
+        .store_items(&polled, ok, |_, _, _| Vec::new())
         .await
         .unwrap();
     let status = store.feed_statuses().await.unwrap().remove(0);
@@ -854,7 +859,7 @@ async fn sync_feeds_deactivates_removed_feeds_and_restarts_a_moved_one(store: St
         ok.etag = Some(format!("etag-{}", claimed.id));
         ok.body_hash = Some("h".into());
         store
-            .store_items(&claimed, ok, |_, _| Vec::new())
+            .store_items(&claimed, ok, |_, _, _| Vec::new())
             .await
             .unwrap();
     }
@@ -919,7 +924,7 @@ async fn sync_feeds_deactivates_removed_feeds_and_restarts_a_moved_one(store: St
         .store_items(
             &in_flight,
             poll(&[item("k2", "Old", t1)], t1, generation),
-            |_, _| Vec::new(),
+            |_, _, _| Vec::new(),
         )
         .await
         .unwrap();
@@ -2298,7 +2303,7 @@ async fn service_stats_count_what_is_stored(store: Store, _: Database) {
             "ok" => {
                 let ok = poll(&[], t0, generation);
                 store
-                    .store_items(&claimed, ok, |_, _| Vec::new())
+                    .store_items(&claimed, ok, |_, _, _| Vec::new())
                     .await
                     .unwrap();
             }
@@ -3728,7 +3733,7 @@ async fn a_full_text_item_waits_for_its_article_and_is_matched_once(store: Store
         .store_items(
             &feed,
             poll(&[edited.clone()], later, generation),
-            move |_, article| {
+            move |_, article, _| {
                 articles_in
                     .lock()
                     .unwrap()
@@ -3860,6 +3865,112 @@ enum Backend {
     Postgres(Arc<PgServer>),
 }
 
+/// Languages: a new item that can be alerted gets its language (detected, or as
+/// declared), and the closure that matches it is told; a search crosses languages only
+/// by its own subscriber's say; a sign-up's language becomes its subscriber's; the manage
+/// page's choice is stored.
+async fn languages_of_items_searches_and_subscribers(store: Store, _: Database) {
+    store
+        .sync_feeds(&[feed("f", "https://f.example/feed")])
+        .await
+        .unwrap();
+    let now = noon();
+    let asylum = subscribe(&store, "a@x.example", "asylum", Schedule::Immediate, now).await;
+    let other = subscribe(&store, "b@x.example", "visa", Schedule::Immediate, now).await;
+    let mut spanish = item("es", "¿Qué cambia con la nueva regla de asilo?", now);
+    spanish.summary = "El gobierno publicó una norma que limita las solicitudes de asilo en la \
+                       frontera sur, y los abogados señalan que será impugnada."
+        .into();
+    let mut creole = item("ht", "Nouvo dat pou TPS Ayiti", now);
+    creole.declared_lang = Some("ht-HT".into());
+    let feed = claim_one(&store, now).await;
+    let generation = store.subscriptions_generation().await.unwrap();
+    let told = Arc::new(Mutex::new(Vec::new()));
+    let seen = told.clone();
+    let outcome = store
+        .store_items(
+            &feed,
+            poll(&[spanish, creole], now, generation),
+            move |item, _, lang| {
+                seen.lock()
+                    .unwrap()
+                    .push((item.key.clone(), lang.map(str::to_string)));
+                Vec::new()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(matches!(outcome, StoreOutcome::Stored(_)), "{outcome:?}");
+    let mut told = told.lock().unwrap().clone();
+    told.sort();
+    assert_eq!(
+        told,
+        [
+            ("es".to_string(), Some("es".to_string())),
+            ("ht".to_string(), Some("ht".to_string()))
+        ]
+    );
+    let mut stored: Vec<(String, Option<String>)> = store
+        .items_since(now - minutes(60))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| (i.title, i.lang))
+        .collect();
+    stored.sort();
+    assert_eq!(stored[0].1.as_deref(), Some("ht"), "{stored:?}");
+    assert_eq!(stored[1].1.as_deref(), Some("es"), "{stored:?}");
+
+    let a = subscriber_id(&store, "a@x.example").await;
+    let b = subscriber_id(&store, "b@x.example").await;
+    let before = store.subscriptions_generation().await.unwrap();
+    assert!(
+        !store.set_crosses_languages(a, other, true).await.unwrap(),
+        "not a's search"
+    );
+    assert!(store.set_crosses_languages(a, asylum, true).await.unwrap());
+    assert!(
+        !store.set_crosses_languages(a, asylum, true).await.unwrap(),
+        "already so"
+    );
+    let active = store.subscriptions().await.unwrap();
+    assert_eq!(active.crossing, [asylum]);
+    assert_ne!(active.generation, before, "the matcher must be rebuilt");
+    assert_eq!(
+        store.searches_crossing_languages(a).await.unwrap(),
+        [asylum]
+    );
+    assert!(
+        store
+            .searches_crossing_languages(b)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    assert_eq!(
+        store.subscriber_by_id(a).await.unwrap().unwrap().locale,
+        "en"
+    );
+    assert!(store.set_locale(a, "es").await.unwrap());
+    assert_eq!(
+        store.subscriber_by_id(a).await.unwrap().unwrap().locale,
+        "es"
+    );
+    let mut zoe = signup("zoe@x.example", &["TPS"], "192.0.2.9", now);
+    zoe.locale = "es".into();
+    let id = store.create_signup(&zoe).await.unwrap();
+    assert_eq!(store.signup(id).await.unwrap().unwrap().locale, "es");
+    let zoe = store
+        .confirm_signup(id, Schedule::Immediate, chrono_tz::UTC, |_| true, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.subscriber_by_id(zoe).await.unwrap().unwrap().locale,
+        "es"
+    );
+}
+
 /// Items of different feeds with the same link, or nearly the same text, are one story;
 /// a subscriber who got it hears of another outlet as they chose: never (no match kept),
 /// in their next digest (a quiet match that does not make them due), or always.
@@ -3910,7 +4021,7 @@ async fn one_story_across_feeds_and_new_outlets_as_chosen(store: Store, _: Datab
         let generation = store.subscriptions_generation().await.unwrap();
         let subs = subs.clone();
         match store
-            .store_items(&to_poll, poll(&[item], now, generation), move |_, _| {
+            .store_items(&to_poll, poll(&[item], now, generation), move |_, _, _| {
                 subs.clone()
             })
             .await
@@ -4052,6 +4163,7 @@ fn main() -> std::process::ExitCode {
         a_digest_goes_to_each_destination_its_searches_choose,
         destination_messages_are_claimed_once_and_rejections_pause,
         one_story_across_feeds_and_new_outlets_as_chosen,
+        languages_of_items_searches_and_subscribers,
         codes_routes_and_removals_hold,
     ];
     let postgres_only = stories![

@@ -247,6 +247,85 @@ async fn the_manage_page_sets_what_a_subscriber_hears_of_stories_they_got() {
     );
 }
 
+/// A subscriber turns crossing languages on and off for one search of theirs, never
+/// for another subscriber's, and never without the page's anti-forgery value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manage_page_turns_crossing_languages_on_and_off_per_search() {
+    let site = Site::start().await;
+    let manage = site.manage_path("ana@example.org").await;
+    let csrf = site.csrf("ana@example.org").await;
+    let ana = site.subscriber("ana@example.org").await.unwrap();
+    let searches = site.app.store.subscriptions_of(ana.id).await.unwrap();
+    let asylum = searches.iter().find(|(_, q)| q == "asylum").unwrap().0;
+    let ben = site.subscriber("ben@example.org").await.unwrap();
+    let ben_sub = site.app.store.subscriptions_of(ben.id).await.unwrap()[0].0;
+    let crossing = async |id| {
+        site.app
+            .store
+            .searches_crossing_languages(id)
+            .await
+            .unwrap()
+    };
+    let (_, _, page) = site.get(&manage).await;
+    assert_eq!(
+        page.matches(">Also in other languages</button>").count(),
+        2,
+        "{page}"
+    );
+
+    let languages = format!("{manage}/languages");
+    let on = |id: tidings::store::SubscriptionId| {
+        [("subscription", id.to_string()), ("cross", "1".into())]
+    };
+    let (status, _, _) = site
+        .post(
+            &languages,
+            &[("subscription", &asylum.to_string()), ("cross", "1")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "without the form's value");
+    assert!(crossing(ana.id).await.is_empty());
+
+    let [(k1, v1), (k2, v2)] = on(asylum);
+    let (status, location, _) = site
+        .post(&languages, &[(k1, &v1), (k2, &v2), ("csrf", &csrf)])
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location, format!("{manage}?done=crossing"));
+    assert_eq!(crossing(ana.id).await, [asylum]);
+    let (_, _, page) = site.get(&location).await;
+    assert!(
+        page.contains("now also finds its words in other languages"),
+        "{page}"
+    );
+    assert_eq!(
+        page.matches(">Only as written</button>").count(),
+        1,
+        "{page}"
+    );
+
+    // Ben's search through ana's page: nothing changes, and the page says so.
+    let [(k1, v1), (k2, v2)] = on(ben_sub);
+    let (_, location, _) = site
+        .post(&languages, &[(k1, &v1), (k2, &v2), ("csrf", &csrf)])
+        .await;
+    assert_eq!(location, format!("{manage}?done=unchanged"));
+    assert!(crossing(ben.id).await.is_empty());
+
+    let (_, location, _) = site
+        .post(
+            &languages,
+            &[
+                ("subscription", &asylum.to_string()),
+                ("cross", "0"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(location, format!("{manage}?done=not-crossing"));
+    assert!(crossing(ana.id).await.is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_manage_page_adds_removes_and_reschedules_only_with_its_csrf_value() {
     let site = Site::start().await;
@@ -886,6 +965,7 @@ async fn an_old_confirmation_link_has_expired_and_previews_show_recent_matches()
             client: "192.0.2.1".into(),
             created_at: old,
             confirmed_at: None,
+            locale: "en".into(),
         })
         .await
         .unwrap();

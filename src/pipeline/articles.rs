@@ -451,7 +451,8 @@ async fn record(
             text.as_deref(),
             &article.feed_id,
             &article.tags,
-        );
+        )
+        .with_lang(article.lang.as_deref());
         let matches = matcher
             .matcher
             .find_matches(&document)

@@ -28,6 +28,8 @@ pub struct ArticleToFetch {
     /// The fingerprint of that text: a poll that edits the item meanwhile changes it, and
     /// the item is matched on the new text ([`ArticleOutcome::TextChanged`]).
     pub content_hash: Option<String>,
+    /// The item's language, as stored when it was.
+    pub lang: Option<String>,
 }
 
 /// The end of an article's wait: the item is matched now, once.

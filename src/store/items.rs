@@ -15,7 +15,9 @@ impl Store {
         &self,
         feed: &FeedToPoll,
         poll: SuccessfulPoll,
-        find_matches: impl FnMut(&Item, Option<&str>) -> Vec<SubscriptionId> + Send + 'static,
+        find_matches: impl FnMut(&Item, Option<&str>, Option<&str>) -> Vec<SubscriptionId>
+        + Send
+        + 'static,
     ) -> Result<StoreOutcome> {
         let feed = feed.clone();
         run!(self, db => db.store_items(&feed, &poll, find_matches))

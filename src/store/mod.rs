@@ -291,6 +291,8 @@ pub struct SuccessfulPoll {
     pub snapshot: Option<String>,
     /// How new items join stories.
     pub stories: crate::story::StoryRules,
+    /// What tells new items' languages.
+    pub languages: Arc<crate::language::Detector>,
 }
 
 /// The subscriptions the matcher runs, and the generation they were read at.
@@ -299,6 +301,8 @@ pub struct ActiveSubscriptions {
     pub generation: i64,
     /// (subscription id, query text), by id.
     pub queries: Vec<(SubscriptionId, String)>,
+    /// The searches of `queries` that cross languages, by id.
+    pub crossing: Vec<SubscriptionId>,
 }
 
 /// What [`Store::store_items`] did.
@@ -392,6 +396,8 @@ pub struct Subscriber {
     pub queries: Vec<String>,
     /// What they hear of a story they already got when another outlet carries it.
     pub new_outlets: NewOutlets,
+    /// The language of their digests and pages (see [`crate::locale`]).
+    pub locale: String,
 }
 
 /// What a subscriber hears of a story they already got when another outlet carries it
@@ -456,6 +462,8 @@ pub struct StoredItem {
     pub link: Option<String>,
     pub published: Option<DateTime<Utc>>,
     pub first_seen: DateTime<Utc>,
+    /// Its language, when known (see [`crate::language`]).
+    pub lang: Option<String>,
 }
 
 /// What [`Store::prune`] removed.
@@ -498,6 +506,8 @@ pub struct Signup {
     pub client: String,
     pub created_at: DateTime<Utc>,
     pub confirmed_at: Option<DateTime<Utc>>,
+    /// The language of the page they signed up on: their subscriber's, once confirmed.
+    pub locale: String,
 }
 
 /// An item a subscription matched, for its Atom feed.

@@ -107,6 +107,13 @@ impl Store {
         run!(self, db => db.set_new_outlets(subscriber_id, new_outlets))
     }
 
+    /// Sets the language of the subscriber's digests and pages (a locale code). Returns
+    /// false if there is no such subscriber.
+    pub async fn set_locale(&self, subscriber_id: SubscriberId, locale: &str) -> Result<bool> {
+        let locale = locale.to_string();
+        run!(self, db => db.set_locale(subscriber_id, &locale))
+    }
+
     /// Unsubscribes the subscriber with this id from the web: removes them, as
     /// [`Store::remove_subscriber`], and remembers the `token` used, so the link keeps
     /// answering "unsubscribed".
@@ -159,5 +166,25 @@ impl Store {
     /// the generation they are current at (read in one transaction).
     pub async fn subscriptions(&self) -> Result<ActiveSubscriptions> {
         run!(self, db => db.subscriptions())
+    }
+
+    /// Whether one search of `subscriber` also finds its terms' translations in items
+    /// of other languages. False when they have no such search, or it was so already
+    /// (nothing changed: the matcher need not be rebuilt).
+    pub async fn set_crosses_languages(
+        &self,
+        subscriber: SubscriberId,
+        search: SubscriptionId,
+        crosses: bool,
+    ) -> Result<bool> {
+        run!(self, db => db.set_crosses_languages(subscriber, search, crosses))
+    }
+
+    /// The searches of a subscriber that cross languages, paused or not.
+    pub async fn searches_crossing_languages(
+        &self,
+        subscriber: SubscriberId,
+    ) -> Result<Vec<SubscriptionId>> {
+        run!(self, db => db.searches_crossing_languages(subscriber))
     }
 }

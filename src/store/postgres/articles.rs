@@ -24,7 +24,7 @@ impl Postgres {
                                 FOR UPDATE SKIP LOCKED)
                  RETURNING i.id, i.claim, i.feed_id, COALESCE(i.article_link, ''), i.title,
                            i.summary, i.content, i.article_attempts, f.tags, f.options,
-                           i.content_hash"
+                           i.content_hash, i.lang"
             ),
             &[&now_s, &until, &limit],
         )?;
@@ -45,6 +45,7 @@ impl Postgres {
                     wanted: options.full_text,
                     content_selector: options.content_selector,
                     content_hash: r.try_get(10)?,
+                    lang: r.try_get(11)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

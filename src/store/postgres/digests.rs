@@ -59,7 +59,7 @@ impl Postgres {
         let rows = tx.query(
             "SELECT q.id, q.query, i.id, f.id, f.name, f.tags, i.title, i.link, i.summary,
                     i.content, i.published_at, i.first_seen_at, m.updated, i.article_text,
-                        COALESCE(i.story_id, i.id), m.quiet
+                        COALESCE(i.story_id, i.id), m.quiet, i.lang, q.crosses_languages
              FROM matches m
              JOIN subscriptions q ON q.id = m.subscription_id
              JOIN items i ON i.id = m.item_id
@@ -91,6 +91,8 @@ impl Postgres {
                     article: r.try_get(13)?,
                     story: r.try_get(14)?,
                     more_coverage: r.try_get(15)?,
+                    lang: r.try_get(16)?,
+                    crosses_languages: r.try_get(17)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

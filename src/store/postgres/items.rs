@@ -7,7 +7,7 @@ impl Postgres {
         &self,
         feed: &FeedToPoll,
         poll: &SuccessfulPoll,
-        mut find_matches: impl FnMut(&Item, Option<&str>) -> Vec<SubscriptionId>,
+        mut find_matches: impl FnMut(&Item, Option<&str>, Option<&str>) -> Vec<SubscriptionId>,
     ) -> Result<StoreOutcome> {
         let SuccessfulPoll {
             items,
@@ -23,6 +23,7 @@ impl Postgres {
             matcher_generation,
             snapshot,
             stories,
+            languages,
         } = poll;
         let (full_fetch, now, next_poll_at) = (*full_fetch, *now, *next_poll_at);
         let (baseline_cutoff, matcher_generation) = (*baseline_cutoff, *matcher_generation);
@@ -64,9 +65,10 @@ impl Postgres {
              RETURNING id",
         )?;
         let known = tx.prepare(
-            "SELECT id, content_hash, link, article_state, article_text
+            "SELECT id, content_hash, link, article_state, article_text, lang
              FROM items WHERE feed_id = $1 AND key = $2",
         )?;
+        let set_lang = tx.prepare("UPDATE items SET lang = $2 WHERE id = $1")?;
         // A new link for an item whose article is in: fetched again, and the item sent
         // again (marked updated) once it is. One still pending fetches the new link.
         let refetch_article = tx.prepare(
@@ -132,6 +134,7 @@ impl Postgres {
                 let old_link: Option<String> = row.try_get(2)?;
                 let article: Option<ArticleState> = row.try_get(3)?;
                 let article_text: Option<String> = row.try_get(4)?;
+                let lang: Option<String> = row.try_get(5)?;
                 // A full-text item's new link is a new article: fetched again.
                 let refetch = feed.options.full_text
                     && article.is_some()
@@ -158,7 +161,8 @@ impl Postgres {
                         } else if article != Some(ArticleState::Pending) {
                             // (A pending item is matched once its article is in, with the
                             // latest text.)
-                            for subscription in find_matches(item, article_text.as_deref()) {
+                            let text = article_text.as_deref();
+                            for subscription in find_matches(item, text, lang.as_deref()) {
                                 stored.matches += tx
                                     .execute(&resend_match, &[&subscription, &id, &now_s])?
                                     as usize;
@@ -194,12 +198,16 @@ impl Postgres {
             )?;
             let story = indexed.story;
             grouped.push(indexed);
+            let lang = languages.detect_item(item);
+            if let Some(lang) = &lang {
+                tx.execute(&set_lang, &[&item_id, lang])?;
+            }
             if wants_article {
                 // Matched once, when its article is in (or will never be).
                 stored.articles_pending += 1;
                 continue;
             }
-            for subscription in find_matches(item, None) {
+            for subscription in find_matches(item, None, lang.as_deref()) {
                 stored.matches +=
                     super::stories::insert_match(&mut tx, &subscription, item_id, story, now_s)?;
             }
@@ -249,7 +257,7 @@ impl Postgres {
     pub fn items_since(&self, since: DateTime<Utc>) -> Result<Vec<StoredItem>> {
         let rows = self.conn()?.query(
             "SELECT f.id, f.name, f.tags, i.title, i.summary, i.content, i.link, i.published_at,
-                    i.first_seen_at
+                    i.first_seen_at, i.lang
              FROM items i JOIN feeds f ON f.id = i.feed_id
              WHERE i.first_seen_at >= $1
              ORDER BY COALESCE(i.published_at, i.first_seen_at) DESC, i.id DESC",
@@ -268,6 +276,7 @@ impl Postgres {
                     link: r.try_get(6)?,
                     published: time_opt(r.try_get(7)?)?,
                     first_seen: time(r.try_get(8)?)?,
+                    lang: r.try_get(9)?,
                 })
             })
             .collect()

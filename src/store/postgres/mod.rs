@@ -95,6 +95,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0006_stories.sql",
         include_str!("../../../migrations/postgres/0006_stories.sql"),
     ),
+    (
+        "0007_languages.sql",
+        include_str!("../../../migrations/postgres/0007_languages.sql"),
+    ),
 ];
 
 /// Advisory lock keys (the one-bigint key space): instances that start, sync the feed
@@ -381,9 +385,9 @@ const OUTBOX_COLUMNS: &str = "id, recipient, message_id, subject, body_text, bod
      status, attempts, last_error, next_attempt_at, sent_at, subscriber_id, claim";
 
 const SUBSCRIBER_COLUMNS: &str = "s.id, s.email, s.frequency, s.digest_time, s.digest_weekday, \
-     s.timezone, s.next_digest_at, s.bounces, s.paused_at, s.new_outlets";
+     s.timezone, s.next_digest_at, s.bounces, s.paused_at, s.new_outlets, s.locale";
 /// The number of [`SUBSCRIBER_COLUMNS`]: the index of a column selected after them.
-const SUBSCRIBER_COLUMN_COUNT: usize = 10;
+const SUBSCRIBER_COLUMN_COUNT: usize = 11;
 
 /// A subscriber from [`SUBSCRIBER_COLUMNS`], without queries.
 fn subscriber_row(r: &Row) -> Result<Subscriber> {
@@ -411,6 +415,7 @@ fn subscriber_row(r: &Row) -> Result<Subscriber> {
             .try_get::<_, String>(9)?
             .parse()
             .map_err(anyhow::Error::msg)?,
+        locale: r.try_get(10)?,
     })
 }
 

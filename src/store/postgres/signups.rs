@@ -3,7 +3,7 @@
 use super::*;
 
 const SIGNUP_COLUMNS: &str =
-    "email, queries, frequency, timezone, client, created_at, confirmed_at";
+    "email, queries, frequency, timezone, client, created_at, confirmed_at, locale";
 
 fn signup_row(r: &Row) -> Result<Signup> {
     Ok(Signup {
@@ -18,6 +18,7 @@ fn signup_row(r: &Row) -> Result<Signup> {
         client: r.try_get(4)?,
         created_at: time(r.try_get(5)?)?,
         confirmed_at: time_opt(r.try_get(6)?)?,
+        locale: r.try_get(7)?,
     })
 }
 
@@ -25,8 +26,8 @@ fn signup_row(r: &Row) -> Result<Signup> {
 fn insert_signup(tx: &mut impl GenericClient, signup: &Signup) -> Result<SignupId> {
     Ok(tx
         .query_one(
-            "INSERT INTO signups (email, queries, frequency, timezone, client, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO signups (email, queries, frequency, timezone, client, created_at, locale)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              RETURNING id",
             &[
                 &signup.email,
@@ -35,6 +36,7 @@ fn insert_signup(tx: &mut impl GenericClient, signup: &Signup) -> Result<SignupI
                 &signup.timezone,
                 &signup.client,
                 &signup.created_at.timestamp(),
+                &signup.locale,
             ],
         )?
         .try_get(0)?)
@@ -120,6 +122,12 @@ impl Postgres {
         tx.execute(
             "UPDATE signups SET confirmed_at = COALESCE(confirmed_at, $2) WHERE id = $1",
             &[&id, &now.timestamp()],
+        )?;
+        // The language they signed up in is their digests' from now on.
+        tx.execute(
+            "UPDATE subscribers SET locale = $2
+             WHERE lower(email COLLATE \"C\") = lower($1 COLLATE \"C\")",
+            &[&signup.email, &signup.locale],
         )?;
         let subscriber: SubscriberId = tx
             .query_opt(

@@ -158,6 +158,13 @@ impl Postgres {
         )? == 1)
     }
 
+    pub fn set_locale(&self, id: SubscriberId, locale: &str) -> Result<bool> {
+        Ok(self.conn()?.execute(
+            "UPDATE subscribers SET locale = $2 WHERE id = $1",
+            &[&id, &locale],
+        )? == 1)
+    }
+
     pub fn set_new_outlets(&self, id: SubscriberId, new_outlets: NewOutlets) -> Result<bool> {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction()?;
@@ -284,11 +291,49 @@ impl Postgres {
             .iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
             .collect::<Result<Vec<_>>>()?;
+        let crossing = tx
+            .query(
+                "SELECT id FROM subscriptions
+                 WHERE paused_at IS NULL AND crosses_languages ORDER BY id",
+                &[],
+            )?
+            .iter()
+            .map(|r| Ok(r.try_get(0)?))
+            .collect::<Result<Vec<_>>>()?;
         tx.commit()?;
         Ok(ActiveSubscriptions {
             generation,
             queries,
+            crossing,
         })
+    }
+
+    pub fn set_crosses_languages(
+        &self,
+        subscriber: SubscriberId,
+        search: SubscriptionId,
+        crosses: bool,
+    ) -> Result<bool> {
+        Ok(self.conn()?.execute(
+            "UPDATE subscriptions SET crosses_languages = $3
+             WHERE id = $1 AND subscriber_id = $2 AND crosses_languages != $3",
+            &[&search, &subscriber, &crosses],
+        )? == 1)
+    }
+
+    pub fn searches_crossing_languages(
+        &self,
+        subscriber: SubscriberId,
+    ) -> Result<Vec<SubscriptionId>> {
+        self.conn()?
+            .query(
+                "SELECT id FROM subscriptions WHERE subscriber_id = $1 AND crosses_languages
+                 ORDER BY id",
+                &[&subscriber],
+            )?
+            .iter()
+            .map(|r| Ok(r.try_get(0)?))
+            .collect()
     }
 }
 

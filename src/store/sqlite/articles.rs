@@ -22,7 +22,7 @@ impl Sqlite {
                                 AND (claimed_until IS NULL OR claimed_until <= ?1)
                               ORDER BY article_next_at, id LIMIT ?3)
                  RETURNING id, claim, feed_id, COALESCE(article_link, ''), title, summary,
-                           content, article_attempts, content_hash",
+                           content, article_attempts, content_hash, lang",
             )?;
             stmt.query_map(params![now_s, until, limit], |r| {
                 Ok(ArticleToFetch {
@@ -38,6 +38,7 @@ impl Sqlite {
                     content: r.get(6)?,
                     attempts: r.get(7)?,
                     content_hash: r.get(8)?,
+                    lang: r.get(9)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?

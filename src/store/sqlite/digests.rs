@@ -56,7 +56,7 @@ impl Sqlite {
             let mut stmt = tx.prepare_cached(
                 "SELECT q.id, q.query, i.id, f.id, f.name, f.tags, i.title, i.link, i.summary,
                         i.content, i.published_at, i.first_seen_at, m.updated, i.article_text,
-                        COALESCE(i.story_id, i.id), m.quiet
+                        COALESCE(i.story_id, i.id), m.quiet, i.lang, q.crosses_languages
                  FROM matches m
                  JOIN subscriptions q ON q.id = m.subscription_id
                  JOIN items i ON i.id = m.item_id
@@ -84,6 +84,8 @@ impl Sqlite {
                     article: r.get(13)?,
                     story: r.get(14)?,
                     more_coverage: r.get(15)?,
+                    lang: r.get(16)?,
+                    crosses_languages: r.get(17)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?

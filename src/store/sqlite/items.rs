@@ -2,12 +2,22 @@
 
 use super::*;
 
+/// What is stored of an item seen before.
+struct Known {
+    id: i64,
+    hash: Option<String>,
+    link: Option<String>,
+    article: Option<ArticleState>,
+    article_text: Option<String>,
+    lang: Option<String>,
+}
+
 impl Sqlite {
     pub fn store_items(
         &self,
         feed: &FeedToPoll,
         poll: &SuccessfulPoll,
-        mut find_matches: impl FnMut(&Item, Option<&str>) -> Vec<SubscriptionId>,
+        mut find_matches: impl FnMut(&Item, Option<&str>, Option<&str>) -> Vec<SubscriptionId>,
     ) -> Result<StoreOutcome> {
         let SuccessfulPoll {
             items,
@@ -23,6 +33,7 @@ impl Sqlite {
             matcher_generation,
             snapshot,
             stories,
+            languages,
         } = poll;
         let (full_fetch, now, next_poll_at) = (*full_fetch, *now, *next_poll_at);
         let (baseline_cutoff, matcher_generation) = (*baseline_cutoff, *matcher_generation);
@@ -51,9 +62,10 @@ impl Sqlite {
                  ON CONFLICT (feed_id, key) DO NOTHING",
             )?;
             let mut known = tx.prepare(
-                "SELECT id, content_hash, link, article_state, article_text
+                "SELECT id, content_hash, link, article_state, article_text, lang
                  FROM items WHERE feed_id = ?1 AND key = ?2",
             )?;
+            let mut set_lang = tx.prepare("UPDATE items SET lang = ?2 WHERE id = ?1")?;
             // A new link for an item whose article is in: fetched again, and the item sent
             // again (marked updated) once it is. One still pending fetches the new link.
             let mut refetch_article = tx.prepare(
@@ -112,14 +124,22 @@ impl Sqlite {
                 ])?;
                 if inserted == 0 {
                     // Seen before: never new again, but a material edit is recorded.
-                    let (id, old, old_link, article, article_text): (
-                        i64,
-                        Option<String>,
-                        Option<String>,
-                        Option<ArticleState>,
-                        Option<String>,
-                    ) = known.query_row(params![feed.id, item.key], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    let Known {
+                        id,
+                        hash: old,
+                        link: old_link,
+                        article,
+                        article_text,
+                        lang,
+                    } = known.query_row(params![feed.id, item.key], |r| {
+                        Ok(Known {
+                            id: r.get(0)?,
+                            hash: r.get(1)?,
+                            link: r.get(2)?,
+                            article: r.get(3)?,
+                            article_text: r.get(4)?,
+                            lang: r.get(5)?,
+                        })
                     })?;
                     // A full-text item's new link is a new article: fetched again.
                     let refetch = feed.options.full_text
@@ -144,7 +164,8 @@ impl Sqlite {
                             } else if article != Some(ArticleState::Pending) {
                                 // (A pending item is matched once its article is in, with
                                 // the latest text.)
-                                for subscription in find_matches(item, article_text.as_deref()) {
+                                let text = article_text.as_deref();
+                                for subscription in find_matches(item, text, lang.as_deref()) {
                                     stored.matches +=
                                         resend_match.execute(params![subscription, id, now_s])?;
                                 }
@@ -179,12 +200,16 @@ impl Sqlite {
                 )?;
                 let story = indexed.story;
                 grouped.push(indexed);
+                let lang = languages.detect_item(item);
+                if let Some(lang) = &lang {
+                    set_lang.execute(params![item_id, lang])?;
+                }
                 if wants_article {
                     // Matched once, when its article is in (or will never be).
                     stored.articles_pending += 1;
                     continue;
                 }
-                for subscription in find_matches(item, None) {
+                for subscription in find_matches(item, None, lang.as_deref()) {
                     stored.matches +=
                         super::stories::insert_match(&tx, subscription, item_id, story, now_s)?;
                 }
@@ -232,7 +257,7 @@ impl Sqlite {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT f.id, f.name, f.tags, i.title, i.summary, i.content, i.link, i.published_at,
-                    i.first_seen_at
+                    i.first_seen_at, i.lang
              FROM items i JOIN feeds f ON f.id = i.feed_id
              WHERE i.first_seen_at >= ?1
              ORDER BY COALESCE(i.published_at, i.first_seen_at) DESC, i.id DESC",
@@ -249,6 +274,7 @@ impl Sqlite {
                 link: r.get(6)?,
                 published: time_opt(r, 7)?,
                 first_seen: time(r, 8)?,
+                lang: r.get(9)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

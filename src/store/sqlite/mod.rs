@@ -75,6 +75,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0011_stories.sql",
         include_str!("../../../migrations/sqlite/0011_stories.sql"),
     ),
+    (
+        "0012_languages.sql",
+        include_str!("../../../migrations/sqlite/0012_languages.sql"),
+    ),
 ];
 
 /// The SQLite database behind a [`Store`].
@@ -295,9 +299,9 @@ const OUTBOX_COLUMNS: &str = "id, recipient, message_id, subject, body_text, bod
      status, attempts, last_error, next_attempt_at, sent_at, subscriber_id, claim";
 
 const SUBSCRIBER_COLUMNS: &str = "s.id, s.email, s.frequency, s.digest_time, s.digest_weekday, \
-     s.timezone, s.next_digest_at, s.bounces, s.paused_at, s.new_outlets";
+     s.timezone, s.next_digest_at, s.bounces, s.paused_at, s.new_outlets, s.locale";
 /// The number of [`SUBSCRIBER_COLUMNS`]: the index of a column selected after them.
-const SUBSCRIBER_COLUMN_COUNT: usize = 10;
+const SUBSCRIBER_COLUMN_COUNT: usize = 11;
 
 /// The time stored in column `i` (Unix seconds). One out of range is an error naming the
 /// column, never 1970.
@@ -342,6 +346,7 @@ fn subscriber_row(r: &rusqlite::Row<'_>) -> Result<Subscriber> {
         paused_at: time_opt(r, 8)?,
         queries: Vec::new(),
         new_outlets: r.get::<_, String>(9)?.parse().map_err(anyhow::Error::msg)?,
+        locale: r.get(10)?,
     })
 }
 

@@ -6,15 +6,16 @@ impl Sqlite {
     pub fn create_signup(&self, signup: &Signup) -> Result<SignupId> {
         let conn = self.conn();
         conn.execute(
-            "INSERT INTO signups (email, queries, frequency, timezone, client, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO signups (email, queries, frequency, timezone, client, created_at, locale)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 signup.email,
                 signup.queries.join("\n"),
                 signup.frequency,
                 signup.timezone,
                 signup.client,
-                signup.created_at.timestamp()
+                signup.created_at.timestamp(),
+                signup.locale,
             ],
         )?;
         Ok(SignupId(conn.last_insert_rowid()))
@@ -38,7 +39,8 @@ impl Sqlite {
         Ok(self
             .conn()
             .query_row(
-                "SELECT email, queries, frequency, timezone, client, created_at, confirmed_at
+                "SELECT email, queries, frequency, timezone, client, created_at, confirmed_at,
+                        locale
                  FROM signups WHERE id = ?1",
                 [id],
                 |r| {
@@ -50,6 +52,7 @@ impl Sqlite {
                         client: r.get(4)?,
                         created_at: time(r, 5)?,
                         confirmed_at: time_opt(r, 6)?,
+                        locale: r.get(7)?,
                     })
                 },
             )
@@ -80,6 +83,11 @@ impl Sqlite {
         tx.execute(
             "UPDATE signups SET confirmed_at = COALESCE(confirmed_at, ?2) WHERE id = ?1",
             params![id, now.timestamp()],
+        )?;
+        // The language they signed up in is their digests' from now on.
+        tx.execute(
+            "UPDATE subscribers SET locale = ?2 WHERE email = ?1",
+            params![signup.email, signup.locale],
         )?;
         let subscriber = tx
             .query_row(
@@ -118,15 +126,16 @@ impl Sqlite {
             return Ok(SignupAdmission::TooManyFromClient);
         }
         tx.execute(
-            "INSERT INTO signups (email, queries, frequency, timezone, client, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO signups (email, queries, frequency, timezone, client, created_at, locale)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 signup.email,
                 signup.queries.join("\n"),
                 signup.frequency,
                 signup.timezone,
                 signup.client,
-                now.timestamp()
+                now.timestamp(),
+                signup.locale,
             ],
         )?;
         let id = SignupId(tx.last_insert_rowid());

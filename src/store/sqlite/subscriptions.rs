@@ -164,6 +164,13 @@ impl Sqlite {
         )? == 1)
     }
 
+    pub fn set_locale(&self, id: SubscriberId, locale: &str) -> Result<bool> {
+        Ok(self.conn().execute(
+            "UPDATE subscribers SET locale = ?2 WHERE id = ?1",
+            params![id, locale],
+        )? == 1)
+    }
+
     pub fn set_new_outlets(&self, id: SubscriberId, new_outlets: NewOutlets) -> Result<bool> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -291,11 +298,46 @@ impl Sqlite {
             stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<rusqlite::Result<Vec<_>>>()?
         };
+        let crossing = {
+            let mut stmt = tx.prepare(
+                "SELECT id FROM subscriptions
+                 WHERE paused_at IS NULL AND crosses_languages ORDER BY id",
+            )?;
+            stmt.query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+        };
         tx.commit()?;
         Ok(ActiveSubscriptions {
             generation,
             queries,
+            crossing,
         })
+    }
+
+    pub fn set_crosses_languages(
+        &self,
+        subscriber: SubscriberId,
+        search: SubscriptionId,
+        crosses: bool,
+    ) -> Result<bool> {
+        Ok(self.conn().execute(
+            "UPDATE subscriptions SET crosses_languages = ?3
+             WHERE id = ?1 AND subscriber_id = ?2 AND crosses_languages != ?3",
+            params![search, subscriber, crosses],
+        )? == 1)
+    }
+
+    pub fn searches_crossing_languages(
+        &self,
+        subscriber: SubscriberId,
+    ) -> Result<Vec<SubscriptionId>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id FROM subscriptions WHERE subscriber_id = ?1 AND crosses_languages
+             ORDER BY id",
+        )?;
+        let rows = stmt.query_map([subscriber], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
     // ---- digests -------------------------------------------------------------------------
