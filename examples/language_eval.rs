@@ -43,6 +43,7 @@ fn run() -> Result<()> {
         .map(|c| c.to_string())
         .collect();
     let mut show = 0;
+    let mut min_confidence: Option<f64> = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--detect" => {
@@ -54,10 +55,16 @@ fn run() -> Result<()> {
                     .collect()
             }
             "--show" => show = args.next().context("--show needs N")?.parse()?,
+            "--min-confidence" => {
+                min_confidence = Some(args.next().context("--min-confidence needs C")?.parse()?)
+            }
             other => anyhow::bail!("unknown argument {other:?}"),
         }
     }
-    let detector = Detector::new(&detect).map_err(anyhow::Error::msg)?;
+    let mut detector = Detector::new(&detect).map_err(anyhow::Error::msg)?;
+    if let Some(c) = min_confidence {
+        detector = detector.with_min_confidence(c);
+    }
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/languages/titles.jsonl"
@@ -85,8 +92,8 @@ fn run() -> Result<()> {
         items.len() - inside
     );
     println!(
-        "{:<34} {:>9} {:>10} {:>10} {:>10}",
-        "", "right", "others:", "kept", "unknown"
+        "{:<30} {:>8} {:>8} {:>8}   others: kept / unknown / mislabelled",
+        "", "right", "wrong", "unknown"
     );
     for (name, with_text, declared) in [
         ("title alone", false, false),
@@ -94,30 +101,31 @@ fn run() -> Result<()> {
         ("title alone, feed declares", false, true),
         ("title + text, feed declares", true, true),
     ] {
-        let mut right = 0;
-        let (mut kept, mut unknown) = (0, 0);
+        let (mut right, mut wrong, mut unknown) = (0, 0, 0);
+        let (mut kept, mut other_unknown, mut mislabelled) = (0, 0, 0);
         let mut mistakes = Vec::new();
         for l in &items {
             let body = if with_text { l.text.as_str() } else { "" };
             let got = detector.detect(&l.title, body, declared.then_some(l.lang.as_str()));
-            if detected(l) {
-                if got.as_deref() == Some(l.lang.as_str()) {
-                    right += 1;
-                } else if mistakes.len() < show {
-                    mistakes.push(format!("  {} as {:?}: {}", l.lang, got, l.title));
-                }
-            } else if got.as_deref() == Some(l.lang.as_str()) {
-                kept += 1;
-            } else if got.is_none() {
-                unknown += 1;
+            let is_right = got.as_deref() == Some(l.lang.as_str());
+            match (detected(l), is_right, got.is_some()) {
+                (true, true, _) => right += 1,
+                (true, false, true) => wrong += 1,
+                (true, false, false) => unknown += 1,
+                (false, true, _) => kept += 1,
+                (false, false, false) => other_unknown += 1,
+                (false, false, true) => mislabelled += 1,
+            }
+            if detected(l) && !is_right && mistakes.len() < show {
+                mistakes.push(format!("  {} as {:?}: {}", l.lang, got, l.title));
             }
         }
+        let share = |n: usize| 100.0 * n as f64 / inside.max(1) as f64;
         println!(
-            "{name:<34} {:>8.1}% {:>10} {:>10} {:>10}",
-            100.0 * right as f64 / inside.max(1) as f64,
-            "",
-            kept,
-            unknown
+            "{name:<30} {:>7.1}% {:>7.1}% {:>7.1}%   {kept} / {other_unknown} / {mislabelled}",
+            share(right),
+            share(wrong),
+            share(unknown),
         );
         for m in mistakes {
             println!("{m}");

@@ -569,7 +569,10 @@ pub fn render_digest(
         (0, u) => l.count("digest.intro_updated", u, &[]),
         (n, u) => l.fill(
             "digest.intro_both",
-            &[("new", &l.number(n)), ("updated", &l.number(u))],
+            &[
+                ("new", &l.count("digest.intro_both_new", n, &[])),
+                ("updated", &l.count("digest.intro_both_updated", u, &[])),
+            ],
         ),
     };
     let intro = if cx.more_follow {
@@ -1070,7 +1073,10 @@ fn subject<G>(
         (0, u) => l.count("digest.counts_updated", u, &[]),
         (n, u) => l.fill(
             "digest.counts_both",
-            &[("new", &l.number(n)), ("updated", &l.number(u))],
+            &[
+                ("new", &l.count("digest.counts_new", n, &[])),
+                ("updated", &l.count("digest.counts_updated", u, &[])),
+            ],
         ),
     };
     let mut named: Vec<String> = groups

@@ -85,9 +85,15 @@ pub fn negotiate(accept_language: Option<&str>) -> &'static Locale {
         .filter_map(|(i, part)| {
             let mut pieces = part.split(';');
             let tag = pieces.next()?.trim();
+            // `q` is a weight from 0 to 1, its name in any case (RFC 9110); an entry
+            // with another is left out, as one that cannot be read.
             let q = pieces
-                .find_map(|p| p.trim().strip_prefix("q="))
-                .map_or(Some(1.0), |q| q.trim().parse::<f32>().ok())?;
+                .find_map(|p| {
+                    let (name, value) = p.split_once('=')?;
+                    name.trim().eq_ignore_ascii_case("q").then_some(value)
+                })
+                .map_or(Some(1.0), |q| q.trim().parse::<f32>().ok())
+                .filter(|q| (0.0..=1.0).contains(q))?;
             (q > 0.0 && tag != "*").then_some((q, i, tag))
         })
         .collect();
@@ -242,15 +248,32 @@ impl Locale {
     }
 }
 
-/// `template` with each `{name}` of `args` replaced; other braces stay.
+/// `template` with each `{name}` of `args` replaced, in one pass: a value is never
+/// read for placeholders itself (an address like `{schedule}@example.org` stays as it
+/// is). Other braces stay.
 fn substitute(template: &str, args: &[(&str, &dyn Display)]) -> String {
-    let mut out = template.to_string();
-    for (name, value) in args {
-        let placeholder = format!("{{{name}}}");
-        if out.contains(&placeholder) {
-            out = out.replace(&placeholder, &value.to_string());
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let value = after.find('}').and_then(|close| {
+            let name = &after[..close];
+            let (_, value) = args.iter().find(|(n, _)| *n == name)?;
+            Some((value, close))
+        });
+        match value {
+            Some((value, close)) => {
+                out.push_str(&value.to_string());
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
         }
     }
+    out.push_str(rest);
     out
 }
 

@@ -679,17 +679,18 @@ impl Query {
             return None;
         }
         let mut hits = Vec::new();
-        self.root.visit_terms(true, &mut |term, positive| {
-            if !positive {
-                return;
-            }
-            let name = term.name();
-            for pattern in synonyms.alternatives(&term.pattern) {
-                for (first, last) in doc.occurrences(pattern, term.title_only) {
-                    hits.extend(doc.hit(&name, first, last));
+        self.root
+            .visit_gated_terms(true, &mut Vec::new(), &mut |term, positive, gates| {
+                if !positive || gates.iter().any(|g| !doc.satisfies(g, synonyms)) {
+                    return;
                 }
-            }
-        });
+                let name = term.name();
+                for pattern in synonyms.alternatives(&term.pattern) {
+                    for (first, last) in doc.occurrences(pattern, term.title_only) {
+                        hits.extend(doc.hit(&name, first, last));
+                    }
+                }
+            });
         Some(arrange_hits(hits))
     }
 
@@ -793,6 +794,43 @@ impl Node {
             Node::And(parts) => parts.iter().all(|p| p.eval(leaf)),
             Node::Or(parts) => parts.iter().any(|p| p.eval(leaf)),
             Node::Term(_) | Node::Feed(_) | Node::Tag(_) | Node::Lang(_) => leaf(self),
+        }
+    }
+
+    /// Calls `visit` on every text term with whether it is positive and its
+    /// gates: the `feed:`, `tag:` and `lang:` standing beside it in a positive
+    /// AND on its way from the root. A document lacking a gate cannot have
+    /// matched through that AND, so the term is no reason it matched (a
+    /// crossing member `asilo lang:es` in an English item).
+    fn visit_gated_terms<'a>(
+        &'a self,
+        positive: bool,
+        gates: &mut Vec<&'a Node>,
+        visit: &mut impl FnMut(&'a Term, bool, &[&'a Node]),
+    ) {
+        match self {
+            Node::Term(term) => visit(term, positive, gates),
+            Node::Feed(_) | Node::Tag(_) | Node::Lang(_) => {}
+            Node::Not(inner) => inner.visit_gated_terms(!positive, gates, visit),
+            Node::Or(parts) => {
+                for part in parts {
+                    part.visit_gated_terms(positive, gates, visit);
+                }
+            }
+            Node::And(parts) => {
+                let outer = gates.len();
+                if positive {
+                    gates.extend(
+                        parts
+                            .iter()
+                            .filter(|p| matches!(p, Node::Feed(_) | Node::Tag(_) | Node::Lang(_))),
+                    );
+                }
+                for part in parts {
+                    part.visit_gated_terms(positive, gates, visit);
+                }
+                gates.truncate(outer);
+            }
         }
     }
 
@@ -973,10 +1011,22 @@ impl Synonyms {
             for (lang, member) in set {
                 let code = crate::language::primary_subtag(lang)
                     .ok_or_else(|| format!("{lang:?} is not a language code (es, en, fr…)"))?;
+                if member.chars().any(is_quote) {
+                    return Err(format!(
+                        "write {member:?} without quotes: each member is a word or a phrase \
+                         as it is"
+                    ));
+                }
                 let pattern = member_pattern(member)?;
                 let text = member.split_whitespace().collect::<Vec<_>>().join(" ");
+                // A phrase, or anything a query would read as more than a word (a
+                // field, a group, an exclusion), is written quoted: the crossed query's
+                // text then reads back as the same query.
+                let plain = !text.chars().any(|c| {
+                    c.is_whitespace() || is_quote(c) || matches!(c, '(' | ')' | '|' | ':')
+                }) && !text.starts_with(['-', '−', '–', '—']);
                 let term = Term {
-                    quoted: text.contains(' '),
+                    quoted: !plain,
                     text: text.to_lowercase(),
                     title_only: false,
                     pattern,
@@ -1071,14 +1121,24 @@ fn cross(node: &Node, synonyms: &Synonyms) -> Node {
         Node::Not(inner) => Node::Not(Box::new(cross(inner, synonyms))),
         Node::And(parts) => Node::And(parts.iter().map(|p| cross(p, synonyms)).collect()),
         Node::Or(parts) => {
-            let mut flat = Vec::with_capacity(parts.len());
+            // Members of one set named side by side bring the set once.
+            let mut flat: Vec<Node> = Vec::with_capacity(parts.len());
             for part in parts {
-                match cross(part, synonyms) {
-                    Node::Or(inner) => flat.extend(inner),
-                    other => flat.push(other),
+                let alternatives = match cross(part, synonyms) {
+                    Node::Or(inner) => inner,
+                    other => vec![other],
+                };
+                for alternative in alternatives {
+                    if !flat.contains(&alternative) {
+                        flat.push(alternative);
+                    }
                 }
             }
-            Node::Or(flat)
+            if flat.len() == 1 {
+                flat.remove(0)
+            } else {
+                Node::Or(flat)
+            }
         }
         Node::Feed(_) | Node::Tag(_) | Node::Lang(_) => node.clone(),
     }
@@ -1577,6 +1637,20 @@ struct CompiledTerm {
     title_only: bool,
     /// The term's pattern and its synonyms.
     atoms: Box<[u32]>,
+    /// Source atoms a document needs for the term to explain a match (see
+    /// `Node::visit_gated_terms`).
+    gates: Box<[u32]>,
+}
+
+/// The atom of a gate: a `feed:`, `tag:` or `lang:` leaf.
+fn gate_atom(gate: &Node) -> Atom {
+    match gate {
+        Node::Feed(id) => Atom::Feed(id.clone()),
+        Node::Tag(tag) => Atom::Tag(tag.clone()),
+        Node::Lang(code) => Atom::Lang(code.clone()),
+        // Only those three are gates.
+        _ => Atom::Lang(String::new()),
+    }
 }
 
 /// One node of a compiled query. A query is an [`OpKind::Query`] followed by
@@ -1683,16 +1757,20 @@ impl Matcher {
                 &mut matcher.term_atoms,
             );
             let mut terms: Vec<CompiledTerm> = Vec::new();
-            query.root.visit_terms(true, &mut |term, positive| {
-                let name = term.name();
-                if positive && !terms.iter().any(|t| t.name == name) {
-                    terms.push(CompiledTerm {
-                        name,
-                        title_only: term.title_only,
-                        atoms: text_atoms(term, synonyms, &mut intern).into(),
-                    });
-                }
-            });
+            query
+                .root
+                .visit_gated_terms(true, &mut Vec::new(), &mut |term, positive, gates| {
+                    let name = term.name();
+                    let gates: Box<[u32]> = gates.iter().map(|g| intern(gate_atom(g))).collect();
+                    if positive && !terms.iter().any(|t| t.name == name && t.gates == gates) {
+                        terms.push(CompiledTerm {
+                            name,
+                            title_only: term.title_only,
+                            atoms: text_atoms(term, synonyms, &mut intern).into(),
+                            gates,
+                        });
+                    }
+                });
             by_text.insert(text, drafts.len());
             drafts.push(Draft {
                 ops,
@@ -2000,6 +2078,13 @@ impl Matcher {
         for (q, shared, id) in queries {
             let mut hits = Vec::new();
             for term in self.terms.get(q as usize).into_iter().flatten() {
+                let gated = term
+                    .gates
+                    .iter()
+                    .any(|&gate| where_present(&present, gate) & IN_SOURCE == 0);
+                if gated {
+                    continue;
+                }
                 for &atom in &term.atoms {
                     let start = found.partition_point(|f| f.atom < atom);
                     let end = found.partition_point(|f| f.atom <= atom);

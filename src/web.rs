@@ -398,7 +398,7 @@ async fn unsubscribe_page(
     Ok(render(
         "web/unsubscribe.html",
         context! {
-            lang => &s.locale,
+            lang => &crate::locale::get(&s.locale).code,
             email => s.email,
             queries => s.queries.len(),
             action => page_path(&format!("unsubscribe/{token}")),
@@ -565,7 +565,8 @@ async fn manage_view_with(
     Ok(render(
         "web/manage.html",
         context! {
-            lang => &s.locale,
+            // The locale the page is in: English for one Tidings no longer has.
+            lang => &crate::locale::get(&s.locale).code,
             locales => locale_choices(),
             email => &s.email,
             paused => s.paused_at.is_some(),
@@ -1683,7 +1684,7 @@ async fn confirm_page(
     Ok(render(
         "web/confirm.html",
         context! {
-            lang => &signup.locale,
+            lang => &crate::locale::get(&signup.locale).code,
             email => &signup.email,
             queries => &signup.queries,
             frequency => &signup.frequency,
