@@ -65,13 +65,9 @@ const SAMPLE_BYTES: usize = 200;
 /// wrong and 3.1% unknown; 0 is 97.9% right but 2.1% wrong; 0.5 is 94.0% and 0%.
 const MIN_GUESS_CONFIDENCE: f64 = 0.2;
 
-/// The primary subtag of a language tag, lowercased: `es` for `es-MX`, `EN_us` or
-/// `es`; `None` unless it is two or three ASCII letters.
-pub fn primary_subtag(tag: &str) -> Option<String> {
-    let primary = tag.trim().split(['-', '_']).next()?;
-    ((2..=3).contains(&primary.len()) && primary.bytes().all(|b| b.is_ascii_alphabetic()))
-        .then(|| primary.to_ascii_lowercase())
-}
+/// How languages are named everywhere (the matcher's `lang:` owns the rule: it is
+/// compiled on its own for fuzzing).
+pub use crate::matcher::primary_subtag;
 
 /// The language's name in itself ("Español"), or its code when Tidings has no name
 /// for it.

@@ -261,7 +261,7 @@ impl Document {
     /// The document of an item in language `lang` (a tag such as `es` or `es-MX`);
     /// without it, `lang:` never matches.
     pub fn with_lang(mut self, lang: Option<&str>) -> Document {
-        self.lang = lang.and_then(crate::language::primary_subtag);
+        self.lang = lang.and_then(primary_subtag);
         self
     }
 
@@ -1009,7 +1009,7 @@ impl Synonyms {
             }
             let mut members: Vec<(String, Term)> = Vec::with_capacity(set.len());
             for (lang, member) in set {
-                let code = crate::language::primary_subtag(lang)
+                let code = primary_subtag(lang)
                     .ok_or_else(|| format!("{lang:?} is not a language code (es, en, fr…)"))?;
                 if member.chars().any(is_quote) {
                     return Err(format!(
@@ -1358,21 +1358,28 @@ fn field(
     Ok((leaf, word_len + quoted_len))
 }
 
+/// The primary subtag of a language tag, lowercased: `es` for `es-MX`, `EN_us` or
+/// `es`; `None` unless it is two or three ASCII letters. Items' languages and `lang:`
+/// are compared in this form.
+pub fn primary_subtag(tag: &str) -> Option<String> {
+    let primary = tag.trim().split(['-', '_']).next()?;
+    ((2..=3).contains(&primary.len()) && primary.bytes().all(|b| b.is_ascii_alphabetic()))
+        .then(|| primary.to_ascii_lowercase())
+}
+
 /// The leaf for `lang:` with the code `value`, whose first character is at
 /// `value_column`.
 fn language(value: &[char], value_column: usize) -> Result<Node, QueryError> {
     let raw: String = value.iter().collect();
-    crate::language::primary_subtag(raw.trim())
-        .map(Node::Lang)
-        .ok_or_else(|| {
-            QueryError::new(
-                value_column,
-                format!(
-                    "`lang:` takes a language code such as es, en, fr or pt, not {:?}",
-                    raw.chars().take(20).collect::<String>()
-                ),
-            )
-        })
+    primary_subtag(raw.trim()).map(Node::Lang).ok_or_else(|| {
+        QueryError::new(
+            value_column,
+            format!(
+                "`lang:` takes a language code such as es, en, fr or pt, not {:?}",
+                raw.chars().take(20).collect::<String>()
+            ),
+        )
+    })
 }
 
 /// The leaf for `feed:` (or else `tag:`) with the name `value`, whose first

@@ -43,6 +43,7 @@ fn document() -> Document {
         "Déportation orders, ΟΔΟΣ, ﬁle 移民 at 10:30; permanent residents and removal.\u{0}",
     )
     .with_source("uscis-news", &["official".to_string(), "us".to_string()])
+    .with_lang(Some("es-MX"))
 }
 
 fn fixed_matcher() -> &'static Matcher {
