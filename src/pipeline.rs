@@ -24,7 +24,7 @@ use crate::config::{Config, Database, MAX_DURATION, Source};
 use crate::digest::{
     DigestContext, FailingFeed, RenderedRound, StoryCache, digest_event, render_digest,
 };
-use crate::fetch::{FetchError, FetchOutcome, Fetcher, Validators};
+use crate::fetch::{FetchError, FetchOutcome, Fetched, Fetcher, Validators};
 use crate::mail::{self, Delivery, Mailer};
 use crate::matcher::{Document, Matcher, Query, Scope, Synonyms};
 use crate::metrics::{Metrics, PollResult};
@@ -823,11 +823,7 @@ pub async fn refresh_feed(
 ) -> Result<FeedOutcome> {
     let started = Instant::now();
     let poll = &app.config.poll;
-    let interval = feed.interval.unwrap_or(poll.interval);
-    let full_fetch = feed.last_full_fetch_at.is_none_or(|t| {
-        now - t
-            >= chrono::Duration::from_std(poll.full_fetch_every).unwrap_or(chrono::Duration::MAX)
-    });
+    let (interval, full_fetch) = poll_plan(&feed, poll, now);
     let validators = if full_fetch {
         Validators::default()
     } else {
@@ -900,6 +896,48 @@ pub async fn refresh_feed(
         }
     };
 
+    ingest_from(app, feed, fetched, matcher, now, started).await
+}
+
+/// The interval a feed is polled at, and whether this poll is a full fetch (no
+/// conditional request: the body is read whatever the validators say).
+fn poll_plan(
+    feed: &FeedToPoll,
+    poll: &crate::config::PollSettings,
+    now: DateTime<Utc>,
+) -> (Duration, bool) {
+    let interval = feed.interval.unwrap_or(poll.interval);
+    let full_fetch = feed.last_full_fetch_at.is_none_or(|t| {
+        now - t
+            >= chrono::Duration::from_std(poll.full_fetch_every).unwrap_or(chrono::Duration::MAX)
+    });
+    (interval, full_fetch)
+}
+
+/// What a poll does with a fetched body: parses it (on the blocking pool), stores its
+/// items and their matches, records the poll. `feed` must be claimed by this process.
+/// [`refresh_feed`] after its fetch; public for the ingest benchmark
+/// (`examples/ingest_bench.rs`), which hands it bodies from memory.
+pub async fn ingest(
+    app: &App,
+    feed: FeedToPoll,
+    fetched: Fetched,
+    matcher: &Arc<CompiledMatcher>,
+    now: DateTime<Utc>,
+) -> Result<FeedOutcome> {
+    ingest_from(app, feed, fetched, matcher, now, Instant::now()).await
+}
+
+async fn ingest_from(
+    app: &App,
+    feed: FeedToPoll,
+    fetched: Fetched,
+    matcher: &Arc<CompiledMatcher>,
+    now: DateTime<Utc>,
+    started: Instant,
+) -> Result<FeedOutcome> {
+    let poll = &app.config.poll;
+    let (interval, full_fetch) = poll_plan(&feed, poll, now);
     let (hash, parsed) = {
         let body = fetched.body;
         let content_type = fetched.content_type.clone();

@@ -24,7 +24,9 @@
 //! This module is pure; the store keeps the index and asks the database about links.
 //! Term hashes are fixed (xxh3, seed 0).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -128,13 +130,32 @@ impl Terms {
     /// The terms of an item with this title and plain text (see the module doc). Empty
     /// when it has no word worth a term.
     pub fn of(title: &str, text: &str) -> Terms {
-        let mut counts: HashMap<i64, u32> = HashMap::new();
-        let title_words = words(title);
-        let lead = words_limited(text, LEAD_WORDS);
-        for (list, weight) in [(&title_words, 2), (&lead, 1)] {
-            for word in list.iter().filter(|w| !is_stopword(w)) {
+        Terms::of_parts(title, &[text])
+    }
+
+    /// [`Terms::of`] an item's title and the text [`crate::parse::body_text`] makes of
+    /// its summary and content, without making it (only the lead counts).
+    pub fn of_item(title: &str, summary: &str, content: &str) -> Terms {
+        if content.is_empty() || content == summary {
+            Terms::of_parts(title, &[summary])
+        } else {
+            Terms::of_parts(title, &[summary, content])
+        }
+    }
+
+    /// [`Terms::of`] the text that is `parts` one after another, each ending a word.
+    fn of_parts(title: &str, parts: &[&str]) -> Terms {
+        let mut counts: HashMap<i64, u32> = HashMap::default();
+        let mut word = String::new();
+        let mut count = |word: &str, weight: u32| {
+            if !is_stopword(word) {
                 *counts.entry(term_hash(word)).or_default() += weight;
             }
+        };
+        for_each_word(title, usize::MAX, &mut word, |w| count(w, 2));
+        let mut lead = 0;
+        for part in parts {
+            lead += for_each_word(part, LEAD_WORDS - lead, &mut word, |w| count(w, 1));
         }
         let mut weights: Vec<(i64, f64)> = counts
             .into_iter()
@@ -188,6 +209,11 @@ pub struct StoryIndex {
     loaded: bool,
     /// The highest item id added.
     highest: i64,
+    /// Entries seen before an entry added earlier (by slot, a bit each): the only ones
+    /// after `first_live` that may be out of the window (see [`StoryIndex::liveness`]).
+    late: Vec<u64>,
+    /// The latest `seen_at` added.
+    latest: i64,
 }
 
 #[derive(Debug)]
@@ -236,6 +262,7 @@ impl StoryIndex {
         }
         self.highest = self.highest.max(item.id);
         let slot = self.entries.len() as u32;
+        self.mark_order(slot, item.seen_at);
         let mut heaviest = item.terms.weights.clone();
         heaviest.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         heaviest.truncate(INDEXED_TERMS);
@@ -263,14 +290,43 @@ impl StoryIndex {
         });
     }
 
+    /// Notes whether the entry in `slot` came in later than one added before it.
+    fn mark_order(&mut self, slot: u32, seen_at: i64) {
+        let (word, bit) = (slot as usize / 64, slot % 64);
+        if self.late.len() <= word {
+            self.late.resize(word + 1, 0);
+        }
+        if seen_at < self.latest {
+            self.late[word] |= 1 << bit;
+        } else {
+            self.late[word] &= !(1 << bit);
+            self.latest = seen_at;
+        }
+    }
+
+    /// Whether an entry is in the window that starts at `since`, without reading most
+    /// entries: past `first_live`, an entry seen no earlier than every entry before it
+    /// is at least as recent as the first live one, so only the late ones need a look.
+    /// (When the first live one is itself before `since`, every entry is looked at.)
+    fn liveness(&self, since: i64) -> impl Fn(u32) -> bool + '_ {
+        let ordered = self
+            .entries
+            .get(self.first_live)
+            .is_some_and(|e| e.seen_at >= since);
+        move |slot: u32| {
+            let s = slot as usize;
+            let late = self.late[s / 64] & (1 << (slot % 64)) != 0;
+            s >= self.first_live && (ordered && !late || self.entries[s].seen_at >= since)
+        }
+    }
+
     /// The items of other feeds seen at or after `since` that may be the story of an item
     /// of `feed` with `terms`, with their similarity (not yet filtered by the threshold).
     pub fn candidates(&self, terms: &Terms, feed: &str, since: i64) -> Vec<Candidate> {
         let feed = self.feed_ids.get(feed).copied();
-        let live = |slot: u32| {
-            let e = &self.entries[slot as usize];
-            slot as usize >= self.first_live && e.seen_at >= since && Some(e.feed) != feed
-        };
+        let in_window = self.liveness(since);
+        let first_live = self.first_live as u32;
+        let live = |slot: u32| in_window(slot) && Some(self.entries[slot as usize].feed) != feed;
         // The new item's terms the index knows, by term id, with their weights.
         let mut known: Vec<(u32, f64, u32)> = terms
             .weights
@@ -278,14 +334,13 @@ impl StoryIndex {
             .filter_map(|&(hash, weight)| {
                 let id = *self.term_ids.get(&hash)?;
                 let list = self.postings.get(&id)?;
-                // Counted from the newest, up to the cap.
+                // Counted from the newest, up to the cap (slots ascend: those before the
+                // first live one are gone).
                 let df = list
                     .iter()
                     .rev()
-                    .filter(|&&slot| {
-                        let e = &self.entries[slot as usize];
-                        slot as usize >= self.first_live && e.seen_at >= since
-                    })
+                    .take_while(|&&slot| slot >= first_live)
+                    .filter(|&&slot| in_window(slot))
                     .take(DF_CAP as usize)
                     .count() as u32;
                 Some((id, weight, df))
@@ -297,7 +352,7 @@ impl StoryIndex {
                 .map(|&(id, _, df)| (i64::from(id), df))
                 .collect(),
         );
-        let mut shared: HashMap<u32, u32> = HashMap::new();
+        let mut shared: HashMap<u32, u32> = HashMap::default();
         for term in rare {
             // Newest first, as many as tell a common term: a rare one's are all there.
             for &slot in self.postings[&(term as u32)]
@@ -414,6 +469,7 @@ impl StoryIndex {
             };
             for mut e in live {
                 let slot = self.entries.len() as u32;
+                self.mark_order(slot, e.seen_at);
                 let mut terms: Vec<(u32, f32)> = e
                     .terms
                     .iter()
@@ -492,9 +548,24 @@ fn words(text: &str) -> Vec<String> {
 
 fn words_limited(text: &str, limit: usize) -> Vec<String> {
     let mut words = Vec::new();
-    let mut word = String::new();
+    for_each_word(text, limit, &mut String::new(), |w| {
+        words.push(w.to_string())
+    });
+    words
+}
+
+/// Calls `visit` with each folded word of `text` (in `word`, a buffer), at most `limit`
+/// of them; returns how many.
+fn for_each_word(
+    text: &str,
+    limit: usize,
+    word: &mut String,
+    mut visit: impl FnMut(&str),
+) -> usize {
+    let mut n = 0;
+    word.clear();
     for c in text.chars() {
-        if words.len() >= limit {
+        if n >= limit {
             break;
         }
         let mut boundary = true;
@@ -505,13 +576,17 @@ fn words_limited(text: &str, limit: usize) -> Vec<String> {
             }
         });
         if boundary && !word.is_empty() {
-            words.push(std::mem::take(&mut word));
+            visit(word);
+            word.clear();
+            n += 1;
         }
     }
-    if !word.is_empty() && words.len() < limit {
-        words.push(word);
+    if !word.is_empty() && n < limit {
+        visit(word);
+        n += 1;
     }
-    words
+    word.clear();
+    n
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ pub(super) fn refresh(
             story: r.try_get(1)?,
             feed: r.try_get(2)?,
             seen_at: r.try_get(3)?,
-            terms: Terms::of(r.try_get(4)?, &crate::parse::body_text(&summary, &content)),
+            terms: Terms::of_item(r.try_get(4)?, &summary, &content),
         });
     }
     let mut index = index.lock().unwrap_or_else(|p| p.into_inner());
@@ -58,10 +58,7 @@ pub(super) fn assign_story(
     rules: &StoryRules,
 ) -> Result<Indexed> {
     let since = now_s.saturating_sub(rules.window.as_secs() as i64);
-    let terms = Terms::of(
-        &item.title,
-        &crate::parse::body_text(&item.summary, &item.content),
-    );
+    let terms = Terms::of_item(&item.title, &item.summary, &item.content);
     let mut candidates = index
         .lock()
         .unwrap_or_else(|p| p.into_inner())

@@ -238,6 +238,9 @@ impl Sqlite {
             ],
         )?;
         tx.commit()?;
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.wrote();
+        }
         let mut index = self.stories.lock().unwrap_or_else(|p| p.into_inner());
         for indexed in grouped {
             index.add(indexed);

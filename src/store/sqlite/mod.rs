@@ -19,6 +19,7 @@ use crate::digest::MAX_DIGEST_ENTRIES;
 
 mod articles;
 mod channels;
+mod checkpoint;
 mod cluster;
 mod digests;
 mod feeds;
@@ -86,6 +87,9 @@ pub struct Sqlite {
     conn: Arc<Mutex<Connection>>,
     /// The window's grouped items by term (see [`crate::story`]).
     stories: Mutex<crate::story::StoryIndex>,
+    /// Folds the log into the database file off the writing connection; `None` for a
+    /// database opened to read.
+    checkpointer: Option<checkpoint::Checkpointer>,
 }
 
 /// The schema version of the database at `path` (on `conn`). One a newer Tidings wrote is
@@ -133,9 +137,12 @@ impl Sqlite {
             .to_latest(&mut conn)
             .with_context(|| format!("migrating database {}", path.display()))?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.pragma_update(None, "wal_autocheckpoint", checkpoint::FOREGROUND_PAGES)?;
+        let checkpointer = checkpoint::Checkpointer::start(path)?;
         Ok(Sqlite {
             conn: Arc::new(Mutex::new(conn)),
             stories: Default::default(),
+            checkpointer: Some(checkpointer),
         })
     }
 
@@ -156,6 +163,7 @@ impl Sqlite {
         Ok(Sqlite {
             conn: Arc::new(Mutex::new(conn)),
             stories: Default::default(),
+            checkpointer: None,
         })
     }
 
