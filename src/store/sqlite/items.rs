@@ -54,39 +54,40 @@ impl Sqlite {
         super::stories::refresh(&tx, &self.stories, now_s, stories)?;
         let mut grouped = Vec::new();
         {
-            let mut insert_item = tx.prepare(
+            let mut insert_item = tx.prepare_cached(
                 "INSERT INTO items (feed_id, key, guid, link, title, summary, content, published_at,
                                     first_seen_at, content_hash, article_state, article_link,
                                     article_next_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?4, ?9)
                  ON CONFLICT (feed_id, key) DO NOTHING",
             )?;
-            let mut known = tx.prepare(
+            let mut known = tx.prepare_cached(
                 "SELECT id, content_hash, link, article_state, article_text, lang
                  FROM items WHERE feed_id = ?1 AND key = ?2",
             )?;
-            let mut set_lang = tx.prepare("UPDATE items SET lang = ?2 WHERE id = ?1")?;
+            let mut set_lang = tx.prepare_cached("UPDATE items SET lang = ?2 WHERE id = ?1")?;
             // A new link for an item whose article is in: fetched again, and the item sent
             // again (marked updated) once it is. One still pending fetches the new link.
-            let mut refetch_article = tx.prepare(
+            let mut refetch_article = tx.prepare_cached(
                 "UPDATE items SET article_state = 'pending', article_link = ?2,
                     article_next_at = ?3, article_attempts = 0, article_error = NULL,
                     article_resend = (article_state IS NOT 'pending' OR article_resend),
                     claim = NULL, claimed_until = NULL
                  WHERE id = ?1",
             )?;
-            let mut pruned = tx.prepare(
+            let mut pruned = tx.prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM item_tombstones WHERE feed_id = ?1 AND key = ?2)",
             )?;
-            let mut update_item = tx.prepare(
+            let mut update_item = tx.prepare_cached(
                 "UPDATE items SET title = ?2, summary = ?3, content = ?4, link = ?5,
                     content_hash = ?6, updated_at = ?7 WHERE id = ?1",
             )?;
-            let mut set_hash = tx.prepare("UPDATE items SET content_hash = ?2 WHERE id = ?1")?;
-            let mut set_link = tx.prepare("UPDATE items SET link = ?2 WHERE id = ?1")?;
+            let mut set_hash =
+                tx.prepare_cached("UPDATE items SET content_hash = ?2 WHERE id = ?1")?;
+            let mut set_link = tx.prepare_cached("UPDATE items SET link = ?2 WHERE id = ?1")?;
             // An edited item goes out again, marked updated, to the subscriptions it was
             // already sent to and still matches; one still pending just shows the new text.
-            let mut resend_match = tx.prepare(
+            let mut resend_match = tx.prepare_cached(
                 "UPDATE matches SET outbox_id = NULL, updated = 1, matched_at = ?3
                  WHERE subscription_id = ?1 AND item_id = ?2 AND outbox_id IS NOT NULL",
             )?;
@@ -215,7 +216,7 @@ impl Sqlite {
                 }
             }
         }
-        tx.execute(
+        tx.prepare_cached(
             "UPDATE feeds SET etag = ?2, last_modified = ?3, baseline_at = COALESCE(baseline_at, ?4),
              next_poll_at = ?5, last_poll_at = ?4, last_success_at = ?4, last_status = 'ok',
              last_error = NULL, last_error_kind = NULL, consecutive_failures = 0, failing_since = NULL,
@@ -224,6 +225,8 @@ impl Sqlite {
              moved_to = ?7, repairs = ?8, body_hash = ?9,
              page_snapshot = COALESCE(?10, page_snapshot)
              WHERE id = ?1",
+        )?
+        .execute(
             params![
                 feed.id,
                 etag,

@@ -121,6 +121,7 @@ impl Sqlite {
         let mut conn = Connection::open(path)
             .with_context(|| format!("opening database {}", path.display()))?;
         conn.busy_timeout(Duration::from_secs(10))?;
+        fixed_plans(&conn)?;
         schema_version(&conn, path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -198,6 +199,16 @@ impl Sqlite {
     // ---- feeds ---------------------------------------------------------------------------
 }
 
+/// Compiled statements kept, and plans that do not depend on bound values: SQLite would otherwise compile a statement
+/// again each time it runs with a new value the planner could use (a `LIMIT ?`), and
+/// Tidings never gathers the statistics that make value-dependent plans worth it.
+fn fixed_plans(conn: &Connection) -> Result<()> {
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    // Room for every statement a poll's storing runs, kept compiled between polls.
+    conn.set_prepared_statement_cache_capacity(128);
+    Ok(())
+}
+
 /// Opens the existing database at `path` without creating, migrating or writing to it,
 /// and reads its schema version (one a newer Tidings wrote is refused).
 ///
@@ -220,6 +231,7 @@ fn open_untouched(path: &Path) -> Result<(Connection, i64)> {
     }
     conn.pragma_update(None, "query_only", true)?;
     conn.busy_timeout(Duration::from_secs(10))?;
+    fixed_plans(&conn)?;
     let version = schema_version(&conn, path)?;
     Ok((conn, version))
 }
@@ -406,6 +418,34 @@ status_from_sql!(
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    /// A statement with a bound LIMIT (or any value the planner could use) is compiled
+    /// once, not again each time it runs with another value: SQLite re-prepares such a
+    /// statement on every new binding unless the plan is fixed (QPSG). Grouping ran its
+    /// same-link lookup that way for every new item.
+    #[test]
+    fn statements_are_not_prepared_again_for_each_new_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = Sqlite::open(&path).unwrap();
+        let count_reprepares = |conn: &Connection| {
+            let mut stmt = conn
+                .prepare_cached("SELECT id FROM items WHERE link = ?1 ORDER BY id LIMIT ?2")
+                .unwrap();
+            for limit in 1..=5 {
+                let _: Vec<i64> = stmt
+                    .query_map(params!["https://x.example/a", limit], |r| r.get(0))
+                    .unwrap()
+                    .collect::<rusqlite::Result<_>>()
+                    .unwrap();
+            }
+            stmt.get_status(rusqlite::StatementStatus::RePrepare)
+        };
+        assert_eq!(count_reprepares(&store.conn()), 0);
+        drop(store);
+        let reader = Sqlite::open_read_only(&path).unwrap();
+        assert_eq!(count_reprepares(&reader.conn()), 0);
+    }
 
     #[test]
     fn a_status_this_version_does_not_know_is_an_error_not_a_guess() {
