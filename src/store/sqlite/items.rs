@@ -1,6 +1,7 @@
 //! Items: storing a poll's items (with their matches and tombstones), reading them back.
 
 use super::*;
+use crate::story::{Indexed, Terms};
 
 /// What is stored of an item seen before.
 struct Known {
@@ -54,18 +55,22 @@ impl Sqlite {
         super::stories::refresh(&tx, &self.stories, now_s, stories)?;
         let mut grouped = Vec::new();
         {
+            // Known items are looked up first: a new one is inserted once, whole (its
+            // language and story included), with the id SQLite would give it.
             let mut insert_item = tx.prepare_cached(
                 "INSERT INTO items (feed_id, key, guid, link, title, summary, content, published_at,
                                     first_seen_at, content_hash, article_state, article_link,
-                                    article_next_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?4, ?9)
-                 ON CONFLICT (feed_id, key) DO NOTHING",
+                                    article_next_at, id, lang, story_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?4, ?9, ?12, ?13, ?14)",
             )?;
+            let mut next_id: i64 =
+                tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM items", [], |r| {
+                    r.get(0)
+                })?;
             let mut known = tx.prepare_cached(
                 "SELECT id, content_hash, link, article_state, article_text, lang
                  FROM items WHERE feed_id = ?1 AND key = ?2",
             )?;
-            let mut set_lang = tx.prepare_cached("UPDATE items SET lang = ?2 WHERE id = ?1")?;
             // A new link for an item whose article is in: fetched again, and the item sent
             // again (marked updated) once it is. One still pending fetches the new link.
             let mut refetch_article = tx.prepare_cached(
@@ -110,29 +115,8 @@ impl Sqlite {
                     is_baseline && item.published.is_none_or(|p| p < baseline_cutoff);
                 let may_match = !(baseline_old || listing && old_news);
                 let wants_article = may_match && feed.options.full_text && item.link.is_some();
-                let inserted = insert_item.execute(params![
-                    feed.id,
-                    item.key,
-                    item.guid,
-                    item.link,
-                    item.title,
-                    item.summary,
-                    item.content,
-                    item.published.map(|d| d.timestamp()),
-                    now_s,
-                    hash,
-                    wants_article.then_some(ArticleState::Pending.as_str()),
-                ])?;
-                if inserted == 0 {
-                    // Seen before: never new again, but a material edit is recorded.
-                    let Known {
-                        id,
-                        hash: old,
-                        link: old_link,
-                        article,
-                        article_text,
-                        lang,
-                    } = known.query_row(params![feed.id, item.key], |r| {
+                let seen = known
+                    .query_row(params![feed.id, item.key], |r| {
                         Ok(Known {
                             id: r.get(0)?,
                             hash: r.get(1)?,
@@ -141,7 +125,18 @@ impl Sqlite {
                             article_text: r.get(4)?,
                             lang: r.get(5)?,
                         })
-                    })?;
+                    })
+                    .optional()?;
+                if let Some(seen) = seen {
+                    // Seen before: never new again, but a material edit is recorded.
+                    let Known {
+                        id,
+                        hash: old,
+                        link: old_link,
+                        article,
+                        article_text,
+                        lang,
+                    } = seen;
                     // A full-text item's new link is a new article: fetched again.
                     let refetch = feed.options.full_text
                         && article.is_some()
@@ -184,27 +179,54 @@ impl Sqlite {
                     }
                     continue;
                 }
-                let item_id = tx.last_insert_rowid();
+                let item_id = next_id;
+                next_id += 1;
                 stored.new_items += 1;
-                if !may_match {
-                    continue;
-                }
-                // Only items that can be alerted are grouped: old news is never shown.
-                let indexed = super::stories::assign_story(
-                    &tx,
-                    &self.stories,
-                    item_id,
-                    &feed.id,
-                    item,
+                // Only items that can be alerted get a language and a story: old news is
+                // never shown.
+                let alertable = may_match.then(|| {
+                    let terms = Terms::of_item(&item.title, &item.summary, &item.content);
+                    (terms, languages.detect_item(item))
+                });
+                let story = match &alertable {
+                    Some((terms, _)) => super::stories::choose_story(
+                        &tx,
+                        &self.stories,
+                        &feed.id,
+                        item,
+                        terms,
+                        now_s,
+                        stories,
+                    )?
+                    .unwrap_or(item_id),
+                    None => item_id,
+                };
+                insert_item.execute(params![
+                    feed.id,
+                    item.key,
+                    item.guid,
+                    item.link,
+                    item.title,
+                    item.summary,
+                    item.content,
+                    item.published.map(|d| d.timestamp()),
                     now_s,
-                    stories,
-                )?;
-                let story = indexed.story;
-                grouped.push(indexed);
-                let lang = languages.detect_item(item);
-                if let Some(lang) = &lang {
-                    set_lang.execute(params![item_id, lang])?;
-                }
+                    hash,
+                    wants_article.then_some(ArticleState::Pending.as_str()),
+                    item_id,
+                    alertable.as_ref().and_then(|(_, lang)| lang.as_deref()),
+                    alertable.is_some().then_some(story),
+                ])?;
+                let Some((terms, lang)) = alertable else {
+                    continue;
+                };
+                grouped.push(Indexed {
+                    id: item_id,
+                    story,
+                    feed: feed.id.clone(),
+                    seen_at: now_s,
+                    terms,
+                });
                 if wants_article {
                     // Matched once, when its article is in (or will never be).
                     stored.articles_pending += 1;

@@ -48,25 +48,23 @@ pub(super) fn refresh(
     Ok(())
 }
 
-/// Puts the new item `item_id` of feed `feed_id` in a story: that of an item of another
-/// feed seen within the window with the same link or alike terms, whose story has no
-/// item of this feed yet; else a story of its own. Returns what to add to the index once
-/// the transaction commits.
-pub(super) fn assign_story(
+/// The story the new item of feed `feed_id` with `terms` ([`Terms::of_item`]) joins: that
+/// of an item of another feed seen within the window with the same link or alike terms,
+/// whose story has no item of this feed yet; `None` when it starts a story of its own.
+pub(super) fn choose_story(
     tx: &rusqlite::Transaction<'_>,
     index: &Mutex<StoryIndex>,
-    item_id: i64,
     feed_id: &str,
     item: &Item,
+    terms: &Terms,
     now_s: i64,
     rules: &StoryRules,
-) -> Result<Indexed> {
+) -> Result<Option<i64>> {
     let since = now_s.saturating_sub(rules.window.as_secs() as i64);
-    let terms = Terms::of_item(&item.title, &item.summary, &item.content);
     let mut candidates = index
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .candidates(&terms, feed_id, since);
+        .candidates(terms, feed_id, since);
     if let Some(link) = &item.link {
         let mut same_link = tx.prepare_cached(
             "SELECT id, story_id FROM items
@@ -83,29 +81,19 @@ pub(super) fn assign_story(
             })?;
         let index = index.lock().unwrap_or_else(|p| p.into_inner());
         for row in rows {
-            candidates.push(index.same_link(row?, &terms, rules));
+            candidates.push(index.same_link(row?, terms, rules));
         }
     }
-    let mut story = item_id;
     let mut has_feed = tx.prepare_cached(
         "SELECT EXISTS (SELECT 1 FROM items WHERE story_id = ?1 AND feed_id = ?2)",
     )?;
     for candidate in ranked(candidates, rules) {
         // Items of one feed are never one story (a live blog's updates share a page).
         if !has_feed.query_row(params![candidate.story, feed_id], |r| r.get::<_, bool>(0))? {
-            story = candidate.story;
-            break;
+            return Ok(Some(candidate.story));
         }
     }
-    tx.prepare_cached("UPDATE items SET story_id = ?2 WHERE id = ?1")?
-        .execute(params![item_id, story])?;
-    Ok(Indexed {
-        id: item_id,
-        story,
-        feed: feed_id.to_owned(),
-        seen_at: now_s,
-        terms,
-    })
+    Ok(None)
 }
 
 /// Records that subscription `subscription_id` matched the new item `item_id` of story
