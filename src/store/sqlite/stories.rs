@@ -108,6 +108,15 @@ pub(super) fn insert_match(
     story: i64,
     now_s: i64,
 ) -> Result<usize> {
+    if story == item_id {
+        // The item starts its story: nobody got it yet.
+        return Ok(tx
+            .prepare_cached(
+                "INSERT INTO matches (subscription_id, item_id, matched_at, quiet)
+                 VALUES (?1, ?2, ?3, 0) ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![subscription_id, item_id, now_s])?);
+    }
     Ok(tx
         .prepare_cached(
             "INSERT INTO matches (subscription_id, item_id, matched_at, quiet)
