@@ -370,21 +370,28 @@ impl StoryIndex {
         most.truncate(MAX_CANDIDATES);
         known.sort_unstable_by_key(|&(id, _, _)| id);
         let short = terms.weights.len() < MIN_TERMS;
+        // Candidates often share their story's first item: compared once.
+        let mut root_dots: HashMap<usize, f64> = HashMap::default();
         most.into_iter()
             .map(|(slot, _)| {
                 let e = &self.entries[slot as usize];
-                // Alike this item, and alike the story's first: a roundup that carries
-                // two stories never bridges them into one.
-                let mut similarity = dot(&known, e);
-                if let Some(&root) = self.by_id.get(&e.story)
-                    && root >= self.first_live
-                {
-                    similarity = similarity.min(dot(&known, &self.entries[root]));
-                }
                 // A few words alike (two titles of one agency) are not one story.
-                if short || e.terms.len() < MIN_TERMS {
-                    similarity = 0.0;
-                }
+                let similarity = if short || e.terms.len() < MIN_TERMS {
+                    0.0
+                } else {
+                    // Alike this item, and alike the story's first: a roundup that
+                    // carries two stories never bridges them into one.
+                    let alike = dot(&known, e);
+                    match self.by_id.get(&e.story) {
+                        Some(&root) if root >= self.first_live && root != slot as usize => alike
+                            .min(
+                                *root_dots
+                                    .entry(root)
+                                    .or_insert_with(|| dot(&known, &self.entries[root])),
+                            ),
+                        _ => alike,
+                    }
+                };
                 Candidate {
                     story: e.story,
                     item: e.id,
