@@ -46,6 +46,15 @@ pub(super) fn text(html: &str) -> Option<String> {
     if html.starts_with('\u{FEFF}') || memchr::memchr(0, bytes).is_some() {
         return None;
     }
+    // html5ever's path first cuts tags of too many attributes, as a plain scan of the
+    // whole fragment sees tags: across raw text and quotes, where it may cut text this
+    // reader would show. Whatever it cuts is left to that path.
+    if matches!(
+        super::limit_attributes(html, MAX_ATTRIBUTES),
+        std::borrow::Cow::Owned(_)
+    ) {
+        return None;
+    }
     let mut reader = Reader {
         html,
         bytes,
@@ -186,14 +195,6 @@ impl Reader<'_> {
         };
         if script && memchr::memmem::find(&self.bytes[from..content_end], b"<!--").is_some() {
             // Script data escapes change where a script ends.
-            return None;
-        }
-        let shown = self.skipping == 0 && !script;
-        if shown
-            && super::limit_attributes(&self.html[from..content_end], MAX_ATTRIBUTES).len()
-                != content_end - from
-        {
-            // html5ever's path cuts tags of too many attributes even in raw text: its text.
             return None;
         }
         if rcdata {
