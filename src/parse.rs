@@ -562,9 +562,18 @@ impl TextBudget {
                     }
                     self.space = false;
                     self.out.push_str(&s[i..i + run]);
-                    i += run;
-                    continue;
+                } else {
+                    // It does not fit: a character at a time up to the limit, the run
+                    // measured once (not again after each character: quadratic).
+                    for c in s[i..i + run].chars() {
+                        if self.full {
+                            break;
+                        }
+                        self.push_char(c);
+                    }
                 }
+                i += run;
+                continue;
             }
             let Some(c) = s[i..].chars().next() else {
                 break;
@@ -2116,6 +2125,47 @@ mod tests {
                 assert_eq!(fast, reference, "{html:?}");
             }
             assert_eq!(html_to_text(&html), reference, "{html:?}");
+        }
+    }
+
+    /// Text longer than the budget, cut where the tokenizer path cuts it, with markup at
+    /// the cut; and one word longer than what is left, which the one-pass reader hands
+    /// over whole: the budget measured the rest of it again for each character it then
+    /// took one by one (quadratic: `x ` and 148 KiB of letters took a minute; found by
+    /// the hostile review of issue 18).
+    #[test]
+    fn text_over_the_budget_is_cut_as_the_tokenizer_cuts_it() {
+        let mut cases = vec![
+            "a".repeat(MAX_TEXT_BYTES + 1),
+            format!("x {}", "a".repeat(MAX_TEXT_BYTES + 20_000)),
+            format!("<textarea>{}</textarea>", "a".repeat(MAX_TEXT_BYTES + 1)),
+        ];
+        for tail in [
+            "&amp;b",
+            "<b>x</b>",
+            "<p>x",
+            "é",
+            "&notin;",
+            " y",
+            "<!-- -->z",
+        ] {
+            for k in [0, 1, 3, 6] {
+                let n = MAX_TEXT_BYTES - k;
+                cases.push(format!("{}{tail}", "a".repeat(n)));
+                cases.push(format!("w {}{tail}", "a".repeat(n - 2)));
+                cases.push(format!("{} {tail} more words", "ab ".repeat(n / 3)));
+            }
+        }
+        for html in cases {
+            let reference = tokenized_text(&html);
+            assert!(reference.len() <= MAX_TEXT_BYTES);
+            assert_eq!(
+                html_to_text(&html),
+                reference,
+                "{:?}…{:?}",
+                &html[..12],
+                &html[html.len() - 12..]
+            );
         }
     }
 

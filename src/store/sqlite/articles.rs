@@ -133,7 +133,14 @@ impl Sqlite {
                 matches += if resend {
                     resend_match.execute(params![subscription, article.item, now_s])?
                 } else {
-                    super::stories::insert_match(&tx, subscription, article.item.0, story, now_s)?
+                    super::stories::insert_match(
+                        &tx,
+                        subscription,
+                        article.item.0,
+                        story,
+                        now_s,
+                        false,
+                    )?
                 };
             }
         }

@@ -233,8 +233,14 @@ impl Sqlite {
                     continue;
                 }
                 for subscription in find_matches(item, None, lang.as_deref()) {
-                    stored.matches +=
-                        super::stories::insert_match(&tx, subscription, item_id, story, now_s)?;
+                    stored.matches += super::stories::insert_match(
+                        &tx,
+                        subscription,
+                        item_id,
+                        story,
+                        now_s,
+                        story == item_id,
+                    )?;
                 }
             }
         }

@@ -100,16 +100,20 @@ pub(super) fn choose_story(
 /// `story`, unless its subscriber already got the story (a digest took an item of it for
 /// them) and wants to hear nothing more of it: then nothing is recorded.
 /// When they want new outlets in their next digest, the match is quiet: it goes out with
-/// the next digest but does not send one. Returns the number of matches recorded (0 or 1).
+/// the next digest but does not send one. `new_story`: the item started `story` in this
+/// transaction. Returns the number of matches recorded (0 or 1).
 pub(super) fn insert_match(
     tx: &rusqlite::Transaction<'_>,
     subscription_id: SubscriptionId,
     item_id: i64,
     story: i64,
     now_s: i64,
+    new_story: bool,
 ) -> Result<usize> {
-    if story == item_id {
-        // The item starts its story: nobody got it yet.
+    if new_story {
+        // The item started its story in this transaction: nobody got it yet. (An item
+        // matched later, when its article is in, may lead a story another outlet's copy
+        // already brought someone.)
         return Ok(tx
             .prepare_cached(
                 "INSERT INTO matches (subscription_id, item_id, matched_at, quiet)
