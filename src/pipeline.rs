@@ -442,6 +442,61 @@ pub struct PollSummary {
     pub matches: usize,
 }
 
+/// One claimed feed's poll once it holds this instance's connection slots: takes the
+/// cluster's slot, renews the claim, polls, gives the slot back. `None`: not polled
+/// (shutting down).
+async fn poll_in_slot(
+    app: &App,
+    feed: FeedToPoll,
+    host: &str,
+    matcher: &Arc<CompiledMatcher>,
+    now: DateTime<Utc>,
+    started: Instant,
+) -> Option<Result<FeedOutcome>> {
+    let Shutdown { draining, abort } = &app.shutdown;
+    let id = feed.id.clone();
+    // The same limits for every instance on the database together. A try for a slot is
+    // never cut short (the database would finish it, and the slot would stay taken until
+    // its lease ran out).
+    let cluster = match cluster_slot(app, host, draining).await {
+        Ok(Some(token)) => token,
+        Ok(None) => return None,
+        Err(e) => return Some(Err(e)),
+    };
+    if draining.is_cancelled() {
+        if let Err(e) = app.store.release_fetch_slot(&cluster).await {
+            warn!(feed = %id, error = %format!("{e:#}"), "giving back a connection slot");
+        }
+        return None;
+    }
+    let polled = async {
+        // The wait for a slot may have outlasted the lease: renew it, or leave the feed to
+        // whoever claimed it since.
+        let at = now + to_chrono(started.elapsed());
+        let lease = poll_lease(&app.config.poll);
+        match app.store.renew_feed_claim(&feed, at, lease).await {
+            Ok(true) => {}
+            Ok(false) => {
+                warn_if_lost(false, &id);
+                return Some(Ok(FeedOutcome::TakenOver));
+            }
+            Err(e) => return Some(Err(e)),
+        }
+        tokio::select! {
+            biased;
+            _ = abort.cancelled() => None,
+            outcome = refresh_feed_guarded(app, feed, matcher, now) => Some(outcome),
+        }
+    };
+    let outcome = polled.await;
+    // Given back whatever happened; if it cannot be (the database is away), its lease
+    // ends it.
+    if let Err(e) = app.store.release_fetch_slot(&cluster).await {
+        warn!(feed = %id, error = %format!("{e:#}"), "giving back a connection slot");
+    }
+    outcome
+}
+
 /// How one feed's poll went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FeedOutcome {
@@ -513,7 +568,7 @@ pub async fn poll_feeds_observed(
             jobs.spawn(async move {
                 let id = feed.id.clone();
                 let claimed = feed.clone();
-                let Shutdown { draining, abort } = app.shutdown.clone();
+                let draining = app.shutdown.draining.clone();
                 let work = async {
                     let _host = tokio::select! {
                         biased;
@@ -525,52 +580,15 @@ pub async fn poll_feeds_observed(
                         _ = draining.cancelled() => return None,
                         p = global.acquire_owned() => p,
                     };
-                    // The same limits for every instance on the database together. A try
-                    // for a slot is never cut short (the database would finish it, and
-                    // the slot would stay taken until its lease ran out).
-                    let cluster = match cluster_slot(&app, &host, &draining).await {
-                        Ok(Some(token)) => token,
-                        Ok(None) => return None,
-                        Err(e) => return Some(Err(e)),
-                    };
-                    if draining.is_cancelled() {
-                        if let Err(e) = app.store.release_fetch_slot(&cluster).await {
-                            warn!(feed = %id, error = %format!("{e:#}"), "giving back a connection slot");
-                        }
-                        return None;
-                    }
-                    let polled = async {
-                        // The wait for a slot may have outlasted the lease: renew it, or leave
-                        // the feed to whoever claimed it since.
-                        let at = now + to_chrono(started.elapsed());
-                        let lease = poll_lease(&app.config.poll);
-                        match app.store.renew_feed_claim(&feed, at, lease).await {
-                            Ok(true) => {}
-                            Ok(false) => {
-                                warn_if_lost(false, &id);
-                                return Some(Ok(FeedOutcome::TakenOver));
-                            }
-                            Err(e) => return Some(Err(e)),
-                        }
-                        tokio::select! {
-                            biased;
-                            _ = abort.cancelled() => None,
-                            outcome = refresh_feed_guarded(&app, feed, &matcher, now) => Some(outcome),
-                        }
-                    };
-                    let outcome = polled.await;
-                    // Given back whatever happened; if it cannot be (the database is away), its
-                    // lease ends it.
-                    if let Err(e) = app.store.release_fetch_slot(&cluster).await {
-                        warn!(feed = %id, error = %format!("{e:#}"), "giving back a connection slot");
-                    }
-                    outcome
+                    // Boxed, and only now: a task still waiting for its slots stays
+                    // small (a cycle spawns one for every feed it claimed at once).
+                    Box::pin(poll_in_slot(&app, feed, &host, &matcher, now, started)).await
                 };
                 let outcome = work.await;
                 if matches!(outcome, None | Some(Err(_))) {
                     // Not polled, or its result could not be written: due again at once (the
                     // next start, the next tick), not after the lease.
-                    if let Err(e) = app.store.release_claim(&claimed).await {
+                    if let Err(e) = Box::pin(app.store.release_claim(&claimed)).await {
                         warn!(feed = %id, error = %format!("{e:#}"), "releasing feed");
                     }
                 }
