@@ -32,7 +32,7 @@ use crate::page::Compared;
 use crate::parse::{Item, ParsedFeed, body_hash, body_text, parse_feed};
 use crate::push::{self, PushRound, Pusher};
 use crate::store::{
-    FeedListSync, FeedListVersion, FeedToPoll, FetchLimits, Pruned, Store, StoreOutcome,
+    FeedListSync, FeedListVersion, FeedToPoll, FetchLimits, FetchSlot, Pruned, Store, StoreOutcome,
     Subscriber, SubscriberId, SubscriptionId, SuccessfulPoll, UnchangedPoll,
 };
 use crate::token::{Links, Signer};
@@ -727,7 +727,7 @@ async fn cluster_slot(
     app: &App,
     host: &str,
     draining: &CancellationToken,
-) -> Result<Option<String>> {
+) -> Result<Option<FetchSlot>> {
     let limits = FetchLimits {
         per_host: app.config.poll.per_host,
         concurrency: app.config.poll.concurrency,
@@ -741,7 +741,7 @@ async fn cluster_slot_within(
     host: &str,
     limits: FetchLimits,
     draining: &CancellationToken,
-) -> Result<Option<String>> {
+) -> Result<Option<FetchSlot>> {
     let lease = poll_lease(&app.config.poll);
     let mut pause = Duration::from_millis(20);
     loop {

@@ -217,7 +217,7 @@ async fn a_slot_taken_while_shutting_down_is_given_back() {
         let freed = lock
             .execute(
                 "UPDATE fetch_slots SET holder = NULL, held_until = NULL WHERE holder = ?1",
-                [&held],
+                [held.token()],
             )
             .unwrap();
         assert!(freed >= 1, "the other instance's slots");

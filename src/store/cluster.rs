@@ -34,26 +34,42 @@ pub struct FetchLimits {
     pub concurrency: usize,
 }
 
+/// The connection slots one fetch holds ([`Store::acquire_fetch_slot`]): one of its
+/// host's and one of all hosts', under one random token. The host finds them again
+/// among the slots of every host ever polled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchSlot {
+    pub(super) host: String,
+    pub(super) token: String,
+}
+
+impl FetchSlot {
+    /// The holder's token, as stored in `fetch_slots.holder`.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+}
+
 impl Store {
     /// Takes one of `host`'s `per_host` connection slots and one of the `concurrency`
     /// slots of all hosts, for every instance on this database together, until
     /// `now + lease` (a crashed holder's slots free themselves then). `None` when either
-    /// is full: wait and ask again. The token opens [`Store::release_fetch_slot`].
+    /// is full: wait and ask again. Given back with [`Store::release_fetch_slot`].
     pub async fn acquire_fetch_slot(
         &self,
         host: &str,
         limits: FetchLimits,
         now: DateTime<Utc>,
         lease: Duration,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<FetchSlot>> {
         let host = host.to_owned();
         run!(self, db => db.acquire_fetch_slot(&host, limits, now, lease))
     }
 
-    /// Gives back the slots `token` holds.
-    pub async fn release_fetch_slot(&self, token: &str) -> Result<()> {
-        let token = token.to_owned();
-        run!(self, db => db.release_fetch_slot(&token))
+    /// Gives back the slots `slot` holds.
+    pub async fn release_fetch_slot(&self, slot: &FetchSlot) -> Result<()> {
+        let slot = slot.clone();
+        run!(self, db => db.release_fetch_slot(&slot))
     }
 
     /// Reserves the next slot of the mail pacer every process on this database shares:

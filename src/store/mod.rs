@@ -54,7 +54,7 @@ pub use channels::{
     CONFIRM_TRIES, Channel, ChannelLimits, Confirmation, NewChannel, Notice, OverLimit,
     PushMessage, event_id,
 };
-pub use cluster::{ClusterStats, FetchLimits, Instance};
+pub use cluster::{ClusterStats, FetchLimits, FetchSlot, Instance};
 pub use copy::{ImportStep, Imported, TableCopied};
 pub use feeds::{FeedListSync, FeedListVersion};
 pub use model::{

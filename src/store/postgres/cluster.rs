@@ -1,7 +1,7 @@
 //! The mail pacer, settings and instances (see [`Store::reserve_mail_slot`]).
 
 use super::*;
-use crate::store::cluster::{ALL_HOSTS, interval_ms, slot_time, slot_token, slots};
+use crate::store::cluster::{ALL_HOSTS, FetchSlot, interval_ms, slot_time, slot_token, slots};
 
 impl Postgres {
     pub fn reserve_mail_slot(
@@ -49,7 +49,7 @@ impl Postgres {
         limits: FetchLimits,
         now: DateTime<Utc>,
         lease: Duration,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<FetchSlot>> {
         let token = slot_token()?;
         let (now_s, until) = (now.timestamp(), now.timestamp() + lease_secs(lease));
         let mut conn = self.conn()?;
@@ -84,13 +84,18 @@ impl Postgres {
             }
         }
         tx.commit()?;
-        Ok(Some(token))
+        Ok(Some(FetchSlot {
+            host: host.to_owned(),
+            token,
+        }))
     }
 
-    pub fn release_fetch_slot(&self, token: &str) -> Result<()> {
+    pub fn release_fetch_slot(&self, slot: &FetchSlot) -> Result<()> {
+        // By the primary key: not a read of every host's slots.
         self.conn()?.execute(
-            "UPDATE fetch_slots SET holder = NULL, held_until = NULL WHERE holder = $1",
-            &[&token],
+            "UPDATE fetch_slots SET holder = NULL, held_until = NULL
+             WHERE host IN ($1, $2) AND holder = $3",
+            &[&slot.host, &ALL_HOSTS, &slot.token],
         )?;
         Ok(())
     }

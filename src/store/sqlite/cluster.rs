@@ -1,7 +1,13 @@
 //! The mail pacer, settings and instances (see [`Store::reserve_mail_slot`]).
 
 use super::*;
-use crate::store::cluster::{ALL_HOSTS, interval_ms, slot_time, slot_token, slots};
+use crate::store::cluster::{ALL_HOSTS, FetchSlot, interval_ms, slot_time, slot_token, slots};
+
+/// Gives back the slots held with a token: its host's and all hosts' (found by the
+/// primary key, not by reading the slots of every host).
+pub(super) const RELEASE_FETCH_SLOT: &str =
+    "UPDATE fetch_slots SET holder = NULL, held_until = NULL
+     WHERE host IN (?1, ?2) AND holder = ?3";
 
 impl Sqlite {
     pub fn reserve_mail_slot(
@@ -45,7 +51,7 @@ impl Sqlite {
         limits: FetchLimits,
         now: DateTime<Utc>,
         lease: Duration,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<FetchSlot>> {
         let token = slot_token()?;
         let (now_s, until) = (now.timestamp(), now.timestamp() + lease_secs(lease));
         let mut conn = self.conn();
@@ -79,14 +85,16 @@ impl Sqlite {
             }
         }
         tx.commit()?;
-        Ok(Some(token))
+        Ok(Some(FetchSlot {
+            host: host.to_owned(),
+            token,
+        }))
     }
 
-    pub fn release_fetch_slot(&self, token: &str) -> Result<()> {
-        self.conn().execute(
-            "UPDATE fetch_slots SET holder = NULL, held_until = NULL WHERE holder = ?1",
-            [token],
-        )?;
+    pub fn release_fetch_slot(&self, slot: &FetchSlot) -> Result<()> {
+        self.conn()
+            .prepare_cached(RELEASE_FETCH_SLOT)?
+            .execute(params![slot.host, ALL_HOSTS, slot.token])?;
         Ok(())
     }
 

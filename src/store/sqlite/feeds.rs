@@ -160,32 +160,38 @@ impl Sqlite {
         next_poll_at: DateTime<Utc>,
         moved_to: Option<&str>,
     ) -> Result<bool> {
-        Ok(self.conn().execute(
-            "UPDATE feeds SET next_poll_at = ?4, last_poll_at = ?3, last_success_at = ?3,
+        Ok(self
+            .conn()
+            .prepare_cached(
+                "UPDATE feeds SET next_poll_at = ?4, last_poll_at = ?3, last_success_at = ?3,
              last_status = 'not-modified', last_error = NULL, last_error_kind = NULL,
              consecutive_failures = 0, failing_since = NULL, claimed_until = NULL, claim = NULL,
              moved_to = ?5
              WHERE id = ?1 AND claim IS ?2",
-            params![
+            )?
+            .execute(params![
                 feed.id,
                 feed.claim,
                 now.timestamp(),
                 next_poll_at.timestamp(),
                 moved_to
-            ],
-        )? == 1)
+            ])?
+            == 1)
     }
 
     pub fn record_unchanged(&self, feed: &FeedToPoll, poll: &UnchangedPoll) -> Result<bool> {
         let now = poll.now.timestamp();
-        Ok(self.conn().execute(
+        Ok(self
+            .conn()
+            .prepare_cached(
             "UPDATE feeds SET etag = ?2, last_modified = ?3, next_poll_at = ?5, last_poll_at = ?4,
              last_success_at = ?4, last_status = 'not-modified', last_error = NULL,
              last_error_kind = NULL, consecutive_failures = 0, failing_since = NULL,
              claimed_until = NULL, claim = NULL, moved_to = ?6,
              last_full_fetch_at = CASE WHEN ?7 THEN ?4 ELSE last_full_fetch_at END
              WHERE id = ?1 AND claim IS ?8",
-            params![
+            )?
+            .execute(params![
                 feed.id,
                 poll.etag,
                 poll.last_modified,
@@ -194,8 +200,7 @@ impl Sqlite {
                 poll.moved_to,
                 poll.full_fetch,
                 feed.claim,
-            ],
-        )? == 1)
+            ])? == 1)
     }
 
     pub fn record_failure(
@@ -206,32 +211,38 @@ impl Sqlite {
         error: &str,
         next_poll_at: DateTime<Utc>,
     ) -> Result<bool> {
-        Ok(self.conn().execute(
-            "UPDATE feeds SET next_poll_at = ?5, last_poll_at = ?2, last_status = 'error',
+        Ok(self
+            .conn()
+            .prepare_cached(
+                "UPDATE feeds SET next_poll_at = ?5, last_poll_at = ?2, last_status = 'error',
              last_error = ?4, last_error_kind = ?3, last_error_at = ?2,
              failing_since = COALESCE(failing_since, ?2),
              consecutive_failures = consecutive_failures + 1, claimed_until = NULL, claim = NULL
              WHERE id = ?1 AND claim IS ?6",
-            params![
+            )?
+            .execute(params![
                 feed.id,
                 now.timestamp(),
                 kind,
                 error,
                 next_poll_at.timestamp(),
                 feed.claim
-            ],
-        )? == 1)
+            ])?
+            == 1)
     }
 
     pub fn record_gone(&self, feed: &FeedToPoll, now: DateTime<Utc>, error: &str) -> Result<bool> {
-        Ok(self.conn().execute(
-            "UPDATE feeds SET gone_at = ?2, last_poll_at = ?2, last_status = 'gone',
+        Ok(self
+            .conn()
+            .prepare_cached(
+                "UPDATE feeds SET gone_at = ?2, last_poll_at = ?2, last_status = 'gone',
              last_error = ?3, last_error_kind = 'gone', last_error_at = ?2,
              failing_since = COALESCE(failing_since, ?2),
              consecutive_failures = consecutive_failures + 1, claimed_until = NULL, claim = NULL
              WHERE id = ?1 AND claim IS ?4",
-            params![feed.id, now.timestamp(), error, feed.claim],
-        )? == 1)
+            )?
+            .execute(params![feed.id, now.timestamp(), error, feed.claim])?
+            == 1)
     }
 
     pub fn renew_feed_claim(
@@ -240,26 +251,34 @@ impl Sqlite {
         now: DateTime<Utc>,
         lease: Duration,
     ) -> Result<bool> {
-        Ok(self.conn().execute(
-            "UPDATE feeds SET claimed_until = ?3 WHERE id = ?1 AND claim IS ?2",
-            params![feed.id, feed.claim, now.timestamp() + lease_secs(lease)],
-        )? == 1)
+        Ok(self
+            .conn()
+            .prepare_cached("UPDATE feeds SET claimed_until = ?3 WHERE id = ?1 AND claim IS ?2")?
+            .execute(params![
+                feed.id,
+                feed.claim,
+                now.timestamp() + lease_secs(lease)
+            ])?
+            == 1)
     }
 
     pub fn release_claim(&self, feed: &FeedToPoll) -> Result<()> {
-        self.conn().execute(
-            "UPDATE feeds SET claimed_until = NULL, claim = NULL WHERE id = ?1 AND claim IS ?2",
-            params![feed.id, feed.claim],
-        )?;
+        self.conn()
+            .prepare_cached(
+                "UPDATE feeds SET claimed_until = NULL, claim = NULL WHERE id = ?1 AND claim IS ?2",
+            )?
+            .execute(params![feed.id, feed.claim])?;
         Ok(())
     }
 
     pub fn poll_no_later_than(&self, feed_id: &str, latest: DateTime<Utc>) -> Result<bool> {
-        let changed = self.conn().execute(
-            "UPDATE feeds SET next_poll_at = ?2
+        let changed = self
+            .conn()
+            .prepare_cached(
+                "UPDATE feeds SET next_poll_at = ?2
              WHERE id = ?1 AND next_poll_at > ?2 AND consecutive_failures = 0",
-            params![feed_id, latest.timestamp()],
-        )?;
+            )?
+            .execute(params![feed_id, latest.timestamp()])?;
         Ok(changed > 0)
     }
 

@@ -447,6 +447,42 @@ mod tests {
         assert_eq!(count_reprepares(&reader.conn()), 0);
     }
 
+    /// Giving back a connection slot finds it by its holder, not by reading every slot:
+    /// there are `per_host` rows for each host ever polled (thousands with a large feed
+    /// list), and every fetch gives one back.
+    #[test]
+    fn a_slot_is_given_back_without_reading_every_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Sqlite::open(&dir.path().join("t.db")).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 12, 2, 12, 0, 0).unwrap();
+        let limits = FetchLimits {
+            per_host: 2,
+            concurrency: 1_000,
+        };
+        let lease = Duration::from_secs(300);
+        let mut tokens = Vec::new();
+        for host in 0..200 {
+            let host = format!("publisher{host}.example");
+            tokens.push(store.acquire_fetch_slot(&host, limits, now, lease).unwrap());
+        }
+        let slot = tokens[100].clone().expect("a free slot");
+        store.release_fetch_slot(&slot).unwrap();
+        let conn = store.conn();
+        let stmt = conn.prepare_cached(cluster::RELEASE_FETCH_SLOT).unwrap();
+        assert_eq!(stmt.get_status(rusqlite::StatementStatus::FullscanStep), 0);
+        let held: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM fetch_slots WHERE holder = ?1",
+                [&slot.token],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(
+            held, 0,
+            "both of its slots (its host's and all hosts') are free"
+        );
+    }
+
     #[test]
     fn a_status_this_version_does_not_know_is_an_error_not_a_guess() {
         let dir = tempfile::tempdir().unwrap();
