@@ -1087,6 +1087,7 @@ async fn bench(args: Args) -> bool {
             snapshot: None,
             stories: Default::default(),
             languages: Default::default(),
+            prepared: Default::default(),
         };
         let StoreOutcome::Stored(stored) = app
             .store

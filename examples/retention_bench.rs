@@ -346,6 +346,7 @@ fn build(store: &Store, args: &Args, now: DateTime<Utc>) -> Result<()> {
                 snapshot: None,
                 stories: Default::default(),
                 languages: Default::default(),
+                prepared: Default::default(),
             };
             wait(store.store_items(&to_poll[&id], poll, move |_, _, _| {
                 matches.next().unwrap_or_default()
@@ -490,6 +491,7 @@ fn write_continuously(path: &Path, stop: &AtomicBool) -> Result<Vec<Write>> {
             snapshot: None,
             stories: Default::default(),
             languages: Default::default(),
+            prepared: Default::default(),
         };
         let started = Instant::now();
         let result = wait(store.store_items(&feed, poll, |_, _, _| Vec::new()));

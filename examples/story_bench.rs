@@ -261,6 +261,7 @@ fn run() -> Result<()> {
             snapshot: None,
             stories: rules,
             languages: Default::default(),
+            prepared: Default::default(),
         };
         let began = Instant::now();
         wait(store.store_items(&to_poll, poll, |_, _, _| Vec::new()))?;

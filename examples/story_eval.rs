@@ -100,6 +100,7 @@ fn group(set: &[Labelled], rules: StoryRules, dir: &Path) -> Result<HashMap<Stri
             snapshot: None,
             stories: rules,
             languages: Default::default(),
+            prepared: Default::default(),
         };
         wait(store.store_items(&feed, poll, |_, _, _| Vec::new()))?;
     }

@@ -32,8 +32,8 @@ use crate::page::Compared;
 use crate::parse::{Item, ParsedFeed, body_hash, body_text, parse_feed};
 use crate::push::{self, PushRound, Pusher};
 use crate::store::{
-    FeedListSync, FeedListVersion, FeedToPoll, FetchLimits, FetchSlot, Pruned, Store, StoreOutcome,
-    Subscriber, SubscriberId, SubscriptionId, SuccessfulPoll, UnchangedPoll,
+    FeedListSync, FeedListVersion, FeedToPoll, FetchLimits, FetchSlot, Prepared, Pruned, Store,
+    StoreOutcome, Subscriber, SubscriberId, SubscriptionId, SuccessfulPoll, UnchangedPoll,
 };
 use crate::token::{Links, Signer};
 
@@ -956,8 +956,11 @@ async fn ingest_from(
 ) -> Result<FeedOutcome> {
     let poll = &app.config.poll;
     let (interval, full_fetch) = poll_plan(&feed, poll, now);
-    let (hash, parsed) = {
+    let baseline_cutoff = before(now, poll.initial_backlog);
+    let (hash, parsed, prepared) = {
         let body = fetched.body;
+        let baseline = feed.baseline_at.is_none();
+        let languages = app.languages.clone();
         let content_type = fetched.content_type.clone();
         let base = fetched.final_url.clone();
         let last = feed.body_hash.clone();
@@ -981,7 +984,22 @@ async fn ingest_from(
                 };
                 read_body(page, &source, snapshot.as_deref(), now)
             });
-            (hash, parsed)
+            // On the baseline poll every item is new: those that can be alerted get
+            // their story terms and language here, in parallel with other polls, not in
+            // the store's write transaction (see `SuccessfulPoll::prepared`).
+            let prepared: Arc<[Option<Prepared>]> = match &parsed {
+                Some(Ok((feed, _))) if baseline => feed
+                    .items
+                    .iter()
+                    .map(|item| {
+                        item.published
+                            .is_some_and(|p| p >= baseline_cutoff)
+                            .then(|| Prepared::of(item, &languages))
+                    })
+                    .collect(),
+                _ => Arc::new([]),
+            };
+            (hash, parsed, prepared)
         })
         .await?
     };
@@ -1037,7 +1055,6 @@ async fn ingest_from(
             &feed.id,
             now,
         );
-    let baseline_cutoff = before(now, poll.initial_backlog);
     report_move(&feed, fetched.meta.moved_to.as_ref());
     let moved_to = fetched.meta.moved_to.as_ref().map(Url::to_string);
     let feed_id = feed.id.clone();
@@ -1061,6 +1078,7 @@ async fn ingest_from(
         snapshot,
         stories: app.config.stories,
         languages: app.languages.clone(),
+        prepared,
     };
     let mut matcher = matcher.clone();
     // The store refuses a matcher older than the subscriptions (they may change in

@@ -375,3 +375,72 @@ fn the_shipped_sets_keep_false_friends_out() {
         assert!(!has(lang, term), "{lang} {term} must stay out");
     }
 }
+
+/// A feed's first poll (every item new, so their language and story terms are worked
+/// out while parsing) tells each item's language and story as any later poll does:
+/// each item its own, whatever its place in the feed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_poll_tells_each_item_its_own_language_and_story() {
+    let feeds = FeedServer::start().await;
+    let smtp = SmtpServer::start().await;
+    feeds.set("/wire.xml", rss(None, &[ENGLISH_ASYLUM]));
+    // Down at first: its first good poll comes after the wire's.
+    feeds.set("/mixed.xml", Route::status(503, "later"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config_with(
+        dir.path(),
+        &[
+            ("wire", feeds.url("/wire.xml")),
+            ("mixed", feeds.url("/mixed.xml")),
+        ],
+        smtp.port(),
+        "",
+        "",
+    );
+    let app = App::open(config).await.unwrap();
+    let now = at("2026-12-01T12:00:00Z");
+    poll_feeds(&app, now, false).await.unwrap();
+    // The wire's story, carried again (under another guid) between items in other
+    // languages.
+    let copy = ("copy-1", ENGLISH_ASYLUM.1, ENGLISH_ASYLUM.2);
+    feeds.set(
+        "/mixed.xml",
+        rss(None, &[SPANISH_TPS, FRENCH_REMOVAL, copy, SPANISH_ASYLUM]),
+    );
+    poll_feeds(&app, now + chrono::Duration::minutes(30), false)
+        .await
+        .unwrap();
+
+    let db = rusqlite::Connection::open(dir.path().join("data/tidings.db")).unwrap();
+    let mut stmt = db
+        .prepare("SELECT feed_id, guid, lang, story_id, id FROM items ORDER BY id")
+        .unwrap();
+    let items: Vec<(String, String, Option<String>, i64, i64)> = stmt
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    let item = |guid: &str| {
+        items
+            .iter()
+            .find(|i| i.1 == guid)
+            .unwrap_or_else(|| panic!("{guid} stored: {items:?}"))
+    };
+    let wire = item(ENGLISH_ASYLUM.0);
+    assert_eq!(wire.0, "wire");
+    for (guid, lang) in [
+        (SPANISH_TPS.0, "es"),
+        (FRENCH_REMOVAL.0, "fr"),
+        ("copy-1", "en"),
+        (SPANISH_ASYLUM.0, "es"),
+    ] {
+        assert_eq!(item(guid).2.as_deref(), Some(lang), "{guid}: {items:?}");
+    }
+    assert_eq!(item("copy-1").3, wire.3, "the copy joins the wire's story");
+    for guid in [SPANISH_TPS.0, FRENCH_REMOVAL.0, SPANISH_ASYLUM.0] {
+        let (.., story, id) = item(guid);
+        assert_eq!(story, id, "{guid} starts a story of its own: {items:?}");
+    }
+}

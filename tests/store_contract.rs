@@ -207,6 +207,7 @@ fn poll(items: &[Item], now: DateTime<Utc>, generation: i64) -> SuccessfulPoll {
         snapshot: None,
         stories: Default::default(),
         languages: Default::default(),
+        prepared: Default::default(),
     }
 }
 

@@ -293,6 +293,39 @@ pub struct SuccessfulPoll {
     pub stories: crate::story::StoryRules,
     /// What tells new items' languages.
     pub languages: Arc<crate::language::Detector>,
+    /// For some of `items` (by index), what [`SuccessfulPoll::prepare`] would work out,
+    /// worked out already: on a baseline poll, every item is new, and this work is done
+    /// while parsing rather than inside the write transaction, which one poll at a time
+    /// holds. Empty (or shorter than `items`) for the rest.
+    pub prepared: Arc<[Option<Prepared>]>,
+}
+
+/// What a new item that can be alerted needs to be stored: the terms that group it
+/// into a story ([`crate::story::Terms::of_item`]) and its language.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    pub terms: crate::story::Terms,
+    pub lang: Option<String>,
+}
+
+impl Prepared {
+    /// Works it out for `item` with `languages`.
+    pub fn of(item: &Item, languages: &crate::language::Detector) -> Prepared {
+        Prepared {
+            terms: crate::story::Terms::of_item(&item.title, &item.summary, &item.content),
+            lang: languages.detect_item(item),
+        }
+    }
+}
+
+impl SuccessfulPoll {
+    /// [`Prepared`] for `items[index]`: as worked out already, or now.
+    pub fn prepare(&self, index: usize) -> Prepared {
+        match self.prepared.get(index) {
+            Some(Some(prepared)) => prepared.clone(),
+            _ => Prepared::of(&self.items[index], &self.languages),
+        }
+    }
 }
 
 /// The subscriptions the matcher runs, and the generation they were read at.

@@ -23,7 +23,7 @@ impl Postgres {
             matcher_generation,
             snapshot,
             stories,
-            languages,
+            ..
         } = poll;
         let (full_fetch, now, next_poll_at) = (*full_fetch, *now, *next_poll_at);
         let (baseline_cutoff, matcher_generation) = (*baseline_cutoff, *matcher_generation);
@@ -90,7 +90,7 @@ impl Postgres {
             "UPDATE matches SET outbox_id = NULL, updated = TRUE, matched_at = $3
              WHERE subscription_id = $1 AND item_id = $2 AND outbox_id IS NOT NULL",
         )?;
-        for item in items.iter() {
+        for (index, item) in items.iter().enumerate() {
             let was_pruned: bool = tx.query_one(&pruned, &[&feed.id, &item.key])?.try_get(0)?;
             if was_pruned {
                 // Past retention and pruned: old news, whatever the feed says now.
@@ -187,18 +187,19 @@ impl Postgres {
                 continue;
             }
             // Only items that can be alerted are grouped: old news is never shown.
+            let crate::store::Prepared { terms, lang } = poll.prepare(index);
             let indexed = super::stories::assign_story(
                 &mut tx,
                 &self.stories,
                 item_id,
                 &feed.id,
                 item,
+                terms,
                 now_s,
                 stories,
             )?;
             let story = indexed.story;
             grouped.push(indexed);
-            let lang = languages.detect_item(item);
             if let Some(lang) = &lang {
                 tx.execute(&set_lang, &[&item_id, lang])?;
             }

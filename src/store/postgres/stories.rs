@@ -47,18 +47,20 @@ pub(super) fn refresh(
     Ok(())
 }
 
-/// See the SQLite store's `assign_story`.
+/// Sets the story of the new item `item_id` with `terms` ([`Terms::of_item`]), as the
+/// SQLite store's `choose_story` chooses it.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn assign_story(
     tx: &mut Transaction<'_>,
     index: &Mutex<StoryIndex>,
     item_id: i64,
     feed_id: &str,
     item: &Item,
+    terms: Terms,
     now_s: i64,
     rules: &StoryRules,
 ) -> Result<Indexed> {
     let since = now_s.saturating_sub(rules.window.as_secs() as i64);
-    let terms = Terms::of_item(&item.title, &item.summary, &item.content);
     let mut candidates = index
         .lock()
         .unwrap_or_else(|p| p.into_inner())

@@ -1,7 +1,8 @@
 //! Items: storing a poll's items (with their matches and tombstones), reading them back.
 
 use super::*;
-use crate::story::{Indexed, Terms};
+use crate::store::Prepared;
+use crate::story::Indexed;
 
 /// What is stored of an item seen before.
 struct Known {
@@ -34,7 +35,7 @@ impl Sqlite {
             matcher_generation,
             snapshot,
             stories,
-            languages,
+            ..
         } = poll;
         let (full_fetch, now, next_poll_at) = (*full_fetch, *now, *next_poll_at);
         let (baseline_cutoff, matcher_generation) = (*baseline_cutoff, *matcher_generation);
@@ -96,7 +97,7 @@ impl Sqlite {
                 "UPDATE matches SET outbox_id = NULL, updated = 1, matched_at = ?3
                  WHERE subscription_id = ?1 AND item_id = ?2 AND outbox_id IS NOT NULL",
             )?;
-            for item in items.iter() {
+            for (index, item) in items.iter().enumerate() {
                 if pruned.query_row(params![feed.id, item.key], |r| r.get::<_, bool>(0))? {
                     // Past retention and pruned: old news, whatever the feed says now.
                     continue;
@@ -184,12 +185,9 @@ impl Sqlite {
                 stored.new_items += 1;
                 // Only items that can be alerted get a language and a story: old news is
                 // never shown.
-                let alertable = may_match.then(|| {
-                    let terms = Terms::of_item(&item.title, &item.summary, &item.content);
-                    (terms, languages.detect_item(item))
-                });
+                let alertable = may_match.then(|| poll.prepare(index));
                 let story = match &alertable {
-                    Some((terms, _)) => super::stories::choose_story(
+                    Some(Prepared { terms, .. }) => super::stories::choose_story(
                         &tx,
                         &self.stories,
                         &feed.id,
@@ -214,10 +212,10 @@ impl Sqlite {
                     hash,
                     wants_article.then_some(ArticleState::Pending.as_str()),
                     item_id,
-                    alertable.as_ref().and_then(|(_, lang)| lang.as_deref()),
+                    alertable.as_ref().and_then(|a| a.lang.as_deref()),
                     alertable.is_some().then_some(story),
                 ])?;
-                let Some((terms, lang)) = alertable else {
+                let Some(Prepared { terms, lang }) = alertable else {
                     continue;
                 };
                 grouped.push(Indexed {
