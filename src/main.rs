@@ -125,6 +125,11 @@ enum Command {
     /// Run the daemon: poll feeds and send digests on schedule until Ctrl-C or SIGTERM.
     Run,
     /// Poll every active feed once (including those not yet due), then exit.
+    ///
+    /// Exit code 0 when every poll was recorded, even if some feeds failed on their side
+    /// (the summary counts them; they are tried again later). Exit code 2 when the
+    /// database would not take some polls (a full disk, a read-only file): what it took
+    /// is kept, and the next poll fetches the rest.
     Poll,
     /// Queue and send the digests that are due, then exit.
     Digest {
@@ -521,6 +526,14 @@ async fn execute(cli: Cli) -> Result<()> {
             if s.skipped > 0 {
                 say!("stopped early: {} not polled", count(s.skipped, "feed"));
             }
+            if s.held_elsewhere > 0 {
+                say!(
+                    "left {} alone: another poll holds {} (claims end by {} at the latest)",
+                    count(s.held_elsewhere, "feed"),
+                    if s.held_elsewhere == 1 { "it" } else { "them" },
+                    s.held_until.map_or_else(|| "?".to_string(), utc)
+                );
+            }
             // Items of full-text feeds are matched once their article is in: read them now
             // (a failed fetch is tried again by a later `poll` or by `run`).
             let a = fetch_articles(&app, app.store.now()).await?;
@@ -535,7 +548,12 @@ async fn execute(cli: Cli) -> Result<()> {
                     count(a.matches, "match")
                 );
             }
-            Ok(())
+            // A local failure (the database would not take a poll's result) is the
+            // command's: exit non-zero. Feeds that failed on their side are not.
+            match s.local_failure() {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
         }
         Command::Digest { all } => {
             let app = App::open(config).await?;

@@ -429,17 +429,44 @@ impl App {
 }
 
 /// What one poll cycle did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PollSummary {
     pub feeds: usize,
     /// Claimed but not polled because the daemon is shutting down.
     pub skipped: usize,
     pub updated: usize,
     pub not_modified: usize,
+    /// Failed, whatever the cause (those of `unrecorded` included).
     pub failed: usize,
+    /// Of `failed`: fetched, but the database would not take the result (full, read
+    /// only, away). A local failure, not the feed's: polled again once it can be written.
+    pub unrecorded: usize,
+    /// Why the first of `unrecorded` could not be written.
+    pub unrecorded_error: Option<String>,
+    /// A poll of all feeds: those it left alone because another poll (another process,
+    /// or one that died) holds them, and when the last of those claims ends.
+    pub held_elsewhere: usize,
+    pub held_until: Option<DateTime<Utc>>,
     pub new_items: usize,
     pub updated_items: usize,
     pub matches: usize,
+}
+
+impl PollSummary {
+    /// An error when some polls could not be written to the database (a local
+    /// failure: `tidings poll` exits non-zero), saying how many and why.
+    pub fn local_failure(&self) -> Option<anyhow::Error> {
+        (self.unrecorded > 0).then(|| {
+            anyhow::anyhow!(
+                "the database did not take the polls of {} ({}); what it took is kept, and \
+                 the next poll fetches the rest again once it can be written",
+                crate::output::count(self.unrecorded, "feed"),
+                self.unrecorded_error
+                    .as_deref()
+                    .unwrap_or("no reason given"),
+            )
+        })
+    }
 }
 
 /// One claimed feed's poll once it holds this instance's connection slots: takes the
@@ -537,16 +564,17 @@ pub async fn poll_feeds_observed(
     // Daemon cycles take due feeds in batches as connection slots free up, so instances
     // sharing the database share them; `tidings poll` (all feeds) takes them at once.
     let batch = (app.config.poll.concurrency * 2).max(16);
+    let mut summary = PollSummary::default();
     let mut feeds = if only_due {
         app.store.claim_due_feeds(now, lease, batch).await?
     } else {
+        // Claimed elsewhere, these are left alone: counted first, so that none of this
+        // poll's own claims count.
+        (summary.held_elsewhere, summary.held_until) = app.store.claims_held(now).await?;
         app.store.claim_feeds(now, lease, false).await?
     };
     let mut more = only_due && feeds.len() == batch;
-    let mut summary = PollSummary {
-        feeds: feeds.len(),
-        ..PollSummary::default()
-    };
+    summary.feeds = feeds.len();
     if feeds.is_empty() {
         return Ok(summary);
     }
@@ -654,7 +682,13 @@ pub async fn poll_feeds_observed(
                 summary.matches += matches;
             }
             Some(FeedOutcome::NotModified) => summary.not_modified += 1,
-            Some(FeedOutcome::Failed { .. }) => summary.failed += 1,
+            Some(FeedOutcome::Failed { kind, error }) => {
+                summary.failed += 1;
+                if kind == "database" {
+                    summary.unrecorded += 1;
+                    summary.unrecorded_error.get_or_insert(error);
+                }
+            }
         }
     }
     Ok(summary)

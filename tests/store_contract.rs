@@ -548,6 +548,40 @@ async fn a_released_claim_frees_the_feed_at_once(store: Store, _: Database) {
     assert_ne!(again[0].claim, held.claim, "a new claim each time");
 }
 
+/// The feeds held by a claim, and when the last claim ends: what a poll of all feeds
+/// leaves alone. A released or lapsed claim holds nothing.
+async fn claims_held_counts_live_claims_and_their_end(store: Store, _: Database) {
+    let t0 = noon();
+    store
+        .sync_feeds(&[
+            feed("a", "https://a.example/feed"),
+            feed("b", "https://b.example/feed"),
+            feed("c", "https://c.example/feed"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.claims_held(t0).await.unwrap(), (0, None));
+    store
+        .claim_due_feeds(t0, Duration::from_secs(300), 1)
+        .await
+        .unwrap();
+    let later = t0 + chrono::Duration::seconds(60);
+    let second = store
+        .claim_due_feeds(later, Duration::from_secs(300), 1)
+        .await
+        .unwrap();
+    let ends = later + chrono::Duration::seconds(300);
+    assert_eq!(store.claims_held(later).await.unwrap(), (2, Some(ends)));
+    store.release_claim(&second[0]).await.unwrap();
+    assert_eq!(
+        store.claims_held(later).await.unwrap(),
+        (1, Some(t0 + chrono::Duration::seconds(300)))
+    );
+    // Past its lease, a claim holds nothing.
+    let lapsed = t0 + chrono::Duration::seconds(300);
+    assert_eq!(store.claims_held(lapsed).await.unwrap(), (0, None));
+}
+
 /// Two workers (two instances) claiming at the same instant share the feeds between
 /// them: none is claimed by both, none left out.
 async fn two_workers_claiming_at_once_never_get_the_same_feed(store: Store, db: Database) {
@@ -4126,6 +4160,7 @@ fn main() -> std::process::ExitCode {
         a_baseline_poll_stores_everything_and_matches_only_what_is_new,
         a_worker_that_lost_its_feed_claim_writes_nothing,
         a_released_claim_frees_the_feed_at_once,
+        claims_held_counts_live_claims_and_their_end,
         two_workers_claiming_at_once_never_get_the_same_feed,
         storing_with_a_stale_matcher_writes_nothing,
         the_body_hash_is_kept_per_url,

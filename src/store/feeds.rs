@@ -162,6 +162,13 @@ impl Store {
         run!(self, db => db.renew_feed_claim(&feed, now, lease))
     }
 
+    /// The active feeds claimed at `now` (by another poll: this one's claims are not made
+    /// yet, or are over) and when the last of those claims ends: feeds a poll of all of
+    /// them leaves alone, and says so.
+    pub async fn claims_held(&self, now: DateTime<Utc>) -> Result<(usize, Option<DateTime<Utc>>)> {
+        run!(self, db => db.claims_held(now))
+    }
+
     /// Lets go of a feed this poll claimed but will not poll (shutting down), so it is
     /// due again at once instead of after the lease; another worker's claim is left alone.
     pub async fn release_claim(&self, feed: &FeedToPoll) -> Result<()> {

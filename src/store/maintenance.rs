@@ -43,4 +43,12 @@ impl Store {
         let path = path.to_owned();
         run!(self, db => db.backup_to(&path, overwrite))
     }
+
+    /// For tests of a full disk: lets the database grow by at most `pages` more pages
+    /// (`None`: as much as it likes again). Writes that need more fail as on a full
+    /// disk. SQLite only (`PRAGMA max_page_count` of the writing connection).
+    #[doc(hidden)]
+    pub async fn limit_growth(&self, pages: Option<u64>) -> Result<()> {
+        run!(self, db => db.limit_growth(pages))
+    }
 }

@@ -254,6 +254,19 @@ impl Postgres {
         )? == 1)
     }
 
+    pub fn claims_held(&self, now: DateTime<Utc>) -> Result<(usize, Option<DateTime<Utc>>)> {
+        let row = self.conn()?.query_one(
+            "SELECT COUNT(*), MAX(claimed_until) FROM feeds
+             WHERE active AND gone_at IS NULL AND claimed_until > $1",
+            &[&now.timestamp()],
+        )?;
+        let held: i64 = row.try_get(0)?;
+        Ok((
+            usize::try_from(held).unwrap_or_default(),
+            time_opt(row.try_get(1)?)?,
+        ))
+    }
+
     pub fn release_claim(&self, feed: &FeedToPoll) -> Result<()> {
         self.conn()?.execute(
             "UPDATE feeds SET claimed_until = NULL, claim = NULL

@@ -213,6 +213,10 @@ impl Postgres {
 
     /// Not for PostgreSQL: its backups are made with its own tools, consistent while the
     /// instances go on writing.
+    pub fn limit_growth(&self, _pages: Option<u64>) -> Result<()> {
+        anyhow::bail!("limiting the database's growth is for SQLite only")
+    }
+
     pub fn backup_to(&self, path: &Path, _overwrite: bool) -> Result<BackupSummary> {
         bail!(
             "cannot back up PostgreSQL database {} to {}: `tidings backup` copies SQLite \

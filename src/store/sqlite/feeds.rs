@@ -262,6 +262,20 @@ impl Sqlite {
             == 1)
     }
 
+    pub fn claims_held(&self, now: DateTime<Utc>) -> Result<(usize, Option<DateTime<Utc>>)> {
+        let conn = self.conn();
+        let (held, until): (i64, Option<i64>) = conn.query_row(
+            "SELECT COUNT(*), MAX(claimed_until) FROM feeds
+             WHERE active = 1 AND gone_at IS NULL AND claimed_until > ?1",
+            [now.timestamp()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok((
+            usize::try_from(held).unwrap_or_default(),
+            until.and_then(|s| DateTime::from_timestamp(s, 0)),
+        ))
+    }
+
     pub fn release_claim(&self, feed: &FeedToPoll) -> Result<()> {
         self.conn()
             .prepare_cached(

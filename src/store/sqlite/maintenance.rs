@@ -169,6 +169,15 @@ impl Sqlite {
     /// `path`, must pass `PRAGMA integrity_check`, and only then takes the name `path`,
     /// so `path` is never half-written. An existing `path` is replaced only with
     /// `overwrite`. The copy is a plain rollback-journal file, complete on its own.
+    pub fn limit_growth(&self, pages: Option<u64>) -> Result<()> {
+        let conn = self.conn();
+        let now: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        // SQLite's own ceiling when unlimited.
+        let max = pages.map_or(0xffff_fffe, |p| now.saturating_add_unsigned(p));
+        conn.pragma_update(None, "max_page_count", max)?;
+        Ok(())
+    }
+
     pub fn backup_to(&self, path: &Path, overwrite: bool) -> Result<BackupSummary> {
         let name = path
             .file_name()

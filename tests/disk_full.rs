@@ -1,0 +1,174 @@
+//! When the database cannot be written (a full disk, made on demand with SQLite's
+//! `max_page_count`): a poll says which feeds it could not record, as a local failure
+//! (`tidings poll` exits non-zero), keeps what was written, and the next poll once
+//! there is room finishes the job: every item once, nothing lost, nothing twice. Real
+//! HTTP feeds, a real SMTP server, a real SQLite file.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::{FeedServer, Route, SmtpServer, at, subscribe, write_config_with};
+use tidings::{App, poll_feeds};
+
+const FEEDS: usize = 12;
+const ITEMS: usize = 4;
+
+/// Feed `n`: `ITEMS` items about asylum of about 3 KB each.
+fn rss(n: usize) -> Route {
+    let filler = "The rule changes how asylum claims are filed at the border. ".repeat(50);
+    let items: String = (0..ITEMS)
+        .map(|i| {
+            format!(
+                "<item><guid>f{n}-{i}</guid><title>Asylum update {n}.{i}</title>\
+                 <link>https://news{n}.example/{i}</link><description>{filler}</description>\
+                 <pubDate>Tue, 01 Dec 2026 11:00:00 GMT</pubDate></item>"
+            )
+        })
+        .collect();
+    Route::feed(
+        "application/rss+xml",
+        format!(
+            "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>Feed {n}</title>\
+             <link>https://news{n}.example/</link><description>d</description>{items}\
+             </channel></rss>"
+        ),
+    )
+}
+
+fn count(db: &rusqlite::Connection, sql: &str) -> i64 {
+    db.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_database_is_a_local_failure_and_the_next_poll_finishes_the_job() {
+    let feeds = FeedServer::start().await;
+    let smtp = SmtpServer::start().await;
+    let list: Vec<(String, String)> = (0..FEEDS)
+        .map(|n| {
+            let path = format!("/f{n}.xml");
+            feeds.set(&path, rss(n));
+            (format!("f{n}"), feeds.url(&path))
+        })
+        .collect();
+    let list: Vec<(&str, String)> = list
+        .iter()
+        .map(|(id, url)| (id.as_str(), url.clone()))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config_with(dir.path(), &list, smtp.port(), "", "");
+    let app = App::open(config).await.unwrap();
+    let now = at("2026-12-01T12:00:00Z");
+    subscribe(&app, "alice@example.org", "asylum", "immediate", now).await;
+
+    // Room for a few feeds' items, not for all of them.
+    app.store.limit_growth(Some(12)).await.unwrap();
+    let first = poll_feeds(&app, now, false).await.unwrap();
+    assert!(first.updated > 0, "some feeds fit: {first:?}");
+    assert!(first.unrecorded > 0, "the others do not: {first:?}");
+    assert_eq!(first.updated + first.unrecorded, FEEDS, "{first:?}");
+    assert_eq!(first.failed, first.unrecorded, "no feed failed on its side");
+    let error = format!("{:#}", first.local_failure().expect("a local failure"));
+    assert!(error.contains("database or disk is full"), "{error}");
+    assert!(
+        error.contains(&format!("{} feed", first.unrecorded)),
+        "{error}"
+    );
+
+    let db = rusqlite::Connection::open(dir.path().join("data/tidings.db")).unwrap();
+    let ok: String = db
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok");
+    let stored = count(&db, "SELECT COUNT(*) FROM items") as usize;
+    assert_eq!(stored, first.new_items);
+    assert_eq!(
+        stored,
+        first.updated * ITEMS,
+        "a feed's items are stored whole or not at all"
+    );
+
+    // Room again: the very next poll fetches and stores the rest.
+    app.store.limit_growth(None).await.unwrap();
+    let second = poll_feeds(&app, now + chrono::Duration::minutes(1), false)
+        .await
+        .unwrap();
+    assert_eq!(second.unrecorded, 0, "{second:?}");
+    assert!(second.local_failure().is_none());
+    assert_eq!(second.failed, 0, "{second:?}");
+    assert_eq!(
+        first.new_items + second.new_items,
+        FEEDS * ITEMS,
+        "{second:?}"
+    );
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM items") as usize,
+        FEEDS * ITEMS
+    );
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM matches") as usize,
+        FEEDS * ITEMS,
+        "each item matched once"
+    );
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM feeds WHERE claim IS NOT NULL"),
+        0
+    );
+}
+
+/// `tidings poll` polls every feed, but leaves alone those another poll holds (another
+/// process, or one that died with its claims): it says how many, and until when.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_of_all_feeds_says_which_feeds_another_poll_holds_and_until_when() {
+    let feeds = FeedServer::start().await;
+    let smtp = SmtpServer::start().await;
+    let list: Vec<(String, String)> = (0..3)
+        .map(|n| {
+            let path = format!("/f{n}.xml");
+            feeds.set(&path, rss(n));
+            (format!("f{n}"), feeds.url(&path))
+        })
+        .collect();
+    let list: Vec<(&str, String)> = list
+        .iter()
+        .map(|(id, url)| (id.as_str(), url.clone()))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config_with(dir.path(), &list, smtp.port(), "", "");
+    let app = App::open(config).await.unwrap();
+    // Another poll took two of the three feeds.
+    let claimed_at = chrono::Utc::now();
+    let lease = Duration::from_secs(600);
+    let held = app
+        .store
+        .claim_due_feeds(claimed_at, lease, 2)
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 2);
+    let until = chrono::DateTime::from_timestamp(claimed_at.timestamp() + 600, 0).unwrap();
+
+    let config = dir.path().join("config.toml");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .args(["poll", "--config"])
+            .arg(&config)
+            .env_remove("TIDINGS_CONFIG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("polled 1 feed:"), "{stdout}");
+    let expected = format!(
+        "left 2 feeds alone: another poll holds them (claims end by {} at the latest)",
+        until.format("%Y-%m-%d %H:%M UTC")
+    );
+    assert!(stdout.contains(&expected), "{stdout}");
+}
