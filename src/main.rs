@@ -1855,13 +1855,32 @@ async fn feeds_status(store: &Store, json: bool) -> Result<()> {
     );
     let when = |d: Option<chrono::DateTime<Utc>>| d.map_or("never".to_string(), utc);
     for f in statuses {
-        let status = match (f.active, f.gone, f.last_status) {
-            (false, _, _) => "inactive",
-            (true, true, _) => "gone",
-            (true, false, None) => "new",
-            (true, false, Some(s)) => s.as_str(),
+        // Claimed by a poll now: whoever holds it (another process, or one that died).
+        let polling = f.claim.as_ref().filter(|c| c.until > now);
+        let status = match (f.active, f.gone, f.last_status, polling) {
+            (false, _, _, _) => "inactive",
+            (true, true, _, _) => "gone",
+            (true, false, _, Some(_)) => "polling",
+            (true, false, None, None) => "new",
+            (true, false, Some(s), None) => s.as_str(),
         };
         let mut notes = Vec::new();
+        if let Some(c) = polling {
+            notes.push(if tidings::store::Instance::is_gone(&c.by) {
+                format!(
+                    "claimed by {} since {}, which has ended: the next poll takes it over",
+                    c.owner(),
+                    utc(c.since)
+                )
+            } else {
+                format!(
+                    "being polled by {} since {} (its claim ends {})",
+                    c.owner(),
+                    utc(c.since),
+                    utc(c.until)
+                )
+            });
+        }
         if let (Some(k), Some(e)) = (&f.last_error_kind, &f.last_error) {
             notes.push(format!("{k}: {e}"));
         }

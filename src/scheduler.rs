@@ -142,7 +142,7 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
     let sender = tokio::spawn(digest_loop(app_rx.clone(), digest_rx, push_tx.clone()));
     let pusher = tokio::spawn(push_loop(app_rx.clone(), push_rx));
     let pruner = tokio::spawn(prune_loop(app_rx.clone(), prune_rx));
-    let beats = tokio::spawn(heartbeat_loop(app_rx.clone(), this_instance()));
+    let beats = tokio::spawn(heartbeat_loop(app_rx.clone(), Instance::this().clone()));
     // Start right away rather than at the first tick.
     let _ = poll_tx.try_send(());
     let _ = digest_tx.try_send(());
@@ -198,20 +198,6 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
 
 /// A clock further than this from the database server's is warned about.
 const CLOCK_SKEW_WARNING: chrono::Duration = chrono::Duration::seconds(2);
-
-/// This process, as it reports itself: unique per start.
-fn this_instance() -> Instance {
-    let host =
-        hostname::get().map_or_else(|_| "unknown".into(), |h| h.to_string_lossy().into_owned());
-    let (pid, started_at) = (std::process::id(), Utc::now());
-    Instance {
-        id: format!("{host}:{pid}:{}", started_at.timestamp_millis()),
-        host,
-        pid,
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        started_at,
-    }
-}
 
 /// Reports this instance alive every [`HEARTBEAT_EVERY`]; a failure is logged once, and
 /// its end once.

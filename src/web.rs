@@ -1164,14 +1164,19 @@ async fn admin_page(
         t.map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
             .unwrap_or_else(|| "never".into())
     };
+    let now = app.store.now();
     let feeds: Vec<_> = feeds
         .iter()
         .filter(|f| f.active)
         .map(|f| {
+            let status = match f.claim.as_ref().filter(|c| c.until > now) {
+                Some(c) => format!("being polled by {} since {}", c.owner(), time(Some(c.since))),
+                None => f.last_status.map_or("not polled yet", PollStatus::as_str).to_string(),
+            };
             context! {
                 id => &f.id,
                 name => &f.name,
-                status => f.last_status.map_or("not polled yet", PollStatus::as_str),
+                status => status,
                 error => &f.last_error,
                 failures => f.consecutive_failures,
                 failing => f.consecutive_failures > 0 || f.gone,

@@ -172,3 +172,111 @@ async fn a_poll_of_all_feeds_says_which_feeds_another_poll_holds_and_until_when(
     );
     assert!(stdout.contains(&expected), "{stdout}");
 }
+
+fn tidings(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("TIDINGS_CONFIG")
+        .output()
+        .unwrap()
+}
+
+/// A poll killed while it holds its feeds: `feeds status` shows them claimed by a process
+/// that has ended (not as new), and the very next poll takes them over at once, not
+/// after the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_claims_of_a_killed_poll_are_taken_over_by_the_next_at_once() {
+    let feeds = FeedServer::start().await;
+    let smtp = SmtpServer::start().await;
+    let list: Vec<(String, String)> = (0..3)
+        .map(|n| {
+            let path = format!("/f{n}.xml");
+            feeds.set(&path, rss(n).delay(Duration::from_secs(3)));
+            (format!("f{n}"), feeds.url(&path))
+        })
+        .collect();
+    let ids: Vec<(&str, String)> = list
+        .iter()
+        .map(|(id, url)| (id.as_str(), url.clone()))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    write_config_with(dir.path(), &ids, smtp.port(), "", "");
+    let config = dir.path().join("config.toml");
+
+    let mut first = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["poll", "--config"])
+        .arg(&config)
+        .env_remove("TIDINGS_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once it is fetching (it claimed every feed before that).
+    let waited = std::time::Instant::now();
+    while (0..3)
+        .map(|n| feeds.hits(&format!("/f{n}.xml")))
+        .sum::<usize>()
+        < 2
+    {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "the first poll fetches"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    for (path, _) in list.iter().map(|(id, url)| (format!("/{id}.xml"), url)) {
+        feeds.set(&path, rss(path[2..3].parse().unwrap()));
+    }
+
+    // Its connection slots for the host (both of `per_host = 2`) are free again at once.
+    let store = tidings::store::Store::open(&dir.path().join("data/tidings.db")).unwrap();
+    let limits = tidings::store::FetchLimits {
+        per_host: 2,
+        concurrency: 16,
+    };
+    let mut taken = Vec::new();
+    for _ in 0..2 {
+        let slot = store
+            .acquire_fetch_slot(
+                "127.0.0.1",
+                limits,
+                chrono::Utc::now(),
+                Duration::from_secs(300),
+            )
+            .await
+            .unwrap();
+        taken.push(slot.expect("a slot of the killed poll is free"));
+    }
+    for slot in &taken {
+        store.release_fetch_slot(slot).await.unwrap();
+    }
+    drop(store);
+
+    let config2 = config.clone();
+    let status = tokio::task::spawn_blocking(move || tidings(&config2, &["feeds", "status"]))
+        .await
+        .unwrap();
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{table}");
+    assert!(
+        table.contains("polling") && table.contains("which has ended: the next poll takes it over"),
+        "{table}"
+    );
+    assert!(!table.contains(" new "), "{table}");
+
+    let poll = tokio::task::spawn_blocking(move || tidings(&config, &["poll"]))
+        .await
+        .unwrap();
+    let out = String::from_utf8_lossy(&poll.stdout);
+    assert!(
+        poll.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&poll.stderr)
+    );
+    assert!(out.contains("polled 3 feeds: 3 ok"), "{out}");
+    assert!(!out.contains("alone"), "{out}");
+}

@@ -583,7 +583,8 @@ async fn orphans_of(
 /// immediate subscribers through three rounds of news, while one instance is SIGKILLed
 /// mid-poll and another mid-send (issue 14's proof). From the feed servers' log: no feed
 /// is fetched by two at once, none sooner than its interval allows, and the killed
-/// instances' claimed feeds are taken over once their lease is out, within a tick. From
+/// instances' claimed feeds are taken over after the kill (at once, their processes
+/// being gone on this host) and at the latest within a tick of their lease. From
 /// the mail server: every subscriber gets every matching item exactly once, in distinct
 /// messages, except for messages the second victim had handed over when it died, which
 /// are sent again after their lease with the same Message-ID. The links in mail from
@@ -838,8 +839,10 @@ async fn three_instances_share_the_work_and_survive_kills(server: &PgServer) {
                 "{path} fetched twice at once: {f1:?} and {f2:?}"
             );
             if let Some(orphan) = orphans.get(&(*path, f1.start)) {
-                // Taken over: by a survivor, not before the lease ran out, and at the
-                // first poll tick after that.
+                // Taken over: by a survivor, not before the kill, and at the latest at
+                // the first poll tick after the lease ran out. (The instances run on this
+                // host: a survivor sees the victim's process is gone and may take its
+                // claim at once, at its next tick.)
                 let by = instance_of(&f2.user_agent).unwrap();
                 assert!(
                     killed
@@ -848,9 +851,9 @@ async fn three_instances_share_the_work_and_survive_kills(server: &PgServer) {
                     "{path}: taken over by an instance that was dead"
                 );
                 assert!(
-                    f2.start >= orphan.claimed_until,
-                    "{path} taken over {} before its claim ran out",
-                    secs(since(orphan.claimed_until, f2.start))
+                    f2.start >= orphan.killed_at,
+                    "{path} taken over {} before its owner was killed",
+                    secs(since(orphan.killed_at, f2.start))
                 );
                 assert!(
                     f2.start <= orphan.claimed_until + POLL_TICK + LATENCY,

@@ -582,6 +582,68 @@ async fn claims_held_counts_live_claims_and_their_end(store: Store, _: Database)
     assert_eq!(store.claims_held(lapsed).await.unwrap(), (0, None));
 }
 
+/// A claim whose owner is gone is taken over at once, not after its lease: its process
+/// ended on this host, or its instance stopped reporting. The claims of a live process
+/// and of an instance that reports are left alone, and every claim names its owner.
+async fn claims_of_gone_owners_are_taken_over_at_once(store: Store, db: Database) {
+    let t0 = noon();
+    store
+        .sync_feeds(&[
+            feed("dead", "https://dead.example/feed"),
+            feed("silent", "https://silent.example/feed"),
+            feed("alive", "https://alive.example/feed"),
+            feed("reporting", "https://reporting.example/feed"),
+        ])
+        .await
+        .unwrap();
+    // A process of this host that has ended; one that runs (this one, another start).
+    let mut ended = std::process::Command::new("true").spawn().unwrap();
+    let pid = ended.id();
+    ended.wait().unwrap();
+    let host = &tidings::store::Instance::this().host;
+    let (t, until, long_ago) = (t0.timestamp(), t0.timestamp() + 300, t0.timestamp() - 600);
+    let setup = format!(
+        "UPDATE feeds SET claim = 'held', claimed_until = {until}, claimed_at = {t} - 60,
+             claimed_by = CASE id WHEN 'dead' THEN '{host}:{pid}:1'
+                                  WHEN 'alive' THEN '{host}:{}:1'
+                                  WHEN 'silent' THEN 'elsewhere:42:1'
+                                  ELSE 'elsewhere:43:1' END;
+         INSERT INTO instances (id, host, pid, version, started_at, seen_at) VALUES
+             ('elsewhere:42:1', 'elsewhere', 42, 'x', {long_ago}, {long_ago}),
+             ('elsewhere:43:1', 'elsewhere', 43, 'x', {long_ago}, {t} - 10);",
+        std::process::id()
+    );
+    let setup: &'static str = Box::leak(setup.into_boxed_str());
+    db.execute(setup, setup).await;
+
+    let lease = Duration::from_secs(300);
+    let mut taken: Vec<String> = store
+        .claim_feeds(t0, lease, false)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.id)
+        .collect();
+    taken.sort();
+    assert_eq!(taken, ["dead", "silent"]);
+    let owners: Vec<(String, String)> = store
+        .feed_statuses()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| (f.id, f.claim.expect("claimed").by))
+        .collect();
+    let this = &tidings::store::Instance::this().id;
+    for (id, by) in owners {
+        match id.as_str() {
+            "dead" | "silent" => assert_eq!(&by, this, "{id}"),
+            "alive" => assert_eq!(by, format!("{host}:{}:1", std::process::id())),
+            _ => assert_eq!(by, "elsewhere:43:1"),
+        }
+    }
+    assert_eq!(store.claims_held(t0).await.unwrap().0, 4);
+}
+
 /// Two workers (two instances) claiming at the same instant share the feeds between
 /// them: none is claimed by both, none left out.
 async fn two_workers_claiming_at_once_never_get_the_same_feed(store: Store, db: Database) {
@@ -4161,6 +4223,7 @@ fn main() -> std::process::ExitCode {
         a_worker_that_lost_its_feed_claim_writes_nothing,
         a_released_claim_frees_the_feed_at_once,
         claims_held_counts_live_claims_and_their_end,
+        claims_of_gone_owners_are_taken_over_at_once,
         two_workers_claiming_at_once_never_get_the_same_feed,
         storing_with_a_stale_matcher_writes_nothing,
         the_body_hash_is_kept_per_url,

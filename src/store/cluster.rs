@@ -14,6 +14,77 @@ pub struct Instance {
     pub started_at: DateTime<Utc>,
 }
 
+impl Instance {
+    /// This process, as it reports itself and signs its claims: unique per start, the
+    /// same for the whole run.
+    pub fn this() -> &'static Instance {
+        static THIS: std::sync::OnceLock<Instance> = std::sync::OnceLock::new();
+        THIS.get_or_init(|| {
+            let host = hostname::get()
+                .map_or_else(|_| "unknown".into(), |h| h.to_string_lossy().into_owned());
+            let (pid, started_at) = (std::process::id(), Utc::now());
+            Instance {
+                id: format!("{host}:{pid}:{}", started_at.timestamp_millis()),
+                host,
+                pid,
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                started_at,
+            }
+        })
+    }
+
+    /// Whether the process that signed itself `id` (`host:pid:start`) is known to have
+    /// ended: it ran on this host and no process has its pid any more. Only where
+    /// `/proc` tells (Linux); elsewhere, and for other hosts, nothing is known.
+    pub fn is_gone(id: &str) -> bool {
+        let mut parts = id.rsplitn(3, ':');
+        let (Some(_start), Some(pid), Some(host)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            return false;
+        };
+        let proc = std::path::Path::new("/proc");
+        host == Instance::this().host
+            && proc.join("self").exists()
+            && !proc.join(pid.to_string()).exists()
+    }
+}
+
+/// An instance whose last report is older than this is gone (it reports every 15 s):
+/// the claims it holds are taken over.
+pub const SILENT_FOR: chrono::Duration = chrono::Duration::seconds(120);
+
+/// Whether the owner of a claim (an instance id) is gone: its process ended on this host
+/// ([`Instance::is_gone`]), or it is an instance that stopped reporting (last at
+/// `seen_at`, if it ever did: a one-shot command never reports).
+pub(crate) fn owner_is_gone(owner: &str, seen_at: Option<i64>, now_s: i64) -> bool {
+    if owner == Instance::this().id {
+        return false;
+    }
+    let silent = seen_at.is_some_and(|s| s < now_s - SILENT_FOR.num_seconds());
+    silent || Instance::is_gone(owner)
+}
+
+/// Of claims held at `now_s` as (owner, its last report, end), those whose owner is not
+/// gone: how many, and when the last ends.
+pub(crate) fn live_claims(
+    claims: Vec<(Option<String>, Option<i64>, i64)>,
+    now_s: i64,
+) -> (usize, Option<DateTime<Utc>>) {
+    let live = claims.into_iter().filter(|(by, seen_at, _)| {
+        by.as_deref()
+            .is_none_or(|by| !owner_is_gone(by, *seen_at, now_s))
+    });
+    let (mut count, mut last) = (0, None);
+    for (_, _, until) in live {
+        count += 1;
+        last = last.max(Some(until));
+    }
+    (count, last.and_then(|s| DateTime::from_timestamp(s, 0)))
+}
+
 /// The cluster as the database sees it, for `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ClusterStats {

@@ -42,12 +42,14 @@ const fn rows(name: &'static str) -> Table {
 /// Claims belong to processes of the old deployment, which can no longer renew them:
 /// cleared, the work is free for the new one at once.
 const CLAIMS: &[&str] = &["claim", "claimed_until"];
+/// A feed's claim also names its owner.
+const FEED_CLAIMS: &[&str] = &["claim", "claimed_until", "claimed_by", "claimed_at"];
 
 /// Every table of the schema, in foreign-key order (a table after those it refers to).
 const TABLES: &[Table] = &[
     Table {
         name: "feeds",
-        how: How::Rows { clear: CLAIMS },
+        how: How::Rows { clear: FEED_CLAIMS },
     },
     Table {
         name: "items",

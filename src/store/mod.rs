@@ -413,6 +413,28 @@ pub struct FeedStatus {
     pub repairs: Vec<String>,
     /// The articles of its items (full-text feeds).
     pub articles: ArticleCounts,
+    /// The claim of the last poll that took it (held only until `until`).
+    pub claim: Option<FeedClaim>,
+}
+
+/// Who took a feed to poll it, and for how long ([`FeedStatus::claim`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FeedClaim {
+    /// The instance id of the poll (`host:pid:start`).
+    pub by: String,
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+}
+
+impl FeedClaim {
+    /// "host pid N": who, as people say it.
+    pub fn owner(&self) -> String {
+        let mut parts = self.by.rsplitn(3, ':');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(_), Some(pid), Some(host)) => format!("{host} pid {pid}"),
+            _ => self.by.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

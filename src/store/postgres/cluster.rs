@@ -1,7 +1,9 @@
 //! The mail pacer, settings and instances (see [`Store::reserve_mail_slot`]).
 
 use super::*;
-use crate::store::cluster::{ALL_HOSTS, FetchSlot, interval_ms, slot_time, slot_token, slots};
+use crate::store::cluster::{
+    ALL_HOSTS, FetchSlot, Instance, interval_ms, owner_is_gone, slot_time, slot_token, slots,
+};
 
 impl Postgres {
     pub fn reserve_mail_slot(
@@ -70,14 +72,40 @@ impl Postgres {
                 )?;
             }
             // A slot another instance is taking right now is skipped, not waited for.
-            let taken = tx.execute(
-                "UPDATE fetch_slots SET holder = $1, held_until = $2
+            let take = "UPDATE fetch_slots SET holder = $1, held_until = $2, held_by = $6
                  WHERE (host, slot) = (SELECT host, slot FROM fetch_slots
                                        WHERE host = $3 AND slot < $4::BIGINT
                                          AND (holder IS NULL OR held_until <= $5)
-                                       LIMIT 1 FOR UPDATE SKIP LOCKED)",
-                &[&token, &until, &host, &slots(limit), &now_s],
-            )?;
+                                       LIMIT 1 FOR UPDATE SKIP LOCKED)";
+            let this = &Instance::this().id;
+            let args: [&(dyn postgres::types::ToSql + Sync); 6] =
+                [&token, &until, &host, &slots(limit), &now_s, this];
+            let mut taken = tx.execute(take, &args)?;
+            // All taken: the slots of holders that are gone (a poll that died) are free.
+            if taken == 0 {
+                let holders = tx.query(
+                    "SELECT DISTINCT s.held_by, i.seen_at FROM fetch_slots s
+                     LEFT JOIN instances i ON i.id = s.held_by
+                     WHERE s.host = $1 AND s.held_by IS NOT NULL AND s.held_until > $2",
+                    &[&host, &now_s],
+                )?;
+                let mut gone = Vec::new();
+                for row in holders {
+                    let by: String = row.try_get(0)?;
+                    if owner_is_gone(&by, row.try_get(1)?, now_s) {
+                        gone.push(by);
+                    }
+                }
+                if !gone.is_empty()
+                    && tx.execute(
+                        "UPDATE fetch_slots SET holder = NULL, held_until = NULL, held_by = NULL
+                         WHERE held_by = ANY($1)",
+                        &[&gone],
+                    )? > 0
+                {
+                    taken = tx.execute(take, &args)?;
+                }
+            }
             if taken == 0 {
                 // Full: the rollback (on drop) gives back the slot taken above, if any.
                 return Ok(None);

@@ -117,12 +117,31 @@ impl Postgres {
         let now_s = now.timestamp();
         let until = now_s + lease_secs(lease);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = self.conn()?.query(
+        let mut conn = self.conn()?;
+        // Claims whose owner is gone are taken over at once, not after their lease.
+        let gone: Vec<String> = conn
+            .query(
+                "SELECT DISTINCT f.claimed_by, i.seen_at FROM feeds f
+                 LEFT JOIN instances i ON i.id = f.claimed_by
+                 WHERE f.claimed_until > $1 AND f.claimed_by IS NOT NULL",
+                &[&now_s],
+            )?
+            .iter()
+            .map(|r| Ok((r.try_get::<_, String>(0)?, r.try_get::<_, Option<i64>>(1)?)))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .filter(|(by, seen_at)| crate::store::cluster::owner_is_gone(by, *seen_at, now_s))
+            .map(|(by, _)| by)
+            .collect();
+        let this = &Instance::this().id;
+        let rows = conn.query(
             &format!(
-                "UPDATE feeds SET claimed_until = $2, claim = {NEW_CLAIM}
+                "UPDATE feeds SET claimed_until = $2, claim = {NEW_CLAIM},
+                                  claimed_by = $6, claimed_at = $1
                  WHERE id IN (SELECT id FROM feeds
                               WHERE active AND gone_at IS NULL
-                                AND (claimed_until IS NULL OR claimed_until <= $1)
+                                AND (claimed_until IS NULL OR claimed_until <= $1
+                                     OR claimed_by = ANY($5))
                                 AND (NOT $3 OR next_poll_at <= $1)
                               ORDER BY next_poll_at LIMIT $4
                               FOR UPDATE SKIP LOCKED)
@@ -130,7 +149,7 @@ impl Postgres {
                            consecutive_failures, body_hash, claim, tags, interval_secs, options,
                            page_snapshot"
             ),
-            &[&now_s, &until, &only_due, &limit],
+            &[&now_s, &until, &only_due, &limit, &gone, this],
         )?;
         rows.iter()
             .map(|r| {
@@ -255,16 +274,19 @@ impl Postgres {
     }
 
     pub fn claims_held(&self, now: DateTime<Utc>) -> Result<(usize, Option<DateTime<Utc>>)> {
-        let row = self.conn()?.query_one(
-            "SELECT COUNT(*), MAX(claimed_until) FROM feeds
-             WHERE active AND gone_at IS NULL AND claimed_until > $1",
-            &[&now.timestamp()],
-        )?;
-        let held: i64 = row.try_get(0)?;
-        Ok((
-            usize::try_from(held).unwrap_or_default(),
-            time_opt(row.try_get(1)?)?,
-        ))
+        let now_s = now.timestamp();
+        let held = self
+            .conn()?
+            .query(
+                "SELECT f.claimed_by, i.seen_at, f.claimed_until FROM feeds f
+                 LEFT JOIN instances i ON i.id = f.claimed_by
+                 WHERE f.active AND f.gone_at IS NULL AND f.claimed_until > $1",
+                &[&now_s],
+            )?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(crate::store::cluster::live_claims(held, now_s))
     }
 
     pub fn release_claim(&self, feed: &FeedToPoll) -> Result<()> {
@@ -312,7 +334,8 @@ impl Postgres {
             "SELECT f.id, f.name, f.url, f.active, f.last_status, f.last_error, f.last_error_kind,
                     f.consecutive_failures, f.last_success_at, f.next_poll_at,
                     (SELECT COUNT(*) FROM items i WHERE i.feed_id = f.id),
-                    f.last_error_at, f.last_poll_at, f.moved_to, f.gone_at, f.repairs
+                    f.last_error_at, f.last_poll_at, f.moved_to, f.gone_at, f.repairs,
+                    f.claimed_by, f.claimed_at, f.claimed_until
              FROM feeds f ORDER BY f.active DESC, f.id COLLATE \"C\"",
             &[],
         )?;
@@ -339,6 +362,16 @@ impl Postgres {
                         .map(|s| s.lines().map(str::to_string).collect())
                         .unwrap_or_default(),
                     articles: ArticleCounts::default(),
+                    claim: match (
+                        r.try_get::<_, Option<String>>(16)?,
+                        time_opt(r.try_get(17)?)?,
+                        time_opt(r.try_get(18)?)?,
+                    ) {
+                        (Some(by), Some(since), Some(until)) => {
+                            Some(crate::store::FeedClaim { by, since, until })
+                        }
+                        _ => None,
+                    },
                 })
             })
             .collect()

@@ -99,6 +99,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0007_languages.sql",
         include_str!("../../../migrations/postgres/0007_languages.sql"),
     ),
+    (
+        "0008_claim_owner.sql",
+        include_str!("../../../migrations/postgres/0008_claim_owner.sql"),
+    ),
 ];
 
 /// Advisory lock keys (the one-bigint key space): instances that start, sync the feed

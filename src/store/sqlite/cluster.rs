@@ -1,13 +1,48 @@
 //! The mail pacer, settings and instances (see [`Store::reserve_mail_slot`]).
 
 use super::*;
-use crate::store::cluster::{ALL_HOSTS, FetchSlot, interval_ms, slot_time, slot_token, slots};
+use crate::store::cluster::{
+    ALL_HOSTS, FetchSlot, Instance, interval_ms, owner_is_gone, slot_time, slot_token, slots,
+};
 
 /// Gives back the slots held with a token: its host's and all hosts' (found by the
 /// primary key, not by reading the slots of every host).
 pub(super) const RELEASE_FETCH_SLOT: &str =
     "UPDATE fetch_slots SET holder = NULL, held_until = NULL
      WHERE host IN (?1, ?2) AND holder = ?3";
+
+/// Frees every slot held by an instance that is gone ([`owner_is_gone`]), if one of
+/// `host`'s is: the number freed.
+fn free_slots_of_gone_holders(
+    tx: &rusqlite::Transaction<'_>,
+    host: &str,
+    now_s: i64,
+) -> Result<usize> {
+    let mut gone = Vec::new();
+    let mut holders = tx.prepare_cached(
+        "SELECT DISTINCT s.held_by, i.seen_at FROM fetch_slots s
+         LEFT JOIN instances i ON i.id = s.held_by
+         WHERE s.host = ?1 AND s.held_by IS NOT NULL AND s.held_until > ?2",
+    )?;
+    let rows = holders.query_map(params![host, now_s], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?))
+    })?;
+    for row in rows {
+        let (by, seen_at) = row?;
+        if owner_is_gone(&by, seen_at, now_s) {
+            gone.push(by);
+        }
+    }
+    if gone.is_empty() {
+        return Ok(0);
+    }
+    Ok(tx
+        .prepare_cached(
+            "UPDATE fetch_slots SET holder = NULL, held_until = NULL, held_by = NULL
+             WHERE held_by IN (SELECT value FROM json_each(?1))",
+        )?
+        .execute([serde_json::to_string(&gone)?])?)
+}
 
 impl Sqlite {
     pub fn reserve_mail_slot(
@@ -70,15 +105,20 @@ impl Sqlite {
                 )?
                 .execute(params![host, slot])?;
             }
-            let taken = tx
-                .prepare_cached(
-                    "UPDATE fetch_slots SET holder = ?1, held_until = ?2
-                     WHERE rowid = (SELECT rowid FROM fetch_slots
-                                    WHERE host = ?3 AND slot < ?4
-                                      AND (holder IS NULL OR held_until <= ?5)
-                                    LIMIT 1)",
-                )?
-                .execute(params![token, until, host, slots(limit), now_s])?;
+            let mut take = tx.prepare_cached(
+                "UPDATE fetch_slots SET holder = ?1, held_until = ?2, held_by = ?6
+                 WHERE rowid = (SELECT rowid FROM fetch_slots
+                                WHERE host = ?3 AND slot < ?4
+                                  AND (holder IS NULL OR held_until <= ?5)
+                                LIMIT 1)",
+            )?;
+            let this = &Instance::this().id;
+            let args = params![token, until, host, slots(limit), now_s, this];
+            let mut taken = take.execute(args)?;
+            // All taken: the slots of holders that are gone (a poll that died) are free.
+            if taken == 0 && free_slots_of_gone_holders(&tx, host, now_s)? > 0 {
+                taken = take.execute(args)?;
+            }
             if taken == 0 {
                 // Full: the rollback gives back the slot taken above, if any.
                 return Ok(None);

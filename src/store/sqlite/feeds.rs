@@ -115,19 +115,41 @@ impl Sqlite {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Claims whose owner is gone are taken over at once, not after their lease.
+        let gone = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT DISTINCT f.claimed_by, i.seen_at FROM feeds f
+                 LEFT JOIN instances i ON i.id = f.claimed_by
+                 WHERE f.claimed_until > ?1 AND f.claimed_by IS NOT NULL",
+            )?;
+            let owners = stmt.query_map([now_s], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?))
+            })?;
+            let mut gone = Vec::new();
+            for owner in owners {
+                let (by, seen_at) = owner?;
+                if crate::store::cluster::owner_is_gone(&by, seen_at, now_s) {
+                    gone.push(by);
+                }
+            }
+            serde_json::to_string(&gone)?
+        };
         let feeds = {
             let mut stmt = tx.prepare(
-                "UPDATE feeds SET claimed_until = ?2, claim = hex(randomblob(12))
+                "UPDATE feeds SET claimed_until = ?2, claim = hex(randomblob(12)),
+                                  claimed_by = ?6, claimed_at = ?1
                  WHERE id IN (SELECT id FROM feeds
                               WHERE active = 1 AND gone_at IS NULL
-                                AND (claimed_until IS NULL OR claimed_until <= ?1)
+                                AND (claimed_until IS NULL OR claimed_until <= ?1
+                                     OR claimed_by IN (SELECT value FROM json_each(?5)))
                                 AND (?3 = 0 OR next_poll_at <= ?1)
                               ORDER BY next_poll_at LIMIT ?4)
                  RETURNING id, url, etag, last_modified, baseline_at, last_full_fetch_at,
                            consecutive_failures, body_hash, claim, tags, interval_secs, options,
                            page_snapshot",
             )?;
-            stmt.query_map(params![now_s, until, only_due, limit], |r| {
+            let this = &Instance::this().id;
+            stmt.query_map(params![now_s, until, only_due, limit, gone, this], |r| {
                 Ok(FeedToPoll {
                     id: r.get(0)?,
                     url: r.get(1)?,
@@ -263,17 +285,25 @@ impl Sqlite {
     }
 
     pub fn claims_held(&self, now: DateTime<Utc>) -> Result<(usize, Option<DateTime<Utc>>)> {
+        let now_s = now.timestamp();
         let conn = self.conn();
-        let (held, until): (i64, Option<i64>) = conn.query_row(
-            "SELECT COUNT(*), MAX(claimed_until) FROM feeds
-             WHERE active = 1 AND gone_at IS NULL AND claimed_until > ?1",
-            [now.timestamp()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+        let mut stmt = conn.prepare(
+            "SELECT f.claimed_by, i.seen_at, f.claimed_until FROM feeds f
+             LEFT JOIN instances i ON i.id = f.claimed_by
+             WHERE f.active = 1 AND f.gone_at IS NULL AND f.claimed_until > ?1",
         )?;
-        Ok((
-            usize::try_from(held).unwrap_or_default(),
-            until.and_then(|s| DateTime::from_timestamp(s, 0)),
-        ))
+        let claims = stmt.query_map([now_s], |r| {
+            Ok((
+                r.get::<_, Option<String>>(0)?,
+                r.get::<_, Option<i64>>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        let mut held = Vec::new();
+        for claim in claims {
+            held.push(claim?);
+        }
+        Ok(crate::store::cluster::live_claims(held, now_s))
     }
 
     pub fn release_claim(&self, feed: &FeedToPoll) -> Result<()> {
@@ -326,7 +356,8 @@ impl Sqlite {
             "SELECT f.id, f.name, f.url, f.active, f.last_status, f.last_error, f.last_error_kind,
                     f.consecutive_failures, f.last_success_at, f.next_poll_at,
                     (SELECT COUNT(*) FROM items i WHERE i.feed_id = f.id),
-                    f.last_error_at, f.last_poll_at, f.moved_to, f.gone_at, f.repairs
+                    f.last_error_at, f.last_poll_at, f.moved_to, f.gone_at, f.repairs,
+                    f.claimed_by, f.claimed_at, f.claimed_until
              FROM feeds f ORDER BY f.active DESC, f.id",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -351,6 +382,14 @@ impl Sqlite {
                     .map(|s| s.lines().map(str::to_string).collect())
                     .unwrap_or_default(),
                 articles: ArticleCounts::default(),
+                claim: match (
+                    r.get::<_, Option<String>>(16)?,
+                    time_opt(r, 17)?,
+                    time_opt(r, 18)?,
+                ) {
+                    (Some(by), Some(since), Some(until)) => Some(FeedClaim { by, since, until }),
+                    _ => None,
+                },
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

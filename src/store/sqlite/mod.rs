@@ -80,6 +80,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0012_languages.sql",
         include_str!("../../../migrations/sqlite/0012_languages.sql"),
     ),
+    (
+        "0013_claim_owner.sql",
+        include_str!("../../../migrations/sqlite/0013_claim_owner.sql"),
+    ),
 ];
 
 /// The SQLite database behind a [`Store`].
