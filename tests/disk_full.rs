@@ -37,6 +37,29 @@ fn rss(n: usize) -> Route {
     )
 }
 
+/// Serves feeds `f0`… `f{n-1}` (answering after `delay`) and writes a config polling
+/// them into `dir`.
+fn feeds_config(
+    feeds: &FeedServer,
+    n: usize,
+    delay: Duration,
+    dir: &std::path::Path,
+    smtp_port: u16,
+) -> tidings::config::Config {
+    let list: Vec<(String, String)> = (0..n)
+        .map(|n| {
+            let path = format!("/f{n}.xml");
+            feeds.set(&path, rss(n).delay(delay));
+            (format!("f{n}"), feeds.url(&path))
+        })
+        .collect();
+    let list: Vec<(&str, String)> = list
+        .iter()
+        .map(|(id, url)| (id.as_str(), url.clone()))
+        .collect();
+    write_config_with(dir, &list, smtp_port, "", "")
+}
+
 fn count(db: &rusqlite::Connection, sql: &str) -> i64 {
     db.query_row(sql, [], |r| r.get(0)).unwrap()
 }
@@ -45,19 +68,8 @@ fn count(db: &rusqlite::Connection, sql: &str) -> i64 {
 async fn a_full_database_is_a_local_failure_and_the_next_poll_finishes_the_job() {
     let feeds = FeedServer::start().await;
     let smtp = SmtpServer::start().await;
-    let list: Vec<(String, String)> = (0..FEEDS)
-        .map(|n| {
-            let path = format!("/f{n}.xml");
-            feeds.set(&path, rss(n));
-            (format!("f{n}"), feeds.url(&path))
-        })
-        .collect();
-    let list: Vec<(&str, String)> = list
-        .iter()
-        .map(|(id, url)| (id.as_str(), url.clone()))
-        .collect();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config_with(dir.path(), &list, smtp.port(), "", "");
+    let config = feeds_config(&feeds, FEEDS, Duration::ZERO, dir.path(), smtp.port());
     let app = App::open(config).await.unwrap();
     let now = at("2026-12-01T12:00:00Z");
     subscribe(&app, "alice@example.org", "asylum", "immediate", now).await;
@@ -123,19 +135,8 @@ async fn a_full_database_is_a_local_failure_and_the_next_poll_finishes_the_job()
 async fn a_poll_of_all_feeds_says_which_feeds_another_poll_holds_and_until_when() {
     let feeds = FeedServer::start().await;
     let smtp = SmtpServer::start().await;
-    let list: Vec<(String, String)> = (0..3)
-        .map(|n| {
-            let path = format!("/f{n}.xml");
-            feeds.set(&path, rss(n));
-            (format!("f{n}"), feeds.url(&path))
-        })
-        .collect();
-    let list: Vec<(&str, String)> = list
-        .iter()
-        .map(|(id, url)| (id.as_str(), url.clone()))
-        .collect();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config_with(dir.path(), &list, smtp.port(), "", "");
+    let config = feeds_config(&feeds, 3, Duration::ZERO, dir.path(), smtp.port());
     let app = App::open(config).await.unwrap();
     // Another poll took two of the three feeds.
     let claimed_at = chrono::Utc::now();
@@ -149,16 +150,9 @@ async fn a_poll_of_all_feeds_says_which_feeds_another_poll_holds_and_until_when(
     let until = chrono::DateTime::from_timestamp(claimed_at.timestamp() + 600, 0).unwrap();
 
     let config = dir.path().join("config.toml");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_tidings"))
-            .args(["poll", "--config"])
-            .arg(&config)
-            .env_remove("TIDINGS_CONFIG")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = tokio::task::spawn_blocking(move || tidings(&config, &["poll"]))
+        .await
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -190,19 +184,8 @@ fn tidings(config: &std::path::Path, args: &[&str]) -> std::process::Output {
 async fn the_claims_of_a_killed_poll_are_taken_over_by_the_next_at_once() {
     let feeds = FeedServer::start().await;
     let smtp = SmtpServer::start().await;
-    let list: Vec<(String, String)> = (0..3)
-        .map(|n| {
-            let path = format!("/f{n}.xml");
-            feeds.set(&path, rss(n).delay(Duration::from_secs(3)));
-            (format!("f{n}"), feeds.url(&path))
-        })
-        .collect();
-    let ids: Vec<(&str, String)> = list
-        .iter()
-        .map(|(id, url)| (id.as_str(), url.clone()))
-        .collect();
     let dir = tempfile::tempdir().unwrap();
-    write_config_with(dir.path(), &ids, smtp.port(), "", "");
+    feeds_config(&feeds, 3, Duration::from_secs(3), dir.path(), smtp.port());
     let config = dir.path().join("config.toml");
 
     let mut first = Command::new(env!("CARGO_BIN_EXE_tidings"))
@@ -228,8 +211,8 @@ async fn the_claims_of_a_killed_poll_are_taken_over_by_the_next_at_once() {
     }
     first.kill().unwrap();
     first.wait().unwrap();
-    for (path, _) in list.iter().map(|(id, url)| (format!("/{id}.xml"), url)) {
-        feeds.set(&path, rss(path[2..3].parse().unwrap()));
+    for n in 0..3 {
+        feeds.set(&format!("/f{n}.xml"), rss(n));
     }
 
     // Its connection slots for the host (both of `per_host = 2`) are free again at once.
