@@ -1,10 +1,11 @@
 //! The admin HTTP listener (axum): `GET /healthz` and `GET /metrics`.
 //!
-//! `/healthz` answers 200 when the database answers and the scheduler has ticked
-//! recently, 503 (with the reason) otherwise, including while shutting down. `/metrics`
-//! is [`crate::metrics`] in the OpenMetrics text format, with the gauges that describe
-//! stored state read from the database at scrape time. It listens on loopback unless
-//! `[service].admin_listen` says otherwise, and has no authentication of its own.
+//! `/healthz` answers 200 when the database answers, its writes go through and the
+//! scheduler has ticked recently, 503 (with the reason) otherwise, including while
+//! shutting down. `/metrics` is [`crate::metrics`] in the OpenMetrics text format, with
+//! the gauges that describe stored state read from the database at scrape time. It
+//! listens on loopback unless `[service].admin_listen` says otherwise, and has no
+//! authentication of its own.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -162,6 +163,9 @@ async fn healthz(State(app): State<watch::Receiver<App>>) -> Response {
             DB_TIMEOUT.as_secs()
         )),
     }
+    if let Some(trouble) = app.store.write_trouble() {
+        problems.push(format!("database: {trouble}"));
+    }
     let since_tick = Utc::now().timestamp() - app.metrics.last_tick.get();
     if since_tick > STALE_TICK_SECS {
         problems.push(format!("scheduler: no tick for {since_tick} s"));
@@ -180,6 +184,8 @@ async fn healthz(State(app): State<watch::Receiver<App>>) -> Response {
 
 async fn metrics(State(app): State<watch::Receiver<App>>) -> Response {
     let app = app.borrow().clone();
+    app.metrics
+        .set_database_write_failures(app.store.write_failures());
     match app.store.service_stats().await {
         Ok(stats) => {
             let m = &app.metrics;

@@ -65,6 +65,9 @@ pub struct Metrics {
     push_pending: Family<Kind, Gauge>,
     push_oldest_seconds: Family<Kind, Gauge<f64, AtomicU64>>,
     reloads: Family<Result_, Counter>,
+    /// Kept by the store ([`crate::Store::write_failures`]); brought up to its count at
+    /// scrape time.
+    database_write_failures: Counter,
     /// Read from the database at scrape time.
     pub outbox_pending: Gauge,
     pub oldest_pending_seconds: Gauge<f64, AtomicU64>,
@@ -187,6 +190,13 @@ impl Metrics {
             "Config reloads by result (ok, error)",
             reloads.clone(),
         );
+        let database_write_failures = Counter::default();
+        registry.register(
+            "database_write_failures",
+            "Database calls that failed because the database could not be written \
+             (disk full, read-only, unreachable)",
+            database_write_failures.clone(),
+        );
         let outbox_pending = Gauge::default();
         registry.register(
             "outbox_pending",
@@ -249,6 +259,7 @@ impl Metrics {
             push_pending,
             push_oldest_seconds,
             reloads,
+            database_write_failures,
             outbox_pending,
             oldest_pending_seconds,
             feeds_active,
@@ -324,6 +335,14 @@ impl Metrics {
         self.reloads.get_or_create(&Result_ { result }).inc();
     }
 
+    /// The store has counted `total` failed writes since it was opened (it is the one
+    /// the daemon keeps for its life, so the count only grows).
+    pub fn set_database_write_failures(&self, total: u64) {
+        let seen = self.database_write_failures.get();
+        self.database_write_failures
+            .inc_by(total.saturating_sub(seen));
+    }
+
     /// The whole registry in the OpenMetrics text format ([`CONTENT_TYPE`]).
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -344,6 +363,8 @@ mod tests {
         m.poll(PollResult::Failed, 1.5, 0, 0, 0);
         m.digests(2, 1, 1, 0);
         m.reload(false);
+        m.set_database_write_failures(5);
+        m.set_database_write_failures(7);
         m.outbox_pending.set(4);
         let text = m.encode();
         for line in [
@@ -356,6 +377,7 @@ mod tests {
             "tidings_mail_total{result=\"sent\"} 1",
             "tidings_mail_total{result=\"retrying\"} 1",
             "tidings_config_reloads_total{result=\"error\"} 1",
+            "tidings_database_write_failures_total 7",
             "tidings_outbox_pending 4",
             "tidings_scheduler_last_tick_timestamp_seconds 0",
             "tidings_fetch_duration_seconds_count 2",

@@ -16,7 +16,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 use url::Url;
 
 use crate::article::decode_html;
@@ -661,7 +661,12 @@ pub async fn poll_feeds_observed(
         let outcome = outcome.map(|result| {
             result.unwrap_or_else(|e| {
                 let error = format!("{e:#}");
-                error!(target: FEED_LOG, feed = %id, error = %error, "could not record poll");
+                if crate::store::unavailable(&e).is_some() {
+                    // The store's write health says so once, not once a feed a tick.
+                    debug!(target: FEED_LOG, feed = %id, error = %error, "could not record poll");
+                } else {
+                    error!(target: FEED_LOG, feed = %id, error = %error, "could not record poll");
+                }
                 FeedOutcome::Failed {
                     kind: "database".to_string(),
                     error: format!("the poll could not be recorded: {error}"),
@@ -707,6 +712,10 @@ async fn refresh_feed_guarded(
     let copy = feed.clone();
     match guard_panics(refresh_feed(app, feed, matcher, now)).await {
         Ok(Ok(outcome)) => Ok(outcome),
+        // The database could not be written at all (its disk full, read-only, away): not
+        // the feed's fault, so no failure and no backoff; the caller releases the feed,
+        // due again at the next tick, and the store's write health says so once.
+        Ok(Err(e)) if crate::store::unavailable(&e).is_some() => Err(e),
         // The database refused the poll's result (one item it cannot hold, a constraint):
         // a failure like any other, with its backoff, so the feed is not fetched again
         // every tick. Should that be refused too (the database is away), the caller

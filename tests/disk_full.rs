@@ -100,6 +100,25 @@ async fn a_full_database_is_a_local_failure_and_the_next_poll_finishes_the_job()
         first.updated * ITEMS,
         "a feed's items are stored whole or not at all"
     );
+    // A full disk is not the feeds' fault: none is backed off or named as failing, and
+    // every one not recorded is due again at once (the daemon's next tick takes it).
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM feeds WHERE consecutive_failures > 0 OR last_error IS NOT NULL"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &db,
+            &format!(
+                "SELECT COUNT(*) FROM feeds WHERE next_poll_at <= {}",
+                now.timestamp()
+            )
+        ) as usize,
+        first.unrecorded
+    );
 
     // Room again: the very next poll fetches and stores the rest.
     app.store.limit_growth(None).await.unwrap();
@@ -262,4 +281,119 @@ async fn the_claims_of_a_killed_poll_are_taken_over_by_the_next_at_once() {
     );
     assert!(out.contains("polled 3 feeds: 3 ok"), "{out}");
     assert!(!out.contains("alone"), "{out}");
+}
+
+/// What this test binary logs, from every thread (the store's calls run on the blocking
+/// pool): lines are told apart by the database they name.
+fn captured_logs() -> &'static std::sync::Mutex<Vec<u8>> {
+    static LOGS: std::sync::OnceLock<&'static std::sync::Mutex<Vec<u8>>> =
+        std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs: &'static std::sync::Mutex<Vec<u8>> = Box::leak(Box::default());
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || Capture(logs))
+            .init();
+        logs
+    })
+}
+
+struct Capture(&'static std::sync::Mutex<Vec<u8>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The captured lines that name `database` and say `what`.
+fn logged(database: &std::path::Path, what: &str) -> usize {
+    let logs = captured_logs().lock().unwrap();
+    let database = database.display().to_string();
+    String::from_utf8_lossy(&logs)
+        .lines()
+        .filter(|l| l.contains(&database) && l.contains(what))
+        .count()
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let response = reqwest::get(url).await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// The daemon's view of a full disk: `/healthz` answers 503 with the database's reason
+/// while writes fail, `/metrics` counts the failed writes, and the log says so once when
+/// they start and once when they work again, not once a feed a tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_says_while_writes_fail_and_the_log_says_it_once() {
+    captured_logs();
+    let feeds = FeedServer::start().await;
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = feeds_config(&feeds, FEEDS, Duration::ZERO, dir.path(), smtp.port());
+    let database = dir.path().join("data/tidings.db");
+    let app = App::open(config).await.unwrap();
+    app.metrics.last_tick.set(chrono::Utc::now().timestamp());
+    let (_current, app_rx) = tokio::sync::watch::channel(app.clone());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let addr = tidings::admin::serve("127.0.0.1:0".parse().unwrap(), app_rx, stop.clone())
+        .await
+        .unwrap();
+    let (healthz, metrics) = (
+        format!("http://{addr}/healthz"),
+        format!("http://{addr}/metrics"),
+    );
+    let now = at("2026-12-01T12:00:00Z");
+    subscribe(&app, "alice@example.org", "asylum", "immediate", now).await;
+    assert_eq!(get(&healthz).await.0, 200);
+
+    app.store.limit_growth(Some(12)).await.unwrap();
+    let first = poll_feeds(&app, now, true).await.unwrap();
+    assert!(first.unrecorded > 1, "{first:?}");
+    let (code, body) = get(&healthz).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("database: writes failing since"), "{body}");
+    assert!(body.contains("database or disk is full"), "{body}");
+    let (_, text) = get(&metrics).await;
+    let failures: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tidings_database_write_failures_total "))
+        .unwrap_or_else(|| panic!("no write failures counted in\n{text}"))
+        .parse()
+        .unwrap();
+    assert!(
+        failures >= first.unrecorded as u64,
+        "{failures} counted for {first:?}"
+    );
+
+    // The next tick, still full: the same feeds fail again, and nothing more is logged.
+    let second = poll_feeds(&app, now + chrono::Duration::seconds(15), true)
+        .await
+        .unwrap();
+    assert_eq!(second.unrecorded, first.unrecorded, "{second:?}");
+    assert_eq!(get(&healthz).await.0, 503);
+    assert_eq!(logged(&database, "database writes are failing"), 1);
+    assert_eq!(logged(&database, "database writes work again"), 0);
+    let all = String::from_utf8_lossy(&captured_logs().lock().unwrap()).to_string();
+    assert!(
+        !all.contains("could not record poll"),
+        "one line for the database, none a feed:\n{all}"
+    );
+
+    // Room again: the next tick stores the rest, and health and the log say so.
+    app.store.limit_growth(None).await.unwrap();
+    let third = poll_feeds(&app, now + chrono::Duration::seconds(30), true)
+        .await
+        .unwrap();
+    assert_eq!((third.unrecorded, third.updated), (0, first.unrecorded));
+    let (code, body) = get(&healthz).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(logged(&database, "database writes work again"), 1);
+    assert_eq!(logged(&database, "database writes are failing"), 1);
+    stop.cancel();
 }

@@ -111,14 +111,14 @@ impl Store {
     ) -> Result<bool> {
         let feed = feed.clone();
         let moved_to = moved_to.map(str::to_owned);
-        run!(self, db => db.record_not_modified(&feed, now, next_poll_at, moved_to.as_deref()))
+        run!(self, about = feed.id, db => db.record_not_modified(&feed, now, next_poll_at, moved_to.as_deref()))
     }
 
     /// Records a 200 whose body is the one stored last time as not modified, keeping the
     /// validators the server sent and, after an unconditional GET, its time.
     pub async fn record_unchanged(&self, feed: &FeedToPoll, poll: UnchangedPoll) -> Result<bool> {
         let feed = feed.clone();
-        run!(self, db => db.record_unchanged(&feed, &poll))
+        run!(self, about = feed.id, db => db.record_unchanged(&feed, &poll))
     }
 
     /// Records a failed poll on the feed. Nothing about its items changes. False (nothing
@@ -134,7 +134,7 @@ impl Store {
         let feed = feed.clone();
         let kind = kind.to_owned();
         let error = error.to_owned();
-        run!(self, db => db.record_failure(&feed, now, &kind, &error, next_poll_at))
+        run!(self, about = feed.id, db => db.record_failure(&feed, now, &kind, &error, next_poll_at))
     }
 
     /// Records a 410: the feed is not polled again until its URL changes.
@@ -146,7 +146,7 @@ impl Store {
     ) -> Result<bool> {
         let feed = feed.clone();
         let error = error.to_owned();
-        run!(self, db => db.record_gone(&feed, now, &error))
+        run!(self, about = feed.id, db => db.record_gone(&feed, now, &error))
     }
 
     /// Extends this poll's claim on the feed to `now + lease`, right before fetching.
@@ -159,7 +159,7 @@ impl Store {
         lease: Duration,
     ) -> Result<bool> {
         let feed = feed.clone();
-        run!(self, db => db.renew_feed_claim(&feed, now, lease))
+        run!(self, about = feed.id, db => db.renew_feed_claim(&feed, now, lease))
     }
 
     /// The active feeds claimed at `now` (by another poll: this one's claims are not made
@@ -173,7 +173,7 @@ impl Store {
     /// due again at once instead of after the lease; another worker's claim is left alone.
     pub async fn release_claim(&self, feed: &FeedToPoll) -> Result<()> {
         let feed = feed.clone();
-        run!(self, db => db.release_claim(&feed))
+        run!(self, about = feed.id, db => db.release_claim(&feed))
     }
 
     /// Brings a healthy feed's next poll forward to `latest` if it was later: after its

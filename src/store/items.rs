@@ -20,7 +20,7 @@ impl Store {
         + 'static,
     ) -> Result<StoreOutcome> {
         let feed = feed.clone();
-        run!(self, db => db.store_items(&feed, &poll, find_matches))
+        run!(self, about = feed.id, db => db.store_items(&feed, &poll, find_matches))
     }
 
     /// Live items of a feed as (title, updated_at), newest first: for tests and inspection.

@@ -40,6 +40,7 @@ mod cluster;
 mod copy;
 mod digests;
 mod feeds;
+mod health;
 mod items;
 mod maintenance;
 mod model;
@@ -57,6 +58,7 @@ pub use channels::{
 pub use cluster::{ClusterStats, FetchLimits, FetchSlot, Instance};
 pub use copy::{ImportStep, Imported, TableCopied};
 pub use feeds::{FeedListSync, FeedListVersion};
+pub use health::{WriteTrouble, unavailable};
 pub use model::{
     ArticleState, ChannelKind, ChannelOrigin, ChannelState, OutboxKind, OutboxStatus, PollStatus,
     UnknownStatus,
@@ -69,6 +71,8 @@ use sqlite::Sqlite;
 pub struct Store {
     backend: Arc<Backend>,
     clock: Arc<Clock>,
+    /// Whether its writes go through ([`Store::write_trouble`]).
+    health: Arc<health::WriteHealth>,
 }
 
 /// A clock measure whose round trip took longer than this is not used.
@@ -92,16 +96,23 @@ enum Backend {
 }
 
 /// Runs one backend call on the blocking pool: `run!(self, db => db.method(args))`, where
-/// the expression is written once and compiled for each backend.
+/// the expression is written once and compiled for each backend. Its outcome goes into
+/// the store's [`health::WriteHealth`] under the method's name and, with
+/// `run!(self, about = feed.id, db => …)`, what the call is about (a failed call is
+/// remembered until that same call goes through).
 macro_rules! run {
     ($store:expr, $db:ident => $call:expr) => {
+        run!($store, about = "", $db => $call)
+    };
+    ($store:expr, about = $about:expr, $db:ident => $call:expr) => {{
+        let about = ($about).to_string();
         $store
-            .blocking(move |backend| match backend {
+            .tracked(stringify!($call), about, move |backend| match backend {
                 Backend::Sqlite($db) => $call,
                 Backend::Postgres($db) => $call,
             })
             .await
-    };
+    }};
 }
 use run;
 
@@ -109,14 +120,19 @@ impl Store {
     /// Opens (creating if needed) the SQLite database at `path` and brings its schema up
     /// to date. Blocks while migrating: call it before serving.
     pub fn open(path: &Path) -> Result<Store> {
-        Ok(Store::from(Backend::Sqlite(Sqlite::open(path)?)))
+        let name = path.display().to_string();
+        Ok(Store::from(Backend::Sqlite(Sqlite::open(path)?), name))
     }
 
     /// Opens the existing database at `path` to read only, without creating or migrating
     /// it: for commands that only look (`check-config`). Refuses a database whose schema
     /// is not this version's (older ones are migrated by any other command).
     pub fn open_read_only(path: &Path) -> Result<Store> {
-        Ok(Store::from(Backend::Sqlite(Sqlite::open_read_only(path)?)))
+        let name = path.display().to_string();
+        Ok(Store::from(
+            Backend::Sqlite(Sqlite::open_read_only(path)?),
+            name,
+        ))
     }
 
     /// Connects to the PostgreSQL database at `url` (`postgres://user@host:port/database`),
@@ -126,7 +142,8 @@ impl Store {
     pub async fn connect(url: &str, password: Option<&str>) -> Result<Store> {
         let (url, password) = (url.to_owned(), password.map(str::to_owned));
         let postgres = off_thread(move || Postgres::connect(&url, password.as_deref())).await?;
-        let store = Store::from(Backend::Postgres(postgres));
+        let name = postgres.name().to_string();
+        let store = Store::from(Backend::Postgres(postgres), name);
         store.sync_clock().await?;
         Ok(store)
     }
@@ -156,7 +173,8 @@ impl Store {
             Database::Postgres(url) => {
                 let password = std::env::var(DATABASE_PASSWORD_ENV).ok();
                 let postgres = Postgres::connect_read_only(&url, password.as_deref())?;
-                Ok(Store::from(Backend::Postgres(postgres)))
+                let name = postgres.name().to_string();
+                Ok(Store::from(Backend::Postgres(postgres), name))
             }
         })
         .await?;
@@ -164,9 +182,10 @@ impl Store {
         Ok(store)
     }
 
-    fn from(backend: Backend) -> Store {
+    fn from(backend: Backend, name: String) -> Store {
         Store {
             backend: Arc::new(backend),
+            health: Arc::new(health::WriteHealth::new(name)),
             clock: Arc::new(Clock {
                 local: Utc::now,
                 offset_ms: 0.into(),
@@ -179,6 +198,7 @@ impl Store {
     pub fn with_local_clock(&self, local: fn() -> DateTime<Utc>) -> Store {
         Store {
             backend: self.backend.clone(),
+            health: self.health.clone(),
             clock: Arc::new(Clock {
                 local,
                 offset_ms: 0.into(),
@@ -226,6 +246,47 @@ impl Store {
     ) -> Result<T> {
         let backend = self.backend.clone();
         off_thread(move || call(&backend)).await
+    }
+
+    /// [`Store::blocking`], its outcome recorded in the store's write health: `call` is
+    /// the backend call as written, `about` what it is about ("" for nothing in
+    /// particular).
+    async fn tracked<T: Send + 'static>(
+        &self,
+        call: &'static str,
+        about: String,
+        work: impl FnOnce(&Backend) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let result = self.blocking(work).await;
+        let key = || {
+            let operation = health::operation(call);
+            if about.is_empty() {
+                operation.to_string()
+            } else {
+                format!("{operation} {about}")
+            }
+        };
+        match &result {
+            Ok(_) => self.health.succeeded(key),
+            Err(e) => {
+                if let Some(reason) = health::unavailable(e) {
+                    self.health.failed(key(), reason);
+                }
+            }
+        }
+        result
+    }
+
+    /// While calls fail because the database cannot be written (full, read-only, away),
+    /// since when and why; `None` once every call that failed has gone through since.
+    pub fn write_trouble(&self) -> Option<WriteTrouble> {
+        self.health.trouble()
+    }
+
+    /// Calls that failed because the database could not be written, since this store
+    /// was opened (`/metrics`).
+    pub fn write_failures(&self) -> u64 {
+        self.health.failed_total()
     }
 }
 

@@ -159,6 +159,11 @@ impl Drop for Postgres {
 }
 
 impl Postgres {
+    /// `postgres://user@host:port/database`, without the password: for messages.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Connects to the database at `url` (`postgres://user@host:port/database`), with
     /// `password` instead of the URL's when given, and brings its schema up to date.
     /// Messages name the database without its password.
