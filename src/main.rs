@@ -591,7 +591,7 @@ async fn execute(cli: Cli) -> Result<()> {
             limit,
             cross_languages,
         } => {
-            let store = open_store(&config).await?;
+            let store = open_to_read(&config).await?;
             let search = Search {
                 query: &query,
                 since,
@@ -600,25 +600,31 @@ async fn execute(cli: Cli) -> Result<()> {
             };
             preview_matches(&config, &store, search).await
         }
-        Command::Outbox { command, all } => {
-            let store = open_store(&config).await?;
-            match command {
-                Some(OutboxCommand::Retry { id }) => {
-                    if !store.requeue(id, store.now()).await? {
-                        bail!("no message {id} in the outbox");
-                    }
-                    say!("message {id} requeued; `tidings digest` or the daemon sends it");
-                    Ok(())
+        Command::Outbox { command, all } => match command {
+            Some(OutboxCommand::Retry { id }) => {
+                let store = open_store(&config).await?;
+                if !store.requeue(id, store.now()).await? {
+                    bail!("no message {id} in the outbox");
                 }
-                None => list_outbox(&store, all).await,
+                say!("message {id} requeued; `tidings digest` or the daemon sends it");
+                Ok(())
             }
-        }
+            None => list_outbox(&open_to_read(&config).await?, all).await,
+        },
         Command::Subscriber(command) => {
-            let store = open_store(&config).await?;
+            let only_reads = matches!(
+                command,
+                SubscriberCommand::List | SubscriberCommand::Channel(ChannelCommand::List { .. })
+            );
+            let store = if only_reads {
+                open_to_read(&config).await?
+            } else {
+                open_store(&config).await?
+            };
             subscriber(&config, &store, command).await
         }
         Command::Feeds(FeedsCommand::Status { json }) => {
-            feeds_status(&open_store(&config).await?, json).await
+            feeds_status(&open_to_read(&config).await?, json).await
         }
         Command::Feeds(FeedsCommand::Discover { url }) => {
             discover(&config, &discover_url(&url)?).await
@@ -1341,6 +1347,29 @@ async fn open_store(config: &Config) -> Result<Store> {
     for problem in tidings::pipeline::sync_destinations(&store, config).await? {
         esay!("warning: {problem}");
     }
+    Ok(store)
+}
+
+/// The database for a command that only reads: opened as [`open_store`] opens it
+/// (migrated, the config's feed list brought in) when it can be written; when it cannot
+/// (a read-only file or filesystem, a full disk, a standby server), read-only as it is,
+/// with a note saying so.
+async fn open_to_read(config: &Config) -> Result<Store> {
+    let error = match open_store(config).await {
+        Ok(store) => return Ok(store),
+        Err(e) => e,
+    };
+    let Some(reason) = tidings::store::unavailable(&error) else {
+        return Err(error);
+    };
+    let store = Store::open_database_read_only(&config.database)
+        .await
+        .with_context(|| format!("{error:#}; opening it read-only instead"))?;
+    esay!(
+        "note: the database cannot be written ({reason}), so it is read as it is: changes \
+         to the feed list in {} since its last write do not show",
+        config.path.display()
+    );
     Ok(store)
 }
 

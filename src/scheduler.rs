@@ -30,7 +30,7 @@ use sd_notify::NotifyState;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_cron_scheduler::{Job, JobScheduler};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::pipeline::{
@@ -238,6 +238,17 @@ async fn heartbeat_loop(app: watch::Receiver<App>, instance: Instance) {
     }
 }
 
+/// Logs a job's failed round: as an error, unless the database could not be written,
+/// which the store's write health logs once for every job and feed (and again when
+/// writes work), so a full disk is not an error line a job a tick.
+fn round_failed(round: &str, e: &anyhow::Error) {
+    if crate::store::unavailable(e).is_some() {
+        debug!(error = %format!("{e:#}"), "{round} failed: the database cannot be written");
+    } else {
+        error!(error = %format!("{e:#}"), "{round} failed");
+    }
+}
+
 /// Waits for the next tick of a job; returns the current [`App`] to run it with, or
 /// `None` once the daemon is stopping.
 async fn next_run(current: &watch::Receiver<App>, ticks: &mut mpsc::Receiver<()>) -> Option<App> {
@@ -316,7 +327,7 @@ async fn poll_cycle(app: App, digest: mpsc::Sender<()>, articles: mpsc::Sender<(
             );
         }
         Ok(_) => {}
-        Err(e) => error!(error = %format!("{e:#}"), "poll cycle failed"),
+        Err(e) => round_failed("poll cycle", &e),
     }
 }
 
@@ -344,7 +355,7 @@ async fn article_loop(
                 }
             }
             Ok(_) => {}
-            Err(e) => error!(error = %format!("{e:#}"), "article round failed"),
+            Err(e) => round_failed("article round", &e),
         }
     }
 }
@@ -368,7 +379,7 @@ async fn digest_loop(
                 let _ = push.try_send(());
             }
             Ok(_) => {}
-            Err(e) => error!(error = %format!("{e:#}"), "digest round failed"),
+            Err(e) => round_failed("digest round", &e),
         }
     }
 }
@@ -386,7 +397,7 @@ async fn push_loop(current: watch::Receiver<App>, mut ticks: mpsc::Receiver<()>)
                 "destination round done"
             ),
             Ok(_) => {}
-            Err(e) => error!(error = %format!("{e:#}"), "destination round failed"),
+            Err(e) => round_failed("destination round", &e),
         }
     }
 }
@@ -396,7 +407,7 @@ async fn prune_loop(current: watch::Receiver<App>, mut ticks: mpsc::Receiver<()>
         // `prune` logs what it did; its batches are short transactions, so a poll or a
         // digest round waits at most one batch for the database.
         if let Err(e) = prune(&app, app.store.now()).await {
-            error!(error = %format!("{e:#}"), "prune failed");
+            round_failed("prune", &e);
         }
     }
 }

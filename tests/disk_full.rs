@@ -397,3 +397,130 @@ async fn health_says_while_writes_fail_and_the_log_says_it_once() {
     assert_eq!(logged(&database, "database writes are failing"), 1);
     stop.cancel();
 }
+
+/// `tidings` run by someone file modes stop: `nobody` when the tests run as root (whom
+/// they do not stop), else the tests' own user.
+fn tidings_unprivileged(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    let mut command = if String::from_utf8_lossy(&uid.stdout).trim() == "0" {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_tidings"));
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_tidings"))
+    };
+    command
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("TIDINGS_CONFIG")
+        .output()
+        .unwrap()
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The files in `dir` and their contents.
+fn files(dir: &std::path::Path) -> Vec<(std::ffi::OsString, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name(), std::fs::read(e.path()).unwrap())
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// With the database on a read-only filesystem (a folder and file nobody may write), and
+/// as a read-only file in a folder that may be written, the commands that only look
+/// still work: `feeds status`, `subscriber list`, `outbox` and `match`. On the read-only
+/// filesystem nothing at all is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_commands_that_only_look_work_on_a_read_only_database() {
+    let feeds = FeedServer::start().await;
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = chrono::Utc::now().to_rfc2822();
+    feeds.set(
+        "/news.xml",
+        Route::feed(
+            "application/rss+xml",
+            format!(
+                "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>News</title>\
+                 <link>https://news.example/</link><description>d</description>\
+                 <item><guid>n1</guid><title>Asylum rule changes</title>\
+                 <link>https://news.example/1</link><description>New asylum rule.\
+                 </description><pubDate>{fresh}</pubDate></item></channel></rss>"
+            ),
+        ),
+    );
+    let url = feeds.url("/news.xml");
+    write_config_with(dir.path(), &[("news", url.clone())], smtp.port(), "", "");
+    let config = dir.path().join("config.toml");
+    let run = |args: &[&str]| {
+        // The feed server and the SMTP server answer on this runtime's other thread.
+        let out = tokio::task::block_in_place(|| tidings(&config, args));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "subscriber",
+        "add",
+        "alice@example.org",
+        "--query",
+        "asylum",
+    ]);
+    run(&["poll"]);
+    run(&["digest"]);
+    assert_eq!(smtp.wait_for(1, Duration::from_secs(10)).await.len(), 1);
+
+    let data = dir.path().join("data");
+    let database = data.join("tidings.db");
+    let looks = [
+        (&["feeds", "status"][..], "news "),
+        (&["subscriber", "list"][..], "alice@example.org"),
+        (&["outbox", "--all"][..], "alice@example.org"),
+        (&["match", "asylum"][..], "1 of 1 item"),
+    ];
+    set_mode(dir.path(), 0o755);
+    set_mode(&config, 0o644);
+    for (case, folder_mode) in [("read-only filesystem", 0o555), ("read-only file", 0o777)] {
+        set_mode(&data, folder_mode);
+        set_mode(&database, 0o444);
+        let before = files(&data);
+        for (args, shows) in looks {
+            let out = tidings_unprivileged(&config, args);
+            let (stdout, stderr) = (
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+            );
+            assert!(out.status.success(), "{case}, {args:?}: {stderr}");
+            assert!(stdout.contains(shows), "{case}, {args:?}: {stdout}");
+            assert!(
+                stderr.contains("note: the database cannot be written"),
+                "{case}, {args:?}: {stderr}"
+            );
+        }
+        if folder_mode == 0o555 {
+            assert!(files(&data) == before, "nothing was written");
+        }
+        let unchanged = std::fs::read(&database).unwrap();
+        assert!(unchanged == before.iter().find(|(n, _)| n == "tidings.db").unwrap().1);
+        // Next, a feed added to the config: bringing it in is a write the read-only file
+        // refuses (in a folder that may be written, the database reads as usual).
+        let feeds = [("news", url.clone()), ("more", feeds.url("/more.xml"))];
+        write_config_with(dir.path(), &feeds, smtp.port(), "", "");
+        set_mode(&config, 0o644);
+    }
+    set_mode(&data, 0o755);
+    set_mode(&database, 0o644);
+}

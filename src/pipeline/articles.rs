@@ -165,6 +165,13 @@ pub async fn fetch_articles(app: &App, now: DateTime<Utc>) -> Result<ArticleSumm
                     }
                     Ok(Some(Finished::Retrying)) => summary.retrying += 1,
                     Ok(None) => summary.skipped += 1,
+                    // The store's write health says once that the database cannot
+                    // be written; the article is tried again.
+                    Err(e) if crate::store::unavailable(&e).is_some() => {
+                        debug!(feed = %article.feed_id, item = article.item.0,
+                           error = %format!("{e:#}"), "could not record article");
+                        summary.skipped += 1;
+                    }
                     Err(e) => {
                         error!(feed = %article.feed_id, item = article.item.0, link = %article.link,
                            error = %format!("{e:#}"), "could not record article");

@@ -222,6 +222,11 @@ fn fixed_plans(conn: &Connection) -> Result<()> {
 /// write is opened read-only. A `-wal` file that was there before (a daemon running,
 /// or one killed) is left as found: closing would otherwise checkpoint it into the
 /// database file, a write.
+///
+/// On a read-only filesystem (or a folder this process may not write) a WAL database
+/// cannot be read the usual way, which needs its `-shm` file. With no `-wal` file
+/// either, everything is in the database file and nothing can be writing it: it is read
+/// as an immutable file.
 fn open_untouched(path: &Path) -> Result<(Connection, i64)> {
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
@@ -230,14 +235,55 @@ fn open_untouched(path: &Path) -> Result<(Connection, i64)> {
     let conn = open(OpenFlags::SQLITE_OPEN_READ_WRITE)
         .or_else(|_| open(OpenFlags::SQLITE_OPEN_READ_ONLY))
         .with_context(|| format!("opening database {}", path.display()))?;
+    let conn = match readable(conn, path, wal_existed) {
+        Err(e) if !wal_existed && cannot_share(&e) => readable(open_immutable(path)?, path, false),
+        opened => opened,
+    }?;
+    let version = schema_version(&conn, path)?;
+    Ok((conn, version))
+}
+
+/// `conn` set up to read only, once it has read the database's header.
+fn readable(conn: Connection, path: &Path, wal_existed: bool) -> Result<Connection> {
     if wal_existed {
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
     }
     conn.pragma_update(None, "query_only", true)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     fixed_plans(&conn)?;
-    let version = schema_version(&conn, path)?;
-    Ok((conn, version))
+    conn.query_row("PRAGMA user_version", [], |_| Ok(()))
+        .with_context(|| format!("reading database {}", path.display()))?;
+    Ok(conn)
+}
+
+/// Whether `error` is SQLite failing to open or create a WAL database's shared files in
+/// a place it may not write.
+fn cannot_share(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.downcast_ref::<rusqlite::Error>().is_some_and(|e| {
+            matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen)
+            )
+        })
+    })
+}
+
+/// The database at `path` opened to read as a file nothing changes (SQLite's
+/// `immutable`): no locks, no `-shm`, no `-wal`.
+fn open_immutable(path: &Path) -> Result<Connection> {
+    let absolute = std::path::absolute(path)
+        .with_context(|| format!("opening database {}", path.display()))?;
+    let mut uri = url::Url::from_file_path(&absolute)
+        .map_err(|()| anyhow::anyhow!("opening database {}: not a file path", path.display()))?;
+    uri.set_query(Some("immutable=1"));
+    Connection::open_with_flags(
+        uri.as_str(),
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("opening database {}", path.display()))
 }
 
 /// Copies every page of `source` into `copy` (an empty database) in one step, under one
