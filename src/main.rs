@@ -1895,20 +1895,7 @@ async fn feeds_status(store: &Store, json: bool) -> Result<()> {
         };
         let mut notes = Vec::new();
         if let Some(c) = polling {
-            notes.push(if tidings::store::Instance::is_gone(&c.by) {
-                format!(
-                    "claimed by {} since {}, which has ended: the next poll takes it over",
-                    c.owner(),
-                    utc(c.since)
-                )
-            } else {
-                format!(
-                    "being polled by {} since {} (its claim ends {})",
-                    c.owner(),
-                    utc(c.since),
-                    utc(c.until)
-                )
-            });
+            notes.push(c.describe());
         }
         if let (Some(k), Some(e)) = (&f.last_error_kind, &f.last_error) {
             notes.push(format!("{k}: {e}"));

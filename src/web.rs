@@ -1170,7 +1170,7 @@ async fn admin_page(
         .filter(|f| f.active)
         .map(|f| {
             let status = match f.claim.as_ref().filter(|c| c.until > now) {
-                Some(c) => format!("being polled by {} since {}", c.owner(), time(Some(c.since))),
+                Some(c) => c.describe(),
                 None => f.last_status.map_or("not polled yet", PollStatus::as_str).to_string(),
             };
             context! {

@@ -593,19 +593,27 @@ async fn claims_of_gone_owners_are_taken_over_at_once(store: Store, db: Database
             feed("silent", "https://silent.example/feed"),
             feed("alive", "https://alive.example/feed"),
             feed("reporting", "https://reporting.example/feed"),
+            feed("elsewhere", "https://other-namespace.example/feed"),
+            feed("older", "https://older.example/feed"),
         ])
         .await
         .unwrap();
     // A process of this host that has ended; one that runs (this one, another start).
+    // The same pid seen from another PID namespace (another container with the same
+    // hostname) says nothing; an id without a namespace (an older Tidings) is taken as
+    // this host's.
     let mut ended = std::process::Command::new("true").spawn().unwrap();
     let pid = ended.id();
     ended.wait().unwrap();
-    let host = &tidings::store::Instance::this().host;
+    let this = tidings::store::Instance::this();
+    let (host, ns) = (&this.host, &this.pid_namespace);
     let (t, until, long_ago) = (t0.timestamp(), t0.timestamp() + 300, t0.timestamp() - 600);
     let setup = format!(
         "UPDATE feeds SET claim = 'held', claimed_until = {until}, claimed_at = {t} - 60,
-             claimed_by = CASE id WHEN 'dead' THEN '{host}:{pid}:1'
-                                  WHEN 'alive' THEN '{host}:{}:1'
+             claimed_by = CASE id WHEN 'dead' THEN '{host}:{pid}:1:{ns}'
+                                  WHEN 'elsewhere' THEN '{host}:{pid}:1:{ns}0'
+                                  WHEN 'older' THEN '{host}:{pid}:1'
+                                  WHEN 'alive' THEN '{host}:{}:1:{ns}'
                                   WHEN 'silent' THEN 'elsewhere:42:1'
                                   ELSE 'elsewhere:43:1' END;
          INSERT INTO instances (id, host, pid, version, started_at, seen_at) VALUES
@@ -625,7 +633,7 @@ async fn claims_of_gone_owners_are_taken_over_at_once(store: Store, db: Database
         .map(|f| f.id)
         .collect();
     taken.sort();
-    assert_eq!(taken, ["dead", "silent"]);
+    assert_eq!(taken, ["dead", "older", "silent"]);
     let owners: Vec<(String, String)> = store
         .feed_statuses()
         .await
@@ -633,15 +641,15 @@ async fn claims_of_gone_owners_are_taken_over_at_once(store: Store, db: Database
         .into_iter()
         .map(|f| (f.id, f.claim.expect("claimed").by))
         .collect();
-    let this = &tidings::store::Instance::this().id;
     for (id, by) in owners {
         match id.as_str() {
-            "dead" | "silent" => assert_eq!(&by, this, "{id}"),
-            "alive" => assert_eq!(by, format!("{host}:{}:1", std::process::id())),
+            "dead" | "silent" | "older" => assert_eq!(by, this.id, "{id}"),
+            "alive" => assert_eq!(by, format!("{host}:{}:1:{ns}", std::process::id())),
+            "elsewhere" => assert_eq!(by, format!("{host}:{pid}:1:{ns}0")),
             _ => assert_eq!(by, "elsewhere:43:1"),
         }
     }
-    assert_eq!(store.claims_held(t0).await.unwrap().0, 4);
+    assert_eq!(store.claims_held(t0).await.unwrap().0, 6);
 }
 
 /// Two workers (two instances) claiming at the same instant share the feeds between
@@ -2629,9 +2637,10 @@ async fn a_setting_is_created_once_and_shared(_: Store, db: Database) {
 /// Instances that report are counted for a minute; feeds due and overdue are counted.
 async fn heartbeats_and_due_feeds_are_counted(store: Store, _: Database) {
     let instance = |n: u32| Instance {
-        id: format!("host:{n}:0"),
+        id: format!("host:{n}:0:1"),
         host: "host".into(),
         pid: n,
+        pid_namespace: "1".into(),
         version: "0.1.0".into(),
         started_at: noon(),
     };

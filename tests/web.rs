@@ -765,6 +765,66 @@ async fn the_admin_page_needs_its_password_and_shows_feeds_outbox_and_counts() {
     );
 }
 
+/// A feed a poll holds shows on the admin page as being polled by that process, not as
+/// never polled; one whose poll died shows as claimed by a process that has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_page_shows_who_is_polling_a_feed() {
+    let password = "correct horse battery staple";
+    let site = Site::start_with_admin(Some(password)).await;
+    let mut config = (*site.app.config).clone();
+    config.feeds = tidings::config::Config::parse(
+        "[[feeds]]\nid = \"held\"\nurl = \"https://held.example/feed\"\n\
+         [[feeds]]\nid = \"orphaned\"\nurl = \"https://orphaned.example/feed\"\n",
+        &config.path,
+    )
+    .unwrap()
+    .feeds;
+    let app = site.app.reconfigure(config).await.unwrap();
+    let now = chrono::Utc::now();
+    let claimed = app
+        .store
+        .claim_due_feeds(now, Duration::from_secs(300), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    // The poll that holds "orphaned" ran on this machine and has ended.
+    let mut ended = std::process::Command::new("true").spawn().unwrap();
+    let pid = ended.id();
+    ended.wait().unwrap();
+    let this = tidings::store::Instance::this();
+    let database = site._dir.path().join("data/tidings.db");
+    rusqlite::Connection::open(&database)
+        .unwrap()
+        .execute(
+            "UPDATE feeds SET claimed_by = ?1 WHERE id = 'orphaned'",
+            [format!("{}:{pid}:1:{}", this.host, this.pid_namespace)],
+        )
+        .unwrap();
+
+    let page = site
+        .client
+        .get(format!("{}/admin", site.base))
+        .basic_auth("admin", Some(password))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let since = now.format("%Y-%m-%d %H:%M UTC");
+    let held = format!(
+        "being polled by {} pid {} since {since}",
+        this.host, this.pid
+    );
+    let orphaned = format!(
+        "claimed by {} pid {pid} since {since}, which has ended: the next poll takes it over",
+        this.host
+    );
+    assert!(page.contains(&held), "{page}");
+    assert!(page.contains(&orphaned), "{page}");
+    assert!(!page.contains("not polled yet"), "{page}");
+}
+
 /// The sign-up form's anti-forgery value, read from the page as a browser would.
 async fn form_csrf(site: &Site) -> String {
     let (status, _, page) = site.get("/").await;

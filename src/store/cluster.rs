@@ -6,10 +6,13 @@ use super::*;
 /// One running instance, as it reports itself ([`Store::heartbeat`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Instance {
-    /// Unique per process start: `host:pid:start`.
+    /// Unique per process start: `host:pid:start:pidns`.
     pub id: String,
     pub host: String,
     pub pid: u32,
+    /// The PID namespace the pid is counted in (the inode `/proc/self/ns/pid` names), ""
+    /// where unknown: containers sharing a hostname may each have a process 7.
+    pub pid_namespace: String,
     pub version: String,
     pub started_at: DateTime<Utc>,
 }
@@ -22,33 +25,75 @@ impl Instance {
         THIS.get_or_init(|| {
             let host = hostname::get()
                 .map_or_else(|_| "unknown".into(), |h| h.to_string_lossy().into_owned());
+            let pid_namespace = std::fs::read_link("/proc/self/ns/pid")
+                .ok()
+                .and_then(|link| {
+                    let link = link.to_string_lossy().into_owned();
+                    let inode = link.strip_prefix("pid:[")?.strip_suffix(']')?;
+                    Some(inode.to_string())
+                })
+                .unwrap_or_default();
             let (pid, started_at) = (std::process::id(), Utc::now());
             Instance {
-                id: format!("{host}:{pid}:{}", started_at.timestamp_millis()),
+                id: format!(
+                    "{host}:{pid}:{}:{pid_namespace}",
+                    started_at.timestamp_millis()
+                ),
                 host,
                 pid,
+                pid_namespace,
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 started_at,
             }
         })
     }
 
-    /// Whether the process that signed itself `id` (`host:pid:start`) is known to have
-    /// ended: it ran on this host and no process has its pid any more. Only where
+    /// Whether the process that signed itself `id` is known to have ended: it ran on
+    /// this host, in this PID namespace, and no process has its pid any more. Only where
     /// `/proc` tells (Linux); elsewhere, and for other hosts, nothing is known.
     pub fn is_gone(id: &str) -> bool {
-        let mut parts = id.rsplitn(3, ':');
-        let (Some(_start), Some(pid), Some(host)) = (parts.next(), parts.next(), parts.next())
-        else {
+        let Some(signer) = Signer::of(id) else {
             return false;
         };
-        let Ok(pid) = pid.parse::<u32>() else {
-            return false;
-        };
+        let this = Instance::this();
         let proc = std::path::Path::new("/proc");
-        host == Instance::this().host
+        signer.host == this.host
+            && signer
+                .pid_namespace
+                .is_none_or(|ns| ns == this.pid_namespace)
             && proc.join("self").exists()
-            && !proc.join(pid.to_string()).exists()
+            && !proc.join(signer.pid.to_string()).exists()
+    }
+}
+
+/// Who an instance id names: `host:pid:start:pidns`, or `host:pid:start` as the first
+/// Tidings to sign its claims wrote them (no namespace: taken as this one's).
+pub(crate) struct Signer<'a> {
+    pub host: &'a str,
+    pub pid: u32,
+    pub pid_namespace: Option<&'a str>,
+}
+
+impl<'a> Signer<'a> {
+    pub fn of(id: &'a str) -> Option<Signer<'a>> {
+        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        let mut parts = id.rsplitn(4, ':');
+        let (last, start, pid, host) = (parts.next()?, parts.next()?, parts.next()?, parts.next());
+        let (host, pid, pid_namespace) = match host {
+            // `host:pid:start:pidns`: the namespace is digits, or "" where unknown.
+            Some(host) if digits(last) && digits(start) => (host, pid, Some(last)),
+            // `host:pid:start`, the host being all of what is before.
+            _ => {
+                let mut parts = id.rsplitn(3, ':');
+                let (_start, pid, host) = (parts.next()?, parts.next()?, parts.next()?);
+                (host, pid, None)
+            }
+        };
+        Some(Signer {
+            host,
+            pid: pid.parse().ok()?,
+            pid_namespace,
+        })
     }
 }
 
@@ -212,4 +257,50 @@ pub(super) fn interval_ms(interval: Duration) -> i64 {
 /// The time a stored pacer slot (ms since the epoch) stands for.
 pub(super) fn slot_time(ms: i64) -> Result<DateTime<Utc>> {
     DateTime::from_timestamp_millis(ms).with_context(|| format!("stored slot {ms} is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instance_id_names_its_host_pid_and_namespace_old_ids_too() {
+        let claim = |by: &str| FeedClaim {
+            by: by.to_string(),
+            since: DateTime::UNIX_EPOCH,
+            until: DateTime::UNIX_EPOCH,
+        };
+        for (id, host, pid, ns, owner) in [
+            (
+                "web-1:4242:1700:4026531836",
+                "web-1",
+                4242,
+                Some("4026531836"),
+                "web-1 pid 4242",
+            ),
+            (
+                "web-1:4242:1700:",
+                "web-1",
+                4242,
+                Some(""),
+                "web-1 pid 4242",
+            ),
+            ("web-1:4242:1700", "web-1", 4242, None, "web-1 pid 4242"),
+        ] {
+            let signer = Signer::of(id).unwrap();
+            assert_eq!(
+                (signer.host, signer.pid, signer.pid_namespace),
+                (host, pid, ns),
+                "{id}"
+            );
+            assert_eq!(claim(id).owner(), owner);
+        }
+        assert!(Signer::of("nonsense").is_none());
+        assert_eq!(claim("nonsense").owner(), "nonsense");
+        let this = Instance::this();
+        assert_eq!(
+            Signer::of(&this.id).map(|s| (s.host, s.pid)),
+            Some((this.host.as_str(), std::process::id()))
+        );
+    }
 }

@@ -488,12 +488,33 @@ pub struct FeedClaim {
 }
 
 impl FeedClaim {
+    /// Who holds the feed, as `feeds status` and `/admin` say it: "being polled by HOST
+    /// pid PID since … (its claim ends …)", or, when that process is known to have ended
+    /// ([`Instance::is_gone`]), "claimed by … since …, which has ended: the next poll
+    /// takes it over".
+    pub fn describe(&self) -> String {
+        let utc = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M UTC");
+        if Instance::is_gone(&self.by) {
+            format!(
+                "claimed by {} since {}, which has ended: the next poll takes it over",
+                self.owner(),
+                utc(self.since)
+            )
+        } else {
+            format!(
+                "being polled by {} since {} (its claim ends {})",
+                self.owner(),
+                utc(self.since),
+                utc(self.until)
+            )
+        }
+    }
+
     /// "host pid N": who, as people say it.
     pub fn owner(&self) -> String {
-        let mut parts = self.by.rsplitn(3, ':');
-        match (parts.next(), parts.next(), parts.next()) {
-            (Some(_), Some(pid), Some(host)) => format!("{host} pid {pid}"),
-            _ => self.by.clone(),
+        match cluster::Signer::of(&self.by) {
+            Some(signer) => format!("{} pid {}", signer.host, signer.pid),
+            None => self.by.clone(),
         }
     }
 }
