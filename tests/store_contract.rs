@@ -3039,6 +3039,43 @@ async fn a_prune_while_another_instance_prunes_is_skipped(store: Store, db: Data
     );
 }
 
+/// A write the database refuses as a whole (here a read-only view of it; a full disk and
+/// a server away are the same to the store) is write trouble: counted, remembered with
+/// the database's reason, and not forgotten because a read went through. The store that
+/// can write has none.
+async fn a_database_that_refuses_writes_is_write_trouble(store: Store, db: Database) {
+    subscribe(
+        &store,
+        "ana@x.example",
+        "asylum",
+        Schedule::Immediate,
+        noon(),
+    )
+    .await;
+    let config = match &db {
+        Database::Sqlite(path) => tidings::config::Database::Sqlite(path.clone()),
+        Database::Postgres { url, .. } => tidings::config::Database::Postgres(url.clone()),
+    };
+    let read = Store::open_database_read_only(&config).await.unwrap();
+    assert_eq!(read.write_trouble(), None);
+    let error = read.remove_subscriber("ana@x.example").await.unwrap_err();
+    let reason = tidings::store::unavailable(&error)
+        .unwrap_or_else(|| panic!("not taken as the database refusing writes: {error:#}"));
+    assert!(reason.contains("read"), "{reason}");
+    let trouble = read.write_trouble().expect("writes fail");
+    assert_eq!(
+        (trouble.reason.as_str(), trouble.failed, trouble.pending),
+        (reason.as_str(), 1, 1)
+    );
+    assert_eq!(read.write_failures(), 1);
+    assert_eq!(read.subscribers().await.unwrap().len(), 1);
+    assert!(
+        read.write_trouble().is_some(),
+        "a read says nothing of writes"
+    );
+    assert_eq!((store.write_trouble(), store.write_failures()), (None, 0));
+}
+
 /// A deployment whose URL picks its schema (`?options=-c search_path=tidings`, one
 /// database shared with other applications) is read in that schema by the read-only view
 /// too (`check-config`): its own read-only option is added to the URL's, not put instead.
@@ -4273,6 +4310,7 @@ fn main() -> std::process::ExitCode {
         one_story_across_feeds_and_new_outlets_as_chosen,
         languages_of_items_searches_and_subscribers,
         codes_routes_and_removals_hold,
+        a_database_that_refuses_writes_is_write_trouble,
     ];
     let postgres_only = stories![
         migrations_apply_once_and_reconnecting_is_a_no_op,
