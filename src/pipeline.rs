@@ -492,7 +492,7 @@ async fn poll_in_slot(
     };
     if draining.is_cancelled() {
         if let Err(e) = app.store.release_fetch_slot(&cluster).await {
-            warn!(feed = %id, error = %format!("{e:#}"), "giving back a connection slot");
+            giving_back_failed("a connection slot", &id, &e);
         }
         return None;
     }
@@ -519,9 +519,20 @@ async fn poll_in_slot(
     // Given back whatever happened; if it cannot be (the database is away), its lease
     // ends it.
     if let Err(e) = app.store.release_fetch_slot(&cluster).await {
-        warn!(feed = %id, error = %format!("{e:#}"), "giving back a connection slot");
+        giving_back_failed("a connection slot", &id, &e);
     }
     outcome
+}
+
+/// Logs that `what` (a feed's claim, a connection slot) could not be given back after
+/// the work `of` (a feed, a link): a warning, unless the database cannot be written,
+/// which the store says once for everything (and gives it back as soon as it can).
+pub(crate) fn giving_back_failed(what: &str, of: &str, e: &anyhow::Error) {
+    if crate::store::unavailable(e).is_some() {
+        debug!(of, error = %format!("{e:#}"), "giving back {what}: the database cannot be written");
+    } else {
+        warn!(of, error = %format!("{e:#}"), "giving back {what}");
+    }
 }
 
 /// How one feed's poll went.
@@ -617,7 +628,7 @@ pub async fn poll_feeds_observed(
                     // Not polled, or its result could not be written: due again at once (the
                     // next start, the next tick), not after the lease.
                     if let Err(e) = Box::pin(app.store.release_claim(&claimed)).await {
-                        warn!(feed = %id, error = %format!("{e:#}"), "releasing feed");
+                        giving_back_failed("the feed", &id, &e);
                     }
                 }
                 (id, outcome)
@@ -634,7 +645,7 @@ pub async fn poll_feeds_observed(
                     // next tick tries it, not this cycle again.
                     more = false;
                     if let Err(e) = app.store.release_claim(&feed).await {
-                        warn!(feed = %feed.id, error = %format!("{e:#}"), "releasing feed");
+                        giving_back_failed("the feed", &feed.id, &e);
                     }
                 } else {
                     feeds.push(feed);

@@ -524,3 +524,69 @@ async fn the_commands_that_only_look_work_on_a_read_only_database() {
     set_mode(&data, 0o755);
     set_mode(&database, 0o644);
 }
+
+/// A disk so full that not even giving back a connection slot or a claim fits (every
+/// write fails): the poll still ends at once, counting every feed it could not record,
+/// rather than waiting out the lease of slots it holds itself; and once writes work, the
+/// very next poll gives them back and polls every feed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_that_cannot_give_its_slots_back_does_not_wait_for_them() {
+    let feeds = FeedServer::start().await;
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Four feeds of one host, two at a time (`per_host = 2`).
+    let config = feeds_config(
+        &feeds,
+        4,
+        Duration::from_millis(500),
+        dir.path(),
+        smtp.port(),
+    );
+    let app = App::open(config).await.unwrap();
+    let now = at("2026-12-01T12:00:00Z");
+    let poll = tokio::spawn({
+        let app = app.clone();
+        async move { poll_feeds(&app, now, false).await }
+    });
+    let waited = std::time::Instant::now();
+    while (0..4)
+        .map(|n| feeds.hits(&format!("/f{n}.xml")))
+        .sum::<usize>()
+        < 2
+    {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "two fetches start"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    app.store.refuse_writes(true).await.unwrap();
+    // Well within the 300 s lease the slots would otherwise be waited for.
+    let first = tokio::time::timeout(Duration::from_secs(60), poll)
+        .await
+        .expect("the poll ends without waiting for its own slots")
+        .unwrap()
+        .unwrap();
+    assert_eq!((first.unrecorded, first.updated), (4, 0), "{first:?}");
+    let error = format!("{:#}", first.local_failure().unwrap());
+    assert!(error.contains("readonly database"), "{error}");
+
+    app.store.refuse_writes(false).await.unwrap();
+    let second = poll_feeds(&app, now + chrono::Duration::minutes(1), false)
+        .await
+        .unwrap();
+    assert_eq!((second.updated, second.unrecorded), (4, 0), "{second:?}");
+    let db = rusqlite::Connection::open(dir.path().join("data/tidings.db")).unwrap();
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM fetch_slots WHERE holder IS NOT NULL"
+        ),
+        0
+    );
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM feeds WHERE claim IS NOT NULL"),
+        0
+    );
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM items") as usize, 4 * ITEMS);
+}

@@ -137,7 +137,7 @@ pub async fn fetch_articles(app: &App, now: DateTime<Utc>) -> Result<ArticleSumm
                         // Not tried (shutdown), or its result could not be written: due
                         // again.
                         if let Err(e) = app.store.release_article(article).await {
-                            warn!(item = article.item.0, error = %format!("{e:#}"), "releasing article");
+                            super::giving_back_failed("an article", &article.feed_id, &e);
                         }
                     }
                 }
@@ -321,7 +321,7 @@ async fn fetch_in_turn(
     }
     .await;
     if let Err(e) = app.store.release_fetch_slot(&cluster).await {
-        warn!(link = %url, error = %format!("{e:#}"), "giving back a connection slot");
+        super::giving_back_failed("a connection slot", url.as_str(), &e);
     }
     tried
 }

@@ -178,14 +178,19 @@ impl Store {
         now: DateTime<Utc>,
         lease: Duration,
     ) -> Result<Option<FetchSlot>> {
+        self.give_back_unreleased().await?;
         let host = host.to_owned();
         run!(self, db => db.acquire_fetch_slot(&host, limits, now, lease))
     }
 
-    /// Gives back the slots `slot` holds.
+    /// Gives back the slots `slot` holds. Slots the database would not give back (it
+    /// cannot be written) are given back before this store next takes one or claims
+    /// feeds.
     pub async fn release_fetch_slot(&self, slot: &FetchSlot) -> Result<()> {
-        let slot = slot.clone();
-        run!(self, db => db.release_fetch_slot(&slot))
+        let held = slot.clone();
+        let result = run!(self, db => db.release_fetch_slot(&held));
+        self.keep_unreleased(&result, || Unreleased::Slot(slot.clone()));
+        result
     }
 
     /// Reserves the next slot of the mail pacer every process on this database shares:

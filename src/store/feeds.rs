@@ -86,6 +86,7 @@ impl Store {
         lease: Duration,
         only_due: bool,
     ) -> Result<Vec<FeedToPoll>> {
+        self.give_back_unreleased().await?;
         run!(self, db => db.claim_feeds(now, lease, only_due, usize::MAX))
     }
 
@@ -98,6 +99,7 @@ impl Store {
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<FeedToPoll>> {
+        self.give_back_unreleased().await?;
         run!(self, db => db.claim_feeds(now, lease, true, limit))
     }
 
@@ -166,14 +168,20 @@ impl Store {
     /// yet, or are over) and when the last of those claims ends: feeds a poll of all of
     /// them leaves alone, and says so.
     pub async fn claims_held(&self, now: DateTime<Utc>) -> Result<(usize, Option<DateTime<Utc>>)> {
+        // This process's own leftovers are not another poll's.
+        self.give_back_unreleased().await?;
         run!(self, db => db.claims_held(now))
     }
 
     /// Lets go of a feed this poll claimed but will not poll (shutting down), so it is
     /// due again at once instead of after the lease; another worker's claim is left alone.
+    /// One the database would not let go of (it cannot be written) is given back before
+    /// this store next claims feeds or takes a slot.
     pub async fn release_claim(&self, feed: &FeedToPoll) -> Result<()> {
-        let feed = feed.clone();
-        run!(self, about = feed.id, db => db.release_claim(&feed))
+        let claim = feed.clone();
+        let result = run!(self, about = claim.id, db => db.release_claim(&claim));
+        self.keep_unreleased(&result, || Unreleased::Claim(Box::new(feed.clone())));
+        result
     }
 
     /// Brings a healthy feed's next poll forward to `latest` if it was later: after its

@@ -51,4 +51,12 @@ impl Store {
     pub async fn limit_growth(&self, pages: Option<u64>) -> Result<()> {
         run!(self, db => db.limit_growth(pages))
     }
+
+    /// For tests of a disk so full that not even a change in place fits: every write
+    /// fails as on a read-only database (`true`), or works again (`false`). SQLite only
+    /// (`PRAGMA query_only` of the writing connection).
+    #[doc(hidden)]
+    pub async fn refuse_writes(&self, refuse: bool) -> Result<()> {
+        run!(self, db => db.refuse_writes(refuse))
+    }
 }

@@ -73,6 +73,16 @@ pub struct Store {
     clock: Arc<Clock>,
     /// Whether its writes go through ([`Store::write_trouble`]).
     health: Arc<health::WriteHealth>,
+    /// Claims and connection slots this process was done with but could not give back
+    /// (the database refused the write): given back before it next claims or takes a
+    /// slot, so its own leftovers never hold it up until their lease ends.
+    unreleased: Arc<std::sync::Mutex<Vec<Unreleased>>>,
+}
+
+/// Something [`Store::unreleased`] holds.
+enum Unreleased {
+    Slot(FetchSlot),
+    Claim(Box<FeedToPoll>),
 }
 
 /// A clock measure whose round trip took longer than this is not used.
@@ -186,6 +196,7 @@ impl Store {
         Store {
             backend: Arc::new(backend),
             health: Arc::new(health::WriteHealth::new(name)),
+            unreleased: Arc::default(),
             clock: Arc::new(Clock {
                 local: Utc::now,
                 offset_ms: 0.into(),
@@ -199,6 +210,7 @@ impl Store {
         Store {
             backend: self.backend.clone(),
             health: self.health.clone(),
+            unreleased: self.unreleased.clone(),
             clock: Arc::new(Clock {
                 local,
                 offset_ms: 0.into(),
@@ -275,6 +287,47 @@ impl Store {
             }
         }
         result
+    }
+
+    /// Keeps what `result` (of giving back `what`) failed to give back because the
+    /// database could not be written, for [`Store::give_back_unreleased`].
+    fn keep_unreleased(&self, result: &Result<()>, what: impl FnOnce() -> Unreleased) {
+        if let Err(e) = result
+            && health::unavailable(e).is_some()
+        {
+            let mut unreleased = self.unreleased.lock().unwrap_or_else(|p| p.into_inner());
+            unreleased.push(what());
+        }
+    }
+
+    /// Gives back the claims and slots this process could not give back before; the
+    /// first that still cannot be is an error (the database still cannot be written),
+    /// and it and the rest are kept for the next try.
+    async fn give_back_unreleased(&self) -> Result<()> {
+        let pending = {
+            let mut unreleased = self.unreleased.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::take(&mut *unreleased)
+        };
+        let mut pending = pending.into_iter();
+        while let Some(next) = pending.next() {
+            let result = match &next {
+                Unreleased::Slot(slot) => {
+                    let slot = slot.clone();
+                    run!(self, db => db.release_fetch_slot(&slot))
+                }
+                Unreleased::Claim(feed) => {
+                    let feed = FeedToPoll::clone(feed);
+                    run!(self, about = feed.id, db => db.release_claim(&feed))
+                }
+            };
+            if let Err(e) = result {
+                let mut unreleased = self.unreleased.lock().unwrap_or_else(|p| p.into_inner());
+                unreleased.push(next);
+                unreleased.extend(pending);
+                return Err(e.context("giving back what an earlier poll could not"));
+            }
+        }
+        Ok(())
     }
 
     /// While calls fail because the database cannot be written (full, read-only, away),

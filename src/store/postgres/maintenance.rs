@@ -217,6 +217,10 @@ impl Postgres {
         anyhow::bail!("limiting the database's growth is for SQLite only")
     }
 
+    pub fn refuse_writes(&self, _refuse: bool) -> Result<()> {
+        anyhow::bail!("refusing writes on demand is for SQLite only")
+    }
+
     pub fn backup_to(&self, path: &Path, _overwrite: bool) -> Result<BackupSummary> {
         bail!(
             "cannot back up PostgreSQL database {} to {}: `tidings backup` copies SQLite \

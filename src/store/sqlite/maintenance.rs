@@ -178,6 +178,11 @@ impl Sqlite {
         Ok(())
     }
 
+    pub fn refuse_writes(&self, refuse: bool) -> Result<()> {
+        self.conn().pragma_update(None, "query_only", refuse)?;
+        Ok(())
+    }
+
     pub fn backup_to(&self, path: &Path, overwrite: bool) -> Result<BackupSummary> {
         let name = path
             .file_name()
