@@ -49,21 +49,32 @@ impl Instance {
     }
 
     /// Whether the process that signed itself `id` is known to have ended: it ran on
-    /// this host, in this PID namespace, and no process has its pid any more. Only where
-    /// `/proc` tells (Linux); elsewhere, and for other hosts, nothing is known.
+    /// this host, in this PID namespace, and no process has its pid any more. For other
+    /// hosts and namespaces nothing is known.
     pub fn is_gone(id: &str) -> bool {
         let Some(signer) = Signer::of(id) else {
             return false;
         };
         let this = Instance::this();
-        let proc = std::path::Path::new("/proc");
         signer.host == this.host
             && signer
                 .pid_namespace
                 .is_none_or(|ns| ns == this.pid_namespace)
-            && proc.join("self").exists()
-            && !proc.join(signer.pid.to_string()).exists()
+            && pid_has_ended(signer.pid)
     }
+}
+
+/// Whether no process has `pid` (in this PID namespace): `kill(pid, 0)` answers "no such
+/// process". A process of another user, or one `/proc` hides (`hidepid`, systemd's
+/// `ProtectProc=invisible`), still runs.
+fn pid_has_ended(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH)
 }
 
 /// Who an instance id names: `host:pid:start:pidns`, or `host:pid:start` as the first
@@ -301,6 +312,8 @@ mod tests {
             assert_eq!(claim(id).owner(), owner);
         }
         assert!(Signer::of("nonsense").is_none());
+        assert!(!pid_has_ended(std::process::id()));
+        assert!(!pid_has_ended(0), "no pid is not an ended one");
         assert_eq!(claim("nonsense").owner(), "nonsense");
         let this = Instance::this();
         assert_eq!(
