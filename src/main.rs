@@ -1355,16 +1355,29 @@ async fn open_store(config: &Config) -> Result<Store> {
 /// (a read-only file or filesystem, a full disk, a standby server), read-only as it is,
 /// with a note saying so.
 async fn open_to_read(config: &Config) -> Result<Store> {
-    let error = match open_store(config).await {
-        Ok(store) => return Ok(store),
-        Err(e) => e,
+    // A file this user may not write is not tried: the try would leave files beside it
+    // that stand in its owner's way.
+    let (store, reason) = match Store::cannot_write(&config.database) {
+        Some(reason) => (
+            Store::open_database_read_only(&config.database).await?,
+            reason,
+        ),
+        None => {
+            let error = match open_store(config).await {
+                Ok(store) => return Ok(store),
+                Err(e) => e,
+            };
+            let missing = matches!(&config.database, tidings::config::Database::Sqlite(path) if !path.exists());
+            let reason = match tidings::store::unavailable(&error) {
+                Some(reason) if !missing => reason,
+                _ => return Err(error),
+            };
+            let store = Store::open_database_read_only(&config.database)
+                .await
+                .with_context(|| format!("{error:#}; opening it read-only instead"))?;
+            (store, reason)
+        }
     };
-    let Some(reason) = tidings::store::unavailable(&error) else {
-        return Err(error);
-    };
-    let store = Store::open_database_read_only(&config.database)
-        .await
-        .with_context(|| format!("{error:#}; opening it read-only instead"))?;
     esay!(
         "note: the database cannot be written ({reason}), so it is read as it is: changes \
          to the feed list in {} since its last write do not show",

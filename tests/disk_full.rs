@@ -438,9 +438,9 @@ fn files(dir: &std::path::Path) -> Vec<(std::ffi::OsString, Vec<u8>)> {
 }
 
 /// With the database on a read-only filesystem (a folder and file nobody may write), and
-/// as a read-only file in a folder that may be written, the commands that only look
-/// still work: `feeds status`, `subscriber list`, `outbox` and `match`. On the read-only
-/// filesystem nothing at all is written.
+/// as a file another user may not write in a folder anyone may, the commands that only
+/// look still work: `feeds status`, `subscriber list`, `outbox` and `match`; and nothing
+/// at all is written, not even a `-shm` file the owner's daemon could not use.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_commands_that_only_look_work_on_a_read_only_database() {
     let feeds = FeedServer::start().await;
@@ -510,9 +510,8 @@ async fn the_commands_that_only_look_work_on_a_read_only_database() {
                 "{case}, {args:?}: {stderr}"
             );
         }
-        if folder_mode == 0o555 {
-            assert!(files(&data) == before, "nothing was written");
-        }
+        // Nothing beside the file either, which would stand in the owner's way.
+        assert!(files(&data) == before, "{case}: nothing was written");
         let unchanged = std::fs::read(&database).unwrap();
         assert!(unchanged == before.iter().find(|(n, _)| n == "tidings.db").unwrap().1);
         // Next, a feed added to the config: bringing it in is a write the read-only file
@@ -589,4 +588,66 @@ async fn a_poll_that_cannot_give_its_slots_back_does_not_wait_for_them() {
         0
     );
     assert_eq!(count(&db, "SELECT COUNT(*) FROM items") as usize, 4 * ITEMS);
+}
+
+/// Through a link to a database on a read-only filesystem whose write-ahead log holds
+/// changes (its writer was killed) and which has no `-shm` file to read them with: a
+/// clear refusal, not the database without those changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linked_database_whose_log_cannot_be_read_is_refused_not_read_stale() {
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config_with(dir.path(), &[], smtp.port(), "", "");
+    let config = dir.path().join("config.toml");
+    let out = tidings(
+        &config,
+        &[
+            "subscriber",
+            "add",
+            "alice@example.org",
+            "--query",
+            "asylum",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (data, real) = (dir.path().join("data"), dir.path().join("real"));
+    std::fs::create_dir(&real).unwrap();
+    std::fs::rename(data.join("tidings.db"), real.join("tidings.db")).unwrap();
+    std::os::unix::fs::symlink(real.join("tidings.db"), data.join("tidings.db")).unwrap();
+    // A writer that dies with its change in the log: never closed, so never checkpointed.
+    let writer = rusqlite::Connection::open(real.join("tidings.db")).unwrap();
+    writer
+        .execute_batch(
+            "PRAGMA wal_autocheckpoint = 0;
+             UPDATE subscribers SET email = 'walbob@example.org';",
+        )
+        .unwrap();
+    std::mem::forget(writer);
+    std::fs::remove_file(real.join("tidings.db-shm")).unwrap();
+    for (path, mode) in [
+        (dir.path(), 0o755),
+        (&data, 0o755),
+        (&real, 0o555),
+        (&real.join("tidings.db"), 0o444),
+        (&config, 0o644),
+    ] {
+        set_mode(path, mode);
+    }
+
+    let out = tidings_unprivileged(&config, &["subscriber", "list"]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        !stdout.contains("alice@example.org"),
+        "read stale: {stdout}"
+    );
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(stderr.contains("write-ahead log"), "{stderr}");
+    set_mode(&real, 0o755);
 }

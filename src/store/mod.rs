@@ -174,6 +174,20 @@ impl Store {
         }
     }
 
+    /// Why this process may not write the configured SQLite file that exists (a
+    /// read-only file or filesystem, another user's), as the kernel says; `None` when it
+    /// may, or when there is no such file (or it is PostgreSQL).
+    pub fn cannot_write(database: &Database) -> Option<String> {
+        match database {
+            Database::Sqlite(path) if path.exists() => {
+                rustix::fs::access(path, rustix::fs::Access::WRITE_OK)
+                    .err()
+                    .map(|e| std::io::Error::from(e).to_string())
+            }
+            _ => None,
+        }
+    }
+
     /// Opens the configured database to read only, without creating or migrating it, as
     /// [`Store::open_read_only`] does for SQLite; a PostgreSQL session is read-only too.
     pub async fn open_database_read_only(database: &Database) -> Result<Store> {

@@ -216,30 +216,57 @@ fn fixed_plans(conn: &Connection) -> Result<()> {
 /// Opens the existing database at `path` without creating, migrating or writing to it,
 /// and reads its schema version (one a newer Tidings wrote is refused).
 ///
-/// The connection may write but refuses to (`query_only`): a read-only connection to a
-/// WAL database creates its `-wal` and `-shm` files and cannot remove them, where this
-/// one, the last to close, removes them, as the daemon's does. A file it may not
-/// write is opened read-only. A `-wal` file that was there before (a daemon running,
-/// or one killed) is left as found: closing would otherwise checkpoint it into the
-/// database file, a write.
+/// Where this process may write the file, the connection may write but refuses to
+/// (`query_only`): a read-only connection to a WAL database creates its `-wal` and
+/// `-shm` files and cannot remove them, where this one, the last to close, removes them,
+/// as the daemon's does. A `-wal` file that was there before (a daemon running, or one
+/// killed) is left as found: closing would otherwise checkpoint it into the database
+/// file, a write.
 ///
-/// On a read-only filesystem (or a folder this process may not write) a WAL database
-/// cannot be read the usual way, which needs its `-shm` file. With no `-wal` file
-/// either, everything is in the database file and nothing can be writing it: it is read
-/// as an immutable file.
-fn open_untouched(path: &Path) -> Result<(Connection, i64)> {
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    let wal_existed = Path::new(&wal).exists();
+/// Where it may not (a read-only file or filesystem, another user's database), it
+/// creates nothing beside the file, which would stand in its owner's way: with nothing in
+/// a `-wal`, the database file holds everything and is read as an immutable file;
+/// otherwise through the `-shm` file of the process that writes it. So too where the
+/// `-shm` file cannot be made (a full disk).
+fn open_untouched(given: &Path) -> Result<(Connection, i64)> {
+    // The `-wal` and `-shm` files are beside the file a link leads to.
+    let path = &std::fs::canonicalize(given)
+        .with_context(|| format!("opening database {}", given.display()))?;
+    let beside = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        std::path::PathBuf::from(name)
+    };
+    let (wal, shm) = (beside("-wal"), beside("-shm"));
+    let wal_existed = wal.exists();
+    let logged = std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
+    // Asked of the kernel, not tried: closing a descriptor of the file would drop this
+    // process's SQLite locks on it.
+    let writable = rustix::fs::access(path, rustix::fs::Access::WRITE_OK).is_ok();
     let open = |flags| Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX);
-    let conn = open(OpenFlags::SQLITE_OPEN_READ_WRITE)
-        .or_else(|_| open(OpenFlags::SQLITE_OPEN_READ_ONLY))
-        .with_context(|| format!("opening database {}", path.display()))?;
-    let conn = match readable(conn, path, wal_existed) {
-        Err(e) if !wal_existed && cannot_share(&e) => readable(open_immutable(path)?, path, false),
-        opened => opened,
-    }?;
-    let version = schema_version(&conn, path)?;
+    let conn = if writable {
+        let conn = open(OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .with_context(|| format!("opening database {}", given.display()))?;
+        match readable(conn, given, wal_existed) {
+            Err(e) if !logged && cannot_share(&e) => readable(open_immutable(path)?, given, false),
+            opened => opened,
+        }?
+    } else if !logged {
+        readable(open_immutable(path)?, given, false)?
+    } else if shm.exists() {
+        let conn = open(OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("opening database {}", given.display()))?;
+        readable(conn, given, true)?
+    } else {
+        bail!(
+            "database {} has changes in its write-ahead log ({}) that this user cannot read \
+             without writing beside it: run this as the user the database belongs to, or \
+             while its daemon runs",
+            given.display(),
+            wal.display()
+        );
+    };
+    let version = schema_version(&conn, given)?;
     Ok((conn, version))
 }
 
@@ -256,14 +283,15 @@ fn readable(conn: Connection, path: &Path, wal_existed: bool) -> Result<Connecti
     Ok(conn)
 }
 
-/// Whether `error` is SQLite failing to open or create a WAL database's shared files in
-/// a place it may not write.
+/// Whether `error` is SQLite failing to open or make a WAL database's shared files: in
+/// a place it may not write, or on a full disk.
 fn cannot_share(error: &anyhow::Error) -> bool {
+    use rusqlite::ErrorCode as E;
     error.chain().any(|cause| {
         cause.downcast_ref::<rusqlite::Error>().is_some_and(|e| {
             matches!(
                 e.sqlite_error_code(),
-                Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen)
+                Some(E::ReadOnly | E::CannotOpen | E::SystemIoFailure | E::DiskFull)
             )
         })
     })
