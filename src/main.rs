@@ -566,7 +566,11 @@ async fn execute(cli: Cli) -> Result<()> {
                 s.delivery.retrying,
                 s.delivery.failed
             );
-            Ok(())
+            // A digest the database would not take is a local failure: exit 2.
+            match s.local_failure() {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
         }
         Command::Prune => {
             let store = open_store(&config).await?;

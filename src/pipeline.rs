@@ -1397,12 +1397,32 @@ fn jittered(base: Duration, feed_id: &str, now: DateTime<Utc>) -> chrono::Durati
 }
 
 /// What one digest round did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DigestSummary {
     pub queued: usize,
+    /// Due digests the database would not take (it cannot be written): they stay due,
+    /// and the next round queues them.
+    pub unqueued: usize,
+    /// Why the first of `unqueued` could not be written.
+    pub unqueued_error: Option<String>,
     pub delivery: Delivery,
     /// What went to destinations beside email.
     pub push: PushRound,
+}
+
+impl DigestSummary {
+    /// An error when some digests could not be written to the database (a local
+    /// failure: `tidings digest` exits non-zero), saying how many and why.
+    pub fn local_failure(&self) -> Option<anyhow::Error> {
+        (self.unqueued > 0).then(|| {
+            anyhow::anyhow!(
+                "the database did not take {} ({}); the others were queued, and these stay \
+                 due for the next round once it can be written",
+                crate::output::count(self.unqueued, "digest"),
+                self.unqueued_error.as_deref().unwrap_or("no reason given"),
+            )
+        })
+    }
 }
 
 /// A feed that failed this many times in a row is named in digest footers.
@@ -1452,7 +1472,12 @@ pub async fn digest_round(
             }
         }
     };
-    let (queued, delivery) = tokio::try_join!(queue, deliver)?;
+    let (queueing, delivery) = tokio::try_join!(queue, deliver)?;
+    let Queueing {
+        queued,
+        unqueued,
+        unqueued_error,
+    } = queueing;
     app.metrics
         .digests(queued, delivery.sent, delivery.retrying, delivery.failed);
     let push = match push {
@@ -1461,6 +1486,8 @@ pub async fn digest_round(
     };
     Ok(DigestSummary {
         queued,
+        unqueued,
+        unqueued_error,
         delivery,
         push,
     })
@@ -1507,10 +1534,10 @@ async fn queue_digests(
     ignore_schedule: bool,
     due: Vec<SubscriberId>,
     failing: Arc<Vec<FailingFeed>>,
-) -> Result<usize> {
+) -> Result<Queueing> {
     let domain = app.mailer.message_domain();
     let cache = Arc::new(StoryCache::default());
-    let mut queued = 0;
+    let mut done = Queueing::default();
     for subscriber in due {
         if app.shutdown.draining.is_cancelled() {
             // The rest stay due; the next start queues them.
@@ -1519,7 +1546,7 @@ async fn queue_digests(
         let (app, domain, failing) = (app.clone(), domain.clone(), failing.clone());
         let cache = cache.clone();
         let store = app.store.clone();
-        let outbox = store
+        let taken = store
             .take_digest(
                 subscriber,
                 now,
@@ -1556,17 +1583,38 @@ async fn queue_digests(
                 },
             )
             .await
-            .with_context(|| format!("queueing digest for subscriber {subscriber}"))?;
-        if let Some(outbox) = outbox {
-            info!(
-                subscriber = subscriber.0,
-                outbox = outbox.0,
-                "digest queued"
-            );
-            queued += 1;
+            .with_context(|| format!("queueing digest for subscriber {subscriber}"));
+        match taken {
+            Ok(Some(outbox)) => {
+                info!(
+                    subscriber = subscriber.0,
+                    outbox = outbox.0,
+                    "digest queued"
+                );
+                done.queued += 1;
+            }
+            Ok(None) => {}
+            // One digest the database cannot take (a full disk) holds up no one else's,
+            // which may fit; the store's write health says so once.
+            Err(e) => {
+                let Some(reason) = crate::store::unavailable(&e) else {
+                    return Err(e);
+                };
+                debug!(subscriber = subscriber.0, error = %format!("{e:#}"), "digest not queued");
+                done.unqueued += 1;
+                done.unqueued_error.get_or_insert(reason);
+            }
         }
     }
-    Ok(queued)
+    Ok(done)
+}
+
+/// What [`queue_digests`] did.
+#[derive(Default)]
+struct Queueing {
+    queued: usize,
+    unqueued: usize,
+    unqueued_error: Option<String>,
 }
 
 /// Prunes what is older than `retention` at `now` (see [`Store::prune`]): old items become

@@ -651,3 +651,122 @@ async fn a_linked_database_whose_log_cannot_be_read_is_refused_not_read_stale() 
     assert!(stderr.contains("write-ahead log"), "{stderr}");
     set_mode(&real, 0o755);
 }
+
+/// A digest round where one subscriber's digest does not fit: the others' that do are
+/// still queued and sent, and the round says how many could not be queued and why, so
+/// `tidings digest` exits 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_digest_that_does_not_fit_holds_up_no_one_else() {
+    let feeds = FeedServer::start().await;
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = feeds_config(&feeds, FEEDS, Duration::ZERO, dir.path(), smtp.port());
+    let app = App::open(config).await.unwrap();
+    let now = at("2026-12-01T12:00:00Z");
+    // alice first: every item, a big digest; carol: one short item.
+    subscribe(&app, "alice@example.org", "asylum", "immediate", now).await;
+    subscribe(
+        &app,
+        "carol@example.org",
+        "\"update 3.1\"",
+        "immediate",
+        now,
+    )
+    .await;
+    let polled = poll_feeds(&app, now, false).await.unwrap();
+    assert_eq!(polled.unrecorded, 0);
+
+    app.store.limit_growth(Some(2)).await.unwrap();
+    let round = tidings::send_digests(&app, now + chrono::Duration::minutes(1), false)
+        .await
+        .unwrap();
+    assert_eq!((round.queued, round.unqueued), (1, 1), "{round:?}");
+    let error = format!("{:#}", round.local_failure().expect("a local failure"));
+    assert!(
+        error.contains("1 digest") && error.contains("database or disk is full"),
+        "{error}"
+    );
+    let sent = smtp.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(sent[0].rcpt_to, ["carol@example.org"]);
+
+    // Room again: alice's digest goes with the next round, whole.
+    app.store.limit_growth(None).await.unwrap();
+    let next = tidings::send_digests(&app, now + chrono::Duration::minutes(2), false)
+        .await
+        .unwrap();
+    assert_eq!((next.queued, next.unqueued), (1, 0), "{next:?}");
+    assert!(next.local_failure().is_none());
+    assert_eq!(smtp.wait_for(2, Duration::from_secs(10)).await.len(), 2);
+}
+
+/// Health follows the work, not one call's name: a feed whose items did not fit and
+/// whose next poll, once there is room, fails on the publisher's side has had its poll
+/// written, so writes are well again; and while the disk stays full, a digest round in
+/// which one subscriber's digest goes through in place and another's does not fit is not
+/// "working again".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_clears_when_the_work_that_failed_is_written_and_not_before() {
+    captured_logs();
+    let feeds = FeedServer::start().await;
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = feeds_config(&feeds, FEEDS, Duration::ZERO, dir.path(), smtp.port());
+    let database = dir.path().join("data/tidings.db");
+    let app = App::open(config).await.unwrap();
+    let now = at("2026-12-01T12:00:00Z");
+    // bob first: daily, nothing matches; alice: immediate, a big digest.
+    subscribe(&app, "bob@example.org", "zebra", "daily 08:00", now).await;
+    subscribe(&app, "alice@example.org", "asylum", "immediate", now).await;
+    let polled = poll_feeds(&app, now, true).await.unwrap();
+    assert_eq!(polled.unrecorded, 0);
+
+    app.store.limit_growth(Some(0)).await.unwrap();
+    let first = tidings::send_digests(&app, now + chrono::Duration::minutes(1), false)
+        .await
+        .unwrap();
+    assert_eq!(first.unqueued, 1, "{first:?}");
+    assert!(app.store.write_trouble().is_some());
+    // 13:30 UTC: bob's daily digest is due (08:00 in New York), nothing in it; still full.
+    let second = tidings::send_digests(&app, at("2026-12-01T13:30:00Z"), false)
+        .await
+        .unwrap();
+    assert_eq!(second.unqueued, 1, "{second:?}");
+    assert!(
+        app.store.write_trouble().is_some(),
+        "alice's digest is still not written"
+    );
+    assert_eq!(
+        (
+            logged(&database, "database writes are failing"),
+            logged(&database, "database writes work again")
+        ),
+        (1, 0)
+    );
+    app.store.limit_growth(None).await.unwrap();
+    let third = tidings::send_digests(&app, at("2026-12-01T13:31:00Z"), false)
+        .await
+        .unwrap();
+    assert_eq!((third.queued, third.unqueued), (1, 0), "{third:?}");
+    assert_eq!(app.store.write_trouble(), None);
+
+    // New items that do not fit; then, room made, the publisher fails instead.
+    for n in 0..FEEDS {
+        let path = format!("/f{n}.xml");
+        feeds.set(&path, rss(n + 100));
+    }
+    app.store.limit_growth(Some(0)).await.unwrap();
+    let later = now + chrono::Duration::hours(2);
+    let full = poll_feeds(&app, later, false).await.unwrap();
+    assert!(full.unrecorded > 0, "{full:?}");
+    assert!(app.store.write_trouble().is_some());
+    app.store.limit_growth(None).await.unwrap();
+    for n in 0..FEEDS {
+        feeds.set(&format!("/f{n}.xml"), Route::status(500, "down"));
+    }
+    let failed = poll_feeds(&app, later + chrono::Duration::minutes(1), false)
+        .await
+        .unwrap();
+    assert_eq!((failed.failed, failed.unrecorded), (FEEDS, 0), "{failed:?}");
+    assert_eq!(app.store.write_trouble(), None, "every poll was written");
+    assert_eq!(logged(&database, "database writes work again"), 2);
+}

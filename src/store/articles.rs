@@ -150,7 +150,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<ArticleOutcome> {
         let article = article.clone();
-        run!(self, db => db.finish_article(&article, &done, now))
+        run!(self, about = article.item, db => db.finish_article(&article, &done, now))
     }
 
     /// A try failed and another will be made at `retry_at`: the article stays pending
@@ -175,7 +175,7 @@ impl Store {
     /// Gives a claimed article back untried (shutdown): due again at once.
     pub async fn release_article(&self, article: &ArticleToFetch) -> Result<()> {
         let article = article.clone();
-        run!(self, db => db.release_article(&article))
+        run!(self, about = article.item, db => db.release_article(&article))
     }
 
     /// How many items each feed has in each article state, and the newest failure.

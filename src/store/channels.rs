@@ -224,7 +224,7 @@ impl Store {
             event: event.to_owned(),
             message_id: message_id.to_owned(),
         };
-        run!(self, db => db.queue_notice(channel, &notice, None, now))?
+        run!(self, about = channel, db => db.queue_notice(channel, &notice, None, now))?
             .context("a notice without a limit is always queued")
     }
 
@@ -238,7 +238,7 @@ impl Store {
         max_per_day: i64,
         now: DateTime<Utc>,
     ) -> Result<Option<OutboxId>> {
-        run!(self, db => db.queue_notice(channel, &notice, Some(max_per_day), now))
+        run!(self, about = channel, db => db.queue_notice(channel, &notice, Some(max_per_day), now))
     }
 
     /// Changes what a destination is (config.toml changed it) in place: what waits for
@@ -294,7 +294,7 @@ impl Store {
     ) -> Result<Option<Channel>> {
         let claim = claim.map(str::to_owned);
         let error = error.to_owned();
-        run!(self, db => db.mark_push_rejected(outbox_id, claim.as_deref(), &error, pause_after, pause_now))
+        run!(self, about = outbox_id, db => db.mark_push_rejected(outbox_id, claim.as_deref(), &error, pause_after, pause_now))
     }
 
     /// Notices (verifications, tests) queued for a subscriber's destinations since

@@ -191,7 +191,7 @@ impl Store {
     ) -> Result<Option<FetchSlot>> {
         self.give_back_unreleased().await?;
         let host = host.to_owned();
-        run!(self, db => db.acquire_fetch_slot(&host, limits, now, lease))
+        run!(self, about = host, db => db.acquire_fetch_slot(&host, limits, now, lease))
     }
 
     /// Gives back the slots `slot` holds. Slots the database would not give back (it

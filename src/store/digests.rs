@@ -34,7 +34,7 @@ impl Store {
         render: impl FnOnce(&Subscriber, &Parcels) -> Result<RenderedRound> + Send + 'static,
     ) -> Result<Option<OutboxId>> {
         let message_domain = message_domain.to_owned();
-        run!(self, db => db.take_digest(subscriber_id, now, ignore_schedule, &message_domain, render))
+        run!(self, about = subscriber_id, db => db.take_digest(subscriber_id, now, ignore_schedule, &message_domain, render))
     }
 }
 

@@ -219,10 +219,25 @@ impl WriteHealth {
     }
 }
 
-/// The operation a `run!` call names: `record_poll` of `db.record_poll(&feed, now)`.
+/// The operation a `run!` call names: `record_failure` of `db.record_failure(&feed, …)`;
+/// the writes that end one piece of work, whichever it was, under one name: a feed's
+/// poll ends in one of its `record_*` or `store_items` (room made, a poll that stored
+/// nothing last time may now record a 304 or a failure), a message in one of its
+/// `mark_*`.
 pub fn operation(call: &str) -> &str {
     let call = call.split('(').next().unwrap_or(call);
-    call.rsplit('.').next().unwrap_or(call).trim()
+    let operation = call.rsplit('.').next().unwrap_or(call).trim();
+    match operation {
+        "store_items"
+        | "record_not_modified"
+        | "record_unchanged"
+        | "record_failure"
+        | "record_gone" => "record a poll",
+        "mark_sent" | "mark_retry" | "mark_failed" | "mark_bounced" | "mark_push_rejected" => {
+            "record a delivery"
+        }
+        other => other,
+    }
 }
 
 #[cfg(test)]
@@ -265,9 +280,11 @@ mod tests {
 
     #[test]
     fn the_operation_is_the_method_a_call_names() {
+        assert_eq!(operation("db.claim_feeds(now, lease)"), "claim_feeds");
         assert_eq!(
-            operation("db.record_poll(&feed, &poll, now)"),
-            "record_poll"
+            operation("db.store_items(&feed, &poll, find_matches)"),
+            operation("db.record_failure(&feed, now, &kind, &error, next_poll_at)"),
+            "a feed's poll ends in either"
         );
         assert_eq!(operation("db.ping()"), "ping");
         assert_eq!(operation("ping"), "ping");

@@ -59,7 +59,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let claim = claim.map(str::to_owned);
-        run!(self, db => db.mark_sent(outbox_id, claim.as_deref(), now))
+        run!(self, about = outbox_id, db => db.mark_sent(outbox_id, claim.as_deref(), now))
     }
 
     /// A temporary failure: try again at `retry_at`. False when `claim` was lost.
@@ -72,7 +72,7 @@ impl Store {
     ) -> Result<bool> {
         let claim = claim.map(str::to_owned);
         let error = error.to_owned();
-        run!(self, db => db.mark_retry(outbox_id, claim.as_deref(), &error, retry_at))
+        run!(self, about = outbox_id, db => db.mark_retry(outbox_id, claim.as_deref(), &error, retry_at))
     }
 
     /// A failure for good: the server's answer is kept; the message is not retried.
@@ -85,7 +85,7 @@ impl Store {
     ) -> Result<bool> {
         let claim = claim.map(str::to_owned);
         let error = error.to_owned();
-        run!(self, db => db.mark_failed(outbox_id, claim.as_deref(), &error))
+        run!(self, about = outbox_id, db => db.mark_failed(outbox_id, claim.as_deref(), &error))
     }
 
     /// A permanent rejection (a bounce): the message fails, and its subscriber is paused
@@ -101,7 +101,7 @@ impl Store {
     ) -> Result<Option<String>> {
         let claim = claim.map(str::to_owned);
         let error = error.to_owned();
-        run!(self, db => db.mark_bounced(outbox_id, claim.as_deref(), &error, pause_after, now))
+        run!(self, about = outbox_id, db => db.mark_bounced(outbox_id, claim.as_deref(), &error, pause_after, now))
     }
 
     /// Puts a failed (or pending) message back in the queue to be sent at `now`, with its
