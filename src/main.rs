@@ -1371,10 +1371,14 @@ async fn open_to_read(config: &Config) -> Result<Store> {
                 Ok(store) => return Ok(store),
                 Err(e) => e,
             };
-            let missing = matches!(&config.database, tidings::config::Database::Sqlite(path) if !path.exists());
-            let reason = match tidings::store::unavailable(&error) {
-                Some(reason) if !missing => reason,
-                _ => return Err(error),
+            if let tidings::config::Database::Sqlite(path) = &config.database
+                && !path.exists()
+            {
+                let missing = format!("there is no database at {} yet", path.display());
+                return Err(error.context(missing));
+            }
+            let Some(reason) = tidings::store::unavailable(&error) else {
+                return Err(error);
             };
             let store = Store::open_database_read_only(&config.database)
                 .await

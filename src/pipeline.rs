@@ -577,12 +577,22 @@ pub async fn poll_feeds_observed(
     let batch = (app.config.poll.concurrency * 2).max(16);
     let mut summary = PollSummary::default();
     let mut feeds = if only_due {
-        app.store.claim_due_feeds(now, lease, batch).await?
+        app.store
+            .claim_due_feeds(now, lease, batch)
+            .await
+            .context("claiming the feeds to poll")?
     } else {
         // Claimed elsewhere, these are left alone: counted first, so that none of this
         // poll's own claims count.
-        (summary.held_elsewhere, summary.held_until) = app.store.claims_held(now).await?;
-        app.store.claim_feeds(now, lease, false).await?
+        (summary.held_elsewhere, summary.held_until) = app
+            .store
+            .claims_held(now)
+            .await
+            .context("claiming the feeds to poll")?;
+        app.store
+            .claim_feeds(now, lease, false)
+            .await
+            .context("claiming the feeds to poll")?
     };
     let mut more = only_due && feeds.len() == batch;
     summary.feeds = feeds.len();

@@ -160,8 +160,8 @@ impl Sqlite {
         let expected = MIGRATIONS.len() as i64;
         if version != expected {
             bail!(
-                "database {} has schema version {version}, not {expected}: `tidings run` (or any \
-                 command that writes) migrates it",
+                "database {} has schema version {version}, not {expected}: any command that \
+                 writes (`tidings run`, `tidings poll`) migrates it, once it can be written",
                 path.display()
             );
         }
