@@ -60,17 +60,41 @@ fn feeds_config(
     write_config_with(dir, &list, smtp_port, "", "")
 }
 
+/// One test's parts: feeds `f0`… served (answering after `delay`), an SMTP server, the
+/// folder with a config polling them, and the app over it.
+struct Setup {
+    feeds: FeedServer,
+    smtp: SmtpServer,
+    dir: tempfile::TempDir,
+    app: App,
+}
+
+async fn setup(n: usize, delay: Duration) -> Setup {
+    let feeds = FeedServer::start().await;
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = feeds_config(&feeds, n, delay, dir.path(), smtp.port());
+    let app = App::open(config).await.unwrap();
+    Setup {
+        feeds,
+        smtp,
+        dir,
+        app,
+    }
+}
+
 fn count(db: &rusqlite::Connection, sql: &str) -> i64 {
     db.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_database_is_a_local_failure_and_the_next_poll_finishes_the_job() {
-    let feeds = FeedServer::start().await;
-    let smtp = SmtpServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = feeds_config(&feeds, FEEDS, Duration::ZERO, dir.path(), smtp.port());
-    let app = App::open(config).await.unwrap();
+    let Setup {
+        feeds: _feeds,
+        smtp: _smtp,
+        dir,
+        app,
+    } = setup(FEEDS, Duration::ZERO).await;
     let now = at("2026-12-01T12:00:00Z");
     subscribe(&app, "alice@example.org", "asylum", "immediate", now).await;
 
@@ -152,11 +176,12 @@ async fn a_full_database_is_a_local_failure_and_the_next_poll_finishes_the_job()
 /// process, or one that died with its claims): it says how many, and until when.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poll_of_all_feeds_says_which_feeds_another_poll_holds_and_until_when() {
-    let feeds = FeedServer::start().await;
-    let smtp = SmtpServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = feeds_config(&feeds, 3, Duration::ZERO, dir.path(), smtp.port());
-    let app = App::open(config).await.unwrap();
+    let Setup {
+        feeds: _feeds,
+        smtp: _smtp,
+        dir,
+        app,
+    } = setup(3, Duration::ZERO).await;
     // Another poll took two of the three feeds.
     let claimed_at = chrono::Utc::now();
     let lease = Duration::from_secs(600);
@@ -332,12 +357,13 @@ async fn get(url: &str) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_says_while_writes_fail_and_the_log_says_it_once() {
     captured_logs();
-    let feeds = FeedServer::start().await;
-    let smtp = SmtpServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = feeds_config(&feeds, FEEDS, Duration::ZERO, dir.path(), smtp.port());
+    let Setup {
+        feeds: _feeds,
+        smtp: _smtp,
+        dir,
+        app,
+    } = setup(FEEDS, Duration::ZERO).await;
     let database = dir.path().join("data/tidings.db");
-    let app = App::open(config).await.unwrap();
     app.metrics.last_tick.set(chrono::Utc::now().timestamp());
     let (_current, app_rx) = tokio::sync::watch::channel(app.clone());
     let stop = tokio_util::sync::CancellationToken::new();
@@ -530,18 +556,13 @@ async fn the_commands_that_only_look_work_on_a_read_only_database() {
 /// very next poll gives them back and polls every feed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poll_that_cannot_give_its_slots_back_does_not_wait_for_them() {
-    let feeds = FeedServer::start().await;
-    let smtp = SmtpServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
     // Four feeds of one host, two at a time (`per_host = 2`).
-    let config = feeds_config(
-        &feeds,
-        4,
-        Duration::from_millis(500),
-        dir.path(),
-        smtp.port(),
-    );
-    let app = App::open(config).await.unwrap();
+    let Setup {
+        feeds,
+        smtp: _smtp,
+        dir,
+        app,
+    } = setup(4, Duration::from_millis(500)).await;
     let now = at("2026-12-01T12:00:00Z");
     let poll = tokio::spawn({
         let app = app.clone();
@@ -657,11 +678,12 @@ async fn a_linked_database_whose_log_cannot_be_read_is_refused_not_read_stale() 
 /// `tidings digest` exits 2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_digest_that_does_not_fit_holds_up_no_one_else() {
-    let feeds = FeedServer::start().await;
-    let smtp = SmtpServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = feeds_config(&feeds, FEEDS, Duration::ZERO, dir.path(), smtp.port());
-    let app = App::open(config).await.unwrap();
+    let Setup {
+        feeds: _feeds,
+        smtp,
+        dir: _dir,
+        app,
+    } = setup(FEEDS, Duration::ZERO).await;
     let now = at("2026-12-01T12:00:00Z");
     // alice first: every item, a big digest; carol: one short item.
     subscribe(&app, "alice@example.org", "asylum", "immediate", now).await;
@@ -707,12 +729,13 @@ async fn one_digest_that_does_not_fit_holds_up_no_one_else() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_clears_when_the_work_that_failed_is_written_and_not_before() {
     captured_logs();
-    let feeds = FeedServer::start().await;
-    let smtp = SmtpServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = feeds_config(&feeds, FEEDS, Duration::ZERO, dir.path(), smtp.port());
+    let Setup {
+        feeds,
+        smtp: _smtp,
+        dir,
+        app,
+    } = setup(FEEDS, Duration::ZERO).await;
     let database = dir.path().join("data/tidings.db");
-    let app = App::open(config).await.unwrap();
     let now = at("2026-12-01T12:00:00Z");
     // bob first: daily, nothing matches; alice: immediate, a big digest.
     subscribe(&app, "bob@example.org", "zebra", "daily 08:00", now).await;

@@ -91,6 +91,19 @@ impl Site {
         (r.status(), r.headers().clone(), r.text().await.unwrap())
     }
 
+    /// The admin page, with its password (any user name goes).
+    async fn admin_page(&self, password: &str) -> String {
+        let response = self
+            .client
+            .get(format!("{}/admin", self.base))
+            .basic_auth("anyone", Some(password))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.unwrap()
+    }
+
     async fn post(&self, path: &str, form: &[(&str, &str)]) -> (StatusCode, String, String) {
         let r = self
             .client
@@ -749,16 +762,7 @@ async fn the_admin_page_needs_its_password_and_shows_feeds_outbox_and_counts() {
             .await
             .unwrap()
     );
-    let page = site
-        .client
-        .get(&admin)
-        .basic_auth("anyone", Some(password))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = site.admin_page(password).await;
     assert!(
         page.contains("1 subscriber (0 paused after bounces), 1 search."),
         "{page}"
@@ -801,16 +805,7 @@ async fn the_admin_page_shows_who_is_polling_a_feed() {
         )
         .unwrap();
 
-    let page = site
-        .client
-        .get(format!("{}/admin", site.base))
-        .basic_auth("admin", Some(password))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = site.admin_page(password).await;
     let since = now.format("%Y-%m-%d %H:%M UTC");
     let held = format!(
         "being polled by {} pid {} since {since}",
