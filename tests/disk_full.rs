@@ -83,6 +83,22 @@ async fn setup(n: usize, delay: Duration) -> Setup {
     }
 }
 
+/// Waits until `fetches` requests for feeds `f0`… `f{n-1}` have come in.
+async fn wait_for_fetches(feeds: &FeedServer, n: usize, fetches: usize) {
+    let waited = std::time::Instant::now();
+    while (0..n)
+        .map(|n| feeds.hits(&format!("/f{n}.xml")))
+        .sum::<usize>()
+        < fetches
+    {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "{fetches} fetches start"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn count(db: &rusqlite::Connection, sql: &str) -> i64 {
     db.query_row(sql, [], |r| r.get(0)).unwrap()
 }
@@ -241,18 +257,7 @@ async fn the_claims_of_a_killed_poll_are_taken_over_by_the_next_at_once() {
         .spawn()
         .unwrap();
     // Killed once it is fetching (it claimed every feed before that).
-    let waited = std::time::Instant::now();
-    while (0..3)
-        .map(|n| feeds.hits(&format!("/f{n}.xml")))
-        .sum::<usize>()
-        < 2
-    {
-        assert!(
-            waited.elapsed() < Duration::from_secs(10),
-            "the first poll fetches"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_fetches(&feeds, 3, 2).await;
     first.kill().unwrap();
     first.wait().unwrap();
     for n in 0..3 {
@@ -568,18 +573,7 @@ async fn a_poll_that_cannot_give_its_slots_back_does_not_wait_for_them() {
         let app = app.clone();
         async move { poll_feeds(&app, now, false).await }
     });
-    let waited = std::time::Instant::now();
-    while (0..4)
-        .map(|n| feeds.hits(&format!("/f{n}.xml")))
-        .sum::<usize>()
-        < 2
-    {
-        assert!(
-            waited.elapsed() < Duration::from_secs(10),
-            "two fetches start"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_fetches(&feeds, 4, 2).await;
     app.store.refuse_writes(true).await.unwrap();
     // Well within the 300 s lease the slots would otherwise be waited for.
     let first = tokio::time::timeout(Duration::from_secs(60), poll)
