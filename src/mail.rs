@@ -17,7 +17,7 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::{MailSettings, MailTransport, SMTP_PASSWORD_ENV, TlsMode};
 use crate::store::{OutboxId, OutboxMessage, Store};
@@ -530,45 +530,59 @@ async fn record(
         Ok(()) => {
             info!(outbox = id.0, to = %to, subject = %row.subject, "mail sent");
             done.sent += 1;
-            store.mark_sent(id, claim.as_deref(), now).await?
+            store.mark_sent(id, claim.as_deref(), now).await
         }
         Err(SendError::Transient(e)) if young => {
             warn!(outbox = id.0, to = %to, error = %e, "mail deferred; will retry");
             done.retrying += 1;
             let retry_at = now + retry_delay(row.attempts);
-            store.mark_retry(id, claim.as_deref(), &e, retry_at).await?
+            store.mark_retry(id, claim.as_deref(), &e, retry_at).await
         }
         Err(SendError::Transient(e)) => {
             let attempts = crate::output::count(row.attempts as usize + 1, "attempt");
             let e = format!("gave up after {attempts}: {e}");
             warn!(outbox = id.0, to = %to, error = %e, "mail failed");
             done.failed += 1;
-            store.mark_failed(id, claim.as_deref(), &e).await?
+            store.mark_failed(id, claim.as_deref(), &e).await
         }
         Err(SendError::Permanent(e)) => {
             warn!(outbox = id.0, to = %to, error = %e, "mail rejected");
             done.failed += 1;
             match pause_after {
-                Some(limit) => {
-                    let paused = store
-                        .mark_bounced(id, claim.as_deref(), &e, limit, now)
-                        .await?;
-                    if let Some(email) = paused {
-                        warn!(to = %email, bounces = limit,
-                              "subscriber paused after repeated bounces; `tidings subscriber resume` undoes it");
-                        done.paused += 1;
-                    }
-                    true
-                }
-                None => store.mark_failed(id, claim.as_deref(), &e).await?,
+                Some(limit) => store
+                    .mark_bounced(id, claim.as_deref(), &e, limit, now)
+                    .await
+                    .map(|paused| {
+                        if let Some(email) = paused {
+                            warn!(to = %email, bounces = limit,
+                                  "subscriber paused after repeated bounces; `tidings subscriber resume` undoes it");
+                            done.paused += 1;
+                        }
+                        true
+                    }),
+                None => store.mark_failed(id, claim.as_deref(), &e).await,
             }
         }
     };
-    if !recorded {
-        warn!(
+    outcome_written(id, recorded)
+}
+
+/// What became of writing one message's outcome: a claim lost is logged; an outcome the
+/// database would not take (it cannot be written) is kept by the store and written
+/// before it claims more, so the round goes on with the messages already in flight.
+pub(crate) fn outcome_written(id: OutboxId, recorded: Result<bool>) -> Result<()> {
+    match recorded {
+        Ok(true) => {}
+        Ok(false) => warn!(
             outbox = id.0,
             "claim lost during the send; the result was not recorded"
-        );
+        ),
+        Err(e) if crate::store::unavailable(&e).is_some() => debug!(
+            outbox = id.0,
+            error = %format!("{e:#}"),
+            "result kept until the database can be written"
+        ),
+        Err(e) => return Err(e),
     }
     Ok(())
 }

@@ -1344,7 +1344,7 @@ async fn record(
             );
             done.sent += 1;
             result = "sent";
-            store.mark_sent(id, claim, now).await?
+            store.mark_sent(id, claim, now).await
         }
         Verdict::Retry { at, why } if young => {
             warn!(outbox = fields.0, channel = fields.1, kind = fields.2, error = %why, "delivery deferred; will retry");
@@ -1355,7 +1355,7 @@ async fn record(
             let retry_at = at
                 .unwrap_or_else(|| now + retry_delay(outbox.attempts))
                 .max(now + MIN_RETRY);
-            store.mark_retry(id, claim, &why, retry_at).await?
+            store.mark_retry(id, claim, &why, retry_at).await
         }
         Verdict::Retry { why, .. } => {
             let attempts = crate::output::count(outbox.attempts as usize + 1, "attempt");
@@ -1363,7 +1363,7 @@ async fn record(
             warn!(outbox = fields.0, channel = fields.1, kind = fields.2, error = %why, "delivery failed");
             done.failed += 1;
             result = "failed";
-            store.mark_failed(id, claim, &why).await?
+            store.mark_failed(id, claim, &why).await
         }
         Verdict::Rejected { why, gone } => {
             warn!(outbox = fields.0, channel = fields.1, kind = fields.2, error = %why, "delivery rejected");
@@ -1382,26 +1382,21 @@ async fn record(
                     pause_after,
                     gone && kind != OutboxKind::Notice,
                 )
-                .await?
+                .await
             {
-                Some(paused) => {
+                Ok(Some(paused)) => {
                     done.paused += 1;
                     warn!(channel = paused.id.0, subscriber = %paused.email, "destination paused after repeated rejections");
                     tell_owner(store, pusher, &paused, now).await?;
-                    true
+                    Ok(true)
                 }
-                None => true,
+                Ok(None) => Ok(true),
+                Err(e) => Err(e),
             }
         }
     };
     (pusher.observe)(channel.kind, result);
-    if !recorded {
-        warn!(
-            outbox = fields.0,
-            "claim lost during the send; the result was not recorded"
-        );
-    }
-    Ok(())
+    crate::mail::outcome_written(id, recorded)
 }
 
 /// Mails a destination's owner that it was paused, and why.

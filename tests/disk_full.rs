@@ -787,3 +787,52 @@ async fn health_clears_when_the_work_that_failed_is_written_and_not_before() {
     assert_eq!(app.store.write_trouble(), None, "every poll was written");
     assert_eq!(logged(&database, "database writes work again"), 2);
 }
+
+/// The mail server took a digest, but the database could not record it as sent (every
+/// write refused while the server's reply was on its way): the outcome is kept and
+/// written before any more mail is claimed, so the digest is not sent again once the
+/// database can be written, not even after the message's lease has run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sent_digest_the_database_could_not_record_is_not_sent_again() {
+    let Setup {
+        feeds: _feeds,
+        smtp,
+        dir,
+        app,
+    } = setup(1, Duration::ZERO).await;
+    let now = at("2026-12-01T12:00:00Z");
+    subscribe(&app, "alice@example.org", "asylum", "immediate", now).await;
+    poll_feeds(&app, now, false).await.unwrap();
+
+    // The server has the message before it answers; writes stop in between.
+    smtp.set_data_delay(Duration::from_secs(2));
+    let round = tokio::spawn({
+        let app = app.clone();
+        async move { tidings::send_digests(&app, now + chrono::Duration::minutes(1), false).await }
+    });
+    assert_eq!(smtp.wait_for(1, Duration::from_secs(10)).await.len(), 1);
+    app.store.refuse_writes(true).await.unwrap();
+    let during = round.await.unwrap();
+    assert!(during.is_err() || during.as_ref().unwrap().local_failure().is_some());
+    assert!(app.store.write_trouble().is_some());
+
+    // Writes work again, long after the message's lease ran out.
+    app.store.refuse_writes(false).await.unwrap();
+    smtp.set_data_delay(Duration::ZERO);
+    let after = tidings::send_digests(&app, now + chrono::Duration::hours(1), false)
+        .await
+        .unwrap();
+    assert_eq!(after.delivery.sent, 0, "{after:?}");
+    assert!(after.local_failure().is_none(), "{after:?}");
+    assert_eq!(
+        smtp.wait_for(2, Duration::from_secs(3)).await.len(),
+        1,
+        "the digest went out twice"
+    );
+    let db = rusqlite::Connection::open(dir.path().join("data/tidings.db")).unwrap();
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM outbox WHERE status = 'sent'"),
+        1
+    );
+    assert_eq!(app.store.write_trouble(), None);
+}

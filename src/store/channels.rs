@@ -277,6 +277,7 @@ impl Store {
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<PushMessage>> {
+        self.give_back_unreleased().await?;
         run!(self, db => db.claim_push(now, lease, limit))
     }
 
@@ -293,8 +294,16 @@ impl Store {
         pause_now: bool,
     ) -> Result<Option<Channel>> {
         let claim = claim.map(str::to_owned);
-        let error = error.to_owned();
-        run!(self, about = outbox_id, db => db.mark_push_rejected(outbox_id, claim.as_deref(), &error, pause_after, pause_now))
+        let outcome = Outcome::PushRejected(error.to_owned(), pause_after, pause_now);
+        let result = self
+            .write_outcome(outbox_id, claim.clone(), outcome.clone())
+            .await;
+        self.keep_unreleased(&result, || Unreleased::Outcome {
+            outbox_id,
+            claim,
+            outcome,
+        });
+        Ok(result?.paused_channel())
     }
 
     /// Notices (verifications, tests) queued for a subscriber's destinations since

@@ -73,9 +73,11 @@ pub struct Store {
     clock: Arc<Clock>,
     /// Whether its writes go through ([`Store::write_trouble`]).
     health: Arc<health::WriteHealth>,
-    /// Claims and connection slots this process was done with but could not give back
-    /// (the database refused the write): given back before it next claims or takes a
-    /// slot, so its own leftovers never hold it up until their lease ends.
+    /// Claims and connection slots this process was done with but could not give back,
+    /// and outcomes of deliveries it could not record (the database refused the write):
+    /// written before it next claims feeds, mail or pushes or takes a slot, so its own
+    /// leftovers never hold it up until their lease ends, and a message the mail server
+    /// took is not sent again once its lease runs out.
     unreleased: Arc<std::sync::Mutex<Vec<Unreleased>>>,
 }
 
@@ -83,6 +85,79 @@ pub struct Store {
 enum Unreleased {
     Slot(FetchSlot),
     Claim(Box<FeedToPoll>),
+    /// What happened to an outbox message under a claim, as its `mark_*` call says it.
+    Outcome {
+        outbox_id: OutboxId,
+        claim: Option<String>,
+        outcome: Outcome,
+    },
+}
+
+/// The outcome of one delivery, for [`Unreleased::Outcome`].
+#[derive(Clone)]
+enum Outcome {
+    Sent(DateTime<Utc>),
+    Retry(String, DateTime<Utc>),
+    Failed(String),
+    Bounced(String, u32, DateTime<Utc>),
+    PushRejected(String, u32, bool),
+}
+
+/// What writing an [`Outcome`] did.
+struct Marked {
+    /// The claim still held the row (else nothing was written).
+    recorded: bool,
+    /// Whom (or which destination) this rejection paused.
+    paused: Option<Paused>,
+}
+
+enum Paused {
+    Subscriber(String),
+    Channel(Box<Channel>),
+}
+
+impl Marked {
+    fn paused_subscriber(self) -> Option<String> {
+        match self.paused {
+            Some(Paused::Subscriber(email)) => Some(email),
+            _ => None,
+        }
+    }
+
+    fn paused_channel(self) -> Option<Channel> {
+        match self.paused {
+            Some(Paused::Channel(channel)) => Some(*channel),
+            _ => None,
+        }
+    }
+
+    /// Logs an outcome written late: the delivery happened while the database could not
+    /// be written, and its sender has moved on.
+    fn tell(self, outbox_id: OutboxId) {
+        if !self.recorded {
+            tracing::warn!(
+                outbox = outbox_id.0,
+                "a delivery's result written late found its claim lost; not recorded"
+            );
+            return;
+        }
+        tracing::info!(
+            outbox = outbox_id.0,
+            "recorded a delivery's result the database could not take at the time"
+        );
+        match self.paused {
+            Some(Paused::Subscriber(email)) => tracing::warn!(
+                to = %email,
+                "subscriber paused after repeated bounces; `tidings subscriber resume` undoes it"
+            ),
+            Some(Paused::Channel(channel)) => tracing::warn!(
+                channel = channel.id.0,
+                subscriber = %channel.email,
+                "destination paused after repeated rejections"
+            ),
+            None => {}
+        }
+    }
 }
 
 /// A clock measure whose round trip took longer than this is not used.
@@ -305,7 +380,7 @@ impl Store {
 
     /// Keeps what `result` (of giving back `what`) failed to give back because the
     /// database could not be written, for [`Store::give_back_unreleased`].
-    fn keep_unreleased(&self, result: &Result<()>, what: impl FnOnce() -> Unreleased) {
+    fn keep_unreleased<T>(&self, result: &Result<T>, what: impl FnOnce() -> Unreleased) {
         if let Err(e) = result
             && health::unavailable(e).is_some()
         {
@@ -314,9 +389,10 @@ impl Store {
         }
     }
 
-    /// Gives back the claims and slots this process could not give back before; the
-    /// first that still cannot be is an error (the database still cannot be written),
-    /// and it and the rest are kept for the next try.
+    /// Gives back the claims and slots this process could not give back before, and
+    /// records the deliveries it could not record; the first that still cannot be is an
+    /// error (the database still cannot be written), and it and the rest are kept for the
+    /// next try.
     async fn give_back_unreleased(&self) -> Result<()> {
         let pending = {
             let mut unreleased = self.unreleased.lock().unwrap_or_else(|p| p.into_inner());
@@ -333,12 +409,24 @@ impl Store {
                     let feed = FeedToPoll::clone(feed);
                     run!(self, about = feed.id, db => db.release_claim(&feed))
                 }
+                Unreleased::Outcome {
+                    outbox_id,
+                    claim,
+                    outcome,
+                } => {
+                    let written = self
+                        .write_outcome(*outbox_id, claim.clone(), outcome.clone())
+                        .await;
+                    written.map(|marked| marked.tell(*outbox_id))
+                }
             };
             if let Err(e) = result {
                 let mut unreleased = self.unreleased.lock().unwrap_or_else(|p| p.into_inner());
                 unreleased.push(next);
                 unreleased.extend(pending);
-                return Err(e.context("giving back what an earlier poll could not"));
+                return Err(
+                    e.context("writing what earlier work could not (claims, slots, deliveries)")
+                );
             }
         }
         Ok(())

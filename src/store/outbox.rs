@@ -32,6 +32,7 @@ impl Store {
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<OutboxMessage>> {
+        self.give_back_unreleased().await?;
         run!(self, db => db.claim_mail(now, lease, limit))
     }
 
@@ -58,8 +59,7 @@ impl Store {
         claim: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        let claim = claim.map(str::to_owned);
-        run!(self, about = outbox_id, db => db.mark_sent(outbox_id, claim.as_deref(), now))
+        self.mark(outbox_id, claim, Outcome::Sent(now)).await
     }
 
     /// A temporary failure: try again at `retry_at`. False when `claim` was lost.
@@ -70,9 +70,8 @@ impl Store {
         error: &str,
         retry_at: DateTime<Utc>,
     ) -> Result<bool> {
-        let claim = claim.map(str::to_owned);
-        let error = error.to_owned();
-        run!(self, about = outbox_id, db => db.mark_retry(outbox_id, claim.as_deref(), &error, retry_at))
+        let outcome = Outcome::Retry(error.to_owned(), retry_at);
+        self.mark(outbox_id, claim, outcome).await
     }
 
     /// A failure for good: the server's answer is kept; the message is not retried.
@@ -83,9 +82,8 @@ impl Store {
         claim: Option<&str>,
         error: &str,
     ) -> Result<bool> {
-        let claim = claim.map(str::to_owned);
-        let error = error.to_owned();
-        run!(self, about = outbox_id, db => db.mark_failed(outbox_id, claim.as_deref(), &error))
+        self.mark(outbox_id, claim, Outcome::Failed(error.to_owned()))
+            .await
     }
 
     /// A permanent rejection (a bounce): the message fails, and its subscriber is paused
@@ -100,8 +98,76 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Option<String>> {
         let claim = claim.map(str::to_owned);
-        let error = error.to_owned();
-        run!(self, about = outbox_id, db => db.mark_bounced(outbox_id, claim.as_deref(), &error, pause_after, now))
+        let outcome = Outcome::Bounced(error.to_owned(), pause_after, now);
+        let result = self
+            .write_outcome(outbox_id, claim.clone(), outcome.clone())
+            .await;
+        self.keep_unreleased(&result, || Unreleased::Outcome {
+            outbox_id,
+            claim,
+            outcome,
+        });
+        Ok(result?.paused_subscriber())
+    }
+
+    /// Writes `outcome` under `claim` (see the `mark_*` methods); true when `claim` still
+    /// held the row. An outcome the database would not take (it cannot be written) is
+    /// kept, and written before this store next claims mail or pushes.
+    pub(super) async fn mark(
+        &self,
+        outbox_id: OutboxId,
+        claim: Option<&str>,
+        outcome: Outcome,
+    ) -> Result<bool> {
+        let claim = claim.map(str::to_owned);
+        let result = self
+            .write_outcome(outbox_id, claim.clone(), outcome.clone())
+            .await;
+        self.keep_unreleased(&result, || Unreleased::Outcome {
+            outbox_id,
+            claim,
+            outcome,
+        });
+        Ok(result?.recorded)
+    }
+
+    /// Writes one delivery's outcome (the backend call its `mark_*` method names).
+    pub(super) async fn write_outcome(
+        &self,
+        outbox_id: OutboxId,
+        claim: Option<String>,
+        outcome: Outcome,
+    ) -> Result<Marked> {
+        let claim = claim.as_deref().map(str::to_owned);
+        let marked = |recorded| Marked {
+            recorded,
+            paused: None,
+        };
+        Ok(match outcome {
+            Outcome::Sent(at) => marked(
+                run!(self, about = outbox_id, db => db.mark_sent(outbox_id, claim.as_deref(), at))?,
+            ),
+            Outcome::Retry(error, at) => marked(
+                run!(self, about = outbox_id, db => db.mark_retry(outbox_id, claim.as_deref(), &error, at))?,
+            ),
+            Outcome::Failed(error) => marked(
+                run!(self, about = outbox_id, db => db.mark_failed(outbox_id, claim.as_deref(), &error))?,
+            ),
+            Outcome::Bounced(error, pause_after, now) => {
+                let paused = run!(self, about = outbox_id, db => db.mark_bounced(outbox_id, claim.as_deref(), &error, pause_after, now))?;
+                Marked {
+                    recorded: true,
+                    paused: paused.map(Paused::Subscriber),
+                }
+            }
+            Outcome::PushRejected(error, pause_after, pause_now) => {
+                let paused = run!(self, about = outbox_id, db => db.mark_push_rejected(outbox_id, claim.as_deref(), &error, pause_after, pause_now))?;
+                Marked {
+                    recorded: true,
+                    paused: paused.map(|c| Paused::Channel(Box::new(c))),
+                }
+            }
+        })
     }
 
     /// Puts a failed (or pending) message back in the queue to be sent at `now`, with its
