@@ -715,11 +715,11 @@ async fn one_digest_that_does_not_fit_holds_up_no_one_else() {
     assert_eq!(smtp.wait_for(2, Duration::from_secs(10)).await.len(), 2);
 }
 
-/// Health follows the work, not one call's name: a feed whose items did not fit and
-/// whose next poll, once there is room, fails on the publisher's side has had its poll
-/// written, so writes are well again; and while the disk stays full, a digest round in
-/// which one subscriber's digest goes through in place and another's does not fit is not
-/// "working again".
+/// Health follows the work, not one call's name: while the disk stays full, a digest
+/// round in which one subscriber's digest goes through in place and another's does not
+/// fit is not "working again"; and a feed whose items did not fit is not written until
+/// they are stored: its next poll failing on the publisher's side (written in place)
+/// does not clear it, the one that stores the items does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_clears_when_the_work_that_failed_is_written_and_not_before() {
     captured_logs();
@@ -784,7 +784,27 @@ async fn health_clears_when_the_work_that_failed_is_written_and_not_before() {
         .await
         .unwrap();
     assert_eq!((failed.failed, failed.unrecorded), (FEEDS, 0), "{failed:?}");
-    assert_eq!(app.store.write_trouble(), None, "every poll was written");
+    assert!(
+        app.store.write_trouble().is_some(),
+        "a failure written in place says nothing of room for the items that did not fit"
+    );
+    for n in 0..FEEDS {
+        feeds.set(&format!("/f{n}.xml"), rss(n + 100));
+    }
+    let stored = poll_feeds(&app, later + chrono::Duration::minutes(30), false)
+        .await
+        .unwrap();
+    // Those whose items fit the first time have them already.
+    assert_eq!(
+        (stored.updated + stored.not_modified, stored.unrecorded),
+        (FEEDS, 0),
+        "{stored:?}"
+    );
+    assert_eq!(
+        app.store.write_trouble(),
+        None,
+        "every feed's items are stored"
+    );
     assert_eq!(logged(&database, "database writes work again"), 2);
 }
 
@@ -835,4 +855,54 @@ async fn a_sent_digest_the_database_could_not_record_is_not_sent_again() {
         1
     );
     assert_eq!(app.store.write_trouble(), None);
+}
+
+/// The disk stays full all along: a feed's new items never fit, while in between its
+/// publisher fails and that failure is written in place. Health stays "failing" (one
+/// log line) rather than flapping with each publisher error; once there is room and
+/// the items are stored, it clears (one more line).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_does_not_flap_while_the_disk_stays_full() {
+    captured_logs();
+    let Setup {
+        feeds,
+        smtp: _smtp,
+        dir,
+        app,
+    } = setup(1, Duration::ZERO).await;
+    let database = dir.path().join("data/tidings.db");
+    let now = at("2026-12-01T12:00:00Z");
+    assert_eq!(poll_feeds(&app, now, false).await.unwrap().unrecorded, 0);
+
+    app.store.limit_growth(Some(0)).await.unwrap();
+    let mut failing = vec![];
+    for tick in 1..=5 {
+        let route = if tick % 2 == 1 {
+            rss(tick)
+        } else {
+            Route::status(500, "oops")
+        };
+        feeds.set("/f0.xml", route);
+        let later = now + chrono::Duration::minutes(tick as i64 * 10);
+        let polled = poll_feeds(&app, later, false).await.unwrap();
+        assert_eq!(polled.failed, 1, "tick {tick}: {polled:?}");
+        failing.push(app.store.write_trouble().is_some());
+    }
+    assert_eq!(failing, [true; 5]);
+    assert_eq!(
+        (
+            logged(&database, "database writes are failing"),
+            logged(&database, "database writes work again")
+        ),
+        (1, 0)
+    );
+
+    app.store.limit_growth(None).await.unwrap();
+    feeds.set("/f0.xml", rss(7));
+    let stored = poll_feeds(&app, now + chrono::Duration::hours(1), false)
+        .await
+        .unwrap();
+    assert_eq!((stored.updated, stored.unrecorded), (1, 0), "{stored:?}");
+    assert_eq!(app.store.write_trouble(), None);
+    assert_eq!(logged(&database, "database writes work again"), 1);
 }

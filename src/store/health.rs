@@ -179,13 +179,18 @@ impl WriteHealth {
         self.failing.store(true, Ordering::Release);
     }
 
-    /// `call` went through: when it was the last one remembered, writes work again.
-    pub fn succeeded(&self, call: impl FnOnce() -> String) {
+    /// `calls` went through (a call, and those its success vouches for): when they were
+    /// the last ones remembered, writes work again.
+    pub fn succeeded(&self, calls: impl FnOnce() -> Vec<String>) {
         if !self.failing.load(Ordering::Acquire) {
             return;
         }
         let mut state = self.lock();
-        if state.calls.remove(&call()).is_some() && state.calls.is_empty() {
+        let mut removed = false;
+        for call in calls() {
+            removed |= state.calls.remove(&call).is_some();
+        }
+        if removed && state.calls.is_empty() {
             self.recovered(&mut state, "the calls that failed went through");
         } else {
             self.forget_stale(&mut state);
@@ -221,22 +226,34 @@ impl WriteHealth {
 
 /// The operation a `run!` call names: `record_failure` of `db.record_failure(&feed, …)`;
 /// the writes that end one piece of work, whichever it was, under one name: a feed's
-/// poll ends in one of its `record_*` or `store_items` (room made, a poll that stored
-/// nothing last time may now record a 304 or a failure), a message in one of its
-/// `mark_*`.
+/// poll that stores items in `store_items`, one that writes in place in one of its
+/// `record_*`; a message in one of its `mark_*`.
 pub fn operation(call: &str) -> &str {
     let call = call.split('(').next().unwrap_or(call);
     let operation = call.rsplit('.').next().unwrap_or(call).trim();
     match operation {
-        "store_items"
-        | "record_not_modified"
-        | "record_unchanged"
-        | "record_failure"
-        | "record_gone" => "record a poll",
+        "store_items" => STORE_A_POLL,
+        "record_not_modified" | "record_unchanged" | "record_failure" | "record_gone" => {
+            RECORD_A_POLL
+        }
         "mark_sent" | "mark_retry" | "mark_failed" | "mark_bounced" | "mark_push_rejected" => {
             "record a delivery"
         }
         other => other,
+    }
+}
+
+const STORE_A_POLL: &str = "store a poll's items";
+const RECORD_A_POLL: &str = "record a poll";
+
+/// The operations a success of `operation` also vouches for. Storing a poll's items
+/// writes everything recording one in place does, so it clears those too; the other way
+/// round it does not: a failure written in place fits on a disk too full for the items
+/// that did not (they are fetched and stored again by the next poll that gets them).
+pub fn also_clears(operation: &str) -> &'static [&'static str] {
+    match operation {
+        STORE_A_POLL => &[RECORD_A_POLL],
+        _ => &[],
     }
 }
 
@@ -281,11 +298,21 @@ mod tests {
     #[test]
     fn the_operation_is_the_method_a_call_names() {
         assert_eq!(operation("db.claim_feeds(now, lease)"), "claim_feeds");
-        assert_eq!(
+        let (stored, failed) = (
             operation("db.store_items(&feed, &poll, find_matches)"),
             operation("db.record_failure(&feed, now, &kind, &error, next_poll_at)"),
-            "a feed's poll ends in either"
         );
+        assert_eq!(
+            operation("db.record_not_modified(&feed, now, next_poll_at)"),
+            failed,
+            "a poll written in place ends in either"
+        );
+        assert_ne!(
+            stored, failed,
+            "a failure written says nothing of room for items"
+        );
+        assert_eq!(also_clears(stored), [failed], "items stored say it all");
+        assert!(also_clears(failed).is_empty());
         assert_eq!(operation("db.ping()"), "ping");
         assert_eq!(operation("ping"), "ping");
     }
@@ -301,11 +328,11 @@ mod tests {
         assert_eq!((trouble.failed, trouble.pending), (3, 2));
         assert!(trouble.to_string().contains("database or disk is full"));
         // Another call going through says nothing about these.
-        health.succeeded(|| "record_not_modified c".into());
+        health.succeeded(|| vec!["record_not_modified c".into()]);
         assert_eq!(health.trouble().map(|t| t.pending), Some(2));
-        health.succeeded(|| "store_items a".into());
+        health.succeeded(|| vec!["store_items a".into()]);
         assert_eq!(health.trouble().map(|t| t.pending), Some(1));
-        health.succeeded(|| "store_items b".into());
+        health.succeeded(|| vec!["store_items b".into()]);
         assert_eq!(health.trouble(), None);
         assert_eq!(health.failed_total(), 3, "the total is never reset");
     }

@@ -359,8 +359,8 @@ impl Store {
         work: impl FnOnce(&Backend) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let result = self.blocking(work).await;
-        let key = || {
-            let operation = health::operation(call);
+        let operation = health::operation(call);
+        let key = |operation: &str| {
             if about.is_empty() {
                 operation.to_string()
             } else {
@@ -368,10 +368,13 @@ impl Store {
             }
         };
         match &result {
-            Ok(_) => self.health.succeeded(key),
+            Ok(_) => self.health.succeeded(|| {
+                let vouched = health::also_clears(operation).iter().copied();
+                std::iter::once(operation).chain(vouched).map(key).collect()
+            }),
             Err(e) => {
                 if let Some(reason) = health::unavailable(e) {
-                    self.health.failed(key(), reason);
+                    self.health.failed(key(operation), reason);
                 }
             }
         }
