@@ -1415,6 +1415,11 @@ pub struct DigestSummary {
     pub unqueued: usize,
     /// Why the first of `unqueued` could not be written.
     pub unqueued_error: Option<String>,
+    /// Due digests that failed for another reason (a subscriber's stored row this build
+    /// cannot read): each fails alone, and is tried again next round.
+    pub broken: usize,
+    /// Why the first of `broken` failed.
+    pub broken_error: Option<String>,
     pub delivery: Delivery,
     /// What went to destinations beside email.
     pub push: PushRound,
@@ -1424,14 +1429,23 @@ impl DigestSummary {
     /// An error when some digests could not be written to the database (a local
     /// failure: `tidings digest` exits non-zero), saying how many and why.
     pub fn local_failure(&self) -> Option<anyhow::Error> {
-        (self.unqueued > 0).then(|| {
-            anyhow::anyhow!(
+        let unqueued = (self.unqueued > 0).then(|| {
+            format!(
                 "the database did not take {} ({}); the others were queued, and these stay \
                  due for the next round once it can be written",
                 crate::output::count(self.unqueued, "digest"),
                 self.unqueued_error.as_deref().unwrap_or("no reason given"),
             )
-        })
+        });
+        let broken = (self.broken > 0).then(|| {
+            format!(
+                "{} could not be made ({}); the others were queued",
+                crate::output::count(self.broken, "digest"),
+                self.broken_error.as_deref().unwrap_or("no reason given"),
+            )
+        });
+        let said: Vec<String> = unqueued.into_iter().chain(broken).collect();
+        (!said.is_empty()).then(|| anyhow::anyhow!(said.join("; ")))
     }
 }
 
@@ -1487,6 +1501,8 @@ pub async fn digest_round(
         queued,
         unqueued,
         unqueued_error,
+        broken,
+        broken_error,
     } = queueing;
     app.metrics
         .digests(queued, delivery.sent, delivery.retrying, delivery.failed);
@@ -1498,6 +1514,8 @@ pub async fn digest_round(
         queued,
         unqueued,
         unqueued_error,
+        broken,
+        broken_error,
         delivery,
         push,
     })
@@ -1606,14 +1624,21 @@ async fn queue_digests(
             Ok(None) => {}
             // One digest the database cannot take (a full disk) holds up no one else's,
             // which may fit; the store's write health says so once.
-            Err(e) => {
-                let Some(reason) = crate::store::unavailable(&e) else {
-                    return Err(e);
-                };
-                debug!(subscriber = subscriber.0, error = %format!("{e:#}"), "digest not queued");
-                done.unqueued += 1;
-                done.unqueued_error.get_or_insert(reason);
-            }
+            Err(e) => match crate::store::unavailable(&e) {
+                Some(reason) => {
+                    debug!(subscriber = subscriber.0, error = %format!("{e:#}"), "digest not queued");
+                    done.unqueued += 1;
+                    done.unqueued_error.get_or_insert(reason);
+                }
+                // Nor does one that fails for its own reason (a stored row this build
+                // cannot read): it is said, every round, until it is fixed.
+                None => {
+                    let error = format!("{e:#}");
+                    error!(subscriber = subscriber.0, error = %error, "digest not queued");
+                    done.broken += 1;
+                    done.broken_error.get_or_insert(error);
+                }
+            },
         }
     }
     Ok(done)
@@ -1625,6 +1650,8 @@ struct Queueing {
     queued: usize,
     unqueued: usize,
     unqueued_error: Option<String>,
+    broken: usize,
+    broken_error: Option<String>,
 }
 
 /// Prunes what is older than `retention` at `now` (see [`Store::prune`]): old items become

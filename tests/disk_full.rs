@@ -906,3 +906,38 @@ async fn health_does_not_flap_while_the_disk_stays_full() {
     assert_eq!(app.store.write_trouble(), None);
     assert_eq!(logged(&database, "database writes work again"), 1);
 }
+
+/// One subscriber whose stored row this build cannot read (a time zone it does not
+/// know) fails their own digest, every round, and no one else's: the round goes on,
+/// counts it, and is a local failure (`tidings digest` exits 2) naming why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_subscriber_that_cannot_be_read_holds_up_no_one_else() {
+    let Setup {
+        feeds: _feeds,
+        smtp,
+        dir,
+        app,
+    } = setup(1, Duration::ZERO).await;
+    let now = at("2026-12-01T12:00:00Z");
+    subscribe(&app, "alice@example.org", "asylum", "immediate", now).await;
+    subscribe(&app, "carol@example.org", "asylum", "immediate", now).await;
+    assert_eq!(poll_feeds(&app, now, false).await.unwrap().unrecorded, 0);
+    let db = rusqlite::Connection::open(dir.path().join("data/tidings.db")).unwrap();
+    db.execute(
+        "UPDATE subscribers SET timezone = 'Mars/Olympus_Mons' WHERE email = 'alice@example.org'",
+        [],
+    )
+    .unwrap();
+
+    for round in 1..=2 {
+        let done = tidings::send_digests(&app, now + chrono::Duration::minutes(round), false)
+            .await
+            .unwrap();
+        assert_eq!(done.queued, 2 - round as usize, "round {round}: {done:?}");
+        let error = format!("{:#}", done.local_failure().expect("a local failure"));
+        assert!(error.contains("Mars/Olympus_Mons"), "{error}");
+    }
+    let sent = smtp.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].rcpt_to, ["carol@example.org"]);
+}
