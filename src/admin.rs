@@ -8,6 +8,7 @@
 //! authentication of its own.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -49,7 +50,10 @@ pub async fn serve(
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .with_state(app);
+        .with_state(Admin {
+            app,
+            said: Arc::default(),
+        });
     let setting = "[service].admin_listen";
     let bound = crate::listener::serve("admin", setting, addr, router, LIMITS, stop).await?;
     info!(address = %bound, "admin listener: /healthz, /metrics");
@@ -149,8 +153,40 @@ fn is_healthy_answer(answer: &str) -> bool {
         .is_some_and(|secs| secs.parse::<i64>().is_ok())
 }
 
-async fn healthz(State(app): State<watch::Receiver<App>>) -> Response {
-    let app = app.borrow().clone();
+/// What the admin listener's handlers share.
+#[derive(Clone)]
+struct Admin {
+    app: watch::Receiver<App>,
+    /// The problems `/healthz` last logged, their figures left out ([`Admin::tell`]).
+    said: Arc<Mutex<Option<String>>>,
+}
+
+impl Admin {
+    /// Logs what a health check found when it differs from what the last one found, so a
+    /// probe every few seconds logs a line when health changes, not one per probe.
+    fn tell(&self, problems: &[String]) {
+        // Times and counts change from one probe to the next; what is wrong does not.
+        let gist = (!problems.is_empty()).then(|| {
+            problems
+                .join("; ")
+                .chars()
+                .filter(|c| !c.is_ascii_digit())
+                .collect::<String>()
+        });
+        let mut said = self.said.lock().unwrap_or_else(|p| p.into_inner());
+        if *said == gist {
+            return;
+        }
+        match &gist {
+            Some(_) => warn!(problems = %problems.join("; "), "health check failing"),
+            None => info!("health check passing again"),
+        }
+        *said = gist;
+    }
+}
+
+async fn healthz(State(admin): State<Admin>) -> Response {
+    let app = admin.app.borrow().clone();
     let mut problems = Vec::new();
     if app.shutdown.draining.is_cancelled() {
         problems.push("shutting down".to_string());
@@ -170,10 +206,10 @@ async fn healthz(State(app): State<watch::Receiver<App>>) -> Response {
     if since_tick > STALE_TICK_SECS {
         problems.push(format!("scheduler: no tick for {since_tick} s"));
     }
+    admin.tell(&problems);
     if problems.is_empty() {
         (StatusCode::OK, healthy_answer(since_tick)).into_response()
     } else {
-        warn!(problems = %problems.join("; "), "health check failing");
         (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("{UNHEALTHY}{}\n", problems.join("\n")),
@@ -182,8 +218,8 @@ async fn healthz(State(app): State<watch::Receiver<App>>) -> Response {
     }
 }
 
-async fn metrics(State(app): State<watch::Receiver<App>>) -> Response {
-    let app = app.borrow().clone();
+async fn metrics(State(admin): State<Admin>) -> Response {
+    let app = admin.app.borrow().clone();
     app.metrics
         .set_database_write_failures(app.store.write_failures());
     match app.store.service_stats().await {
