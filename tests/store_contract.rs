@@ -606,7 +606,7 @@ async fn claims_of_gone_owners_are_taken_over_at_once(store: Store, db: Database
     let pid = ended.id();
     ended.wait().unwrap();
     let this = tidings::store::Instance::this();
-    let (host, ns) = (&this.host, &this.pid_namespace);
+    let (host, ns) = (&this.host, &this.pid_scope);
     let (t, until, long_ago) = (t0.timestamp(), t0.timestamp() + 300, t0.timestamp() - 600);
     let setup = format!(
         "UPDATE feeds SET claim = 'held', claimed_until = {until}, claimed_at = {t} - 60,
@@ -2640,7 +2640,7 @@ async fn heartbeats_and_due_feeds_are_counted(store: Store, _: Database) {
         id: format!("host:{n}:0:1"),
         host: "host".into(),
         pid: n,
-        pid_namespace: "1".into(),
+        pid_scope: "1".into(),
         version: "0.1.0".into(),
         started_at: noon(),
     };

@@ -801,7 +801,7 @@ async fn the_admin_page_shows_who_is_polling_a_feed() {
         .unwrap()
         .execute(
             "UPDATE feeds SET claimed_by = ?1 WHERE id = 'orphaned'",
-            [format!("{}:{pid}:1:{}", this.host, this.pid_namespace)],
+            [format!("{}:{pid}:1:{}", this.host, this.pid_scope)],
         )
         .unwrap();
 

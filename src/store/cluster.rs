@@ -6,13 +6,16 @@ use super::*;
 /// One running instance, as it reports itself ([`Store::heartbeat`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Instance {
-    /// Unique per process start: `host:pid:start:pidns`.
+    /// Unique per process start: `host:pid:start:scope`.
     pub id: String,
     pub host: String,
     pub pid: u32,
-    /// The PID namespace the pid is counted in (the inode `/proc/self/ns/pid` names), ""
-    /// where unknown: containers sharing a hostname may each have a process 7.
-    pub pid_namespace: String,
+    /// Where the pid is counted: this boot of this machine's kernel, and the PID
+    /// namespace in it, as `inode@boot_id` (the inode `/proc/self/ns/pid` names; the
+    /// kernel's `/proc/sys/kernel/random/boot_id`); "" where unknown. Containers sharing
+    /// a hostname may each have a process 7, and so may two machines with the same name,
+    /// whose first PID namespaces have the same inode.
+    pub pid_scope: String,
     pub version: String,
     pub started_at: DateTime<Utc>,
 }
@@ -31,17 +34,21 @@ impl Instance {
                     let link = link.to_string_lossy().into_owned();
                     let inode = link.strip_prefix("pid:[")?.strip_suffix(']')?;
                     Some(inode.to_string())
-                })
-                .unwrap_or_default();
+                });
+            let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .ok()
+                .map(|id| id.trim().to_string())
+                .filter(|id| is_scope(id));
+            let pid_scope = match (pid_namespace, boot) {
+                (Some(ns), Some(boot)) => format!("{ns}@{boot}"),
+                _ => String::new(),
+            };
             let (pid, started_at) = (std::process::id(), Utc::now());
             Instance {
-                id: format!(
-                    "{host}:{pid}:{}:{pid_namespace}",
-                    started_at.timestamp_millis()
-                ),
+                id: format!("{host}:{pid}:{}:{pid_scope}", started_at.timestamp_millis()),
                 host,
                 pid,
-                pid_namespace,
+                pid_scope,
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 started_at,
             }
@@ -49,8 +56,9 @@ impl Instance {
     }
 
     /// Whether the process that signed itself `id` is known to have ended: it ran on
-    /// this host, in this PID namespace, and no process has its pid any more. For other
-    /// hosts and namespaces nothing is known.
+    /// this host, in this boot and PID namespace, and no process has its pid any more,
+    /// or only a zombie (a killed `tidings poll` its parent has not reaped). For other
+    /// hosts, boots and namespaces, or where they are unknown, nothing is known.
     pub fn is_gone(id: &str) -> bool {
         let Some(signer) = Signer::of(id) else {
             return false;
@@ -58,14 +66,21 @@ impl Instance {
         let this = Instance::this();
         signer.host == this.host
             && signer
-                .pid_namespace
-                .is_none_or(|ns| ns == this.pid_namespace)
+                .pid_scope
+                .is_none_or(|scope| !scope.is_empty() && scope == this.pid_scope)
             && pid_has_ended(signer.pid)
     }
 }
 
+/// Whether `s` could be a [`Instance::pid_scope`]: digits, hex, `-` and `@`.
+fn is_scope(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_hexdigit() || b == b'-' || b == b'@')
+}
+
 /// Whether no process has `pid` (in this PID namespace): `kill(pid, 0)` answers "no such
-/// process". A process of another user, or one `/proc` hides (`hidepid`, systemd's
+/// process", or `/proc` shows it a zombie (it has ended; its parent has not yet asked how).
+/// A process of another user, or one `/proc` hides (`hidepid`, systemd's
 /// `ProtectProc=invisible`), still runs.
 fn pid_has_ended(pid: u32) -> bool {
     let Some(pid) = i32::try_from(pid)
@@ -74,15 +89,25 @@ fn pid_has_ended(pid: u32) -> bool {
     else {
         return false;
     };
-    rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH)
+    match rustix::process::test_kill_process(pid) {
+        Err(rustix::io::Errno::SRCH) => true,
+        _ => {
+            // `pid (comm) S …`: the state follows the last `)` (comm may hold one).
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_nonzero()));
+            stat.ok().is_some_and(|stat| {
+                let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+                state.is_some_and(|rest| rest.starts_with('Z') || rest.starts_with('X'))
+            })
+        }
+    }
 }
 
-/// Who an instance id names: `host:pid:start:pidns`, or `host:pid:start` as the first
-/// Tidings to sign its claims wrote them (no namespace: taken as this one's).
+/// Who an instance id names: `host:pid:start:scope`, or `host:pid:start` as the first
+/// Tidings to sign its claims wrote them (no scope: taken as this one's).
 pub(crate) struct Signer<'a> {
     pub host: &'a str,
     pub pid: u32,
-    pub pid_namespace: Option<&'a str>,
+    pub pid_scope: Option<&'a str>,
 }
 
 impl<'a> Signer<'a> {
@@ -90,9 +115,9 @@ impl<'a> Signer<'a> {
         let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
         let mut parts = id.rsplitn(4, ':');
         let (last, start, pid, host) = (parts.next()?, parts.next()?, parts.next()?, parts.next());
-        let (host, pid, pid_namespace) = match host {
-            // `host:pid:start:pidns`: the namespace is digits, or "" where unknown.
-            Some(host) if digits(last) && digits(start) => (host, pid, Some(last)),
+        let (host, pid, pid_scope) = match host {
+            // `host:pid:start:scope`: the scope is `inode@boot`, or "" where unknown.
+            Some(host) if is_scope(last) && digits(start) && digits(pid) => (host, pid, Some(last)),
             // `host:pid:start`, the host being all of what is before.
             _ => {
                 let mut parts = id.rsplitn(3, ':');
@@ -103,7 +128,7 @@ impl<'a> Signer<'a> {
         Some(Signer {
             host,
             pid: pid.parse().ok()?,
-            pid_namespace,
+            pid_scope,
         })
     }
 }
@@ -280,36 +305,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_instance_id_names_its_host_pid_and_namespace_old_ids_too() {
+    fn an_instance_id_names_its_host_pid_and_scope_old_ids_too() {
         let claim = |by: &str| FeedClaim {
             by: by.to_string(),
             since: DateTime::UNIX_EPOCH,
             until: DateTime::UNIX_EPOCH,
         };
-        for (id, host, pid, ns, owner) in [
+        let scope = "4026531836@0b3c6f4e-8a52-4f0e-9d3b-2b1f5c7e9a10";
+        for (id, host, pid, scope, owner) in [
             (
-                "web-1:4242:1700:4026531836",
+                format!("web-1:4242:1700:{scope}"),
                 "web-1",
                 4242,
-                Some("4026531836"),
+                Some(scope),
                 "web-1 pid 4242",
             ),
             (
-                "web-1:4242:1700:",
+                "web-1:4242:1700:".into(),
                 "web-1",
                 4242,
                 Some(""),
                 "web-1 pid 4242",
             ),
-            ("web-1:4242:1700", "web-1", 4242, None, "web-1 pid 4242"),
+            (
+                "web-1:4242:1700".into(),
+                "web-1",
+                4242,
+                None,
+                "web-1 pid 4242",
+            ),
+            ("a:b:4242:1700".into(), "a:b", 4242, None, "a:b pid 4242"),
         ] {
-            let signer = Signer::of(id).unwrap();
+            let signer = Signer::of(&id).unwrap();
             assert_eq!(
-                (signer.host, signer.pid, signer.pid_namespace),
-                (host, pid, ns),
+                (signer.host, signer.pid, signer.pid_scope),
+                (host, pid, scope),
                 "{id}"
             );
-            assert_eq!(claim(id).owner(), owner);
+            assert_eq!(claim(&id).owner(), owner);
         }
         assert!(Signer::of("nonsense").is_none());
         assert!(!pid_has_ended(std::process::id()));
@@ -320,5 +353,60 @@ mod tests {
             Signer::of(&this.id).map(|s| (s.host, s.pid)),
             Some((this.host.as_str(), std::process::id()))
         );
+    }
+
+    /// The scope names this boot: another machine with the same hostname and the same
+    /// first PID namespace (its inode is the same everywhere) is another scope, and its
+    /// processes' pids say nothing here.
+    #[test]
+    fn a_process_of_another_boot_is_not_known_to_have_ended() {
+        let this = Instance::this();
+        let (inode, boot) = this.pid_scope.split_once('@').expect("a scope on Linux");
+        assert!(!inode.is_empty() && boot.len() >= 32, "{}", this.pid_scope);
+        let mut ended = std::process::Command::new("true").spawn().unwrap();
+        let pid = ended.id();
+        ended.wait().unwrap();
+        let here = format!("{}:{pid}:1:{}", this.host, this.pid_scope);
+        assert!(Instance::is_gone(&here));
+        let other_boot = format!(
+            "{}:{pid}:1:{inode}@00000000-0000-4000-8000-000000000000",
+            this.host
+        );
+        assert!(!Instance::is_gone(&other_boot), "{other_boot}");
+        let unknown = format!("{}:{pid}:1:", this.host);
+        assert!(
+            !Instance::is_gone(&unknown),
+            "nothing known without a scope"
+        );
+    }
+
+    /// A process killed but not yet reaped by its parent (a `tidings poll` under a script
+    /// that has not waited for it) is a zombie: it has ended, though `kill(pid, 0)` still
+    /// finds it.
+    #[test]
+    fn a_zombie_has_ended() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert!(!pid_has_ended(pid), "it runs");
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid as i32).unwrap(),
+            rustix::process::Signal::KILL,
+        )
+        .unwrap();
+        // Until it is reaped, its state reads Z once the kernel has ended it.
+        let waited = std::time::Instant::now();
+        while !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap()
+            .contains(") Z")
+        {
+            assert!(waited.elapsed() < std::time::Duration::from_secs(10));
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let ended = pid_has_ended(pid);
+        child.wait().unwrap();
+        assert!(ended, "a zombie has ended");
     }
 }
