@@ -953,3 +953,35 @@ async fn one_subscriber_that_cannot_be_read_holds_up_no_one_else() {
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].rcpt_to, ["carol@example.org"]);
 }
+
+/// A feed whose items did not fit is then removed from the config: its poll will never
+/// be written, so once the new feed list is in, health no longer waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_removed_from_the_config_is_no_longer_waited_for() {
+    let Setup {
+        feeds,
+        smtp,
+        dir,
+        app,
+    } = setup(2, Duration::ZERO).await;
+    let now = at("2026-12-01T12:00:00Z");
+    assert_eq!(poll_feeds(&app, now, false).await.unwrap().unrecorded, 0);
+    feeds.set("/f1.xml", rss(11));
+    app.store.limit_growth(Some(0)).await.unwrap();
+    let full = poll_feeds(&app, now + chrono::Duration::minutes(10), false)
+        .await
+        .unwrap();
+    assert_eq!(full.unrecorded, 1, "{full:?}");
+    assert!(app.store.write_trouble().is_some());
+
+    app.store.limit_growth(None).await.unwrap();
+    let config = write_config_with(
+        dir.path(),
+        &[("f0", feeds.url("/f0.xml"))],
+        smtp.port(),
+        "",
+        "",
+    );
+    let app = app.reconfigure(config).await.unwrap();
+    assert_eq!(app.store.write_trouble(), None);
+}

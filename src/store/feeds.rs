@@ -74,8 +74,13 @@ impl Store {
         feeds: &[FeedConfig],
         version: FeedListVersion,
     ) -> Result<FeedListSync> {
-        let feeds = feeds.to_vec();
-        run!(self, db => db.sync_feed_list(&feeds, &version))
+        let list = feeds.to_vec();
+        let synced = run!(self, db => db.sync_feed_list(&list, &version))?;
+        if matches!(synced, FeedListSync::Applied | FeedListSync::Unchanged) {
+            self.health
+                .keep_polls_of(&feeds.iter().map(|f| f.id.as_str()).collect());
+        }
+        Ok(synced)
     }
 
     /// Claims active feeds for polling until `now + lease`: all of them, or only those due.

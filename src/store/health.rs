@@ -197,6 +197,26 @@ impl WriteHealth {
         }
     }
 
+    /// Forgets the polls that failed of feeds not in `feeds` (removed from the feed
+    /// list): they are not polled again, so their polls will never be written.
+    pub fn keep_polls_of(&self, feeds: &std::collections::HashSet<&str>) {
+        if !self.failing.load(Ordering::Acquire) {
+            return;
+        }
+        let mut state = self.lock();
+        let before = state.calls.len();
+        state.calls.retain(|call, _| {
+            let feed = [STORE_A_POLL, RECORD_A_POLL].iter().find_map(|operation| {
+                call.strip_prefix(operation)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            });
+            feed.is_none_or(|feed| feeds.contains(feed))
+        });
+        if before > 0 && state.calls.is_empty() {
+            self.recovered(&mut state, "the feeds whose polls failed were removed");
+        }
+    }
+
     /// Forgets calls not made again for [`FORGET_AFTER`]; when that leaves none, writes
     /// are taken to work again.
     fn forget_stale(&self, state: &mut Failing) {
