@@ -985,3 +985,112 @@ async fn a_feed_removed_from_the_config_is_no_longer_waited_for() {
     let app = app.reconfigure(config).await.unwrap();
     assert_eq!(app.store.write_trouble(), None);
 }
+
+/// A database, written by a process still at work (its changes in the write-ahead log),
+/// whose shared-memory file this user may not read: a clear refusal naming that file,
+/// not SQLite's "unable to open database file".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_whose_shared_memory_cannot_be_read_is_refused_clearly() {
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config_with(dir.path(), &[], smtp.port(), "", "");
+    let config = dir.path().join("config.toml");
+    let out = tidings(
+        &config,
+        &[
+            "subscriber",
+            "add",
+            "alice@example.org",
+            "--query",
+            "asylum",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let data = dir.path().join("data");
+    let database = data.join("tidings.db");
+    // The writer at work: its change in the log, not yet checkpointed.
+    let writer = rusqlite::Connection::open(&database).unwrap();
+    writer
+        .execute_batch(
+            "PRAGMA wal_autocheckpoint = 0;
+             UPDATE subscribers SET email = 'walbob@example.org';",
+        )
+        .unwrap();
+    let shm = data.join("tidings.db-shm");
+    for (path, mode) in [
+        (dir.path(), 0o755),
+        (&data, 0o755),
+        (&database, 0o644),
+        (&shm, 0o000),
+        (&config, 0o644),
+    ] {
+        set_mode(path, mode);
+    }
+    let out = tidings_unprivileged(&config, &["subscriber", "list"]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    set_mode(&shm, 0o644);
+    drop(writer);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(
+        !stdout.contains("alice@example.org"),
+        "read stale: {stdout}"
+    );
+    assert!(
+        stderr.contains(&shm.display().to_string()) && stderr.contains("cannot read"),
+        "{stderr}"
+    );
+}
+
+/// A damaged database read by a command that only looks: the error says so, and the
+/// command does not log that "database writes are failing" (it writes nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_read_only_database_is_not_write_trouble() {
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config_with(dir.path(), &[], smtp.port(), "", "");
+    let config = dir.path().join("config.toml");
+    let out = tidings(
+        &config,
+        &[
+            "subscriber",
+            "add",
+            "alice@example.org",
+            "--query",
+            "asylum",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let data = dir.path().join("data");
+    let database = data.join("tidings.db");
+    // Every page but the first (the header and the schema) overwritten.
+    let mut bytes = std::fs::read(&database).unwrap();
+    let page = u16::from_be_bytes([bytes[16], bytes[17]]) as usize;
+    assert!(bytes.len() > 2 * page, "more than one page");
+    bytes[page..].fill(0xA5);
+    std::fs::write(&database, &bytes).unwrap();
+    for (path, mode) in [
+        (dir.path(), 0o755),
+        (&data, 0o555),
+        (&database, 0o444),
+        (&config, 0o644),
+    ] {
+        set_mode(path, mode);
+    }
+    let out = tidings_unprivileged(&config, &["subscriber", "list"]);
+    set_mode(&data, 0o755);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("malformed"), "{stderr}");
+    assert!(!stderr.contains("writes are failing"), "{stderr}");
+}

@@ -116,6 +116,9 @@ pub struct WriteHealth {
     /// Whether any call is remembered: the one check a successful call makes.
     failing: AtomicBool,
     state: Mutex<Failing>,
+    /// False for a store opened only to read: whatever its reads meet (a damaged file) is
+    /// not write trouble, and a command that only looks logs none.
+    tracking: bool,
 }
 
 #[derive(Default)]
@@ -134,6 +137,15 @@ impl WriteHealth {
             failed_total: AtomicU64::new(0),
             failing: AtomicBool::new(false),
             state: Mutex::default(),
+            tracking: true,
+        }
+    }
+
+    /// The health of a store opened only to read: nothing is tracked.
+    pub fn untracked(database: String) -> WriteHealth {
+        WriteHealth {
+            tracking: false,
+            ..WriteHealth::new(database)
         }
     }
 
@@ -161,6 +173,9 @@ impl WriteHealth {
 
     /// `call` (an operation and what it was about) failed for `reason`.
     pub fn failed(&self, call: String, reason: String) {
+        if !self.tracking {
+            return;
+        }
         self.failed_total.fetch_add(1, Ordering::Relaxed);
         let mut state = self.lock();
         self.forget_stale(&mut state);

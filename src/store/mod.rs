@@ -214,10 +214,11 @@ impl Store {
     /// is not this version's (older ones are migrated by any other command).
     pub fn open_read_only(path: &Path) -> Result<Store> {
         let name = path.display().to_string();
-        Ok(Store::from(
-            Backend::Sqlite(Sqlite::open_read_only(path)?),
-            name,
-        ))
+        let backend = Backend::Sqlite(Sqlite::open_read_only(path)?);
+        Ok(Store {
+            health: Arc::new(health::WriteHealth::untracked(name.clone())),
+            ..Store::from(backend, name)
+        })
     }
 
     /// Connects to the PostgreSQL database at `url` (`postgres://user@host:port/database`),

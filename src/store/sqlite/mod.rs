@@ -229,6 +229,18 @@ fn fixed_plans(conn: &Connection) -> Result<()> {
 /// otherwise through the `-shm` file of the process that writes it. So too where the
 /// `-shm` file cannot be made (a full disk).
 fn open_untouched(given: &Path) -> Result<(Connection, i64)> {
+    // A writer closing as this looks (checkpointing, then removing its `-wal` and `-shm`
+    // files) can leave what it saw out of date: one more look then sees what is there.
+    match open_untouched_once(given) {
+        Err(e) if cannot_share(&e) => {
+            std::thread::sleep(Duration::from_millis(100));
+            open_untouched_once(given)
+        }
+        opened => opened,
+    }
+}
+
+fn open_untouched_once(given: &Path) -> Result<(Connection, i64)> {
     // The `-wal` and `-shm` files are beside the file a link leads to.
     let path = &std::fs::canonicalize(given)
         .with_context(|| format!("opening database {}", given.display()))?;
@@ -242,32 +254,87 @@ fn open_untouched(given: &Path) -> Result<(Connection, i64)> {
     let logged = std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
     // Asked of the kernel, not tried: closing a descriptor of the file would drop this
     // process's SQLite locks on it.
-    let writable = rustix::fs::access(path, rustix::fs::Access::WRITE_OK).is_ok();
+    let may = |path: &Path, access| rustix::fs::access(path, access).is_ok();
+    let writable = may(path, rustix::fs::Access::WRITE_OK);
+    let shm_readable = shm.exists().then(|| may(&shm, rustix::fs::Access::READ_OK));
     let open = |flags| Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX);
-    let conn = if writable {
-        let conn = open(OpenFlags::SQLITE_OPEN_READ_WRITE)
-            .with_context(|| format!("opening database {}", given.display()))?;
-        match readable(conn, given, wal_existed) {
-            Err(e) if !logged && cannot_share(&e) => readable(open_immutable(path)?, given, false),
-            opened => opened,
-        }?
-    } else if !logged {
-        readable(open_immutable(path)?, given, false)?
-    } else if shm.exists() {
-        let conn = open(OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .with_context(|| format!("opening database {}", given.display()))?;
-        readable(conn, given, true)?
-    } else {
-        bail!(
+    let conn = match read_via(writable, logged, shm_readable) {
+        Ok(ReadVia::Writing) => {
+            let conn = open(OpenFlags::SQLITE_OPEN_READ_WRITE)
+                .with_context(|| format!("opening database {}", given.display()))?;
+            match readable(conn, given, wal_existed) {
+                Err(e) if !logged && cannot_share(&e) => {
+                    readable(open_immutable(path)?, given, false)
+                }
+                opened => opened,
+            }?
+        }
+        Ok(ReadVia::SharedMemory) => {
+            let conn = open(OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .with_context(|| format!("opening database {}", given.display()));
+            // A `-shm` left by a writer that died may need a recovery this user cannot
+            // write; with nothing in the log, the file holds everything.
+            match conn.and_then(|conn| readable(conn, given, true)) {
+                Err(e) if !logged && cannot_share(&e) => {
+                    readable(open_immutable(path)?, given, false)
+                }
+                opened => opened,
+            }?
+        }
+        Ok(ReadVia::Immutable) => readable(open_immutable(path)?, given, false)?,
+        Err(CannotRead::SharedMemory) => bail!(
+            "database {} has changes in its write-ahead log that this user cannot read: it \
+             cannot read {}, the shared-memory file of the process that writes it; run this \
+             as the user the database belongs to",
+            given.display(),
+            shm.display()
+        ),
+        Err(CannotRead::WithoutWriting) => bail!(
             "database {} has changes in its write-ahead log ({}) that this user cannot read \
              without writing beside it: run this as the user the database belongs to, or \
              while its daemon runs",
             given.display(),
             wal.display()
-        );
+        ),
     };
     let version = schema_version(&conn, given)?;
     Ok((conn, version))
+}
+
+/// How [`open_untouched`] reads a database.
+#[derive(Debug, PartialEq, Eq)]
+enum ReadVia {
+    /// As any process that may write it, with writes turned off.
+    Writing,
+    /// Read-only, through the `-shm` file of the process that writes it, so that process
+    /// may go on (checkpointing, too) as this reads.
+    SharedMemory,
+    /// As a file nothing changes: no locks, nothing made beside it. Only with nothing in
+    /// the log and no `-shm` (no process has it open).
+    Immutable,
+}
+
+/// Why [`open_untouched`] cannot read a database without writing.
+#[derive(Debug, PartialEq, Eq)]
+enum CannotRead {
+    /// Its log holds changes and its `-shm` file cannot be read.
+    SharedMemory,
+    /// Its log holds changes and it has no `-shm` file, which this user may not make.
+    WithoutWriting,
+}
+
+/// How to read a database this user may (`writable`) or may not write, whose log holds
+/// changes (`logged`), whose `-shm` file is there and readable (`Some(true)`), there and
+/// not (`Some(false)`), or not there.
+fn read_via(writable: bool, logged: bool, shm: Option<bool>) -> Result<ReadVia, CannotRead> {
+    match (writable, logged, shm) {
+        (_, true, Some(false)) => Err(CannotRead::SharedMemory),
+        (true, _, _) => Ok(ReadVia::Writing),
+        // A writer may be at work: read beside it, never around it.
+        (false, _, Some(true)) => Ok(ReadVia::SharedMemory),
+        (false, false, _) => Ok(ReadVia::Immutable),
+        (false, true, _) => Err(CannotRead::WithoutWriting),
+    }
 }
 
 /// `conn` set up to read only, once it has read the database's header.
@@ -496,6 +563,32 @@ status_from_sql!(
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    /// A database this user may not write is read through its writer's `-shm` whenever
+    /// there is one (a writer may be at work, checkpointing into the file), as an
+    /// immutable file only when nothing has it open; a log that cannot be read is a
+    /// refusal, saying why.
+    #[test]
+    fn a_database_that_may_not_be_written_is_read_beside_its_writer() {
+        use {CannotRead as No, ReadVia as Via};
+        for (writable, logged, shm, expected) in [
+            (true, false, None, Ok(Via::Writing)),
+            (true, true, Some(true), Ok(Via::Writing)),
+            (false, false, Some(true), Ok(Via::SharedMemory)),
+            (false, true, Some(true), Ok(Via::SharedMemory)),
+            (false, false, None, Ok(Via::Immutable)),
+            (false, false, Some(false), Ok(Via::Immutable)),
+            (false, true, None, Err(No::WithoutWriting)),
+            (false, true, Some(false), Err(No::SharedMemory)),
+            (true, true, Some(false), Err(No::SharedMemory)),
+        ] {
+            assert_eq!(
+                read_via(writable, logged, shm),
+                expected,
+                "writable {writable}, logged {logged}, -shm {shm:?}"
+            );
+        }
+    }
 
     /// A statement with a bound LIMIT (or any value the planner could use) is compiled
     /// once, not again each time it runs with another value: SQLite re-prepares such a
