@@ -503,10 +503,24 @@ pub async fn send_due(
                 Ok(Some((row, outcome)))
             })
             .buffer_unordered(mailer.concurrency);
+        // One message failing (its turn or its claim could not be written) ends the
+        // round only once the others in flight have their answers, each recorded or
+        // kept: dropped mid-send, one the server took would be sent again.
+        let mut failed = None;
         while let Some(sent) = sends.next().await {
-            if let Some((row, outcome)) = sent? {
-                record(store, mailer, clock(), row, outcome, &mut done).await?;
+            let recorded = match sent {
+                Ok(Some((row, outcome))) => {
+                    record(store, mailer, clock(), row, outcome, &mut done).await
+                }
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = recorded {
+                failed.get_or_insert(e);
             }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
     }
     Ok(done)

@@ -1268,10 +1268,22 @@ pub async fn send_due(
                 Ok(Some((row, outcome)))
             })
             .buffer_unordered(pusher.settings.concurrency);
+        // As for mail: one failing ends the round once the others in flight are done.
+        let mut failed = None;
         while let Some(sent) = sends.next().await {
-            if let Some((row, outcome)) = sent? {
-                record(store, pusher, clock(), row, outcome, &mut done).await?;
+            let recorded = match sent {
+                Ok(Some((row, outcome))) => {
+                    record(store, pusher, clock(), row, outcome, &mut done).await
+                }
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = recorded {
+                failed.get_or_insert(e);
             }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
     }
     Ok(done)

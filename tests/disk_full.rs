@@ -1094,3 +1094,56 @@ async fn a_damaged_read_only_database_is_not_write_trouble() {
     assert!(stderr.contains("malformed"), "{stderr}");
     assert!(!stderr.contains("writes are failing"), "{stderr}");
 }
+
+/// Two digests sent in one batch, paced a second apart: the first is with the mail
+/// server, awaiting its answer, when writes stop and the second cannot take its turn.
+/// The round ends with the error only once the first's answer is in (and kept), so the
+/// first is not sent again and the second goes with the next round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_fails_midway_waits_for_the_messages_in_flight() {
+    let feeds = FeedServer::start().await;
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    feeds.set("/f0.xml", rss(0));
+    let config = write_config_with(
+        dir.path(),
+        &[("f0", feeds.url("/f0.xml"))],
+        smtp.port(),
+        "rate_limit = 60\nconcurrency = 2",
+        "",
+    );
+    let app = App::open(config).await.unwrap();
+    let now = at("2026-12-01T12:00:00Z");
+    subscribe(&app, "alice@example.org", "asylum", "immediate", now).await;
+    subscribe(&app, "carol@example.org", "asylum", "immediate", now).await;
+    poll_feeds(&app, now, false).await.unwrap();
+    // Both queued, both deferred: the next delivery takes them as one batch.
+    smtp.fail_next(2, 451, "try again later");
+    let deferred = tidings::send_digests(&app, now, false).await.unwrap();
+    assert_eq!(
+        (deferred.queued, deferred.delivery.retrying),
+        (2, 2),
+        "{deferred:?}"
+    );
+
+    smtp.set_data_delay(Duration::from_secs(4));
+    let later = now + chrono::Duration::hours(1);
+    let round = tokio::spawn({
+        let app = app.clone();
+        async move { tidings::pipeline::send_mail(&app, later).await }
+    });
+    assert_eq!(smtp.wait_for(1, Duration::from_secs(10)).await.len(), 1);
+    app.store.refuse_writes(true).await.unwrap();
+    assert!(round.await.unwrap().is_err());
+
+    app.store.refuse_writes(false).await.unwrap();
+    smtp.set_data_delay(Duration::ZERO);
+    let after = tidings::pipeline::send_mail(&app, later + chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(after.sent, 1, "{after:?}");
+    let got = smtp.wait_for(3, Duration::from_secs(3)).await;
+    let mut to: Vec<_> = got.iter().map(|m| m.rcpt_to.join(",")).collect();
+    to.sort();
+    assert_eq!(to, ["alice@example.org", "carol@example.org"], "one each");
+}
