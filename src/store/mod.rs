@@ -215,10 +215,7 @@ impl Store {
     pub fn open_read_only(path: &Path) -> Result<Store> {
         let name = path.display().to_string();
         let backend = Backend::Sqlite(Sqlite::open_read_only(path)?);
-        Ok(Store {
-            health: Arc::new(health::WriteHealth::untracked(name.clone())),
-            ..Store::from(backend, name)
-        })
+        Ok(Store::reading(backend, name))
     }
 
     /// Connects to the PostgreSQL database at `url` (`postgres://user@host:port/database`),
@@ -274,12 +271,21 @@ impl Store {
                 let password = std::env::var(DATABASE_PASSWORD_ENV).ok();
                 let postgres = Postgres::connect_read_only(&url, password.as_deref())?;
                 let name = postgres.name().to_string();
-                Ok(Store::from(Backend::Postgres(postgres), name))
+                Ok(Store::reading(Backend::Postgres(postgres), name))
             }
         })
         .await?;
         store.sync_clock().await?;
         Ok(store)
+    }
+
+    /// A store over `backend` opened only to read: the writes it refuses are its nature,
+    /// not write trouble ([`health::WriteHealth::untracked`]).
+    fn reading(backend: Backend, name: String) -> Store {
+        Store {
+            health: Arc::new(health::WriteHealth::untracked(name.clone())),
+            ..Store::from(backend, name)
+        }
     }
 
     fn from(backend: Backend, name: String) -> Store {
