@@ -51,7 +51,7 @@ use tracing_subscriber::EnvFilter;
 
 /// Feed notifier: polls RSS/Atom/JSON feeds, matches keyword subscriptions, emails digests.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, after_help = EXIT_CODES)]
 struct Cli {
     /// The configuration file; relative paths inside it resolve against its folder.
     #[arg(
@@ -73,6 +73,16 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+/// What the exit codes mean, for `--help` (README: "Commands").
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  the command did its work (`poll`: feeds that failed on their side are counted in its
+     summary and tried again later)
+  1  `health`: the daemon is not healthy, or did not answer
+  2  the command failed, saying why on standard error; `poll` and `digest` also when the
+     database would not take some of their work (a full disk, a read-only file): what it
+     took is kept, and the next run does the rest";
 
 /// The query language in short, for `--help` (README: "Query language"; the grammar is
 /// in `src/matcher.rs`).
@@ -132,6 +142,11 @@ enum Command {
     /// is kept, and the next poll fetches the rest.
     Poll,
     /// Queue and send the digests that are due, then exit.
+    ///
+    /// Exit code 0 when every due digest was queued (mail the server defers is retried
+    /// later). Exit code 2 when the database would not take some digests (a full disk, a
+    /// read-only file), or some could not be made (a subscriber's stored row this build
+    /// cannot read, named in the log): the others are queued and sent, and these stay due.
     Digest {
         /// Send every subscriber their pending matches now, whatever their schedule.
         #[arg(long)]

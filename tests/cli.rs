@@ -727,3 +727,26 @@ async fn sigkill_while_sending_loses_nothing_and_duplicates_keep_their_message_i
         "at most the in-flight batch is sent twice, got {duplicates}"
     );
 }
+
+/// `--help` says what the exit codes mean: for every command, and for `poll` and
+/// `digest`, when a run whose work the database would not take exits 2.
+#[test]
+fn help_documents_the_exit_codes() {
+    let help = |args: &[&str]| {
+        let out = tidings(args);
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let top = help(&["--help"]);
+    assert!(
+        top.contains("Exit codes:") && top.contains("0 ") && top.contains("2 "),
+        "{top}"
+    );
+    for command in ["poll", "digest"] {
+        let text = help(&[command, "--help"]);
+        assert!(
+            text.contains("Exit code 2 when the database would not take"),
+            "{command}: {text}"
+        );
+    }
+}
