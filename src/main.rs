@@ -581,7 +581,8 @@ async fn execute(cli: Cli) -> Result<()> {
                 s.delivery.retrying,
                 s.delivery.failed
             );
-            // A digest the database would not take is a local failure: exit 2.
+            // A digest the database would not take, or one that could not be made, is a
+            // local failure: exit 2.
             match s.local_failure() {
                 Some(e) => Err(e),
                 None => Ok(()),
