@@ -1147,3 +1147,61 @@ async fn a_batch_that_fails_midway_waits_for_the_messages_in_flight() {
     to.sort();
     assert_eq!(to, ["alice@example.org", "carol@example.org"], "one each");
 }
+
+/// One process, two jobs at once (the daemon's poll beside its digest round) after
+/// writes work again: the poll starts writing what was kept (its slots, then a
+/// delivery's outcome), and the digest round, a moment later, waits for that before it
+/// claims mail, rather than finding nothing kept and sending the digest again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_was_kept_is_written_before_any_job_claims() {
+    let Setup {
+        feeds: _feeds,
+        smtp,
+        dir: _dir,
+        app,
+    } = setup(1, Duration::ZERO).await;
+    let now = at("2026-12-01T12:00:00Z");
+    subscribe(&app, "alice@example.org", "asylum", "immediate", now).await;
+    poll_feeds(&app, now, false).await.unwrap();
+    let limits = tidings::store::FetchLimits {
+        per_host: 1000,
+        concurrency: 1000,
+    };
+    let lease = Duration::from_secs(300);
+    let mut slots = Vec::new();
+    for _ in 0..60 {
+        let slot = app
+            .store
+            .acquire_fetch_slot("news.example", limits, chrono::Utc::now(), lease)
+            .await
+            .unwrap()
+            .expect("a slot");
+        slots.push(slot);
+    }
+    // The digest is with the mail server when writes stop: the slots cannot be given
+    // back, nor the server's answer recorded.
+    smtp.set_data_delay(Duration::from_secs(2));
+    let round = tokio::spawn({
+        let app = app.clone();
+        async move { tidings::send_digests(&app, now + chrono::Duration::minutes(1), false).await }
+    });
+    assert_eq!(smtp.wait_for(1, Duration::from_secs(10)).await.len(), 1);
+    app.store.refuse_writes(true).await.unwrap();
+    for slot in &slots {
+        assert!(app.store.release_fetch_slot(slot).await.is_err());
+    }
+    let _ = round.await.unwrap();
+    smtp.set_data_delay(Duration::ZERO);
+
+    app.store.refuse_writes(false).await.unwrap();
+    let later = now + chrono::Duration::hours(1);
+    let (slot, mail) = tokio::join!(
+        app.store
+            .acquire_fetch_slot("news.example", limits, chrono::Utc::now(), lease),
+        tidings::pipeline::send_mail(&app, later),
+    );
+    assert!(slot.unwrap().is_some());
+    let mail = mail.unwrap();
+    assert_eq!(mail.sent, 0, "{mail:?}");
+    assert_eq!(smtp.wait_for(2, Duration::from_secs(3)).await.len(), 1);
+}

@@ -79,6 +79,9 @@ pub struct Store {
     /// leftovers never hold it up until their lease ends, and a message the mail server
     /// took is not sent again once its lease runs out.
     unreleased: Arc<std::sync::Mutex<Vec<Unreleased>>>,
+    /// Held while what `unreleased` held is written: another job about to claim waits for
+    /// it, rather than finding the list empty while its contents are still on the way.
+    writing_unreleased: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Something [`Store::unreleased`] holds.
@@ -293,6 +296,7 @@ impl Store {
             backend: Arc::new(backend),
             health: Arc::new(health::WriteHealth::new(name)),
             unreleased: Arc::default(),
+            writing_unreleased: Arc::default(),
             clock: Arc::new(Clock {
                 local: Utc::now,
                 offset_ms: 0.into(),
@@ -307,6 +311,7 @@ impl Store {
             backend: self.backend.clone(),
             health: self.health.clone(),
             unreleased: self.unreleased.clone(),
+            writing_unreleased: self.writing_unreleased.clone(),
             clock: Arc::new(Clock {
                 local,
                 offset_ms: 0.into(),
@@ -404,6 +409,7 @@ impl Store {
     /// error (the database still cannot be written), and it and the rest are kept for the
     /// next try.
     async fn give_back_unreleased(&self) -> Result<()> {
+        let _writing = self.writing_unreleased.lock().await;
         let pending = {
             let mut unreleased = self.unreleased.lock().unwrap_or_else(|p| p.into_inner());
             std::mem::take(&mut *unreleased)
