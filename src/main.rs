@@ -138,8 +138,8 @@ enum Command {
     ///
     /// Exit code 0 when every poll was recorded, even if some feeds failed on their side
     /// (the summary counts them; they are tried again later). Exit code 2 when the
-    /// database would not take some polls (a full disk, a read-only file): what it took
-    /// is kept, and the next poll fetches the rest.
+    /// database would not take some polls or articles (a full disk, a read-only file):
+    /// what it took is kept, and the next poll fetches the rest.
     Poll,
     /// Queue and send the digests that are due, then exit.
     ///
@@ -453,6 +453,19 @@ fn usage(e: &clap::Error) -> ExitCode {
     }
 }
 
+/// The command's failures, each said, as one error; `Ok` when there are none.
+fn failed_if_any<const N: usize>(failures: [Option<anyhow::Error>; N]) -> Result<()> {
+    let said: Vec<String> = failures
+        .into_iter()
+        .flatten()
+        .map(|e| format!("{e:#}"))
+        .collect();
+    match said.is_empty() {
+        true => Ok(()),
+        false => Err(anyhow::anyhow!(said.join("; "))),
+    }
+}
+
 /// The exit code of a command that fails: 2, but 1 for `health`, whatever went wrong
 /// (no config, nothing listening): container health checks reserve 2.
 fn failure_code(command: &Command) -> u8 {
@@ -551,24 +564,30 @@ async fn execute(cli: Cli) -> Result<()> {
             }
             // Items of full-text feeds are matched once their article is in: read them now
             // (a failed fetch is tried again by a later `poll` or by `run`).
-            let a = fetch_articles(&app, app.store.now()).await?;
-            if a.articles > 0 {
-                say!(
-                    "read {}: {} found, {} without a story, {} failed, {} to try again; {}",
-                    count(a.articles, "article"),
-                    a.ok,
-                    a.none,
-                    a.failed,
-                    a.retrying,
-                    count(a.matches, "match")
-                );
-            }
-            // A local failure (the database would not take a poll's result) is the
-            // command's: exit non-zero. Feeds that failed on their side are not.
-            match s.local_failure() {
-                Some(e) => Err(e),
-                None => Ok(()),
-            }
+            let articles = match fetch_articles(&app, app.store.now()).await {
+                Ok(a) => {
+                    if a.articles > 0 {
+                        say!(
+                            "read {}: {} found, {} without a story, {} failed, {} to try \
+                             again, {} not written; {}",
+                            count(a.articles, "article"),
+                            a.ok,
+                            a.none,
+                            a.failed,
+                            a.retrying,
+                            a.unrecorded,
+                            count(a.matches, "match")
+                        );
+                    }
+                    a.local_failure()
+                }
+                Err(e) => Some(e.context("reading the articles of full-text feeds")),
+            };
+            // A local failure (the database would not take a poll's or an article's
+            // result) is the command's: exit non-zero. Feeds that failed on their side
+            // are not.
+            let kept = app.store.write_kept().await.err();
+            failed_if_any([s.local_failure(), articles, kept])
         }
         Command::Digest { all } => {
             let app = App::open(config).await?;
@@ -582,11 +601,10 @@ async fn execute(cli: Cli) -> Result<()> {
                 s.delivery.failed
             );
             // A digest the database would not take, or one that could not be made, is a
-            // local failure: exit 2.
-            match s.local_failure() {
-                Some(e) => Err(e),
-                None => Ok(()),
-            }
+            // local failure: exit 2. So is a delivery's result it would not take, which
+            // is lost with this process.
+            let kept = app.store.write_kept().await.err();
+            failed_if_any([s.local_failure(), kept])
         }
         Command::Prune => {
             let store = open_store(&config).await?;

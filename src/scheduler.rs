@@ -183,6 +183,11 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
         stopped.abort.cancel();
         let _ = tokio::time::timeout(margin, &mut jobs).await;
     }
+    // What the database refused and this process still holds dies with it: a last try.
+    let store = app_rx.borrow().store.clone();
+    if let Err(e) = store.write_kept().await {
+        warn!(error = %format!("{e:#}"), "exiting with work the database would not take");
+    }
     listeners_stop.cancel();
     if finished.is_ok() {
         info!("stopped cleanly");
@@ -347,6 +352,7 @@ async fn article_loop(
                     no_story = s.none,
                     failed = s.failed,
                     retrying = s.retrying,
+                    unrecorded = s.unrecorded,
                     matched = s.matches,
                     "article round done"
                 );

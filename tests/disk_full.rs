@@ -1205,3 +1205,168 @@ async fn what_was_kept_is_written_before_any_job_claims() {
     assert_eq!(mail.sent, 0, "{mail:?}");
     assert_eq!(smtp.wait_for(2, Duration::from_secs(3)).await.len(), 1);
 }
+
+mod full_text {
+    use super::*;
+    use support::articles::{Teaser, app, feed_table, page, public_server, rss, status};
+    use tidings::pipeline::fetch_articles;
+
+    /// An article whose result the database would not take, nor its claim's release:
+    /// the release is kept and written before the next claim, so the first round after
+    /// room is made fetches and writes it (not once its lease has run out), and health
+    /// clears with it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_article_the_database_refused_is_read_by_the_first_round_after() {
+        let site = public_server().await;
+        let smtp = SmtpServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let now = at("2026-11-30T15:00:00Z");
+        let story = "/2026/11/30/story/";
+        site.set(
+            story,
+            page(support::fixture("article-wordpress.html")).delay(Duration::from_millis(1000)),
+        );
+        let teasers = [Teaser {
+            guid: "ead",
+            title: "USCIS extends work permits",
+            link: site.url(story),
+            summary: "USCIS announced a change for some applicants.",
+        }];
+        site.set("/feed.xml", rss(&teasers, now));
+        let feeds = feed_table("daily", &site.url("/feed.xml"), "");
+        let app = app(dir.path(), "full_text = true", &feeds, smtp.port()).await;
+        subscribe(&app, "body@example.org", "Bodyonlyword", "immediate", now).await;
+        assert_eq!(poll_feeds(&app, now, false).await.unwrap().new_items, 1);
+
+        let round = tokio::spawn({
+            let app = app.clone();
+            async move { fetch_articles(&app, now).await }
+        });
+        let waited = std::time::Instant::now();
+        while site.hits(story) == 0 {
+            assert!(
+                waited.elapsed() < Duration::from_secs(20),
+                "article fetched"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        app.store.refuse_writes(true).await.unwrap();
+        let during = round.await.unwrap();
+        site.set(story, page(support::fixture("article-wordpress.html")));
+        assert!(app.store.write_trouble().is_some(), "{during:?}");
+
+        // Room again; the article round's next tick (they run every minute or so).
+        app.store.refuse_writes(false).await.unwrap();
+        let next = fetch_articles(&app, now + chrono::Duration::minutes(1))
+            .await
+            .unwrap();
+        assert_eq!((next.articles, next.ok), (1, 1), "{next:?}");
+        assert_eq!(status(&app, "daily").await.articles.pending, 0);
+        assert_eq!(app.store.write_trouble(), None, "{next:?}");
+    }
+
+    /// An article whose story the database would not take (a full disk) is a local
+    /// failure of the round, saying how many and why (`tidings poll`, which reads the
+    /// articles after polling, exits 2), not counted as left for later.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_article_the_database_would_not_take_is_a_local_failure() {
+        let site = public_server().await;
+        let smtp = SmtpServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let now = at("2026-11-30T15:00:00Z");
+        let story = "/2026/11/30/story/";
+        // A long story: far more than the free pages of the file hold.
+        let paragraphs: String = (0..400)
+            .map(|i| {
+                format!(
+                    "<p>Paragraph {i}: Bodyonlyword officials said the work permits of \
+                     applicants {i} would be extended while their cases are pending.</p>"
+                )
+            })
+            .collect();
+        site.set(
+            story,
+            page(format!(
+                "<html><head><title>Story</title></head><body><article><h1>USCIS extends \
+                 work permits</h1>{paragraphs}</article></body></html>"
+            )),
+        );
+        let teasers = [Teaser {
+            guid: "ead",
+            title: "USCIS extends work permits",
+            link: site.url(story),
+            summary: "USCIS announced a change for some applicants.",
+        }];
+        site.set("/feed.xml", rss(&teasers, now));
+        let feeds = feed_table("daily", &site.url("/feed.xml"), "");
+        let app = app(dir.path(), "full_text = true", &feeds, smtp.port()).await;
+        subscribe(&app, "body@example.org", "Bodyonlyword", "immediate", now).await;
+        assert_eq!(poll_feeds(&app, now, false).await.unwrap().new_items, 1);
+
+        app.store.limit_growth(Some(0)).await.unwrap();
+        let read = fetch_articles(&app, now).await;
+        let pending = status(&app, "daily").await.articles.pending;
+        let trouble = app.store.write_trouble();
+        assert_eq!(pending, 1, "the story did not fit: {read:?}");
+        assert!(trouble.is_some());
+        let read = read.unwrap();
+        assert_eq!((read.unrecorded, read.skipped), (1, 0), "{read:?}");
+        let error = format!("{:#}", read.local_failure().expect("a local failure"));
+        assert!(
+            error.contains("1 article") && error.contains("database or disk is full"),
+            "{error}"
+        );
+    }
+}
+
+/// A process ending while it holds a delivery's result the database refused: it writes
+/// it first if the database now takes it, so the next run does not send the digest
+/// again; if it still cannot, the log names the message that will go again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_writes_what_it_kept_before_it_ends_or_names_what_is_lost() {
+    captured_logs();
+    let Setup {
+        feeds: _feeds,
+        smtp,
+        dir,
+        app,
+    } = setup(1, Duration::ZERO).await;
+    let now = at("2026-12-01T12:00:00Z");
+    subscribe(&app, "alice@example.org", "asylum", "immediate", now).await;
+    poll_feeds(&app, now, false).await.unwrap();
+    smtp.set_data_delay(Duration::from_secs(2));
+    let round = tokio::spawn({
+        let app = app.clone();
+        async move { tidings::send_digests(&app, now + chrono::Duration::minutes(1), false).await }
+    });
+    assert_eq!(smtp.wait_for(1, Duration::from_secs(10)).await.len(), 1);
+    app.store.refuse_writes(true).await.unwrap();
+    assert!(round.await.unwrap().is_err());
+    smtp.set_data_delay(Duration::ZERO);
+
+    // Ending while writes still fail: an error, and the message named.
+    assert!(app.store.write_kept().await.is_err());
+    let all = String::from_utf8_lossy(&captured_logs().lock().unwrap()).to_string();
+    let line = all
+        .lines()
+        .find(|l| l.contains("could not be written before exiting"))
+        .unwrap_or_else(|| panic!("no line names the message:\n{all}"));
+    let db = rusqlite::Connection::open(dir.path().join("data/tidings.db")).unwrap();
+    let id = count(
+        &db,
+        "SELECT id FROM outbox WHERE recipient = 'alice@example.org'",
+    );
+    assert!(line.contains(&format!("outbox={id}")), "{line}");
+
+    // Ending once they work: written, and the next run sends nothing again.
+    app.store.refuse_writes(false).await.unwrap();
+    app.store.write_kept().await.unwrap();
+    let config = app.config.as_ref().clone();
+    drop(app);
+    let next = App::open(config).await.unwrap();
+    let later = tidings::send_digests(&next, now + chrono::Duration::hours(1), false)
+        .await
+        .unwrap();
+    assert_eq!(later.delivery.sent, 0, "{later:?}");
+    assert_eq!(smtp.wait_for(2, Duration::from_secs(3)).await.len(), 1);
+}

@@ -275,6 +275,7 @@ async fn every_kind_of_page_ends_visible_and_nothing_is_lost() {
             retrying: 1,
             matches: 10 + 3,
             skipped: 0,
+            ..ArticleSummary::default()
         },
         "gzip, latin1, redirect read; paywall, app, soft404, pdf: no story; huge, \
          removed, private: failed; slow: timed out, tried again later"

@@ -22,7 +22,7 @@ fn retry_delay(tries: u32) -> chrono::Duration {
 }
 
 /// What one article round did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ArticleSummary {
     /// Articles claimed.
     pub articles: usize,
@@ -35,7 +35,29 @@ pub struct ArticleSummary {
     pub retrying: usize,
     /// Left for later (shutdown) or taken by another worker.
     pub skipped: usize,
+    /// Read, but the database would not take the result (it cannot be written): tried
+    /// again once it can be.
+    pub unrecorded: usize,
+    /// Why the first of `unrecorded` could not be written.
+    pub unrecorded_error: Option<String>,
     pub matches: usize,
+}
+
+impl ArticleSummary {
+    /// An error when some articles could not be written to the database (a local
+    /// failure: `tidings poll` exits non-zero), saying how many and why.
+    pub fn local_failure(&self) -> Option<anyhow::Error> {
+        (self.unrecorded > 0).then(|| {
+            anyhow::anyhow!(
+                "the database did not take {} ({}); they are read again once it can be \
+                 written",
+                crate::output::count(self.unrecorded, "article"),
+                self.unrecorded_error
+                    .as_deref()
+                    .unwrap_or("no reason given"),
+            )
+        })
+    }
 }
 
 /// How one article's try ended, before it is written.
@@ -167,10 +189,11 @@ pub async fn fetch_articles(app: &App, now: DateTime<Utc>) -> Result<ArticleSumm
                     Ok(None) => summary.skipped += 1,
                     // The store's write health says once that the database cannot
                     // be written; the article is tried again.
-                    Err(e) if crate::store::unavailable(&e).is_some() => {
+                    Err(e) if let Some(reason) = crate::store::unavailable(&e) => {
                         debug!(feed = %article.feed_id, item = article.item.0,
                            error = %format!("{e:#}"), "could not record article");
-                        summary.skipped += 1;
+                        summary.unrecorded += 1;
+                        summary.unrecorded_error.get_or_insert(reason);
                     }
                     Err(e) => {
                         error!(feed = %article.feed_id, item = article.item.0, link = %article.link,

@@ -125,6 +125,7 @@ impl Store {
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<ArticleToFetch>> {
+        self.give_back_unreleased().await?;
         run!(self, db => db.claim_articles(now, lease, limit))
     }
 
@@ -172,10 +173,14 @@ impl Store {
         run!(self, db => db.reread_article(&article))
     }
 
-    /// Gives a claimed article back untried (shutdown): due again at once.
+    /// Gives a claimed article back untried (shutdown, or its result could not be
+    /// written): due again at once. One the database would not give back (it cannot be
+    /// written) is given back before this store next claims.
     pub async fn release_article(&self, article: &ArticleToFetch) -> Result<()> {
-        let article = article.clone();
-        run!(self, about = article.item, db => db.release_article(&article))
+        let held = article.clone();
+        let result = run!(self, about = held.item, db => db.release_article(&held));
+        self.keep_unreleased(&result, || Unreleased::Article(Box::new(article.clone())));
+        result
     }
 
     /// How many items each feed has in each article state, and the newest failure.

@@ -88,6 +88,7 @@ pub struct Store {
 enum Unreleased {
     Slot(FetchSlot),
     Claim(Box<FeedToPoll>),
+    Article(Box<ArticleToFetch>),
     /// What happened to an outbox message under a claim, as its `mark_*` call says it.
     Outcome {
         outbox_id: OutboxId,
@@ -425,6 +426,10 @@ impl Store {
                     let feed = FeedToPoll::clone(feed);
                     run!(self, about = feed.id, db => db.release_claim(&feed))
                 }
+                Unreleased::Article(article) => {
+                    let article = ArticleToFetch::clone(article);
+                    run!(self, about = article.item, db => db.release_article(&article))
+                }
                 Unreleased::Outcome {
                     outbox_id,
                     claim,
@@ -446,6 +451,33 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Writes what the database refused earlier and this store still holds (claims and
+    /// slots to give back, deliveries' results), as a process does before it ends: what
+    /// it holds dies with it. What still cannot be written is an error, and the log names
+    /// the messages whose results are lost with it: they are sent again (with the same
+    /// `Message-ID`) once their claim runs out.
+    pub async fn write_kept(&self) -> Result<()> {
+        let result = self.give_back_unreleased().await;
+        if result.is_err() {
+            let unreleased = self.unreleased.lock().unwrap_or_else(|p| p.into_inner());
+            let messages: Vec<String> = unreleased
+                .iter()
+                .filter_map(|kept| match kept {
+                    Unreleased::Outcome { outbox_id, .. } => Some(outbox_id.0.to_string()),
+                    _ => None,
+                })
+                .collect();
+            if !messages.is_empty() {
+                tracing::error!(
+                    outbox = %messages.join(", "),
+                    "the results of deliveries could not be written before exiting: these \
+                     messages are sent again (with the same Message-ID) once their claim runs out"
+                );
+            }
+        }
+        result
     }
 
     /// While calls fail because the database cannot be written (full, read-only, away),
