@@ -1370,3 +1370,59 @@ async fn a_process_writes_what_it_kept_before_it_ends_or_names_what_is_lost() {
     assert_eq!(later.delivery.sent, 0, "{later:?}");
     assert_eq!(smtp.wait_for(2, Duration::from_secs(3)).await.len(), 1);
 }
+
+/// On PostgreSQL, as on SQLite, an error of the client's own (a query that found no row
+/// where one was expected, a value that does not convert) is not the database being
+/// unavailable: no write trouble, nothing kept to retry. A connection that is gone is.
+#[test]
+fn a_postgres_error_that_is_not_the_database_being_away_is_not_write_trouble() {
+    let Some(server) = support::postgres::PgServer::start_or_skip("unavailable()") else {
+        return;
+    };
+    let url = server.fresh_database();
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let no_row = client
+        .query_one("SELECT 1 WHERE false", &[])
+        .expect_err("no row");
+    let wrong_type = client
+        .query_one("SELECT 'x'::text", &[])
+        .unwrap()
+        .try_get::<_, i32>(0)
+        .expect_err("not an integer");
+    // The same on SQLite, for comparison.
+    let sqlite = rusqlite::Connection::open_in_memory().unwrap();
+    let sqlite_no_row = sqlite
+        .query_row("SELECT 1 WHERE 0", [], |r| r.get::<_, i64>(0))
+        .expect_err("no row");
+    let sqlite_wrong_type = sqlite
+        .query_row("SELECT 'x'", [], |r| r.get::<_, i64>(0))
+        .expect_err("not an integer");
+    let judged: Vec<(String, Option<String>)> = [
+        anyhow::Error::new(no_row).context("recording a delivery"),
+        anyhow::Error::new(wrong_type).context("reading subscriber 7"),
+        anyhow::Error::new(sqlite_no_row).context("recording a delivery"),
+        anyhow::Error::new(sqlite_wrong_type).context("reading subscriber 7"),
+    ]
+    .into_iter()
+    .map(|e| (format!("{e:#}"), tidings::store::unavailable(&e)))
+    .collect();
+    assert!(
+        judged.iter().all(|(_, unavailable)| unavailable.is_none()),
+        "judged as the database being unwritable: {judged:#?}"
+    );
+    // The server going away under an open connection is.
+    let mut doomed = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let pid: i32 = doomed
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    client
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .unwrap();
+    let gone = doomed.execute("SELECT 1", &[]).expect_err("terminated");
+    let gone = anyhow::Error::new(gone).context("recording a delivery");
+    assert!(
+        tidings::store::unavailable(&gone).is_some(),
+        "a lost connection: {gone:#}"
+    );
+}

@@ -49,8 +49,9 @@ pub fn unavailable(error: &anyhow::Error) -> Option<String> {
         }
         if let Some(e) = cause.downcast_ref::<postgres::Error>() {
             let local = match e.code() {
-                // No SQL state: the connection itself failed.
-                None => true,
+                // No SQL state: the connection failed, or the client did (a row count,
+                // a conversion), which says nothing of the database.
+                None => connection_failed(e),
                 Some(state) => {
                     let code = state.code();
                     // Insufficient resources (disk full, out of memory, too many
@@ -69,6 +70,33 @@ pub fn unavailable(error: &anyhow::Error) -> Option<String> {
         }
     }
     None
+}
+
+/// Whether a PostgreSQL error without an SQL state is the connection failing: closed,
+/// an I/O error, or no connection or answer at all; not the client's own (a query that
+/// returned another number of rows than asked, a value that does not convert, a
+/// parameter).
+fn connection_failed(e: &postgres::Error) -> bool {
+    use std::error::Error as _;
+    let mut source = e.source();
+    while let Some(cause) = source {
+        if cause.is::<std::io::Error>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    // The client's kinds of error are not public; their words are.
+    let said = e.to_string();
+    e.is_closed()
+        || [
+            "error connecting",
+            "timeout waiting",
+            "error performing TLS",
+            "unexpected message from server",
+            "error parsing response",
+        ]
+        .iter()
+        .any(|words| said.starts_with(words))
 }
 
 /// SQLite's own words for `e` ("database or disk is full"), without the error code
