@@ -38,7 +38,7 @@ impl Instance {
             let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
                 .ok()
                 .map(|id| id.trim().to_string())
-                .filter(|id| is_scope(id));
+                .filter(|id| is_boot_id(id));
             let pid_scope = match (pid_namespace, boot) {
                 (Some(ns), Some(boot)) => format!("{ns}@{boot}"),
                 _ => String::new(),
@@ -72,10 +72,18 @@ impl Instance {
     }
 }
 
-/// Whether `s` could be a [`Instance::pid_scope`]: digits, hex, `-` and `@`.
+/// Whether `s` could be a [`Instance::pid_scope`]: "" (unknown), or `inode@boot_id`
+/// (digits, hex and `-` around one `@`), never a start time of an older id.
 fn is_scope(s: &str) -> bool {
-    s.bytes()
-        .all(|b| b.is_ascii_hexdigit() || b == b'-' || b == b'@')
+    s.is_empty()
+        || s.split_once('@').is_some_and(|(inode, boot)| {
+            !inode.is_empty() && inode.bytes().all(|b| b.is_ascii_digit()) && is_boot_id(boot)
+        })
+}
+
+/// Whether `s` could be a boot id: hex digits and `-`.
+fn is_boot_id(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
 }
 
 /// Whether no process has `pid` (in this PID namespace): `kill(pid, 0)` answers "no such
@@ -335,6 +343,7 @@ mod tests {
                 "web-1 pid 4242",
             ),
             ("a:b:4242:1700".into(), "a:b", 4242, None, "a:b pid 4242"),
+            ("db:5:4242:1700".into(), "db:5", 4242, None, "db:5 pid 4242"),
         ] {
             let signer = Signer::of(&id).unwrap();
             assert_eq!(
