@@ -453,6 +453,9 @@ fn usage(e: &clap::Error) -> ExitCode {
     }
 }
 
+/// How long a command that ends waits for the database to take what it refused earlier.
+const EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// The command's failures, each said, as one error; `Ok` when there are none.
 fn failed_if_any<const N: usize>(failures: [Option<anyhow::Error>; N]) -> Result<()> {
     let said: Vec<String> = failures
@@ -586,25 +589,30 @@ async fn execute(cli: Cli) -> Result<()> {
             // A local failure (the database would not take a poll's or an article's
             // result) is the command's: exit non-zero. Feeds that failed on their side
             // are not.
-            let kept = app.store.write_kept().await.err();
+            let kept = app.store.write_kept(EXIT_WAIT).await.err();
             failed_if_any([s.local_failure(), articles, kept])
         }
         Command::Digest { all } => {
             let app = App::open(config).await?;
             stop_on_signal(&app);
-            let s = send_digests(&app, app.store.now(), all).await?;
-            say!(
-                "queued {}; sent {}, retrying {}, failed {}",
-                count(s.queued, "digest"),
-                s.delivery.sent,
-                s.delivery.retrying,
-                s.delivery.failed
-            );
+            let round = match send_digests(&app, app.store.now(), all).await {
+                Ok(s) => {
+                    say!(
+                        "queued {}; sent {}, retrying {}, failed {}",
+                        count(s.queued, "digest"),
+                        s.delivery.sent,
+                        s.delivery.retrying,
+                        s.delivery.failed
+                    );
+                    s.local_failure()
+                }
+                Err(e) => Some(e),
+            };
             // A digest the database would not take, or one that could not be made, is a
             // local failure: exit 2. So is a delivery's result it would not take, which
-            // is lost with this process.
-            let kept = app.store.write_kept().await.err();
-            failed_if_any([s.local_failure(), kept])
+            // is lost with this process (and named), however the round ended.
+            let kept = app.store.write_kept(EXIT_WAIT).await.err();
+            failed_if_any([round, kept])
         }
         Command::Prune => {
             let store = open_store(&config).await?;

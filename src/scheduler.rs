@@ -185,7 +185,7 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
     }
     // What the database refused and this process still holds dies with it: a last try.
     let store = app_rx.borrow().store.clone();
-    if let Err(e) = store.write_kept().await {
+    if let Err(e) = store.write_kept(Duration::from_secs(5)).await {
         warn!(error = %format!("{e:#}"), "exiting with work the database would not take");
     }
     listeners_stop.cancel();

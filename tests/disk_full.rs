@@ -1345,7 +1345,7 @@ async fn a_process_writes_what_it_kept_before_it_ends_or_names_what_is_lost() {
     smtp.set_data_delay(Duration::ZERO);
 
     // Ending while writes still fail: an error, and the message named.
-    assert!(app.store.write_kept().await.is_err());
+    assert!(app.store.write_kept(Duration::from_secs(30)).await.is_err());
     let all = String::from_utf8_lossy(&captured_logs().lock().unwrap()).to_string();
     let line = all
         .lines()
@@ -1360,7 +1360,7 @@ async fn a_process_writes_what_it_kept_before_it_ends_or_names_what_is_lost() {
 
     // Ending once they work: written, and the next run sends nothing again.
     app.store.refuse_writes(false).await.unwrap();
-    app.store.write_kept().await.unwrap();
+    app.store.write_kept(Duration::from_secs(30)).await.unwrap();
     let config = app.config.as_ref().clone();
     drop(app);
     let next = App::open(config).await.unwrap();
@@ -1424,5 +1424,213 @@ fn a_postgres_error_that_is_not_the_database_being_away_is_not_write_trouble() {
     assert!(
         tidings::store::unavailable(&gone).is_some(),
         "a lost connection: {gone:#}"
+    );
+}
+
+async fn app_with_an_empty_feed(
+    dir: &std::path::Path,
+    feeds: &FeedServer,
+    smtp: &SmtpServer,
+) -> App {
+    feeds.set(
+        "/f0.xml",
+        support::Route::feed(
+            "application/rss+xml",
+            "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>F</title>\
+             <link>https://n.example/</link><description>d</description></channel></rss>",
+        ),
+    );
+    let config = write_config_with(dir, &[("f0", feeds.url("/f0.xml"))], smtp.port(), "", "");
+    App::open(config).await.unwrap()
+}
+
+/// Two delivery results the database refused are kept. The next claim_mail writes them
+/// first; its caller gives up on it while the first is waiting for a lock another
+/// process holds (a timeout, a `select!`): the writing goes on to its end, so neither
+/// result is dropped and neither message is claimed (and sent) again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_given_up_while_writing_kept_results_loses_none() {
+    let feeds = FeedServer::start().await;
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_with_an_empty_feed(dir.path(), &feeds, &smtp).await;
+    let store = app.store.clone();
+    let now = at("2026-12-01T12:00:00Z");
+    for to in ["a@example.org", "b@example.org"] {
+        store
+            .queue_message(to, "s", "t", "<p>t</p>", "example.org", now)
+            .await
+            .unwrap();
+    }
+    let lease = Duration::from_secs(60);
+    let rows = store.claim_mail(now, lease, 10).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    // Both were sent; the database refuses both results: both kept.
+    store.refuse_writes(true).await.unwrap();
+    for row in &rows {
+        assert!(
+            store
+                .mark_sent(row.id, row.claim.as_deref(), now)
+                .await
+                .is_err()
+        );
+    }
+    store.refuse_writes(false).await.unwrap();
+
+    // Another process holds the write lock for a while (a backup, a migration).
+    let path = dir.path().join("data/tidings.db");
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(1500),
+        store.claim_mail(now + chrono::Duration::seconds(1), lease, 10),
+    )
+    .await;
+    assert!(
+        cancelled.is_err(),
+        "the claim was still waiting for the lock"
+    );
+    other.execute_batch("ROLLBACK").unwrap();
+    drop(other);
+
+    // The write in flight runs to its end on the blocking pool.
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let waited = std::time::Instant::now();
+    while count(&db, "SELECT COUNT(*) FROM outbox WHERE status = 'sent'") == 0 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "the first kept result is written"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Exiting now: write_kept has nothing left, and says nothing.
+    let kept = store.write_kept(Duration::from_secs(30)).await;
+    let sent = count(&db, "SELECT COUNT(*) FROM outbox WHERE status = 'sent'");
+    let again = store
+        .claim_mail(now + chrono::Duration::hours(1), lease, 10)
+        .await
+        .unwrap();
+    assert!(
+        sent == 2 || kept.is_err(),
+        "a delivery result was dropped silently: {sent} of 2 recorded as sent, write_kept \
+         = {kept:?}, and {} message(s) the server took are claimed to be sent again: {:?}",
+        again.len(),
+        again.iter().map(|m| &m.recipient).collect::<Vec<_>>()
+    );
+}
+
+/// The disk is full (no page can be added), yet claims and in-place writes still fit.
+/// One delivery result kept because it needs room (a long server reply as its error)
+/// holds up the claims of mail, not those of feeds or connection slots: polling goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_kept_result_that_needs_room_holds_up_only_mail() {
+    let feeds = FeedServer::start().await;
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_with_an_empty_feed(dir.path(), &feeds, &smtp).await;
+    let store = app.store.clone();
+    let now = at("2026-12-01T12:00:00Z");
+    tidings::poll_feeds(&app, now, false).await.unwrap();
+    store
+        .queue_message("a@example.org", "s", "t", "<p>t</p>", "example.org", now)
+        .await
+        .unwrap();
+    let lease = Duration::from_secs(60);
+    let rows = store.claim_mail(now, lease, 10).await.unwrap();
+    assert_eq!(rows.len(), 1);
+
+    // The disk fills up.
+    store.limit_growth(Some(0)).await.unwrap();
+    // A claim fits: it changes a row in place.
+    let later = now + chrono::Duration::hours(2);
+    let claimed = store.claim_feeds(later, lease, false).await.unwrap();
+    assert_eq!(claimed.len(), 1, "a feed claim fits on the full disk");
+    store.release_claim(&claimed[0]).await.unwrap();
+
+    // The mail server deferred the message with a long reply: the retry does not fit.
+    let reply = "451 4.3.0 try again later; ".repeat(2000);
+    let retry = store
+        .mark_retry(
+            rows[0].id,
+            rows[0].claim.as_deref(),
+            &reply,
+            now + chrono::Duration::minutes(5),
+        )
+        .await;
+    assert!(retry.is_err(), "the long reply needs pages: {retry:?}");
+
+    // Now nothing is claimed any more, though each claim alone would fit.
+    let feeds_claim = store.claim_feeds(later, lease, false).await;
+    let limits = tidings::store::FetchLimits {
+        per_host: 10,
+        concurrency: 10,
+    };
+    let slot = store
+        .acquire_fetch_slot("n.example", limits, later, lease)
+        .await;
+    let poll = tidings::poll_feeds(&app, later, false).await;
+    assert!(
+        feeds_claim.is_ok() && slot.is_ok(),
+        "a mail's kept outcome blocks feed claims and fetch slots: claim_feeds = {:?}, \
+         acquire_fetch_slot = {:?}, poll_feeds = {:?}",
+        feeds_claim.map(|f| f.len()).map_err(|e| format!("{e:#}")),
+        slot.map(|s| s.is_some()).map_err(|e| format!("{e:#}")),
+        poll.map(|p| format!("{p:?}")).map_err(|e| format!("{e:#}")),
+    );
+}
+
+/// `tidings digest` ends while it holds a delivery result the database would not take
+/// (another process held the write lock past the busy timeout while the mail server
+/// answered), its round ending in that error: it still names the message lost with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_round_that_fails_still_names_the_message_it_loses() {
+    let feeds = FeedServer::start().await;
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_with_an_empty_feed(dir.path(), &feeds, &smtp).await;
+    let now = chrono::Utc::now();
+    let id = app
+        .store
+        .queue_message("a@example.org", "s", "t", "<p>t</p>", "example.org", now)
+        .await
+        .unwrap();
+    drop(app);
+    smtp.set_data_delay(Duration::from_secs(3));
+    let config = dir.path().join("config.toml");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["digest", "--config"])
+        .arg(&config)
+        .env_remove("TIDINGS_CONFIG")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert_eq!(smtp.wait_for(1, Duration::from_secs(20)).await.len(), 1);
+    // The server has the message; another process takes the write lock until the
+    // digest command has ended.
+    let path = dir.path().join("data/tidings.db");
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.busy_timeout(Duration::from_secs(10)).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    other.execute_batch("ROLLBACK").unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let status: String = db
+        .query_row("SELECT status FROM outbox WHERE id = ?1", [id.0], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(status, "pending", "the result was lost with the process");
+    assert!(
+        stderr.contains("could not be written before exiting"),
+        "exit {:?}; message {} was sent but its result died with the process, and no \
+         line names it.\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status,
+        id.0
     );
 }

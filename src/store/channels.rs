@@ -277,7 +277,7 @@ impl Store {
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<PushMessage>> {
-        self.give_back_unreleased().await?;
+        self.write_unreleased_deliveries().await?;
         run!(self, db => db.claim_push(now, lease, limit))
     }
 

@@ -405,16 +405,52 @@ impl Store {
         }
     }
 
-    /// Gives back the claims and slots this process could not give back before, and
-    /// records the deliveries it could not record; the first that still cannot be is an
-    /// error (the database still cannot be written), and it and the rest are kept for the
-    /// next try.
+    /// Gives back the claims and slots this process could not give back before (see
+    /// [`Store::write_unreleased`]); the deliveries' results it keeps wait for a claim of
+    /// mail or pushes.
     async fn give_back_unreleased(&self) -> Result<()> {
+        self.write_unreleased(false).await
+    }
+
+    /// [`Store::give_back_unreleased`], and the deliveries' results this store kept:
+    /// before it claims mail or pushes, which could otherwise take (and send) those
+    /// messages again.
+    async fn write_unreleased_deliveries(&self) -> Result<()> {
+        self.write_unreleased(true).await
+    }
+
+    /// Writes what [`Store::unreleased`] holds: the claims and slots, then, with
+    /// `deliveries`, the deliveries' results (one that does not fit holds up no claim of
+    /// feeds, articles or slots). In each group the first that still cannot be written is
+    /// an error (the database still cannot be written), and it and the rest are kept for
+    /// the next try. The work runs to its end even when the caller goes away (a timeout):
+    /// nothing taken out of the list is dropped unwritten.
+    async fn write_unreleased(&self, deliveries: bool) -> Result<()> {
+        let store = self.clone();
+        tokio::spawn(async move { store.write_unreleased_now(deliveries).await })
+            .await
+            .context("writing what earlier work could not")?
+    }
+
+    async fn write_unreleased_now(&self, deliveries: bool) -> Result<()> {
         let _writing = self.writing_unreleased.lock().await;
-        let pending = {
+        let (outcomes, releases): (Vec<_>, Vec<_>) = {
             let mut unreleased = self.unreleased.lock().unwrap_or_else(|p| p.into_inner());
             std::mem::take(&mut *unreleased)
+                .into_iter()
+                .partition(|kept| matches!(kept, Unreleased::Outcome { .. }))
         };
+        let released = self.write_each(releases).await;
+        if !deliveries {
+            self.keep_all(outcomes);
+            return released;
+        }
+        let recorded = self.write_each(outcomes).await;
+        released.and(recorded)
+    }
+
+    /// Writes `pending` in order until one fails; it and the rest go back to be kept.
+    async fn write_each(&self, pending: Vec<Unreleased>) -> Result<()> {
         let mut pending = pending.into_iter();
         while let Some(next) = pending.next() {
             let result = match &next {
@@ -442,9 +478,7 @@ impl Store {
                 }
             };
             if let Err(e) = result {
-                let mut unreleased = self.unreleased.lock().unwrap_or_else(|p| p.into_inner());
-                unreleased.push(next);
-                unreleased.extend(pending);
+                self.keep_all(std::iter::once(next).chain(pending));
                 return Err(
                     e.context("writing what earlier work could not (claims, slots, deliveries)")
                 );
@@ -453,29 +487,51 @@ impl Store {
         Ok(())
     }
 
+    /// Puts `kept` back in [`Store::unreleased`].
+    fn keep_all(&self, kept: impl IntoIterator<Item = Unreleased>) {
+        let mut unreleased = self.unreleased.lock().unwrap_or_else(|p| p.into_inner());
+        unreleased.extend(kept);
+    }
+
+    /// The outbox ids of the deliveries' results this store holds unwritten.
+    fn kept_deliveries(&self) -> Vec<String> {
+        let unreleased = self.unreleased.lock().unwrap_or_else(|p| p.into_inner());
+        unreleased
+            .iter()
+            .filter_map(|kept| match kept {
+                Unreleased::Outcome { outbox_id, .. } => Some(outbox_id.0.to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Writes what the database refused earlier and this store still holds (claims and
     /// slots to give back, deliveries' results), as a process does before it ends: what
-    /// it holds dies with it. What still cannot be written is an error, and the log names
+    /// it holds dies with it. Waits at most `within` (a database that hangs must not
+    /// hold up the exit). What still cannot be written is an error, and the log names
     /// the messages whose results are lost with it: they are sent again (with the same
     /// `Message-ID`) once their claim runs out.
-    pub async fn write_kept(&self) -> Result<()> {
-        let result = self.give_back_unreleased().await;
-        if result.is_err() {
-            let unreleased = self.unreleased.lock().unwrap_or_else(|p| p.into_inner());
-            let messages: Vec<String> = unreleased
-                .iter()
-                .filter_map(|kept| match kept {
-                    Unreleased::Outcome { outbox_id, .. } => Some(outbox_id.0.to_string()),
-                    _ => None,
-                })
-                .collect();
-            if !messages.is_empty() {
-                tracing::error!(
-                    outbox = %messages.join(", "),
-                    "the results of deliveries could not be written before exiting: these \
-                     messages are sent again (with the same Message-ID) once their claim runs out"
-                );
-            }
+    pub async fn write_kept(&self, within: Duration) -> Result<()> {
+        let before = self.kept_deliveries();
+        let (result, lost) = match tokio::time::timeout(within, self.write_unreleased_deliveries())
+            .await
+        {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => (Err(e), self.kept_deliveries()),
+            Err(_) => (
+                Err(
+                    anyhow::anyhow!("the database did not answer within {} s", within.as_secs())
+                        .context("writing what earlier work could not (claims, slots, deliveries)"),
+                ),
+                before,
+            ),
+        };
+        if !lost.is_empty() {
+            tracing::error!(
+                outbox = %lost.join(", "),
+                "the results of deliveries could not be written before exiting: these \
+                 messages are sent again (with the same Message-ID) once their claim runs out"
+            );
         }
         result
     }

@@ -32,7 +32,7 @@ impl Store {
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<OutboxMessage>> {
-        self.give_back_unreleased().await?;
+        self.write_unreleased_deliveries().await?;
         run!(self, db => db.claim_mail(now, lease, limit))
     }
 
